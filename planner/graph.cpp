@@ -1,0 +1,117 @@
+#include "planner/graph.hpp"
+
+#include <boost/graph/topological_sort.hpp>
+#include <cassert>
+#include <iterator>
+#include <set>
+
+namespace remat {
+
+std::uint64_t dtype_bytes(DType d) {
+    switch (d) {
+        case DType::f32: return 4;
+        case DType::bf16:
+        case DType::f16: return 2;
+        case DType::i64: return 8;
+        case DType::u8:
+        case DType::b8: return 1;
+    }
+    return 0;
+}
+
+std::string_view dtype_name(DType d) {
+    switch (d) {
+        case DType::f32: return "float32";
+        case DType::bf16: return "bfloat16";
+        case DType::f16: return "float16";
+        case DType::i64: return "int64";
+        case DType::u8: return "uint8";
+        case DType::b8: return "bool";
+    }
+    return "?";
+}
+
+std::uint64_t Tensor::numel() const {
+    std::uint64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+}
+
+TensorId StageGraph::push(Tensor t) {
+    tensors_.push_back(std::move(t));
+    producer_.push_back(-1);
+    return static_cast<TensorId>(tensors_.size() - 1);
+}
+
+TensorId StageGraph::add_input(std::string name, std::vector<std::uint64_t> shape, DType dtype,
+                               bool needs_grad) {
+    TensorId id = push({std::move(name), std::move(shape), dtype, no_tensor, needs_grad, false});
+    inputs_.push_back(id);
+    return id;
+}
+
+TensorId StageGraph::add_tensor(std::string name, std::vector<std::uint64_t> shape, DType dtype,
+                                bool needs_grad) {
+    return push({std::move(name), std::move(shape), dtype, no_tensor, needs_grad, false});
+}
+
+TensorId StageGraph::add_view(std::string name, TensorId of, std::vector<std::uint64_t> shape) {
+    const Tensor& base = tensors_[of];
+    return push({std::move(name), std::move(shape), base.dtype, of, base.needs_grad, base.shared});
+}
+
+TensorId StageGraph::storage(TensorId t) const {
+    while (tensors_[t].view_of != no_tensor) t = tensors_[t].view_of;
+    return t;
+}
+
+OpVertex StageGraph::add_op(Op op) {
+    const OpVertex v = boost::add_vertex(op, graph_);
+    for (TensorId in : graph_[v].inputs) {
+        assert(in < tensors_.size() && "op input must be a known tensor");
+        if (producer_[in] >= 0)
+            boost::add_edge(static_cast<OpVertex>(producer_[in]), v, TensorEdge{in}, graph_);
+    }
+    for (TensorId out : graph_[v].outputs) {
+        assert(producer_[out] < 0 && "a tensor has one producer");
+        producer_[out] = static_cast<int>(v);
+    }
+    return v;
+}
+
+void StageGraph::finish(TensorId output) {
+    output_ = output;
+    order_.clear();
+    boost::topological_sort(graph_, std::back_inserter(order_));
+    std::reverse(order_.begin(), order_.end());  // topological_sort emits reverse order
+}
+
+std::vector<TensorId> StageGraph::saved_storages() const {
+    std::set<TensorId> unique;
+    for (OpVertex v : order_)
+        for (TensorId t : graph_[v].saved) {
+            const TensorId s = storage(t);
+            if (!tensors_[s].shared) unique.insert(s);
+        }
+    return {unique.begin(), unique.end()};
+}
+
+std::uint64_t StageGraph::saved_bytes() const {
+    std::uint64_t total = 0;
+    for (TensorId s : saved_storages()) total += tensors_[s].bytes();
+    return total;
+}
+
+double StageGraph::fwd_flops() const {
+    double f = 0;
+    for (OpVertex v : order_) f += graph_[v].fwd_flops;
+    return f;
+}
+
+double StageGraph::bwd_flops() const {
+    double f = 0;
+    for (OpVertex v : order_) f += graph_[v].bwd_flops;
+    return f;
+}
+
+}  // namespace remat

@@ -1,0 +1,43 @@
+#include "planner/json_io.hpp"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "planner/error.hpp"
+
+namespace remat {
+
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin) {
+    try {
+        return nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        // e.byte is 1-based and points just past the offending character.
+        std::size_t offset = e.byte == 0 ? 0 : std::min<std::size_t>(e.byte - 1, text.size());
+        std::size_t line = 1, column = 1;
+        for (std::size_t i = 0; i < offset; ++i) {
+            if (text[i] == '\n') {
+                ++line;
+                column = 1;
+            } else {
+                ++column;
+            }
+        }
+        std::string reason = e.what();
+        if (auto p = reason.find("syntax error"); p != std::string::npos) reason = reason.substr(p);
+        throw InputError(
+            fmt::format("{}:{}:{}: malformed JSON: {}; fix the file or pass a preset name",
+                        origin, line, column, reason));
+    }
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw InputError(fmt::format("cannot read '{}'; check the path", path));
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return parse_json_text(buffer.str(), path);
+}
+
+}  // namespace remat

@@ -1,0 +1,15 @@
+// Reading JSON text with errors that name the file and line, as users need to fix it.
+#pragma once
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace remat {
+
+// Throws InputError "<origin>:<line>:<column>: malformed JSON: <reason>".
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin);
+// Throws InputError if the file cannot be read or is malformed.
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace remat

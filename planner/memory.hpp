@@ -1,0 +1,70 @@
+// Model states per rank under each framework's own accounting, and the reserve outside the
+// allocator. Sources: ZeRO (Rajbhandari et al. 2020, Table 1), Megatron-LM's
+// theoretical_memory_usage.py, PyTorch DDP and FSDP (see docs/memory-model.md).
+//
+//   ModelStates s = model_states(chain);   // persistent parameters, gradients, optimizer
+//   Reserve r = default_reserve(gpu);      // CUDA context, cuBLAS workspace, fragmentation
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "planner/chain.hpp"
+#include "planner/gpu.hpp"
+
+namespace remat {
+
+// Bytes per parameter of each kind of state, before sharding.
+struct StateBytesPerParam {
+    double parameters = 0;   // the persistent copy a rank holds
+    double gradients = 0;
+    double optimizer = 0;    // Adam moments (and fp32 master weights where the framework keeps them)
+    double compute = 0;      // dtype of the unsharded (gathered) parameters used by the math
+};
+StateBytesPerParam state_bytes_per_param(Sharding s, Precision p, Optimizer o);
+
+// How each state is divided over W ranks.
+struct ShardingRule {
+    bool parameters_sharded = false;
+    bool gradients_sharded = false;
+    bool optimizer_sharded = false;
+    bool gather_per_unit = false;        // FSDP / ZeRO-3 all-gather a unit before using it
+    bool reshard_after_forward = true;   // false for fsdp-grad-op (SHARD_GRAD_OP)
+    bool grads_allocated_in_backward = false;  // PyTorch: p.grad appears in backward, set_to_none after the step
+    bool autocast_weight_cache = false;  // DDP + autocast: low-precision weight copies per forward
+    bool foreach_adam_temp = false;      // torch.optim.AdamW(foreach=True) allocates a param-sized temporary
+};
+ShardingRule sharding_rule(Sharding s, Precision p);
+
+// Units: stage indices grouped into FSDP units. Blocks are one unit each; embedding, final
+// norm and head form the root unit (index 0), unsharded from the start of forward to the end
+// of backward.
+struct Unit {
+    std::vector<std::size_t> stages;
+    std::uint64_t params = 0;
+    std::uint64_t shard_params = 0;  // ceil(params / W): FSDP pads each flat parameter
+};
+std::vector<Unit> fsdp_units(const Chain& c);
+std::size_t unit_of_stage(const Chain& c, std::size_t stage);
+
+struct ModelStates {
+    std::uint64_t parameters_bytes = 0;
+    std::uint64_t gradients_bytes = 0;
+    std::uint64_t optimizer_bytes = 0;
+    std::uint64_t total() const { return parameters_bytes + gradients_bytes + optimizer_bytes; }
+};
+// Persistent per-rank states of a steady step (the gradients as they exist at the end of
+// backward).
+ModelStates model_states(const Chain& c);
+// Exact ZeRO-style totals for a parameter count (no units, no padding): used for Table 1.
+ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Optimizer o,
+                             std::uint64_t world);
+
+struct Reserve {
+    std::uint64_t cuda_context_bytes = 0;     // CUDA context + kernels (lazy loading)
+    std::uint64_t workspace_bytes = 0;        // cuBLAS workspace, one handle and stream
+    double fragmentation = 0;                 // margin as a fraction of the allocator peak
+};
+Reserve default_reserve(const GpuSpec& gpu);
+std::uint64_t reserve_bytes(const Reserve& r, std::uint64_t allocator_peak_bytes);
+
+}  // namespace remat

@@ -1,0 +1,67 @@
+#include "planner/options.hpp"
+
+#include <array>
+#include <utility>
+
+#include "planner/error.hpp"
+
+namespace remat {
+namespace {
+
+template <typename E, std::size_t N>
+using Names = std::array<std::pair<E, std::string_view>, N>;
+
+constexpr Names<Precision, 4> precisions{{{Precision::fp32, "fp32"},
+                                          {Precision::bf16_mixed, "bf16-mixed"},
+                                          {Precision::fp16_mixed, "fp16-mixed"},
+                                          {Precision::bf16, "bf16"}}};
+constexpr Names<Profile, 3> profiles{{{Profile::hf_eager, "hf-eager"},
+                                      {Profile::sdpa, "sdpa"},
+                                      {Profile::megatron, "megatron"}}};
+constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
+                                        {Sharding::fsdp, "fsdp"},
+                                        {Sharding::fsdp_grad_op, "fsdp-grad-op"},
+                                        {Sharding::zero1, "zero1"},
+                                        {Sharding::zero2, "zero2"},
+                                        {Sharding::zero3, "zero3"},
+                                        {Sharding::megatron, "megatron"},
+                                        {Sharding::megatron_distopt, "megatron-distopt"}}};
+constexpr Names<Optimizer, 2> optimizers{{{Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}}};
+
+template <typename E, std::size_t N>
+std::string_view name_of(const Names<E, N>& names, E e) {
+    for (const auto& [value, name] : names)
+        if (value == e) return name;
+    return "?";
+}
+
+template <typename E, std::size_t N>
+std::vector<std::string> all_names(const Names<E, N>& names) {
+    std::vector<std::string> out;
+    for (const auto& entry : names) out.emplace_back(entry.second);
+    return out;
+}
+
+template <typename E, std::size_t N>
+E parse_name(const Names<E, N>& names, const std::string& s, const char* what) {
+    for (const auto& [value, name] : names)
+        if (name == s) return value;
+    throw_unknown(what, s, all_names(names));
+}
+
+}  // namespace
+
+std::string_view precision_name(Precision p) { return name_of(precisions, p); }
+std::string_view profile_name(Profile p) { return name_of(profiles, p); }
+std::string_view sharding_name(Sharding s) { return name_of(shardings, s); }
+std::string_view optimizer_name(Optimizer o) { return name_of(optimizers, o); }
+Precision parse_precision(const std::string& s) { return parse_name(precisions, s, "precision"); }
+Profile parse_profile(const std::string& s) { return parse_name(profiles, s, "profile"); }
+Sharding parse_sharding(const std::string& s) { return parse_name(shardings, s, "sharding"); }
+Optimizer parse_optimizer(const std::string& s) { return parse_name(optimizers, s, "optimizer"); }
+std::vector<std::string> precision_names() { return all_names(precisions); }
+std::vector<std::string> profile_names() { return all_names(profiles); }
+std::vector<std::string> sharding_names() { return all_names(shardings); }
+std::vector<std::string> optimizer_names() { return all_names(optimizers); }
+
+}  // namespace remat

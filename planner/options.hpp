@@ -1,0 +1,40 @@
+// Run options shared by every subcommand: the parts of a training configuration that are not
+// the model or the GPU. Each enum has one parser that names the valid values on error.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace remat {
+
+enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
+// Which implementation's op decomposition decides what is saved for backward.
+enum class Profile { hf_eager, sdpa, megatron };
+enum class Sharding { none, fsdp, fsdp_grad_op, zero1, zero2, zero3, megatron, megatron_distopt };
+enum class Optimizer { adamw, sgd };
+
+struct RunOptions {
+    std::uint64_t micro_batch = 1;  // B
+    std::uint64_t seq = 0;          // S; 0 until resolved to the model's context length
+    std::uint64_t world_size = 1;   // W, data-parallel ranks
+    Precision precision = Precision::bf16_mixed;
+    Profile profile = Profile::sdpa;
+    Sharding sharding = Sharding::none;
+    Optimizer optimizer = Optimizer::adamw;
+};
+
+std::string_view precision_name(Precision p);
+std::string_view profile_name(Profile p);
+std::string_view sharding_name(Sharding s);
+std::string_view optimizer_name(Optimizer o);
+Precision parse_precision(const std::string& s);
+Profile parse_profile(const std::string& s);
+Sharding parse_sharding(const std::string& s);
+Optimizer parse_optimizer(const std::string& s);
+std::vector<std::string> precision_names();
+std::vector<std::string> profile_names();
+std::vector<std::string> sharding_names();
+std::vector<std::string> optimizer_names();
+
+}  // namespace remat

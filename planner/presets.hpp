@@ -1,0 +1,17 @@
+// Presets from models/ compiled into the binary (see cmake/EmbedPresets.cmake), so the CLI
+// needs no data files at run time.
+#pragma once
+#include <string_view>
+#include <vector>
+
+namespace remat {
+
+struct EmbeddedPreset {
+    std::string_view kind;  // "models" or "gpus": the folder under models/
+    std::string_view name;  // file name without .json
+    std::string_view json;
+};
+
+const std::vector<EmbeddedPreset>& embedded_presets();
+
+}  // namespace remat

@@ -1,0 +1,514 @@
+#include "planner/simulate.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+
+namespace remat {
+namespace {
+
+// Per-graph facts the replay needs, computed once per graph (blocks share theirs).
+struct GraphFacts {
+    struct OpStep {
+        std::vector<TensorId> produce;   // storages allocated by the op (views and shared excluded)
+        std::vector<TensorId> consume;   // input storages, once per op
+        std::vector<TensorId> grad_in;   // input storages that receive a gradient
+        std::vector<TensorId> grad_out;  // output storages whose gradient this op consumes
+        std::vector<TensorId> release;   // saved storages whose last backward use is this op
+        bool core = false;
+        double fwd_s = 0, bwd_s = 0, fwd_flops = 0, bwd_flops = 0;
+        std::uint64_t fwd_ws = 0, bwd_ws = 0;
+        const std::string* name = nullptr;
+    };
+    std::vector<OpStep> steps;              // topological order
+    std::vector<std::uint64_t> bytes;       // per storage; 0 for views and shared tensors
+    std::vector<int> uses_all;              // forward consumers per storage
+    std::vector<int> uses_core;             // consumers among attention-core ops
+    std::vector<bool> saved, sel_kept, sel_dropped;
+    TensorId input = no_tensor, output = no_tensor;
+};
+
+GraphFacts facts_of(const StageGraph& g, const GpuSpec& gpu, Precision precision,
+                    const StepTimeModel& tm) {
+    GraphFacts f;
+    const std::size_t n = g.tensors().size();
+    f.bytes.assign(n, 0);
+    for (TensorId t = 0; t < n; ++t)
+        if (g.tensor(t).view_of == no_tensor && !g.tensor(t).shared) f.bytes[t] = g.tensor(t).bytes();
+    f.uses_all.assign(n, 0);
+    f.uses_core.assign(n, 0);
+    f.saved.assign(n, false);
+    f.input = g.storage(g.input());
+    f.output = g.storage(g.output());
+    auto unique_storages = [&](const std::vector<TensorId>& ts) {
+        std::vector<TensorId> out;
+        for (TensorId t : ts) {
+            const TensorId s = g.storage(t);
+            if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+        }
+        return out;
+    };
+    for (OpVertex v : g.order()) {
+        const Op& op = g.op(v);
+        GraphFacts::OpStep st;
+        st.name = &op.name;
+        st.core = op.attention_core;
+        for (TensorId t : op.outputs)
+            if (g.tensor(t).view_of == no_tensor) st.produce.push_back(t);
+        st.consume = unique_storages(op.inputs);
+        for (TensorId s : st.consume) {
+            ++f.uses_all[s];
+            if (op.attention_core) ++f.uses_core[s];
+            if (g.tensor(s).needs_grad && !g.tensor(s).shared) st.grad_in.push_back(s);
+        }
+        for (TensorId t : st.produce)
+            if (g.tensor(t).needs_grad) st.grad_out.push_back(t);
+        for (TensorId s : unique_storages(op.saved)) f.saved[s] = true;
+        st.fwd_flops = op.fwd_flops;
+        st.bwd_flops = op.bwd_flops;
+        st.fwd_s = op_time_s(op, false, gpu, precision, tm);
+        st.bwd_s = op_time_s(op, true, gpu, precision, tm);
+        st.fwd_ws = op.fwd_workspace_bytes;
+        st.bwd_ws = op.bwd_workspace_bytes;
+        f.steps.push_back(std::move(st));
+    }
+    // The last backward use of a saved storage is the earliest op (in forward order) saving it.
+    std::vector<bool> released(n, false);
+    for (std::size_t k = 0; k < f.steps.size(); ++k) {
+        for (TensorId s : unique_storages(g.op(g.order()[k]).saved)) {
+            if (released[s]) continue;
+            released[s] = true;
+            f.steps[k].release.push_back(s);
+        }
+    }
+    f.sel_dropped = selective_dropped_mask(g);
+    f.sel_kept.assign(n, false);
+    for (TensorId s = 0; s < n; ++s) f.sel_kept[s] = f.saved[s] && !f.sel_dropped[s];
+    return f;
+}
+
+enum Category { k_params, k_grads, k_optimizer, k_unsharded, k_activations, k_temporaries, k_count };
+
+class Replay {
+public:
+    Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
+        : c_(c), plan_(plan), rule_(sharding_rule(c.options.sharding, c.options.precision)),
+          bpp_(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
+          units_(fsdp_units(c)) {
+        for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
+        const std::size_t n = c.stages.size();
+        live_.resize(n);
+        grad_live_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            live_[i].assign(facts(i).bytes.size(), 0);
+            grad_live_[i].assign(facts(i).bytes.size(), 0);
+        }
+        boundary_live_.assign(n + 1, 0);
+        boundary_bytes_.assign(n + 1, 0);
+        frontier_.assign(n + 1, false);
+        held_prev_.assign(n + 1, false);
+        held_next_.assign(n + 1, false);
+        bgrad_live_.assign(n + 1, 0);
+        for (std::size_t i = 0; i < n; ++i)
+            boundary_bytes_[i] = facts(i).bytes[facts(i).input];
+        boundary_bytes_[n] = facts(n - 1).bytes[facts(n - 1).output];
+        gathered_.assign(units_.size(), false);
+        unsharded_grad_live_.assign(units_.size(), false);
+        shard_grad_live_.assign(units_.size(), false);
+        cast_live_.assign(n, false);
+        first_forward_done_.assign(n, false);
+        backward_done_.assign(n, false);
+        local_params_ = 0;
+        for (const Unit& u : units_)
+            local_params_ += rule_.parameters_sharded || rule_.optimizer_sharded ? u.shard_params : u.params;
+        if (!rule_.gather_per_unit && (rule_.optimizer_sharded || !rule_.parameters_sharded))
+            local_params_ = rule_.optimizer_sharded
+                                ? (parameter_count(c.model) + c.options.world_size - 1) / c.options.world_size
+                                : parameter_count(c.model);
+    }
+
+    SimResult run(const Reserve& reserve) {
+        const ModelStates states = model_states(c_);
+        alloc(k_params, states.parameters_bytes);
+        alloc(k_optimizer, states.optimizer_bytes);
+        if (!rule_.grads_allocated_in_backward) alloc(k_grads, states.gradients_bytes);
+        // The step's input: token ids (x_0) exist before forward.
+        frontier_[0] = true;
+        boundary_alloc(0);
+        bool forward_phase = true;
+        for (std::size_t a = 0; a < plan_.schedule.actions.size(); ++a) {
+            const Action& act = plan_.schedule.actions[a];
+            if (act.kind == ActionKind::B && forward_phase) {
+                forward_phase = false;
+                end_of_forward();
+            }
+            action_label_ = action_label(act);
+            action_peak_ = used_;
+            run_action(a, act);
+            result_.timeline.push_back({action_label_, used_, action_peak_});
+        }
+        optimizer_step();
+        result_.allocator_peak_bytes = peak_;
+        result_.at_peak.reserve_bytes = reserve_bytes(reserve, peak_);
+        result_.peak_bytes = peak_ + result_.at_peak.reserve_bytes;
+        const double tokens = static_cast<double>(c_.options.micro_batch * c_.options.seq);
+        result_.step_time_s = time_s_;
+        result_.tokens_per_s = time_s_ > 0 ? tokens / time_s_ : 0;
+        return result_;
+    }
+
+private:
+    const GraphFacts& facts(std::size_t stage) const { return facts_[c_.stages[stage].graph]; }
+
+    void alloc(Category k, std::uint64_t bytes, const std::string* op = nullptr) {
+        cat_[k] += bytes;
+        used_ += bytes;
+        action_peak_ = std::max(action_peak_, used_);
+        if (used_ > peak_) {
+            peak_ = used_;
+            result_.peak_action = action_label_;
+            result_.peak_op = op ? *op : std::string();
+            Breakdown& b = result_.at_peak;
+            b.parameters_bytes = cat_[k_params];
+            b.gradients_bytes = cat_[k_grads];
+            b.optimizer_bytes = cat_[k_optimizer];
+            b.unsharded_parameters_bytes = cat_[k_unsharded];
+            b.activations_bytes = cat_[k_activations];
+            b.temporaries_bytes = cat_[k_temporaries];
+        }
+    }
+    void release(Category k, std::uint64_t bytes) {
+        assert(cat_[k] >= bytes && used_ >= bytes && "freeing more than is live");
+        cat_[k] -= bytes;
+        used_ -= bytes;
+    }
+    void recategorize(Category from, Category to, std::uint64_t bytes) {
+        cat_[from] -= bytes;
+        cat_[to] += bytes;
+    }
+
+    // ---- storages: stage-internal ones live in live_[i]; the input and output are boundaries.
+    bool is_input(std::size_t i, TensorId s) const { return s == facts(i).input; }
+    bool is_output(std::size_t i, TensorId s) const { return s == facts(i).output; }
+
+    void boundary_alloc(std::size_t b) {
+        if (boundary_live_[b]) return;
+        boundary_live_[b] = 1;
+        alloc(k_activations, boundary_bytes_[b]);
+    }
+    void boundary_maybe_free(std::size_t b) {
+        if (boundary_live_[b] && !frontier_[b] && !held_prev_[b] && !held_next_[b]) {
+            boundary_live_[b] = 0;
+            release(k_activations, boundary_bytes_[b]);
+        }
+    }
+    bool storage_live(std::size_t i, TensorId s) const {
+        if (is_input(i, s)) return boundary_live_[i];
+        if (is_output(i, s)) return boundary_live_[i + 1];
+        return live_[i][s] != 0;
+    }
+    void storage_alloc(std::size_t i, TensorId s, const std::string* op) {
+        if (is_input(i, s)) return boundary_alloc(i);
+        if (is_output(i, s)) {
+            if (!boundary_live_[i + 1]) {
+                boundary_live_[i + 1] = 1;
+                alloc(k_activations, boundary_bytes_[i + 1], op);
+            }
+            return;
+        }
+        if (live_[i][s]) return;
+        live_[i][s] = 1;  // 1: temporary, 2: kept activation
+        alloc(k_temporaries, facts(i).bytes[s], op);
+    }
+    void storage_free(std::size_t i, TensorId s) {
+        if (is_input(i, s) || is_output(i, s)) return;  // boundaries go by their holders
+        if (!live_[i][s]) return;
+        release(live_[i][s] == 2 ? k_activations : k_temporaries, facts(i).bytes[s]);
+        live_[i][s] = 0;
+    }
+    void storage_keep(std::size_t i, TensorId s) {
+        if (is_input(i, s)) {
+            held_next_[i] = true;
+        } else if (is_output(i, s)) {
+            held_prev_[i + 1] = true;
+        } else if (live_[i][s] == 1) {
+            live_[i][s] = 2;
+            recategorize(k_temporaries, k_activations, facts(i).bytes[s]);
+        }
+    }
+
+    // ---- units: gathered parameters for FSDP / ZeRO-3, and autocast's weight copies.
+    std::uint64_t unit_bytes(std::size_t u) const {
+        return static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[u].params));
+    }
+    std::uint64_t stage_cast_bytes(std::size_t i) const {
+        const Stage& s = c_.stages[i];
+        const std::uint64_t low = c_.options.precision == Precision::fp16_mixed ||
+                                          c_.options.precision == Precision::bf16_mixed ? 2 : 0;
+        if (s.kind == StageKind::block)
+            return low * (s.params - 2 * final_norm_parameter_count(c_.model));
+        if (s.kind == StageKind::head) return low * c_.model.vocab * c_.model.hidden;
+        return 0;
+    }
+    void set_gathered(const std::vector<bool>& want) {
+        for (std::size_t u = 0; u < units_.size(); ++u)
+            if (gathered_[u] && !want[u]) {
+                gathered_[u] = false;
+                release(k_unsharded, unit_bytes(u));
+            }
+        for (std::size_t u = 0; u < units_.size(); ++u)
+            if (!gathered_[u] && want[u]) {
+                gathered_[u] = true;
+                alloc(k_unsharded, unit_bytes(u));
+            }
+    }
+    std::size_t next_backward_stage(std::size_t a) const {
+        const auto& acts = plan_.schedule.actions;
+        for (std::size_t k = a + 1; k < acts.size(); ++k)
+            if (acts[k].kind == ActionKind::B) return acts[k].stage;
+        return c_.stages.size();
+    }
+    void gather_for(std::size_t a, const Action& act) {
+        if (!rule_.gather_per_unit) return;
+        std::vector<bool> want(units_.size(), false);
+        want[0] = true;  // the root unit: unsharded from the start of forward to the end of backward
+        const std::size_t i = act.stage, n = c_.stages.size();
+        want[unit_of_stage(c_, i)] = true;
+        if (act.kind == ActionKind::B) {
+            if (i > 0) want[unit_of_stage(c_, i - 1)] = true;  // prefetch the previous unit
+        } else if (!act.recompute) {
+            if (i + 1 < n) want[unit_of_stage(c_, i + 1)] = true;  // prefetch the next unit
+        } else {
+            const std::size_t nb = next_backward_stage(a);
+            if (nb < n) want[unit_of_stage(c_, nb)] = true;
+        }
+        if (!rule_.reshard_after_forward)
+            for (std::size_t s = 0; s < n; ++s)
+                if (first_forward_done_[s] && !backward_done_[s]) want[unit_of_stage(c_, s)] = true;
+        set_gathered(want);
+    }
+
+    void end_of_forward() {
+        // Leaving autocast clears its cache: copies that no saved tensor holds are freed.
+        for (std::size_t i = 0; i < c_.stages.size(); ++i) {
+            const Keep k = plan_.keeps[i];
+            if (cast_live_[i] && k != Keep::all && k != Keep::selective) {
+                cast_live_[i] = false;
+                release(k_unsharded, stage_cast_bytes(i));
+            }
+        }
+    }
+
+    void run_action(std::size_t a, const Action& act) {
+        gather_for(a, act);
+        const std::size_t i = act.stage;
+        if (act.kind == ActionKind::B) return backward(i);
+        if (rule_.autocast_weight_cache && !cast_live_[i]) {
+            cast_live_[i] = true;
+            alloc(k_unsharded, stage_cast_bytes(i));
+        }
+        if (act.kind == ActionKind::R_sel) return recompute_core(i);
+        forward(i, act);
+    }
+
+    void forward(std::size_t i, const Action& act) {
+        const GraphFacts& f = facts(i);
+        assert(boundary_live_[i] && "a forward needs its input");
+        std::vector<char> keep(f.bytes.size(), 0);
+        for (TensorId s = 0; s < keep.size(); ++s) {
+            switch (act.kind) {
+                case ActionKind::F_all: keep[s] = f.saved[s]; break;
+                case ActionKind::F_sel: keep[s] = f.sel_kept[s]; break;
+                case ActionKind::F_ck: keep[s] = s == f.input; break;
+                default: break;
+            }
+        }
+        std::vector<int> uses = f.uses_all;
+        frontier_[i] = false;
+        held_next_[i] = false;  // this forward decides anew whether stage i holds its input
+        for (const auto& st : f.steps) {
+            for (TensorId s : st.produce) storage_alloc(i, s, st.name);
+            if (st.fwd_ws) {
+                alloc(k_temporaries, st.fwd_ws, st.name);
+                release(k_temporaries, st.fwd_ws);
+            }
+            time_s_ += st.fwd_s;
+            (act.recompute ? result_.recompute_flops : result_.forward_flops) += st.fwd_flops;
+            for (TensorId s : st.consume)
+                if (--uses[s] == 0 && !keep[s]) free_after_forward_use(i, s);
+            for (TensorId s : st.produce)
+                if (uses[s] == 0 && !keep[s] && !is_output(i, s)) storage_free(i, s);
+        }
+        for (TensorId s = 0; s < keep.size(); ++s)
+            if (keep[s]) storage_keep(i, s);
+        if (!held_next_[i]) boundary_maybe_free(i);
+        if (i + 1 < frontier_.size()) frontier_[i + 1] = true;
+        first_forward_done_[i] = true;
+    }
+
+    void free_after_forward_use(std::size_t i, TensorId s) {
+        if (is_input(i, s)) return;  // decided after the walk (holders)
+        storage_free(i, s);
+    }
+
+    void recompute_core(std::size_t i) {
+        const GraphFacts& f = facts(i);
+        std::vector<int> uses = f.uses_core;
+        for (const auto& st : f.steps) {
+            if (!st.core) continue;
+            for (TensorId s : st.produce) storage_alloc(i, s, st.name);
+            time_s_ += st.fwd_s;
+            result_.recompute_flops += st.fwd_flops;
+            for (TensorId s : st.consume)
+                if (--uses[s] == 0 && f.sel_dropped[s] && !f.saved[s]) storage_free(i, s);
+            for (TensorId s : st.produce)
+                if (uses[s] == 0 && !(f.sel_dropped[s] && f.saved[s])) storage_free(i, s);
+        }
+        for (TensorId s = 0; s < f.bytes.size(); ++s)
+            if (f.sel_dropped[s] && f.saved[s]) storage_keep(i, s);
+    }
+
+    std::uint64_t grad_bytes(std::size_t i, TensorId s) const {
+        if (is_input(i, s)) return boundary_bytes_[i];
+        if (is_output(i, s)) return boundary_bytes_[i + 1];
+        return facts(i).bytes[s];
+    }
+    void grad_alloc(std::size_t i, TensorId s, const std::string* op) {
+        auto& flag = is_input(i, s) ? bgrad_live_[i] : is_output(i, s) ? bgrad_live_[i + 1] : grad_live_[i][s];
+        if (flag) return;
+        flag = 1;
+        alloc(k_temporaries, grad_bytes(i, s), op);
+    }
+    void grad_free(std::size_t i, TensorId s) {
+        auto& flag = is_input(i, s) ? bgrad_live_[i] : is_output(i, s) ? bgrad_live_[i + 1] : grad_live_[i][s];
+        if (!flag) return;
+        flag = 0;
+        release(k_temporaries, grad_bytes(i, s));
+    }
+
+    void backward(std::size_t i) {
+        const GraphFacts& f = facts(i);
+        const std::size_t u = unit_of_stage(c_, i);
+        const std::uint64_t unit_grad = static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(c_.stages[i].params));
+        // FSDP and ZeRO-2/3 produce the stage's gradients unsharded, then reduce-scatter them.
+        const bool transient_grads = rule_.gradients_sharded;
+        if (transient_grads && !unsharded_grad_live_[u]) {
+            unsharded_grad_live_[u] = true;
+            alloc(k_temporaries, u == 0 ? static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[0].params)) : unit_grad);
+        }
+        for (std::size_t k = f.steps.size(); k-- > 0;) {
+            const auto& st = f.steps[k];
+            for (TensorId s : st.grad_in) grad_alloc(i, s, st.name);
+            if (st.bwd_ws) {
+                alloc(k_temporaries, st.bwd_ws, st.name);
+                release(k_temporaries, st.bwd_ws);
+            }
+            time_s_ += st.bwd_s;
+            result_.backward_flops += st.bwd_flops;
+            for (TensorId s : st.grad_out) grad_free(i, s);
+            for (TensorId s : st.release) {
+                if (is_input(i, s)) {
+                    held_next_[i] = false;
+                    boundary_maybe_free(i);
+                } else if (is_output(i, s)) {
+                    held_prev_[i + 1] = false;
+                    boundary_maybe_free(i + 1);
+                } else {
+                    storage_free(i, s);
+                }
+            }
+        }
+        // Everything of stage i is gone; the input gradient stays for B(i-1).
+        for (TensorId s = 0; s < f.bytes.size(); ++s) storage_free(i, s);
+        held_next_[i] = false;
+        boundary_maybe_free(i);
+        if (i + 1 < bgrad_live_.size() && bgrad_live_[i + 1]) {
+            bgrad_live_[i + 1] = 0;
+            release(k_temporaries, boundary_bytes_[i + 1]);
+        }
+        if (cast_live_[i]) {
+            cast_live_[i] = false;
+            release(k_unsharded, stage_cast_bytes(i));
+        }
+        parameter_gradients(i, u);
+        backward_done_[i] = true;
+    }
+
+    void parameter_gradients(std::size_t i, std::size_t u) {
+        if (rule_.grads_allocated_in_backward && !rule_.gradients_sharded) {
+            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad).
+            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(c_.stages[i].params)));
+            return;
+        }
+        if (!rule_.gradients_sharded) return;
+        const bool unit_done = u != 0 || i == 0;  // the root unit reduces after the embedding
+        if (!unit_done || !unsharded_grad_live_[u]) return;
+        const std::uint64_t shard = units_[u].shard_params;
+        const auto rs = static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(shard));
+        alloc(k_temporaries, rs);  // reduce-scatter output
+        if (rule_.grads_allocated_in_backward && !shard_grad_live_[u]) {
+            shard_grad_live_[u] = true;
+            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(shard)));
+        }
+        release(k_temporaries, rs);
+        unsharded_grad_live_[u] = false;
+        release(k_temporaries, static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[u].params)));
+    }
+
+    void optimizer_step() {
+        action_label_ = "optimizer";
+        action_peak_ = used_;
+        set_gathered(std::vector<bool>(units_.size(), false));
+        for (std::size_t b = 0; b < boundary_live_.size(); ++b) {
+            frontier_[b] = held_prev_[b] = held_next_[b] = false;
+            boundary_maybe_free(b);
+        }
+        static const std::string op = "optimizer.step";
+        if (rule_.foreach_adam_temp && c_.options.optimizer == Optimizer::adamw) {
+            // torch.optim.AdamW(foreach=True): _foreach_sqrt(exp_avg_sq) makes one
+            // parameter-sized temporary of the state dtype.
+            const auto tmp = static_cast<std::uint64_t>(bpp_.parameters * static_cast<double>(local_params_));
+            alloc(k_temporaries, tmp, &op);
+            release(k_temporaries, tmp);
+        }
+        time_s_ += optimizer_time_s(local_params_, c_.options.optimizer, *gpu_or_default());
+        result_.timeline.push_back({action_label_, used_, action_peak_});
+    }
+    const GpuSpec* gpu_or_default() const { return gpu_; }
+
+public:
+    const GpuSpec* gpu_ = nullptr;
+
+private:
+    const Chain& c_;
+    const Plan& plan_;
+    ShardingRule rule_;
+    StateBytesPerParam bpp_;
+    std::vector<Unit> units_;
+    std::vector<GraphFacts> facts_;
+    std::vector<std::vector<char>> live_, grad_live_;
+    std::vector<char> boundary_live_, bgrad_live_;
+    std::vector<std::uint64_t> boundary_bytes_;
+    std::vector<bool> frontier_, held_prev_, held_next_;
+    std::vector<bool> gathered_, unsharded_grad_live_, shard_grad_live_, cast_live_;
+    std::vector<bool> first_forward_done_, backward_done_;
+    std::uint64_t local_params_ = 0;
+    std::array<std::uint64_t, k_count> cat_{};
+    std::uint64_t used_ = 0, peak_ = 0, action_peak_ = 0;
+    std::string action_label_;
+    double time_s_ = 0;
+    SimResult result_;
+};
+
+}  // namespace
+
+SimResult simulate(const Chain& chain, const Plan& plan, const GpuSpec& gpu, const Reserve& reserve,
+                   const StepTimeModel& time_model) {
+    assert(plan.keeps.size() == chain.stages.size());
+    Replay replay(chain, plan, gpu, time_model);
+    replay.gpu_ = &gpu;
+    return replay.run(reserve);
+}
+
+}  // namespace remat

@@ -1,0 +1,153 @@
+#include "planner/strategy.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "planner/error.hpp"
+#include "planner/simulate.hpp"
+
+namespace remat {
+
+std::string StrategySpec::name() const {
+    switch (kind) {
+        case StrategyKind::none: return "none";
+        case StrategyKind::full: return "full";
+        case StrategyKind::every_n: return fmt::format("every-{}", n);
+        case StrategyKind::segments_k: return fmt::format("segments-{}", n);
+        case StrategyKind::sqrt: return "sqrt";
+        case StrategyKind::greedy_budget: return "greedy-budget";
+        case StrategyKind::selective: return "selective";
+    }
+    return "?";
+}
+
+namespace {
+
+std::uint64_t parse_count(const std::string& text, const std::string& whole) {
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || p != text.data() + text.size() || v == 0)
+        throw InputError(fmt::format(
+            "strategy '{}': the count must be a positive integer (every-N with N >= 1, "
+            "segments-K with 1 <= K <= number of blocks)", whole));
+    return v;
+}
+
+}  // namespace
+
+StrategySpec parse_strategy(const std::string& text) {
+    if (text == "none") return {StrategyKind::none, 0};
+    if (text == "full") return {StrategyKind::full, 0};
+    if (text == "sqrt") return {StrategyKind::sqrt, 0};
+    if (text == "greedy-budget") return {StrategyKind::greedy_budget, 0};
+    if (text == "selective") return {StrategyKind::selective, 0};
+    if (text.rfind("every-", 0) == 0) return {StrategyKind::every_n, parse_count(text.substr(6), text)};
+    if (text.rfind("segments-", 0) == 0)
+        return {StrategyKind::segments_k, parse_count(text.substr(9), text)};
+    throw_unknown("strategy", text,
+                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective", "all"});
+}
+
+std::vector<StrategySpec> all_strategies() {
+    return {{StrategyKind::none, 0},      {StrategyKind::full, 0},
+            {StrategyKind::every_n, 2},   {StrategyKind::every_n, 4},
+            {StrategyKind::sqrt, 0},      {StrategyKind::segments_k, 4},
+            {StrategyKind::greedy_budget, 0}, {StrategyKind::selective, 0}};
+}
+
+std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
+    if (text == "all") return all_strategies();
+    std::vector<StrategySpec> out;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const std::size_t comma = text.find(',', start);
+        const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (item.empty()) throw InputError(fmt::format("--strategies '{}': empty name in the list", text));
+        out.push_back(item == "all" ? throw InputError("--strategies: 'all' cannot be mixed with names")
+                                    : parse_strategy(item));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return out;
+}
+
+void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks) {
+    if (s.kind == StrategyKind::segments_k && s.n > n_blocks)
+        throw InputError(fmt::format(
+            "strategy '{}': {} segments but the model has {} blocks; use segments-K with 1 <= K <= {}",
+            s.name(), s.n, n_blocks, n_blocks));
+}
+
+namespace {
+
+std::vector<Keep> keeps_for_blocks(const Chain& c, const std::vector<Keep>& block_keeps) {
+    std::vector<Keep> keeps(c.stages.size(), Keep::all);
+    for (std::size_t b = 0; b < block_keeps.size(); ++b) keeps[b + 1] = block_keeps[b];
+    return keeps;
+}
+
+// K segments of consecutive blocks, as even as possible; only segment inputs are kept.
+std::vector<Keep> segments(std::uint64_t n_blocks, std::uint64_t k) {
+    std::vector<Keep> keeps(n_blocks, Keep::none);
+    for (std::uint64_t s = 0; s < k; ++s) keeps[s * n_blocks / k] = Keep::input;
+    return keeps;
+}
+
+Plan finish(const Chain& c, std::string name, std::vector<Keep> block_keeps) {
+    Plan p;
+    p.strategy = std::move(name);
+    p.keeps = keeps_for_blocks(c, block_keeps);
+    p.schedule = schedule_from_keeps(p.keeps);
+    return p;
+}
+
+}  // namespace
+
+Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx) {
+    const std::uint64_t L = c.n_blocks();
+    validate_strategy(spec, L);
+    switch (spec.kind) {
+        case StrategyKind::none: return finish(c, spec.name(), std::vector<Keep>(L, Keep::all));
+        case StrategyKind::full: return finish(c, spec.name(), std::vector<Keep>(L, Keep::input));
+        case StrategyKind::selective: return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective));
+        case StrategyKind::every_n: {
+            // As the seeds' code: `if i % N == 0: x = checkpoint(layer, x) else: x = layer(x)`.
+            std::vector<Keep> k(L, Keep::all);
+            for (std::uint64_t b = 0; b < L; b += spec.n) k[b] = Keep::input;
+            return finish(c, spec.name(), k);
+        }
+        case StrategyKind::segments_k: return finish(c, spec.name(), segments(L, spec.n));
+        case StrategyKind::sqrt: {
+            // Chen et al. 2016: segments of ceil(sqrt(L)) blocks.
+            const auto len = static_cast<std::uint64_t>(std::ceil(std::sqrt(static_cast<double>(L))));
+            return finish(c, spec.name(), segments(L, (L + len - 1) / len));
+        }
+        case StrategyKind::greedy_budget: {
+            // After Chen et al.'s greedy pass: walk the blocks in forward order and store each
+            // block whole while the running memory stays within the budget; once storing the
+            // next block would pass it, checkpoint that block instead. The running memory is
+            // the simulated peak, so the plan's own peak is checked, not estimated.
+            const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
+            std::vector<Keep> k(L, Keep::input);
+            auto peak_of = [&](const std::vector<Keep>& keeps) {
+                return simulate(c, finish(c, spec.name(), keeps), *ctx.gpu, ctx.reserve).peak_bytes;
+            };
+            if (peak_of(k) <= budget) {
+                // Largest prefix of stored blocks that fits; peaks grow with the prefix.
+                std::uint64_t lo = 0, hi = L;
+                while (lo < hi) {
+                    const std::uint64_t mid = (lo + hi + 1) / 2;
+                    std::vector<Keep> trial(L, Keep::input);
+                    for (std::uint64_t b = 0; b < mid; ++b) trial[b] = Keep::all;
+                    if (peak_of(trial) <= budget) lo = mid; else hi = mid - 1;
+                }
+                for (std::uint64_t b = 0; b < lo; ++b) k[b] = Keep::all;
+            }
+            return finish(c, spec.name(), k);
+        }
+    }
+    return {};
+}
+
+}  // namespace remat

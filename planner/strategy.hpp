@@ -1,0 +1,43 @@
+// Checkpointing strategies: each turns a Chain into a Plan (what every stage keeps, and the
+// explicit Schedule). Embedding, final norm and head are never checkpointed by these.
+//
+//   StrategySpec s = parse_strategy("every-2");     // throws InputError with the valid range
+//   Plan p = make_plan(chain, s, gpu, reserve, budget_bytes);
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/chain.hpp"
+#include "planner/gpu.hpp"
+#include "planner/memory.hpp"
+#include "planner/schedule.hpp"
+
+namespace remat {
+
+enum class StrategyKind { none, full, every_n, segments_k, sqrt, greedy_budget, selective };
+
+struct StrategySpec {
+    StrategyKind kind = StrategyKind::none;
+    std::uint64_t n = 0;  // N of every-N, K of segments-K
+    std::string name() const;
+};
+
+StrategySpec parse_strategy(const std::string& text);
+// "all" or a comma-separated list; every name validated.
+std::vector<StrategySpec> parse_strategy_list(const std::string& text);
+std::vector<StrategySpec> all_strategies();
+// Range checks that need the model (more segments than blocks, ...).
+void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks);
+
+struct PlanContext {
+    const GpuSpec* gpu = nullptr;
+    Reserve reserve;
+    std::uint64_t capacity_bytes = 0;         // the GPU's memory (after --gpu-memory)
+    std::optional<std::uint64_t> budget_bytes;  // --memory-budget; greedy's default is capacity
+};
+
+Plan make_plan(const Chain& chain, const StrategySpec& spec, const PlanContext& ctx);
+
+}  // namespace remat

@@ -1,0 +1,80 @@
+#include "tools/cli_options.hpp"
+
+#include <fmt/format.h>
+
+#include "planner/error.hpp"
+
+namespace remat::cli {
+
+void add_common_options(CLI::App& app, CommonArgs& a) {
+    app.add_option("--model", a.model,
+                   "Preset name (see `remat models`), a remat preset JSON, or a Hugging Face "
+                   "config.json (model_type gpt2, llama, mistral, gpt_neox)")
+        ->required();
+    app.add_option("--gpu", a.gpu, "GPU preset (see `remat models`)")->capture_default_str();
+    app.add_option("--gpu-memory", a.gpu_memory,
+                   "Override the GPU's capacity, e.g. 24GiB, 40GB, or bytes");
+    app.add_option("--micro-batch", a.micro_batch, "Sequences per micro-batch per GPU (B)")
+        ->capture_default_str();
+    app.add_option("--seq", a.seq, "Sequence length (S); default: the model's context length");
+    app.add_option("--precision", a.precision, "fp32 | bf16-mixed | fp16-mixed | bf16")
+        ->capture_default_str();
+    app.add_option("--sharding", a.sharding,
+                   "none (DDP) | fsdp | fsdp-grad-op | zero1 | zero2 | zero3 | megatron | "
+                   "megatron-distopt")
+        ->capture_default_str();
+    app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")->capture_default_str();
+    app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")->capture_default_str();
+    app.add_option("--profile", a.profile,
+                   "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron")
+        ->capture_default_str();
+    app.add_option("--memory-budget", a.memory_budget,
+                   "Budget for greedy-budget (default: the GPU's capacity), e.g. 60GiB");
+    app.add_option("--reserve-context", a.reserve_context,
+                   "CUDA context bytes outside the allocator (default 300MiB)");
+    app.add_option("--reserve-workspace", a.reserve_workspace,
+                   "cuBLAS workspace bytes (default 32MiB on sm90, 8519680 before)");
+    app.add_option("--fragmentation", a.fragmentation,
+                   "Allocator fragmentation margin as a fraction of the allocator peak (default 0.05)");
+    app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
+}
+
+namespace {
+
+std::uint64_t positive(std::int64_t v, const char* option) {
+    if (v <= 0)
+        throw InputError(fmt::format("{} {} must be a positive integer", option, v));
+    return static_cast<std::uint64_t>(v);
+}
+
+}  // namespace
+
+Question make_question(const CommonArgs& a) {
+    Question q;
+    q.model = load_model(a.model);
+    q.gpu = load_gpu(a.gpu);
+    if (!a.gpu_memory.empty()) q.gpu.capacity_bytes = parse_bytes(a.gpu_memory, "--gpu-memory");
+    q.options.micro_batch = positive(a.micro_batch, "--micro-batch");
+    q.options.seq = a.seq == 0 ? q.model.context : positive(a.seq, "--seq");
+    q.options.world_size = positive(a.world_size, "--world-size");
+    q.options.precision = parse_precision(a.precision);
+    q.options.sharding = parse_sharding(a.sharding);
+    q.options.optimizer = parse_optimizer(a.optimizer);
+    q.options.profile = parse_profile(a.profile);
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    q.context.reserve = default_reserve(q.gpu);
+    if (!a.reserve_context.empty())
+        q.context.reserve.cuda_context_bytes = parse_bytes(a.reserve_context, "--reserve-context");
+    if (!a.reserve_workspace.empty())
+        q.context.reserve.workspace_bytes = parse_bytes(a.reserve_workspace, "--reserve-workspace");
+    if (a.fragmentation) {
+        if (!(*a.fragmentation >= 0 && *a.fragmentation < 1))
+            throw InputError(fmt::format("--fragmentation {} must be a fraction in [0, 1), e.g. 0.05",
+                                         *a.fragmentation));
+        q.context.reserve.fragmentation = *a.fragmentation;
+    }
+    if (!a.memory_budget.empty()) q.context.budget_bytes = parse_bytes(a.memory_budget, "--memory-budget");
+    return q;
+}
+
+}  // namespace remat::cli

@@ -1,0 +1,34 @@
+// The options every question shares, registered on each subcommand so that they are accepted
+// after it (`remat plan --model gpt2 --json`), and turned into a planner Question.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+#include "planner/search.hpp"
+
+namespace remat::cli {
+
+struct CommonArgs {
+    std::string model;
+    std::string gpu = "h100-80gb";
+    std::string gpu_memory;
+    std::int64_t micro_batch = 1;
+    std::int64_t seq = 0;
+    std::string precision = "bf16-mixed";
+    std::string sharding = "none";
+    std::int64_t world_size = 1;
+    std::string optimizer = "adamw";
+    std::string profile = "sdpa";
+    std::string memory_budget;
+    std::string reserve_context;
+    std::string reserve_workspace;
+    std::optional<double> fragmentation;
+    bool json = false;
+};
+
+void add_common_options(CLI::App& app, CommonArgs& args);
+// Validates every value; throws InputError naming the option and the fix.
+Question make_question(const CommonArgs& args);
+
+}  // namespace remat::cli

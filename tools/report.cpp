@@ -1,0 +1,249 @@
+#include "tools/report.hpp"
+
+#include <fmt/format.h>
+
+#include "planner/units.hpp"
+
+namespace remat::cli {
+
+using nlohmann::json;
+
+json question_json(const Question& q) {
+    const auto& o = q.options;
+    return {{"model", q.model.name},
+            {"gpu", q.gpu.name},
+            {"capacity_bytes", q.context.capacity_bytes},
+            {"micro_batch", o.micro_batch},
+            {"seq", o.seq},
+            {"precision", precision_name(o.precision)},
+            {"profile", profile_name(o.profile)},
+            {"sharding", sharding_name(o.sharding)},
+            {"world_size", o.world_size},
+            {"optimizer", optimizer_name(o.optimizer)}};
+}
+
+namespace {
+
+std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
+    switch (k) {
+        case Keep::all: return s.all_bytes;
+        case Keep::selective: return s.selective_bytes;
+        case Keep::input: return s.input_bytes;
+        case Keep::none: return 0;
+    }
+    return 0;
+}
+
+std::string header(const Question& q) {
+    const auto& o = q.options;
+    return fmt::format(
+        "{} ({} params) on {} ({}), micro-batch {} x seq {}, {}, profile {}, sharding {} x{}, {}\n",
+        q.model.name, fmt::group_digits(parameter_count(q.model)), q.gpu.name,
+        format_bytes(q.context.capacity_bytes), o.micro_batch, o.seq, precision_name(o.precision),
+        profile_name(o.profile), sharding_name(o.sharding), o.world_size, optimizer_name(o.optimizer));
+}
+
+}  // namespace
+
+json plan_json(const Question& q, const Evaluation& e) {
+    const SimResult& r = e.result;
+    const Breakdown& b = r.at_peak;
+    json stages = json::array();
+    for (std::size_t i = 0; i < e.chain.stages.size(); ++i) {
+        const Stage& s = e.chain.stages[i];
+        stages.push_back({{"name", s.name},
+                          {"kind", stage_kind_name(s.kind)},
+                          {"keeps", keep_name(e.plan.keeps[i])},
+                          {"input_bytes", s.input_bytes},
+                          {"all_bytes", s.all_bytes},
+                          {"selective_bytes", s.selective_bytes},
+                          {"kept_bytes", stage_kept_bytes(s, e.plan.keeps[i])},
+                          {"params", s.params}});
+    }
+    json schedule = json::array();
+    for (const Action& a : e.plan.schedule.actions)
+        schedule.push_back({{"action", action_kind_name(a.kind)}, {"stage", a.stage}, {"recompute", a.recompute}});
+    json timeline = json::array();
+    for (const auto& t : r.timeline)
+        timeline.push_back({{"action", t.action}, {"live_bytes", t.live_bytes}, {"peak_bytes", t.peak_bytes}});
+    const Reserve& rv = q.context.reserve;
+    return {{"question", question_json(q)},
+            {"strategy", e.plan.strategy},
+            {"params", parameter_count(q.model)},
+            {"peak_bytes", r.peak_bytes},
+            {"allocator_peak_bytes", r.allocator_peak_bytes},
+            {"capacity_bytes", q.context.capacity_bytes},
+            {"fits", e.fits},
+            {"peak_action", r.peak_action},
+            {"peak_op", r.peak_op},
+            {"breakdown",
+             {{"parameters_bytes", b.parameters_bytes},
+              {"gradients_bytes", b.gradients_bytes},
+              {"optimizer_bytes", b.optimizer_bytes},
+              {"unsharded_parameters_bytes", b.unsharded_parameters_bytes},
+              {"activations_bytes", b.activations_bytes},
+              {"temporaries_bytes", b.temporaries_bytes},
+              {"reserve_bytes", b.reserve_bytes}}},
+            {"reserve",
+             {{"cuda_context_bytes", rv.cuda_context_bytes},
+              {"workspace_bytes", rv.workspace_bytes},
+              {"fragmentation", rv.fragmentation},
+              {"fragmentation_bytes", b.reserve_bytes - rv.cuda_context_bytes - rv.workspace_bytes}}},
+            {"stages", stages},
+            {"schedule", schedule},
+            {"timeline", timeline},
+            {"forward_flops", r.forward_flops},
+            {"recompute_flops", r.recompute_flops},
+            {"backward_flops", r.backward_flops},
+            {"step_time_s", r.step_time_s},
+            {"tokens_per_s", r.tokens_per_s}};
+}
+
+json saved_json(const Chain& c) {
+    json out = json::array();
+    for (std::size_t i = 0; i < c.stages.size(); ++i) {
+        const StageGraph& g = c.graph_of(i);
+        json tensors = json::array();
+        for (TensorId s : g.saved_storages()) {
+            const Tensor& t = g.tensor(s);
+            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", dtype_name(t.dtype)}, {"bytes", t.bytes()}});
+        }
+        out.push_back({{"stage", c.stages[i].name}, {"tensors", tensors}, {"total_bytes", g.saved_bytes()}});
+    }
+    return out;
+}
+
+std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule, bool timeline) {
+    const SimResult& r = e.result;
+    const Breakdown& b = r.at_peak;
+    std::string out = "remat plan: " + header(q);
+    out += fmt::format("strategy {}\n\n", e.plan.strategy);
+    out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
+                       format_bytes(q.context.capacity_bytes), e.fits ? "FITS" : "DOES NOT FIT");
+    out += fmt::format("  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",
+                       format_bytes(r.allocator_peak_bytes));
+    out += fmt::format("  where       {} {}\n\n", r.peak_action, r.peak_op);
+    out += "breakdown at the peak\n";
+    const std::pair<const char*, std::uint64_t> rows[] = {
+        {"parameters", b.parameters_bytes},          {"gradients", b.gradients_bytes},
+        {"optimizer state", b.optimizer_bytes},      {"unsharded parameters", b.unsharded_parameters_bytes},
+        {"activations", b.activations_bytes},        {"temporaries", b.temporaries_bytes},
+        {"reserve", b.reserve_bytes}};
+    for (const auto& [name, bytes] : rows) out += fmt::format("  {:<22}{:>12}\n", name, format_bytes(bytes));
+    const Reserve& rv = q.context.reserve;
+    out += fmt::format("  (reserve = CUDA context {} + cuBLAS workspace {} + fragmentation {:.0f}% of the allocator peak)\n\n",
+                       format_bytes(rv.cuda_context_bytes), format_bytes(rv.workspace_bytes), rv.fragmentation * 100);
+    out += fmt::format("compute    forward {}, recompute {}, backward {}\n", format_flops(r.forward_flops),
+                       format_flops(r.recompute_flops), format_flops(r.backward_flops));
+    out += fmt::format("step time  {} per micro-batch  ->  {:.0f} tokens/s per GPU\n\n", format_seconds(r.step_time_s),
+                       r.tokens_per_s);
+    out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps", "input x",
+                       "all x̄", "kept");
+    const auto& st = e.chain.stages;
+    for (std::size_t i = 0; i < st.size(); ++i) {
+        // Runs of identical consecutive blocks print as one row.
+        std::size_t j = i;
+        while (j + 1 < st.size() && st[j + 1].kind == StageKind::block && st[i].kind == StageKind::block &&
+               e.plan.keeps[j + 1] == e.plan.keeps[i])
+            ++j;
+        const std::string name = j == i ? st[i].name : fmt::format("blocks {}-{}", i - 1, j - 1);
+        out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", name, stage_kind_name(st[i].kind),
+                           keep_name(e.plan.keeps[i]), format_bytes(st[i].input_bytes), format_bytes(st[i].all_bytes),
+                           format_bytes(stage_kept_bytes(st[i], e.plan.keeps[i]) * (j - i + 1)));
+        i = j;
+    }
+    if (saved) {
+        out += "\nsaved for backward (unique storages; every block is identical)\n";
+        for (std::size_t gi = 0; gi < e.chain.graphs.size(); ++gi) {
+            const StageGraph& g = e.chain.graphs[gi];
+            static constexpr const char* names[] = {"embedding", "each block", "final norm", "head"};
+            out += fmt::format("  {}: {}\n", names[gi], format_bytes(g.saved_bytes()));
+            for (TensorId s : g.saved_storages()) {
+                const Tensor& t = g.tensor(s);
+                out += fmt::format("    {:<36} {:<22} {:<9} {:>12}\n", t.name, fmt::format("({})", fmt::join(t.shape, ", ")),
+                                   dtype_name(t.dtype), format_bytes(t.bytes()));
+            }
+        }
+    }
+    if (schedule) {
+        out += "\nschedule (* = recomputation during backward)\n ";
+        std::size_t col = 1;
+        for (const Action& a : e.plan.schedule.actions) {
+            const std::string l = " " + action_label(a);
+            if (col + l.size() > 100) {
+                out += "\n ";
+                col = 1;
+            }
+            out += l;
+            col += l.size();
+        }
+        out += "\n";
+    }
+    if (timeline) {
+        out += fmt::format("\ntimeline (allocator-visible bytes)\n  {:<14} {:>12} {:>12}\n", "action", "after", "peak during");
+        for (const auto& t : r.timeline)
+            out += fmt::format("  {:<14} {:>12} {:>12}\n", t.action, format_bytes(t.live_bytes), format_bytes(t.peak_bytes));
+    }
+    return out;
+}
+
+json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
+    json rows = json::array();
+    for (const auto& m : results)
+        rows.push_back({{"strategy", m.strategy.name()},
+                        {"max_micro_batch", m.max_micro_batch},
+                        {"peak_bytes", m.peak_bytes},
+                        {"tokens_per_s", m.tokens_per_s}});
+    return {{"question", question_json(q)}, {"results", rows}};
+}
+
+std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results) {
+    std::string out = "remat max-batch: " + header(q) + "\n";
+    out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak", "tokens/s per GPU");
+    for (const auto& m : results)
+        out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), m.max_micro_batch,
+                           format_bytes(m.peak_bytes),
+                           m.max_micro_batch ? fmt::format("{:.0f}", m.tokens_per_s) : std::string("-"));
+    out += "\npeak at the max micro-batch (at 1 when nothing fits), reserve included\n";
+    return out;
+}
+
+json models_json() {
+    json models = json::array(), gpus = json::array();
+    for (const auto& name : model_preset_names()) {
+        const ModelConfig m = load_model(name);
+        models.push_back({{"name", name}, {"arch", arch_name(m.arch)}, {"params", parameter_count(m)},
+                          {"layers", m.n_layers}, {"hidden", m.hidden}, {"heads", m.n_heads},
+                          {"kv_heads", m.n_kv_heads}, {"ffn", m.ffn}, {"vocab", m.vocab}, {"context", m.context}});
+    }
+    for (const auto& name : gpu_preset_names()) {
+        const GpuSpec g = load_gpu(name);
+        gpus.push_back({{"name", name}, {"description", g.description}, {"capacity_bytes", g.capacity_bytes},
+                        {"bf16_flops", g.bf16_flops}, {"fp32_flops", g.fp32_flops},
+                        {"memory_bandwidth", g.memory_bandwidth}, {"host_link_bandwidth", g.host_link_bandwidth}});
+    }
+    return {{"models", models}, {"gpus", gpus}};
+}
+
+std::string models_text() {
+    std::string out = fmt::format("models\n  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", "name", "arch",
+                                  "params", "L", "H", "A (KV)", "F", "V", "context");
+    for (const auto& name : model_preset_names()) {
+        const ModelConfig m = load_model(name);
+        out += fmt::format("  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", name, arch_name(m.arch),
+                           fmt::group_digits(parameter_count(m)), m.n_layers, m.hidden,
+                           fmt::format("{} ({})", m.n_heads, m.n_kv_heads), m.ffn, m.vocab, m.context);
+    }
+    out += fmt::format("\ngpus\n  {:<13} {:<30} {:>11} {:>12} {:>12} {:>11}\n", "name", "description", "capacity",
+                       "bf16 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s");
+    for (const auto& name : gpu_preset_names()) {
+        const GpuSpec g = load_gpu(name);
+        out += fmt::format("  {:<13} {:<30} {:>11} {:>12.1f} {:>12.1f} {:>11.0f}\n", name, g.description,
+                           format_bytes(g.capacity_bytes), g.bf16_flops / 1e12, g.fp32_flops / 1e12,
+                           g.memory_bandwidth / 1e9);
+    }
+    out += "\n--model also takes a path to a remat preset JSON or a Hugging Face config.json\n";
+    return out;
+}
+
+}  // namespace remat::cli
