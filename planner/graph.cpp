@@ -43,9 +43,18 @@ TensorId StageGraph::push(Tensor t) {
     return static_cast<TensorId>(tensors_.size() - 1);
 }
 
+int StageGraph::producer(TensorId t) const { return producer_[storage(t)]; }
+
 TensorId StageGraph::add_input(std::string name, std::vector<std::uint64_t> shape, DType dtype,
                                bool needs_grad) {
     TensorId id = push({std::move(name), std::move(shape), dtype, no_tensor, needs_grad, false});
+    inputs_.push_back(id);
+    return id;
+}
+
+TensorId StageGraph::add_shared_input(std::string name, std::vector<std::uint64_t> shape,
+                                      DType dtype) {
+    TensorId id = push({std::move(name), std::move(shape), dtype, no_tensor, false, true});
     inputs_.push_back(id);
     return id;
 }
@@ -69,8 +78,9 @@ OpVertex StageGraph::add_op(Op op) {
     const OpVertex v = boost::add_vertex(op, graph_);
     for (TensorId in : graph_[v].inputs) {
         assert(in < tensors_.size() && "op input must be a known tensor");
-        if (producer_[in] >= 0)
-            boost::add_edge(static_cast<OpVertex>(producer_[in]), v, TensorEdge{in}, graph_);
+        // A view is produced by whoever produced its storage.
+        const int from = producer_[storage(in)];
+        if (from >= 0) boost::add_edge(static_cast<OpVertex>(from), v, TensorEdge{in}, graph_);
     }
     for (TensorId out : graph_[v].outputs) {
         assert(producer_[out] < 0 && "a tensor has one producer");

@@ -71,6 +71,8 @@ class StageGraph {
 public:
     TensorId add_input(std::string name, std::vector<std::uint64_t> shape, DType dtype,
                        bool needs_grad = true);
+    // An input made once per step and shared by every block (rotary cos/sin): no bytes here.
+    TensorId add_shared_input(std::string name, std::vector<std::uint64_t> shape, DType dtype);
     TensorId add_tensor(std::string name, std::vector<std::uint64_t> shape, DType dtype,
                         bool needs_grad = true);
     TensorId add_view(std::string name, TensorId of, std::vector<std::uint64_t> shape);
@@ -87,7 +89,7 @@ public:
     TensorId input() const { return inputs_.front(); }  // the chain input (x)
     TensorId output() const { return output_; }
     const std::vector<OpVertex>& order() const { return order_; }  // topological
-    int producer(TensorId t) const { return producer_[t]; }  // -1 for stage inputs
+    int producer(TensorId t) const;  // of t's storage; -1 for stage inputs
     std::size_t n_ops() const { return boost::num_vertices(graph_); }
 
     // Unique storages saved by ops (a storage saved twice counts once; shared ones excluded).

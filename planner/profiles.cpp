@@ -131,8 +131,8 @@ SharedInputs add_rotary_inputs(StageGraph& g, const Dims& d, const ModelConfig& 
     if (m.rotary_pct <= 0.0) return {};
     const auto rd = static_cast<std::uint64_t>(std::llround(static_cast<double>(d.D) * m.rotary_pct));
     SharedInputs s;
-    s.cos = g.add_input("rope.cos", {1, d.S, rd}, dt, false);
-    s.sin = g.add_input("rope.sin", {1, d.S, rd}, dt, false);
+    s.cos = g.add_shared_input("rope.cos", {1, d.S, rd}, dt);
+    s.sin = g.add_shared_input("rope.sin", {1, d.S, rd}, dt);
     return s;
 }
 

@@ -1,0 +1,165 @@
+// The Schedule replay. Closed forms computed independently of the replay: after the forward
+// pass, live memory is the model states plus exactly what each stage keeps.
+#include <doctest/doctest.h>
+
+#include <numeric>
+
+#include "planner/search.hpp"
+#include "planner/simulate.hpp"
+#include "planner/strategy.hpp"
+
+using namespace remat;
+
+namespace {
+
+struct Setup {
+    GpuSpec gpu = load_gpu("h100-80gb");
+    PlanContext ctx;
+    Setup() {
+        ctx.gpu = &gpu;
+        ctx.reserve = default_reserve(gpu);
+        ctx.capacity_bytes = gpu.capacity_bytes;
+    }
+};
+
+Chain chain_of(const char* model, std::uint64_t b, std::uint64_t s, Precision p = Precision::fp32,
+               Sharding sh = Sharding::none, std::uint64_t w = 1, Profile prof = Profile::sdpa) {
+    RunOptions o;
+    o.micro_batch = b;
+    o.seq = s;
+    o.precision = p;
+    o.sharding = sh;
+    o.world_size = w;
+    o.profile = prof;
+    return build_chain(load_model(model), o);
+}
+
+// Live bytes right after the last forward action (the head's forward).
+std::uint64_t live_after_forward(const SimResult& r, const Chain& c) {
+    return r.timeline[c.stages.size() - 1].live_bytes;
+}
+
+}  // namespace
+
+TEST_SUITE("simulate") {
+TEST_CASE("simulate::after forward, live memory is the states plus what each stage keeps") {
+    Setup s;
+    for (const char* model : {"tiny-gpt2", "tiny-llama"}) {
+        for (Profile prof : {Profile::sdpa, Profile::hf_eager, Profile::megatron}) {
+            CAPTURE(model);
+            CAPTURE(profile_name(prof));
+            const Chain c = chain_of(model, 2, 256, Precision::fp32, Sharding::none, 1, prof);
+            const std::uint64_t states = model_states_for(parameter_count(c.model), Sharding::none,
+                                                          Precision::fp32, Optimizer::adamw, 1).total();
+            const std::uint64_t grads = 4 * parameter_count(c.model);  // not yet allocated
+            const std::uint64_t loss = 4;                              // the scalar loss
+            std::uint64_t none = 0, full = 0, sel = 0;
+            for (const Stage& st : c.stages) {
+                none += st.all_bytes;
+                const bool block = st.kind == StageKind::block;
+                full += block ? st.input_bytes : st.all_bytes;
+                sel += block ? st.selective_bytes : st.all_bytes;
+            }
+            const SimResult rn = simulate(c, make_plan(c, parse_strategy("none"), s.ctx), s.gpu, s.ctx.reserve);
+            const SimResult rf = simulate(c, make_plan(c, parse_strategy("full"), s.ctx), s.gpu, s.ctx.reserve);
+            const SimResult rs = simulate(c, make_plan(c, parse_strategy("selective"), s.ctx), s.gpu, s.ctx.reserve);
+            CHECK(live_after_forward(rn, c) == states - grads + none + loss);
+            CHECK(live_after_forward(rf, c) == states - grads + full + loss);
+            CHECK(live_after_forward(rs, c) == states - grads + sel + loss);
+            // After the optimizer step only the model states remain.
+            CHECK(rn.timeline.back().live_bytes == states);
+            CHECK(rf.timeline.back().live_bytes == states);
+        }
+    }
+}
+
+TEST_CASE("simulate::recompute FLOPs per strategy") {
+    Setup s;
+    const Chain c = chain_of("tiny-llama", 2, 512);
+    const Stage& blk = c.stages[1];
+    const double L = static_cast<double>(c.n_blocks());
+    auto flops = [&](const char* name) {
+        return simulate(c, make_plan(c, parse_strategy(name), s.ctx), s.gpu, s.ctx.reserve).recompute_flops;
+    };
+    CHECK(flops("none") == 0);
+    CHECK(flops("full") == doctest::Approx(L * blk.fwd_flops));
+    CHECK(flops("sqrt") == doctest::Approx(L * blk.fwd_flops));  // every block of a segment reruns
+    CHECK(flops("every-2") == doctest::Approx(2 * blk.fwd_flops));  // blocks 0 and 2 of 4
+    CHECK(flops("selective") == doctest::Approx(L * blk.core_fwd_flops));
+}
+
+TEST_CASE("simulate::checkpointing lowers the peak on a long sequence") {
+    Setup s;
+    const Chain c = chain_of("llama2-7b", 1, 4096, Precision::bf16_mixed, Sharding::fsdp, 8);
+    auto peak = [&](const char* name) {
+        return simulate(c, make_plan(c, parse_strategy(name), s.ctx), s.gpu, s.ctx.reserve).peak_bytes;
+    };
+    CHECK(peak("full") < peak("sqrt"));
+    CHECK(peak("sqrt") < peak("none"));
+    // every-N checkpoints one block in N and stores the rest: larger N keeps more.
+    CHECK(peak("every-2") < peak("every-4"));
+    CHECK(peak("every-4") < peak("none"));
+    CHECK(peak("selective") < peak("none"));
+}
+
+TEST_CASE("simulate::FSDP keeps the root unit and at most two block units gathered in forward") {
+    Setup s;
+    const Chain c = chain_of("llama2-7b", 4, 4096, Precision::bf16_mixed, Sharding::fsdp, 8);
+    const SimResult r = simulate(c, make_plan(c, parse_strategy("full"), s.ctx), s.gpu, s.ctx.reserve);
+    REQUIRE(r.peak_action != "optimizer");
+    const std::uint64_t root = 2 * (embedding_parameter_count(c.model) + final_norm_parameter_count(c.model) +
+                                    head_parameter_count(c.model));
+    const std::uint64_t unit = 2 * block_parameter_count(c.model);
+    CHECK(r.at_peak.unsharded_parameters_bytes >= root);
+    CHECK(r.at_peak.unsharded_parameters_bytes <= root + 2 * unit);
+}
+
+TEST_CASE("simulate::the peak grows with the micro-batch") {
+    Setup s;
+    std::uint64_t last = 0;
+    for (std::uint64_t b = 1; b <= 8; ++b) {
+        const Chain c = chain_of("tiny-gpt2", b, 1024, Precision::bf16_mixed);
+        const std::uint64_t p = simulate(c, make_plan(c, parse_strategy("sqrt"), s.ctx), s.gpu, s.ctx.reserve).peak_bytes;
+        CHECK(p > last);
+        last = p;
+    }
+}
+}
+
+TEST_SUITE("search") {
+TEST_CASE("search::max_micro_batch is exact: fits at b, not at b + 1") {
+    Question q;
+    q.model = load_model("llama2-7b");
+    q.options.seq = 4096;
+    q.options.sharding = Sharding::fsdp;
+    q.options.world_size = 8;
+    q.gpu = load_gpu("h100-80gb");
+    q.context.reserve = default_reserve(q.gpu);
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    for (const auto& spec : all_strategies()) {
+        CAPTURE(spec.name());
+        const MaxBatch m = max_micro_batch(q, spec);
+        Question at = q;
+        if (m.max_micro_batch > 0) {
+            at.options.micro_batch = m.max_micro_batch;
+            const Evaluation e = evaluate(at, spec);
+            CHECK(e.fits);
+            CHECK(e.result.peak_bytes == m.peak_bytes);
+        }
+        at.options.micro_batch = m.max_micro_batch + 1;
+        CHECK_FALSE(evaluate(at, spec).fits);
+    }
+}
+
+TEST_CASE("search::max_micro_batch is 0 when even one sequence does not fit") {
+    Question q;
+    q.model = load_model("llama2-70b");
+    q.options.seq = 4096;
+    q.gpu = load_gpu("h100-80gb");
+    q.context.reserve = default_reserve(q.gpu);
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    const MaxBatch m = max_micro_batch(q, parse_strategy("full"));
+    CHECK(m.max_micro_batch == 0);
+    CHECK(m.peak_bytes > q.context.capacity_bytes);
+}
+}
