@@ -113,6 +113,7 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
         m.rotary_pct = value_or<double>(j, "rotary_pct", 0.25);
         m.attn_dropout = rate_or(j, "attention_dropout", 0.0, origin);
         m.resid_dropout = rate_or(j, "hidden_dropout", 0.0, origin);
+        m.embd_dropout = m.resid_dropout;  // GPTNeoXModel.emb_dropout uses hidden_dropout
         m.parallel_residual = value_or<bool>(j, "use_parallel_residual", true);
         m.tied_embeddings = value_or<bool>(j, "tie_word_embeddings", false);
         m.attn_bias = value_or<bool>(j, "attention_bias", true);

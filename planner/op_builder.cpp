@@ -57,15 +57,20 @@ TensorId OpBuilder::view(const std::string& name, TensorId x, Shape s) {
     return g_.add_view(name, x, std::move(s));
 }
 
+TensorId OpBuilder::gemm_operand(const std::string& name, TensorId x) {
+    // Autocast casts activations afresh for every use (only leaf weights are cached).
+    return p_.autocast ? cast(name, x, p_.low) : x;
+}
+
 TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_out) {
-    // Autocast casts the activation to the low dtype (a fresh tensor, not cached: only leaf
-    // weights are cached), and the GEMM saves that cast for the weight gradient.
-    const TensorId xin = p_.autocast ? cast(name + ".input", x, p_.low) : x;
+    // The GEMM runs on x flattened to (rows, K) and saves that for the weight gradient.
+    const TensorId xin = gemm_operand(name + ".input", x);
     Shape s = shape(x);
     const std::uint64_t k = s.back();
     s.back() = n_out;
-    const TensorId y = g_.add_tensor(name + ".out", s, p_.autocast ? p_.low : dtype(x));
-    Op op = make(name, OpClass::gemm, {xin}, {y}, {xin});
+    const TensorId flat = view(name + ".input", xin, {rows(x), k});
+    const TensorId y = g_.add_tensor(name + ".output", s, p_.autocast ? p_.low : dtype(x));
+    Op op = make(name, OpClass::gemm, {flat}, {y}, {flat});
     const double m = static_cast<double>(rows(x));
     op.fwd_flops = 2 * m * static_cast<double>(k * n_out);
     op.bwd_flops = 2 * op.fwd_flops;  // grad input and grad weight
@@ -78,19 +83,21 @@ TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_
 }
 
 TensorId OpBuilder::layernorm(const std::string& name, TensorId x, bool save_stats) {
-    const TensorId y = g_.add_tensor(name + ".out", shape(x), autocast_fp32_op(dtype(x)));
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), autocast_fp32_op(dtype(x)));
     Shape stat = shape(x);
     stat.back() = 1;
-    std::vector<TensorId> saved{x};
+    const TensorId in = view(name + ".input", x, shape(x));
+    std::vector<TensorId> saved{in};
     std::vector<TensorId> outs{y};
     if (save_stats) {
-        // native_layer_norm returns mean and rstd in the accumulate type (fp32).
-        const TensorId mean = g_.add_tensor(name + ".mean", stat, DType::f32, false);
-        const TensorId rstd = g_.add_tensor(name + ".rstd", stat, DType::f32, false);
+        // native_layer_norm's mean and rstd: the accumulate type (fp32) on CUDA.
+        const DType st = p_.device == AutocastDevice::cuda ? DType::f32 : dtype(x);
+        const TensorId mean = g_.add_tensor(name + ".mean", stat, st, false);
+        const TensorId rstd = g_.add_tensor(name + ".rstd", stat, st, false);
         saved.insert(saved.end(), {mean, rstd});
         outs.insert(outs.end(), {mean, rstd});
     }
-    Op op = make(name, OpClass::memory, {x}, outs, saved);
+    Op op = make(name, OpClass::memory, {in}, outs, saved);
     op.fwd_flops = 8.0 * static_cast<double>(g_.tensor(x).numel());
     op.bwd_flops = 2 * op.fwd_flops;
     g_.add_op(std::move(op));
@@ -101,22 +108,24 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
     // hidden = x.to(float32); var = hidden.pow(2).mean(-1, keepdim=True)
     // hidden = hidden * torch.rsqrt(var + eps); return weight * hidden.to(input_dtype)
     const DType in = dtype(x);
-    const TensorId h = cast(name + ".input_fp32", x, DType::f32);
+    const TensorId h = dtype(x) == DType::f32 ? view(name + ".input_fp32", x, shape(x))
+                                              : copy(name + ".input_fp32", x, DType::f32);
     Shape stat = shape(x);
     stat.back() = 1;
-    const TensorId sq = g_.add_tensor(name + ".pow", shape(x), DType::f32);
+    const TensorId sq = g_.add_tensor(name + ".squared", shape(x), DType::f32);
     g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
     const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
-    g_.add_op(make(name + ".mean", OpClass::memory, {sq}, {var}, {}));
-    const TensorId r = g_.add_tensor(name + ".rsqrt", stat, DType::f32);
+    // torch 1.13's mean saves its input; current PyTorch computes its backward from sizes.
+    g_.add_op(make(name + ".mean", OpClass::memory, {sq}, {var},
+                   p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
+    const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
     g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
-    const TensorId normed = g_.add_tensor(name + ".normed", shape(x), DType::f32);
+    const TensorId normed = g_.add_tensor(name + ".normalized", shape(x), DType::f32);
     g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
-    const TensorId back = cast(name + ".normed_cast", normed, in);
+    const TensorId back = in == DType::f32 ? normed : copy(name + ".normalized", normed, in);
     // weight * hidden: the weight is a parameter (not an activation); mul saves `back`.
-    const TensorId y = g_.add_tensor(name + ".out", shape(x), promote(p_.param, in));
-    Op op = make(name + ".weight_mul", OpClass::memory, {back}, {y}, {back});
-    g_.add_op(std::move(op));
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), promote(p_.param, in));
+    g_.add_op(make(name + ".weight_mul", OpClass::memory, {back}, {y}, {back}));
     return y;
 }
 
@@ -125,11 +134,12 @@ TensorId OpBuilder::gelu_new(const std::string& name, TensorId x) {
     // as Python does: half = 0.5 * x first, then the tanh term, then half * (1 + t).
     const Shape& s = shape(x);
     const DType in = dtype(x);
-    const TensorId half = g_.add_tensor(name + ".half_x", s, in);
+    const TensorId half = g_.add_tensor(name + ".half_input", s, in);
     g_.add_op(make(name + ".mul_half", OpClass::memory, {x}, {half}, {}));
     const DType pow_t = autocast_fp32_op(in);  // pow is on autocast's fp32 list (CUDA)
-    const TensorId cube = g_.add_tensor(name + ".pow", s, pow_t);
-    g_.add_op(make(name + ".pow", OpClass::memory, {x}, {cube}, {x}));
+    const TensorId cube = g_.add_tensor(name + ".cube", s, pow_t);
+    const TensorId xin = view(name + ".input", x, s);
+    g_.add_op(make(name + ".pow", OpClass::memory, {xin}, {cube}, {xin}));
     const TensorId scaled = g_.add_tensor(name + ".pow_scaled", s, pow_t);
     g_.add_op(make(name + ".mul_c", OpClass::memory, {cube}, {scaled}, {}));
     const TensorId inner = g_.add_tensor(name + ".inner", s, promote(in, pow_t));
@@ -138,38 +148,40 @@ TensorId OpBuilder::gelu_new(const std::string& name, TensorId x) {
     g_.add_op(make(name + ".mul_k", OpClass::memory, {inner}, {arg}, {}));
     const TensorId t = g_.add_tensor(name + ".tanh", s, dtype(inner));
     g_.add_op(make(name + ".tanh", OpClass::memory, {arg}, {t}, {t}));
-    const TensorId onep = g_.add_tensor(name + ".one_plus_tanh", s, dtype(t));
+    const TensorId onep = g_.add_tensor(name + ".tanh_plus_one", s, dtype(t));
     g_.add_op(make(name + ".add_one", OpClass::memory, {t}, {onep}, {}));
-    const TensorId y = g_.add_tensor(name + ".out", s, promote(in, dtype(onep)));
+    const TensorId y = g_.add_tensor(name + ".output", s, promote(in, dtype(onep)));
     g_.add_op(make(name + ".mul", OpClass::memory, {half, onep}, {y}, {half, onep}));
     return y;
 }
 
 TensorId OpBuilder::unary_saving_input(const std::string& name, TensorId x, double flops) {
-    const TensorId y = g_.add_tensor(name + ".out", shape(x), dtype(x));
-    Op op = make(name, OpClass::memory, {x}, {y}, {x});
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), dtype(x));
+    const TensorId in = view(name + ".input", x, shape(x));
+    Op op = make(name, OpClass::memory, {in}, {y}, {in});
     op.fwd_flops = flops * static_cast<double>(g_.tensor(x).numel());
     op.bwd_flops = 2 * op.fwd_flops;
     g_.add_op(std::move(op));
     return y;
 }
 
-TensorId OpBuilder::dropout(const std::string& name, TensorId x, double p, DType mask_dtype) {
+TensorId OpBuilder::dropout(const std::string& name, TensorId x, double p) {
     if (p <= 0.0) return x;  // F.dropout with p == 0 returns its input: no mask
-    const TensorId y = g_.add_tensor(name + ".out", shape(x), dtype(x));
+    const DType mask_dtype = p_.device == AutocastDevice::cuda ? DType::b8 : dtype(x);
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), dtype(x));
     const TensorId mask = g_.add_tensor(name + ".mask", shape(x), mask_dtype, false);
     g_.add_op(make(name, OpClass::memory, {x}, {y, mask}, {mask}));
     return y;
 }
 
 TensorId OpBuilder::add(const std::string& name, TensorId a, TensorId b) {
-    const TensorId y = g_.add_tensor(name + ".out", shape(a), promote(dtype(a), dtype(b)));
+    const TensorId y = g_.add_tensor(name + ".output", shape(a), promote(dtype(a), dtype(b)));
     g_.add_op(make(name, OpClass::memory, {a, b}, {y}, {}));
     return y;
 }
 
 TensorId OpBuilder::mul(const std::string& name, TensorId a, TensorId b) {
-    const TensorId y = g_.add_tensor(name + ".out", shape(a), promote(dtype(a), dtype(b)));
+    const TensorId y = g_.add_tensor(name + ".output", shape(a), promote(dtype(a), dtype(b)));
     g_.add_op(make(name, OpClass::memory, {a, b}, {y}, {a, b}));
     return y;
 }

@@ -37,16 +37,23 @@ public:
 
     // y = x W (+ b) over the last dim; saves its (autocast-cast) input.
     TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out);
+    // Saves x and per-row mean and rstd (fp32 on CUDA; x's dtype on CPU).
     TensorId layernorm(const std::string& name, TensorId x, bool save_stats = true);
     TensorId rmsnorm_hf(const std::string& name, TensorId x);  // HF LlamaRMSNorm, op by op
     TensorId gelu_new(const std::string& name, TensorId x);    // HF NewGELUActivation
     TensorId unary_saving_input(const std::string& name, TensorId x, double flops_per_elem);
-    TensorId dropout(const std::string& name, TensorId x, double p, DType mask = DType::b8);
+    // Saves its mask: bool on CUDA; on CPU (torch 1.13) the scaled noise in x's dtype.
+    TensorId dropout(const std::string& name, TensorId x, double p);
     TensorId add(const std::string& name, TensorId a, TensorId b);
     TensorId mul(const std::string& name, TensorId a, TensorId b);  // both need grad
 
-    // dtype of an op's output under autocast: fp32-listed ops return f32, others promote.
-    DType autocast_fp32_op(DType in) const { return p_.autocast ? DType::f32 : in; }
+    // Output dtype of an op on autocast's fp32 list (CUDA: layer_norm, softmax, log_softmax,
+    // pow, rsqrt; on CPU in torch 1.13 none of these): f32 under autocast, else the input's.
+    DType autocast_fp32_op(DType in) const {
+        return p_.autocast && p_.device == AutocastDevice::cuda ? DType::f32 : in;
+    }
+    // The tensor a GEMM multiplies: autocast casts it to the low dtype (a fresh copy).
+    TensorId gemm_operand(const std::string& name, TensorId x);
     static DType promote(DType a, DType b);
 
     Op make(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,

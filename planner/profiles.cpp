@@ -24,40 +24,52 @@ struct Qkv {
     bool q_contiguous, k_contiguous, v_contiguous;
 };
 
+// How the eager code turns probabilities into the AV operand: GPT-2 casts to value's dtype
+// (`.type(value.dtype)`), Llama and GPT-NeoX take softmax in fp32 and cast to query's dtype.
+enum class EagerSoftmax { gpt2, fp32_then_query_dtype };
+
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D).
 TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
-                   double attn_dropout, bool repeat_kv) {
+                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind) {
     StageGraph& g = b.graph();
     const DType low = b.policy().autocast ? b.policy().low : b.dtype(in.q);
     const double causal_pairs = static_cast<double>(d.S) * static_cast<double>(d.S + 1) / 2.0;
     const double bhd = static_cast<double>(d.B * d.A * d.D);
-    std::vector<OpVertex> core;
     auto add_core = [&](Op op) {
         op.attention_core = true;
-        core.push_back(g.add_op(std::move(op)));
+        g.add_op(std::move(op));
     };
-    auto core_copy = [&](const std::string& n, TensorId x, Shape s) {
-        const TensorId y = g.add_tensor(n, std::move(s), b.dtype(x), g.tensor(x).needs_grad);
+    auto core_copy = [&](const std::string& n, TensorId x, DType to, Shape s) {
+        const TensorId y = g.add_tensor(n, std::move(s), to, g.tensor(x).needs_grad);
         add_core(b.make(n, OpClass::memory, {x}, {y}, {}));
         return y;
     };
+    // The tensor matmul/bmm multiplies: autocast's cast, else a reshape copy when the layout
+    // does not merge (B, heads), else a view.
+    auto operand = [&](const std::string& n, TensorId x, bool contiguous) {
+        const Shape flat{d.B * d.A, d.S, d.D};
+        if (b.policy().autocast && b.dtype(x) != low) return core_copy(n, x, low, flat);
+        if (!contiguous) return core_copy(n, x, b.dtype(x), flat);
+        return b.view(n, x, flat);
+    };
+    const TensorId q_heads = in.q;
     if (repeat_kv && d.KV != d.A) {
         // repeat_kv: expand + reshape materializes (B, A, S, D) copies of k and v.
-        in.k = core_copy(name + ".key_repeated", in.k, {d.B, d.A, d.S, d.D});
-        in.v = core_copy(name + ".value_repeated", in.v, {d.B, d.A, d.S, d.D});
+        in.k = core_copy(name + ".key_repeated", in.k, b.dtype(in.k), {d.B, d.A, d.S, d.D});
+        in.v = core_copy(name + ".value_repeated", in.v, b.dtype(in.v), {d.B, d.A, d.S, d.D});
         in.k_contiguous = in.v_contiguous = true;
     }
     if (profile == Profile::sdpa) {
         // derivatives.yaml, _scaled_dot_product_flash_attention: backward saves query, key,
         // value, output, logsumexp, cum_seq_q/k (undefined for dense input), philox seed and
         // offset (two int64 scalars).
-        const TensorId out = g.add_tensor(name + ".out", {d.B, d.S, d.A, d.D}, low);
+        const TensorId out = g.add_tensor(name + ".sdpa_output", {d.B, d.S, d.A, d.D}, low);
         const TensorId lse = g.add_tensor(name + ".logsumexp", {d.B, d.A, d.S}, DType::f32, false);
         const TensorId rng = g.add_tensor(name + ".philox_seed_offset", {2}, DType::i64, false);
-        const TensorId q = b.cast(name + ".query_cast", in.q, low);
-        const TensorId k = b.cast(name + ".key_cast", in.k, low);
-        const TensorId v = b.cast(name + ".value_cast", in.v, low);
+        const TensorId q = b.gemm_operand(name + ".query", in.q);
+        const TensorId k = b.gemm_operand(name + ".key", in.k);
+        const TensorId v = b.gemm_operand(name + ".value", in.v);
         Op op = b.make(name + ".sdpa", OpClass::attention, {q, k, v}, {out, lse, rng},
                        {q, k, v, out, lse, rng});
         op.fwd_flops = 4.0 * causal_pairs * bhd;  // QK^T and PV over the causal half
@@ -67,12 +79,10 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         // The kernel writes (B, S, A, D), so transpose(1, 2).reshape is a view.
         return b.view(name + ".context", out, {d.B, d.S, d.A * d.D});
     }
-    // Eager: matmul reshapes to (B*A, S, D) for bmm; a non-contiguous layout is copied first,
-    // and bmm saves what it multiplied.
+    // Eager.
     const double full_pairs = static_cast<double>(d.S * d.S);
-    const TensorId q = in.q_contiguous ? in.q : core_copy(name + ".query", in.q, {d.B * d.A, d.S, d.D});
-    const TensorId k = in.k_contiguous ? in.k : core_copy(name + ".key", in.k, {d.B * d.A, d.S, d.D});
-    const TensorId v = in.v_contiguous ? in.v : core_copy(name + ".value", in.v, {d.B * d.A, d.S, d.D});
+    const TensorId q = operand(name + ".query", in.q, in.q_contiguous);
+    const TensorId k = operand(name + ".key", in.k, in.k_contiguous);
     const Shape ss{d.B, d.A, d.S, d.S};
     const TensorId scores = g.add_tensor(name + ".scores", ss, low);
     Op qk = b.make(name + ".qk", OpClass::gemm, {q, k}, {scores}, {q, k});
@@ -80,22 +90,37 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
     qk.bwd_flops = 2 * qk.fwd_flops;
     add_core(std::move(qk));
     const TensorId scaled = g.add_tensor(name + ".scores_scaled", ss, low);
-    add_core(b.make(name + ".scale", OpClass::memory, {scores}, {scaled}, {}));
+    if (softmax_kind == EagerSoftmax::gpt2) {
+        // attn_weights / torch.full([], head_dim ** 0.5): DivBackward saves the 0-dim divisor.
+        const TensorId scale = g.add_tensor(name + ".scale", {}, low, false);
+        add_core(b.make(name + ".scale_value", OpClass::memory, {}, {scale}, {}));
+        add_core(b.make(name + ".scale", OpClass::memory, {scores, scale}, {scaled}, {scale}));
+    } else {
+        add_core(b.make(name + ".scale", OpClass::memory, {scores}, {scaled}, {}));  // * python float
+    }
     const TensorId masked = g.add_tensor(name + ".scores_masked", ss, low);
     add_core(b.make(name + ".mask", OpClass::memory, {scaled}, {masked}, {}));
-    const TensorId probs = g.add_tensor(name + ".probs", ss, b.autocast_fp32_op(low));
+    const DType probs_t = softmax_kind == EagerSoftmax::gpt2 ? b.autocast_fp32_op(low) : DType::f32;
+    const TensorId probs = g.add_tensor(name + ".probs", ss, probs_t);
     Op sm = b.make(name + ".softmax", OpClass::memory, {masked}, {probs}, {probs});
     sm.fwd_flops = 5.0 * static_cast<double>(g.tensor(probs).numel());
     sm.bwd_flops = sm.fwd_flops;
     add_core(std::move(sm));
+    // .type(value.dtype) (GPT-2) or .to(query.dtype) (Llama, NeoX): a copy when dtypes differ.
+    const DType target = softmax_kind == EagerSoftmax::gpt2 ? b.dtype(in.v) : b.dtype(q_heads);
     TensorId p = probs;
-    if (b.dtype(probs) != low) p = core_copy(name + ".probs_lowp", probs, ss);
+    if (target != probs_t) p = core_copy(name + ".probs_dropped", probs, target, ss);
     if (attn_dropout > 0.0) {
         const TensorId y = g.add_tensor(name + ".probs_dropped", ss, b.dtype(p));
-        const TensorId mask = g.add_tensor(name + ".dropout.mask", ss, DType::b8, false);
-        add_core(b.make(name + ".dropout", OpClass::memory, {p}, {y, mask}, {mask}));
+        const DType mask_t = b.policy().device == AutocastDevice::cuda ? DType::b8 : b.dtype(p);
+        // GPT2Attention.attn_dropout is a module; Llama and NeoX call F.dropout.
+        const std::string dn = name + (softmax_kind == EagerSoftmax::gpt2 ? ".attn_dropout" : ".dropout");
+        const TensorId mask = g.add_tensor(dn + ".mask", ss, mask_t, false);
+        add_core(b.make(dn, OpClass::memory, {p}, {y, mask}, {mask}));
         p = y;
     }
+    if (b.policy().autocast && b.dtype(p) != low) p = core_copy(name + ".probs_dropped", p, low, ss);
+    const TensorId v = operand(name + ".value", in.v, in.v_contiguous);
     const TensorId ctx = g.add_tensor(name + ".av", {d.B, d.A, d.S, d.D}, low);
     Op av = b.make(name + ".pv", OpClass::gemm, {p, v}, {ctx}, {p, v});
     av.fwd_flops = 2.0 * full_pairs * bhd;
@@ -119,7 +144,8 @@ TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos,
     const TensorId rs = g.add_tensor(name + ".rot_sin", s, dt);
     g.add_op(b.make(name + ".mul_sin", OpClass::memory, {rot, sin}, {rs}, {sin}));
     TensorId y = b.add(name + ".embed", xc, rs);
-    if (pct < 1.0) y = b.copy(name + ".cat_pass", y, b.dtype(y));  // cat((rotated, pass))
+    // Partial rotary (GPT-NeoX): cat((rotated, pass)) promotes to the rotated part's dtype.
+    if (pct < 1.0) y = b.copy(name + ".cat_pass", y, b.dtype(y));
     return y;
 }
 
@@ -144,9 +170,11 @@ TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     const TensorId h1 = b.layernorm("ln_1", x);
     const TensorId qkv = b.linear("attn.c_attn", h1, 3 * d.H);
     // split + view + permute: views of qkv, (B, A, S, D) with strides that do not merge B, A.
+    // With B = 1 the (B*A, S, D) reshape of these views is itself a view of qkv.
+    const bool merges = d.B == 1;
     Qkv in{b.view("attn.q", qkv, {d.B, d.A, d.S, d.D}), b.view("attn.k", qkv, {d.B, d.A, d.S, d.D}),
-           b.view("attn.v", qkv, {d.B, d.A, d.S, d.D}), false, false, false};
-    const TensorId ctx = attention(b, "attn", in, d, profile, m.attn_dropout, false);
+           b.view("attn.v", qkv, {d.B, d.A, d.S, d.D}), merges, merges, merges};
+    const TensorId ctx = attention(b, "attn", in, d, profile, m.attn_dropout, false, EagerSoftmax::gpt2);
     const TensorId proj = b.linear("attn.c_proj", ctx, d.H);
     const TensorId a = b.dropout("attn.resid_dropout", proj, m.resid_dropout);
     const TensorId r1 = b.add("residual_1", a, x);
@@ -172,14 +200,16 @@ TensorId hf_llama_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profi
     const TensorId vh = b.view("self_attn.v_heads", v, {d.B, d.KV, d.S, d.D});
     const TensorId qr = rotary(b, "self_attn.rope_q", qh, rope.cos, rope.sin, 1.0);
     const TensorId kr = rotary(b, "self_attn.rope_k", kh, rope.cos, rope.sin, 1.0);
-    Qkv in{qr, kr, vh, true, true, false};
-    const TensorId ctx = attention(b, "self_attn", in, d, profile, m.attn_dropout, true);
+    Qkv in{qr, kr, vh, true, true, d.B == 1};
+    const TensorId ctx = attention(b, "self_attn", in, d, profile, m.attn_dropout, true,
+                                   EagerSoftmax::fp32_then_query_dtype);
     const TensorId o = b.linear("self_attn.o_proj", ctx, d.H);
     const TensorId r1 = b.add("residual_1", o, x);
     const TensorId h2 = b.rmsnorm_hf("post_attention_layernorm", r1);
     const TensorId gate = b.linear("mlp.gate_proj", h2, d.F);
     const TensorId up = b.linear("mlp.up_proj", h2, d.F);
     const TensorId act = b.unary_saving_input("mlp.act", gate, 5);
+    b.view("mlp.up_proj.output", up, b.shape(up));
     const TensorId prod = b.mul("mlp.gated", act, up);
     const TensorId down = b.linear("mlp.down_proj", prod, d.H);
     return b.add("residual_2", down, r1);
@@ -196,8 +226,8 @@ TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     const TensorId v = b.view("attention.v", qkv, {d.B, d.A, d.S, d.D});
     const TensorId qr = rotary(b, "attention.rope_q", q, rope.cos, rope.sin, m.rotary_pct);
     const TensorId kr = rotary(b, "attention.rope_k", k, rope.cos, rope.sin, m.rotary_pct);
-    const TensorId ctx = attention(b, "attention", {qr, kr, v, true, true, false}, d, profile,
-                                   m.attn_dropout, false);
+    const TensorId ctx = attention(b, "attention", {qr, kr, v, true, true, d.B == 1}, d, profile,
+                                   m.attn_dropout, false, EagerSoftmax::fp32_then_query_dtype);
     const TensorId dense = b.linear("attention.dense", ctx, d.H);
     const TensorId a = b.dropout("post_attention_dropout", dense, m.resid_dropout);
     TensorId mlp_in = x;
@@ -306,8 +336,7 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
         const TensorId sin = g.add_tensor("rope.sin", {1, d.S, rd}, b.policy().param, false);
         g.add_op(b.make("rotary_emb", OpClass::memory, {}, {cos, sin}, {cos, sin}));
     }
-    return b.dropout("drop", y, m.embd_dropout,
-                     profile == Profile::megatron ? DType::u8 : DType::b8);
+    return b.dropout(m.arch == Arch::gpt_neox ? "emb_dropout" : "drop", y, m.embd_dropout);
 }
 
 TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
@@ -321,7 +350,7 @@ TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     return b.layernorm(m.arch == Arch::gpt_neox ? "final_layer_norm" : "ln_f", x);
 }
 
-TensorId head_stage(OpBuilder& b, const Dims& d, Profile profile) {
+TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
     StageGraph& g = b.graph();
     const Shape bsv{d.B, d.S, d.V};
     if (profile == Profile::megatron) {
@@ -339,20 +368,25 @@ TensorId head_stage(OpBuilder& b, const Dims& d, Profile profile) {
         return loss;
     }
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
-    const TensorId logits = b.linear("lm_head", x, d.V);
+    const TensorId logits = b.linear(m.arch == Arch::gpt_neox ? "embed_out" : "lm_head", x, d.V);
     // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
     // log_softmax saves its fp32 output, nll_loss the targets.
     const TensorId lf = b.cast("logits_fp32", logits, DType::f32);
     const TensorId flat = b.view("logits_flat", lf, {d.B * d.S, d.V});
-    const TensorId target = g.add_tensor("loss.target", {d.B * d.S}, DType::i64, false);
-    g.add_op(b.make("loss.labels", OpClass::memory, {}, {target}, {}));
+    // labels padded with -100 then shifted: a (B, S) slice of a (B, S+1) tensor, contiguous
+    // (a copy) unless B = 1, where the saved target is a view of the padded labels.
+    const TensorId padded = g.add_tensor("loss.labels_padded", {d.B, d.S + 1}, DType::i64, false);
+    g.add_op(b.make("loss.pad_labels", OpClass::memory, {}, {padded}, {}));
+    TensorId target = b.view("loss.target", padded, {d.B, d.S});
+    if (d.B > 1) target = b.copy("loss.target", target, DType::i64);
     const TensorId ls = g.add_tensor("loss.log_softmax", {d.B * d.S, d.V}, b.autocast_fp32_op(b.dtype(flat)));
     Op op = b.make("loss.log_softmax", OpClass::memory, {flat}, {ls}, {ls});
     op.fwd_flops = 5.0 * static_cast<double>(d.B * d.S * d.V);
     op.bwd_flops = op.fwd_flops;
     g.add_op(std::move(op));
     const TensorId loss = g.add_tensor("loss", {}, DType::f32);
-    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss}, {target}));
+    const TensorId total_weight = g.add_tensor("loss.total_weight", {}, DType::f32, false);
+    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight}, {target, total_weight}));
     return loss;
 }
 
@@ -380,7 +414,7 @@ StageGraph build_stage_graph(const StageRequest& r) {
     switch (r.kind) {
         case StageKind::embedding: out = embedding_stage(b, d, m, r.profile); break;
         case StageKind::norm: out = norm_stage(b, d, m, r.profile); break;
-        case StageKind::head: out = head_stage(b, d, r.profile); break;
+        case StageKind::head: out = head_stage(b, d, m, r.profile); break;
         case StageKind::block:
             if (r.profile == Profile::megatron) {
                 out = megatron_block(b, d, m);

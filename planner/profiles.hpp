@@ -21,8 +21,12 @@ namespace remat {
 enum class StageKind { embedding, block, norm, head };
 std::string_view stage_kind_name(StageKind k);
 
-// Autocast's op lists differ between CUDA (what users train on, the default) and CPU (where the
-// hf-eager measurements were taken, tests/data/hf_eager_saved.json).
+// Which PyTorch the hf-eager and sdpa profiles describe. `cuda` (the default) is current PyTorch
+// on a GPU, what users train on. `cpu` is Debian's torch 1.13 on CPU, where the hf-eager
+// measurements were taken (tests/data/hf_eager_saved.json); it differs in autocast's op lists
+// (softmax, layer_norm, pow stay in their input dtype), in kernel dtypes (layer-norm statistics
+// in the input dtype, dropout masks as scaled noise in the input dtype instead of bool) and in
+// `mean` saving its input.
 enum class AutocastDevice { cuda, cpu };
 
 struct StageRequest {

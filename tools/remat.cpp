@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <unistd.h>
 
 #include "planner/dot.hpp"
 #include "planner/error.hpp"
@@ -38,11 +39,14 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies) {
     const auto specs = parse_strategy_list(strategies);
     for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
     std::vector<MaxBatch> results;
-    for (const auto& s : specs) {
-        if (!a.json) std::cerr << fmt::format("\rsearching {:<16}", s.name()) << std::flush;
-        results.push_back(max_micro_batch(q, s));
+    // Progress on a terminal only; pipes and --json stay clean.
+    const bool progress = !a.json && isatty(STDERR_FILENO);
+    for (std::size_t k = 0; k < specs.size(); ++k) {
+        if (progress)
+            std::cerr << fmt::format("\rsearching {:<16} [{}/{}]", specs[k].name(), k + 1, specs.size()) << std::flush;
+        results.push_back(max_micro_batch(q, specs[k]));
     }
-    if (!a.json) std::cerr << "\r" << std::string(30, ' ') << "\r" << std::flush;
+    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
     if (a.json)
         print_json(max_batch_json(q, results));
     else
