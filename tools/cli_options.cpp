@@ -55,7 +55,10 @@ Question make_question(const CommonArgs& a) {
     q.gpu = load_gpu(a.gpu);
     if (!a.gpu_memory.empty()) q.gpu.capacity_bytes = parse_bytes(a.gpu_memory, "--gpu-memory");
     q.options.micro_batch = positive(a.micro_batch, "--micro-batch");
-    q.options.seq = a.seq == 0 ? q.model.context : positive(a.seq, "--seq");
+    q.options.seq = a.seq ? positive(*a.seq, "--seq") : q.model.context;
+    if (q.model.learned_positions && q.options.seq > q.model.context)
+        throw InputError(fmt::format("--seq {} exceeds {}'s {} learned positions; use --seq <= {}",
+                                     q.options.seq, q.model.name, q.model.context, q.model.context));
     q.options.world_size = positive(a.world_size, "--world-size");
     q.options.precision = parse_precision(a.precision);
     q.options.sharding = parse_sharding(a.sharding);

@@ -14,7 +14,7 @@ struct CommonArgs {
     std::string gpu = "h100-80gb";
     std::string gpu_memory;
     std::int64_t micro_batch = 1;
-    std::int64_t seq = 0;
+    std::optional<std::int64_t> seq;  // default: the model's context length
     std::string precision = "bf16-mixed";
     std::string sharding = "none";
     std::int64_t world_size = 1;

@@ -1,0 +1,165 @@
+// The real `remat` binary: exit codes, one-line errors, --json documents.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace {
+
+struct Run {
+    int code = -1;
+    std::string out, err;
+};
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::filesystem::path temp_dir() {
+    static const auto dir = [] {
+        auto d = std::filesystem::temp_directory_path() / ("remat_cli_test_" + std::to_string(::getpid()));
+        std::filesystem::create_directories(d);
+        return d;
+    }();
+    return dir;
+}
+
+Run remat(const std::string& args) {
+    const auto out = temp_dir() / "out.txt", err = temp_dir() / "err.txt";
+    const std::string cmd = std::string(REMAT_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
+    const int status = std::system(cmd.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+    const auto p = temp_dir() / name;
+    std::ofstream(p) << text;
+    return p.string();
+}
+
+// Invalid input: exit code 2 and exactly one line on stderr that contains `needle`.
+void check_rejected(const std::string& args, const std::string& needle) {
+    CAPTURE(args);
+    const Run r = remat(args);
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_MESSAGE(r.err.find(needle) != std::string::npos, r.err);
+}
+
+}  // namespace
+
+TEST_SUITE("cli") {
+TEST_CASE("cli::models lists the presets") {
+    const Run r = remat("models");
+    CHECK(r.code == 0);
+    for (const char* name : {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
+        CHECK(r.out.find(name) != std::string::npos);
+    const Run j = remat("models --json");
+    CHECK(nlohmann::json::parse(j.out).at("models").size() == 10);
+}
+
+TEST_CASE("cli::plan --json has the documented fields") {
+    const Run r = remat("plan --model gpt2 --strategy sqrt --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    for (const char* key : {"params", "peak_bytes", "capacity_bytes", "fits", "breakdown", "stages", "schedule",
+                            "recompute_flops", "step_time_s", "tokens_per_s", "timeline"})
+        CHECK_MESSAGE(j.contains(key), key);
+    for (const char* key : {"parameters_bytes", "gradients_bytes", "optimizer_bytes", "unsharded_parameters_bytes",
+                            "activations_bytes", "temporaries_bytes", "reserve_bytes"})
+        CHECK_MESSAGE(j.at("breakdown").contains(key), key);
+    CHECK(j.at("params") == 124439808);
+    CHECK(j.at("fits") == (j.at("peak_bytes") <= j.at("capacity_bytes")));
+    std::uint64_t sum = 0;
+    for (const auto& [k, v] : j.at("breakdown").items()) sum += v.get<std::uint64_t>();
+    CHECK(sum == j.at("peak_bytes").get<std::uint64_t>());
+    CHECK(j.at("stages").size() == 12 + 3);
+    CHECK(j.at("stages")[1].at("keeps") == "input");
+    CHECK(j.at("stages")[1].at("kind") == "block");
+    CHECK(j.at("stages")[0].at("kind") == "embedding");
+    CHECK(j.at("recompute_flops").get<double>() > 0);
+}
+
+TEST_CASE("cli::a configuration that does not fit is an answer, not an error") {
+    const Run r = remat("plan --model llama2-70b --json");
+    CHECK(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out).at("fits") == false);
+    const Run h = remat("plan --model llama2-70b");
+    CHECK(h.out.find("DOES NOT FIT") != std::string::npos);
+}
+
+TEST_CASE("cli::max-batch --json") {
+    const Run r = remat("max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies none,full --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    REQUIRE(j.at("results").size() == 2);
+    CHECK(j.at("results")[0].at("strategy") == "none");
+    CHECK(j.at("results")[1].at("max_micro_batch").get<int>() > j.at("results")[0].at("max_micro_batch").get<int>());
+    CHECK(remat("max-batch --model llama2-70b --strategies full --json").out.find("\"max_micro_batch\": 0") != std::string::npos);
+}
+
+TEST_CASE("cli::plan reads a Hugging Face config.json by content") {
+    const auto path = write_temp("my-llama.json",
+                                 R"({"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 4,
+                                     "num_attention_heads": 16, "intermediate_size": 5632})");
+    const Run r = remat("plan --model " + path + " --seq 512 --json");
+    CHECK(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out).at("stages").size() == 7);
+}
+
+TEST_CASE("cli::--gpu-memory overrides the capacity") {
+    const auto j = nlohmann::json::parse(remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
+    CHECK(j.at("capacity_bytes") == 24ull << 30);
+}
+
+TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
+    check_rejected("plan --model lama2-7b", "llama2-7b");
+    check_rejected("plan --model gpt2 --gpu h100", "h100-80gb");
+    check_rejected("plan --model gpt2 --strategy sqr", "sqrt");
+    check_rejected("plan --model gpt2 --profile eager", "hf-eager");
+    check_rejected("plan --model gpt2 --precision bf17", "bf16");
+    check_rejected("plan --model gpt2 --sharding zero4", "zero");
+    check_rejected("plan --model gpt2 --strategy every-0", "positive integer");
+    check_rejected("plan --model gpt2 --strategy segments-13", "1 <= K <= 12");
+    check_rejected("plan --model gpt2 --micro-batch 0", "--micro-batch");
+    check_rejected("plan --model gpt2 --micro-batch -4", "--micro-batch");
+    check_rejected("plan --model gpt2 --seq 0", "--seq");
+    check_rejected("plan --model gpt2 --world-size 0", "--world-size");
+    check_rejected("plan --model gpt2 --gpu-memory 24XB", "--gpu-memory");
+    check_rejected("plan --model gpt2 --fragmentation 1.5", "--fragmentation");
+    check_rejected("plan --model gpt2 --no-such-option", "no-such-option");
+    check_rejected("plan --micro-batch 2", "--model");
+    check_rejected("", "subcommand");
+    check_rejected("max-batch --model gpt2 --strategies none,,full", "empty name");
+    const auto bad = write_temp("bad.json", "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 768,,\n}\n");
+    check_rejected("plan --model " + bad, "bad.json:3:");
+    const auto odd = write_temp("odd.json", R"({"model_type": "gpt2", "n_embd": 770, "n_head": 12})");
+    check_rejected("plan --model " + odd, "not divisible");
+}
+
+TEST_CASE("cli::--help teaches and exits 0") {
+    const Run r = remat("plan --help");
+    CHECK(r.code == 0);
+    CHECK(r.out.find("--strategy") != std::string::npos);
+    CHECK(r.out.find("--memory-budget") != std::string::npos);
+}
+
+TEST_CASE("cli::dot writes DOT that Graphviz renders") {
+    const auto file = (temp_dir() / "plan.dot").string();
+    CHECK(remat("dot --model tiny-gpt2 --strategies none,sqrt -o " + file).code == 0);
+    const std::string text = slurp(file);
+    CHECK(text.find("digraph") != std::string::npos);
+    const std::string cmd = "dot -Tsvg " + file + " -o " + (temp_dir() / "plan.svg").string();
+    CHECK(std::system(cmd.c_str()) == 0);
+}
+}
