@@ -64,8 +64,8 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
         const std::size_t comma = text.find(',', start);
         const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         if (item.empty()) throw InputError(fmt::format("--strategies '{}': empty name in the list", text));
-        out.push_back(item == "all" ? throw InputError("--strategies: 'all' cannot be mixed with names")
-                                    : parse_strategy(item));
+        if (item == "all") throw InputError("--strategies: 'all' cannot be combined with other names");
+        out.push_back(parse_strategy(item));
         if (comma == std::string::npos) break;
         start = comma + 1;
     }
@@ -121,7 +121,9 @@ Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx)
         case StrategyKind::sqrt: {
             // Chen et al. 2016: segments of ceil(sqrt(L)) blocks.
             const auto len = static_cast<std::uint64_t>(std::ceil(std::sqrt(static_cast<double>(L))));
-            return finish(c, spec.name(), segments(L, (L + len - 1) / len));
+            std::vector<Keep> k(L, Keep::none);
+            for (std::uint64_t b = 0; b < L; b += len) k[b] = Keep::input;
+            return finish(c, spec.name(), k);
         }
         case StrategyKind::greedy_budget: {
             // After Chen et al.'s greedy pass: walk the blocks in forward order and store each

@@ -51,6 +51,9 @@ TEST_CASE("strategy::make_plan keeps per strategy") {
     // sqrt(9) = 3: three segments of three blocks.
     CHECK(blocks(make_plan(c, parse_strategy("sqrt"), ctx)) ==
           std::vector<K>{K::input, K::none, K::none, K::input, K::none, K::none, K::input, K::none, K::none});
+    // sqrt(10) -> 4: segments of 4, 4 and 2 blocks.
+    CHECK(blocks(make_plan(tiny(10), parse_strategy("sqrt"), ctx)) ==
+          std::vector<K>{K::input, K::none, K::none, K::none, K::input, K::none, K::none, K::none, K::input, K::none});
     CHECK(blocks(make_plan(c, parse_strategy("segments-2"), ctx)) ==
           std::vector<K>{K::input, K::none, K::none, K::none, K::input, K::none, K::none, K::none, K::none});
     CHECK(blocks(make_plan(c, parse_strategy("selective"), ctx)) == std::vector<K>(9, K::selective));

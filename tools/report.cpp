@@ -169,7 +169,7 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
         out += "\nschedule (* = recomputation during backward)\n ";
         std::size_t col = 1;
         for (const Action& a : e.plan.schedule.actions) {
-            const std::string l = " " + action_label(a);
+            const std::string l = fmt::format(" {}", action_label(a));
             if (col + l.size() > 100) {
                 out += "\n ";
                 col = 1;
