@@ -93,7 +93,7 @@ enum Category { k_params, k_grads, k_optimizer, k_unsharded, k_activations, k_te
 class Replay {
 public:
     Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
-        : c_(c), plan_(plan), rule_(sharding_rule(c.options.sharding, c.options.precision)),
+        : c_(c), plan_(plan), gpu_(gpu), rule_(sharding_rule(c.options.sharding, c.options.precision)),
           bpp_(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
           units_(fsdp_units(c)) {
         for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
@@ -119,13 +119,14 @@ public:
         cast_live_.assign(n, false);
         first_forward_done_.assign(n, false);
         backward_done_.assign(n, false);
-        local_params_ = 0;
-        for (const Unit& u : units_)
-            local_params_ += rule_.parameters_sharded || rule_.optimizer_sharded ? u.shard_params : u.params;
-        if (!rule_.gather_per_unit && (rule_.optimizer_sharded || !rule_.parameters_sharded))
-            local_params_ = rule_.optimizer_sharded
-                                ? (parameter_count(c.model) + c.options.world_size - 1) / c.options.world_size
-                                : parameter_count(c.model);
+        // Parameters whose optimizer state this rank updates: its shards where the optimizer
+        // is sharded (per unit, padded, for FSDP and ZeRO-3), all of them otherwise.
+        const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
+        local_params_ = rule_.optimizer_sharded ? (P + W - 1) / W : P;
+        if (rule_.gather_per_unit) {
+            local_params_ = 0;
+            for (const Unit& u : units_) local_params_ += u.shard_params;
+        }
     }
 
     SimResult run(const Reserve& reserve) {
@@ -472,17 +473,13 @@ private:
             alloc(k_temporaries, tmp, &op);
             release(k_temporaries, tmp);
         }
-        time_s_ += optimizer_time_s(local_params_, c_.options.optimizer, *gpu_or_default());
+        time_s_ += optimizer_time_s(local_params_, c_.options.optimizer, gpu_);
         result_.timeline.push_back({action_label_, used_, action_peak_});
     }
-    const GpuSpec* gpu_or_default() const { return gpu_; }
 
-public:
-    const GpuSpec* gpu_ = nullptr;
-
-private:
     const Chain& c_;
     const Plan& plan_;
+    const GpuSpec& gpu_;
     ShardingRule rule_;
     StateBytesPerParam bpp_;
     std::vector<Unit> units_;
@@ -506,9 +503,7 @@ private:
 SimResult simulate(const Chain& chain, const Plan& plan, const GpuSpec& gpu, const Reserve& reserve,
                    const StepTimeModel& time_model) {
     assert(plan.keeps.size() == chain.stages.size());
-    Replay replay(chain, plan, gpu, time_model);
-    replay.gpu_ = &gpu;
-    return replay.run(reserve);
+    return Replay(chain, plan, gpu, time_model).run(reserve);
 }
 
 }  // namespace remat
