@@ -2,6 +2,8 @@
 // pass, live memory is the model states plus exactly what each stage keeps.
 #include <doctest/doctest.h>
 
+#include <fmt/format.h>
+
 #include <numeric>
 
 #include "planner/search.hpp"
@@ -69,6 +71,30 @@ TEST_CASE("simulate::after forward, live memory is the states plus what each sta
             // After the optimizer step only the model states remain.
             CHECK(rn.timeline.back().live_bytes == states);
             CHECK(rf.timeline.back().live_bytes == states);
+        }
+    }
+}
+
+TEST_CASE("simulate::after each backward, what remains is the earlier stages, the gradients and one input gradient") {
+    Setup s;
+    for (Profile prof : {Profile::sdpa, Profile::hf_eager}) {
+        CAPTURE(profile_name(prof));
+        const Chain c = chain_of("tiny-llama", 2, 256, Precision::fp32, Sharding::none, 1, prof);
+        const Plan p = make_plan(c, parse_strategy("none"), s.ctx);
+        const SimResult r = simulate(c, p, s.gpu, s.ctx.reserve);
+        const std::uint64_t P = parameter_count(c.model);
+        const std::uint64_t base = 4 * P + 8 * P;  // fp32 parameters and Adam state
+        const std::size_t n = c.stages.size();
+        for (std::size_t i = n; i-- > 0;) {
+            CAPTURE(i);
+            // Actions: n forwards, then B(n-1) .. B(0); B(i) is action n + (n-1-i).
+            const TimelinePoint& t = r.timeline[n + (n - 1 - i)];
+            REQUIRE(t.action == fmt::format("B({})", i));
+            std::uint64_t expect = base + 4;  // the scalar loss, held by the training loop
+            for (std::size_t j = 0; j < i; ++j) expect += c.stages[j].all_bytes;
+            for (std::size_t j = i; j < n; ++j) expect += 4 * c.stages[j].params;  // DDP p.grad
+            if (i > 0) expect += c.stages[i].input_bytes;  // the gradient flowing into stage i-1
+            CHECK(t.live_bytes == expect);
         }
     }
 }
