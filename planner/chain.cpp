@@ -22,9 +22,22 @@ std::vector<bool> selective_dropped_mask(const StageGraph& g) {
 
 std::vector<TensorId> selective_kept_storages(const StageGraph& g) {
     const auto dropped = selective_dropped_mask(g);
+    std::vector<bool> keep(g.tensors().size(), false);
+    for (TensorId s : g.saved_storages()) keep[s] = !dropped[s];
+    // R_sel recomputes the core from its inputs, so F_sel keeps them even when only core ops
+    // read them (e.g. the fused qkv output that eager attention copies into q, k, v).
+    for (OpVertex v : g.order()) {
+        const Op& op = g.op(v);
+        if (!op.attention_core) continue;
+        for (TensorId t : op.inputs) {
+            const TensorId s = g.storage(t);
+            const int p = g.producer(s);
+            if (!g.tensor(s).shared && (p < 0 || !g.op(static_cast<OpVertex>(p)).attention_core)) keep[s] = true;
+        }
+    }
     std::vector<TensorId> kept;
-    for (TensorId s : g.saved_storages())
-        if (!dropped[s]) kept.push_back(s);
+    for (TensorId s = 0; s < keep.size(); ++s)
+        if (keep[s]) kept.push_back(s);
     return kept;
 }
 

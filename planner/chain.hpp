@@ -41,7 +41,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options,
                   AutocastDevice device = AutocastDevice::cuda);
 
 // Storages kept by F_sel: everything saved except what attention-core ops produce and only
-// attention-core ops save.
+// attention-core ops save, plus the core's inputs (R_sel recomputes from them).
 std::vector<TensorId> selective_kept_storages(const StageGraph& g);
 // Storages produced by attention-core ops that F_sel drops and R_sel recomputes.
 std::vector<bool> selective_dropped_mask(const StageGraph& g);

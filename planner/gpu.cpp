@@ -39,7 +39,7 @@ GpuSpec load_gpu(const std::string& name) {
     throw_unknown("GPU", name, gpu_preset_names());
 }
 
-std::uint64_t parse_bytes(const std::string& text, const std::string& option) {
+std::uint64_t parse_bytes(const std::string& text, const std::string& option, bool allow_zero) {
     const auto bad = [&] {
         return InputError(fmt::format(
             "{} '{}' is not a size; write bytes or a number with a unit, e.g. 24GiB, 80GB, 512MiB",
@@ -58,8 +58,9 @@ std::uint64_t parse_bytes(const std::string& text, const std::string& option) {
     for (const auto& u : units) {
         if (unit != u.name) continue;
         const double bytes = value * u.scale;
-        if (!(bytes > 0) || !std::isfinite(bytes) || bytes > 1.8e19)
-            throw InputError(fmt::format("{} '{}' must be a positive size", option, text));
+        if (!(bytes > 0 || (allow_zero && bytes == 0)) || !std::isfinite(bytes) || bytes > 1.8e19)
+            throw InputError(fmt::format("{} '{}' must be a {} size", option, text,
+                                         allow_zero ? "non-negative" : "positive"));
         return static_cast<std::uint64_t>(std::llround(bytes));
     }
     throw bad();

@@ -21,7 +21,8 @@ struct GpuSpec {
 GpuSpec load_gpu(const std::string& name);  // throws InputError naming the closest presets
 std::vector<std::string> gpu_preset_names();
 
-// "24GiB", "80GB", "1.5TiB", "123456" (bytes) -> bytes. Throws InputError naming `option`.
-std::uint64_t parse_bytes(const std::string& text, const std::string& option);
+// "24GiB", "80GB", "1.5TiB", "123456" (bytes) -> bytes. Throws InputError naming `option`;
+// zero is accepted only where `allow_zero` (a reserve may be 0, a capacity may not).
+std::uint64_t parse_bytes(const std::string& text, const std::string& option, bool allow_zero = false);
 
 }  // namespace remat

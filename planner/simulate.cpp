@@ -4,6 +4,8 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <fmt/format.h>
+#include <stdexcept>
 
 namespace remat {
 namespace {
@@ -26,6 +28,7 @@ struct GraphFacts {
     std::vector<int> uses_all;              // forward consumers per storage
     std::vector<int> uses_core;             // consumers among attention-core ops
     std::vector<bool> saved, sel_kept, sel_dropped;
+    std::vector<bool> external;  // stage inputs other than x (shared rotary tables): always there
     TensorId input = no_tensor, output = no_tensor;
 };
 
@@ -84,7 +87,10 @@ GraphFacts facts_of(const StageGraph& g, const GpuSpec& gpu, Precision precision
     }
     f.sel_dropped = selective_dropped_mask(g);
     f.sel_kept.assign(n, false);
-    for (TensorId s = 0; s < n; ++s) f.sel_kept[s] = f.saved[s] && !f.sel_dropped[s];
+    for (TensorId s : selective_kept_storages(g)) f.sel_kept[s] = true;
+    f.external.assign(n, false);
+    for (TensorId t : g.inputs())
+        if (g.storage(t) != f.input) f.external[g.storage(t)] = true;
     return f;
 }
 
@@ -313,9 +319,16 @@ private:
         forward(i, act);
     }
 
+    // A schedule that reads what is gone is a planner bug, not a user error: stop loudly.
+    void require_live(std::size_t i, TensorId s, const std::string& what) const {
+        if (facts(i).external[s] || storage_live(i, s)) return;
+        throw std::logic_error(fmt::format("schedule replay: {} of {} needs '{}' of stage {}, which is not live",
+                                           what, action_label_, c_.graph_of(i).tensor(s).name, i));
+    }
+
     void forward(std::size_t i, const Action& act) {
         const GraphFacts& f = facts(i);
-        assert(boundary_live_[i] && "a forward needs its input");
+        require_live(i, f.input, "the forward");
         std::vector<char> keep(f.bytes.size(), 0);
         for (TensorId s = 0; s < keep.size(); ++s) {
             switch (act.kind) {
@@ -329,6 +342,7 @@ private:
         frontier_[i] = false;
         held_next_[i] = false;  // this forward decides anew whether stage i holds its input
         for (const auto& st : f.steps) {
+            for (TensorId s : st.consume) require_live(i, s, *st.name);
             for (TensorId s : st.produce) storage_alloc(i, s, st.name);
             if (st.fwd_ws) {
                 alloc(k_temporaries, st.fwd_ws, st.name);
@@ -344,7 +358,12 @@ private:
         for (TensorId s = 0; s < keep.size(); ++s)
             if (keep[s]) storage_keep(i, s);
         if (!held_next_[i]) boundary_maybe_free(i);
-        if (i + 1 < frontier_.size()) frontier_[i + 1] = true;
+        // The output feeds the next forward, unless this recomputes the last stage of a
+        // segment whose successor has already run backward: then nothing reads it.
+        if (i + 1 < frontier_.size()) {
+            frontier_[i + 1] = !(act.recompute && backward_done_[i + 1]);
+            boundary_maybe_free(i + 1);
+        }
         first_forward_done_[i] = true;
     }
 
@@ -358,13 +377,15 @@ private:
         std::vector<int> uses = f.uses_core;
         for (const auto& st : f.steps) {
             if (!st.core) continue;
+            for (TensorId s : st.consume) require_live(i, s, *st.name);
             for (TensorId s : st.produce) storage_alloc(i, s, st.name);
             time_s_ += st.fwd_s;
             result_.recompute_flops += st.fwd_flops;
             for (TensorId s : st.consume)
                 if (--uses[s] == 0 && f.sel_dropped[s] && !f.saved[s]) storage_free(i, s);
+            // What F_sel kept stays; what the core saves is restored; the rest is transient.
             for (TensorId s : st.produce)
-                if (uses[s] == 0 && !(f.sel_dropped[s] && f.saved[s])) storage_free(i, s);
+                if (uses[s] == 0 && !f.sel_kept[s] && !(f.sel_dropped[s] && f.saved[s])) storage_free(i, s);
         }
         for (TensorId s = 0; s < f.bytes.size(); ++s)
             if (f.sel_dropped[s] && f.saved[s]) storage_keep(i, s);
@@ -398,6 +419,8 @@ private:
             unsharded_grad_live_[u] = true;
             alloc(k_temporaries, u == 0 ? static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[0].params)) : unit_grad);
         }
+        for (TensorId s = 0; s < f.bytes.size(); ++s)
+            if (f.saved[s]) require_live(i, s, "the backward");
         for (std::size_t k = f.steps.size(); k-- > 0;) {
             const auto& st = f.steps[k];
             for (TensorId s : st.grad_in) grad_alloc(i, s, st.name);
@@ -438,8 +461,15 @@ private:
 
     void parameter_gradients(std::size_t i, std::size_t u) {
         if (rule_.grads_allocated_in_backward && !rule_.gradients_sharded) {
-            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad).
-            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(c_.stages[i].params)));
+            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad). A tied
+            // embedding's gradient is created by the head's backward, which runs first.
+            std::uint64_t params = c_.stages[i].params;
+            if (c_.model.tied_embeddings) {
+                const std::uint64_t tied = c_.model.vocab * c_.model.hidden;
+                if (c_.stages[i].kind == StageKind::head) params += tied;
+                if (c_.stages[i].kind == StageKind::embedding) params -= tied;
+            }
+            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(params)));
             return;
         }
         if (!rule_.gradients_sharded) return;

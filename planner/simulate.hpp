@@ -42,7 +42,7 @@ struct SimResult {
     std::uint64_t peak_bytes = 0;            // allocator peak + reserve
     std::uint64_t allocator_peak_bytes = 0;  // what a runtime's allocator would report
     std::string peak_action;                 // "B(32)"
-    std::string peak_op;                     // "attn.sdpa" or "optimizer.foreach_sqrt"
+    std::string peak_op;                     // "self_attn.sdpa" or "optimizer.step"
     Breakdown at_peak;
     std::vector<TimelinePoint> timeline;
     double forward_flops = 0;

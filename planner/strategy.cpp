@@ -46,7 +46,7 @@ StrategySpec parse_strategy(const std::string& text) {
     if (text.rfind("segments-", 0) == 0)
         return {StrategyKind::segments_k, parse_count(text.substr(9), text)};
     throw_unknown("strategy", text,
-                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective", "all"});
+                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective"});
 }
 
 std::vector<StrategySpec> all_strategies() {

@@ -117,6 +117,12 @@ TEST_CASE("cli::plan reads a Hugging Face config.json by content") {
     CHECK(nlohmann::json::parse(r.out).at("stages").size() == 7);
 }
 
+TEST_CASE("cli::a reserve may be zero") {
+    const Run r = remat("plan --model gpt2 --reserve-context 0 --reserve-workspace 0 --fragmentation 0 --json");
+    REQUIRE(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out).at("breakdown").at("reserve_bytes") == 0);
+}
+
 TEST_CASE("cli::--gpu-memory overrides the capacity") {
     const auto j = nlohmann::json::parse(remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
     CHECK(j.at("capacity_bytes") == 24ull << 30);
@@ -139,6 +145,9 @@ TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
     check_rejected("plan --model gpt2 --fragmentation 1.5", "--fragmentation");
     check_rejected("plan --model gpt2 --no-such-option", "no-such-option");
     check_rejected("plan --micro-batch 2", "--model");
+    check_rejected("plan --model gpt2 --strategy all", "unknown strategy");
+    check_rejected("dot --model gpt2 --json", "not JSON");
+    check_rejected("plan --model gpt2 --reserve-context -1MiB", "--reserve-context");
     check_rejected("", "subcommand");
     check_rejected("max-batch --model gpt2 --strategies none,,full", "empty name");
     const auto bad = write_temp("bad.json", "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 768,,\n}\n");

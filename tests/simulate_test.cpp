@@ -99,6 +99,37 @@ TEST_CASE("simulate::after each backward, what remains is the earlier stages, th
     }
 }
 
+TEST_CASE("simulate::after the last backward only the states, the gradients and the loss remain") {
+    // Recomputed stages leave nothing behind: a segment's recomputed output is freed.
+    Setup s;
+    const Chain c = chain_of("gpt2", 8, 1024, Precision::fp32);
+    const std::uint64_t states = model_states_for(parameter_count(c.model), Sharding::none, Precision::fp32,
+                                                  Optimizer::adamw, 1).total();
+    for (const auto& spec : all_strategies()) {
+        CAPTURE(spec.name());
+        const SimResult r = simulate(c, make_plan(c, spec, s.ctx), s.gpu, s.ctx.reserve);
+        const TimelinePoint& last_b = r.timeline[r.timeline.size() - 2];
+        REQUIRE(last_b.action == "B(0)");
+        CHECK(last_b.live_bytes == states + 4);
+    }
+}
+
+TEST_CASE("simulate::every schedule replays: what an op reads is live") {
+    // The replay throws std::logic_error when a schedule reads a freed tensor.
+    Setup s;
+    for (const char* model : {"tiny-gpt2", "tiny-llama", "pythia-6.9b"})
+        for (Profile prof : {Profile::sdpa, Profile::hf_eager, Profile::megatron})
+            for (Precision prec : {Precision::fp32, Precision::bf16_mixed, Precision::bf16})
+                for (std::uint64_t b : {1, 3}) {
+                    const Chain c = chain_of(model, b, 128, prec, Sharding::fsdp, 4, prof);
+                    for (const auto& spec : all_strategies()) {
+                        CAPTURE(model);
+                        CAPTURE(spec.name());
+                        CHECK_NOTHROW(simulate(c, make_plan(c, spec, s.ctx), s.gpu, s.ctx.reserve));
+                    }
+                }
+}
+
 TEST_CASE("simulate::recompute FLOPs per strategy") {
     Setup s;
     const Chain c = chain_of("tiny-llama", 2, 512);

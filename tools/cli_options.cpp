@@ -67,9 +67,9 @@ Question make_question(const CommonArgs& a) {
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
-        q.context.reserve.cuda_context_bytes = parse_bytes(a.reserve_context, "--reserve-context");
+        q.context.reserve.cuda_context_bytes = parse_bytes(a.reserve_context, "--reserve-context", true);
     if (!a.reserve_workspace.empty())
-        q.context.reserve.workspace_bytes = parse_bytes(a.reserve_workspace, "--reserve-workspace");
+        q.context.reserve.workspace_bytes = parse_bytes(a.reserve_workspace, "--reserve-workspace", true);
     if (a.fragmentation) {
         if (!(*a.fragmentation >= 0 && *a.fragmentation < 1))
             throw InputError(fmt::format("--fragmentation {} must be a fraction in [0, 1), e.g. 0.05",

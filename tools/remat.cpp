@@ -55,6 +55,7 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies) {
 }
 
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output, bool ops) {
+    if (a.json) throw InputError("remat dot writes DOT, not JSON; drop --json (use `remat plan --json` for data)");
     const Question q = make_question(a);
     const auto specs = parse_strategy_list(strategies);
     Chain chain = build_chain(q.model, q.options);
