@@ -34,12 +34,14 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
     return 0;
 }
 
-std::string header(const Question& q) {
+// The question in one line; max-batch searches the micro-batch, so it is left out there.
+std::string header(const Question& q, bool with_micro_batch = true) {
     const auto& o = q.options;
     return fmt::format(
-        "{} ({} params) on {} ({}), micro-batch {} x seq {}, {}, profile {}, sharding {} x{}, {}\n",
+        "{} ({} params) on {} ({}), {}seq {}, {}, profile {}, sharding {} x{}, {}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), q.gpu.name,
-        format_bytes(q.context.capacity_bytes), o.micro_batch, o.seq, precision_name(o.precision),
+        format_bytes(q.context.capacity_bytes),
+        with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq, precision_name(o.precision),
         profile_name(o.profile), sharding_name(o.sharding), o.world_size, optimizer_name(o.optimizer));
 }
 
@@ -194,11 +196,13 @@ json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
                         {"max_micro_batch", m.max_micro_batch},
                         {"peak_bytes", m.peak_bytes},
                         {"tokens_per_s", m.tokens_per_s}});
-    return {{"question", question_json(q)}, {"results", rows}};
+    json question = question_json(q);
+    question.erase("micro_batch");  // the search varies it
+    return {{"question", question}, {"results", rows}};
 }
 
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results) {
-    std::string out = "remat max-batch: " + header(q) + "\n";
+    std::string out = "remat max-batch: " + header(q, false) + "\n";
     out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak", "tokens/s per GPU");
     for (const auto& m : results)
         out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), m.max_micro_batch,
