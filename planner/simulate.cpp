@@ -351,7 +351,7 @@ private:
             time_s_ += st.fwd_s;
             (act.recompute ? result_.recompute_flops : result_.forward_flops) += st.fwd_flops;
             for (TensorId s : st.consume)
-                if (--uses[s] == 0 && !keep[s]) free_after_forward_use(i, s);
+                if (--uses[s] == 0 && !keep[s]) storage_free(i, s);  // the input goes by its holders
             for (TensorId s : st.produce)
                 if (uses[s] == 0 && !keep[s] && !is_output(i, s)) storage_free(i, s);
         }
@@ -365,11 +365,6 @@ private:
             boundary_maybe_free(i + 1);
         }
         first_forward_done_[i] = true;
-    }
-
-    void free_after_forward_use(std::size_t i, TensorId s) {
-        if (is_input(i, s)) return;  // decided after the walk (holders)
-        storage_free(i, s);
     }
 
     void recompute_core(std::size_t i) {
@@ -412,12 +407,11 @@ private:
     void backward(std::size_t i) {
         const GraphFacts& f = facts(i);
         const std::size_t u = unit_of_stage(c_, i);
-        const std::uint64_t unit_grad = static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(c_.stages[i].params));
-        // FSDP and ZeRO-2/3 produce the stage's gradients unsharded, then reduce-scatter them.
-        const bool transient_grads = rule_.gradients_sharded;
-        if (transient_grads && !unsharded_grad_live_[u]) {
+        // FSDP and ZeRO-2/3 produce a unit's gradients unsharded (the size of its gathered
+        // parameters), then reduce-scatter them.
+        if (rule_.gradients_sharded && !unsharded_grad_live_[u]) {
             unsharded_grad_live_[u] = true;
-            alloc(k_temporaries, u == 0 ? static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[0].params)) : unit_grad);
+            alloc(k_temporaries, unit_bytes(u));
         }
         for (TensorId s = 0; s < f.bytes.size(); ++s)
             if (f.saved[s]) require_live(i, s, "the backward");
@@ -484,7 +478,7 @@ private:
         }
         release(k_temporaries, rs);
         unsharded_grad_live_[u] = false;
-        release(k_temporaries, static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[u].params)));
+        release(k_temporaries, unit_bytes(u));
     }
 
     void optimizer_step() {
