@@ -114,6 +114,60 @@ ModelStates model_states(const Chain& c) {
     return total;
 }
 
+StepTerms::StepTerms(const Chain& c)
+    : rule(sharding_rule(c.options.sharding, c.options.precision)),
+      bpp(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
+      units(fsdp_units(c)),
+      c_(&c) {
+    // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
+    // parameters otherwise.
+    const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
+    local_params = rule.optimizer_sharded ? (P + W - 1) / W : P;
+    if (rule.gather_per_unit) {
+        local_params = 0;
+        for (const Unit& u : units) local_params += u.shard_params;
+    }
+}
+
+std::uint64_t StepTerms::unit_bytes(std::size_t u) const {
+    return static_cast<std::uint64_t>(bpp.compute * static_cast<double>(units[u].params));
+}
+
+std::uint64_t StepTerms::reduce_scatter_bytes(std::size_t u) const {
+    return static_cast<std::uint64_t>(bpp.compute * static_cast<double>(units[u].shard_params));
+}
+
+std::uint64_t StepTerms::shard_grad_bytes(std::size_t u) const {
+    return static_cast<std::uint64_t>(bpp.gradients * static_cast<double>(units[u].shard_params));
+}
+
+std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
+    if (!rule.autocast_weight_cache) return 0;
+    const Chain& c = *c_;
+    const Stage& s = c.stages[i];
+    const std::uint64_t low = c.options.precision == Precision::fp16_mixed ||
+                                      c.options.precision == Precision::bf16_mixed ? 2 : 0;
+    if (s.kind == StageKind::block) return low * (s.params - 2 * final_norm_parameter_count(c.model));
+    if (s.kind == StageKind::head) return low * c.model.vocab * c.model.hidden;
+    return 0;
+}
+
+std::uint64_t StepTerms::ddp_grad_bytes(std::size_t i) const {
+    const Chain& c = *c_;
+    std::uint64_t params = c.stages[i].params;
+    if (c.model.tied_embeddings) {
+        const std::uint64_t tied = c.model.vocab * c.model.hidden;
+        if (c.stages[i].kind == StageKind::head) params += tied;
+        if (c.stages[i].kind == StageKind::embedding) params -= tied;
+    }
+    return static_cast<std::uint64_t>(bpp.gradients * static_cast<double>(params));
+}
+
+std::uint64_t StepTerms::optimizer_temp_bytes() const {
+    if (!rule.foreach_adam_temp || c_->options.optimizer != Optimizer::adamw) return 0;
+    return static_cast<std::uint64_t>(bpp.parameters * static_cast<double>(local_params));
+}
+
 Reserve default_reserve(const GpuSpec& gpu) {
     Reserve r;
     // PyTorch >= 1.13 loads CUDA modules lazily: the context costs about 300 MiB

@@ -59,6 +59,30 @@ ModelStates model_states(const Chain& c);
 ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Optimizer o,
                              std::uint64_t world);
 
+// The per-step memory terms that the replay (planner/simulate) and the optimal planner's
+// costs (planner/chain_costs) share: one home for each size, so that both count alike.
+struct StepTerms {
+    ShardingRule rule;
+    StateBytesPerParam bpp;
+    std::vector<Unit> units;
+    std::uint64_t local_params = 0;  // parameters whose optimizer state this rank updates
+
+    explicit StepTerms(const Chain& c);
+    // A unit's gathered parameters, and (FSDP, ZeRO-2/3) its unsharded gradients.
+    std::uint64_t unit_bytes(std::size_t u) const;
+    std::uint64_t reduce_scatter_bytes(std::size_t u) const;  // the shard-sized output
+    std::uint64_t shard_grad_bytes(std::size_t u) const;      // FSDP: p.grad of the shard
+    // PyTorch autocast's low-precision weight copies of a stage (DDP + mixed precision).
+    std::uint64_t cast_bytes(std::size_t stage) const;
+    // DDP: p.grad created by a stage's backward (a tied embedding's by the head's).
+    std::uint64_t ddp_grad_bytes(std::size_t stage) const;
+    // torch.optim.AdamW(foreach=True): one parameter-sized temporary in the step; 0 otherwise.
+    std::uint64_t optimizer_temp_bytes() const;
+
+private:
+    const Chain* c_;
+};
+
 struct Reserve {
     std::uint64_t cuda_context_bytes = 0;     // CUDA context + kernels (lazy loading)
     std::uint64_t workspace_bytes = 0;        // cuBLAS workspace, one handle and stream

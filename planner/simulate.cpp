@@ -1,5 +1,7 @@
 #include "planner/simulate.hpp"
 
+#include "planner/graph_facts.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cassert>
@@ -10,98 +12,12 @@
 namespace remat {
 namespace {
 
-// Per-graph facts the replay needs, computed once per graph (blocks share theirs).
-struct GraphFacts {
-    struct OpStep {
-        std::vector<TensorId> produce;   // storages allocated by the op (views and shared excluded)
-        std::vector<TensorId> consume;   // input storages, once per op
-        std::vector<TensorId> grad_in;   // input storages that receive a gradient
-        std::vector<TensorId> grad_out;  // output storages whose gradient this op consumes
-        std::vector<TensorId> release;   // saved storages whose last backward use is this op
-        bool core = false;
-        double fwd_s = 0, bwd_s = 0, fwd_flops = 0, bwd_flops = 0;
-        std::uint64_t fwd_ws = 0, bwd_ws = 0;
-        const std::string* name = nullptr;
-    };
-    std::vector<OpStep> steps;              // topological order
-    std::vector<std::uint64_t> bytes;       // per storage; 0 for views and shared tensors
-    std::vector<int> uses_all;              // forward consumers per storage
-    std::vector<int> uses_core;             // consumers among attention-core ops
-    std::vector<bool> saved, sel_kept, sel_dropped;
-    std::vector<bool> external;  // stage inputs other than x (shared rotary tables): always there
-    TensorId input = no_tensor, output = no_tensor;
-};
-
-GraphFacts facts_of(const StageGraph& g, const GpuSpec& gpu, Precision precision,
-                    const StepTimeModel& tm) {
-    GraphFacts f;
-    const std::size_t n = g.tensors().size();
-    f.bytes.assign(n, 0);
-    for (TensorId t = 0; t < n; ++t)
-        if (g.tensor(t).view_of == no_tensor && !g.tensor(t).shared) f.bytes[t] = g.tensor(t).bytes();
-    f.uses_all.assign(n, 0);
-    f.uses_core.assign(n, 0);
-    f.saved.assign(n, false);
-    f.input = g.storage(g.input());
-    f.output = g.storage(g.output());
-    auto unique_storages = [&](const std::vector<TensorId>& ts) {
-        std::vector<TensorId> out;
-        for (TensorId t : ts) {
-            const TensorId s = g.storage(t);
-            if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
-        }
-        return out;
-    };
-    for (OpVertex v : g.order()) {
-        const Op& op = g.op(v);
-        GraphFacts::OpStep st;
-        st.name = &op.name;
-        st.core = op.attention_core;
-        for (TensorId t : op.outputs)
-            if (g.tensor(t).view_of == no_tensor) st.produce.push_back(t);
-        st.consume = unique_storages(op.inputs);
-        for (TensorId s : st.consume) {
-            ++f.uses_all[s];
-            if (op.attention_core) ++f.uses_core[s];
-            if (g.tensor(s).needs_grad && !g.tensor(s).shared) st.grad_in.push_back(s);
-        }
-        for (TensorId t : st.produce)
-            if (g.tensor(t).needs_grad) st.grad_out.push_back(t);
-        for (TensorId s : unique_storages(op.saved)) f.saved[s] = true;
-        st.fwd_flops = op.fwd_flops;
-        st.bwd_flops = op.bwd_flops;
-        st.fwd_s = op_time_s(op, false, gpu, precision, tm);
-        st.bwd_s = op_time_s(op, true, gpu, precision, tm);
-        st.fwd_ws = op.fwd_workspace_bytes;
-        st.bwd_ws = op.bwd_workspace_bytes;
-        f.steps.push_back(std::move(st));
-    }
-    // The last backward use of a saved storage is the earliest op (in forward order) saving it.
-    std::vector<bool> released(n, false);
-    for (std::size_t k = 0; k < f.steps.size(); ++k) {
-        for (TensorId s : unique_storages(g.op(g.order()[k]).saved)) {
-            if (released[s]) continue;
-            released[s] = true;
-            f.steps[k].release.push_back(s);
-        }
-    }
-    f.sel_dropped = selective_dropped_mask(g);
-    f.sel_kept.assign(n, false);
-    for (TensorId s : selective_kept_storages(g)) f.sel_kept[s] = true;
-    f.external.assign(n, false);
-    for (TensorId t : g.inputs())
-        if (g.storage(t) != f.input) f.external[g.storage(t)] = true;
-    return f;
-}
-
 enum Category { k_params, k_grads, k_optimizer, k_unsharded, k_activations, k_temporaries, k_count };
 
 class Replay {
 public:
     Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
-        : c_(c), plan_(plan), gpu_(gpu), rule_(sharding_rule(c.options.sharding, c.options.precision)),
-          bpp_(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
-          units_(fsdp_units(c)) {
+        : c_(c), plan_(plan), gpu_(gpu), terms_(c), rule_(terms_.rule), units_(terms_.units) {
         for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
         const std::size_t n = c.stages.size();
         live_.resize(n);
@@ -125,14 +41,6 @@ public:
         cast_live_.assign(n, false);
         first_forward_done_.assign(n, false);
         backward_done_.assign(n, false);
-        // Parameters whose optimizer state this rank updates: its shards where the optimizer
-        // is sharded (per unit, padded, for FSDP and ZeRO-3), all of them otherwise.
-        const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
-        local_params_ = rule_.optimizer_sharded ? (P + W - 1) / W : P;
-        if (rule_.gather_per_unit) {
-            local_params_ = 0;
-            for (const Unit& u : units_) local_params_ += u.shard_params;
-        }
     }
 
     SimResult run(const Reserve& reserve) {
@@ -246,18 +154,8 @@ private:
     }
 
     // ---- units: gathered parameters for FSDP / ZeRO-3, and autocast's weight copies.
-    std::uint64_t unit_bytes(std::size_t u) const {
-        return static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(units_[u].params));
-    }
-    std::uint64_t stage_cast_bytes(std::size_t i) const {
-        const Stage& s = c_.stages[i];
-        const std::uint64_t low = c_.options.precision == Precision::fp16_mixed ||
-                                          c_.options.precision == Precision::bf16_mixed ? 2 : 0;
-        if (s.kind == StageKind::block)
-            return low * (s.params - 2 * final_norm_parameter_count(c_.model));
-        if (s.kind == StageKind::head) return low * c_.model.vocab * c_.model.hidden;
-        return 0;
-    }
+    std::uint64_t unit_bytes(std::size_t u) const { return terms_.unit_bytes(u); }
+    std::uint64_t stage_cast_bytes(std::size_t i) const { return terms_.cast_bytes(i); }
     void set_gathered(const std::vector<bool>& want) {
         for (std::size_t u = 0; u < units_.size(); ++u)
             if (gathered_[u] && !want[u]) {
@@ -455,26 +353,18 @@ private:
 
     void parameter_gradients(std::size_t i, std::size_t u) {
         if (rule_.grads_allocated_in_backward && !rule_.gradients_sharded) {
-            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad). A tied
-            // embedding's gradient is created by the head's backward, which runs first.
-            std::uint64_t params = c_.stages[i].params;
-            if (c_.model.tied_embeddings) {
-                const std::uint64_t tied = c_.model.vocab * c_.model.hidden;
-                if (c_.stages[i].kind == StageKind::head) params += tied;
-                if (c_.stages[i].kind == StageKind::embedding) params -= tied;
-            }
-            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(params)));
+            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad).
+            alloc(k_grads, terms_.ddp_grad_bytes(i));
             return;
         }
         if (!rule_.gradients_sharded) return;
         const bool unit_done = u != 0 || i == 0;  // the root unit reduces after the embedding
         if (!unit_done || !unsharded_grad_live_[u]) return;
-        const std::uint64_t shard = units_[u].shard_params;
-        const auto rs = static_cast<std::uint64_t>(bpp_.compute * static_cast<double>(shard));
+        const std::uint64_t rs = terms_.reduce_scatter_bytes(u);
         alloc(k_temporaries, rs);  // reduce-scatter output
         if (rule_.grads_allocated_in_backward && !shard_grad_live_[u]) {
             shard_grad_live_[u] = true;
-            alloc(k_grads, static_cast<std::uint64_t>(bpp_.gradients * static_cast<double>(shard)));
+            alloc(k_grads, terms_.shard_grad_bytes(u));
         }
         release(k_temporaries, rs);
         unsharded_grad_live_[u] = false;
@@ -490,23 +380,22 @@ private:
             boundary_maybe_free(b);
         }
         static const std::string op = "optimizer.step";
-        if (rule_.foreach_adam_temp && c_.options.optimizer == Optimizer::adamw) {
-            // torch.optim.AdamW(foreach=True): _foreach_sqrt(exp_avg_sq) makes one
-            // parameter-sized temporary of the state dtype.
-            const auto tmp = static_cast<std::uint64_t>(bpp_.parameters * static_cast<double>(local_params_));
+        // torch.optim.AdamW(foreach=True): _foreach_sqrt(exp_avg_sq) makes one
+        // parameter-sized temporary of the state dtype.
+        if (const std::uint64_t tmp = terms_.optimizer_temp_bytes()) {
             alloc(k_temporaries, tmp, &op);
             release(k_temporaries, tmp);
         }
-        time_s_ += optimizer_time_s(local_params_, c_.options.optimizer, gpu_);
+        time_s_ += optimizer_time_s(terms_.local_params, c_.options.optimizer, gpu_);
         result_.timeline.push_back({action_label_, used_, action_peak_});
     }
 
     const Chain& c_;
     const Plan& plan_;
     const GpuSpec& gpu_;
-    ShardingRule rule_;
-    StateBytesPerParam bpp_;
-    std::vector<Unit> units_;
+    StepTerms terms_;
+    const ShardingRule& rule_;
+    const std::vector<Unit>& units_;
     std::vector<GraphFacts> facts_;
     std::vector<std::vector<char>> live_, grad_live_;
     std::vector<char> boundary_live_, bgrad_live_;
@@ -514,7 +403,6 @@ private:
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> gathered_, unsharded_grad_live_, shard_grad_live_, cast_live_;
     std::vector<bool> first_forward_done_, backward_done_;
-    std::uint64_t local_params_ = 0;
     std::array<std::uint64_t, k_count> cat_{};
     std::uint64_t used_ = 0, peak_ = 0, action_peak_ = 0;
     std::string action_label_;
