@@ -18,7 +18,8 @@ std::string_view action_kind_name(ActionKind k) {
 }
 
 std::string action_label(const Action& a) {
-    return fmt::format("{}({}){}", action_kind_name(a.kind), a.stage, a.recompute ? "*" : "");
+    return fmt::format("{}({}){}{}", action_kind_name(a.kind), a.stage, a.recompute ? "*" : "",
+                       a.offload ? "^" : "");
 }
 
 std::string_view keep_name(Keep k) {
@@ -31,13 +32,34 @@ std::string_view keep_name(Keep k) {
     return "?";
 }
 
-Schedule schedule_from_keeps(const std::vector<Keep>& keeps) {
+bool offloads(const Schedule& s) {
+    for (const Action& a : s.actions)
+        if (a.offload) return true;
+    return false;
+}
+
+std::vector<Keep> keeps_of(const Schedule& s, std::size_t n) {
+    std::vector<Keep> keeps(n, Keep::all);
+    for (const Action& a : s.actions) {
+        if (a.kind == ActionKind::B) break;
+        switch (a.kind) {
+            case ActionKind::F_all: keeps[a.stage] = Keep::all; break;
+            case ActionKind::F_sel: keeps[a.stage] = Keep::selective; break;
+            case ActionKind::F_ck: keeps[a.stage] = Keep::input; break;
+            case ActionKind::F_none: keeps[a.stage] = Keep::none; break;
+            default: break;
+        }
+    }
+    return keeps;
+}
+
+Schedule schedule_from_keeps(const std::vector<Keep>& keeps, bool offload) {
     Schedule s;
     const auto n = static_cast<std::uint32_t>(keeps.size());
     for (std::uint32_t i = 0; i < n; ++i) {
         static constexpr ActionKind forward[] = {ActionKind::F_all, ActionKind::F_sel,
                                                  ActionKind::F_ck, ActionKind::F_none};
-        s.actions.push_back({forward[static_cast<int>(keeps[i])], i, false});
+        s.actions.push_back({forward[static_cast<int>(keeps[i])], i, false, offload && keeps[i] == Keep::input});
     }
     for (std::uint32_t i = n; i-- > 0;) {
         if (keeps[i] == Keep::all) {

@@ -23,8 +23,11 @@ struct Action {
     ActionKind kind = ActionKind::F_all;
     std::uint32_t stage = 0;
     bool recompute = false;  // a forward that runs again during backward
+    // F_ck only: the checkpoint (the stage input) moves to host memory after this forward and
+    // comes back when the stage's next forward reads it (torch's offload_to_cpu=True).
+    bool offload = false;
 };
-std::string action_label(const Action& a);  // "F_ck(3)", "F_all(3)*" for a recompute
+std::string action_label(const Action& a);  // "F_ck(3)", "F_all(3)*" for a recompute, "F_ck(3)^" offloaded
 
 // What a stage keeps after its first forward.
 enum class Keep : std::uint8_t { all, selective, input, none };
@@ -44,6 +47,10 @@ struct Plan {
 // keeps all runs B; selective runs R_sel then B; a checkpoint followed by stages that keep
 // nothing forms a segment, recomputed whole with F_all before its backwards (as non-reentrant
 // torch.utils.checkpoint does for a wrapped sequence of blocks).
-Schedule schedule_from_keeps(const std::vector<Keep>& keeps);
+// With `offload`, every checkpoint of the first pass goes to host memory.
+Schedule schedule_from_keeps(const std::vector<Keep>& keeps, bool offload = false);
+bool offloads(const Schedule& s);
+// What each of n stages keeps after its first forward (the actions before the first B).
+std::vector<Keep> keeps_of(const Schedule& s, std::size_t n);
 
 }  // namespace remat

@@ -41,6 +41,7 @@ public:
         cast_live_.assign(n, false);
         first_forward_done_.assign(n, false);
         backward_done_.assign(n, false);
+        on_host_.assign(n, false);
     }
 
     SimResult run(const Reserve& reserve) {
@@ -60,7 +61,9 @@ public:
             }
             action_label_ = action_label(act);
             action_peak_ = used_;
+            const double start_s = time_s_;
             run_action(a, act);
+            previous_action_s_ = time_s_ - start_s;
             result_.timeline.push_back({action_label_, used_, action_peak_});
         }
         optimizer_step();
@@ -224,9 +227,22 @@ private:
                                            what, action_label_, c_.graph_of(i).tensor(s).name, i));
     }
 
+    // Offload: the copy to host runs beside the forward that offloads, the copy back beside the
+    // action before the forward that reads it; only a copy's excess over that compute adds time.
+    double copy_excess_s(std::size_t i, double overlap_s) const {
+        const double copy_s = static_cast<double>(boundary_bytes_[i]) / gpu_.host_link_bandwidth;
+        return std::max(0.0, copy_s - overlap_s);
+    }
+
     void forward(std::size_t i, const Action& act) {
         const GraphFacts& f = facts(i);
+        if (on_host_[i]) {
+            on_host_[i] = false;
+            boundary_alloc(i);
+            time_s_ += copy_excess_s(i, previous_action_s_);
+        }
         require_live(i, f.input, "the forward");
+        const double start_s = time_s_;
         std::vector<char> keep(f.bytes.size(), 0);
         for (TensorId s = 0; s < keep.size(); ++s) {
             switch (act.kind) {
@@ -255,6 +271,11 @@ private:
         }
         for (TensorId s = 0; s < keep.size(); ++s)
             if (keep[s]) storage_keep(i, s);
+        if (act.offload) {
+            held_next_[i] = false;
+            on_host_[i] = true;
+            time_s_ += copy_excess_s(i, time_s_ - start_s);
+        }
         if (!held_next_[i]) boundary_maybe_free(i);
         // The output feeds the next forward, unless this recomputes the last stage of a
         // segment whose successor has already run backward: then nothing reads it.
@@ -402,7 +423,8 @@ private:
     std::vector<std::uint64_t> boundary_bytes_;
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> gathered_, unsharded_grad_live_, shard_grad_live_, cast_live_;
-    std::vector<bool> first_forward_done_, backward_done_;
+    std::vector<bool> first_forward_done_, backward_done_, on_host_;
+    double previous_action_s_ = 0;
     std::array<std::uint64_t, k_count> cat_{};
     std::uint64_t used_ = 0, peak_ = 0, action_peak_ = 0;
     std::string action_label_;

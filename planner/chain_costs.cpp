@@ -1,0 +1,320 @@
+#include "planner/chain_costs.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <stdexcept>
+
+#include "planner/graph_facts.hpp"
+#include "planner/memory.hpp"
+
+namespace remat {
+namespace {
+
+// Each pass below walks one stage's ops exactly as the replay's forward, recompute_core and
+// backward do, counting bytes relative to where the action starts.
+
+ForwardCost forward_pass(const GraphFacts& f, Keep kind) {
+    const std::size_t n = f.bytes.size();
+    std::vector<char> keep(n, 0), live(n, 0);
+    for (TensorId s = 0; s < n; ++s) {
+        switch (kind) {
+            case Keep::all: keep[s] = f.saved[s]; break;
+            case Keep::selective: keep[s] = f.sel_kept[s]; break;
+            case Keep::input: keep[s] = s == f.input; break;
+            case Keep::none: break;
+        }
+    }
+    std::vector<int> uses = f.uses_all;
+    std::uint64_t cur = 0, peak = 0;
+    auto internal = [&](TensorId s) { return s != f.input && s != f.output; };
+    for (const auto& st : f.steps) {
+        for (TensorId s : st.produce) {
+            if (s == f.input || live[s]) continue;
+            live[s] = 1;
+            cur += f.bytes[s];
+        }
+        peak = std::max({peak, cur, cur + st.fwd_ws});
+        for (TensorId s : st.consume)
+            if (--uses[s] == 0 && !keep[s] && internal(s) && live[s]) {
+                live[s] = 0;
+                cur -= f.bytes[s];
+            }
+        for (TensorId s : st.produce)
+            if (uses[s] == 0 && !keep[s] && internal(s) && live[s]) {
+                live[s] = 0;
+                cur -= f.bytes[s];
+            }
+    }
+    ForwardCost c;
+    c.peak = peak;
+    c.keep = cur - (live[f.output] ? f.bytes[f.output] : 0);
+    c.holds_input = keep[f.input];
+    return c;
+}
+
+struct SelectivePass {
+    std::uint64_t peak = 0, added = 0;
+};
+
+SelectivePass recompute_core_pass(const GraphFacts& f) {
+    const std::size_t n = f.bytes.size();
+    std::vector<char> live(n, 0);
+    for (TensorId s = 0; s < n; ++s) live[s] = f.sel_kept[s];
+    std::vector<int> uses = f.uses_core;
+    std::uint64_t cur = 0, peak = 0;
+    for (const auto& st : f.steps) {
+        if (!st.core) continue;
+        for (TensorId s : st.produce)
+            if (!live[s]) {
+                live[s] = 1;
+                cur += f.bytes[s];
+            }
+        peak = std::max(peak, cur);
+        auto drop = [&](TensorId s) {
+            if (!live[s]) return;
+            live[s] = 0;
+            cur -= f.bytes[s];
+        };
+        for (TensorId s : st.consume)
+            if (--uses[s] == 0 && f.sel_dropped[s] && !f.saved[s]) drop(s);
+        for (TensorId s : st.produce)
+            if (uses[s] == 0 && !f.sel_kept[s] && !(f.sel_dropped[s] && f.saved[s])) drop(s);
+    }
+    return {peak, cur};
+}
+
+// B after F_all (selective = false) or after F_sel + R_sel. `dx_out`: the output gradient
+// live at the start (freed by the op that consumes it).
+std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_input, std::uint64_t dx_out) {
+    const std::size_t n = f.bytes.size();
+    std::vector<char> live(n, 0), grad(n, 0);
+    for (TensorId s = 0; s < n; ++s) {
+        const bool kept = selective ? f.sel_kept[s] || (f.sel_dropped[s] && f.saved[s]) : f.saved[s];
+        live[s] = kept && s != f.input && s != f.output;
+    }
+    bool input_live = holds_input, dx_in = false, dout_live = dx_out > 0;
+    // Frees can come before allocations: count signed, relative to the start.
+    std::int64_t cur = 0, peak = 0;
+    for (std::size_t k = f.steps.size(); k-- > 0;) {
+        const auto& st = f.steps[k];
+        for (TensorId s : st.grad_in) {
+            if (s == f.input) {
+                if (!dx_in) cur += static_cast<std::int64_t>(f.bytes[s]);
+                dx_in = true;
+            } else if (!grad[s]) {
+                grad[s] = 1;
+                cur += static_cast<std::int64_t>(f.bytes[s]);
+            }
+        }
+        peak = std::max({peak, cur, cur + static_cast<std::int64_t>(st.bwd_ws)});
+        for (TensorId s : st.grad_out) {
+            if (s == f.output) {
+                if (dout_live) cur -= static_cast<std::int64_t>(dx_out);
+                dout_live = false;
+            } else if (grad[s]) {
+                grad[s] = 0;
+                cur -= static_cast<std::int64_t>(f.bytes[s]);
+            }
+        }
+        for (TensorId s : st.release) {
+            if (s == f.input) {
+                if (input_live) cur -= static_cast<std::int64_t>(f.bytes[s]);
+                input_live = false;
+            } else if (live[s]) {
+                live[s] = 0;
+                cur -= static_cast<std::int64_t>(f.bytes[s]);
+            }
+        }
+    }
+    return static_cast<std::uint64_t>(peak);
+}
+
+}  // namespace
+
+double ChainCosts::copy_excess_s(std::size_t i, double overlap_s) const {
+    const double copy_s = static_cast<double>(stages[i].x) / host_bandwidth;
+    return std::max(0.0, copy_s - overlap_s);
+}
+
+ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& tm) {
+    const StepTerms T(c);
+    const ShardingRule& rule = T.rule;
+    const std::size_t n = c.stages.size();
+    std::vector<GraphFacts> facts;
+    for (const auto& g : c.graphs) facts.push_back(facts_of(g, gpu, c.options.precision, tm));
+    auto F = [&](std::size_t i) -> const GraphFacts& { return facts[c.stages[i].graph]; };
+
+    ChainCosts k;
+    k.stages.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const GraphFacts& f = F(i);
+        if (f.saved[f.output])
+            throw std::logic_error(fmt::format("chain costs: stage {} keeps its own output, which the "
+                                               "optimal planner does not model", c.stages[i].name));
+        StageCosts& s = k.stages[i];
+        s.x = f.bytes[f.input];
+        s.dx = c.graph_of(i).tensor(f.input).needs_grad ? s.x : 0;
+        s.block = c.stages[i].kind == StageKind::block;
+        for (Keep kind : {Keep::all, Keep::selective, Keep::input, Keep::none})
+            s.fwd[static_cast<int>(kind)] = forward_pass(f, kind);
+        for (const auto& st : f.steps) {
+            s.t_fwd += st.fwd_s;
+            s.t_bwd += st.bwd_s;
+            s.f_fwd += st.fwd_flops;
+            if (st.core) {
+                s.has_core = true;
+                s.t_core += st.fwd_s;
+                s.f_core += st.fwd_flops;
+            }
+        }
+        const SelectivePass sel = recompute_core_pass(f);
+        s.rsel_peak = sel.peak;
+        s.rsel_keep = sel.added;
+    }
+    const std::uint64_t loss = F(n - 1).bytes[F(n - 1).output];
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
+        for (int path = 0; path < 2; ++path)
+            k.stages[i].bwd_peak[path] = backward_pass(F(i), path == 1, k.stages[i].fwd[path].holds_input, dx_out);
+    }
+
+    // Progress-dependent terms, as the replay's gather_for, backward and parameter_gradients
+    // produce them for the schedules of the planner's family.
+    const bool per_unit = rule.gather_per_unit;
+    const bool grad_op = per_unit && !rule.reshard_after_forward;
+    auto block = [&](std::size_t i) { return i < n && k.stages[i].block; };
+    auto ub = [&](std::size_t i) { return per_unit && block(i) ? T.unit_bytes(unit_of_stage(c, i)) : 0; };
+    const std::uint64_t root = per_unit ? T.unit_bytes(0) : 0;
+    std::vector<std::uint64_t> blocks_upto(n, 0), casts_upto(n, 0), made_after(n + 1, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        blocks_upto[i] = (i ? blocks_upto[i - 1] : 0) + (per_unit && block(i) ? T.unit_bytes(i) : 0);
+        casts_upto[i] = (i ? casts_upto[i - 1] : 0) + T.cast_bytes(i);
+    }
+    const bool ddp_grads = rule.grads_allocated_in_backward && !rule.gradients_sharded;
+    const bool shard_grads = rule.grads_allocated_in_backward && rule.gradients_sharded;
+    // made_after[t + 1]: gradients made by the backwards of stages t+1 .. n-1.
+    for (std::size_t i = n; i-- > 0;) {
+        std::uint64_t g = 0;
+        if (ddp_grads) g = T.ddp_grad_bytes(i);
+        if (shard_grads && block(i)) g = T.shard_grad_bytes(i);
+        made_after[i] = made_after[i + 1] + g;
+    }
+    const std::uint64_t root_grads = rule.gradients_sharded ? T.unit_bytes(0) : 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        StageCosts& s = k.stages[i];
+        const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
+        // After the head's backward (the first), the root unit's unsharded gradients stay
+        // until the embedding's backward reduces them.
+        const std::uint64_t progress = made_after[i + 1] + (i + 1 < n ? root_grads : 0) + loss + dx_out;
+        const std::uint64_t gather_b = root + (grad_op ? blocks_upto[i] : ub(i) + (i > 0 ? ub(i - 1) : 0));
+        s.env_first = root + (grad_op ? blocks_upto[std::min(i + 1, n - 1)] : ub(i) + ub(i + 1)) + casts_upto[i];
+        s.env_rec = root + (grad_op ? blocks_upto[i] : 0) + casts_upto[i] + progress;
+        s.env_rsel = root + (grad_op ? blocks_upto[i] : ub(i)) + casts_upto[i] + progress;
+        s.env_b = gather_b + casts_upto[i] + progress;
+        s.b_start = rule.gradients_sharded && (block(i) || i == n - 1) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
+        s.env_after_b = gather_b + (i ? casts_upto[i - 1] : 0) + made_after[i + 1] + loss + s.dx +
+                        (rule.gradients_sharded ? root_grads + (block(i) ? T.unit_bytes(i) : 0) : 0);
+        if (ddp_grads) s.b_spike = T.ddp_grad_bytes(i);
+        if (rule.gradients_sharded && (block(i) || i == 0)) {
+            const std::size_t u = unit_of_stage(c, i);
+            s.b_spike = T.reduce_scatter_bytes(u) + (shard_grads ? T.shard_grad_bytes(u) : 0);
+        }
+    }
+    k.pair_gather = per_unit && !grad_op ? ub(1) : 0;
+
+    const ModelStates states = model_states(c);
+    k.base = states.parameters_bytes + states.optimizer_bytes +
+             (rule.grads_allocated_in_backward ? 0 : states.gradients_bytes);
+    const std::uint64_t final_grads = made_after[0] + (shard_grads ? T.shard_grad_bytes(0) : 0);
+    k.optimizer_need = final_grads + k.stages[0].dx + T.optimizer_temp_bytes();
+    k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu);
+    k.host_bandwidth = gpu.host_link_bandwidth;
+    return k;
+}
+
+CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
+    const std::size_t n = k.size();
+    std::vector<std::uint64_t> kept(n, 0);
+    std::vector<char> holds(n, 0), frontier(n, 0), on_host(n, 0), done(n, 0), path(n, 0), forwarded(n, 0);
+    frontier[0] = 1;
+    auto res = [&] {
+        std::uint64_t r = 0;
+        for (std::size_t i = 0; i < n; ++i) r += kept[i] + (holds[i] || frontier[i] ? k.stages[i].x : 0);
+        return r;
+    };
+    const auto& acts = sched.actions;
+    std::vector<std::size_t> next_b(acts.size(), n);
+    for (std::size_t a = acts.size(), nb = n; a-- > 0;) {
+        if (acts[a].kind == ActionKind::B) nb = acts[a].stage;
+        next_b[a] = nb;
+    }
+    auto fail = [&](const Action& a, const char* what) {
+        throw std::logic_error(fmt::format("stage-level replay: {} {}", action_label(a), what));
+    };
+    std::uint64_t peak = k.optimizer_need;
+    double time = 0, rflops = 0, prev_s = 0;
+    for (std::size_t a = 0; a < acts.size(); ++a) {
+        const Action& act = acts[a];
+        const std::size_t i = act.stage;
+        const StageCosts& s = k.stages[i];
+        const double start = time;
+        switch (act.kind) {
+            case ActionKind::F_all:
+            case ActionKind::F_sel:
+            case ActionKind::F_ck:
+            case ActionKind::F_none: {
+                static constexpr Keep keep_of[] = {Keep::all, Keep::input, Keep::none, Keep::selective};
+                const Keep kind = keep_of[static_cast<int>(act.kind)];
+                if (on_host[i]) {
+                    on_host[i] = 0;
+                    frontier[i] = 1;  // fetched: live while this forward reads it
+                    time += k.copy_excess_s(i, prev_s);
+                }
+                if (!holds[i] && !frontier[i]) fail(act, "reads an input that is gone");
+                const ForwardCost& f = s.fwd[static_cast<int>(kind)];
+                const std::uint64_t env = act.recompute ? k.env_rec_of(i, next_b[a]) : s.env_first;
+                peak = std::max(peak, env + res() + f.peak);
+                time += s.t_fwd;
+                if (act.recompute) rflops += s.f_fwd;
+                frontier[i] = 0;
+                holds[i] = f.holds_input;
+                kept[i] = f.keep;
+                path[i] = kind == Keep::all ? 0 : kind == Keep::selective ? 1 : 3;  // 3: nothing for B
+                forwarded[i] = 1;
+                if (act.offload) {
+                    holds[i] = 0;
+                    on_host[i] = 1;
+                    time += k.copy_excess_s(i, s.t_fwd);
+                }
+                if (i + 1 < n) frontier[i + 1] = !(act.recompute && done[i + 1]);
+                break;
+            }
+            case ActionKind::R_sel:
+                if (!forwarded[i] || path[i] != 1) fail(act, "follows no F_sel");
+                peak = std::max(peak, s.env_rsel + res() + s.rsel_peak);
+                kept[i] += s.rsel_keep;
+                path[i] = 2;  // the core is back
+                time += s.t_core;
+                rflops += s.f_core;
+                break;
+            case ActionKind::B: {
+                if (!forwarded[i] || path[i] == 1 || path[i] == 3) fail(act, "finds what backward needs gone");
+                const std::uint64_t r = res();
+                peak = std::max(peak, s.env_b + r + s.b_start + s.bwd_peak[path[i] == 2 ? 1 : 0]);
+                const std::uint64_t own = kept[i] + (holds[i] ? s.x : 0);
+                peak = std::max(peak, s.env_after_b + (r - own) + s.b_spike);
+                kept[i] = 0;
+                holds[i] = 0;
+                forwarded[i] = 0;
+                done[i] = 1;
+                time += s.t_bwd;
+                break;
+            }
+        }
+        prev_s = time - start;
+    }
+    time += k.t_optimizer;
+    return {k.base + peak, time, rflops};
+}
+
+}  // namespace remat
