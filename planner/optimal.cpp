@@ -164,7 +164,8 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
     const std::uint32_t slots = opt_.memory_slots == auto_memory_slots
                                     ? (n_ <= long_chain ? 1024 : 256)
                                     : opt_.memory_slots;
-    slot_ = slots ? std::max<std::uint64_t>(1, cap_ / slots) : 0;
+    const std::uint64_t span = opt_.slot_span ? opt_.slot_span : cap_;
+    slot_ = slots ? std::max<std::uint64_t>(1, span / slots) : 0;
 
     // The longest run of identical stages whose progress terms move by one slope per position.
     std::size_t best_len = 0;

@@ -32,6 +32,9 @@ struct OptimalOptions {
     // to the fastest; 0 keeps every point and tries every split (exact; slower on long chains).
     std::uint32_t memory_slots = auto_memory_slots;
     bool offload = false;  // let the DP offload checkpoints to host memory
+    // The span the slots divide (bytes above base); 0: the cap. Fixing it per question keeps
+    // the same grid whatever the budget.
+    std::uint64_t slot_span = 0;
 };
 
 struct FrontierPoint {

@@ -11,6 +11,7 @@
 // Actions after the first B are recomputations when they are forwards.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,10 +38,22 @@ struct Schedule {
     std::vector<Action> actions;
 };
 
+// What the optimal planner reports beside its Plan.
+struct OptimalInfo {
+    std::uint64_t budget_bytes = 0;            // the peak_bytes it had to stay within
+    bool fits = false;                         // false: nothing fits; the leanest schedule is given
+    std::uint64_t allocator_peak_bytes = 0;    // the DP's value (the replay must agree)
+    double step_time_s = 0;                    // the DP's value (the replay must agree)
+    std::size_t frontier_points = 0;
+    std::uint64_t slot_bytes = 0;              // 0: exact
+    double solve_s = 0;                        // DP time (cost extraction excluded)
+};
+
 struct Plan {
     std::string strategy;     // "sqrt", "every-2", ...
     std::vector<Keep> keeps;  // one per stage, first forward
     Schedule schedule;
+    std::optional<OptimalInfo> optimal;
 };
 
 // The schedule of the heuristics: forward with each stage's Keep; in backward, a stage that

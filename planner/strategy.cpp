@@ -5,7 +5,12 @@
 #include <fmt/format.h>
 
 #include "planner/error.hpp"
+#include "planner/chain_costs.hpp"
+#include "planner/optimal.hpp"
 #include "planner/simulate.hpp"
+
+#include <chrono>
+#include <memory>
 
 namespace remat {
 
@@ -18,6 +23,7 @@ std::string StrategySpec::name() const {
         case StrategyKind::sqrt: return "sqrt";
         case StrategyKind::greedy_budget: return "greedy-budget";
         case StrategyKind::selective: return "selective";
+        case StrategyKind::optimal: return "optimal";
     }
     return "?";
 }
@@ -42,18 +48,20 @@ StrategySpec parse_strategy(const std::string& text) {
     if (text == "sqrt") return {StrategyKind::sqrt, 0};
     if (text == "greedy-budget") return {StrategyKind::greedy_budget, 0};
     if (text == "selective") return {StrategyKind::selective, 0};
+    if (text == "optimal") return {StrategyKind::optimal, 0};
     if (text.rfind("every-", 0) == 0) return {StrategyKind::every_n, parse_count(text.substr(6), text)};
     if (text.rfind("segments-", 0) == 0)
         return {StrategyKind::segments_k, parse_count(text.substr(9), text)};
     throw_unknown("strategy", text,
-                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective"});
+                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective", "optimal"});
 }
 
 std::vector<StrategySpec> all_strategies() {
     return {{StrategyKind::none, 0},      {StrategyKind::full, 0},
             {StrategyKind::every_n, 2},   {StrategyKind::every_n, 4},
             {StrategyKind::sqrt, 0},      {StrategyKind::segments_k, 4},
-            {StrategyKind::greedy_budget, 0}, {StrategyKind::selective, 0}};
+            {StrategyKind::greedy_budget, 0}, {StrategyKind::selective, 0},
+            {StrategyKind::optimal, 0}};
 }
 
 std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
@@ -94,36 +102,78 @@ std::vector<Keep> segments(std::uint64_t n_blocks, std::uint64_t k) {
     return keeps;
 }
 
-Plan finish(const Chain& c, std::string name, std::vector<Keep> block_keeps) {
+Plan finish(const Chain& c, std::string name, std::vector<Keep> block_keeps, bool offload) {
     Plan p;
     p.strategy = std::move(name);
     p.keeps = keeps_for_blocks(c, block_keeps);
-    p.schedule = schedule_from_keeps(p.keeps);
+    p.schedule = schedule_from_keeps(p.keeps, offload);
+    return p;
+}
+
+Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
+    const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
+    const std::uint64_t allocator = allocator_budget(ctx.reserve, budget);
+    const ChainCosts costs = chain_costs(c, *ctx.gpu);
+    const std::uint64_t keep_all =
+        simulate_costs(costs, schedule_from_keeps(std::vector<Keep>(c.stages.size(), Keep::all))).allocator_peak_bytes -
+        costs.base;
+    const OptimalOptions options{ctx.memory_slots, ctx.offload_checkpoints, keep_all};
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t cap = allocator > costs.base ? std::min(allocator - costs.base, keep_all) : 0;
+    auto dp = std::make_unique<OptimalPlanner>(costs, cap, options);
+    std::optional<std::size_t> pick = dp->fastest_within(allocator);
+    const bool fits = pick.has_value();
+    if (!fits) {  // nothing fits: the leanest schedule, so that the plan says by how much
+        dp = std::make_unique<OptimalPlanner>(costs, keep_all, options);
+        pick = 0;
+    }
+    const double solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    Plan p;
+    p.strategy = "optimal";
+    p.schedule = dp->schedule_of(*pick);
+    p.keeps = keeps_of(p.schedule, c.stages.size());
+    const FrontierPoint& point = dp->frontier()[*pick];
+    p.optimal = OptimalInfo{budget, fits, point.allocator_peak_bytes, point.step_time_s, dp->frontier().size(),
+                            dp->slot_bytes(), solve_s};
     return p;
 }
 
 }  // namespace
 
+std::uint64_t allocator_budget(const Reserve& r, std::uint64_t budget) {
+    // peak_bytes = A + reserve_bytes(A) grows with A: the largest A within budget, by bisection.
+    std::uint64_t lo = 0, hi = budget;
+    if (hi + reserve_bytes(r, hi) <= budget) return hi;
+    if (reserve_bytes(r, 0) > budget) return 0;
+    while (hi - lo > 1) {
+        const std::uint64_t mid = lo + (hi - lo) / 2;
+        (mid + reserve_bytes(r, mid) <= budget ? lo : hi) = mid;
+    }
+    return lo;
+}
+
 Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx) {
     const std::uint64_t L = c.n_blocks();
+    const bool off = ctx.offload_checkpoints;
     validate_strategy(spec, L);
     switch (spec.kind) {
-        case StrategyKind::none: return finish(c, spec.name(), std::vector<Keep>(L, Keep::all));
-        case StrategyKind::full: return finish(c, spec.name(), std::vector<Keep>(L, Keep::input));
-        case StrategyKind::selective: return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective));
+        case StrategyKind::optimal: return plan_optimal(c, ctx);
+        case StrategyKind::none: return finish(c, spec.name(), std::vector<Keep>(L, Keep::all), off);
+        case StrategyKind::full: return finish(c, spec.name(), std::vector<Keep>(L, Keep::input), off);
+        case StrategyKind::selective: return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective), off);
         case StrategyKind::every_n: {
             // As the seeds' code: `if i % N == 0: x = checkpoint(layer, x) else: x = layer(x)`.
             std::vector<Keep> k(L, Keep::all);
             for (std::uint64_t b = 0; b < L; b += spec.n) k[b] = Keep::input;
-            return finish(c, spec.name(), k);
+            return finish(c, spec.name(), k, off);
         }
-        case StrategyKind::segments_k: return finish(c, spec.name(), segments(L, spec.n));
+        case StrategyKind::segments_k: return finish(c, spec.name(), segments(L, spec.n), off);
         case StrategyKind::sqrt: {
             // Chen et al. 2016: segments of ceil(sqrt(L)) blocks.
             const auto len = static_cast<std::uint64_t>(std::ceil(std::sqrt(static_cast<double>(L))));
             std::vector<Keep> k(L, Keep::none);
             for (std::uint64_t b = 0; b < L; b += len) k[b] = Keep::input;
-            return finish(c, spec.name(), k);
+            return finish(c, spec.name(), k, off);
         }
         case StrategyKind::greedy_budget: {
             // After Chen et al.'s greedy pass: walk the blocks in forward order and store each
@@ -133,7 +183,7 @@ Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx)
             const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
             std::vector<Keep> k(L, Keep::input);
             auto peak_of = [&](const std::vector<Keep>& keeps) {
-                return simulate(c, finish(c, spec.name(), keeps), *ctx.gpu, ctx.reserve).peak_bytes;
+                return simulate(c, finish(c, spec.name(), keeps, off), *ctx.gpu, ctx.reserve).peak_bytes;
             };
             if (peak_of(k) <= budget) {
                 // Largest prefix of stored blocks that fits; peaks grow with the prefix.
@@ -146,7 +196,7 @@ Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx)
                 }
                 for (std::uint64_t b = 0; b < lo; ++b) k[b] = Keep::all;
             }
-            return finish(c, spec.name(), k);
+            return finish(c, spec.name(), k, off);
         }
     }
     return {};

@@ -16,7 +16,7 @@
 
 namespace remat {
 
-enum class StrategyKind { none, full, every_n, segments_k, sqrt, greedy_budget, selective };
+enum class StrategyKind { none, full, every_n, segments_k, sqrt, greedy_budget, selective, optimal };
 
 struct StrategySpec {
     StrategyKind kind = StrategyKind::none;
@@ -35,8 +35,13 @@ struct PlanContext {
     const GpuSpec* gpu = nullptr;
     Reserve reserve;
     std::uint64_t capacity_bytes = 0;         // the GPU's memory (after --gpu-memory)
-    std::optional<std::uint64_t> budget_bytes;  // --memory-budget; greedy's default is capacity
+    std::optional<std::uint64_t> budget_bytes;  // --memory-budget; greedy's and optimal's default is capacity
+    bool offload_checkpoints = false;         // heuristics: every checkpoint to host; optimal: may offload
+    std::uint32_t memory_slots = ~std::uint32_t{0};  // optimal's resolution (auto_memory_slots)
 };
+
+// The largest allocator peak whose peak_bytes (allocator peak + reserve) stays within budget.
+std::uint64_t allocator_budget(const Reserve& r, std::uint64_t budget_bytes);
 
 Plan make_plan(const Chain& chain, const StrategySpec& spec, const PlanContext& ctx);
 

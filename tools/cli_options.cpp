@@ -29,7 +29,11 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron")
         ->capture_default_str();
     app.add_option("--memory-budget", a.memory_budget,
-                   "Budget for greedy-budget (default: the GPU's capacity), e.g. 60GiB");
+                   "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
+    app.add_option("--memory-slots", a.memory_slots,
+                   "optimal: memory resolution, budget/SLOTS bytes (default 1024; 256 past 128 stages; 0: exact)");
+    app.add_flag("--offload-checkpoints", a.offload_checkpoints,
+                 "Checkpoints live in host memory (PCIe copies overlap compute); optimal may choose it");
     app.add_option("--reserve-context", a.reserve_context,
                    "CUDA context bytes outside the allocator (default 300MiB)");
     app.add_option("--reserve-workspace", a.reserve_workspace,
@@ -77,6 +81,14 @@ Question make_question(const CommonArgs& a) {
         q.context.reserve.fragmentation = *a.fragmentation;
     }
     if (!a.memory_budget.empty()) q.context.budget_bytes = parse_bytes(a.memory_budget, "--memory-budget");
+    if (a.memory_slots) {
+        if (*a.memory_slots < 0 || *a.memory_slots > 1'000'000)
+            throw InputError(fmt::format("--memory-slots {} must be between 0 (exact) and 1000000", *a.memory_slots));
+        q.context.memory_slots = static_cast<std::uint32_t>(*a.memory_slots);
+    }
+    q.context.offload_checkpoints = a.offload_checkpoints;
+    if (a.offload_checkpoints && !(q.gpu.host_link_bandwidth > 0))
+        throw InputError(fmt::format("--offload-checkpoints: GPU preset '{}' has no host_link_bandwidth", q.gpu.name));
     return q;
 }
 

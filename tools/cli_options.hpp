@@ -24,6 +24,8 @@ struct CommonArgs {
     std::string reserve_context;
     std::string reserve_workspace;
     std::optional<double> fragmentation;
+    std::optional<std::int64_t> memory_slots;
+    bool offload_checkpoints = false;
     bool json = false;
 };
 

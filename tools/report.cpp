@@ -47,6 +47,15 @@ std::string header(const Question& q, bool with_micro_batch = true) {
 
 }  // namespace
 
+json optimal_json(const Plan& p) {
+    if (!p.optimal) return nullptr;
+    const OptimalInfo& o = *p.optimal;
+    return {{"budget_bytes", o.budget_bytes},     {"fits_budget", o.fits},
+            {"dp_allocator_peak_bytes", o.allocator_peak_bytes}, {"dp_step_time_s", o.step_time_s},
+            {"frontier_points", o.frontier_points}, {"slot_bytes", o.slot_bytes},
+            {"exact", o.slot_bytes == 0},            {"solve_s", o.solve_s}};
+}
+
 json plan_json(const Question& q, const Evaluation& e) {
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
@@ -64,7 +73,8 @@ json plan_json(const Question& q, const Evaluation& e) {
     }
     json schedule = json::array();
     for (const Action& a : e.plan.schedule.actions)
-        schedule.push_back({{"action", action_kind_name(a.kind)}, {"stage", a.stage}, {"recompute", a.recompute}});
+        schedule.push_back({{"action", action_kind_name(a.kind)}, {"stage", a.stage}, {"recompute", a.recompute},
+                            {"offload", a.offload}});
     json timeline = json::array();
     for (const auto& t : r.timeline)
         timeline.push_back({{"action", t.action}, {"live_bytes", t.live_bytes}, {"peak_bytes", t.peak_bytes}});
@@ -98,7 +108,9 @@ json plan_json(const Question& q, const Evaluation& e) {
             {"recompute_flops", r.recompute_flops},
             {"backward_flops", r.backward_flops},
             {"step_time_s", r.step_time_s},
-            {"tokens_per_s", r.tokens_per_s}};
+            {"tokens_per_s", r.tokens_per_s},
+            {"offloads_checkpoints", offloads(e.plan.schedule)},
+            {"optimal", optimal_json(e.plan)}};
 }
 
 json saved_json(const Chain& c) {
@@ -119,7 +131,17 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
     std::string out = "remat plan: " + header(q);
-    out += fmt::format("strategy {}\n\n", e.plan.strategy);
+    out += fmt::format("strategy {}{}\n", e.plan.strategy,
+                       offloads(e.plan.schedule) ? " (checkpoints offloaded to host memory)" : "");
+    if (const auto& o = e.plan.optimal) {
+        out += fmt::format("  optimal within {}: {} ({} frontier points, {}, solved in {})\n",
+                           format_bytes(o->budget_bytes),
+                           o->fits ? "the fastest schedule of the family" : "NOTHING FITS, the leanest schedule shown",
+                           o->frontier_points,
+                           o->slot_bytes ? fmt::format("memory slots of {}", format_bytes(o->slot_bytes)) : std::string("exact"),
+                           format_seconds(o->solve_s));
+    }
+    out += "\n";
     out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
                        format_bytes(q.context.capacity_bytes), e.fits ? "FITS" : "DOES NOT FIT");
     out += fmt::format("  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",

@@ -1,0 +1,251 @@
+// The optimal planner (planner/optimal). Optimality is checked against brute force: every
+// schedule of the family on random chains of up to 7 stages, each replayed stage by stage; then
+// on real chains against every heuristic at that heuristic's own peak, with the chosen schedule
+// replayed op by op by the same simulator as every other strategy.
+#include <doctest/doctest.h>
+
+#include <fmt/format.h>
+
+#include <functional>
+#include <random>
+
+#include "planner/chain_costs.hpp"
+#include "planner/optimal.hpp"
+#include "planner/search.hpp"
+#include "planner/simulate.hpp"
+#include "planner/strategy.hpp"
+
+using namespace remat;
+
+namespace {
+
+// Every schedule of the family for stages s..t (x_s live), written out from its grammar.
+void enumerate(const ChainCosts& k, std::size_t s, std::size_t t, bool first_pass, bool offload,
+               const std::function<void(std::vector<Action>&)>& done, std::vector<Action>& acc) {
+    auto a = [](ActionKind kind, std::size_t i, bool recompute, bool off = false) {
+        return Action{kind, static_cast<std::uint32_t>(i), recompute, off};
+    };
+    const std::size_t mark = acc.size();
+    for (int sel = 0; sel <= (k.stages[s].has_core ? 1 : 0); ++sel) {
+        acc.resize(mark);
+        acc.push_back(a(sel ? ActionKind::F_sel : ActionKind::F_all, s, !first_pass));
+        auto tail = [&, sel](std::vector<Action>& v) {
+            const std::size_t m2 = v.size();
+            if (sel) v.push_back(a(ActionKind::R_sel, s, true));
+            v.push_back(a(ActionKind::B, s, false));
+            done(v);
+            v.resize(m2);
+        };
+        if (s == t)
+            tail(acc);
+        else
+            enumerate(k, s + 1, t, first_pass, offload, tail, acc);
+    }
+    for (std::size_t sp = s + 1; sp <= t; ++sp)
+        for (int off = 0; off <= (offload && k.stages[s].x > 0 ? 1 : 0); ++off) {
+            acc.resize(mark);
+            acc.push_back(a(ActionKind::F_ck, s, !first_pass, off));
+            for (std::size_t j = s + 1; j < sp; ++j) acc.push_back(a(ActionKind::F_none, j, !first_pass));
+            enumerate(k, sp, t, first_pass, offload,
+                      [&](std::vector<Action>& v) { enumerate(k, s, sp - 1, false, offload, done, v); }, acc);
+        }
+    acc.resize(mark);
+}
+
+struct Outcome {
+    std::uint64_t peak;
+    double time;
+};
+
+std::vector<Outcome> all_schedules(const ChainCosts& k, bool offload) {
+    std::vector<Outcome> out;
+    std::vector<Action> acc;
+    enumerate(k, 0, k.size() - 1, true, offload,
+              [&](std::vector<Action>& v) {
+                  const CostsResult r = simulate_costs(k, Schedule{v});
+                  out.push_back({r.allocator_peak_bytes, r.step_time_s});
+              },
+              acc);
+    return out;
+}
+
+ChainCosts random_chain(std::mt19937_64& rng, std::size_t n, bool uniform) {
+    auto u = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
+    auto r = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+    ChainCosts k;
+    k.base = u(0, 1000);
+    k.pair_gather = u(0, 50);
+    k.optimizer_need = u(0, 200);
+    k.t_optimizer = r(0, 1);
+    k.host_bandwidth = r(50, 400);
+    StageCosts proto;
+    auto make = [&] {
+        StageCosts s;
+        s.x = u(10, 100);
+        s.dx = u(0, 1) ? s.x : 0;
+        for (int kind = 0; kind < 4; ++kind) {
+            s.fwd[kind].peak = u(s.x, 4 * s.x + 200);
+            s.fwd[kind].keep = kind < 2 ? u(0, 300) : 0;
+            s.fwd[kind].holds_input = kind == 2 || (kind < 2 && u(0, 1));
+        }
+        s.fwd[1].keep = std::min(s.fwd[1].keep, s.fwd[0].keep);
+        s.has_core = u(0, 1);
+        s.rsel_peak = u(0, 200);
+        s.rsel_keep = s.fwd[0].keep - s.fwd[1].keep;
+        s.bwd_peak = {u(0, 300), u(0, 300)};
+        s.t_fwd = r(0.5, 2);
+        s.t_core = r(0, s.t_fwd);
+        s.t_bwd = r(1, 4);
+        s.f_fwd = s.t_fwd;
+        s.f_core = s.t_core;
+        s.block = u(0, 1);
+        s.b_start = u(0, 50);
+        s.b_spike = u(0, 50);
+        return s;
+    };
+    proto = make();
+    const std::int64_t slope = static_cast<std::int64_t>(u(0, 40)) - 20;
+    for (std::size_t i = 0; i < n; ++i) {
+        StageCosts s = uniform && i > 0 && i + 1 < n ? proto : make();
+        const auto pos = static_cast<std::int64_t>(uniform ? 200 + slope * static_cast<std::int64_t>(i) : u(0, 200));
+        auto env = [&] { return static_cast<std::uint64_t>(pos + static_cast<std::int64_t>(uniform ? 0 : u(0, 60))); };
+        s.env_first = u(0, 100);
+        s.env_rec = env();
+        s.env_rsel = uniform ? s.env_rec + 7 : env();
+        s.env_b = uniform ? s.env_rec + 11 : env();
+        s.env_after_b = uniform ? s.env_rec + 3 : env();
+        k.stages.push_back(s);
+    }
+    return k;
+}
+
+}  // namespace
+
+TEST_CASE("optimal equals brute force over every schedule of the family on random chains") {
+    std::mt19937_64 rng(7);
+    int budgets_checked = 0;
+    for (std::size_t n = 1; n <= 7; ++n)
+        for (int trial = 0; trial < (n <= 5 ? 12 : 4); ++trial)
+            for (bool uniform : {false, true})
+                for (bool offload : {false, true}) {
+                    if (n == 7 && offload) continue;  // keeps the enumeration in the milliseconds
+                    const ChainCosts k = random_chain(rng, n, uniform);
+                    const auto outcomes = all_schedules(k, offload);
+                    std::uint64_t top = 0;
+                    for (const auto& o : outcomes) top = std::max(top, o.peak);
+                    const OptimalPlanner dp(k, top - k.base, {0, offload});
+                    INFO(fmt::format("n {} trial {} uniform {} offload {} schedules {}", n, trial, uniform, offload,
+                                     outcomes.size()));
+                    for (const auto& probe : outcomes) {
+                        double best = 1e300;
+                        for (const auto& o : outcomes)
+                            if (o.peak <= probe.peak) best = std::min(best, o.time);
+                        const auto pick = dp.fastest_within(probe.peak);
+                        REQUIRE(pick.has_value());
+                        CHECK(dp.frontier()[*pick].step_time_s == doctest::Approx(best).epsilon(1e-12));
+                        // The schedule it returns has exactly the value it claims.
+                        const CostsResult r = simulate_costs(k, dp.schedule_of(*pick));
+                        CHECK(r.allocator_peak_bytes == dp.frontier()[*pick].allocator_peak_bytes);
+                        CHECK(r.allocator_peak_bytes <= probe.peak);
+                        CHECK(r.step_time_s == doctest::Approx(dp.frontier()[*pick].step_time_s).epsilon(1e-12));
+                        ++budgets_checked;
+                    }
+                    // Below the leanest schedule nothing fits.
+                    std::uint64_t lean = top;
+                    for (const auto& o : outcomes) lean = std::min(lean, o.peak);
+                    CHECK_FALSE(dp.fastest_within(lean - 1).has_value());
+                }
+    CHECK(budgets_checked > 1000);
+}
+
+namespace {
+
+Question question(const char* model, Sharding sh, Precision p, Profile prof, std::uint64_t b, std::uint64_t s,
+                  std::uint64_t w) {
+    Question q;
+    q.model = load_model(model);
+    q.gpu = load_gpu("h100-80gb");
+    q.options.micro_batch = b;
+    q.options.seq = s;
+    q.options.sharding = sh;
+    q.options.precision = p;
+    q.options.profile = prof;
+    q.options.world_size = w;
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    q.context.reserve = default_reserve(q.gpu);
+    return q;
+}
+
+struct Case {
+    const char* model;
+    Sharding sharding;
+    Precision precision;
+    Profile profile;
+    std::uint64_t b, s, w;
+};
+
+const Case cases[] = {
+    {"tiny-gpt2", Sharding::none, Precision::fp32, Profile::hf_eager, 4, 256, 1},
+    {"tiny-llama", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 2, 512, 4},
+    {"gpt2", Sharding::none, Precision::bf16_mixed, Profile::hf_eager, 4, 1024, 1},
+    {"gpt2-medium", Sharding::zero2, Precision::bf16_mixed, Profile::sdpa, 4, 1024, 8},
+    {"gpt2-large", Sharding::fsdp_grad_op, Precision::bf16, Profile::megatron, 2, 1024, 8},
+    {"llama2-7b", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 2, 4096, 8},
+    {"llama2-13b", Sharding::zero3, Precision::bf16_mixed, Profile::hf_eager, 1, 2048, 16},
+    {"pythia-6.9b", Sharding::megatron, Precision::bf16_mixed, Profile::megatron, 1, 2048, 1},
+};
+
+}  // namespace
+
+TEST_CASE("optimal is never slower than any heuristic at that heuristic's own peak, and the replay agrees") {
+    for (const Case& cs : cases)
+        for (std::uint32_t slots : {auto_memory_slots, 0u}) {
+            Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
+            q.context.memory_slots = slots;
+            q.context.budget_bytes = q.gpu.capacity_bytes;
+            for (const StrategySpec& h : all_strategies()) {
+                if (h.kind == StrategyKind::optimal || h.kind == StrategyKind::greedy_budget) continue;
+                const Evaluation he = evaluate(q, h);
+                Question at = q;
+                at.context.budget_bytes = he.result.peak_bytes;
+                const Evaluation oe = evaluate(at, {StrategyKind::optimal, 0});
+                INFO(fmt::format("{} {} {} {} slots {} vs {}", cs.model, sharding_name(cs.sharding),
+                                 precision_name(cs.precision), profile_name(cs.profile), slots, h.name()));
+                REQUIRE(oe.plan.optimal);
+                CHECK(oe.plan.optimal->fits);
+                CHECK(oe.result.peak_bytes <= he.result.peak_bytes);
+                CHECK(oe.result.step_time_s <= he.result.step_time_s * (1 + 1e-12));
+                // The DP's value is the replay's.
+                CHECK(oe.result.step_time_s == doctest::Approx(oe.plan.optimal->step_time_s).epsilon(1e-12));
+                const bool upper_bound = cs.sharding == Sharding::none && cs.precision == Precision::bf16_mixed;
+                if (upper_bound)
+                    CHECK(oe.result.allocator_peak_bytes <= oe.plan.optimal->allocator_peak_bytes);
+                else
+                    CHECK(oe.result.allocator_peak_bytes == oe.plan.optimal->allocator_peak_bytes);
+            }
+        }
+}
+
+TEST_CASE("optimal at none's peak recomputes nothing; its step time never rises with the budget") {
+    for (const Case& cs : cases) {
+        Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
+        const Evaluation none = evaluate(q, {StrategyKind::none, 0});
+        q.context.budget_bytes = none.result.peak_bytes;
+        const Evaluation at_none = evaluate(q, {StrategyKind::optimal, 0});
+        INFO(cs.model);
+        CHECK(at_none.result.recompute_flops == 0);
+        CHECK(at_none.result.step_time_s == doctest::Approx(none.result.step_time_s).epsilon(1e-12));
+        const Evaluation full = evaluate(q, {StrategyKind::full, 0});
+        double previous = 1e300;
+        for (int k = 0; k <= 12; ++k) {
+            const double f = k / 12.0;
+            q.context.budget_bytes = static_cast<std::uint64_t>(
+                static_cast<double>(full.result.peak_bytes) * (1 - f) + static_cast<double>(none.result.peak_bytes) * f);
+            const Evaluation e = evaluate(q, {StrategyKind::optimal, 0});
+            CHECK(e.plan.optimal->fits);
+            CHECK(e.result.peak_bytes <= *q.context.budget_bytes);
+            CHECK(e.result.step_time_s <= previous * (1 + 1e-12));
+            previous = e.result.step_time_s;
+        }
+    }
+}
