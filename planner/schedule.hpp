@@ -47,6 +47,9 @@ struct OptimalInfo {
     std::size_t frontier_points = 0;
     std::uint64_t slot_bytes = 0;              // 0: exact
     double solve_s = 0;                        // DP time (cost extraction excluded)
+    // Set when a heuristic's schedule, replayed, beat the DP's pick within the budget (memory
+    // slots thin the frontier; DDP + autocast is modelled by an upper bound): its name.
+    std::string incumbent;
 };
 
 struct Plan {

@@ -110,6 +110,8 @@ Plan finish(const Chain& c, std::string name, std::vector<Keep> block_keeps, boo
     return p;
 }
 
+Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext& ctx);
+
 Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
     const std::uint64_t allocator = allocator_budget(ctx.reserve, budget);
@@ -131,10 +133,40 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     Plan p;
     p.strategy = "optimal";
     p.schedule = dp->schedule_of(*pick);
-    p.keeps = keeps_of(p.schedule, c.stages.size());
     const FrontierPoint& point = dp->frontier()[*pick];
     p.optimal = OptimalInfo{budget, fits, point.allocator_peak_bytes, point.step_time_s, dp->frontier().size(),
-                            dp->slot_bytes(), solve_s};
+                            dp->slot_bytes(), solve_s, {}};
+    // Incumbents: every heuristic's schedule, replayed op by op. Where memory slots thinned the
+    // frontier, or the DP's cast model over-counts (DDP + autocast), one may fit and be faster;
+    // the answer is then that schedule, so optimal is never worse than a heuristic at its peak.
+    bool best_fits = fits;
+    double best = point.step_time_s;
+    std::uint64_t best_peak = point.allocator_peak_bytes;
+    for (const StrategySpec& h : all_strategies()) {
+        if (h.kind == StrategyKind::optimal) continue;
+        if (h.kind == StrategyKind::segments_k && h.n > c.n_blocks()) continue;
+        for (bool off : {false, true}) {
+            if (off && !ctx.offload_checkpoints) continue;
+            PlanContext hctx = ctx;
+            hctx.offload_checkpoints = off;
+            hctx.budget_bytes = budget;
+            Plan hp = plan_heuristic(c, h, hctx);
+            const SimResult r = simulate(c, hp, *ctx.gpu, ctx.reserve);
+            const bool h_fits = r.peak_bytes <= budget;
+            const bool better = h_fits ? !best_fits || r.step_time_s < best * (1 - 1e-12)
+                                       : !best_fits && r.allocator_peak_bytes < best_peak;
+            if (!better) continue;
+            best_fits = h_fits;
+            best = r.step_time_s;
+            best_peak = r.allocator_peak_bytes;
+            p.optimal->fits = h_fits;
+            p.schedule = std::move(hp.schedule);
+            p.optimal->allocator_peak_bytes = r.allocator_peak_bytes;
+            p.optimal->step_time_s = r.step_time_s;
+            p.optimal->incumbent = off ? hp.strategy + " (offloaded)" : hp.strategy;
+        }
+    }
+    p.keeps = keeps_of(p.schedule, c.stages.size());
     return p;
 }
 
@@ -153,11 +185,18 @@ std::uint64_t allocator_budget(const Reserve& r, std::uint64_t budget) {
 }
 
 Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx) {
+    validate_strategy(spec, c.n_blocks());
+    if (spec.kind == StrategyKind::optimal) return plan_optimal(c, ctx);
+    return plan_heuristic(c, spec, ctx);
+}
+
+namespace {
+
+Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext& ctx) {
     const std::uint64_t L = c.n_blocks();
     const bool off = ctx.offload_checkpoints;
-    validate_strategy(spec, L);
     switch (spec.kind) {
-        case StrategyKind::optimal: return plan_optimal(c, ctx);
+        case StrategyKind::optimal: break;
         case StrategyKind::none: return finish(c, spec.name(), std::vector<Keep>(L, Keep::all), off);
         case StrategyKind::full: return finish(c, spec.name(), std::vector<Keep>(L, Keep::input), off);
         case StrategyKind::selective: return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective), off);
@@ -201,5 +240,7 @@ Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx)
     }
     return {};
 }
+
+}  // namespace
 
 }  // namespace remat

@@ -51,9 +51,10 @@ json optimal_json(const Plan& p) {
     if (!p.optimal) return nullptr;
     const OptimalInfo& o = *p.optimal;
     return {{"budget_bytes", o.budget_bytes},     {"fits_budget", o.fits},
-            {"dp_allocator_peak_bytes", o.allocator_peak_bytes}, {"dp_step_time_s", o.step_time_s},
+            {"planned_allocator_peak_bytes", o.allocator_peak_bytes}, {"planned_step_time_s", o.step_time_s},
             {"frontier_points", o.frontier_points}, {"slot_bytes", o.slot_bytes},
-            {"exact", o.slot_bytes == 0},            {"solve_s", o.solve_s}};
+            {"exact", o.slot_bytes == 0},            {"solve_s", o.solve_s},
+            {"incumbent", o.incumbent.empty() ? json(nullptr) : json(o.incumbent)}};
 }
 
 json plan_json(const Question& q, const Evaluation& e) {
@@ -140,6 +141,9 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
                            o->frontier_points,
                            o->slot_bytes ? fmt::format("memory slots of {}", format_bytes(o->slot_bytes)) : std::string("exact"),
                            format_seconds(o->solve_s));
+        if (!o->incumbent.empty())
+            out += fmt::format("  the heuristic {} replayed faster within the budget than the DP's pick (see docs/optimal.md): its schedule is used\n",
+                               o->incumbent);
     }
     out += "\n";
     out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
