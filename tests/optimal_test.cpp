@@ -281,3 +281,67 @@ TEST_CASE("optimal at none's peak recomputes nothing; its step time never rises 
         }
     }
 }
+
+namespace {
+
+double binomial(std::uint64_t n, std::uint64_t k) {
+    double r = 1;
+    for (std::uint64_t i = 1; i <= k; ++i) r = r * static_cast<double>(n - k + i) / static_cast<double>(i);
+    return r;
+}
+
+// Griewank & Walther (Algorithm 799: revolve, ACM TOMS 2000; ANCHORS.md): with s snapshots a
+// homogeneous chain of l steps is reversed with at least t(l, s) = r·l − β(s+1, r−1) forward
+// steps, r the least integer with l <= β(s, r) = C(s+r, s). Forwards that the reverse steps
+// themselves run are not counted.
+double revolve_forwards(std::uint64_t l, std::uint64_t s) {
+    std::uint64_t r = 0;
+    while (binomial(s + r, s) < static_cast<double>(l)) ++r;
+    return static_cast<double>(r * l) - (r ? binomial(s + r, s + 1) : 0);
+}
+
+}  // namespace
+
+TEST_CASE("optimal matches Griewank and Walther's binomial bound on homogeneous chains") {
+    // Revolve's model in the DP's terms: a step's state x = X bytes, each forward 1 s, backward
+    // free; B needs its forward's tape (K bytes, so large that only one fits), so every stage
+    // ends with F_all right before its B, the reverse step. Snapshots are the inputs F_ck holds.
+    const std::uint64_t X = 1000, K = 1000000;
+    StageCosts st;
+    st.x = X;
+    st.fwd[0] = {K + X, K, true};
+    st.fwd[1] = st.fwd[0];
+    st.fwd[2] = {X, 0, true};
+    st.fwd[3] = {X, 0, false};
+    st.t_fwd = 1;
+    st.f_fwd = 1;
+    st.block = true;
+    int checked = 0;
+    for (std::uint64_t l = 1; l <= 40; ++l) {
+        ChainCosts k;
+        k.stages.assign(l, st);
+        const OptimalPlanner dp(k, K + (l + 3) * X, {0, false});
+        // Memory with s snapshots: the tape, the working state and its successor, s inputs
+        // (calibrated once on s = 1, where t = l(l-1)/2, then checked for every s).
+        for (std::uint64_t s = 1; s <= std::min<std::uint64_t>(l, 10); ++s) {
+            const auto pick = dp.fastest_within(K + (s + 2) * X);
+            INFO(fmt::format("l {} snapshots {}", l, s));
+            REQUIRE(pick.has_value());
+            CHECK(dp.frontier()[*pick].step_time_s - static_cast<double>(l) == revolve_forwards(l, s));
+            // One byte less than s snapshots: it must do no better than s - 1 snapshots.
+            if (s > 1) {
+                const auto less = dp.fastest_within(K + (s + 2) * X - 1);
+                REQUIRE(less.has_value());
+                CHECK(dp.frontier()[*less].step_time_s - static_cast<double>(l) == revolve_forwards(l, s - 1));
+            }
+            ++checked;
+        }
+        if (l > 1) CHECK_FALSE(dp.fastest_within(K + 3 * X - 1).has_value());  // no snapshot at all
+    }
+    CHECK(checked == 355);  // sum over l of min(l, 10)
+    // The formula itself, by hand: one snapshot is l(l-1)/2; l = 4 with 2 snapshots is
+    // r = 2, 2·4 − β(3, 1) = 4; l = 8 with 2 is r = 3, 24 − β(3, 2) = 14.
+    CHECK(revolve_forwards(8, 1) == 28);
+    CHECK(revolve_forwards(4, 2) == 4);
+    CHECK(revolve_forwards(8, 2) == 14);
+}
