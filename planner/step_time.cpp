@@ -1,7 +1,5 @@
 #include "planner/step_time.hpp"
 
-#include <algorithm>
-
 namespace remat {
 
 double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision precision,
@@ -18,7 +16,7 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
     else
         compute_s = flops / (gpu.fp32_flops * m.memory_efficiency);
     const double memory_s = bytes / (gpu.memory_bandwidth * m.memory_efficiency);
-    return std::max(compute_s, memory_s) + m.launch_s * (backward ? 2 : 1);
+    return compute_s + memory_s + m.launch_s * (backward ? 2 : 1);
 }
 
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,

@@ -61,7 +61,7 @@ Chain chain_for(const char* model, Profile prof, Precision p, Sharding sh, std::
 
 }  // namespace
 
-TEST_CASE("stage-level accounting equals the op-level replay on random schedules of the family") {
+TEST_CASE("chain_costs::stage-level accounting equals the op-level replay on random schedules of the family") {
     const GpuSpec gpu = load_gpu("h100-80gb");
     std::mt19937_64 rng(20261122);
     int checked = 0;

@@ -122,7 +122,7 @@ ChainCosts random_chain(std::mt19937_64& rng, std::size_t n, bool uniform) {
 
 }  // namespace
 
-TEST_CASE("optimal equals brute force over every schedule of the family on random chains") {
+TEST_CASE("optimal::equals brute force over every schedule of the family on random chains") {
     std::mt19937_64 rng(7);
     int budgets_checked = 0;
     for (std::size_t n = 1; n <= 7; ++n)
@@ -206,7 +206,7 @@ bool casts_upper_bound(const Case& cs) {
             cs.sharding == Sharding::megatron);
 }
 
-TEST_CASE("the exact DP alone is never slower than any heuristic at that heuristic's own peak") {
+TEST_CASE("optimal::the exact DP alone is never slower than any heuristic at that heuristic's own peak") {
     for (const Case& cs : cases) {
         const Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
         const Evaluation none = evaluate(q, {StrategyKind::none, 0});
@@ -230,7 +230,7 @@ TEST_CASE("the exact DP alone is never slower than any heuristic at that heurist
     }
 }
 
-TEST_CASE("optimal is never slower than any heuristic at that heuristic's own peak, and the replay agrees") {
+TEST_CASE("optimal::is never slower than any heuristic at that heuristic's own peak, and the replay agrees") {
     for (const Case& cs : cases)
         for (std::uint32_t slots : {auto_memory_slots, 64u}) {
             Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
@@ -258,7 +258,7 @@ TEST_CASE("optimal is never slower than any heuristic at that heuristic's own pe
         }
 }
 
-TEST_CASE("optimal at none's peak recomputes nothing; its step time never rises with the budget") {
+TEST_CASE("optimal::at none's peak recomputes nothing; its step time never rises with the budget") {
     for (const Case& cs : cases) {
         Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
         const Evaluation none = evaluate(q, {StrategyKind::none, 0});
@@ -302,7 +302,7 @@ double revolve_forwards(std::uint64_t l, std::uint64_t s) {
 
 }  // namespace
 
-TEST_CASE("optimal matches Griewank and Walther's binomial bound on homogeneous chains") {
+TEST_CASE("optimal::matches Griewank and Walther's binomial bound on homogeneous chains") {
     // Revolve's model in the DP's terms: a step's state x = X bytes, each forward 1 s, backward
     // free; B needs its forward's tape (K bytes, so large that only one fits), so every stage
     // ends with F_all right before its B, the reverse step. Snapshots are the inputs F_ck holds.

@@ -34,7 +34,8 @@ TEST_CASE("strategy::parse_strategy validates names and ranges") {
     CHECK_THROWS_AS(parse_strategy("sqr"), InputError);
     CHECK_THROWS_AS(validate_strategy(parse_strategy("segments-9"), 8), InputError);
     CHECK_NOTHROW(validate_strategy(parse_strategy("segments-8"), 8));
-    CHECK(parse_strategy_list("all").size() == 8);
+    CHECK(parse_strategy_list("all").size() == 9);
+    CHECK(parse_strategy_list("all").back().kind == StrategyKind::optimal);
     CHECK(parse_strategy_list("none,sqrt").size() == 2);
     CHECK_THROWS_AS(parse_strategy_list("none,,sqrt"), InputError);
 }
