@@ -190,8 +190,9 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         blocks_upto[i] = (i ? blocks_upto[i - 1] : 0) + (per_unit && block(i) ? T.unit_bytes(i) : 0);
         casts_upto[i] = (i ? casts_upto[i - 1] : 0) + T.cast_bytes(i);
     }
-    const bool ddp_grads = rule.grads_allocated_in_backward && !rule.gradients_sharded;
-    const bool shard_grads = rule.grads_allocated_in_backward && rule.gradients_sharded;
+    // Gradients this backward creates and keeps (not accumulated into ones that exist).
+    const bool ddp_grads = T.grads_made_in_backward() && !rule.gradients_sharded;
+    const bool shard_grads = T.grads_made_in_backward() && rule.gradients_sharded;
     // made_after[t + 1]: gradients made by the backwards of stages t+1 .. n-1.
     for (std::size_t i = n; i-- > 0;) {
         std::uint64_t g = 0;
@@ -214,7 +215,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         s.b_start = rule.gradients_sharded && (block(i) || i == n - 1) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
         s.env_after_b = gather_b + (i ? casts_upto[i - 1] : 0) + made_after[i + 1] + loss + s.dx +
                         (rule.gradients_sharded ? root_grads + (block(i) ? T.unit_bytes(i) : 0) : 0);
-        if (ddp_grads) s.b_spike = T.ddp_grad_bytes(i);
+        if (rule.grads_allocated_in_backward && !rule.gradients_sharded) s.b_spike = T.ddp_grad_bytes(i);
         if (rule.gradients_sharded && (block(i) || i == 0)) {
             const std::size_t u = unit_of_stage(c, i);
             s.b_spike = T.reduce_scatter_bytes(u) + (shard_grads ? T.shard_grad_bytes(u) : 0);
@@ -224,10 +225,11 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
 
     const ModelStates states = model_states(c);
     k.base = states.parameters_bytes + states.optimizer_bytes +
-             (rule.grads_allocated_in_backward ? 0 : states.gradients_bytes);
+             (rule.grads_allocated_in_backward ? 0 : states.gradients_bytes) + T.accumulated_grad_bytes();
     const std::uint64_t final_grads = made_after[0] + (shard_grads ? T.shard_grad_bytes(0) : 0);
     k.optimizer_need = final_grads + k.stages[0].dx + T.optimizer_temp_bytes();
     k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu);
+    k.micro_steps = static_cast<double>(T.micro_steps);
     k.host_bandwidth = gpu.host_link_bandwidth;
     return k;
 }
@@ -313,8 +315,7 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
         }
         prev_s = time - start;
     }
-    time += k.t_optimizer;
-    return {k.base + peak, time, rflops};
+    return {k.base + peak, k.step_time_s(time), rflops * k.micro_steps};
 }
 
 }  // namespace remat

@@ -60,6 +60,10 @@ struct ChainCosts {
     std::uint64_t optimizer_need = 0;  // the optimizer step's peak, above base
     double t_optimizer = 0;
     double host_bandwidth = 0;         // bytes/s per direction, for offloaded checkpoints
+    double micro_steps = 1;            // gradient accumulation: micro-steps per optimizer step
+
+    // The optimizer step's time from one micro-step's (stage times summed).
+    double step_time_s(double micro_step_s) const { return micro_steps * micro_step_s + t_optimizer; }
 
     std::size_t size() const { return stages.size(); }
     // A recompute forward of stage i while stage t is the next to run backward.

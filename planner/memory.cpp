@@ -118,6 +118,7 @@ StepTerms::StepTerms(const Chain& c)
     : rule(sharding_rule(c.options.sharding, c.options.precision)),
       bpp(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
       units(fsdp_units(c)),
+      micro_steps(c.options.grad_accumulation),
       c_(&c) {
     // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
     // parameters otherwise.
@@ -161,6 +162,16 @@ std::uint64_t StepTerms::ddp_grad_bytes(std::size_t i) const {
         if (c.stages[i].kind == StageKind::embedding) params -= tied;
     }
     return static_cast<std::uint64_t>(bpp.gradients * static_cast<double>(params));
+}
+
+std::uint64_t StepTerms::accumulated_grad_bytes() const {
+    if (micro_steps == 1 || !rule.grads_allocated_in_backward) return 0;
+    std::uint64_t total = 0;
+    if (rule.gradients_sharded)
+        for (std::size_t u = 0; u < units.size(); ++u) total += shard_grad_bytes(u);
+    else
+        for (std::size_t i = 0; i < c_->stages.size(); ++i) total += ddp_grad_bytes(i);
+    return total;
 }
 
 std::uint64_t StepTerms::optimizer_temp_bytes() const {

@@ -78,6 +78,14 @@ struct StepTerms {
     std::uint64_t ddp_grad_bytes(std::size_t stage) const;
     // torch.optim.AdamW(foreach=True): one parameter-sized temporary in the step; 0 otherwise.
     std::uint64_t optimizer_temp_bytes() const;
+    // Gradient accumulation, where PyTorch creates p.grad in backward (DDP, FSDP): the
+    // gradients the earlier micro-steps left, live from the replayed micro-step's start (DDP's
+    // every p.grad; FSDP's sharded gradients, reduce-scattered every micro-step). 0 otherwise.
+    std::uint64_t accumulated_grad_bytes() const;
+    // Whether this micro-step's backward creates the persistent gradients (not accumulating
+    // into ones that exist): without accumulation, where PyTorch makes p.grad in backward.
+    bool grads_made_in_backward() const { return rule.grads_allocated_in_backward && micro_steps == 1; }
+    std::uint64_t micro_steps = 1;  // gradient accumulation
 
 private:
     const Chain* c_;

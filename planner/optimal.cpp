@@ -225,7 +225,7 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
     Frontier finals;
     for (std::uint32_t i = 0; i < top_[0].size(); ++i) {
         const Point& p = top_[0][i];
-        push(finals, {std::max(p.need, k.optimizer_need), p.time + k.t_optimizer, p.rflops, 0, i, 0});
+        push(finals, {std::max(p.need, k.optimizer_need), k.step_time_s(p.time), p.rflops * k.micro_steps, 0, i, 0});
     }
     for (const Point& p : finals) points_.push_back({k.base + p.need, p.time, p.rflops});
     top_index_.clear();

@@ -18,6 +18,9 @@ struct RunOptions {
     std::uint64_t micro_batch = 1;  // B
     std::uint64_t seq = 0;          // S; 0 until resolved to the model's context length
     std::uint64_t world_size = 1;   // W, data-parallel ranks
+    // Micro-batches per optimizer step (gradient accumulation). The replayed micro-step is the
+    // last: the gradients of the earlier ones are live from its start.
+    std::uint64_t grad_accumulation = 1;
     Precision precision = Precision::bf16_mixed;
     Profile profile = Profile::sdpa;
     Sharding sharding = Sharding::none;

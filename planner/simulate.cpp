@@ -49,6 +49,10 @@ public:
         alloc(k_params, states.parameters_bytes);
         alloc(k_optimizer, states.optimizer_bytes);
         if (!rule_.grads_allocated_in_backward) alloc(k_grads, states.gradients_bytes);
+        if (const std::uint64_t acc = terms_.accumulated_grad_bytes()) {
+            alloc(k_grads, acc);
+            shard_grad_live_.assign(units_.size(), rule_.gradients_sharded);
+        }
         // The step's input: token ids (x_0) exist before forward.
         frontier_[0] = true;
         boundary_alloc(0);
@@ -66,11 +70,17 @@ public:
             previous_action_s_ = time_s_ - start_s;
             result_.timeline.push_back({action_label_, used_, action_peak_});
         }
+        // The earlier micro-steps of the optimizer step take as long as the replayed one.
+        const double k = static_cast<double>(terms_.micro_steps);
+        time_s_ *= k;
+        result_.forward_flops *= k;
+        result_.recompute_flops *= k;
+        result_.backward_flops *= k;
         optimizer_step();
         result_.allocator_peak_bytes = peak_;
         result_.at_peak.reserve_bytes = reserve_bytes(reserve, peak_);
         result_.peak_bytes = peak_ + result_.at_peak.reserve_bytes;
-        const double tokens = static_cast<double>(c_.options.micro_batch * c_.options.seq);
+        const double tokens = static_cast<double>(c_.options.micro_batch * c_.options.seq) * k;
         result_.step_time_s = time_s_;
         result_.tokens_per_s = time_s_ > 0 ? tokens / time_s_ : 0;
         return result_;
@@ -374,8 +384,10 @@ private:
 
     void parameter_gradients(std::size_t i, std::size_t u) {
         if (rule_.grads_allocated_in_backward && !rule_.gradients_sharded) {
-            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad).
-            alloc(k_grads, terms_.ddp_grad_bytes(i));
+            // DDP: p.grad appears as backward reaches it (set_to_none zero_grad); when
+            // accumulating, the new gradient is added into it and freed.
+            alloc(terms_.grads_made_in_backward() ? k_grads : k_temporaries, terms_.ddp_grad_bytes(i));
+            if (!terms_.grads_made_in_backward()) release(k_temporaries, terms_.ddp_grad_bytes(i));
             return;
         }
         if (!rule_.gradients_sharded) return;

@@ -197,13 +197,11 @@ const Case cases[] = {
 
 }  // namespace
 
-// DDP (or ZeRO-1/2, Megatron) with autocast: the DP counts autocast's weight copies of every
-// stage it has passed as live until that stage's backward; the replay frees those of checkpointed
-// stages when the forward ends. The DP's peaks are then upper bounds (docs/optimal.md).
+// DDP with autocast: the DP counts autocast's weight copies of every stage it has passed as live
+// until that stage's backward; the replay frees those of checkpointed stages when the forward
+// ends. The DP's peaks are then upper bounds (docs/optimal.md).
 bool casts_upper_bound(const Case& cs) {
-    return cs.precision == Precision::bf16_mixed &&
-           (cs.sharding == Sharding::none || cs.sharding == Sharding::zero1 || cs.sharding == Sharding::zero2 ||
-            cs.sharding == Sharding::megatron);
+    return cs.precision == Precision::bf16_mixed && cs.sharding == Sharding::none;
 }
 
 TEST_CASE("optimal::the exact DP alone is never slower than any heuristic at that heuristic's own peak") {

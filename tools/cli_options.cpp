@@ -24,6 +24,9 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "megatron-distopt")
         ->capture_default_str();
     app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")->capture_default_str();
+    app.add_option("--grad-accumulation", a.grad_accumulation,
+                   "Micro-batches per optimizer step; gradients of earlier ones stay live")
+        ->capture_default_str();
     app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")->capture_default_str();
     app.add_option("--profile", a.profile,
                    "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron")
@@ -64,6 +67,7 @@ Question make_question(const CommonArgs& a) {
         throw InputError(fmt::format("--seq {} exceeds {}'s {} learned positions; use --seq <= {}",
                                      q.options.seq, q.model.name, q.model.context, q.model.context));
     q.options.world_size = positive(a.world_size, "--world-size");
+    q.options.grad_accumulation = positive(a.grad_accumulation, "--grad-accumulation");
     q.options.precision = parse_precision(a.precision);
     q.options.sharding = parse_sharding(a.sharding);
     q.options.optimizer = parse_optimizer(a.optimizer);

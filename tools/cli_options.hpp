@@ -18,6 +18,7 @@ struct CommonArgs {
     std::string precision = "bf16-mixed";
     std::string sharding = "none";
     std::int64_t world_size = 1;
+    std::int64_t grad_accumulation = 1;
     std::string optimizer = "adamw";
     std::string profile = "sdpa";
     std::string memory_budget;
