@@ -318,4 +318,8 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
     return {k.base + peak, k.step_time_s(time), rflops * k.micro_steps};
 }
 
+std::uint64_t keep_all_need(const ChainCosts& k) {
+    return simulate_costs(k, schedule_from_keeps(std::vector<Keep>(k.size(), Keep::all))).allocator_peak_bytes - k.base;
+}
+
 }  // namespace remat

@@ -85,5 +85,7 @@ struct CostsResult {
 // The stage-level replay of a schedule of the planner's family (see planner/optimal.hpp).
 // Throws std::logic_error on a schedule that reads what is gone.
 CostsResult simulate_costs(const ChainCosts& k, const Schedule& s);
+// What keeping everything needs above base: no schedule is worth more memory.
+std::uint64_t keep_all_need(const ChainCosts& k);
 
 }  // namespace remat

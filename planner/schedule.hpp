@@ -27,6 +27,7 @@ struct Action {
     // F_ck only: the checkpoint (the stage input) moves to host memory after this forward and
     // comes back when the stage's next forward reads it (torch's offload_to_cpu=True).
     bool offload = false;
+    bool operator==(const Action&) const = default;
 };
 std::string action_label(const Action& a);  // "F_ck(3)", "F_all(3)*" for a recompute, "F_ck(3)^" offloaded
 
@@ -36,6 +37,7 @@ std::string_view keep_name(Keep k);
 
 struct Schedule {
     std::vector<Action> actions;
+    bool operator==(const Schedule&) const = default;
 };
 
 // What the optimal planner reports beside its Plan.

@@ -116,9 +116,7 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
     const std::uint64_t allocator = allocator_budget(ctx.reserve, budget);
     const ChainCosts costs = chain_costs(c, *ctx.gpu);
-    const std::uint64_t keep_all =
-        simulate_costs(costs, schedule_from_keeps(std::vector<Keep>(c.stages.size(), Keep::all))).allocator_peak_bytes -
-        costs.base;
+    const std::uint64_t keep_all = keep_all_need(costs);
     const OptimalOptions options{ctx.memory_slots, ctx.offload_checkpoints, keep_all};
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t cap = allocator > costs.base ? std::min(allocator - costs.base, keep_all) : 0;

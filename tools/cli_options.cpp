@@ -96,4 +96,33 @@ Question make_question(const CommonArgs& a) {
     return q;
 }
 
+std::vector<std::string> plan_args(const CommonArgs& a, const Question& q, std::uint64_t micro_batch,
+                                   std::uint64_t grad_accumulation, const std::string& strategy, bool offload) {
+    const RunOptions& o = q.options;
+    std::vector<std::string> out = {"--model",      a.model,
+                                    "--gpu",        a.gpu,
+                                    "--micro-batch", std::to_string(micro_batch),
+                                    "--seq",        std::to_string(o.seq),
+                                    "--precision",  std::string(precision_name(o.precision)),
+                                    "--profile",    std::string(profile_name(o.profile)),
+                                    "--sharding",   std::string(sharding_name(o.sharding)),
+                                    "--world-size", std::to_string(o.world_size),
+                                    "--optimizer",  std::string(optimizer_name(o.optimizer))};
+    auto add = [&](const char* option, const std::string& value) {
+        if (value.empty()) return;
+        out.push_back(option);
+        out.push_back(value);
+    };
+    if (grad_accumulation > 1) add("--grad-accumulation", std::to_string(grad_accumulation));
+    add("--gpu-memory", a.gpu_memory);
+    add("--memory-budget", a.memory_budget);
+    if (a.memory_slots) add("--memory-slots", std::to_string(*a.memory_slots));
+    add("--reserve-context", a.reserve_context);
+    add("--reserve-workspace", a.reserve_workspace);
+    if (a.fragmentation) add("--fragmentation", fmt::format("{}", *a.fragmentation));
+    add("--strategy", strategy);
+    if (offload) out.push_back("--offload-checkpoints");
+    return out;
+}
+
 }  // namespace remat::cli

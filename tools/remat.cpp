@@ -54,6 +54,46 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies) {
     return 0;
 }
 
+int run_pareto(const CommonArgs& a, bool all_points) {
+    const Question q = make_question(a);
+    const ParetoFrontier f = pareto_frontier(q);
+    if (a.json)
+        print_json(pareto_json(q, f));
+    else
+        std::cout << pareto_text(q, f, all_points);
+    return 0;
+}
+
+int run_recommend(const CommonArgs& a, bool micro_batch_given, std::optional<std::int64_t> global_batch) {
+    if (micro_batch_given) throw InputError("remat recommend searches the micro-batch; drop --micro-batch");
+    if (a.offload_checkpoints)
+        throw InputError("remat recommend tries every strategy with and without offload; drop --offload-checkpoints");
+    const Question q = make_question(a);
+    RecommendOptions options;
+    if (global_batch) {
+        if (*global_batch <= 0)
+            throw InputError(fmt::format("--global-batch {} must be a positive integer", *global_batch));
+        if (a.grad_accumulation != 1)
+            throw InputError("--global-batch sets the gradient accumulation per micro-batch; drop --grad-accumulation");
+        options.global_batch = static_cast<std::uint64_t>(*global_batch);
+    }
+    const bool progress = !a.json && isatty(STDERR_FILENO);
+    if (progress)
+        options.progress = [](std::size_t done, std::size_t total) {
+            std::cerr << fmt::format("\rplanning strategies [{}/{}]", done, total) << std::flush;
+        };
+    const Recommendation r = recommend(q, options);
+    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
+    auto args = [&](const Candidate& c) {
+        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
+    };
+    if (a.json)
+        print_json(recommend_json(q, r, args));
+    else
+        std::cout << recommend_text(q, r, options.global_batch, args);
+    return r.ranked.empty() ? 3 : 0;
+}
+
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output, bool ops) {
     if (a.json) throw InputError("remat dot writes DOT, not JSON; drop --json (use `remat plan --json` for data)");
     const Question q = make_question(a);
@@ -85,6 +125,8 @@ int main(int argc, char** argv) {
         "  remat models\n"
         "  remat plan --model llama2-7b --sharding fsdp --world-size 8 --strategy sqrt\n"
         "  remat max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies all\n"
+        "  remat recommend --model llama2-7b --sharding fsdp --world-size 8 --global-batch 512\n"
+        "  remat pareto --model llama2-7b --sharding fsdp --world-size 8 --micro-batch 8\n"
         "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n",
         "remat"};
     app.require_subcommand(1);
@@ -100,7 +142,7 @@ int main(int argc, char** argv) {
     auto* plan = app.add_subcommand("plan", "Predict peak memory, step time and the schedule of one strategy");
     add_common_options(*plan, common);
     plan->add_option("--strategy", strategy,
-                     "none | full | every-N | segments-K | sqrt | greedy-budget | selective")
+                     "none | full | every-N | segments-K | sqrt | greedy-budget | selective | optimal")
         ->capture_default_str();
     plan->add_flag("--saved", saved, "List the tensors each stage saves for backward");
     plan->add_flag("--schedule", schedule, "Print the schedule's actions");
@@ -109,6 +151,19 @@ int main(int argc, char** argv) {
     auto* max_batch = app.add_subcommand("max-batch", "Largest micro-batch that fits, per strategy");
     add_common_options(*max_batch, common);
     max_batch->add_option("--strategies", strategies, "Comma-separated strategies, or all")->capture_default_str();
+
+    std::optional<std::int64_t> global_batch;
+    auto* rec = app.add_subcommand(
+        "recommend", "The fastest configuration that fits: every micro-batch x every strategy (+ offload), top five");
+    add_common_options(*rec, common);
+    rec->add_option("--global-batch", global_batch,
+                    "Sequences per optimizer step over all ranks: each micro-batch b accumulates N/(b*W) micro-steps");
+
+    bool all_points = false;
+    auto* pareto = app.add_subcommand(
+        "pareto", "The memory/time frontier: every non-dominated (peak, step time) schedule, leanest to none");
+    add_common_options(*pareto, common);
+    pareto->add_flag("--all", all_points, "Print every point (default: at most 24, evenly spaced)");
 
     auto* dot = app.add_subcommand("dot", "Draw the plan as Graphviz DOT (blue: kept, red: recomputed)");
     add_common_options(*dot, common);
@@ -139,6 +194,8 @@ int main(int argc, char** argv) {
         }
         if (*plan) return run_plan(common, strategy, saved, schedule, timeline);
         if (*max_batch) return run_max_batch(common, strategies);
+        if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
+        if (*pareto) return run_pareto(common, all_points);
         if (*dot) return run_dot(common, strategies, output, ops);
     } catch (const InputError& e) {
         std::cerr << "remat: " << e.what() << "\n";

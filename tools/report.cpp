@@ -278,4 +278,136 @@ std::string models_text() {
     return out;
 }
 
+json pareto_json(const Question& q, const ParetoFrontier& f) {
+    json points = json::array();
+    for (const ParetoPoint& p : f.points)
+        points.push_back({{"peak_bytes", p.peak_bytes},
+                          {"allocator_peak_bytes", p.allocator_peak_bytes},
+                          {"step_time_s", p.step_time_s},
+                          {"recompute_flops", p.recompute_flops},
+                          {"tokens_per_s", p.tokens_per_s},
+                          {"fits", p.peak_bytes <= q.context.capacity_bytes},
+                          {"source", p.source}});
+    return {{"question", question_json(q)},
+            {"offload_checkpoints", q.context.offload_checkpoints},
+            {"slot_bytes", f.slot_bytes},
+            {"exact", f.slot_bytes == 0},
+            {"solve_s", f.solve_s},
+            {"points", points}};
+}
+
+std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points) {
+    std::string out = "remat pareto: " + header(q);
+    out += fmt::format("{} non-dominated (peak, step time) points{}, from the leanest schedule to no recomputation\n",
+                       f.points.size(), q.context.offload_checkpoints ? " (checkpoint offload allowed)" : "");
+    out += fmt::format("DP solved in {} ({})\n\n", format_seconds(f.solve_s),
+                       f.slot_bytes ? fmt::format("memory slots of {}", format_bytes(f.slot_bytes)) : std::string("exact"));
+    const double none_time = f.points.empty() ? 0 : f.points.back().step_time_s;
+    out += fmt::format("{:>12} {:>12} {:>10} {:>16} {:>12}  {}\n", "peak", "step time", "vs fastest", "tokens/s per GPU",
+                       "recompute", "point");
+    // At most 24 rows unless asked: evenly spaced, the first and the last always shown.
+    const std::size_t n = f.points.size(), rows = all_points ? n : std::min<std::size_t>(n, 24);
+    std::size_t last = n;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const std::size_t i = rows == 1 ? 0 : r * (n - 1) / (rows - 1);
+        if (i == last) continue;
+        last = i;
+        const ParetoPoint& p = f.points[i];
+        out += fmt::format("{:>12} {:>12} {:>+9.1f}% {:>16.0f} {:>12}  {}{}\n", format_bytes(p.peak_bytes),
+                           format_seconds(p.step_time_s), (p.step_time_s / none_time - 1) * 100, p.tokens_per_s,
+                           format_flops(p.recompute_flops), p.source,
+                           p.peak_bytes > q.context.capacity_bytes ? "  (over capacity)" : "");
+    }
+    if (rows < n) out += fmt::format("({} of {} points shown; --all for every point, --json for data)\n", rows, n);
+    out += "\npeak includes the reserve; `remat plan --strategy optimal --memory-budget PEAK` gives a point's schedule\n";
+    return out;
+}
+
+namespace {
+
+std::string variant_name(const Candidate& c) { return c.strategy.name() + (c.offload ? " +offload" : ""); }
+
+json candidate_json(const Candidate& c, const std::vector<std::string>& args) {
+    return {{"strategy", c.strategy.name()},     {"offload_checkpoints", c.offload},
+            {"micro_batch", c.micro_batch},      {"grad_accumulation", c.grad_accumulation},
+            {"tokens_per_s", c.tokens_per_s},    {"peak_bytes", c.peak_bytes},
+            {"step_time_s", c.step_time_s},      {"recompute_share", c.recompute_share},
+            {"offloads", offloads(c.schedule)},  {"same_schedule_as", c.same_as},
+            {"args", args}};
+}
+
+// The best candidate of each (strategy, offload), in rank order; a strategy already shown
+// through an identical schedule is not shown again.
+std::vector<const Candidate*> best_per_variant(const Recommendation& r) {
+    std::vector<const Candidate*> out;
+    std::vector<std::string> shown;
+    for (const Candidate& c : r.ranked) {
+        if (std::find(shown.begin(), shown.end(), variant_name(c)) != shown.end()) continue;
+        out.push_back(&c);
+        shown.push_back(variant_name(c));
+        shown.insert(shown.end(), c.same_as.begin(), c.same_as.end());
+    }
+    return out;
+}
+
+// Why a candidate trails the best: what differs, in the terms of the step-time model.
+std::string why(const Candidate& c, const Candidate& best) {
+    std::vector<std::string> reasons;
+    if (c.micro_batch < best.micro_batch)
+        reasons.push_back(fmt::format("micro-batch {} < {}: lower GEMM efficiency, launches less amortized",
+                                      c.micro_batch, best.micro_batch));
+    if (c.recompute_share > best.recompute_share + 0.005)
+        reasons.push_back(fmt::format("recomputes {:.1f}% of its FLOPs (best: {:.1f}%)", c.recompute_share * 100,
+                                      best.recompute_share * 100));
+    if (c.micro_batch > best.micro_batch && c.recompute_share > best.recompute_share)
+        reasons.push_back("its larger micro-batch fits only with more recomputation");
+    if (reasons.empty()) reasons.push_back("a slower schedule at this micro-batch");
+    return fmt::format("{}", fmt::join(reasons, "; "));
+}
+
+}  // namespace
+
+json recommend_json(const Question& q, const Recommendation& r,
+                    const std::function<std::vector<std::string>(const Candidate&)>& args) {
+    json question = question_json(q);
+    question.erase("micro_batch");  // the search varies it
+    json candidates = json::array();
+    for (const Candidate& c : r.ranked) candidates.push_back(candidate_json(c, args(c)));
+    return {{"question", question},
+            {"budget_bytes", r.budget_bytes},
+            {"evaluated", r.evaluated},
+            {"best", r.ranked.empty() ? json(nullptr) : candidate_json(r.ranked.front(), args(r.ranked.front()))},
+            {"candidates", candidates}};
+}
+
+std::string recommend_text(const Question& q, const Recommendation& r, std::optional<std::uint64_t> global_batch,
+                           const std::function<std::vector<std::string>(const Candidate&)>& args) {
+    std::string out = "remat recommend: " + header(q, false);
+    out += fmt::format("{} configurations planned and replayed{}; peak must stay within {}\n\n", r.evaluated,
+                       global_batch ? fmt::format(" for a global batch of {} sequences", *global_batch) : std::string(),
+                       format_bytes(r.budget_bytes));
+    if (r.ranked.empty()) {
+        out += "NOTHING FITS: not even micro-batch 1 with full recomputation and offload.\n"
+               "Shard further (--sharding fsdp --world-size N), shorten --seq, or use a larger GPU.\n";
+        return out;
+    }
+    const auto top = best_per_variant(r);
+    const Candidate& best = *top.front();
+    out += fmt::format("{:<4} {:<26} {:>6} {:>6} {:>11} {:>10} {:>11} {:>10} {:>8}\n", "rank", "strategy", "micro",
+                       "accum", "peak", "recompute", "step time", "tokens/s", "vs #1");
+    for (std::size_t i = 0; i < std::min<std::size_t>(5, top.size()); ++i) {
+        const Candidate& c = *top[i];
+        out += fmt::format("{:<4} {:<26} {:>6} {:>6} {:>11} {:>9.1f}% {:>11} {:>10.0f} {:>+7.1f}%\n", i + 1,
+                           variant_name(c), c.micro_batch, c.grad_accumulation, format_bytes(c.peak_bytes),
+                           c.recompute_share * 100, format_seconds(c.step_time_s), c.tokens_per_s,
+                           (c.tokens_per_s / best.tokens_per_s - 1) * 100);
+        out += fmt::format("     {}{}\n", i == 0 ? std::string("the most tokens/s per GPU that fits") : why(c, best),
+                           c.same_as.empty() ? std::string()
+                                             : fmt::format(" (same schedule: {})", fmt::join(c.same_as, ", ")));
+    }
+    out += fmt::format("\n(best micro-batch of each strategy shown; --json lists all {} that fit)\n", r.ranked.size());
+    out += fmt::format("\nreproduce the best:\n  remat plan {}\n", fmt::join(args(best), " "));
+    return out;
+}
+
 }  // namespace remat::cli

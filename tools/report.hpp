@@ -4,6 +4,11 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <optional>
+
+#include "planner/pareto.hpp"
+#include "planner/recommend.hpp"
 #include "planner/search.hpp"
 
 namespace remat::cli {
@@ -15,6 +20,13 @@ nlohmann::json saved_json(const Chain& c);
 nlohmann::json max_batch_json(const Question& q, const std::vector<MaxBatch>& results);
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results);
 std::string models_text();
+// args(candidate): the `remat plan` arguments that reproduce it.
+nlohmann::json recommend_json(const Question& q, const Recommendation& r,
+                              const std::function<std::vector<std::string>(const Candidate&)>& args);
+std::string recommend_text(const Question& q, const Recommendation& r, std::optional<std::uint64_t> global_batch,
+                           const std::function<std::vector<std::string>(const Candidate&)>& args);
+nlohmann::json pareto_json(const Question& q, const ParetoFrontier& f);
+std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points);
 nlohmann::json models_json();
 
 }  // namespace remat::cli
