@@ -8,7 +8,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -150,6 +152,14 @@ TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
     check_rejected("plan --model gpt2 --reserve-context -1MiB", "--reserve-context");
     check_rejected("", "subcommand");
     check_rejected("max-batch --model gpt2 --strategies none,,full", "empty name");
+    check_rejected("plan --model gpt2 --grad-accumulation 0", "--grad-accumulation");
+    check_rejected("plan --model gpt2 --strategy optimal --memory-slots -1", "--memory-slots");
+    check_rejected("plan --model gpt2 --memory-budget 1XB", "--memory-budget");
+    check_rejected("recommend --model gpt2 --micro-batch 4", "drop --micro-batch");
+    check_rejected("recommend --model gpt2 --world-size 2 --global-batch 7", "multiple of --world-size 2");
+    check_rejected("recommend --model gpt2 --global-batch 0", "--global-batch");
+    check_rejected("recommend --model gpt2 --global-batch 8 --grad-accumulation 2", "drop --grad-accumulation");
+    check_rejected("recommend --model gpt2 --offload-checkpoints", "drop --offload-checkpoints");
     const auto bad = write_temp("bad.json", "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 768,,\n}\n");
     check_rejected("plan --model " + bad, "bad.json:3:");
     const auto odd = write_temp("odd.json", R"({"model_type": "gpt2", "n_embd": 770, "n_head": 12})");
@@ -171,4 +181,89 @@ TEST_CASE("cli::dot writes DOT that Graphviz renders") {
     const std::string cmd = "dot -Tsvg " + file + " -o " + (temp_dir() / "plan.svg").string();
     CHECK(std::system(cmd.c_str()) == 0);
 }
+}
+
+namespace {
+
+nlohmann::json plan_json_of(const std::vector<std::string>& args) {
+    std::string line = "plan";
+    for (const auto& a : args) line += " " + a;
+    const Run r = remat(line + " --json");
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out);
+}
+
+}  // namespace
+
+TEST_CASE("cli::pareto --json: a frontier from the leanest schedule to no recomputation") {
+    const std::string q = "--model gpt2 --micro-batch 8 --gpu-memory 24GiB";
+    const Run r = remat("pareto " + q + " --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    const auto& points = j.at("points");
+    REQUIRE(points.size() > 5);
+    for (std::size_t i = 1; i < points.size(); ++i) {
+        CHECK(points[i].at("peak_bytes").get<std::uint64_t>() > points[i - 1].at("peak_bytes").get<std::uint64_t>());
+        CHECK(points[i].at("step_time_s").get<double>() < points[i - 1].at("step_time_s").get<double>());
+    }
+    CHECK(points.back().at("recompute_flops").get<double>() == 0);
+    const auto none = nlohmann::json::parse(remat("plan " + q + " --strategy none --json").out);
+    CHECK(points.back().at("step_time_s").get<double>() == doctest::Approx(none.at("step_time_s").get<double>()));
+    const auto full = nlohmann::json::parse(remat("plan " + q + " --strategy full --json").out);
+    CHECK(points.front().at("peak_bytes").get<std::uint64_t>() <= full.at("peak_bytes").get<std::uint64_t>());
+    // Any point's budget gives optimal a plan at least as fast within that budget.
+    for (std::size_t i : {std::size_t{0}, points.size() / 2, points.size() - 1}) {
+        const auto peak = points[i].at("peak_bytes").get<std::uint64_t>();
+        const auto o = nlohmann::json::parse(
+            remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + " --json").out);
+        CHECK(o.at("peak_bytes").get<std::uint64_t>() <= peak);
+        CHECK(o.at("step_time_s").get<double>() <= points[i].at("step_time_s").get<double>() * (1 + 1e-12));
+    }
+    const Run text = remat("pareto " + q);
+    CHECK(text.out.find("non-dominated") != std::string::npos);
+}
+
+TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args reproduce it with remat plan") {
+    const Run r = remat("recommend --model gpt2 --gpu-memory 16GiB --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    const auto& c = j.at("candidates");
+    REQUIRE(c.size() > 5);
+    CHECK(j.at("best") == c[0]);
+    for (std::size_t i = 0; i < c.size(); ++i) {
+        CHECK(c[i].at("peak_bytes").get<std::uint64_t>() <= 16ull << 30);
+        if (i) CHECK(c[i].at("tokens_per_s").get<double>() <= c[i - 1].at("tokens_per_s").get<double>());
+    }
+    std::set<std::string> strategies;
+    for (const auto& x : c) strategies.insert(x.at("strategy").get<std::string>());
+    CHECK(strategies.count("optimal") + strategies.count("none") >= 1);
+    CHECK(strategies.size() >= 5);
+    for (std::size_t i : {std::size_t{0}, c.size() / 2, c.size() - 1}) {
+        const auto p = plan_json_of(c[i].at("args").get<std::vector<std::string>>());
+        CHECK(p.at("peak_bytes") == c[i].at("peak_bytes"));
+        CHECK(p.at("tokens_per_s").get<double>() == doctest::Approx(c[i].at("tokens_per_s").get<double>()));
+        CHECK(p.at("strategy") == c[i].at("strategy"));
+    }
+    // A larger micro-batch of the same strategy raises tokens/s while nothing is recomputed.
+    double previous = 0;
+    for (int b : {1, 2, 4, 8}) {
+        const auto p = nlohmann::json::parse(remat("plan --model gpt2 --strategy none --json --micro-batch " + std::to_string(b)).out);
+        CHECK(p.at("tokens_per_s").get<double>() > previous);
+        previous = p.at("tokens_per_s").get<double>();
+    }
+}
+
+TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
+    const Run r = remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    REQUIRE(!j.at("candidates").empty());
+    for (const auto& c : j.at("candidates"))
+        CHECK(c.at("micro_batch").get<int>() * c.at("grad_accumulation").get<int>() * 4 == 64);
+    const auto best = j.at("best");
+    const auto p = plan_json_of(best.at("args").get<std::vector<std::string>>());
+    CHECK(p.at("peak_bytes") == best.at("peak_bytes"));
+    CHECK(p.at("question").at("grad_accumulation") == best.at("grad_accumulation"));
+    const Run text = remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB");
+    CHECK(text.out.find("reproduce the best") != std::string::npos);
 }
