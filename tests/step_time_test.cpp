@@ -1,0 +1,56 @@
+// The step-time model (planner/step_time): the worked example of docs/step-time.md by hand,
+// and the property recommend relies on: a GEMM's attainable rate rises with its rows.
+#include <doctest/doctest.h>
+
+#include "planner/gpu.hpp"
+#include "planner/step_time.hpp"
+
+using namespace remat;
+
+namespace {
+
+// A rows × K by K × N GEMM in bf16, as the op builders describe it.
+Op gemm(double rows, double k, double n) {
+    Op op;
+    op.op_class = OpClass::gemm;
+    op.fwd_flops = 2 * rows * k * n;
+    op.bwd_flops = 2 * op.fwd_flops;
+    const double activations = 2 * (rows * k + rows * n), weight = 2 * k * n;
+    op.fwd_bytes = activations + weight;
+    op.bwd_bytes = 2 * activations + 2 * weight;
+    return op;
+}
+
+}  // namespace
+
+TEST_SUITE("step_time") {
+TEST_CASE("step_time::llama2-7b q_proj on an H100, by hand (docs/step-time.md)") {
+    const GpuSpec h100 = load_gpu("h100-80gb");
+    const Op q = gemm(4096, 4096, 4096);
+    // 137.4 GFLOP / (989.4 TFLOP/s × 0.80) + 100.7 MB / (3.35 TB/s × 0.75) + 4 µs.
+    CHECK(op_time_s(q, false, h100, Precision::bf16_mixed) * 1e6 == doctest::Approx(217.704).epsilon(1e-5));
+    CHECK(op_time_s(q, true, h100, Precision::bf16_mixed) * 1e6 == doctest::Approx(435.409).epsilon(1e-5));
+}
+
+TEST_CASE("step_time::a GEMM's achieved rate rises with its rows and stays under the compute roof") {
+    const GpuSpec h100 = load_gpu("h100-80gb");
+    const StepTimeModel m;
+    double previous = 0;
+    for (double rows : {256.0, 1024.0, 4096.0, 16384.0, 65536.0}) {
+        const Op op = gemm(rows, 4096, 4096);
+        const double rate = op.fwd_flops / op_time_s(op, false, h100, Precision::bf16_mixed, m);
+        CAPTURE(rows);
+        CHECK(rate > previous);
+        CHECK(rate < h100.bf16_flops * m.gemm_efficiency);
+        previous = rate;
+    }
+    // The smooth roofline: I / (I + R) of the compute roof, launches aside.
+    const Op op = gemm(4096, 4096, 4096);
+    const double I = op.fwd_flops / op.fwd_bytes;
+    const double R = h100.bf16_flops * m.gemm_efficiency / (h100.memory_bandwidth * m.memory_efficiency);
+    StepTimeModel no_launch = m;
+    no_launch.launch_s = 0;
+    CHECK(op.fwd_flops / op_time_s(op, false, h100, Precision::bf16_mixed, no_launch) ==
+          doctest::Approx(h100.bf16_flops * m.gemm_efficiency * I / (I + R)).epsilon(1e-12));
+}
+}
