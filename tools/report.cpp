@@ -165,7 +165,10 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
                        format_bytes(rv.cuda_context_bytes), format_bytes(rv.workspace_bytes), rv.fragmentation * 100);
     out += fmt::format("compute    forward {}, recompute {}, backward {}\n", format_flops(r.forward_flops),
                        format_flops(r.recompute_flops), format_flops(r.backward_flops));
-    out += fmt::format("step time  {} per micro-batch  ->  {:.0f} tokens/s per GPU\n\n", format_seconds(r.step_time_s),
+    out += fmt::format("step time  {} per optimizer step{}  ->  {:.0f} tokens/s per GPU\n\n",
+                       format_seconds(r.step_time_s),
+                       q.options.grad_accumulation > 1 ? fmt::format(" ({} micro-batches)", q.options.grad_accumulation)
+                                                       : std::string(),
                        r.tokens_per_s);
     out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps", "input x",
                        "all x̄", "kept");
