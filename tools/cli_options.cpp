@@ -34,7 +34,7 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--memory-budget", a.memory_budget,
                    "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
     app.add_option("--memory-slots", a.memory_slots,
-                   "optimal: memory resolution, budget/SLOTS bytes (default 1024; 256 past 128 stages; 0: exact)");
+                   "optimal, pareto: memory resolution, SLOTS slots over what keeping everything needs (default 1024; 256 past 128 stages; 0: exact)");
     app.add_flag("--offload-checkpoints", a.offload_checkpoints,
                  "Checkpoints live in host memory (PCIe copies overlap compute); optimal may choose it");
     app.add_option("--reserve-context", a.reserve_context,
