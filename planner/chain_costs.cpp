@@ -69,7 +69,7 @@ SelectivePass recompute_core_pass(const GraphFacts& f) {
                 live[s] = 1;
                 cur += f.bytes[s];
             }
-        peak = std::max(peak, cur);
+        peak = std::max({peak, cur, cur + st.fwd_ws});
         auto drop = [&](TensorId s) {
             if (!live[s]) return;
             live[s] = 0;

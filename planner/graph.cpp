@@ -13,6 +13,7 @@ std::uint64_t dtype_bytes(DType d) {
         case DType::bf16:
         case DType::f16: return 2;
         case DType::i64: return 8;
+        case DType::i32: return 4;
         case DType::u8:
         case DType::b8: return 1;
     }
@@ -25,6 +26,7 @@ std::string_view dtype_name(DType d) {
         case DType::bf16: return "bfloat16";
         case DType::f16: return "float16";
         case DType::i64: return "int64";
+        case DType::i32: return "int32";
         case DType::u8: return "uint8";
         case DType::b8: return "bool";
     }

@@ -22,7 +22,7 @@
 
 namespace remat {
 
-enum class DType : std::uint8_t { f32, bf16, f16, i64, u8, b8 };
+enum class DType : std::uint8_t { f32, bf16, f16, i64, i32, u8, b8 };
 std::uint64_t dtype_bytes(DType d);
 std::string_view dtype_name(DType d);  // "float32", "bfloat16", ... as PyTorch prints them
 

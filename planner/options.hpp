@@ -10,7 +10,8 @@ namespace remat {
 
 enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
 // Which implementation's op decomposition decides what is saved for backward.
-enum class Profile { hf_eager, sdpa, megatron };
+// remat: remat's own runtime (runtime/), which `remat run` executes and measures.
+enum class Profile { hf_eager, sdpa, megatron, remat };
 enum class Sharding { none, fsdp, fsdp_grad_op, zero1, zero2, zero3, megatron, megatron_distopt };
 enum class Optimizer { adamw, sgd };
 

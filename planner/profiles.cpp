@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "planner/op_builder.hpp"
+#include "planner/profile_remat.hpp"
 
 namespace remat {
 namespace {
@@ -407,6 +408,10 @@ StageGraph build_stage_graph(const StageRequest& r) {
     const ModelConfig& m = *r.model;
     const Dims d = dims_of(r);
     StageGraph g;
+    if (r.profile == Profile::remat) {
+        build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision);
+        return g;
+    }
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.
     const Precision p = r.profile == Profile::megatron ? Precision::bf16 : r.precision;
     OpBuilder b(g, dtype_policy(p, r.autocast_device));

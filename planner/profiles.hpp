@@ -9,6 +9,7 @@
 //             _scaled_dot_product_flash_attention); no S x S tensor.
 //   megatron  Korthikanti et al. 2022 accounting: 2-byte activations, 1-byte dropout masks,
 //             norm statistics ignored, fp32 logits.
+//   remat     remat's own runtime (planner/profile_remat.cpp), which `remat run` measures.
 #pragma once
 #include <cstdint>
 

@@ -290,7 +290,8 @@ private:
         // The output feeds the next forward, unless this recomputes the last stage of a
         // segment whose successor has already run backward: then nothing reads it.
         if (i + 1 < frontier_.size()) {
-            frontier_[i + 1] = !(act.recompute && backward_done_[i + 1]);
+            const bool last = i + 1 == backward_done_.size();
+            frontier_[i + 1] = last || !(act.recompute && backward_done_[i + 1]);
             boundary_maybe_free(i + 1);
         }
         first_forward_done_[i] = true;
@@ -303,6 +304,10 @@ private:
             if (!st.core) continue;
             for (TensorId s : st.consume) require_live(i, s, *st.name);
             for (TensorId s : st.produce) storage_alloc(i, s, st.name);
+            if (st.fwd_ws) {
+                alloc(k_temporaries, st.fwd_ws, st.name);
+                release(k_temporaries, st.fwd_ws);
+            }
             time_s_ += st.fwd_s;
             result_.recompute_flops += st.fwd_flops;
             for (TensorId s : st.consume)

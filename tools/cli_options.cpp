@@ -29,7 +29,7 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
         ->capture_default_str();
     app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")->capture_default_str();
     app.add_option("--profile", a.profile,
-                   "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron")
+                   "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron | remat (remat run's own runtime)")
         ->capture_default_str();
     app.add_option("--memory-budget", a.memory_budget,
                    "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");

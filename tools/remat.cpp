@@ -1,5 +1,6 @@
 // remat: plans activation checkpointing, predicts per-GPU peak memory, finds the largest
-// micro-batch, draws the plan. Thin glue: every decision lives in planner/.
+// micro-batch, draws the plan, and runs plans on real blocks to check the predictions. Thin
+// glue: every decision lives in planner/, every execution in runtime/.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -11,6 +12,8 @@
 #include "planner/error.hpp"
 #include "tools/cli_options.hpp"
 #include "tools/report.hpp"
+#include "tools/report_run.hpp"
+#include "tools/validation.hpp"
 
 namespace {
 
@@ -115,6 +118,141 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
     return 0;
 }
 
+
+void require_cpu(const std::string& device) {
+    if (device == "cpu") return;
+    if (device == "cuda")
+        throw InputError("--device cuda: this build has no CUDA backend yet; use --device cpu");
+    throw InputError(fmt::format("--device '{}': use cpu", device));
+}
+
+// The runtime's question: fsdp unless --sharding says otherwise, and the `remat` profile.
+Question runtime_question_from(CommonArgs a, bool sharding_given, bool profile_given) {
+    if (profile_given && a.profile != "remat")
+        throw InputError(fmt::format("--profile {}: remat run predicts its own runtime (profile remat); drop --profile",
+                                     a.profile));
+    if (!sharding_given) a.sharding = "fsdp";
+    a.profile = "remat";
+    return runtime_question(make_question(a));
+}
+
+struct RunFlags {
+    std::string strategy = "none", device = "cpu", memory_cap, data;
+    std::int64_t steps = 2;
+    std::uint64_t seed = 1234;
+    bool check_gradients = false, timeline = false;
+};
+
+int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool profile_given) {
+    require_cpu(f.device);
+    const Question q = runtime_question_from(a, sharding_given, profile_given);
+    const StrategySpec spec = parse_strategy(f.strategy);
+    validate_strategy(spec, q.model.n_layers);
+    if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
+    RunSettings s;
+    s.steps = static_cast<std::uint64_t>(f.steps);
+    s.seed = f.seed;
+    s.data_path = f.data;
+    s.check_gradients = f.check_gradients;
+    if (!f.memory_cap.empty()) s.memory_cap_bytes = parse_bytes(f.memory_cap, "--memory-cap");
+    const bool progress = !a.json && isatty(STDERR_FILENO);
+    if (progress)
+        s.progress = [](std::uint64_t done, std::uint64_t total) {
+            std::cerr << fmt::format("\rrunning step {}/{}", done, total) << std::flush;
+        };
+    const RunReport r = run_and_compare(q, spec, s);
+    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
+    if (a.json)
+        print_json(run_json(q, r, s));
+    else
+        std::cout << run_text(q, r, s, f.timeline);
+    if (r.run.oom) {
+        std::cerr << "remat: " << r.run.oom->message << "\n";
+        return 3;
+    }
+    return r.gradients_match.value_or(true) ? 0 : 4;
+}
+
+// "1,2,4" -> items, each through `parse`; an empty item is an error.
+template <class F>
+auto parse_list(const std::string& text, const char* option, F parse) {
+    std::vector<decltype(parse(std::string()))> out;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', start), text.size());
+        const std::string item = text.substr(start, comma - start);
+        if (item.empty()) throw InputError(fmt::format("{} '{}': an empty item; use a comma-separated list", option, text));
+        out.push_back(parse(item));
+        start = comma + 1;
+    }
+    return out;
+}
+
+struct ValidateFlags {
+    std::string models = "tiny-gpt2,tiny-llama", strategies = "all", micro_batches = "1,2", world_sizes = "1,2,4",
+                precisions = "fp32,bf16-mixed", seqs = "64,256", output, device = "cpu";
+    std::int64_t steps = 1;
+    double tolerance = 0.01;
+    bool json = false;
+};
+
+int run_validate(const ValidateFlags& f) {
+    require_cpu(f.device);
+    if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
+    if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
+    auto positive = [](const char* option) {
+        return [option](const std::string& s) -> std::uint64_t {
+            char* end = nullptr;
+            const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+            if (*end || v == 0) throw InputError(fmt::format("{} '{}': use positive integers, e.g. 1,2,4", option, s));
+            return v;
+        };
+    };
+    const auto models = parse_list(f.models, "--models", [](const std::string& m) { load_model(m); return m; });
+    const auto strategies = parse_strategy_list(f.strategies);
+    const auto bs = parse_list(f.micro_batches, "--micro-batches", positive("--micro-batches"));
+    const auto ws = parse_list(f.world_sizes, "--world-sizes", positive("--world-sizes"));
+    const auto ss = parse_list(f.seqs, "--seqs", positive("--seqs"));
+    const auto ps = parse_list(f.precisions, "--precisions", parse_precision);
+    CommonArgs base_args;
+    base_args.model = models.front();
+    base_args.sharding = "fsdp";
+    base_args.profile = "remat";
+    const Question base = make_question(base_args);
+    std::vector<SweepPoint> points;
+    for (const auto& m : models)
+        for (const auto& st : strategies)
+            for (auto p : ps)
+                for (auto w : ws)
+                    for (auto b : bs)
+                        for (auto seq : ss) points.push_back({m, st, b, w, seq, p});
+    for (const auto& m : models)
+        for (const auto& st : strategies) validate_strategy(st, load_model(m).n_layers);
+    const bool progress = isatty(STDERR_FILENO);
+    std::vector<SweepResult> rows;
+    for (std::size_t k = 0; k < points.size(); ++k) {
+        if (progress) {
+            const std::size_t width = 30, filled = width * k / points.size();
+            std::cerr << fmt::format("\r[{}{}] {}/{} {} {}", std::string(filled, '#'), std::string(width - filled, '.'),
+                                     k, points.size(), points[k].model, points[k].strategy.name())
+                      << "          " << std::flush;
+        }
+        rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps)));
+    }
+    if (progress) std::cerr << "\r" << std::string(80, ' ') << "\r" << std::flush;
+    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance);
+    if (!f.output.empty()) {
+        std::ofstream out(f.output);
+        if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", f.output));
+        out << doc.dump(2) << "\n";
+    }
+    if (f.json)
+        print_json(doc);
+    else
+        std::cout << validate_text(rows, f.tolerance);
+    return doc["worst_error"].get<double>() <= f.tolerance ? 0 : 4;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,7 +265,9 @@ int main(int argc, char** argv) {
         "  remat max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies all\n"
         "  remat recommend --model llama2-7b --sharding fsdp --world-size 8 --global-batch 512\n"
         "  remat pareto --model llama2-7b --sharding fsdp --world-size 8 --micro-batch 8\n"
-        "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n",
+        "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n"
+        "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt --check-gradients\n"
+        "  remat validate --device cpu\n",
         "remat"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "remat 0.1.0");
@@ -172,6 +312,41 @@ int main(int argc, char** argv) {
     dot->add_option("-o,--output", output, "Write to FILE instead of stdout");
     dot->add_flag("--ops", ops, "Expand blocks into their op graphs, saved tensors marked");
 
+    RunFlags run_flags;
+    auto* run = app.add_subcommand(
+        "run", "Execute a plan on real blocks (W ranks as threads) and hold the measured memory against the prediction");
+    add_common_options(*run, common);
+    run->add_option("--strategy", run_flags.strategy, "As for plan: none | full | every-N | ... | optimal")
+        ->capture_default_str();
+    run->add_option("--device", run_flags.device, "cpu (the reference backend)")->capture_default_str();
+    run->add_option("--steps", run_flags.steps, "Optimizer steps to run")->capture_default_str();
+    run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")->capture_default_str();
+    run->add_option("--data", run_flags.data, "Token file: little-endian int32 ids (default: a synthetic stream)");
+    run->add_option("--memory-cap", run_flags.memory_cap,
+                    "Cap each rank's allocator, e.g. 64MiB: an allocation beyond it stops the run (exit 3)");
+    run->add_flag("--check-gradients", run_flags.check_gradients,
+                  "Also run none; losses and every gradient must be bitwise equal (exit 4 if not)");
+    run->add_flag("--timeline", run_flags.timeline, "Print predicted and measured bytes for every action");
+    run->footer(
+        "The run uses --sharding fsdp unless told otherwise (--world-size 1 included) and predicts with --profile\n"
+        "remat and no reserve. Exit codes: 0 done, 2 bad input, 3 out of memory under --memory-cap, 4 gradients differ.");
+
+    ValidateFlags vf;
+    auto* validate = app.add_subcommand(
+        "validate", "Sweep strategies x micro-batches x world sizes x precisions x sequence lengths: predicted vs measured");
+    validate->add_option("--device", vf.device, "cpu")->capture_default_str();
+    validate->add_option("--models", vf.models, "Comma-separated models")->capture_default_str();
+    validate->add_option("--strategies", vf.strategies, "Comma-separated strategies, or all")->capture_default_str();
+    validate->add_option("--micro-batches", vf.micro_batches, "Per-rank micro-batches")->capture_default_str();
+    validate->add_option("--world-sizes", vf.world_sizes, "fsdp ranks")->capture_default_str();
+    validate->add_option("--precisions", vf.precisions, "fp32, bf16-mixed")->capture_default_str();
+    validate->add_option("--seqs", vf.seqs, "Sequence lengths")->capture_default_str();
+    validate->add_option("--steps", vf.steps, "Optimizer steps per run")->capture_default_str();
+    validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes (exit 4 beyond)")
+        ->capture_default_str();
+    validate->add_option("-o,--output", vf.output, "Also write the JSON document to FILE");
+    validate->add_flag("--json", vf.json, "Print the JSON document instead of the table");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -197,6 +372,8 @@ int main(int argc, char** argv) {
         if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
         if (*pareto) return run_pareto(common, all_points);
         if (*dot) return run_dot(common, strategies, output, ops);
+        if (*run) return run_run(common, run_flags, run->count("--sharding") > 0, run->count("--profile") > 0);
+        if (*validate) return run_validate(vf);
     } catch (const InputError& e) {
         std::cerr << "remat: " << e.what() << "\n";
         return 2;

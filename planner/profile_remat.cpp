@@ -1,0 +1,207 @@
+// The `remat` profile: the op decomposition of remat's own runtime (runtime/stage_program.cpp,
+// runtime/cpu/kernels.hpp), written here from the ops' definitions (docs/runtime.md), never
+// from the runtime's code or sizes: `remat run` holds the two against each other.
+//
+// Activations are fp32 (fp32) or bf16 (bf16-mixed), norm statistics and log-sum-exps fp32,
+// token ids int32. Dropout regenerates its mask from a counter-based RNG, so it saves nothing.
+// Attention is flash-style: it saves q, k, v, its output and the log-sum-exp; its S x S scores
+// live only in per-(batch, head) scratch. Under bf16-mixed every GEMM converts its operands
+// into fp32 staging buffers (OpenBLAS has no bf16 GEMM): op workspace here.
+#include "planner/profile_remat.hpp"
+
+#include <cmath>
+
+namespace remat {
+namespace {
+
+using Shape = std::vector<std::uint64_t>;
+
+class RematStage {
+public:
+    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p)
+        : g_(g), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
+          staged_(p != Precision::fp32) {}
+
+    TensorId embedding() {
+        const TensorId ids = g_.add_input("input_ids", {B_, S_}, DType::i32, false);
+        const TensorId emb = act("embedding.out", {N_, m_.hidden});
+        op("embedding", OpClass::memory, {ids}, {emb}, {ids});
+        return dropout("drop", emb, m_.embd_dropout);
+    }
+
+    TensorId block() {
+        const TensorId x = g_.add_input("x", {N_, m_.hidden}, act_);
+        return m_.arch == Arch::llama ? llama_block(x) : gpt2_block(x);
+    }
+
+    TensorId final_norm() {
+        const TensorId x = g_.add_input("x", {N_, m_.hidden}, act_);
+        return norm("final_norm", x);
+    }
+
+    TensorId head() {
+        const TensorId x = g_.add_input("x", {N_, m_.hidden}, act_);
+        const TensorId logits = linear("lm_head", x, m_.vocab);
+        const TensorId targets = g_.add_tensor("loss.targets", {N_}, DType::i32, false);
+        op("loss.targets", OpClass::memory, {}, {targets}, {});
+        const TensorId loss = g_.add_tensor("loss", {1}, DType::f32);
+        const TensorId lse = stat("loss.lse", {N_});
+        Op ce = make(g_, "loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});
+        ce.fwd_flops = ce.bwd_flops = 5.0 * static_cast<double>(N_ * m_.vocab);
+        g_.add_op(std::move(ce));
+        return loss;
+    }
+
+private:
+    TensorId gpt2_block(TensorId x) {
+        const std::uint64_t H = m_.hidden;
+        const TensorId h1 = norm("ln_1", x);
+        const TensorId qkv = linear("attn.qkv", h1, 3 * H);
+        const TensorId ctx = attention({qkv});
+        const TensorId proj = dropout("attn.resid_dropout", linear("attn.proj", ctx, H), m_.resid_dropout);
+        const TensorId r1 = add("residual_1", proj, x);
+        const TensorId fc = linear("mlp.fc", norm("ln_2", r1), m_.ffn);
+        const TensorId g = act("mlp.gelu.out", {N_, m_.ffn});
+        op("mlp.gelu", OpClass::memory, {fc}, {g}, {fc});
+        const TensorId down = dropout("mlp.dropout", linear("mlp.proj", g, H), m_.resid_dropout);
+        return add("residual_2", down, r1);
+    }
+
+    TensorId llama_block(TensorId x) {
+        const std::uint64_t H = m_.hidden, AD = m_.n_heads * m_.head_dim, KVD = m_.n_kv_heads * m_.head_dim;
+        const TensorId h1 = norm("input_norm", x);
+        const TensorId q = linear("attn.q_proj", h1, AD);
+        const TensorId k = linear("attn.k_proj", h1, KVD);
+        const TensorId v = linear("attn.v_proj", h1, KVD);
+        const TensorId qr = rotary("attn.rope_q", q);
+        const TensorId kr = rotary("attn.rope_k", k);
+        const TensorId ctx = attention({qr, kr, v});
+        const TensorId r1 = add("residual_1", linear("attn.o_proj", ctx, H), x);
+        const TensorId h2 = norm("post_norm", r1);
+        const TensorId gate = linear("mlp.gate_proj", h2, m_.ffn);
+        const TensorId up = linear("mlp.up_proj", h2, m_.ffn);
+        const TensorId a = act("mlp.swiglu.out", {N_, m_.ffn});
+        op("mlp.swiglu", OpClass::memory, {gate, up}, {a}, {gate, up});
+        return add("residual_2", linear("mlp.down_proj", a, H), r1);
+    }
+
+    TensorId act(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), act_); }
+    TensorId stat(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), DType::f32, false); }
+
+    static Op make(const StageGraph& g, const std::string& name, OpClass c, std::vector<TensorId> in,
+                   std::vector<TensorId> out, std::vector<TensorId> saved) {
+        Op o;
+        o.name = name;
+        o.op_class = c;
+        o.inputs = std::move(in);
+        o.outputs = std::move(out);
+        o.saved = std::move(saved);
+        for (TensorId t : o.inputs) o.fwd_bytes += static_cast<double>(g.tensor(t).bytes());
+        for (TensorId t : o.outputs) o.fwd_bytes += static_cast<double>(g.tensor(t).bytes());
+        o.bwd_bytes = 2 * o.fwd_bytes;
+        return o;
+    }
+    void op(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,
+            std::vector<TensorId> saved) {
+        g_.add_op(make(g_, name, c, std::move(in), std::move(out), std::move(saved)));
+    }
+
+    // LayerNorm (GPT-2) or RMSNorm (Llama): saves its input and per-row statistics
+    // (mean and rstd; rstd only for RMSNorm).
+    TensorId norm(const std::string& name, TensorId x) {
+        const TensorId y = act(name + ".out", {N_, m_.hidden});
+        if (m_.norm == NormKind::rmsnorm) {
+            const TensorId rstd = stat(name + ".rstd", {N_});
+            op(name, OpClass::memory, {x}, {y, rstd}, {x, rstd});
+        } else {
+            const TensorId mean = stat(name + ".mean", {N_});
+            const TensorId rstd = stat(name + ".rstd", {N_});
+            op(name, OpClass::memory, {x}, {y, mean, rstd}, {x, mean, rstd});
+        }
+        return y;
+    }
+
+    // out = inp W^T + b; saves its input. bf16: fp32 staging of inp, W, out in forward and of
+    // dout, W, inp, dinp, dW in backward.
+    TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out) {
+        const std::uint64_t n_in = g_.tensor(x).shape.back();
+        const TensorId y = act(name + ".out", {N_, n_out});
+        Op o = make(g_, name, OpClass::gemm, {x}, {y}, {x});
+        o.fwd_flops = 2.0 * static_cast<double>(N_ * n_in * n_out);
+        o.bwd_flops = 2 * o.fwd_flops;
+        const double w_bytes = static_cast<double>(n_in * n_out * dtype_bytes(act_));
+        o.fwd_bytes += w_bytes;
+        o.bwd_bytes += 2 * w_bytes;
+        if (staged_) {
+            o.fwd_workspace_bytes = 4 * (N_ * n_in + n_out * n_in + N_ * n_out);
+            o.bwd_workspace_bytes = 4 * (N_ * n_out + n_out * n_in + 2 * N_ * n_in + n_out * n_in);
+        }
+        g_.add_op(std::move(o));
+        return y;
+    }
+
+    TensorId dropout(const std::string& name, TensorId x, double p) {
+        if (p <= 0.0) return x;
+        const TensorId y = act(name + ".out", g_.tensor(x).shape);
+        op(name, OpClass::memory, {x}, {y}, {});
+        return y;
+    }
+
+    TensorId add(const std::string& name, TensorId a, TensorId b) {
+        const TensorId y = act(name + ".out", g_.tensor(a).shape);
+        op(name, OpClass::memory, {a, b}, {y}, {});
+        return y;
+    }
+
+    TensorId rotary(const std::string& name, TensorId x) {
+        const TensorId y = act(name + ".out", g_.tensor(x).shape);
+        op(name, OpClass::memory, {x}, {y}, {});
+        return y;
+    }
+
+    // The attention core. Inputs: GPT-2's fused qkv (one tensor, rows of 3H) or Llama's rotated
+    // q, k and v. Saves its inputs, its output and the log-sum-exp (B, A, S). Scratch, fp32,
+    // per (batch, head) walked one at a time: forward S x S probabilities plus q, k, v and out
+    // rows of one head (4 S D); backward P and dP (2 S S) plus q, k, v, out, dout, dq, dk, dv
+    // rows (8 S D).
+    TensorId attention(std::vector<TensorId> in) {
+        const std::uint64_t A = m_.n_heads, D = m_.head_dim, S = S_;
+        const TensorId ctx = act("attn.core.out", {N_, A * D});
+        const TensorId lse = stat("attn.core.lse", {B_, A, S});
+        std::vector<TensorId> saved = in;
+        saved.push_back(ctx);
+        saved.push_back(lse);
+        Op o = make(g_, "attn.core", OpClass::attention, in, {ctx, lse}, saved);
+        o.attention_core = true;
+        const double causal_pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2.0;
+        o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * causal_pairs;
+        o.bwd_flops = 2.5 * o.fwd_flops;
+        o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
+        o.bwd_workspace_bytes = 4 * (2 * S * S + 8 * S * D);
+        g_.add_op(std::move(o));
+        return ctx;
+    }
+
+    StageGraph& g_;
+    const ModelConfig& m_;
+    std::uint64_t B_, S_, N_;
+    DType act_;
+    bool staged_;
+};
+
+}  // namespace
+
+void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
+                       std::uint64_t seq, Precision precision) {
+    RematStage st(g, m, batch, seq, precision);
+    TensorId out = no_tensor;
+    switch (kind) {
+        case StageKind::embedding: out = st.embedding(); break;
+        case StageKind::block: out = st.block(); break;
+        case StageKind::norm: out = st.final_norm(); break;
+        case StageKind::head: out = st.head(); break;
+    }
+    g.finish(out);
+}
+
+}  // namespace remat

@@ -1,0 +1,78 @@
+// The counting allocator every tensor of a rank comes from: live bytes, the high-water mark,
+// and an optional cap that turns an allocation beyond it into a clean out-of-memory report.
+// It counts requested bytes (no rounding, no caching): on the CPU there is no reserve, so what
+// it reports is what the planner's allocator-visible peak predicts.
+//
+//   CountingAllocator a(cap_bytes);            // 0: no cap
+//   a.set_context("B(3)", "attn.core");        // named in an OOM report
+//   BufferRef x = make_buffer(a, n_bytes);     // zero-filled; freed when the last ref drops
+//   a.live_bytes(); a.peak_bytes();
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace remat::rt {
+
+// An allocation beyond the cap. what(): the one line the CLI prints.
+struct OutOfMemory : std::runtime_error {
+    OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action, std::string op);
+    std::uint64_t requested_bytes, live_bytes, cap_bytes;
+    std::string action, op;
+};
+
+class CountingAllocator {
+public:
+    explicit CountingAllocator(std::uint64_t cap_bytes = 0) : cap_(cap_bytes) {}
+    CountingAllocator(const CountingAllocator&) = delete;
+    CountingAllocator& operator=(const CountingAllocator&) = delete;
+
+    void* allocate(std::uint64_t bytes);  // zero-filled; throws OutOfMemory past the cap
+    void deallocate(void* p, std::uint64_t bytes) noexcept;
+
+    std::uint64_t live_bytes() const { return live_; }
+    std::uint64_t peak_bytes() const { return peak_; }
+    // The high-water mark since the last call (the peak during one Schedule action).
+    std::uint64_t take_window_peak() {
+        const std::uint64_t p = window_peak_;
+        window_peak_ = live_;
+        return p;
+    }
+    std::uint64_t cap_bytes() const { return cap_; }
+    void set_context(std::string action, std::string op) {
+        action_ = std::move(action);
+        op_ = std::move(op);
+    }
+    void set_op(std::string op) { op_ = std::move(op); }
+
+private:
+    std::uint64_t cap_ = 0, live_ = 0, peak_ = 0, window_peak_ = 0;
+    std::string action_, op_;
+};
+
+// One allocation, freed by its destructor. Shared ownership mirrors autograd's: a tensor lives
+// while an op's inputs, a stage's saved set or the next stage's input still refer to it.
+class Buffer {
+public:
+    Buffer(CountingAllocator& a, std::uint64_t bytes) : a_(&a), bytes_(bytes), p_(a.allocate(bytes)) {}
+    ~Buffer() { a_->deallocate(p_, bytes_); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+
+    template <class T>
+    T* as() { return static_cast<T*>(p_); }
+    template <class T>
+    const T* as() const { return static_cast<const T*>(p_); }
+    std::uint64_t bytes() const { return bytes_; }
+
+private:
+    CountingAllocator* a_;
+    std::uint64_t bytes_;
+    void* p_;
+};
+using BufferRef = std::shared_ptr<Buffer>;
+inline BufferRef make_buffer(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes); }
+
+}  // namespace remat::rt

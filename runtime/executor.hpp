@@ -1,0 +1,116 @@
+// The executor: one rank running a Schedule's actions on the stage programs, step after step,
+// with FSDP-style sharding. Device-agnostic in structure (a backend supplies the kernels, the
+// allocator and the collectives); this one drives the CPU backend.
+//
+//   RankExecutor<float> r(model, schedule, rank, collectives, allocator, options);
+//   StepRecord s = r.step(step_index, ids, targets);   // one optimizer step
+//
+// What it holds, per rank: each unit's fp32 parameter shard and AdamW moments (from start-up,
+// so every step is a steady step), the unit's gathered parameters while an action needs them,
+// its unsharded gradients during its backward, then its fp32 gradient shard until the
+// optimizer step. Tensors are reference counted: one lives while an op's inputs, a stage's
+// saved set or the next stage's input refer to it, as under autograd.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "planner/schedule.hpp"
+#include "runtime/allocator.hpp"
+#include "runtime/collectives.hpp"
+#include "runtime/cpu/kernels.hpp"
+#include "runtime/stage_program.hpp"
+
+namespace remat::rt {
+
+struct ActionMemory {
+    std::string action;             // "F_ck(3)", "B(3)", "optimizer"
+    std::uint64_t live_bytes = 0;   // after the action
+    std::uint64_t peak_bytes = 0;   // high-water mark during it
+};
+
+// A tensor a stage kept after its first forward, as allocated.
+struct SavedTensor {
+    std::string name;
+    std::vector<std::uint64_t> shape;
+    DType dtype = DType::f32;
+    std::uint64_t bytes = 0;
+};
+
+struct StepRecord {
+    double loss = 0;                        // mean over the global batch
+    std::vector<ActionMemory> timeline;     // one per action, then "optimizer"
+    std::vector<std::vector<float>> grads;  // per unit, this rank's fp32 gradient shard (when kept)
+};
+
+struct ExecutorOptions {
+    cpu::AdamW adamw;
+    bool keep_gradients = false;  // copy each step's gradient shards into StepRecord (for checks)
+};
+
+template <class T>
+class RankExecutor {
+public:
+    RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank, Collectives<T>& coll,
+                 CountingAllocator& alloc, std::uint64_t seed, const ExecutorOptions& options);
+    // ids, targets: this rank's (B, S) token ids and next-token targets; row0: global index of
+    // its first sequence.
+    StepRecord step(std::uint64_t step, const std::vector<std::int32_t>& ids,
+                    const std::vector<std::int32_t>& targets, std::uint64_t row0);
+    // What each stage kept after its first forward in the last step, by stage.
+    const std::vector<std::vector<SavedTensor>>& saved_after_forward() const { return saved_report_; }
+
+private:
+    struct UnitState {
+        std::uint64_t shard_n = 0;  // ceil(numel / W): the last rank's shard is padded
+        BufferRef master, m, v;     // fp32, shard_n each
+        BufferRef gathered;         // T, numel: while an action needs it
+        BufferRef grad;             // T, numel: during the unit's backward
+        BufferRef grad_shard;       // fp32, shard_n: from its reduce-scatter to the optimizer step
+    };
+    struct StageState {
+        std::vector<BufferRef> saved;  // by tensor id
+        bool forward_done = false, backward_done = false;
+    };
+
+    void run_action(std::size_t a);
+    void gather_for(std::size_t a);
+    void set_gathered(const std::vector<bool>& want);
+    void forward(std::size_t i, const Action& act);
+    void recompute_core(std::size_t i);
+    void backward(std::size_t i);
+    void reduce_unit_gradients(std::size_t u);
+    void optimizer_step(StepRecord& record);
+    void run_op(const ProgramOp& op, bool backward_pass, std::vector<BufferRef>& values, std::vector<BufferRef>* grads,
+                std::size_t stage);
+    BufferRef allocate(std::uint64_t bytes) { return make_buffer(alloc_, bytes); }
+    void record(const std::string& label, StepRecord& r);
+
+    const Model<T>& model_;
+    const Schedule& schedule_;
+    std::size_t rank_;
+    Collectives<T>& coll_;
+    CountingAllocator& alloc_;
+    std::uint64_t seed_;
+    ExecutorOptions options_;
+    std::vector<UnitState> units_;
+    std::vector<StageState> stages_;
+    std::vector<BufferRef> boundary_, boundary_grad_;  // stage i's input is boundary i
+    std::vector<std::vector<int>> uses_, core_uses_;   // forward consumers per tensor
+    std::vector<std::vector<std::vector<int>>> release_;  // per stage, per op: saved tensors freed after its backward
+    std::vector<std::vector<bool>> sel_kept_, sel_dropped_, saved_any_;
+    std::vector<std::vector<SavedTensor>> saved_report_;
+    std::uint64_t step_ = 0, row0_ = 0, optimizer_steps_ = 0;
+    const std::vector<std::int32_t>* targets_ = nullptr;
+};
+
+// What Megatron's selective recomputation keeps of a stage (F_sel): every saved tensor except
+// those only the attention core produces and saves, plus the core's inputs. `dropped`: what
+// R_sel brings back.
+struct SelectiveSets {
+    std::vector<bool> kept, dropped;
+};
+SelectiveSets selective_sets(const StageProgram& p);
+
+}  // namespace remat::rt

@@ -1,0 +1,142 @@
+#include "runtime/run.hpp"
+
+#include <cblas.h>
+#include <chrono>
+#include <exception>
+#include <fmt/format.h>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "planner/error.hpp"
+
+namespace remat::rt {
+namespace {
+
+std::uint64_t mix(std::uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+// The tokens of one step: W*B sequences of S+1 tokens (inputs, then shifted targets).
+class TokenSource {
+public:
+    TokenSource(const RunConfig& c) : c_(c) {
+        if (c.data_path.empty()) return;
+        std::ifstream in(c.data_path, std::ios::binary);
+        if (!in) throw InputError(fmt::format("--data '{}': cannot open the file", c.data_path));
+        std::int32_t t;
+        while (in.read(reinterpret_cast<char*>(&t), sizeof t)) {
+            if (t < 0 || static_cast<std::uint64_t>(t) >= c.model.vocab)
+                throw InputError(fmt::format("--data '{}': token {} at index {} is outside the vocabulary of {} ({})",
+                                             c.data_path, t, file_.size(), c.model.vocab, c.model.name));
+            file_.push_back(t);
+        }
+        if (file_.size() <= c.seq + 1)
+            throw InputError(fmt::format("--data '{}': {} tokens, need more than --seq + 1 = {} (little-endian int32 ids)",
+                                         c.data_path, file_.size(), c.seq + 1));
+    }
+    std::int32_t token(std::uint64_t step, std::uint64_t row, std::uint64_t pos) const {
+        const std::uint64_t rows = c_.world * c_.micro_batch;
+        if (file_.empty())
+            return static_cast<std::int32_t>(mix(mix(mix(c_.seed) ^ step) ^ (row * 1000003ull + pos)) % c_.model.vocab);
+        const std::uint64_t start = ((step * rows + row) * c_.seq) % (file_.size() - c_.seq - 1);
+        return file_[start + pos];
+    }
+    void rank_batch(std::uint64_t step, std::size_t rank, std::vector<std::int32_t>& ids,
+                    std::vector<std::int32_t>& targets) const {
+        const std::uint64_t B = c_.micro_batch, S = c_.seq;
+        ids.resize(B * S);
+        targets.resize(B * S);
+        for (std::uint64_t b = 0; b < B; ++b)
+            for (std::uint64_t s = 0; s < S; ++s) {
+                ids[b * S + s] = token(step, rank * B + b, s);
+                targets[b * S + s] = token(step, rank * B + b, s + 1);
+            }
+    }
+
+private:
+    const RunConfig& c_;
+    std::vector<std::int32_t> file_;
+};
+
+template <class T>
+RunResult run_typed(const RunConfig& c) {
+    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed});
+    const TokenSource tokens(c);
+    InProcessCollectives<T> coll(c.world);
+    RunResult result;
+    result.ranks.resize(c.world);
+    if (c.keep_gradients) result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(c.world));
+    std::mutex mu;
+    std::string error;
+    std::vector<double> losses(c.steps, 0.0);
+    std::uint64_t steps_done = c.steps;
+    double seconds = 0;
+    auto rank_main = [&](std::size_t rank) {
+        CountingAllocator alloc(c.memory_cap_bytes);
+        RankResult& out = result.ranks[rank];
+        try {
+            ExecutorOptions opt;
+            opt.keep_gradients = c.keep_gradients;
+            RankExecutor<T> ex(model, c.schedule, rank, coll, alloc, c.seed, opt);
+            std::vector<std::int32_t> ids, targets;
+            coll.all_reduce_sum(rank, 0.0);  // start the clock together
+            const auto t0 = std::chrono::steady_clock::now();
+            for (std::uint64_t s = 0; s < c.steps; ++s) {
+                tokens.rank_batch(s, rank, ids, targets);
+                StepRecord r = ex.step(s, ids, targets, rank * c.micro_batch);
+                out.timeline = std::move(r.timeline);
+                if (rank == 0) {
+                    losses[s] = r.loss;
+                    if (c.progress) c.progress(s + 1, c.steps);
+                }
+                if (c.keep_gradients) result.grads[s][rank] = std::move(r.grads);
+            }
+            if (rank == 0) seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            out.saved = ex.saved_after_forward();
+        } catch (const OutOfMemory& e) {
+            std::lock_guard lock(mu);
+            if (!result.oom) result.oom = OomReport{e.what(), e.requested_bytes, e.live_bytes, e.cap_bytes, e.action, e.op, rank};
+            coll.abort();
+        } catch (const Aborted&) {
+        } catch (const std::exception& e) {
+            std::lock_guard lock(mu);
+            if (error.empty()) error = fmt::format("rank {}: {}", rank, e.what());
+            coll.abort();
+        }
+        out.peak_bytes = alloc.peak_bytes();
+    };
+    std::vector<std::thread> threads;
+    for (std::size_t r = 0; r < c.world; ++r) threads.emplace_back(rank_main, r);
+    for (auto& t : threads) t.join();
+    if (!error.empty()) throw std::runtime_error(error);
+    if (!result.oom) {
+        result.losses = losses;
+        result.seconds = seconds;
+        result.tokens_per_s = seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * steps_done) / seconds : 0;
+    }
+    return result;
+}
+
+}  // namespace
+
+RunResult run_schedule(const RunConfig& c) {
+    if (offloads(c.schedule))
+        throw InputError("the plan offloads checkpoints to host memory, which the runtime does not execute yet; "
+                         "drop --offload-checkpoints");
+    if (c.world == 0 || c.micro_batch == 0 || c.seq == 0 || c.steps == 0)
+        throw InputError("--world-size, --micro-batch, --seq and --steps must be positive");
+    openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
+    switch (c.precision) {
+        case Precision::fp32: return run_typed<float>(c);
+        case Precision::bf16_mixed: return run_typed<cpu::bf16>(c);
+        default:
+            throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
+                                         precision_name(c.precision)));
+    }
+}
+
+}  // namespace remat::rt

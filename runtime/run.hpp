@@ -1,0 +1,64 @@
+// One run of the runtime: W ranks (threads of this process, one BLAS thread each) execute a
+// Schedule for N optimizer steps on a real model, each with its own counting allocator, and
+// report what they measured. Rank r trains on rows [r*B, (r+1)*B) of each global batch of W*B
+// sequences, drawn from a deterministic synthetic token stream or a token file.
+//
+//   RunConfig c{.model = load_model("tiny-gpt2"), .micro_batch = 2, .seq = 128, .world = 2, ...};
+//   RunResult r = run_schedule(c);   // r.ranks[0].peak_bytes, r.losses, r.oom
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/model.hpp"
+#include "planner/options.hpp"
+#include "planner/schedule.hpp"
+#include "runtime/executor.hpp"
+
+namespace remat::rt {
+
+struct RunConfig {
+    ModelConfig model;
+    std::uint64_t micro_batch = 1;  // B, per rank
+    std::uint64_t seq = 0;          // S
+    std::uint64_t world = 1;        // W
+    Precision precision = Precision::fp32;  // fp32 or bf16-mixed
+    Schedule schedule;
+    std::uint64_t steps = 1;
+    std::uint64_t seed = 1234;      // weights, data and dropout
+    std::uint64_t memory_cap_bytes = 0;  // per rank; 0: none
+    std::string data_path;          // little-endian int32 token ids; empty: synthetic
+    bool keep_gradients = false;    // record every step's gradient shards (for --check-gradients)
+    std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // after each step
+};
+
+struct RankResult {
+    std::uint64_t peak_bytes = 0;              // allocator high-water mark over all steps
+    std::vector<ActionMemory> timeline;        // the last step's
+    std::vector<std::vector<SavedTensor>> saved;  // per stage, after its first forward
+};
+
+struct OomReport {
+    std::string message;  // the one line
+    std::uint64_t requested_bytes = 0, live_bytes = 0, cap_bytes = 0;
+    std::string action, op;
+    std::size_t rank = 0;
+};
+
+struct RunResult {
+    std::vector<RankResult> ranks;
+    std::vector<double> losses;  // per completed step: mean over the global batch
+    double seconds = 0;          // wall time of the steps (start-up excluded)
+    double tokens_per_s = 0;     // per rank: B * S * steps / seconds
+    // grads[step][rank][unit]: the fp32 gradient shards, with keep_gradients.
+    std::vector<std::vector<std::vector<std::vector<float>>>> grads;
+    std::optional<OomReport> oom;
+};
+
+// Throws InputError for what the runtime does not execute (a precision other than fp32 and
+// bf16-mixed, an offloading schedule, a bad token file).
+RunResult run_schedule(const RunConfig& config);
+
+}  // namespace remat::rt

@@ -1,0 +1,104 @@
+// The runtime's model: each stage of the chain (embedding, blocks, final norm, head + loss) as a
+// program of ops over named tensors, and the parameters grouped into FSDP units. The executor
+// (runtime/executor) runs these programs under a Schedule; the kernels (runtime/cpu/kernels)
+// do the math. Sizes come from the model config and the run's shape only: nothing here reads
+// the planner's graphs or memory model.
+//
+//   Model<float> m = build_model<float>(config, {B, S, seed});
+//   m.stages[i].ops[k].forward(args);   // what the executor does, op by op
+//
+// Per stage, tensor 0.. are its tensors; `input` is the stage input (token ids, or the hidden
+// state x), `output` its output (the next stage's input, or the loss). An op declares what it
+// reads, writes and saves for its backward, exactly as autograd would hold them.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "planner/model.hpp"
+#include "runtime/allocator.hpp"
+
+namespace remat::rt {
+
+enum class DType : std::uint8_t { f32, bf16, i32 };
+std::uint64_t dtype_bytes(DType d);
+std::string_view dtype_name(DType d);  // "float32", "bfloat16", "int32"
+
+struct TensorSpec {
+    std::string name;                  // "attn.core.lse"
+    std::vector<std::uint64_t> shape;  // e.g. (B, A, S)
+    DType dtype = DType::f32;
+    bool needs_grad = true;            // false for ids, targets, statistics
+    std::uint64_t numel() const;
+    std::uint64_t bytes() const { return numel() * dtype_bytes(dtype); }
+};
+
+// What an op's kernels see while it runs.
+struct OpArgs {
+    std::vector<BufferRef>* values = nullptr;  // by tensor id; what the op reads and writes
+    std::vector<BufferRef>* grads = nullptr;   // by tensor id; backward only
+    void* workspace = nullptr;                 // fwd_ws / bwd_ws bytes
+    const void* params = nullptr;              // the unit's gathered parameters (flat)
+    void* dparams = nullptr;                   // the unit's unsharded gradients (flat), backward
+    std::uint64_t step = 0;                    // dropout streams differ per step, not per recompute
+    std::uint64_t row0 = 0;                    // global index of this rank's first sequence
+    const std::int32_t* targets = nullptr;     // this rank's (B, S) next-token targets
+
+    template <class X> X* v(int t) const { return (*values)[t]->as<X>(); }
+    template <class X> X* g(int t) const { return (*grads)[t]->as<X>(); }
+    template <class X> const X* p(std::size_t offset) const { return static_cast<const X*>(params) + offset; }
+    template <class X> X* dp(std::size_t offset) const { return static_cast<X*>(dparams) + offset; }
+};
+
+struct ProgramOp {
+    std::string name;
+    std::vector<int> inputs, outputs, saved;
+    bool attention_core = false;  // Megatron selective recomputation drops and reruns it
+    std::uint64_t fwd_workspace_bytes = 0, bwd_workspace_bytes = 0;
+    std::function<void(const OpArgs&)> forward, backward;
+};
+
+struct StageProgram {
+    std::string name;  // "embedding", "block 3", "final norm", "head"
+    std::size_t unit = 0;
+    std::vector<TensorSpec> tensors;
+    std::vector<ProgramOp> ops;
+    int input = -1, output = -1;
+};
+
+enum class Init : std::uint8_t { normal, ones, zeros };
+struct ParamSpec {
+    std::string name;  // "block 3.attn.qkv.weight"
+    std::uint64_t offset = 0, numel = 0;
+    Init init = Init::normal;
+};
+struct UnitLayout {
+    std::vector<ParamSpec> params;
+    std::uint64_t numel = 0;  // unsharded elements
+};
+
+struct Shape {
+    std::uint64_t batch = 1;  // B: sequences per rank
+    std::uint64_t seq = 1;    // S
+    std::uint64_t world = 1;  // W: for the loss scale (mean over the global batch)
+    std::uint64_t seed = 0;   // dropout
+};
+
+// T: the storage type of activations and gathered parameters (float, or cpu::bf16).
+template <class T>
+struct Model {
+    std::vector<StageProgram> stages;
+    std::vector<UnitLayout> units;  // 0: embedding, final norm, head; k: block k
+};
+
+// Throws InputError for what the runtime does not build (an architecture other than gpt2 and
+// llama, a non-integer rotary fraction).
+template <class T>
+Model<T> build_model(const ModelConfig& m, const Shape& shape);
+
+// Deterministic initial values of a unit's flat parameters (GPT-2's: normal(0, 0.02) weights,
+// norm weights 1, biases 0), the same on every rank.
+std::vector<float> initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit);
+
+}  // namespace remat::rt

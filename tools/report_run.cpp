@@ -1,0 +1,135 @@
+#include "tools/report_run.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+#include "planner/units.hpp"
+#include "tools/report.hpp"
+
+namespace remat::cli {
+
+using nlohmann::json;
+
+namespace {
+
+std::string signed_pct(std::uint64_t measured, std::uint64_t predicted) {
+    if (predicted == 0) return measured == 0 ? "+0.00%" : "inf";
+    const double e = (static_cast<double>(measured) - static_cast<double>(predicted)) / static_cast<double>(predicted);
+    return fmt::format("{:+.2f}%", 100 * e);
+}
+
+json oom_json(const rt::OomReport& o) {
+    return {{"message", o.message}, {"requested_bytes", o.requested_bytes}, {"live_bytes", o.live_bytes},
+            {"cap_bytes", o.cap_bytes}, {"action", o.action}, {"op", o.op}, {"rank", o.rank}};
+}
+
+}  // namespace
+
+json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
+    json ranks = json::array(), timeline = json::array();
+    for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
+        ranks.push_back({{"rank", k},
+                         {"predicted_peak_bytes", r.prediction.result.allocator_peak_bytes},
+                         {"measured_peak_bytes", r.run.ranks[k].peak_bytes}});
+    for (const auto& a : r.timeline)
+        timeline.push_back({{"action", a.action},
+                            {"predicted_bytes", a.predicted_bytes},
+                            {"measured_bytes", a.measured_bytes},
+                            {"predicted_peak_bytes", a.predicted_peak_bytes},
+                            {"measured_peak_bytes", a.measured_peak_bytes}});
+    return {{"question", question_json(q)},
+            {"strategy", r.prediction.plan.strategy},
+            {"device", "cpu"},
+            {"steps", s.steps},
+            {"seed", s.seed},
+            {"memory_cap_bytes", s.memory_cap_bytes},
+            {"ranks", ranks},
+            {"timeline", timeline},
+            {"worst_peak_error", r.run.oom ? json(nullptr) : json(r.worst_peak_error())},
+            {"worst_action_error", r.run.oom ? json(nullptr) : json(r.worst_action_error())},
+            {"losses", r.run.losses},
+            {"seconds", r.run.seconds},
+            {"tokens_per_s", r.run.tokens_per_s},
+            {"gradients_match", r.gradients_match ? json(*r.gradients_match) : json(nullptr)},
+            {"gradient_difference", r.gradient_difference.empty() ? json(nullptr) : json(r.gradient_difference)},
+            {"oom", r.run.oom ? oom_json(*r.run.oom) : json(nullptr)}};
+}
+
+std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline) {
+    const auto& o = q.options;
+    std::string out = fmt::format(
+        "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, cpu, {} step{}\n",
+        q.model.name, fmt::group_digits(parameter_count(q.model)), o.micro_batch, o.seq, precision_name(o.precision),
+        o.world_size, r.prediction.plan.strategy, s.steps, s.steps == 1 ? "" : "s");
+    if (r.run.oom) return out + r.run.oom->message + "\n";
+    out += "\nrank  predicted peak   measured peak     error\n";
+    for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
+        out += fmt::format("{:>4}  {:>14}  {:>14}  {:>8}\n", k, format_bytes(r.prediction.result.allocator_peak_bytes),
+                           format_bytes(r.run.ranks[k].peak_bytes),
+                           signed_pct(r.run.ranks[k].peak_bytes, r.prediction.result.allocator_peak_bytes));
+    out += "(allocator-visible bytes, the peak over all steps; on the CPU the prediction has no reserve)\n";
+    if (timeline) {
+        out += "\naction           predicted live   measured live   predicted peak   measured peak\n";
+        for (const auto& a : r.timeline)
+            out += fmt::format("{:<14} {:>16} {:>15} {:>16} {:>15}\n", a.action, format_bytes(a.predicted_bytes),
+                               format_bytes(a.measured_bytes), format_bytes(a.predicted_peak_bytes),
+                               format_bytes(a.measured_peak_bytes));
+    }
+    out += fmt::format("\n{} actions on rank 0: worst error {:.3f}% (live after and peak during each action){}\n",
+                       r.timeline.size(), 100 * r.worst_action_error(), timeline ? "" : "; --timeline lists them");
+    std::string losses;
+    for (double l : r.run.losses) losses += fmt::format(" {:.6f}", l);
+    out += fmt::format("losses (mean over the global batch, per step):{}\n", losses);
+    out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s, r.run.seconds, s.steps);
+    if (r.gradients_match)
+        out += *r.gradients_match ? "gradients and losses: bitwise equal to none's\n"
+                                  : "gradients and losses differ from none's: " + r.gradient_difference + "\n";
+    return out;
+}
+
+json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance) {
+    json runs = json::array();
+    double worst = 0;
+    for (const auto& r : rows) {
+        worst = std::max({worst, r.peak_error, r.action_error});
+        runs.push_back({{"model", r.point.model},
+                        {"strategy", r.strategy},
+                        {"micro_batch", r.point.micro_batch},
+                        {"world_size", r.point.world_size},
+                        {"seq", r.point.seq},
+                        {"precision", precision_name(r.point.precision)},
+                        {"budget_bytes", r.budget_bytes ? json(r.budget_bytes) : json(nullptr)},
+                        {"predicted_peak_bytes", r.predicted_peak_bytes},
+                        {"measured_peak_bytes", r.measured_peak_bytes},
+                        {"peak_error", r.peak_error},
+                        {"action_error", r.action_error},
+                        {"tokens_per_s", r.tokens_per_s}});
+    }
+    return {{"device", "cpu"}, {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
+}
+
+std::string validate_text(const std::vector<SweepResult>& rows, double tolerance) {
+    std::string out = "model       strategy        B  W     S  precision   predicted peak   measured peak   peak err  action err\n";
+    double worst = 0;
+    const SweepResult* worst_row = nullptr;
+    for (const auto& r : rows) {
+        const double e = std::max(r.peak_error, r.action_error);
+        if (!worst_row || e > worst) {
+            worst = e;
+            worst_row = &r;
+        }
+        out += fmt::format("{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}%\n", r.point.model,
+                           r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
+                           precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
+                           format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error);
+    }
+    if (worst_row)
+        out += fmt::format("\n{} runs; worst relative error {:.3f}% ({} {} B={} W={} S={} {}), tolerance {:.1f}%: {}\n",
+                           rows.size(), 100 * worst, worst_row->point.model, worst_row->strategy,
+                           worst_row->point.micro_batch, worst_row->point.world_size, worst_row->point.seq,
+                           precision_name(worst_row->point.precision), 100 * tolerance,
+                           worst <= tolerance ? "pass" : "FAIL");
+    return out;
+}
+
+}  // namespace remat::cli

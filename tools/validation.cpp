@@ -1,0 +1,138 @@
+#include "tools/validation.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "planner/error.hpp"
+
+namespace remat::cli {
+namespace {
+
+double rel(std::uint64_t measured, std::uint64_t predicted) {
+    if (predicted == 0) return measured == 0 ? 0.0 : INFINITY;
+    return std::fabs(static_cast<double>(measured) - static_cast<double>(predicted)) / static_cast<double>(predicted);
+}
+
+rt::RunConfig run_config(const Question& q, const Schedule& schedule, const RunSettings& s) {
+    rt::RunConfig c;
+    c.model = q.model;
+    c.micro_batch = q.options.micro_batch;
+    c.seq = q.options.seq;
+    c.world = q.options.world_size;
+    c.precision = q.options.precision;
+    c.schedule = schedule;
+    c.steps = s.steps;
+    c.seed = s.seed;
+    c.memory_cap_bytes = s.memory_cap_bytes;
+    c.data_path = s.data_path;
+    c.progress = s.progress;
+    return c;
+}
+
+// The first gradient element (or loss) where two runs differ, or empty when they agree bitwise.
+std::string first_difference(const rt::RunResult& a, const rt::RunResult& b) {
+    for (std::size_t s = 0; s < a.losses.size(); ++s)
+        if (a.losses[s] != b.losses[s])
+            return fmt::format("step {} loss {:.9g} vs none's {:.9g}", s, a.losses[s], b.losses[s]);
+    for (std::size_t s = 0; s < a.grads.size(); ++s)
+        for (std::size_t r = 0; r < a.grads[s].size(); ++r)
+            for (std::size_t u = 0; u < a.grads[s][r].size(); ++u)
+                for (std::size_t j = 0; j < a.grads[s][r][u].size(); ++j)
+                    if (a.grads[s][r][u][j] != b.grads[s][r][u][j])
+                        return fmt::format("step {} rank {} unit {} gradient element {}: {:.9g} vs none's {:.9g}", s,
+                                           r, u, j, a.grads[s][r][u][j], b.grads[s][r][u][j]);
+    return {};
+}
+
+}  // namespace
+
+double RunReport::worst_peak_error() const {
+    double worst = 0;
+    for (const auto& r : run.ranks) worst = std::max(worst, rel(r.peak_bytes, prediction.result.allocator_peak_bytes));
+    return worst;
+}
+
+double RunReport::worst_action_error() const {
+    double worst = 0;
+    for (const auto& a : timeline)
+        worst = std::max({worst, rel(a.measured_bytes, a.predicted_bytes), rel(a.measured_peak_bytes, a.predicted_peak_bytes)});
+    return worst;
+}
+
+Question runtime_question(Question q) {
+    if (q.options.sharding != Sharding::fsdp)
+        throw InputError(fmt::format("--sharding {}: the runtime executes fsdp (any --world-size, 1 included)",
+                                     sharding_name(q.options.sharding)));
+    if (q.options.precision != Precision::fp32 && q.options.precision != Precision::bf16_mixed)
+        throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
+                                     precision_name(q.options.precision)));
+    if (q.options.optimizer != Optimizer::adamw)
+        throw InputError(fmt::format("--optimizer {}: the runtime steps AdamW", optimizer_name(q.options.optimizer)));
+    if (q.options.grad_accumulation != 1)
+        throw InputError("--grad-accumulation: the runtime runs one micro-batch per optimizer step; drop it");
+    if (q.context.offload_checkpoints)
+        throw InputError("--offload-checkpoints: the runtime does not execute offloading plans yet; drop it");
+    q.options.profile = Profile::remat;
+    q.context.reserve = Reserve{};
+    return q;
+}
+
+RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& s) {
+    RunReport report;
+    report.prediction = evaluate(q, strategy);
+    rt::RunConfig c = run_config(q, report.prediction.plan.schedule, s);
+    c.keep_gradients = s.check_gradients;
+    report.run = rt::run_schedule(c);
+    if (report.run.oom) return report;
+    const auto& predicted = report.prediction.result.timeline;
+    const auto& measured = report.run.ranks.front().timeline;
+    if (predicted.size() != measured.size())
+        throw std::logic_error(fmt::format("prediction has {} actions, the run {}", predicted.size(), measured.size()));
+    for (std::size_t a = 0; a < predicted.size(); ++a)
+        report.timeline.push_back({measured[a].action, predicted[a].live_bytes, measured[a].live_bytes,
+                                   predicted[a].peak_bytes, measured[a].peak_bytes});
+    if (s.check_gradients) {
+        rt::RunConfig reference = run_config(q, schedule_from_keeps(std::vector<Keep>(report.prediction.chain.stages.size(), Keep::all)), s);
+        reference.keep_gradients = true;
+        reference.progress = nullptr;
+        const rt::RunResult none = rt::run_schedule(reference);
+        report.gradient_difference = none.oom ? "the `none` reference ran out of memory under --memory-cap"
+                                              : first_difference(report.run, none);
+        report.gradients_match = report.gradient_difference.empty();
+    }
+    return report;
+}
+
+}  // namespace remat::cli
+
+namespace remat::cli {
+
+SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps) {
+    Question q = base;
+    q.model = load_model(p.model);
+    q.options.micro_batch = p.micro_batch;
+    q.options.world_size = p.world_size;
+    q.options.seq = p.seq;
+    q.options.precision = p.precision;
+    q = runtime_question(q);
+    SweepResult r;
+    r.point = p;
+    if (p.strategy.kind == StrategyKind::greedy_budget || p.strategy.kind == StrategyKind::optimal) {
+        const std::uint64_t lo = evaluate(q, parse_strategy("full")).result.peak_bytes;
+        const std::uint64_t hi = evaluate(q, parse_strategy("none")).result.peak_bytes;
+        q.context.budget_bytes = r.budget_bytes = lo + (hi - lo) / 2;
+    }
+    RunSettings s;
+    s.steps = steps;
+    const RunReport rep = run_and_compare(q, p.strategy, s);
+    r.strategy = rep.prediction.plan.strategy;
+    r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
+    for (const auto& rank : rep.run.ranks) r.measured_peak_bytes = std::max(r.measured_peak_bytes, rank.peak_bytes);
+    r.peak_error = rep.worst_peak_error();
+    r.action_error = rep.worst_action_error();
+    r.tokens_per_s = rep.run.tokens_per_s;
+    return r;
+}
+
+}  // namespace remat::cli

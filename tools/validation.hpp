@@ -1,0 +1,74 @@
+// Holds a prediction against a measurement: plans a configuration with the `remat` profile (the
+// planner's description of remat's runtime), executes the same Schedule on the runtime, and
+// compares per-rank peaks and rank 0's live bytes after every action. Glue between planner/ and
+// runtime/, which never see each other's sizes.
+//
+//   RunReport r = run_and_compare(q, parse_strategy("sqrt"), settings);
+//   r.worst_peak_error();   // max over ranks of |measured - predicted| / predicted
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/search.hpp"
+#include "runtime/run.hpp"
+
+namespace remat::cli {
+
+struct RunSettings {
+    std::uint64_t steps = 2;
+    std::uint64_t seed = 1234;
+    std::uint64_t memory_cap_bytes = 0;
+    std::string data_path;
+    bool check_gradients = false;  // also run `none` and compare losses and every gradient
+    std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+};
+
+struct ActionComparison {
+    std::string action;
+    std::uint64_t predicted_bytes = 0, measured_bytes = 0;        // live after the action
+    std::uint64_t predicted_peak_bytes = 0, measured_peak_bytes = 0;  // during it
+};
+
+struct RunReport {
+    Evaluation prediction;
+    rt::RunResult run;
+    std::vector<ActionComparison> timeline;  // rank 0, last step
+    std::optional<bool> gradients_match;     // with check_gradients
+    std::string gradient_difference;         // the first difference, when they do not match
+    double worst_peak_error() const;         // over ranks, relative to the prediction
+    double worst_action_error() const;       // over actions (live after, peak during), relative
+};
+
+// The question the runtime answers: the `remat` profile and no reserve (a CPU has no CUDA
+// context, workspace or caching-allocator slack). Throws InputError for what it cannot run.
+Question runtime_question(Question q);
+RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& settings);
+
+}  // namespace remat::cli
+
+namespace remat::cli {
+
+// One configuration of `remat validate`'s sweep.
+struct SweepPoint {
+    std::string model;
+    StrategySpec strategy;
+    std::uint64_t micro_batch = 1, world_size = 1, seq = 0;
+    Precision precision = Precision::fp32;
+};
+struct SweepResult {
+    SweepPoint point;
+    std::string strategy;                   // the plan's name
+    std::uint64_t predicted_peak_bytes = 0;  // allocator-visible
+    std::uint64_t measured_peak_bytes = 0;   // the largest over ranks
+    double peak_error = 0, action_error = 0;  // relative, worst over ranks / actions
+    double tokens_per_s = 0;
+    std::uint64_t budget_bytes = 0;          // greedy-budget and optimal only
+};
+// greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
+// that they have something to decide.
+SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps);
+
+}  // namespace remat::cli
