@@ -1,5 +1,5 @@
 # Every third-party dependency is found here, in one place. All come from Debian 12 packages:
-#   libboost-graph-dev 1.74   op graphs (adjacency_list, topological_sort)
+#   libboost-graph-dev 1.74   op graphs (adjacency_list, in_edges for the DOT writer)
 #   nlohmann-json3-dev 3.11   presets, HF config.json, --json output
 #   libfmt-dev 9              tables and messages
 #   libcli11-dev 2.1          the CLI

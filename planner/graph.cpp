@@ -1,6 +1,5 @@
 #include "planner/graph.hpp"
 
-#include <boost/graph/topological_sort.hpp>
 #include <cassert>
 #include <iterator>
 #include <set>
@@ -93,9 +92,11 @@ OpVertex StageGraph::add_op(Op op) {
 
 void StageGraph::finish(TensorId output) {
     output_ = output;
-    order_.clear();
-    boost::topological_sort(graph_, std::back_inserter(order_));
-    std::reverse(order_.begin(), order_.end());  // topological_sort emits reverse order
+    // Program order: ops run in the order the profile wrote them, as eager code runs them (a
+    // topological sort would be free to move an op with no inputs, which moves a peak). add_op
+    // only accepts produced inputs, so this order is topological.
+    order_.resize(boost::num_vertices(graph_));
+    for (std::size_t v = 0; v < order_.size(); ++v) order_[v] = static_cast<OpVertex>(v);
 }
 
 std::vector<TensorId> StageGraph::saved_storages() const {

@@ -10,7 +10,7 @@
 //   TensorId y = g.add_tensor("ln_1.out", {B, S, H}, DType::f32);
 //   ln.outputs = {y};
 //   g.add_op(std::move(ln));
-//   g.finish(y);   // topological order, consumer counts
+//   g.finish(y);   // program order (the order ops were added), consumer counts
 //
 // It does not decide what a stage keeps under a strategy: that is the Schedule's job.
 #pragma once
@@ -78,7 +78,7 @@ public:
     TensorId add_view(std::string name, TensorId of, std::vector<std::uint64_t> shape);
     // Inputs must already be produced (or be a stage input); outputs must be fresh.
     OpVertex add_op(Op op);
-    void finish(TensorId output);  // computes the topological order
+    void finish(TensorId output);  // fixes the run order: program order, which is topological
 
     const OpGraph& graph() const { return graph_; }
     const Op& op(OpVertex v) const { return graph_[v]; }
@@ -88,7 +88,7 @@ public:
     const std::vector<TensorId>& inputs() const { return inputs_; }
     TensorId input() const { return inputs_.front(); }  // the chain input (x)
     TensorId output() const { return output_; }
-    const std::vector<OpVertex>& order() const { return order_; }  // topological
+    const std::vector<OpVertex>& order() const { return order_; }  // program order
     int producer(TensorId t) const;  // of t's storage; -1 for stage inputs
     std::size_t n_ops() const { return boost::num_vertices(graph_); }
 

@@ -41,9 +41,10 @@ public:
 
     TensorId head() {
         const TensorId x = g_.add_input("x", {N_, m_.hidden}, act_);
-        const TensorId logits = linear("lm_head", x, m_.vocab);
+        // The targets are copied in first (they arrive with the batch), then the logits.
         const TensorId targets = g_.add_tensor("loss.targets", {N_}, DType::i32, false);
         op("loss.targets", OpClass::memory, {}, {targets}, {});
+        const TensorId logits = linear("lm_head", x, m_.vocab);
         const TensorId loss = g_.add_tensor("loss", {1}, DType::f32);
         const TensorId lse = stat("loss.lse", {N_});
         Op ce = make(g_, "loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});

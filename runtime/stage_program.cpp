@@ -292,12 +292,13 @@ private:
         const std::uint64_t N = N_, V = m_.vocab;
         const int x = act("x", m_.hidden);
         st().input = x;
-        const int logits = linear("lm_head", x, V, false, m_.tied_embeddings ? &wte_ : nullptr);
+        // The targets are copied in first (they arrive with the batch), then the logits.
         const int targets = tensor("loss.targets", {N}, DType::i32, false);
         op("loss.targets", {}, {targets}, {}).forward = [=](const OpArgs& a) {
             std::copy(a.targets, a.targets + N, a.v<std::int32_t>(targets));
         };
         st().ops.back().backward = [](const OpArgs&) {};
+        const int logits = linear("lm_head", x, V, false, m_.tied_embeddings ? &wte_ : nullptr);
         const int loss = tensor("loss", {1}, DType::f32);
         const int lse = stat("loss.lse", {N});
         // The loss is the mean over the global batch: each rank contributes its sum / (W*B*S).

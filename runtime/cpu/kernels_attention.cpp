@@ -22,7 +22,8 @@ constexpr std::size_t rotary_block = 64;
 
 // sign = +1 rotates by +angle (forward); sign = -1 by -angle, the transpose (backward).
 template <class T>
-void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D, int sign) {
+void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D,
+            int sign) {
     using A = acc_t<T>;
     assert(D % 2 == 0 && "rotary needs an even head dimension");
     const std::size_t half = D / 2;
@@ -33,8 +34,9 @@ void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t head
             A sin_j[rotary_block];
             for (std::size_t j = j0; j < j1; ++j) {
                 // HF's inv_freq = 1 / theta^(2j / D), angle = position * inv_freq.
-                const A inv_freq = static_cast<A>(
-                    1.0 / std::pow(rotary_theta, static_cast<double>(2 * j) / static_cast<double>(D)));
+                const A inv_freq =
+                    static_cast<A>(1.0 / std::pow(rotary_theta, static_cast<double>(2 * j) /
+                                                                    static_cast<double>(D)));
                 const A angle = static_cast<A>(s) * inv_freq;
                 cos_j[j - j0] = std::cos(angle);
                 sin_j[j - j0] = static_cast<A>(sign) * std::sin(angle);
@@ -89,12 +91,14 @@ A dropout_factor(const DropoutKey& key, std::uint64_t index, A keep_scale) {
 }  // namespace
 
 template <class T>
-void rotary_forward(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D) {
+void rotary_forward(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads,
+                    std::size_t D) {
     rotate(out, inp, B, S, heads, D, +1);
 }
 
 template <class T>
-void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::size_t heads, std::size_t D) {
+void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::size_t heads,
+                     std::size_t D) {
     rotate(dinp, dout, B, S, heads, D, -1);
 }
 
@@ -104,18 +108,18 @@ std::size_t attention_forward_scratch(const AttentionShape& s) {
 }
 
 template <class T>
-void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
-                       const DropoutKey& dropout, acc_t<T>* scratch) {
+void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v,
+                       const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
     const A scale = A(1) / std::sqrt(static_cast<A>(D));
     const A keep_scale = dropout.p > 0.0f ? dropout_scale<A>(dropout) : A(1);
-    A* P = scratch;        // (S, S) scores, then probabilities
-    A* Q = P + S * S;      // (S, D)
-    A* K = Q + S * D;      // (S, D)
-    A* V = K + S * D;      // (S, D)
-    A* O = V + S * D;      // (S, D)
+    A* P = scratch;    // (S, S) scores, then probabilities
+    A* Q = P + S * S;  // (S, D)
+    A* K = Q + S * D;  // (S, D)
+    A* V = K + S * D;  // (S, D)
+    A* O = V + S * D;  // (S, D)
     for (std::size_t b = 0; b < s.B; ++b) {
         for (std::size_t h = 0; h < s.A; ++h) {
             const std::size_t kvh = h / group;
@@ -135,7 +139,8 @@ void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v
                 const A l = mx + std::log(sum);
                 row_lse[i] = l;
                 for (std::size_t j = 0; j <= i; ++j)
-                    p[j] = std::exp(p[j] - l) * dropout_factor(dropout, base + i * S + j, keep_scale);
+                    p[j] =
+                        std::exp(p[j] - l) * dropout_factor(dropout, base + i * S + j, keep_scale);
                 for (std::size_t j = i + 1; j < S; ++j) p[j] = 0;
             }
             gemm<A>(false, false, S, D, S, A(1), P, S, V, D, A(0), O, D);
@@ -146,28 +151,29 @@ void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v
 
 template <class T>
 std::size_t attention_backward_scratch(const AttentionShape& s) {
-    return 2 * s.S * s.S + 7 * s.S * s.D;  // P and dP, then q, k, v, dout, dq, dk and dv of one head
+    return 2 * s.S * s.S +
+           7 * s.S * s.D;  // P and dP, then q, k, v, dout, dq, dk and dv of one head
 }
 
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const acc_t<T>* lse, const AttentionShape& s, const DropoutKey& dropout,
-                        acc_t<T>* scratch) {
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* out, const acc_t<T>* lse, const AttentionShape& s,
+                        const DropoutKey& dropout, acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
     const A scale = A(1) / std::sqrt(static_cast<A>(D));
     const A keep_scale = dropout.p > 0.0f ? dropout_scale<A>(dropout) : A(1);
     const std::size_t o_stride = s.A * D;  // out and dout are contiguous (B, S, A, D)
-    A* P = scratch;        // (S, S) probabilities, after dropout once dP is formed
-    A* dP = P + S * S;     // (S, S) gradient of the probabilities, then of the scores
-    A* Q = dP + S * S;     // (S, D)
-    A* K = Q + S * D;      // (S, D)
-    A* V = K + S * D;      // (S, D)
-    A* dO = V + S * D;     // (S, D)
-    A* dQ = dO + S * D;    // (S, D)
-    A* dK = dQ + S * D;    // (S, D), summed over the query heads that share this key/value head
-    A* dV = dK + S * D;    // (S, D), likewise
+    A* P = scratch;                        // (S, S) probabilities, after dropout once dP is formed
+    A* dP = P + S * S;   // (S, S) gradient of the probabilities, then of the scores
+    A* Q = dP + S * S;   // (S, D)
+    A* K = Q + S * D;    // (S, D)
+    A* V = K + S * D;    // (S, D)
+    A* dO = V + S * D;   // (S, D)
+    A* dQ = dO + S * D;  // (S, D)
+    A* dK = dQ + S * D;  // (S, D), summed over the query heads that share this key/value head
+    A* dV = dK + S * D;  // (S, D), likewise
     for (std::size_t b = 0; b < s.B; ++b) {
         for (std::size_t kvh = 0; kvh < s.KV; ++kvh) {
             gather_head(K, k + b * S * s.k_stride + kvh * D, s.k_stride, S, D);
@@ -210,16 +216,18 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     }
 }
 
-#define REMAT_INSTANTIATE(T)                                                                          \
-    template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t, std::size_t); \
-    template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t, std::size_t);\
-    template std::size_t attention_forward_scratch<T>(const AttentionShape&);                         \
-    template void attention_forward<T>(T*, acc_t<T>*, const T*, const T*, const T*,                   \
-                                       const AttentionShape&, const DropoutKey&, acc_t<T>*);          \
-    template std::size_t attention_backward_scratch<T>(const AttentionShape&);                        \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, \
-                                        const acc_t<T>*, const AttentionShape&, const DropoutKey&,    \
-                                        acc_t<T>*);
+#define REMAT_INSTANTIATE(T)                                                                 \
+    template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,     \
+                                    std::size_t);                                            \
+    template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,    \
+                                     std::size_t);                                           \
+    template std::size_t attention_forward_scratch<T>(const AttentionShape&);                \
+    template void attention_forward<T>(T*, acc_t<T>*, const T*, const T*, const T*,          \
+                                       const AttentionShape&, const DropoutKey&, acc_t<T>*); \
+    template std::size_t attention_backward_scratch<T>(const AttentionShape&);               \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                        const T*, const acc_t<T>*, const AttentionShape&,    \
+                                        const DropoutKey&, acc_t<T>*);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)
 REMAT_INSTANTIATE(double)

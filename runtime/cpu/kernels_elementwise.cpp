@@ -130,16 +130,16 @@ void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up
     }
 }
 
-#define REMAT_INSTANTIATE(T)                                                                     \
-    template void convert<T>(acc_t<T>*, const T*, std::size_t);                                  \
-    template void convert_back<T>(T*, const acc_t<T>*, std::size_t);                             \
-    template void add_forward<T>(T*, const T*, const T*, std::size_t);                           \
-    template void accumulate<T>(T*, const T*, std::size_t);                                      \
-    template void dropout_forward<T>(T*, const T*, std::size_t, const DropoutKey&);              \
-    template void dropout_backward<T>(T*, const T*, std::size_t, const DropoutKey&);             \
-    template void gelu_forward<T>(T*, const T*, std::size_t);                                    \
-    template void gelu_backward<T>(T*, const T*, const T*, std::size_t);                         \
-    template void swiglu_forward<T>(T*, const T*, const T*, std::size_t);                        \
+#define REMAT_INSTANTIATE(T)                                                         \
+    template void convert<T>(acc_t<T>*, const T*, std::size_t);                      \
+    template void convert_back<T>(T*, const acc_t<T>*, std::size_t);                 \
+    template void add_forward<T>(T*, const T*, const T*, std::size_t);               \
+    template void accumulate<T>(T*, const T*, std::size_t);                          \
+    template void dropout_forward<T>(T*, const T*, std::size_t, const DropoutKey&);  \
+    template void dropout_backward<T>(T*, const T*, std::size_t, const DropoutKey&); \
+    template void gelu_forward<T>(T*, const T*, std::size_t);                        \
+    template void gelu_backward<T>(T*, const T*, const T*, std::size_t);             \
+    template void swiglu_forward<T>(T*, const T*, const T*, std::size_t);            \
     template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, std::size_t);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)

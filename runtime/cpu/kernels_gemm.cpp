@@ -2,9 +2,10 @@
 // OpenBLAS has no bf16 GEMM, so the bf16 linear converts its operands into the caller's fp32
 // staging, runs sgemm and converts back; that staging is counted by the caller like any other
 // buffer. This file does not pick threads or tune blocking: OpenBLAS's defaults stand.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cassert>
-#include <cblas.h>
 #include <climits>
 
 #include "runtime/cpu/kernels.hpp"
@@ -13,7 +14,8 @@ namespace remat::cpu {
 namespace {
 
 blasint blas_int(std::size_t n) {
-    assert(n <= static_cast<std::size_t>(INT_MAX) && "GEMM dimension does not fit OpenBLAS's 32-bit blasint");
+    assert(n <= static_cast<std::size_t>(INT_MAX) &&
+           "GEMM dimension does not fit OpenBLAS's 32-bit blasint");
     return static_cast<blasint>(n);
 }
 
@@ -44,37 +46,44 @@ void add_column_sums(T* dbias, const S* x, std::size_t N, std::size_t O) {
 }  // namespace
 
 template <class T>
-void gemm(bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K, acc_t<T> alpha, const T* A,
-          std::size_t lda, const T* B, std::size_t ldb, acc_t<T> beta, T* C, std::size_t ldc) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm runs on float or double");
+void gemm(bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K, acc_t<T> alpha,
+          const T* A, std::size_t lda, const T* B, std::size_t ldb, acc_t<T> beta, T* C,
+          std::size_t ldc) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "gemm runs on float or double");
     if (M == 0 || N == 0) return;
     if (K == 0) {
         // BLAS rejects a leading dimension of 0; C = beta * C is all that is left to do.
         for (std::size_t i = 0; i < M; ++i)
-            for (std::size_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+            for (std::size_t j = 0; j < N; ++j)
+                C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
         return;
     }
     if constexpr (std::is_same_v<T, float>)
-        cblas_sgemm(CblasRowMajor, blas_trans(trans_a), blas_trans(trans_b), blas_int(M), blas_int(N), blas_int(K),
-                    alpha, A, blas_int(lda), B, blas_int(ldb), beta, C, blas_int(ldc));
+        cblas_sgemm(CblasRowMajor, blas_trans(trans_a), blas_trans(trans_b), blas_int(M),
+                    blas_int(N), blas_int(K), alpha, A, blas_int(lda), B, blas_int(ldb), beta, C,
+                    blas_int(ldc));
     else
-        cblas_dgemm(CblasRowMajor, blas_trans(trans_a), blas_trans(trans_b), blas_int(M), blas_int(N), blas_int(K),
-                    alpha, A, blas_int(lda), B, blas_int(ldb), beta, C, blas_int(ldc));
+        cblas_dgemm(CblasRowMajor, blas_trans(trans_a), blas_trans(trans_b), blas_int(M),
+                    blas_int(N), blas_int(K), alpha, A, blas_int(lda), B, blas_int(ldb), beta, C,
+                    blas_int(ldc));
 }
 
 template <class T>
 std::size_t linear_forward_staging(std::size_t N, std::size_t I, std::size_t O) {
-    if constexpr (std::is_same_v<T, bf16>) return N * I + O * I + N * O;
-    else return 0;
+    if constexpr (std::is_same_v<T, bf16>)
+        return N * I + O * I + N * O;
+    else
+        return 0;
 }
 
 template <class T>
-void linear_forward(T* out, const T* inp, const T* w, const T* bias, std::size_t N, std::size_t I, std::size_t O,
-                    float* staging) {
+void linear_forward(T* out, const T* inp, const T* w, const T* bias, std::size_t N, std::size_t I,
+                    std::size_t O, float* staging) {
     if constexpr (std::is_same_v<T, bf16>) {
-        float* inp_f = staging;        // (N, I)
-        float* w_f = inp_f + N * I;    // (O, I)
-        float* out_f = w_f + O * I;    // (N, O)
+        float* inp_f = staging;      // (N, I)
+        float* w_f = inp_f + N * I;  // (O, I)
+        float* out_f = w_f + O * I;  // (N, O)
         convert(inp_f, inp, N * I);
         convert(w_f, w, O * I);
         fill_rows(out_f, bias, N, O);
@@ -89,13 +98,15 @@ void linear_forward(T* out, const T* inp, const T* w, const T* bias, std::size_t
 
 template <class T>
 std::size_t linear_backward_staging(std::size_t N, std::size_t I, std::size_t O) {
-    if constexpr (std::is_same_v<T, bf16>) return N * O + O * I + N * I + N * I + O * I;
-    else return 0;
+    if constexpr (std::is_same_v<T, bf16>)
+        return N * O + O * I + N * I + N * I + O * I;
+    else
+        return 0;
 }
 
 template <class T>
-void linear_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, std::size_t N,
-                     std::size_t I, std::size_t O, float* staging) {
+void linear_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w,
+                     std::size_t N, std::size_t I, std::size_t O, float* staging) {
     if constexpr (std::is_same_v<T, bf16>) {
         float* dout_f = staging;        // (N, O)
         float* w_f = dout_f + N * O;    // (O, I)
@@ -119,17 +130,17 @@ void linear_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, cons
     }
 }
 
-template void gemm<float>(bool, bool, std::size_t, std::size_t, std::size_t, float, const float*, std::size_t,
-                          const float*, std::size_t, float, float*, std::size_t);
-template void gemm<double>(bool, bool, std::size_t, std::size_t, std::size_t, double, const double*, std::size_t,
-                           const double*, std::size_t, double, double*, std::size_t);
+template void gemm<float>(bool, bool, std::size_t, std::size_t, std::size_t, float, const float*,
+                          std::size_t, const float*, std::size_t, float, float*, std::size_t);
+template void gemm<double>(bool, bool, std::size_t, std::size_t, std::size_t, double, const double*,
+                           std::size_t, const double*, std::size_t, double, double*, std::size_t);
 
-#define REMAT_INSTANTIATE(T)                                                                          \
-    template std::size_t linear_forward_staging<T>(std::size_t, std::size_t, std::size_t);            \
-    template void linear_forward<T>(T*, const T*, const T*, const T*, std::size_t, std::size_t,       \
-                                    std::size_t, float*);                                             \
-    template std::size_t linear_backward_staging<T>(std::size_t, std::size_t, std::size_t);           \
-    template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, std::size_t,           \
+#define REMAT_INSTANTIATE(T)                                                                    \
+    template std::size_t linear_forward_staging<T>(std::size_t, std::size_t, std::size_t);      \
+    template void linear_forward<T>(T*, const T*, const T*, const T*, std::size_t, std::size_t, \
+                                    std::size_t, float*);                                       \
+    template std::size_t linear_backward_staging<T>(std::size_t, std::size_t, std::size_t);     \
+    template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, std::size_t,     \
                                      std::size_t, std::size_t, float*);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)

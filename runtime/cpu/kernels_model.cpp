@@ -11,21 +11,22 @@
 namespace remat::cpu {
 
 template <class T>
-void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N, std::size_t S,
-                       std::size_t H) {
+void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N,
+                       std::size_t S, std::size_t H) {
     using A = acc_t<T>;
     for (std::size_t n = 0; n < N; ++n) {
         assert(ids[n] >= 0 && "token ids are non-negative");
         const T* tok = wte + static_cast<std::size_t>(ids[n]) * H;
         const T* pos = wpe ? wpe + (n % S) * H : nullptr;
         T* o = out + n * H;
-        for (std::size_t i = 0; i < H; ++i) o[i] = store<T>(load(tok[i]) + (pos ? load(pos[i]) : A(0)));
+        for (std::size_t i = 0; i < H; ++i)
+            o[i] = store<T>(load(tok[i]) + (pos ? load(pos[i]) : A(0)));
     }
 }
 
 template <class T>
-void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N, std::size_t S,
-                        std::size_t H) {
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N,
+                        std::size_t S, std::size_t H) {
     using A = acc_t<T>;
     // A token id may repeat anywhere in the batch, so dwte takes one rounding per row; rows for a
     // position are known (n % S), so dwpe sums them in acc_t first and rounds once.
@@ -49,8 +50,8 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids
 }
 
 template <class T>
-double cross_entropy_forward(acc_t<T>* lse, const T* logits, const std::int32_t* targets, std::size_t N,
-                             std::size_t V) {
+double cross_entropy_forward(acc_t<T>* lse, const T* logits, const std::int32_t* targets,
+                             std::size_t N, std::size_t V) {
     using A = acc_t<T>;
     double loss = 0;
     for (std::size_t n = 0; n < N; ++n) {
@@ -61,15 +62,17 @@ double cross_entropy_forward(acc_t<T>* lse, const T* logits, const std::int32_t*
         for (std::size_t j = 0; j < V; ++j) sum += std::exp(load(x[j]) - mx);
         const A l = mx + std::log(sum);
         lse[n] = l;
-        assert(targets[n] >= 0 && static_cast<std::size_t>(targets[n]) < V && "target outside the vocabulary");
+        assert(targets[n] >= 0 && static_cast<std::size_t>(targets[n]) < V &&
+               "target outside the vocabulary");
         loss += static_cast<double>(l - load(x[targets[n]]));
     }
     return loss;
 }
 
 template <class T>
-void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse, const std::int32_t* targets,
-                            std::size_t N, std::size_t V, acc_t<T> scale) {
+void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse,
+                            const std::int32_t* targets, std::size_t N, std::size_t V,
+                            acc_t<T> scale) {
     using A = acc_t<T>;
     for (std::size_t n = 0; n < N; ++n) {
         const T* x = logits + n * V;
@@ -109,15 +112,15 @@ void adamw_step(T* param, const T* grad, T* m, T* v, T* denom, std::size_t n, co
     }
 }
 
-#define REMAT_INSTANTIATE(T)                                                                           \
-    template void embedding_forward<T>(T*, const std::int32_t*, const T*, const T*, std::size_t,       \
-                                       std::size_t, std::size_t);                                      \
-    template void embedding_backward<T>(T*, T*, const T*, const std::int32_t*, std::size_t,            \
-                                        std::size_t, std::size_t);                                     \
-    template double cross_entropy_forward<T>(acc_t<T>*, const T*, const std::int32_t*, std::size_t,    \
-                                             std::size_t);                                             \
-    template void cross_entropy_backward<T>(T*, const T*, const acc_t<T>*, const std::int32_t*,        \
-                                            std::size_t, std::size_t, acc_t<T>);                       \
+#define REMAT_INSTANTIATE(T)                                                                     \
+    template void embedding_forward<T>(T*, const std::int32_t*, const T*, const T*, std::size_t, \
+                                       std::size_t, std::size_t);                                \
+    template void embedding_backward<T>(T*, T*, const T*, const std::int32_t*, std::size_t,      \
+                                        std::size_t, std::size_t);                               \
+    template double cross_entropy_forward<T>(acc_t<T>*, const T*, const std::int32_t*,           \
+                                             std::size_t, std::size_t);                          \
+    template void cross_entropy_backward<T>(T*, const T*, const acc_t<T>*, const std::int32_t*,  \
+                                            std::size_t, std::size_t, acc_t<T>);                 \
     template void adamw_step<T>(T*, const T*, T*, T*, T*, std::size_t, const AdamW&, std::uint64_t);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)

@@ -21,8 +21,8 @@ constexpr std::size_t column_block = 256;
 }  // namespace
 
 template <class T>
-void layernorm_forward(T* out, acc_t<T>* mean, acc_t<T>* rstd, const T* inp, const T* weight, const T* bias,
-                       std::size_t N, std::size_t H) {
+void layernorm_forward(T* out, acc_t<T>* mean, acc_t<T>* rstd, const T* inp, const T* weight,
+                       const T* bias, std::size_t N, std::size_t H) {
     using A = acc_t<T>;
     const A inv_h = A(1) / static_cast<A>(H);
     for (std::size_t n = 0; n < N; ++n) {
@@ -39,7 +39,8 @@ void layernorm_forward(T* out, acc_t<T>* mean, acc_t<T>* rstd, const T* inp, con
         var *= inv_h;
         const A r = A(1) / std::sqrt(var + static_cast<A>(layernorm_eps));
         T* o = out + n * H;
-        for (std::size_t i = 0; i < H; ++i) o[i] = store<T>((load(x[i]) - m) * r * load(weight[i]) + load(bias[i]));
+        for (std::size_t i = 0; i < H; ++i)
+            o[i] = store<T>((load(x[i]) - m) * r * load(weight[i]) + load(bias[i]));
         mean[n] = m;
         rstd[n] = r;
     }
@@ -93,7 +94,8 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
 }
 
 template <class T>
-void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, std::size_t N, std::size_t H) {
+void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, std::size_t N,
+                     std::size_t H) {
     using A = acc_t<T>;
     const A inv_h = A(1) / static_cast<A>(H);
     for (std::size_t n = 0; n < N; ++n) {
@@ -108,8 +110,8 @@ void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, std:
 }
 
 template <class T>
-void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const acc_t<T>* rstd,
-                      std::size_t N, std::size_t H) {
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const acc_t<T>* rstd, std::size_t N, std::size_t H) {
     using A = acc_t<T>;
     for (std::size_t c0 = 0; c0 < H; c0 += column_block) {
         const std::size_t c1 = std::min(H, c0 + column_block);
@@ -117,9 +119,11 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
         for (std::size_t n = 0; n < N; ++n) {
             const T* x = inp + n * H;
             const T* d = dout + n * H;
-            for (std::size_t i = c0; i < c1; ++i) sum_w[i - c0] += load(x[i]) * rstd[n] * load(d[i]);
+            for (std::size_t i = c0; i < c1; ++i)
+                sum_w[i - c0] += load(x[i]) * rstd[n] * load(d[i]);
         }
-        for (std::size_t i = c0; i < c1; ++i) dweight[i] = store<T>(load(dweight[i]) + sum_w[i - c0]);
+        for (std::size_t i = c0; i < c1; ++i)
+            dweight[i] = store<T>(load(dweight[i]) + sum_w[i - c0]);
     }
     const A inv_h = A(1) / static_cast<A>(H);
     for (std::size_t n = 0; n < N; ++n) {
@@ -128,7 +132,8 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
         const A r = rstd[n];
         // d(x * rstd)/dx = rstd * (I - norm norm^T / H), with norm = x * rstd.
         A dnorm_norm_mean = 0;
-        for (std::size_t i = 0; i < H; ++i) dnorm_norm_mean += load(d[i]) * load(weight[i]) * load(x[i]) * r;
+        for (std::size_t i = 0; i < H; ++i)
+            dnorm_norm_mean += load(d[i]) * load(weight[i]) * load(x[i]) * r;
         dnorm_norm_mean *= inv_h;
         T* dx = dinp + n * H;
         for (std::size_t i = 0; i < H; ++i) {
@@ -138,13 +143,13 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
     }
 }
 
-#define REMAT_INSTANTIATE(T)                                                                        \
-    template void layernorm_forward<T>(T*, acc_t<T>*, acc_t<T>*, const T*, const T*, const T*,      \
-                                       std::size_t, std::size_t);                                   \
-    template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const acc_t<T>*,  \
-                                        const acc_t<T>*, std::size_t, std::size_t);                 \
-    template void rmsnorm_forward<T>(T*, acc_t<T>*, const T*, const T*, std::size_t, std::size_t);  \
-    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const acc_t<T>*,        \
+#define REMAT_INSTANTIATE(T)                                                                       \
+    template void layernorm_forward<T>(T*, acc_t<T>*, acc_t<T>*, const T*, const T*, const T*,     \
+                                       std::size_t, std::size_t);                                  \
+    template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const acc_t<T>*, \
+                                        const acc_t<T>*, std::size_t, std::size_t);                \
+    template void rmsnorm_forward<T>(T*, acc_t<T>*, const T*, const T*, std::size_t, std::size_t); \
+    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const acc_t<T>*,       \
                                       std::size_t, std::size_t);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)
