@@ -162,9 +162,9 @@ private:
 
     // The attention core. Inputs: GPT-2's fused qkv (one tensor, rows of 3H) or Llama's rotated
     // q, k and v. Saves its inputs, its output and the log-sum-exp (B, A, S). Scratch, fp32,
-    // per (batch, head) walked one at a time: forward S x S probabilities plus q, k, v and out
-    // rows of one head (4 S D); backward P and dP (2 S S) plus q, k, v, out, dout, dq, dk, dv
-    // rows (8 S D).
+    // per (batch, head) walked one at a time: forward the S x S probabilities plus one head's
+    // q, k, v and output rows (4 S D); backward P and dP (2 S S) plus one head's q, k, v, dout,
+    // dq, dk and dv rows (7 S D).
     TensorId attention(std::vector<TensorId> in) {
         const std::uint64_t A = m_.n_heads, D = m_.head_dim, S = S_;
         const TensorId ctx = act("attn.core.out", {N_, A * D});
@@ -178,7 +178,7 @@ private:
         o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * causal_pairs;
         o.bwd_flops = 2.5 * o.fwd_flops;
         o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
-        o.bwd_workspace_bytes = 4 * (2 * S * S + 8 * S * D);
+        o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
         g_.add_op(std::move(o));
         return ctx;
     }

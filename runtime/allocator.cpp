@@ -4,11 +4,56 @@
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
+#include <mutex>
 #include <new>
+#include <unordered_map>
+#include <vector>
 
 namespace remat::rt {
 
 namespace {
+// 64-byte alignment for the BLAS; a zero-byte request still gets a unique block.
+std::size_t block_size(std::uint64_t bytes) { return (std::max<std::uint64_t>(bytes, 1) + 63) / 64 * 64; }
+
+// Freed blocks by size, shared by every allocator of the process (ranks are threads).
+class BlockPool {
+public:
+    void* take(std::size_t size) {
+        {
+            std::lock_guard lock(mu_);
+            if (auto it = free_.find(size); it != free_.end() && !it->second.empty()) {
+                void* p = it->second.back();
+                it->second.pop_back();
+                return p;
+            }
+        }
+        void* p = std::aligned_alloc(64, size);
+        if (!p) throw std::bad_alloc();
+        return p;
+    }
+    void give(void* p, std::size_t size) noexcept {
+        try {
+            std::lock_guard lock(mu_);
+            free_[size].push_back(p);
+        } catch (...) {
+            std::free(p);  // no room to remember it: give it back to the OS
+        }
+    }
+    ~BlockPool() {
+        for (auto& [size, blocks] : free_)
+            for (void* p : blocks) std::free(p);
+    }
+
+private:
+    std::mutex mu_;
+    std::unordered_map<std::size_t, std::vector<void*>> free_;
+};
+
+BlockPool& block_pool() {
+    static BlockPool pool;
+    return pool;
+}
+
 std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
                      const std::string& op) {
     return fmt::format("out of memory: {} bytes requested with {} bytes live, cap {} bytes (--memory-cap), in {}{}",
@@ -25,13 +70,11 @@ OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint6
       action(std::move(action_)),
       op(std::move(op_)) {}
 
-void* CountingAllocator::allocate(std::uint64_t bytes) {
+void* CountingAllocator::allocate(std::uint64_t bytes, bool zero) {
     if (cap_ && live_ + bytes > cap_) throw OutOfMemory(bytes, live_, cap_, action_, op_);
-    // 64-byte alignment for the BLAS; a zero-byte request still returns a unique pointer.
-    const std::size_t size = (std::max<std::uint64_t>(bytes, 1) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, size);
-    if (!p) throw std::bad_alloc();
-    std::memset(p, 0, size);
+    const std::size_t size = block_size(bytes);
+    void* p = block_pool().take(size);
+    if (zero) std::memset(p, 0, size);
     live_ += bytes;
     peak_ = std::max(peak_, live_);
     window_peak_ = std::max(window_peak_, live_);
@@ -39,7 +82,7 @@ void* CountingAllocator::allocate(std::uint64_t bytes) {
 }
 
 void CountingAllocator::deallocate(void* p, std::uint64_t bytes) noexcept {
-    std::free(p);
+    block_pool().give(p, block_size(bytes));
     live_ -= bytes;
 }
 

@@ -1,11 +1,13 @@
 // The counting allocator every tensor of a rank comes from: live bytes, the high-water mark,
 // and an optional cap that turns an allocation beyond it into a clean out-of-memory report.
-// It counts requested bytes (no rounding, no caching): on the CPU there is no reserve, so what
-// it reports is what the planner's allocator-visible peak predicts.
+// It counts requested bytes (no rounding): on the CPU there is no reserve, so what it reports is
+// what the planner's allocator-visible peak predicts. Underneath, freed blocks go to a
+// process-wide pool, reused by size (what a caching allocator does) only to spare the OS's page
+// faults across steps, ranks and the runs of a sweep: the counts never see them.
 //
 //   CountingAllocator a(cap_bytes);            // 0: no cap
 //   a.set_context("B(3)", "attn.core");        // named in an OOM report
-//   BufferRef x = make_buffer(a, n_bytes);     // zero-filled; freed when the last ref drops
+//   BufferRef x = make_buffer(a, n_bytes);     // freed when the last ref drops (make_zeroed: zero-filled)
 //   a.live_bytes(); a.peak_bytes();
 #pragma once
 #include <cstddef>
@@ -29,7 +31,7 @@ public:
     CountingAllocator(const CountingAllocator&) = delete;
     CountingAllocator& operator=(const CountingAllocator&) = delete;
 
-    void* allocate(std::uint64_t bytes);  // zero-filled; throws OutOfMemory past the cap
+    void* allocate(std::uint64_t bytes, bool zero);  // throws OutOfMemory past the cap
     void deallocate(void* p, std::uint64_t bytes) noexcept;
 
     std::uint64_t live_bytes() const { return live_; }
@@ -56,7 +58,7 @@ private:
 // while an op's inputs, a stage's saved set or the next stage's input still refer to it.
 class Buffer {
 public:
-    Buffer(CountingAllocator& a, std::uint64_t bytes) : a_(&a), bytes_(bytes), p_(a.allocate(bytes)) {}
+    Buffer(CountingAllocator& a, std::uint64_t bytes, bool zero) : a_(&a), bytes_(bytes), p_(a.allocate(bytes, zero)) {}
     ~Buffer() { a_->deallocate(p_, bytes_); }
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
@@ -73,6 +75,9 @@ private:
     void* p_;
 };
 using BufferRef = std::shared_ptr<Buffer>;
-inline BufferRef make_buffer(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes); }
+// Contents undefined: for what a kernel writes whole (outputs, staging, scratch).
+inline BufferRef make_buffer(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes, false); }
+// Zero-filled: for what is accumulated into (gradients, optimizer moments).
+inline BufferRef make_zeroed(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes, true); }
 
 }  // namespace remat::rt

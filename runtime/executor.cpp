@@ -50,14 +50,12 @@ RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, s
         UnitState& s = units_[u];
         const std::uint64_t numel = model.units[u].numel;
         s.shard_n = (numel + W - 1) / W;
-        const std::vector<float> full = initial_parameters(model.units[u], seed_, u);
-        s.master = allocate(4 * s.shard_n);
+        s.master = allocate_zeroed(4 * s.shard_n);  // the last shard's padding stays 0
         const std::uint64_t begin = std::min<std::uint64_t>(numel, rank * s.shard_n);
         const std::uint64_t end = std::min<std::uint64_t>(numel, begin + s.shard_n);
-        std::copy(full.begin() + static_cast<std::ptrdiff_t>(begin), full.begin() + static_cast<std::ptrdiff_t>(end),
-                  s.master->template as<float>());
-        s.m = allocate(4 * s.shard_n);
-        s.v = allocate(4 * s.shard_n);
+        initial_parameters(model.units[u], seed_, u, begin, end, s.master->template as<float>());
+        s.m = allocate_zeroed(4 * s.shard_n);
+        s.v = allocate_zeroed(4 * s.shard_n);
     }
     stages_.resize(n);
     boundary_.resize(n + 1);
@@ -257,7 +255,7 @@ void RankExecutor<T>::backward(std::size_t i) {
     const StageProgram& p = model_.stages[i];
     StageState& s = stages_[i];
     UnitState& unit = units_[p.unit];
-    if (!unit.grad) unit.grad = allocate(sizeof(T) * model_.units[p.unit].numel);
+    if (!unit.grad) unit.grad = allocate_zeroed(sizeof(T) * model_.units[p.unit].numel);
     const std::size_t nt = p.tensors.size();
     if (s.saved.empty()) throw std::logic_error(fmt::format("executor: B({}) before any forward (a schedule bug)", i));
     for (std::size_t t = 0; t < nt; ++t)
@@ -271,7 +269,7 @@ void RankExecutor<T>::backward(std::size_t i) {
         const ProgramOp& op = p.ops[k];
         alloc_.set_op(op.name);
         for (int t : unique(op.inputs))
-            if (p.tensors[t].needs_grad && !grads[t]) grads[t] = allocate(p.tensors[t].bytes());
+            if (p.tensors[t].needs_grad && !grads[t]) grads[t] = allocate_zeroed(p.tensors[t].bytes());
         run_op(op, true, values, &grads, i);
         for (int t : op.outputs)
             if (p.tensors[t].needs_grad) {
@@ -299,7 +297,7 @@ void RankExecutor<T>::reduce_unit_gradients(std::size_t u) {
     alloc_.set_op("reduce_scatter");
     BufferRef out = allocate(sizeof(T) * s.shard_n);
     coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n, model_.units[u].numel);
-    if (!s.grad_shard) s.grad_shard = allocate(4 * s.shard_n);
+    if (!s.grad_shard) s.grad_shard = allocate_zeroed(4 * s.shard_n);
     float* g = s.grad_shard->template as<float>();
     const T* r = out->template as<T>();
     for (std::uint64_t j = 0; j < s.shard_n; ++j) g[j] += static_cast<float>(cpu::load(r[j]));

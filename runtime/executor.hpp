@@ -85,6 +85,7 @@ private:
     void run_op(const ProgramOp& op, bool backward_pass, std::vector<BufferRef>& values, std::vector<BufferRef>* grads,
                 std::size_t stage);
     BufferRef allocate(std::uint64_t bytes) { return make_buffer(alloc_, bytes); }
+    BufferRef allocate_zeroed(std::uint64_t bytes) { return make_zeroed(alloc_, bytes); }
     void record(const std::string& label, StepRecord& r);
 
     const Model<T>& model_;

@@ -40,8 +40,15 @@ public:
     }
     std::int32_t token(std::uint64_t step, std::uint64_t row, std::uint64_t pos) const {
         const std::uint64_t rows = c_.world * c_.micro_batch;
-        if (file_.empty())
-            return static_cast<std::int32_t>(mix(mix(mix(c_.seed) ^ step) ^ (row * 1000003ull + pos)) % c_.model.vocab);
+        if (file_.empty()) {
+            // A random first token per sequence, then a fixed successor rule over the first 64
+            // ids: a stream with structure to learn, so that the loss falls from ln V as
+            // training works.
+            const std::uint64_t K = std::min<std::uint64_t>(c_.model.vocab, 64);
+            std::uint64_t t = mix(mix(mix(c_.seed) ^ step) ^ row) % K;
+            for (std::uint64_t k = 0; k < pos; ++k) t = (31 * t + 7) % K;
+            return static_cast<std::int32_t>(t);
+        }
         const std::uint64_t start = ((step * rows + row) * c_.seq) % (file_.size() - c_.seq - 1);
         return file_[start + pos];
     }

@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <fmt/format.h>
-#include <random>
 
 #include "planner/error.hpp"
 #include "runtime/cpu/kernels.hpp"
@@ -345,14 +344,21 @@ Model<T> build_model(const ModelConfig& m, const Shape& shape) {
     return out;
 }
 
-std::vector<float> initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit) {
-    std::vector<float> p(u.numel, 0.0f);
-    std::mt19937_64 rng(seed * 1000003ull + unit);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (const ParamSpec& s : u.params)
-        for (std::uint64_t j = 0; j < s.numel; ++j)
-            p[s.offset + j] = s.init == Init::normal ? normal(rng) : s.init == Init::ones ? 1.0f : 0.0f;
-    return p;
+void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit, std::uint64_t begin,
+                        std::uint64_t end, float* out) {
+    for (const ParamSpec& s : u.params) {
+        const std::uint64_t lo = std::max(begin, s.offset), hi = std::min(end, s.offset + s.numel);
+        for (std::uint64_t j = lo; j < hi; ++j) {
+            float v = s.init == Init::ones ? 1.0f : 0.0f;
+            if (s.init == Init::normal) {
+                // Box-Muller on two counter-based uniforms.
+                const std::uint64_t stream = seed * 1000003ull + unit;
+                const double u1 = 1.0 - cpu::uniform01(seed, stream, 2 * j), u2 = cpu::uniform01(seed, stream, 2 * j + 1);
+                v = static_cast<float>(0.02 * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+            }
+            out[j - begin] = v;
+        }
+    }
 }
 
 template Model<float> build_model<float>(const ModelConfig&, const Shape&);

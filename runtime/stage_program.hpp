@@ -97,8 +97,10 @@ struct Model {
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape);
 
-// Deterministic initial values of a unit's flat parameters (GPT-2's: normal(0, 0.02) weights,
-// norm weights 1, biases 0), the same on every rank.
-std::vector<float> initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit);
+// Initial values of elements [begin, end) of a unit's flat parameters (GPT-2's: normal(0, 0.02)
+// weights, norm weights 1, biases 0) into out. Each element is a pure function of (seed, unit,
+// index), so a rank computes its shard alone and every W gives the same model.
+void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit, std::uint64_t begin,
+                        std::uint64_t end, float* out);
 
 }  // namespace remat::rt

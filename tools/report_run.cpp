@@ -61,7 +61,7 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
         "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, cpu, {} step{}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), o.micro_batch, o.seq, precision_name(o.precision),
         o.world_size, r.prediction.plan.strategy, s.steps, s.steps == 1 ? "" : "s");
-    if (r.run.oom) return out + r.run.oom->message + "\n";
+    if (r.run.oom) return out;  // the out-of-memory line goes to stderr
     out += "\nrank  predicted peak   measured peak     error\n";
     for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
         out += fmt::format("{:>4}  {:>14}  {:>14}  {:>8}\n", k, format_bytes(r.prediction.result.allocator_peak_bytes),
