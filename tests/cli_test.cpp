@@ -267,3 +267,64 @@ TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
     const Run text = remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB");
     CHECK(text.out.find("reproduce the best") != std::string::npos);
 }
+
+TEST_CASE("cli::run --json holds measured against predicted") {
+    const Run r = remat("run --model tiny-gpt2 --seq 32 --micro-batch 2 --world-size 2 --strategy sqrt "
+                        "--check-gradients --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    REQUIRE(j["ranks"].size() == 2);
+    for (const auto& rank : j["ranks"]) CHECK(rank["measured_peak_bytes"] == rank["predicted_peak_bytes"]);
+    CHECK(j["timeline"].size() > 5);
+    CHECK(j["timeline"].back()["action"] == "optimizer");
+    for (const auto& a : j["timeline"]) CHECK(a["measured_bytes"] == a["predicted_bytes"]);
+    CHECK(j["losses"].size() == 2);
+    CHECK(j["tokens_per_s"].get<double>() > 0);
+    CHECK(j["gradients_match"] == true);
+    CHECK(j["oom"].is_null());
+    CHECK(j["question"]["profile"] == "remat");
+    CHECK(j["question"]["sharding"] == "fsdp");
+}
+
+TEST_CASE("cli::run past --memory-cap is one line and exit code 3") {
+    const Run r = remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB");
+    CHECK(r.code == 3);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("out of memory: ") != std::string::npos);
+    CHECK(r.err.find("cap 41943040 bytes (--memory-cap)") != std::string::npos);
+    CHECK(r.err.find(", op ") != std::string::npos);
+    const Run j = remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB --json");
+    CHECK(j.code == 3);
+    CHECK(nlohmann::json::parse(j.out)["oom"]["cap_bytes"] == 41943040);
+}
+
+TEST_CASE("cli::run and validate reject what the runtime does not execute") {
+    check_rejected("run --model tiny-gpt2 --device cuda", "--device cuda");
+    check_rejected("run --model tiny-gpt2 --device tpu", "--device 'tpu'");
+    check_rejected("run --model tiny-gpt2 --sharding zero2", "--sharding zero2");
+    check_rejected("run --model tiny-gpt2 --precision fp16-mixed", "fp32 and bf16-mixed");
+    check_rejected("run --model tiny-gpt2 --profile sdpa", "drop --profile");
+    check_rejected("run --model tiny-gpt2 --offload-checkpoints", "--offload-checkpoints");
+    check_rejected("run --model tiny-gpt2 --grad-accumulation 2", "--grad-accumulation");
+    check_rejected("run --model tiny-gpt2 --optimizer sgd", "AdamW");
+    check_rejected("run --model tiny-gpt2 --steps 0", "--steps");
+    check_rejected("run --model tiny-gpt2 --memory-cap 12XB", "--memory-cap");
+    check_rejected("run --model tiny-gpt2 --seq 32 --data /no/such/file", "--data '/no/such/file'");
+    check_rejected("run --model pythia-6.9b --seq 32", "gpt2 and llama");
+    check_rejected("validate --world-sizes 1,,2", "--world-sizes");
+    check_rejected("validate --micro-batches 0", "--micro-batches");
+    check_rejected("validate --models tiny-gpt2 --strategies segments-8", "segments-8");
+}
+
+TEST_CASE("cli::validate sweeps and writes JSON") {
+    const auto out = (temp_dir() / "validation.json").string();
+    const Run r = remat("validate --models tiny-llama --strategies none,optimal --micro-batches 1 --world-sizes 1,2 "
+                        "--precisions bf16-mixed --seqs 32 -o " + out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("4 runs; worst relative error 0.000%") != std::string::npos);
+    const auto j = nlohmann::json::parse(slurp(out));
+    REQUIRE(j["runs"].size() == 4);
+    CHECK(j["runs"][2]["strategy"] == "optimal");
+    CHECK(j["runs"][2]["budget_bytes"].get<std::uint64_t>() > 0);
+    CHECK(j["worst_error"].get<double>() <= j["tolerance"].get<double>());
+}
