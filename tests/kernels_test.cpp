@@ -19,6 +19,10 @@ namespace {
 
 using Vec = std::vector<double>;
 
+// Every backward accumulates (+=) into each gradient it produces, activations' and parameters'
+// alike, so every test starts each gradient from random values g0 and compares g - g0 with the
+// finite difference: a backward that overwrites (or zeroes) a gradient fails.
+//
 // Central differences in double with step h = 1e-6: the truncation error, O(h^2 * f'''), is about
 // 1e-12, and the rounding error, about 1e-16 * |objective| / h, is about 1e-9 for the objectives
 // of order 1-10 used here. Both sit well below atol 1e-7; rtol 1e-6 covers larger gradients,
@@ -103,18 +107,19 @@ struct LinearRun {
     Vec out, dinp, dw, dbias;
 };
 
-// dw and dbias start from dw0 and dbias0, so a backward that overwrites instead of accumulating
-// fails the cross-type checks too.
+// dinp, dw and dbias start from dinp0, dw0 and dbias0, so a backward that overwrites instead of
+// accumulating fails the cross-type checks too.
 template <class T>
-LinearRun run_linear(const Vec& inp, const Vec& w, const Vec& bias, const Vec& dout, const Vec& dw0,
-                     const Vec& dbias0, std::size_t N, std::size_t I, std::size_t O) {
+LinearRun run_linear(const Vec& inp, const Vec& w, const Vec& bias, const Vec& dout, const Vec& dinp0,
+                     const Vec& dw0, const Vec& dbias0, std::size_t N, std::size_t I, std::size_t O) {
     const auto inp_t = from_double<T>(inp), w_t = from_double<T>(w), bias_t = from_double<T>(bias);
     std::vector<float> staging(
         std::max(linear_forward_staging<T>(N, I, O), linear_backward_staging<T>(N, I, O)));
     std::vector<T> out(N * O);
     linear_forward<T>(out.data(), inp_t.data(), w_t.data(), bias_t.data(), N, I, O, staging.data());
     const auto dout_t = from_double<T>(dout);
-    std::vector<T> dinp(N * I), dw = from_double<T>(dw0), dbias = from_double<T>(dbias0);
+    std::vector<T> dinp = from_double<T>(dinp0), dw = from_double<T>(dw0),
+                   dbias = from_double<T>(dbias0);
     linear_backward<T>(dinp.data(), dw.data(), dbias.data(), dout_t.data(), inp_t.data(),
                        w_t.data(), N, I, O, staging.data());
     return {to_double(out), to_double(dinp), to_double(dw), to_double(dbias)};
@@ -164,11 +169,12 @@ void check_guard(const std::vector<A>& scratch, std::size_t n) {
             FAIL("kernel wrote past its scratch size at " << i << " of " << n);
 }
 
-// Forward, then backward when `dout` is given. `dx_fill` is what the gradient buffer holds before
-// the backward, which must overwrite every element that lies in q, k or v.
+// Forward, then backward when `dout` is given. `dx0` is what the gradient buffer holds before the
+// backward (zeros when empty), which must add into every element that lies in q, k or v and leave
+// the rest alone.
 template <class T>
 AttentionRun run_attention(const AttentionLayout& L, const Vec& x, const Vec& dout,
-                           const DropoutKey& key, double dx_fill = 0.0) {
+                           const DropoutKey& key, const Vec& dx0 = {}) {
     using A = acc_t<T>;
     const auto xt = from_double<T>(x);
     std::vector<T> out(L.out_size());
@@ -180,7 +186,8 @@ AttentionRun run_attention(const AttentionLayout& L, const Vec& x, const Vec& do
     check_guard(scratch, fwd_n);
     AttentionRun run{to_double(out), to_double(lse), {}};
     if (dout.empty()) return run;
-    auto dx = from_double<T>(Vec(x.size(), dx_fill));
+    auto dx = from_double<T>(dx0.empty() ? Vec(x.size(), 0.0) : dx0);
+    REQUIRE(dx.size() == x.size());
     const auto dout_t = from_double<T>(dout);
     const std::size_t bwd_n = attention_backward_scratch<T>(L.shape);
     auto bscratch = guarded<A>(bwd_n);
@@ -238,11 +245,11 @@ void check_attention_gradients(const AttentionLayout& L, float p, std::uint64_t 
     Vec x = random_vec(rng, L.size);
     const Vec weights = random_vec(rng, L.out_size());
     const DropoutKey key{p, 42, 7, 0};
-    // Separate tensors are covered entirely by q, k and v, so poison the gradient to see that the
-    // backward writes (=) every element; the fused buffer's unused k/v slots keep their zeros.
-    const bool fused = L.shape.q_stride == 3 * L.shape.A * L.shape.D;
-    const AttentionRun run = run_attention<double>(L, x, weights, key, fused ? 0.0 : 1e3);
-    check_gradient("dqkv", x, run.dx,
+    // The backward adds into dq, dk and dv; the fused buffer's unused k/v slots, which no
+    // objective reads, must keep their starting values (finite difference 0).
+    const Vec dx0 = random_vec(rng, L.size);
+    const AttentionRun run = run_attention<double>(L, x, weights, key, dx0);
+    check_gradient("dqkv", x, minus(run.dx, dx0),
                    [&] { return weighted_sum(run_attention<double>(L, x, {}, key).out, weights); });
 }
 
@@ -339,17 +346,21 @@ TEST_SUITE("kernels") {
             CHECK(out == inp);
         }
         SUBCASE("backward matches finite differences") {
-            std::mt19937_64 rng(1);
-            const std::size_t n = 40;
-            Vec x = random_vec(rng, n);
-            const Vec w = random_vec(rng, n);
-            const DropoutKey key{0.3f, 3, 4, 100};
-            Vec dinp(n, 1e3), out(n);
-            dropout_backward(dinp.data(), w.data(), n, key);
-            check_gradient("dinp", x, dinp, [&] {
-                dropout_forward(out.data(), x.data(), n, key);
-                return weighted_sum(out, w);
-            });
+            for (float p : {0.3f, 0.0f}) {  // p = 0 takes the identity's own path
+                CAPTURE(p);
+                std::mt19937_64 rng(1);
+                const std::size_t n = 40;
+                Vec x = random_vec(rng, n);
+                const Vec w = random_vec(rng, n);
+                const DropoutKey key{p, 3, 4, 100};
+                const Vec dinp0 = random_vec(rng, n);
+                Vec dinp = dinp0, out(n);
+                dropout_backward(dinp.data(), w.data(), n, key);
+                check_gradient("dinp", x, minus(dinp, dinp0), [&] {
+                    dropout_forward(out.data(), x.data(), n, key);
+                    return weighted_sum(out, w);
+                });
+            }
         }
     }
 
@@ -367,9 +378,10 @@ TEST_SUITE("kernels") {
             const std::size_t n = 30;
             Vec x = random_vec(rng, n, -4, 4);
             const Vec w = random_vec(rng, n);
-            Vec dinp(n, 1e3), out(n);
+            const Vec dinp0 = random_vec(rng, n);
+            Vec dinp = dinp0, out(n);
             gelu_backward(dinp.data(), w.data(), x.data(), n);
-            check_gradient("dinp", x, dinp, [&] {
+            check_gradient("dinp", x, minus(dinp, dinp0), [&] {
                 gelu_forward(out.data(), x.data(), n);
                 return weighted_sum(out, w);
             });
@@ -389,14 +401,15 @@ TEST_SUITE("kernels") {
             const std::size_t n = 30;
             Vec gate = random_vec(rng, n, -4, 4), up = random_vec(rng, n, -2, 2);
             const Vec w = random_vec(rng, n);
-            Vec dgate(n, 1e3), dup(n, 1e3), out(n);
+            const Vec dgate0 = random_vec(rng, n), dup0 = random_vec(rng, n);
+            Vec dgate = dgate0, dup = dup0, out(n);
             swiglu_backward(dgate.data(), dup.data(), w.data(), gate.data(), up.data(), n);
             auto objective = [&] {
                 swiglu_forward(out.data(), gate.data(), up.data(), n);
                 return weighted_sum(out, w);
             };
-            check_gradient("dgate", gate, dgate, objective);
-            check_gradient("dup", up, dup, objective);
+            check_gradient("dgate", gate, minus(dgate, dgate0), objective);
+            check_gradient("dup", up, minus(dup, dup0), objective);
         }
     }
 
@@ -425,12 +438,13 @@ TEST_SUITE("kernels") {
                 CHECK(rstd[n] == doctest::Approx(1 / std::sqrt(ref_var + 1e-5)).epsilon(1e-14));
             }
         }
-        SUBCASE("backward matches finite differences; parameter gradients accumulate") {
+        SUBCASE("backward matches finite differences; all gradients accumulate") {
             const Vec w = random_vec(rng, N * H);
+            const Vec dinp0 = random_vec(rng, N * H);
             const Vec dweight0 = random_vec(rng, H), dbias0 = random_vec(rng, H);
             layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
                               bias.data(), N, H);
-            Vec dinp(N * H, 1e3), dweight = dweight0, dbias = dbias0;
+            Vec dinp = dinp0, dweight = dweight0, dbias = dbias0;
             layernorm_backward(dinp.data(), dweight.data(), dbias.data(), w.data(), inp.data(),
                                weight.data(), mean.data(), rstd.data(), N, H);
             auto objective = [&] {
@@ -438,7 +452,7 @@ TEST_SUITE("kernels") {
                                   bias.data(), N, H);
                 return weighted_sum(out, w);
             };
-            check_gradient("dinp", inp, dinp, objective);
+            check_gradient("dinp", inp, minus(dinp, dinp0), objective);
             check_gradient("dweight", weight, minus(dweight, dweight0), objective);
             check_gradient("dbias", bias, minus(dbias, dbias0), objective);
         }
@@ -461,18 +475,19 @@ TEST_SUITE("kernels") {
                               .epsilon(1e-14));
             }
         }
-        SUBCASE("backward matches finite differences; dweight accumulates") {
+        SUBCASE("backward matches finite differences; dinp and dweight accumulate") {
             const Vec w = random_vec(rng, N * H);
+            const Vec dinp0 = random_vec(rng, N * H);
             const Vec dweight0 = random_vec(rng, H);
             rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), N, H);
-            Vec dinp(N * H, 1e3), dweight = dweight0;
+            Vec dinp = dinp0, dweight = dweight0;
             rmsnorm_backward(dinp.data(), dweight.data(), w.data(), inp.data(), weight.data(),
                              rstd.data(), N, H);
             auto objective = [&] {
                 rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), N, H);
                 return weighted_sum(out, w);
             };
-            check_gradient("dinp", inp, dinp, objective);
+            check_gradient("dinp", inp, minus(dinp, dinp0), objective);
             check_gradient("dweight", weight, minus(dweight, dweight0), objective);
         }
     }
@@ -498,9 +513,10 @@ TEST_SUITE("kernels") {
                     CHECK(out[n * O + o] == doctest::Approx(ref).epsilon(1e-14));
                 }
         }
-        SUBCASE("backward matches finite differences; dw and dbias accumulate") {
+        SUBCASE("backward matches finite differences; dinp, dw and dbias accumulate") {
+            const Vec dinp0 = random_vec(rng, N * I);
             const Vec dw0 = random_vec(rng, O * I), dbias0 = random_vec(rng, O);
-            Vec dinp(N * I, 1e3), dw = dw0, dbias = dbias0, out(N * O);
+            Vec dinp = dinp0, dw = dw0, dbias = dbias0, out(N * O);
             linear_backward<double>(dinp.data(), dw.data(), dbias.data(), weights.data(),
                                     inp.data(), w.data(), N, I, O, nullptr);
             auto objective = [&] {
@@ -508,24 +524,30 @@ TEST_SUITE("kernels") {
                                        nullptr);
                 return weighted_sum(out, weights);
             };
-            check_gradient("dinp", inp, dinp, objective);
+            check_gradient("dinp", inp, minus(dinp, dinp0), objective);
             check_gradient("dw", w, minus(dw, dw0), objective);
             check_gradient("dbias", bias, minus(dbias, dbias0), objective);
         }
         SUBCASE("no bias") {
-            Vec out(N * O), dinp(N * I), dw(O * I, 0.0);
+            const Vec dinp0 = random_vec(rng, N * I), dw0 = random_vec(rng, O * I);
+            Vec out(N * O), dinp = dinp0, dw = dw0;
             linear_forward<double>(out.data(), inp.data(), w.data(), nullptr, N, I, O, nullptr);
             linear_backward<double>(dinp.data(), dw.data(), nullptr, weights.data(), inp.data(),
                                     w.data(), N, I, O, nullptr);
-            check_gradient("dinp", inp, dinp, [&] {
+            auto objective = [&] {
                 linear_forward<double>(out.data(), inp.data(), w.data(), nullptr, N, I, O, nullptr);
                 return weighted_sum(out, weights);
-            });
+            };
+            check_gradient("dinp", inp, minus(dinp, dinp0), objective);
+            check_gradient("dw", w, minus(dw, dw0), objective);
         }
         SUBCASE("float agrees with double") {
+            const Vec dinp0 = random_vec(rng, N * I);
             const Vec dw0 = random_vec(rng, O * I), dbias0 = random_vec(rng, O);
-            const LinearRun d = run_linear<double>(inp, w, bias, weights, dw0, dbias0, N, I, O);
-            const LinearRun f = run_linear<float>(inp, w, bias, weights, dw0, dbias0, N, I, O);
+            const LinearRun d =
+                run_linear<double>(inp, w, bias, weights, dinp0, dw0, dbias0, N, I, O);
+            const LinearRun f =
+                run_linear<float>(inp, w, bias, weights, dinp0, dw0, dbias0, N, I, O);
             // fp32 sums of 8 terms of order 1: a few ulps, far inside 1e-5 relative (1e-6 absolute
             // for results that cancel towards zero).
             check_close("out", d.out, f.out, 1e-6, 1e-5);
@@ -537,10 +559,13 @@ TEST_SUITE("kernels") {
             const Vec inp_b = round_to_bf16(inp), w_b = round_to_bf16(w),
                       bias_b = round_to_bf16(bias);
             const Vec dout_b = round_to_bf16(weights);
-            const Vec dw0 = round_to_bf16(random_vec(rng, O * I)),
+            const Vec dinp0 = round_to_bf16(random_vec(rng, N * I)),
+                      dw0 = round_to_bf16(random_vec(rng, O * I)),
                       dbias0 = round_to_bf16(random_vec(rng, O));
-            const LinearRun f = run_linear<float>(inp_b, w_b, bias_b, dout_b, dw0, dbias0, N, I, O);
-            const LinearRun b = run_linear<bf16>(inp_b, w_b, bias_b, dout_b, dw0, dbias0, N, I, O);
+            const LinearRun f =
+                run_linear<float>(inp_b, w_b, bias_b, dout_b, dinp0, dw0, dbias0, N, I, O);
+            const LinearRun b =
+                run_linear<bf16>(inp_b, w_b, bias_b, dout_b, dinp0, dw0, dbias0, N, I, O);
             // bf16 keeps 8 significant bits: each output is the fp32 result rounded once, 2^-9
             // relative; atol covers outputs that cancel towards zero.
             check_close("out", f.out, b.out, 1e-3, 1e-2);
@@ -575,9 +600,10 @@ TEST_SUITE("kernels") {
         }
         SUBCASE("backward matches finite differences") {
             const Vec w = random_vec(rng, n);
-            Vec dinp(n, 1e3);
+            const Vec dinp0 = random_vec(rng, n);
+            Vec dinp = dinp0;
             rotary_backward(dinp.data(), w.data(), B, S, heads, D);
-            check_gradient("dinp", x, dinp, [&] {
+            check_gradient("dinp", x, minus(dinp, dinp0), [&] {
                 rotary_forward(out.data(), x.data(), B, S, heads, D);
                 return weighted_sum(out, w);
             });
@@ -634,9 +660,10 @@ TEST_SUITE("kernels") {
             const AttentionLayout L(B, S, A, KV, D, true);
             std::mt19937_64 rng(14);
             const Vec x = random_vec(rng, L.size, -2, 2), dout = random_vec(rng, L.out_size());
+            const Vec dx0 = random_vec(rng, L.size);
             const DropoutKey key{0.2f, 5, 6, 0};
-            const AttentionRun d = run_attention<double>(L, x, dout, key);
-            const AttentionRun f = run_attention<float>(L, x, dout, key);
+            const AttentionRun d = run_attention<double>(L, x, dout, key, dx0);
+            const AttentionRun f = run_attention<float>(L, x, dout, key, dx0);
             // Softmax and sums over S = 5 terms of order 1 in fp32: errors of a few 1e-7.
             check_close("out", d.out, f.out, 1e-6, 1e-5);
             check_close("lse", d.lse, f.lse, 1e-6, 1e-5);
@@ -647,9 +674,10 @@ TEST_SUITE("kernels") {
             std::mt19937_64 rng(15);
             const Vec x = round_to_bf16(random_vec(rng, L.size, -2, 2));
             const Vec dout = round_to_bf16(random_vec(rng, L.out_size()));
+            const Vec dx0 = round_to_bf16(random_vec(rng, L.size));
             const DropoutKey key{0.2f, 5, 6, 0};
-            const AttentionRun f = run_attention<float>(L, x, dout, key);
-            const AttentionRun b = run_attention<bf16>(L, x, dout, key);
+            const AttentionRun f = run_attention<float>(L, x, dout, key, dx0);
+            const AttentionRun b = run_attention<bf16>(L, x, dout, key, dx0);
             // The forward differs by one bf16 rounding of out (2^-9 relative). The backward also
             // reads that rounded out for rowsum(dO * O), as FlashAttention does, so its error is an
             // absolute one, up to D |dO| |O| 2^-9 ~ 1.6e-2 at these magnitudes (|O| <= 2); it shows
@@ -725,10 +753,11 @@ TEST_SUITE("kernels") {
         SUBCASE("backward matches finite differences") {
             const double scale = 1.0 / 7;
             cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
-            Vec dlogits(N * V, 1e3);
+            const Vec dlogits0 = random_vec(rng, N * V);
+            Vec dlogits = dlogits0;
             cross_entropy_backward(dlogits.data(), logits.data(), lse.data(), targets.data(), N, V,
                                    scale);
-            check_gradient("dlogits", logits, dlogits, [&] {
+            check_gradient("dlogits", logits, minus(dlogits, dlogits0), [&] {
                 return scale *
                        cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
             });

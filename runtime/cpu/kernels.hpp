@@ -174,7 +174,7 @@ void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse, co
 // ---- AdamW (decoupled weight decay), on fp32 (or double) master parameters ----
 // `denom` is a parameter-sized temporary (sqrt(v_hat) + eps), as torch's foreach AdamW makes.
 struct AdamW {
-    double lr = 3e-4, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+    double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
 };
 template <class T>
 void adamw_step(T* param, const T* grad, T* m, T* v, T* denom, std::size_t n, const AdamW& opt, std::uint64_t step);

@@ -4,6 +4,34 @@
 // it computes: one (batch, head) at a time it materializes the S x S scores in caller scratch and
 // runs them through BLAS. That scratch is per call and O(S^2), which is the point: the runtime
 // counts it as the transient it is, and the saved state stays O(S). No tiling, no threads.
+//
+// Scratch layout, in acc_t<T> elements (float for float and bf16, double for double), reused for
+// every (batch, head) the call walks:
+//   forward,  attention_forward_scratch = S*S + 4*S*D:
+//     [0, S*S)                P   (S, S) scores Q K^T / sqrt(D), then in place the probabilities
+//                                 softmax(scores) times the dropout factor, upper triangle 0
+//     [S*S + 0*S*D, +S*D)     Q   (S, D) this query head's q, dense
+//     [S*S + 1*S*D, +S*D)     K   (S, D) its key/value head's k, dense
+//     [S*S + 2*S*D, +S*D)     V   (S, D) its key/value head's v, dense
+//     [S*S + 3*S*D, +S*D)     O   (S, D) P V, before it is stored into out
+//   backward, attention_backward_scratch = 2*S*S + 7*S*D:
+//     [0, S*S)                P   (S, S) scores Q K^T / sqrt(D) recomputed, then in place the
+//                                 dropped probabilities (softmax from the saved lse times the
+//                                 dropout factor), upper triangle 0
+//     [S*S, 2*S*S)            dP  (S, S) dO V^T, the gradient of the dropped probabilities, then
+//                                 in place the gradient of the scaled scores (the dQ and dK GEMMs
+//                                 apply the 1/sqrt(D)), upper triangle 0
+//     [2*S*S + 0*S*D, +S*D)   Q   (S, D) this query head's q, dense
+//     [2*S*S + 1*S*D, +S*D)   K   (S, D) the key/value head's k, dense
+//     [2*S*S + 2*S*D, +S*D)   V   (S, D) the key/value head's v, dense
+//     [2*S*S + 3*S*D, +S*D)   dO  (S, D) this query head's dout, dense
+//     [2*S*S + 4*S*D, +S*D)   dQ  (S, D) this query head's gradient of q, from zero
+//     [2*S*S + 5*S*D, +S*D)   dK  (S, D) the gradient of k summed over the query heads that share
+//                                 the key/value head, from zero
+//     [2*S*S + 6*S*D, +S*D)   dV  (S, D) likewise for v
+// The backward accumulates (+=) into dq, dk and dv, as kernels.hpp's convention says: dQ is added
+// into dq once per query head, dK and dV into dk and dv once per key/value head, so each stored
+// element, bf16 included, is rounded once per call. Rotary's backward accumulates into dinp too.
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -21,9 +49,10 @@ constexpr double rotary_theta = 10000.0;
 constexpr std::size_t rotary_block = 64;
 
 // sign = +1 rotates by +angle (forward); sign = -1 by -angle, the transpose (backward).
+// add: out += the rotation (backward's accumulation) rather than out = it.
 template <class T>
 void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D,
-            int sign) {
+            int sign, bool add) {
     using A = acc_t<T>;
     assert(D % 2 == 0 && "rotary needs an even head dimension");
     const std::size_t half = D / 2;
@@ -49,8 +78,10 @@ void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t head
                         const A x2 = load(inp[row + j + half]);
                         const A c = cos_j[j - j0];
                         const A sn = sin_j[j - j0];
-                        out[row + j] = store<T>(x1 * c - x2 * sn);
-                        out[row + j + half] = store<T>(x2 * c + x1 * sn);
+                        const A y1 = x1 * c - x2 * sn;
+                        const A y2 = x2 * c + x1 * sn;
+                        out[row + j] = store<T>(add ? load(out[row + j]) + y1 : y1);
+                        out[row + j + half] = store<T>(add ? load(out[row + j + half]) + y2 : y2);
                     }
                 }
             }
@@ -67,6 +98,14 @@ void gather_head(acc_t<T>* dst, const T* src, std::size_t stride, std::size_t S,
 template <class T>
 void scatter_head(T* dst, const acc_t<T>* src, std::size_t stride, std::size_t S, std::size_t D) {
     for (std::size_t i = 0; i < S; ++i) convert_back(dst + i * stride, src + i * D, D);
+}
+
+// Adds a dense (S, D) block into the S rows of one head: one rounding per element for bf16.
+template <class T>
+void add_head(T* dst, const acc_t<T>* src, std::size_t stride, std::size_t S, std::size_t D) {
+    for (std::size_t i = 0; i < S; ++i)
+        for (std::size_t d = 0; d < D; ++d)
+            dst[i * stride + d] = store<T>(load(dst[i * stride + d]) + src[i * D + d]);
 }
 
 // Index of probability (b, h, 0, 0) in the dropout stream, as documented in kernels.hpp.
@@ -93,13 +132,13 @@ A dropout_factor(const DropoutKey& key, std::uint64_t index, A keep_scale) {
 template <class T>
 void rotary_forward(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads,
                     std::size_t D) {
-    rotate(out, inp, B, S, heads, D, +1);
+    rotate(out, inp, B, S, heads, D, +1, false);
 }
 
 template <class T>
 void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::size_t heads,
                      std::size_t D) {
-    rotate(dinp, dout, B, S, heads, D, -1);
+    rotate(dinp, dout, B, S, heads, D, -1, true);
 }
 
 template <class T>
@@ -171,9 +210,9 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     A* K = Q + S * D;    // (S, D)
     A* V = K + S * D;    // (S, D)
     A* dO = V + S * D;   // (S, D)
-    A* dQ = dO + S * D;  // (S, D)
+    A* dQ = dO + S * D;  // (S, D), added into dq once per query head
     A* dK = dQ + S * D;  // (S, D), summed over the query heads that share this key/value head
-    A* dV = dK + S * D;  // (S, D), likewise
+    A* dV = dK + S * D;  // (S, D), likewise; both added into dk, dv once per key/value head
     for (std::size_t b = 0; b < s.B; ++b) {
         for (std::size_t kvh = 0; kvh < s.KV; ++kvh) {
             gather_head(K, k + b * S * s.k_stride + kvh * D, s.k_stride, S, D);
@@ -208,10 +247,10 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                 gemm<A>(true, false, S, D, S, A(1), P, S, dO, D, A(1), dV, D);
                 gemm<A>(false, false, S, D, S, scale, dP, S, K, D, A(0), dQ, D);
                 gemm<A>(true, false, S, D, S, scale, dP, S, Q, D, A(1), dK, D);
-                scatter_head(dq + b * S * s.q_stride + h * D, dQ, s.q_stride, S, D);
+                add_head(dq + b * S * s.q_stride + h * D, dQ, s.q_stride, S, D);
             }
-            scatter_head(dk + b * S * s.k_stride + kvh * D, dK, s.k_stride, S, D);
-            scatter_head(dv + b * S * s.v_stride + kvh * D, dV, s.v_stride, S, D);
+            add_head(dk + b * S * s.k_stride + kvh * D, dK, s.k_stride, S, D);
+            add_head(dv + b * S * s.v_stride + kvh * D, dV, s.v_stride, S, D);
         }
     }
 }

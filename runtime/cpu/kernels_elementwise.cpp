@@ -1,5 +1,7 @@
 // Elementwise kernels of the CPU backend: the dropout RNG, storage <-> arithmetic conversion,
 // residual add, accumulation, dropout, GELU and SwiGLU, forward and backward.
+// Forwards write (=) their outputs; backwards accumulate (+=) into every gradient they produce,
+// as kernels.hpp's convention says, so a gradient buffer must not alias the dout it reads.
 // Plain single-threaded loops: these ops are memory-bound and tiny next to the GEMMs, and the
 // runtime measures memory, not speed. No SIMD intrinsics, no allocation.
 #include <cassert>
@@ -72,10 +74,20 @@ void dropout_forward(T* out, const T* inp, std::size_t n, const DropoutKey& key)
     apply_dropout(out, inp, n, key);
 }
 
-// The mask is a pure function of the key, so the backward is the forward applied to dout.
+// The mask is a pure function of the key, so the backward is the forward applied to dout, added
+// into dinp.
 template <class T>
 void dropout_backward(T* dinp, const T* dout, std::size_t n, const DropoutKey& key) {
-    apply_dropout(dinp, dout, n, key);
+    using A = acc_t<T>;
+    if (key.p == 0.0f) {
+        accumulate(dinp, dout, n);
+        return;
+    }
+    const A scale = static_cast<A>(keep_scale(key.p));
+    for (std::size_t i = 0; i < n; ++i) {
+        const bool keep = dropout_keep(key.seed, key.stream, key.index0 + i, key.p);
+        if (keep) dinp[i] = store<T>(load(dinp[i]) + load(dout[i]) * scale);
+    }
 }
 
 template <class T>
@@ -102,7 +114,7 @@ void gelu_backward(T* dinp, const T* dout, const T* inp, std::size_t n) {
         const A t = std::tanh(c * (x + k * x * x * x));
         const A du = c * (A(1) + A(3) * k * x * x);
         const A grad = half * (A(1) + t) + half * x * (A(1) - t * t) * du;
-        dinp[i] = store<T>(load(dout[i]) * grad);
+        dinp[i] = store<T>(load(dinp[i]) + load(dout[i]) * grad);
     }
 }
 
@@ -125,8 +137,8 @@ void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up
         const A d = load(dout[i]);
         const A sig = A(1) / (A(1) + std::exp(-g));
         const A dsilu = sig * (A(1) + g * (A(1) - sig));
-        dgate[i] = store<T>(d * u * dsilu);
-        dup[i] = store<T>(d * g * sig);
+        dgate[i] = store<T>(load(dgate[i]) + d * u * dsilu);
+        dup[i] = store<T>(load(dup[i]) + d * g * sig);
     }
 }
 

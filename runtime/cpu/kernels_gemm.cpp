@@ -2,6 +2,8 @@
 // OpenBLAS has no bf16 GEMM, so the bf16 linear converts its operands into the caller's fp32
 // staging, runs sgemm and converts back; that staging is counted by the caller like any other
 // buffer. This file does not pick threads or tune blocking: OpenBLAS's defaults stand.
+// linear_backward accumulates (+=) into dinp, dw and dbias (kernels.hpp's convention): the
+// GEMMs run with beta = 1, and the bf16 path loads the existing dinp and dw into its staging.
 #include <cblas.h>
 
 #include <algorithm>
@@ -116,15 +118,16 @@ void linear_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, cons
         convert(dout_f, dout, N * O);
         convert(w_f, w, O * I);
         convert(inp_f, inp, N * I);
+        convert(dinp_f, dinp, N * I);
         convert(dw_f, dw, O * I);
-        gemm<float>(false, false, N, I, O, 1.0f, dout_f, O, w_f, I, 0.0f, dinp_f, I);
+        gemm<float>(false, false, N, I, O, 1.0f, dout_f, O, w_f, I, 1.0f, dinp_f, I);
         gemm<float>(true, false, O, I, N, 1.0f, dout_f, O, inp_f, I, 1.0f, dw_f, I);
         convert_back(dinp, dinp_f, N * I);
         convert_back(dw, dw_f, O * I);
         if (dbias) add_column_sums(dbias, dout_f, N, O);
     } else {
         (void)staging;
-        gemm<T>(false, false, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
+        gemm<T>(false, false, N, I, O, T(1), dout, O, w, I, T(1), dinp, I);
         gemm<T>(true, false, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
         if (dbias) add_column_sums(dbias, dout, N, O);
     }

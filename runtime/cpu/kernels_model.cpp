@@ -1,5 +1,6 @@
 // The ends of the model and the optimizer: token + position embedding, cross-entropy over the
-// vocabulary, and one AdamW step, each forward and backward where it has one.
+// vocabulary, and one AdamW step, each forward and backward where it has one. Backwards
+// accumulate (+=) into dwte, dwpe and dlogits, as kernels.hpp's convention says.
 // Targets are always valid token ids (no ignore_index), the loss is a sum (the caller's `scale`
 // turns it into a mean), and AdamW has no amsgrad, maximize or gradient clipping.
 #include <algorithm>
@@ -80,7 +81,7 @@ void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse,
         const std::size_t t = static_cast<std::size_t>(targets[n]);
         for (std::size_t j = 0; j < V; ++j) {
             const A prob = std::exp(load(x[j]) - lse[n]);
-            dx[j] = store<T>(scale * (prob - (j == t ? A(1) : A(0))));
+            dx[j] = store<T>(load(dx[j]) + scale * (prob - (j == t ? A(1) : A(0))));
         }
     }
 }

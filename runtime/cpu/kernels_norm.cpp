@@ -2,6 +2,8 @@
 // Statistics and arithmetic in acc_t<T>; the forward saves mean / rstd per row so the backward
 // does not recompute them. Eps values are fixed to torch's and HF's defaults (1e-5 LayerNorm,
 // 1e-6 LlamaRMSNorm), not configurable. Single-threaded, no allocation.
+// Backwards accumulate (+=) into dinp and the parameter gradients alike (kernels.hpp's
+// convention), so dinp must not alias dout.
 #include <algorithm>
 #include <cmath>
 
@@ -50,7 +52,6 @@ template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                         const acc_t<T>* mean, const acc_t<T>* rstd, std::size_t N, std::size_t H) {
     using A = acc_t<T>;
-    // Parameter gradients first: dinp may alias dout, and this pass reads every row of dout.
     for (std::size_t c0 = 0; c0 < H; c0 += column_block) {
         const std::size_t c1 = std::min(H, c0 + column_block);
         A sum_w[column_block] = {};
@@ -88,7 +89,7 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
         for (std::size_t i = 0; i < H; ++i) {
             const A norm = (load(x[i]) - m) * r;
             const A dnorm = load(d[i]) * load(weight[i]);
-            dx[i] = store<T>((dnorm - dnorm_mean - norm * dnorm_norm_mean) * r);
+            dx[i] = store<T>(load(dx[i]) + (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r);
         }
     }
 }
@@ -138,7 +139,7 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
         T* dx = dinp + n * H;
         for (std::size_t i = 0; i < H; ++i) {
             const A dnorm = load(d[i]) * load(weight[i]);
-            dx[i] = store<T>((dnorm - load(x[i]) * r * dnorm_norm_mean) * r);
+            dx[i] = store<T>(load(dx[i]) + (dnorm - load(x[i]) * r * dnorm_norm_mean) * r);
         }
     }
 }
