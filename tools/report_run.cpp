@@ -23,6 +23,23 @@ json oom_json(const rt::OomReport& o) {
             {"cap_bytes", o.cap_bytes}, {"action", o.action}, {"op", o.op}, {"rank", o.rank}};
 }
 
+// What each stage of rank 0 kept after its first forward, as the runtime allocated it.
+json saved_json(const RunReport& r) {
+    json stages = json::array();
+    if (r.run.oom || r.run.ranks.empty()) return stages;
+    const auto& saved = r.run.ranks.front().saved;
+    for (std::size_t i = 0; i < saved.size(); ++i) {
+        json tensors = json::array();
+        std::uint64_t total = 0;
+        for (const auto& t : saved[i]) {
+            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", rt::dtype_name(t.dtype)}, {"bytes", t.bytes}});
+            total += t.bytes;
+        }
+        stages.push_back({{"stage", i}, {"name", r.prediction.chain.stages[i].name}, {"tensors", tensors}, {"total_bytes", total}});
+    }
+    return stages;
+}
+
 }  // namespace
 
 json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
@@ -52,7 +69,8 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
             {"tokens_per_s", r.run.tokens_per_s},
             {"gradients_match", r.gradients_match ? json(*r.gradients_match) : json(nullptr)},
             {"gradient_difference", r.gradient_difference.empty() ? json(nullptr) : json(r.gradient_difference)},
-            {"oom", r.run.oom ? oom_json(*r.run.oom) : json(nullptr)}};
+            {"oom", r.run.oom ? oom_json(*r.run.oom) : json(nullptr)},
+            {"saved", saved_json(r)}};
 }
 
 std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline) {
