@@ -16,9 +16,9 @@ namespace {
 std::size_t block_size(std::uint64_t bytes) { return (std::max<std::uint64_t>(bytes, 1) + 63) / 64 * 64; }
 
 // Freed blocks by size, shared by every allocator of the process (ranks are threads).
-class BlockPool {
+class HostPool final : public MemorySource {
 public:
-    void* take(std::size_t size) {
+    void* take(std::size_t size) override {
         {
             std::lock_guard lock(mu_);
             if (auto it = free_.find(size); it != free_.end() && !it->second.empty()) {
@@ -31,7 +31,7 @@ public:
         if (!p) throw std::bad_alloc();
         return p;
     }
-    void give(void* p, std::size_t size) noexcept {
+    void give(void* p, std::size_t size) noexcept override {
         try {
             std::lock_guard lock(mu_);
             free_[size].push_back(p);
@@ -39,7 +39,8 @@ public:
             std::free(p);  // no room to remember it: give it back to the OS
         }
     }
-    ~BlockPool() {
+    void zero(void* p, std::size_t size) override { std::memset(p, 0, size); }
+    ~HostPool() override {
         for (auto& [size, blocks] : free_)
             for (void* p : blocks) std::free(p);
     }
@@ -49,10 +50,6 @@ private:
     std::unordered_map<std::size_t, std::vector<void*>> free_;
 };
 
-BlockPool& block_pool() {
-    static BlockPool pool;
-    return pool;
-}
 
 std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
                      const std::string& op) {
@@ -60,6 +57,11 @@ std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t 
                        requested, live, cap, action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
 }
 }  // namespace
+
+MemorySource& host_memory() {
+    static HostPool pool;
+    return pool;
+}
 
 OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action_,
                          std::string op_)
@@ -73,8 +75,8 @@ OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint6
 void* CountingAllocator::allocate(std::uint64_t bytes, bool zero) {
     if (cap_ && live_ + bytes > cap_) throw OutOfMemory(bytes, live_, cap_, action_, op_);
     const std::size_t size = block_size(bytes);
-    void* p = block_pool().take(size);
-    if (zero) std::memset(p, 0, size);
+    void* p = source_->take(size);
+    if (zero) source_->zero(p, size);
     live_ += bytes;
     peak_ = std::max(peak_, live_);
     window_peak_ = std::max(window_peak_, live_);
@@ -82,7 +84,7 @@ void* CountingAllocator::allocate(std::uint64_t bytes, bool zero) {
 }
 
 void CountingAllocator::deallocate(void* p, std::uint64_t bytes) noexcept {
-    block_pool().give(p, block_size(bytes));
+    source_->give(p, block_size(bytes));
     live_ -= bytes;
 }
 

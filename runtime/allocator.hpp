@@ -18,6 +18,18 @@
 
 namespace remat::rt {
 
+// Where a backend's bytes come from: host memory for the CPU, a CUDA memory pool for CUDA.
+// take/give are the raw blocks; the allocator above counts.
+class MemorySource {
+public:
+    virtual ~MemorySource() = default;
+    virtual void* take(std::size_t bytes) = 0;
+    virtual void give(void* p, std::size_t bytes) noexcept = 0;
+    virtual void zero(void* p, std::size_t bytes) = 0;
+};
+// Host memory, pooled process-wide by size (ranks are threads of one process).
+MemorySource& host_memory();
+
 // An allocation beyond the cap. what(): the one line the CLI prints.
 struct OutOfMemory : std::runtime_error {
     OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action, std::string op);
@@ -27,7 +39,8 @@ struct OutOfMemory : std::runtime_error {
 
 class CountingAllocator {
 public:
-    explicit CountingAllocator(std::uint64_t cap_bytes = 0) : cap_(cap_bytes) {}
+    explicit CountingAllocator(std::uint64_t cap_bytes = 0, MemorySource& source = host_memory())
+        : source_(&source), cap_(cap_bytes) {}
     CountingAllocator(const CountingAllocator&) = delete;
     CountingAllocator& operator=(const CountingAllocator&) = delete;
 
@@ -50,6 +63,7 @@ public:
     void set_op(std::string op) { op_ = std::move(op); }
 
 private:
+    MemorySource* source_;
     std::uint64_t cap_ = 0, live_ = 0, peak_ = 0, window_peak_ = 0;
     std::string action_, op_;
 };

@@ -4,9 +4,6 @@
 
 namespace remat::rt {
 
-using cpu::acc_t;
-using cpu::load;
-using cpu::store;
 
 template <class T>
 void InProcessCollectives<T>::barrier() {
@@ -69,6 +66,6 @@ double InProcessCollectives<T>::all_reduce_sum(std::size_t rank, double x) {
 }
 
 template class InProcessCollectives<float>;
-template class InProcessCollectives<cpu::bf16>;
+template class InProcessCollectives<bf16>;
 
 }  // namespace remat::rt

@@ -16,7 +16,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "runtime/cpu/kernels.hpp"
+#include "runtime/numeric.hpp"
 
 namespace remat::rt {
 

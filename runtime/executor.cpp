@@ -53,7 +53,9 @@ RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, s
         s.master = allocate_zeroed(4 * s.shard_n);  // the last shard's padding stays 0
         const std::uint64_t begin = std::min<std::uint64_t>(numel, rank * s.shard_n);
         const std::uint64_t end = std::min<std::uint64_t>(numel, begin + s.shard_n);
-        initial_parameters(model.units[u], seed_, u, begin, end, s.master->template as<float>());
+        std::vector<float> init(end - begin);
+        initial_parameters(model.units[u], seed_, u, begin, end, init.data());
+        model.backend->upload(s.master->template as<float>(), init.data(), 4 * init.size());
         s.m = allocate_zeroed(4 * s.shard_n);
         s.v = allocate_zeroed(4 * s.shard_n);
     }
@@ -100,7 +102,7 @@ StepRecord RankExecutor<T>::step(std::uint64_t step, const std::vector<std::int3
     StepRecord record;
     alloc_.set_context(schedule_.actions.empty() ? "" : action_label(schedule_.actions.front()), "input_ids");
     boundary_[0] = allocate(4 * ids.size());
-    std::copy(ids.begin(), ids.end(), boundary_[0]->template as<std::int32_t>());
+    model_.backend->upload(boundary_[0]->template as<void>(), ids.data(), 4 * ids.size());
     for (StageState& s : stages_) s.forward_done = s.backward_done = false;
     alloc_.take_window_peak();
     for (std::size_t a = 0; a < schedule_.actions.size(); ++a) {
@@ -298,9 +300,7 @@ void RankExecutor<T>::reduce_unit_gradients(std::size_t u) {
     BufferRef out = allocate(sizeof(T) * s.shard_n);
     coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n, model_.units[u].numel);
     if (!s.grad_shard) s.grad_shard = allocate_zeroed(4 * s.shard_n);
-    float* g = s.grad_shard->template as<float>();
-    const T* r = out->template as<T>();
-    for (std::uint64_t j = 0; j < s.shard_n; ++j) g[j] += static_cast<float>(cpu::load(r[j]));
+    model_.backend->add_to_fp32(s.grad_shard->template as<float>(), out->template as<T>(), s.shard_n);
     out.reset();
     s.grad.reset();
 }
@@ -310,24 +310,25 @@ void RankExecutor<T>::optimizer_step(StepRecord& record) {
     alloc_.set_context("optimizer", "optimizer.step");
     set_gathered(std::vector<bool>(units_.size(), false));
     const BufferRef& loss = boundary_.back();
-    const double local = loss ? static_cast<double>(*loss->template as<float>()) : 0.0;
+    float local = 0;
+    if (loss) model_.backend->download(&local, loss->template as<float>(), sizeof local);
     for (BufferRef& b : boundary_) b.reset();
-    record.loss = coll_.all_reduce_sum(rank_, local);
+    record.loss = coll_.all_reduce_sum(rank_, static_cast<double>(local));
     std::uint64_t total = 0;
     for (const UnitState& s : units_) total += s.shard_n;
     if (options_.keep_gradients)
         for (const UnitState& s : units_) {
-            const float* g = s.grad_shard->template as<float>();
-            record.grads.emplace_back(g, g + s.shard_n);
+            record.grads.emplace_back(s.shard_n);
+            model_.backend->download(record.grads.back().data(), s.grad_shard->template as<float>(), 4 * s.shard_n);
         }
     // torch's foreach AdamW makes one parameter-sized temporary (the denominators).
     BufferRef denom = allocate(4 * total);
     ++optimizer_steps_;
     std::uint64_t offset = 0;
     for (UnitState& s : units_) {
-        cpu::adamw_step<float>(s.master->template as<float>(), s.grad_shard->template as<float>(),
-                               s.m->template as<float>(), s.v->template as<float>(),
-                               denom->template as<float>() + offset, s.shard_n, options_.adamw, optimizer_steps_);
+        model_.backend->adamw_step(s.master->template as<float>(), s.grad_shard->template as<float>(),
+                                   s.m->template as<float>(), s.v->template as<float>(),
+                                   denom->template as<float>() + offset, s.shard_n, options_.adamw, optimizer_steps_);
         offset += s.shard_n;
     }
     denom.reset();
@@ -336,6 +337,6 @@ void RankExecutor<T>::optimizer_step(StepRecord& record) {
 }
 
 template class RankExecutor<float>;
-template class RankExecutor<cpu::bf16>;
+template class RankExecutor<bf16>;
 
 }  // namespace remat::rt

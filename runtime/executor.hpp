@@ -1,6 +1,6 @@
 // The executor: one rank running a Schedule's actions on the stage programs, step after step,
-// with FSDP-style sharding. Device-agnostic in structure (a backend supplies the kernels, the
-// allocator and the collectives); this one drives the CPU backend.
+// with FSDP-style sharding. Device-agnostic: the model's backend does the math and moves bytes
+// (runtime/backend.hpp), the allocator counts them, the collectives connect the ranks.
 //
 //   RankExecutor<float> r(model, schedule, rank, collectives, allocator, options);
 //   StepRecord s = r.step(step_index, ids, targets);   // one optimizer step
@@ -19,7 +19,7 @@
 #include "planner/schedule.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/collectives.hpp"
-#include "runtime/cpu/kernels.hpp"
+#include "runtime/numeric.hpp"
 #include "runtime/stage_program.hpp"
 
 namespace remat::rt {
@@ -45,7 +45,7 @@ struct StepRecord {
 };
 
 struct ExecutorOptions {
-    cpu::AdamW adamw;
+    AdamW adamw;
     bool keep_gradients = false;  // copy each step's gradient shards into StepRecord (for checks)
 };
 

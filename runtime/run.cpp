@@ -13,13 +13,6 @@
 namespace remat::rt {
 namespace {
 
-std::uint64_t mix(std::uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 // The tokens of one step: W*B sequences of S+1 tokens (inputs, then shifted targets).
 class TokenSource {
 public:
@@ -45,7 +38,7 @@ public:
             // ids: a stream with structure to learn, so that the loss falls from ln V as
             // training works.
             const std::uint64_t K = std::min<std::uint64_t>(c_.model.vocab, 64);
-            std::uint64_t t = mix(mix(mix(c_.seed) ^ step) ^ row) % K;
+            std::uint64_t t = mix64(mix64(mix64(c_.seed) ^ step) ^ row) % K;
             for (std::uint64_t k = 0; k < pos; ++k) t = (31 * t + 7) % K;
             return static_cast<std::int32_t>(t);
         }
@@ -71,7 +64,7 @@ private:
 
 template <class T>
 RunResult run_typed(const RunConfig& c) {
-    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed});
+    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed}, make_cpu_backend<T>());
     const TokenSource tokens(c);
     InProcessCollectives<T> coll(c.world);
     RunResult result;
@@ -83,7 +76,7 @@ RunResult run_typed(const RunConfig& c) {
     std::uint64_t steps_done = c.steps;
     double seconds = 0;
     auto rank_main = [&](std::size_t rank) {
-        CountingAllocator alloc(c.memory_cap_bytes);
+        CountingAllocator alloc(c.memory_cap_bytes, model.backend->memory());
         RankResult& out = result.ranks[rank];
         try {
             ExecutorOptions opt;
@@ -139,7 +132,7 @@ RunResult run_schedule(const RunConfig& c) {
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
     switch (c.precision) {
         case Precision::fp32: return run_typed<float>(c);
-        case Precision::bf16_mixed: return run_typed<cpu::bf16>(c);
+        case Precision::bf16_mixed: return run_typed<bf16>(c);
         default:
             throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
                                          precision_name(c.precision)));

@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 
 #include "planner/error.hpp"
-#include "runtime/cpu/kernels.hpp"
 
 namespace remat::rt {
 
@@ -37,13 +36,13 @@ std::uint64_t TensorSpec::numel() const {
 
 namespace {
 
-using cpu::acc_t;
 
 template <class T>
 class Builder {
 public:
     Builder(const ModelConfig& m, const Shape& s, Model<T>& out)
-        : m_(m), s_(s), out_(out), N_(s.batch * s.seq), act_(std::is_same_v<T, float> ? DType::f32 : DType::bf16) {}
+        : m_(m), s_(s), out_(out), k_(out.backend.get()), N_(s.batch * s.seq),
+          act_(std::is_same_v<T, float> ? DType::f32 : DType::bf16) {}
 
     void build() {
         out_.units.resize(1 + m_.n_layers);
@@ -85,7 +84,7 @@ private:
     struct KeyMaker {
         std::uint64_t seed, stage, op;
         double p;
-        cpu::DropoutKey operator()(const OpArgs& a, std::uint64_t index0) const {
+        DropoutKey operator()(const OpArgs& a, std::uint64_t index0) const {
             return {static_cast<float>(p), seed, (a.step << 32) | (stage << 12) | op, index0};
         }
     };
@@ -94,6 +93,7 @@ private:
 
     // ---- ops ----
     int norm(const std::string& name, int x) {
+        const Backend<T>* be = k_;
         const std::uint64_t H = m_.hidden, N = N_;
         const int y = act(name + ".out", H);
         const std::uint64_t w = param(name + ".weight", H, Init::ones);
@@ -101,10 +101,10 @@ private:
             const int rstd = stat(name + ".rstd", {N});
             op(name, {x}, {y, rstd}, {x, rstd});
             st().ops.back().forward = [=](const OpArgs& a) {
-                cpu::rmsnorm_forward<T>(a.v<T>(y), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), N, H);
+                be->rmsnorm_forward(a.v<T>(y), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), N, H);
             };
             st().ops.back().backward = [=](const OpArgs& a) {
-                cpu::rmsnorm_backward<T>(a.g<T>(x), a.dp<T>(w), a.g<T>(y), a.v<T>(x), a.p<T>(w), a.v<float>(rstd), N, H);
+                be->rmsnorm_backward(a.g<T>(x), a.dp<T>(w), a.g<T>(y), a.v<T>(x), a.p<T>(w), a.v<float>(rstd), N, H);
             };
             return y;
         }
@@ -113,10 +113,10 @@ private:
         const int rstd = stat(name + ".rstd", {N});
         op(name, {x}, {y, mean, rstd}, {x, mean, rstd});
         st().ops.back().forward = [=](const OpArgs& a) {
-            cpu::layernorm_forward<T>(a.v<T>(y), a.v<float>(mean), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), a.p<T>(b), N, H);
+            be->layernorm_forward(a.v<T>(y), a.v<float>(mean), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), a.p<T>(b), N, H);
         };
         st().ops.back().backward = [=](const OpArgs& a) {
-            cpu::layernorm_backward<T>(a.g<T>(x), a.dp<T>(w), a.dp<T>(b), a.g<T>(y), a.v<T>(x), a.p<T>(w),
+            be->layernorm_backward(a.g<T>(x), a.dp<T>(w), a.dp<T>(b), a.g<T>(y), a.v<T>(x), a.p<T>(w),
                                        a.v<float>(mean), a.v<float>(rstd), N, H);
         };
         return y;
@@ -124,26 +124,28 @@ private:
 
     // weight_offset: a weight that exists already (GPT-2's head reuses the token embedding).
     int linear(const std::string& name, int x, std::uint64_t n_out, bool bias, const std::uint64_t* weight_offset = nullptr) {
+        const Backend<T>* be = k_;
         const std::uint64_t N = N_, I = st().tensors[x].shape.back(), O = n_out;
         const int y = act(name + ".out", O);
         const std::uint64_t w = weight_offset ? *weight_offset : param(name + ".weight", O * I, Init::normal);
         const bool has_b = bias;
         const std::uint64_t b = has_b ? param(name + ".bias", O, Init::zeros) : 0;
         ProgramOp& o = op(name, {x}, {y}, {x});
-        o.fwd_workspace_bytes = 4 * cpu::linear_forward_staging<T>(N, I, O);
-        o.bwd_workspace_bytes = 4 * cpu::linear_backward_staging<T>(N, I, O);
+        o.fwd_workspace_bytes = be->linear_forward_workspace(N, I, O);
+        o.bwd_workspace_bytes = be->linear_backward_workspace(N, I, O);
         o.forward = [=](const OpArgs& a) {
-            cpu::linear_forward<T>(a.v<T>(y), a.v<T>(x), a.p<T>(w), has_b ? a.p<T>(b) : nullptr, N, I, O,
-                                   static_cast<float*>(a.workspace));
+            be->linear_forward(a.v<T>(y), a.v<T>(x), a.p<T>(w), has_b ? a.p<T>(b) : nullptr, N, I, O,
+                                   a.workspace);
         };
         o.backward = [=](const OpArgs& a) {
-            cpu::linear_backward<T>(a.g<T>(x), a.dp<T>(w), has_b ? a.dp<T>(b) : nullptr, a.g<T>(y), a.v<T>(x),
-                                    a.p<T>(w), N, I, O, static_cast<float*>(a.workspace));
+            be->linear_backward(a.g<T>(x), a.dp<T>(w), has_b ? a.dp<T>(b) : nullptr, a.g<T>(y), a.v<T>(x),
+                                    a.p<T>(w), N, I, O, a.workspace);
         };
         return y;
     }
 
     int dropout(const std::string& name, int x, double p) {
+        const Backend<T>* be = k_;
         if (p <= 0.0) return x;
         const std::uint64_t n = N_ * m_.hidden;
         const int y = act(name + ".out", m_.hidden);
@@ -151,40 +153,43 @@ private:
         ProgramOp& o = op(name, {x}, {y}, {});
         const std::uint64_t per_seq = s_.seq * m_.hidden;
         o.forward = [=](const OpArgs& a) {
-            cpu::dropout_forward<T>(a.v<T>(y), a.v<T>(x), n, key(a, a.row0 * per_seq));
+            be->dropout_forward(a.v<T>(y), a.v<T>(x), n, key(a, a.row0 * per_seq));
         };
         o.backward = [=](const OpArgs& a) {
-            cpu::dropout_backward<T>(a.g<T>(x), a.g<T>(y), n, key(a, a.row0 * per_seq));
+            be->dropout_backward(a.g<T>(x), a.g<T>(y), n, key(a, a.row0 * per_seq));
         };
         return y;
     }
 
     int add(const std::string& name, int l, int r) {
+        const Backend<T>* be = k_;
         const std::uint64_t n = N_ * m_.hidden;
         const int y = act(name + ".out", m_.hidden);
         ProgramOp& o = op(name, {l, r}, {y}, {});
-        o.forward = [=](const OpArgs& a) { cpu::add_forward<T>(a.v<T>(y), a.v<T>(l), a.v<T>(r), n); };
+        o.forward = [=](const OpArgs& a) { be->add_forward(a.v<T>(y), a.v<T>(l), a.v<T>(r), n); };
         o.backward = [=](const OpArgs& a) {
-            cpu::accumulate<T>(a.g<T>(l), a.g<T>(y), n);
-            cpu::accumulate<T>(a.g<T>(r), a.g<T>(y), n);
+            be->accumulate(a.g<T>(l), a.g<T>(y), n);
+            be->accumulate(a.g<T>(r), a.g<T>(y), n);
         };
         return y;
     }
 
     int rotary(const std::string& name, int x, std::uint64_t heads) {
+        const Backend<T>* be = k_;
         const std::uint64_t B = s_.batch, S = s_.seq, D = m_.head_dim;
         const int y = act(name + ".out", heads * D);
         ProgramOp& o = op(name, {x}, {y}, {});
-        o.forward = [=](const OpArgs& a) { cpu::rotary_forward<T>(a.v<T>(y), a.v<T>(x), B, S, heads, D); };
-        o.backward = [=](const OpArgs& a) { cpu::rotary_backward<T>(a.g<T>(x), a.g<T>(y), B, S, heads, D); };
+        o.forward = [=](const OpArgs& a) { be->rotary_forward(a.v<T>(y), a.v<T>(x), B, S, heads, D); };
+        o.backward = [=](const OpArgs& a) { be->rotary_backward(a.g<T>(x), a.g<T>(y), B, S, heads, D); };
         return y;
     }
 
     // q, k, v: three tensors, or one fused (B*S, 3H) tensor when k and v are -1.
     int attention(int q, int k, int v) {
+        const Backend<T>* be = k_;
         const std::uint64_t A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim, B = s_.batch, S = s_.seq;
         const bool fused = k < 0;
-        cpu::AttentionShape sh{B, S, A, KV, D, A * D, KV * D, KV * D};
+        AttentionShape sh{B, S, A, KV, D, A * D, KV * D, KV * D};
         std::uint64_t k_off = 0, v_off = 0;
         if (fused) {
             sh.q_stride = sh.k_stride = sh.v_stride = 3 * A * D;
@@ -201,22 +206,23 @@ private:
         const KeyMaker key = key_maker(m_.attn_dropout);
         ProgramOp& o = op("attn.core", in, {y, lse}, saved);
         o.attention_core = true;
-        o.fwd_workspace_bytes = sizeof(acc_t<T>) * cpu::attention_forward_scratch<T>(sh);
-        o.bwd_workspace_bytes = sizeof(acc_t<T>) * cpu::attention_backward_scratch<T>(sh);
+        o.fwd_workspace_bytes = be->attention_forward_workspace(sh);
+        o.bwd_workspace_bytes = be->attention_backward_workspace(sh);
         o.forward = [=](const OpArgs& a) {
-            cpu::attention_forward<T>(a.v<T>(y), a.v<float>(lse), a.v<T>(q), a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, sh,
-                                      key(a, a.row0), static_cast<acc_t<T>*>(a.workspace));
+            be->attention_forward(a.v<T>(y), a.v<float>(lse), a.v<T>(q), a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, sh,
+                                      key(a, a.row0), a.workspace);
         };
         o.backward = [=](const OpArgs& a) {
-            cpu::attention_backward<T>(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y), a.v<T>(q),
+            be->attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y), a.v<T>(q),
                                        a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, a.v<T>(y), a.v<float>(lse), sh,
-                                       key(a, a.row0), static_cast<acc_t<T>*>(a.workspace));
+                                       key(a, a.row0), a.workspace);
         };
         return y;
     }
 
     // ---- stages ----
     void embedding() {
+        const Backend<T>* be = k_;
         begin("embedding", 0);
         const std::uint64_t N = N_, S = s_.seq, H = m_.hidden;
         const int ids = tensor("input_ids", {s_.batch, S}, DType::i32, false);
@@ -227,10 +233,10 @@ private:
         const int e = act("embedding.out", H);
         ProgramOp& o = op("embedding", {ids}, {e}, {ids});
         o.forward = [=](const OpArgs& a) {
-            cpu::embedding_forward<T>(a.v<T>(e), a.v<std::int32_t>(ids), a.p<T>(wte), pos ? a.p<T>(wpe) : nullptr, N, S, H);
+            be->embedding_forward(a.v<T>(e), a.v<std::int32_t>(ids), a.p<T>(wte), pos ? a.p<T>(wpe) : nullptr, N, S, H);
         };
         o.backward = [=](const OpArgs& a) {
-            cpu::embedding_backward<T>(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e), a.v<std::int32_t>(ids), N, S, H);
+            be->embedding_backward(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e), a.v<std::int32_t>(ids), N, S, H);
         };
         st().output = dropout("drop", e, m_.embd_dropout);
     }
@@ -243,6 +249,7 @@ private:
     }
 
     int gpt2_block(int x) {
+        const Backend<T>* be = k_;
         const std::uint64_t H = m_.hidden;
         const int qkv = linear("attn.qkv", norm("ln_1", x), 3 * H, m_.attn_bias);
         const int ctx = attention(qkv, -1, -1);
@@ -252,13 +259,14 @@ private:
         const std::uint64_t n = N_ * m_.ffn;
         const int g = act("mlp.gelu.out", m_.ffn);
         ProgramOp& o = op("mlp.gelu", {fc}, {g}, {fc});
-        o.forward = [=](const OpArgs& a) { cpu::gelu_forward<T>(a.v<T>(g), a.v<T>(fc), n); };
-        o.backward = [=](const OpArgs& a) { cpu::gelu_backward<T>(a.g<T>(fc), a.g<T>(g), a.v<T>(fc), n); };
+        o.forward = [=](const OpArgs& a) { be->gelu_forward(a.v<T>(g), a.v<T>(fc), n); };
+        o.backward = [=](const OpArgs& a) { be->gelu_backward(a.g<T>(fc), a.g<T>(g), a.v<T>(fc), n); };
         const int down = dropout("mlp.dropout", linear("mlp.proj", g, H, m_.mlp_bias), m_.resid_dropout);
         return add("residual_2", down, r1);
     }
 
     int llama_block(int x) {
+        const Backend<T>* be = k_;
         const std::uint64_t H = m_.hidden, A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim;
         const int h1 = norm("input_norm", x);
         const int q = linear("attn.q_proj", h1, A * D, m_.attn_bias);
@@ -272,9 +280,9 @@ private:
         const std::uint64_t n = N_ * m_.ffn;
         const int y = act("mlp.swiglu.out", m_.ffn);
         ProgramOp& o = op("mlp.swiglu", {gate, up}, {y}, {gate, up});
-        o.forward = [=](const OpArgs& a) { cpu::swiglu_forward<T>(a.v<T>(y), a.v<T>(gate), a.v<T>(up), n); };
+        o.forward = [=](const OpArgs& a) { be->swiglu_forward(a.v<T>(y), a.v<T>(gate), a.v<T>(up), n); };
         o.backward = [=](const OpArgs& a) {
-            cpu::swiglu_backward<T>(a.g<T>(gate), a.g<T>(up), a.g<T>(y), a.v<T>(gate), a.v<T>(up), n);
+            be->swiglu_backward(a.g<T>(gate), a.g<T>(up), a.g<T>(y), a.v<T>(gate), a.v<T>(up), n);
         };
         return add("residual_2", linear("mlp.down_proj", y, H, m_.mlp_bias), r1);
     }
@@ -287,14 +295,15 @@ private:
     }
 
     void head() {
+        const Backend<T>* be = k_;
         begin("head", 0);
         const std::uint64_t N = N_, V = m_.vocab;
         const int x = act("x", m_.hidden);
         st().input = x;
         // The targets are copied in first (they arrive with the batch), then the logits.
         const int targets = tensor("loss.targets", {N}, DType::i32, false);
-        op("loss.targets", {}, {targets}, {}).forward = [=](const OpArgs& a) {
-            std::copy(a.targets, a.targets + N, a.v<std::int32_t>(targets));
+        op("loss.targets", {}, {targets}, {}).forward = [=](const OpArgs& a) {  // from the host
+            be->upload(a.v<std::int32_t>(targets), a.targets, 4 * N);
         };
         st().ops.back().backward = [](const OpArgs&) {};
         const int logits = linear("lm_head", x, V, false, m_.tied_embeddings ? &wte_ : nullptr);
@@ -304,12 +313,12 @@ private:
         const double scale = 1.0 / static_cast<double>(s_.world * N);
         ProgramOp& o = op("loss.cross_entropy", {logits, targets}, {loss, lse}, {logits, targets, lse});
         o.forward = [=](const OpArgs& a) {
-            const double sum = cpu::cross_entropy_forward<T>(a.v<float>(lse), a.v<T>(logits),
+            const double sum = be->cross_entropy_forward(a.v<float>(lse), a.v<T>(logits),
                                                              a.v<std::int32_t>(targets), N, V);
             *a.v<float>(loss) = static_cast<float>(sum * scale);
         };
         o.backward = [=](const OpArgs& a) {
-            cpu::cross_entropy_backward<T>(a.g<T>(logits), a.v<T>(logits), a.v<float>(lse), a.v<std::int32_t>(targets),
+            be->cross_entropy_backward(a.g<T>(logits), a.v<T>(logits), a.v<float>(lse), a.v<std::int32_t>(targets),
                                            N, V, static_cast<float>(scale));
         };
         st().output = loss;
@@ -318,6 +327,7 @@ private:
     const ModelConfig& m_;
     Shape s_;
     Model<T>& out_;
+    const Backend<T>* k_;  // outlives the ops: the Model holds it
     std::uint64_t N_;
     DType act_;
     std::uint64_t stage_index_ = 0;
@@ -327,7 +337,7 @@ private:
 }  // namespace
 
 template <class T>
-Model<T> build_model(const ModelConfig& m, const Shape& shape) {
+Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {
     if (m.arch != Arch::gpt2 && m.arch != Arch::llama)
         throw InputError(fmt::format("model '{}': the runtime builds gpt2 and llama architectures, not {}; "
                                      "plan it with remat plan instead", m.name, arch_name(m.arch)));
@@ -340,6 +350,7 @@ Model<T> build_model(const ModelConfig& m, const Shape& shape) {
         throw InputError(fmt::format("--seq {} exceeds model '{}''s context of {}; lower --seq", shape.seq, m.name,
                                      m.context));
     Model<T> out;
+    out.backend = std::move(backend);
     Builder<T>(m, shape, out).build();
     return out;
 }
@@ -353,7 +364,7 @@ void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t uni
             if (s.init == Init::normal) {
                 // Box-Muller on two counter-based uniforms.
                 const std::uint64_t stream = seed * 1000003ull + unit;
-                const double u1 = 1.0 - cpu::uniform01(seed, stream, 2 * j), u2 = cpu::uniform01(seed, stream, 2 * j + 1);
+                const double u1 = 1.0 - uniform01(seed, stream, 2 * j), u2 = uniform01(seed, stream, 2 * j + 1);
                 v = static_cast<float>(0.02 * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
             }
             out[j - begin] = v;
@@ -361,7 +372,7 @@ void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t uni
     }
 }
 
-template Model<float> build_model<float>(const ModelConfig&, const Shape&);
-template Model<cpu::bf16> build_model<cpu::bf16>(const ModelConfig&, const Shape&);
+template Model<float> build_model<float>(const ModelConfig&, const Shape&, std::shared_ptr<const Backend<float>>);
+template Model<bf16> build_model<bf16>(const ModelConfig&, const Shape&, std::shared_ptr<const Backend<bf16>>);
 
 }  // namespace remat::rt

@@ -4,8 +4,8 @@
 // do the math. Sizes come from the model config and the run's shape only: nothing here reads
 // the planner's graphs or memory model.
 //
-//   Model<float> m = build_model<float>(config, {B, S, seed});
-//   m.stages[i].ops[k].forward(args);   // what the executor does, op by op
+//   Model<float> m = build_model<float>(config, {B, S, W, seed}, make_cpu_backend<float>());
+//   m.stages[i].ops[k].forward(args);   // what the executor does, op by op: the backend's math
 //
 // Per stage, tensor 0.. are its tensors; `input` is the stage input (token ids, or the hidden
 // state x), `output` its output (the next stage's input, or the loss). An op declares what it
@@ -13,11 +13,13 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "planner/model.hpp"
 #include "runtime/allocator.hpp"
+#include "runtime/backend.hpp"
 
 namespace remat::rt {
 
@@ -43,7 +45,7 @@ struct OpArgs {
     void* dparams = nullptr;                   // the unit's unsharded gradients (flat), backward
     std::uint64_t step = 0;                    // dropout streams differ per step, not per recompute
     std::uint64_t row0 = 0;                    // global index of this rank's first sequence
-    const std::int32_t* targets = nullptr;     // this rank's (B, S) next-token targets
+    const std::int32_t* targets = nullptr;     // this rank's (B, S) next-token targets, on the host
 
     template <class X> X* v(int t) const { return (*values)[t]->as<X>(); }
     template <class X> X* g(int t) const { return (*grads)[t]->as<X>(); }
@@ -90,12 +92,13 @@ template <class T>
 struct Model {
     std::vector<StageProgram> stages;
     std::vector<UnitLayout> units;  // 0: embedding, final norm, head; k: block k
+    std::shared_ptr<const Backend<T>> backend;  // what the ops call
 };
 
 // Throws InputError for what the runtime does not build (an architecture other than gpt2 and
 // llama, a non-integer rotary fraction).
 template <class T>
-Model<T> build_model(const ModelConfig& m, const Shape& shape);
+Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend);
 
 // Initial values of elements [begin, end) of a unit's flat parameters (GPT-2's: normal(0, 0.02)
 // weights, norm weights 1, biases 0) into out. Each element is a pure function of (seed, unit,

@@ -23,55 +23,28 @@
 #include <cstring>
 #include <type_traits>
 
+#include "runtime/numeric.hpp"
+
 namespace remat::cpu {
 
-// bfloat16 storage: the upper 16 bits of an IEEE float, rounded to nearest even.
-struct bf16 {
-    std::uint16_t bits = 0;
-};
-inline float to_float(bf16 x) {
-    const std::uint32_t u = std::uint32_t{x.bits} << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-inline bf16 to_bf16(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return bf16{static_cast<std::uint16_t>((u >> 16) | 0x40)};  // NaN stays NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return bf16{static_cast<std::uint16_t>(u >> 16)};
-}
-
-template <class T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-// Load and store between a storage type and its arithmetic type.
-template <class T>
-inline acc_t<T> load(T x) {
-    if constexpr (std::is_same_v<T, bf16>) return to_float(x);
-    else return x;
-}
-template <class T>
-inline T store(acc_t<T> x) {
-    if constexpr (std::is_same_v<T, bf16>) return to_bf16(x);
-    else return x;
-}
+using rt::acc_t;
+using rt::AdamW;
+using rt::AttentionShape;
+using rt::bf16;
+using rt::DropoutKey;
+using rt::load;
+using rt::store;
+using rt::to_bf16;
+using rt::to_float;
 
 // ---- counter-based random numbers (dropout) ----
 // A pure function of (seed, stream, index): the same mask on recompute, on any rank, in any
 // order. `stream` names the op and step (the executor derives it); `index` is the element's
 // position in the global batch, so W ranks with b rows draw what one rank with W*b rows draws.
-float uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t index);
+using rt::uniform01;
 inline bool dropout_keep(std::uint64_t seed, std::uint64_t stream, std::uint64_t index, float p) {
     return uniform01(seed, stream, index) >= p;
 }
-struct DropoutKey {
-    float p = 0;               // drop probability; 0: identity
-    std::uint64_t seed = 0;
-    std::uint64_t stream = 0;
-    std::uint64_t index0 = 0;  // global index of element 0 of this call
-};
 
 // ---- elementwise ----
 template <class T> void convert(acc_t<T>* dst, const T* src, std::size_t n);       // to arithmetic type
@@ -136,10 +109,6 @@ void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::
 // contiguous; lse(B, A, S). Head h reads key/value head h / (A / KV). Scale 1/sqrt(D).
 // Dropout on the probabilities (p = 0: none) is regenerated in backward from the key; element
 // (b, h, i, j) has index ((b0 + b) * A + h) * S * S + i * S + j, b0 = key.index0.
-struct AttentionShape {
-    std::size_t B, S, A, KV, D;
-    std::size_t q_stride, k_stride, v_stride;
-};
 // Scratch in acc_t<T> elements, per call (the kernel walks one (b, head) at a time).
 template <class T> std::size_t attention_forward_scratch(const AttentionShape& s);
 template <class T>
@@ -173,9 +142,6 @@ void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse, co
 
 // ---- AdamW (decoupled weight decay), on fp32 (or double) master parameters ----
 // `denom` is a parameter-sized temporary (sqrt(v_hat) + eps), as torch's foreach AdamW makes.
-struct AdamW {
-    double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
-};
 template <class T>
 void adamw_step(T* param, const T* grad, T* m, T* v, T* denom, std::size_t n, const AdamW& opt, std::uint64_t step);
 

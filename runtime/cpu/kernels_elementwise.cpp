@@ -12,14 +12,6 @@
 namespace remat::cpu {
 namespace {
 
-// splitmix64's finalizer: a bijection on 64 bits whose output bits each depend on all input bits.
-std::uint64_t mix64(std::uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 // 1 / (1 - p), the scale that keeps a dropped tensor's expectation; p == 1 drops everything.
 float keep_scale(float p) {
     assert(p >= 0.0f && p <= 1.0f && "dropout probability must lie in [0, 1]");
@@ -41,13 +33,6 @@ void apply_dropout(T* out, const T* inp, std::size_t n, const DropoutKey& key) {
 }
 
 }  // namespace
-
-float uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) {
-    // Chaining the mix keeps (seed, stream, index) triples apart that a plain xor would merge.
-    const std::uint64_t h = mix64(mix64(mix64(seed) ^ stream) ^ index);
-    // The top 24 bits: exactly representable in a float, so the result is < 1.
-    return static_cast<float>(h >> 40) * 0x1.0p-24f;
-}
 
 template <class T>
 void convert(acc_t<T>* dst, const T* src, std::size_t n) {
