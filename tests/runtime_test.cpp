@@ -213,4 +213,10 @@ TEST_CASE("runtime::includes no planner code beyond the config and the Schedule"
         }
     }
     CHECK(files > 5);
+    // And its library links the config library, not the planner.
+    std::ifstream cmake(std::string(REMAT_SOURCE_DIR) + "/runtime/CMakeLists.txt");
+    std::stringstream text;
+    text << cmake.rdbuf();
+    CHECK(text.str().find("remat_planner") == std::string::npos);
+    CHECK(text.str().find("PUBLIC remat_config") != std::string::npos);
 }
