@@ -91,13 +91,6 @@ int data_producer(const StageGraph& g, TensorId t) {
     return g.producer(t);
 }
 
-// Ops in the order they were added, which is the order they run: add_op requires every input
-// to be produced already. StageGraph::order() is not used here because the OpGraph has no
-// edges through views, so its topological order may put a consumer of a view first.
-auto ops_in_program_order(const StageGraph& g) {
-    return boost::make_iterator_range(boost::vertices(g.graph()));
-}
-
 std::string stage_id(std::size_t plan, std::size_t stage) {
     return fmt::format("p{}_s{}", plan, stage);
 }
@@ -164,7 +157,7 @@ class DotWriter {
         out_ << "      style=\"dotted\";\n";
         out_ << "      " << stage_node(p, i, keep) << "\n";
 
-        for (OpVertex v : ops_in_program_order(g)) {
+        for (OpVertex v : g.order()) {
             const Op& op = g.op(v);
             std::string_view fill = memory_fill;
             if (op.op_class == OpClass::gemm) fill = gemm_fill;
@@ -179,7 +172,7 @@ class DotWriter {
             tensor_edge(op_id(p, i, boost::source(e, g.graph())),
                         op_id(p, i, boost::target(e, g.graph())),
                         g.tensor(g.graph()[e].tensor).name);
-        for (OpVertex v : ops_in_program_order(g))
+        for (OpVertex v : g.order())
             for (TensorId t : g.op(v).inputs) {
                 if (g.producer(t) >= 0) continue;  // an OpGraph edge, drawn above
                 const int from = data_producer(g, t);
@@ -221,7 +214,7 @@ class DotWriter {
                 "fontsize=9{}];\n",
                 p, i, s, quoted(label), saved_fill, dropped[s] ? ", style=\"filled,dashed\"" : "");
         }
-        for (OpVertex v : ops_in_program_order(g)) {
+        for (OpVertex v : g.order()) {
             std::set<TensorId> linked;  // an op saving a view and its base links once
             for (TensorId t : g.op(v).saved) {
                 const TensorId s = g.storage(t);

@@ -28,7 +28,7 @@ struct GraphFacts {
         std::uint64_t fwd_ws = 0, bwd_ws = 0;
         const std::string* name = nullptr;
     };
-    std::vector<OpStep> steps;              // topological order
+    std::vector<OpStep> steps;              // program order
     std::vector<std::uint64_t> bytes;       // per storage; 0 for views and shared tensors
     std::vector<int> uses_all;              // forward consumers per storage
     std::vector<int> uses_core;             // consumers among attention-core ops
