@@ -16,3 +16,29 @@ if(REMAT_BUILD_TESTS)
   find_package(doctest 2.4 REQUIRED)
   include(doctest)
 endif()
+
+# CUDA (optional): the CUDA backend is built whenever nvcc is found (/usr/local/cuda on our
+# machines and in CI). It uses the runtime API and cuBLAS only, so the binary starts and does
+# all CPU work on a machine with the toolkit but no driver. Default architectures: sm_80 and
+# sm_90 (pass -DCMAKE_CUDA_ARCHITECTURES=90 to build for Hopper alone).
+option(REMAT_WITH_CUDA "Build the CUDA backend when nvcc is found" ON)
+set(REMAT_HAVE_CUDA OFF)
+if(REMAT_WITH_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(REMAT_HAVE_CUDA ON)
+    message(STATUS "remat: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  else()
+    message(STATUS "remat: CUDA backend OFF (no nvcc found)")
+  endif()
+endif()
+

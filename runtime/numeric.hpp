@@ -7,6 +7,13 @@
 #include <cstring>
 #include <type_traits>
 
+// Functions both a host compiler and nvcc compile (the CUDA kernels draw the same dropout masks).
+#if defined(__CUDACC__)
+#define REMAT_HD __host__ __device__
+#else
+#define REMAT_HD
+#endif
+
 namespace remat::rt {
 
 // bfloat16 storage: the upper 16 bits of an IEEE float, rounded to nearest even.
@@ -43,7 +50,7 @@ inline T store(acc_t<T> x) {
 }
 
 // splitmix64's finalizer: a bijection on 64 bits whose output bits each depend on all input bits.
-constexpr std::uint64_t mix64(std::uint64_t z) {
+REMAT_HD constexpr std::uint64_t mix64(std::uint64_t z) {
     z += 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -53,7 +60,7 @@ constexpr std::uint64_t mix64(std::uint64_t z) {
 // Counter-based uniform in [0, 1): a pure function of (seed, stream, index), so every backend,
 // rank and recomputation draws the same number for the same element. Chaining the mix keeps
 // triples apart that a plain xor would merge; the top 24 bits are exact in a float.
-inline float uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) {
+REMAT_HD inline float uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) {
     const std::uint64_t h = mix64(mix64(mix64(seed) ^ stream) ^ index);
     return static_cast<float>(h >> 40) * 0x1.0p-24f;
 }

@@ -10,6 +10,8 @@
 
 #include "planner/dot.hpp"
 #include "planner/error.hpp"
+#include "planner/units.hpp"
+#include "runtime/devices.hpp"
 #include "tools/cli_options.hpp"
 #include "tools/report.hpp"
 #include "tools/report_run.hpp"
@@ -118,6 +120,30 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
     return 0;
 }
 
+
+int run_devices(bool json) {
+    const auto backends = rt::backends();
+    const auto gpus = rt::visible_gpus();
+    if (json) {
+        nlohmann::json b = nlohmann::json::array(), g = nlohmann::json::array();
+        for (const auto& x : backends) b.push_back({{"name", x.name}, {"compiled", x.compiled}});
+        for (const auto& x : gpus)
+            g.push_back({{"name", x.name},
+                         {"memory_bytes", x.memory_bytes},
+                         {"compute_capability", fmt::format("{}.{}", x.major, x.minor)},
+                         {"driver", x.driver}});
+        print_json({{"backends", b}, {"gpus", g}});
+        return 0;
+    }
+    std::cout << "backends\n";
+    for (const auto& x : backends) std::cout << fmt::format("  {:<6} {}\n", x.name, x.compiled ? "compiled" : "not compiled");
+    std::cout << "gpus\n";
+    if (gpus.empty()) std::cout << "  none: " << rt::gpu_unavailable_reason() << "\n";
+    for (std::size_t k = 0; k < gpus.size(); ++k)
+        std::cout << fmt::format("  {}  {}  {}  compute capability {}.{}  driver CUDA {}\n", k, gpus[k].name,
+                                 format_bytes(gpus[k].memory_bytes), gpus[k].major, gpus[k].minor, gpus[k].driver);
+    return 0;
+}
 
 void require_cpu(const std::string& device) {
     if (device == "cpu") return;
@@ -274,7 +300,8 @@ int main(int argc, char** argv) {
         "  remat pareto --model llama2-7b --sharding fsdp --world-size 8 --micro-batch 8\n"
         "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n"
         "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt --check-gradients\n"
-        "  remat validate --device cpu\n",
+        "  remat validate --device cpu\n"
+        "  remat devices\n",
         "remat"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "remat 0.1.0");
@@ -285,6 +312,10 @@ int main(int argc, char** argv) {
 
     auto* models = app.add_subcommand("models", "List the built-in model and GPU presets");
     models->add_flag("--json", models_json_flag, "Machine-readable output");
+
+    bool devices_json = false;
+    auto* devices = app.add_subcommand("devices", "List the backends compiled in and the GPUs visible");
+    devices->add_flag("--json", devices_json, "Machine-readable output");
 
     auto* plan = app.add_subcommand("plan", "Predict peak memory, step time and the schedule of one strategy");
     add_common_options(*plan, common);
@@ -374,6 +405,7 @@ int main(int argc, char** argv) {
                 std::cout << models_text();
             return 0;
         }
+        if (*devices) return run_devices(devices_json);
         if (*plan) return run_plan(common, strategy, saved, schedule, timeline);
         if (*max_batch) return run_max_batch(common, strategies);
         if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
