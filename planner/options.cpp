@@ -15,10 +15,11 @@ constexpr Names<Precision, 4> precisions{{{Precision::fp32, "fp32"},
                                           {Precision::bf16_mixed, "bf16-mixed"},
                                           {Precision::fp16_mixed, "fp16-mixed"},
                                           {Precision::bf16, "bf16"}}};
-constexpr Names<Profile, 4> profiles{{{Profile::hf_eager, "hf-eager"},
+constexpr Names<Profile, 5> profiles{{{Profile::hf_eager, "hf-eager"},
                                       {Profile::sdpa, "sdpa"},
                                       {Profile::megatron, "megatron"},
-                                      {Profile::remat, "remat"}}};
+                                      {Profile::remat, "remat"},
+                                      {Profile::remat_cuda, "remat-cuda"}}};
 constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
                                         {Sharding::fsdp, "fsdp"},
                                         {Sharding::fsdp_grad_op, "fsdp-grad-op"},

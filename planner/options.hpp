@@ -10,8 +10,9 @@ namespace remat {
 
 enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
 // Which implementation's op decomposition decides what is saved for backward.
-// remat: remat's own runtime (runtime/), which `remat run` executes and measures.
-enum class Profile { hf_eager, sdpa, megatron, remat };
+// remat: remat's own runtime on its CPU backend; remat-cuda: on its CUDA backend (the same ops,
+// the backend's own GEMM and attention workspaces). `remat run` executes and measures them.
+enum class Profile { hf_eager, sdpa, megatron, remat, remat_cuda };
 enum class Sharding { none, fsdp, fsdp_grad_op, zero1, zero2, zero3, megatron, megatron_distopt };
 enum class Optimizer { adamw, sgd };
 

@@ -5,8 +5,9 @@
 // Activations are fp32 (fp32) or bf16 (bf16-mixed), norm statistics and log-sum-exps fp32,
 // token ids int32. Dropout regenerates its mask from a counter-based RNG, so it saves nothing.
 // Attention is flash-style: it saves q, k, v, its output and the log-sum-exp; its S x S scores
-// live only in per-(batch, head) scratch. Under bf16-mixed every GEMM converts its operands
-// into fp32 staging buffers (OpenBLAS has no bf16 GEMM): op workspace here.
+// live only in per-(batch, head) fp32 scratch, on both backends. On the CPU backend (`remat`),
+// under bf16-mixed every GEMM converts its operands into fp32 staging buffers (OpenBLAS has no
+// bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/profile_remat.hpp"
 
 #include <cmath>
@@ -18,9 +19,9 @@ using Shape = std::vector<std::uint64_t>;
 
 class RematStage {
 public:
-    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p)
+    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be)
         : g_(g), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
-          staged_(p != Precision::fp32) {}
+          backend_(be), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
 
     TensorId embedding() {
         const TensorId ids = g_.add_input("input_ids", {B_, S_}, DType::i32, false);
@@ -187,14 +188,15 @@ private:
     const ModelConfig& m_;
     std::uint64_t B_, S_, N_;
     DType act_;
-    bool staged_;
+    RematBackend backend_;
+    bool staged_;  // bf16 GEMMs through fp32 staging (the CPU backend)
 };
 
 }  // namespace
 
 void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
-                       std::uint64_t seq, Precision precision) {
-    RematStage st(g, m, batch, seq, precision);
+                       std::uint64_t seq, Precision precision, RematBackend backend) {
+    RematStage st(g, m, batch, seq, precision, backend);
     TensorId out = no_tensor;
     switch (kind) {
         case StageKind::embedding: out = st.embedding(); break;

@@ -408,8 +408,9 @@ StageGraph build_stage_graph(const StageRequest& r) {
     const ModelConfig& m = *r.model;
     const Dims d = dims_of(r);
     StageGraph g;
-    if (r.profile == Profile::remat) {
-        build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision);
+    if (r.profile == Profile::remat || r.profile == Profile::remat_cuda) {
+        build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision,
+                          r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda);
         return g;
     }
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.

@@ -29,6 +29,9 @@ public:
     virtual std::string_view name() const = 0;  // "cpu"
     virtual MemorySource& memory() const = 0;
 
+    // Wait for everything issued so far (a step's end, before its time is read).
+    virtual void synchronize() const = 0;
+
     // ---- movement ----
     virtual void upload(void* dst, const void* host, std::uint64_t bytes) const = 0;
     virtual void download(void* host, const void* src, std::uint64_t bytes) const = 0;

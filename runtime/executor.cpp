@@ -334,6 +334,7 @@ void RankExecutor<T>::optimizer_step(StepRecord& record) {
     denom.reset();
     record.timeline.push_back({"optimizer", alloc_.live_bytes(), alloc_.take_window_peak()});
     for (UnitState& s : units_) s.grad_shard.reset();  // zero_grad(set_to_none=True)
+    model_.backend->synchronize();
 }
 
 template class RankExecutor<float>;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "planner/error.hpp"
+#include "runtime/device_parts.hpp"
 
 namespace remat::rt {
 namespace {
@@ -63,17 +64,18 @@ private:
 };
 
 template <class T>
-RunResult run_typed(const RunConfig& c) {
-    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed}, make_cpu_backend<T>());
+RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
+    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed}, parts.backend);
     const TokenSource tokens(c);
-    InProcessCollectives<T> coll(c.world);
+    Collectives<T>& coll = *parts.collectives;
+    const std::size_t ranks = parts.ranks_run;
     RunResult result;
-    result.ranks.resize(c.world);
-    if (c.keep_gradients) result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(c.world));
+    result.device_overhead_bytes = parts.overhead_bytes;
+    result.ranks.resize(ranks);
+    if (c.keep_gradients) result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(ranks));
     std::mutex mu;
     std::string error;
     std::vector<double> losses(c.steps, 0.0);
-    std::uint64_t steps_done = c.steps;
     double seconds = 0;
     auto rank_main = [&](std::size_t rank) {
         CountingAllocator alloc(c.memory_cap_bytes, model.backend->memory());
@@ -110,18 +112,34 @@ RunResult run_typed(const RunConfig& c) {
         out.peak_bytes = alloc.peak_bytes();
     };
     std::vector<std::thread> threads;
-    for (std::size_t r = 0; r < c.world; ++r) threads.emplace_back(rank_main, r);
+    for (std::size_t r = 0; r < ranks; ++r) threads.emplace_back(rank_main, r);
     for (auto& t : threads) t.join();
     if (!error.empty()) throw std::runtime_error(error);
+    if (parts.pool_stats) {
+        const PoolStats p = parts.pool_stats();
+        result.ranks.front().pool_used_high_bytes = p.used_high_bytes;
+        result.ranks.front().pool_reserved_high_bytes = p.reserved_high_bytes;
+    }
     if (!result.oom) {
         result.losses = losses;
         result.seconds = seconds;
-        result.tokens_per_s = seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * steps_done) / seconds : 0;
+        result.tokens_per_s = seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * c.steps) / seconds : 0;
     }
     return result;
 }
 
 }  // namespace
+
+template <class T>
+DeviceParts<T> cpu_parts(std::size_t world) {
+    DeviceParts<T> p;
+    p.backend = make_cpu_backend<T>();
+    p.collectives = std::make_unique<InProcessCollectives<T>>(world);
+    p.ranks_run = world;
+    return p;
+}
+template DeviceParts<float> cpu_parts<float>(std::size_t);
+template DeviceParts<bf16> cpu_parts<bf16>(std::size_t);
 
 RunResult run_schedule(const RunConfig& c) {
     if (offloads(c.schedule))
@@ -130,9 +148,10 @@ RunResult run_schedule(const RunConfig& c) {
     if (c.world == 0 || c.micro_batch == 0 || c.seq == 0 || c.steps == 0)
         throw InputError("--world-size, --micro-batch, --seq and --steps must be positive");
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
+    const bool cuda = c.device == Device::cuda;
     switch (c.precision) {
-        case Precision::fp32: return run_typed<float>(c);
-        case Precision::bf16_mixed: return run_typed<bf16>(c);
+        case Precision::fp32: return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
+        case Precision::bf16_mixed: return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
         default:
             throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
                                          precision_name(c.precision)));

@@ -1,6 +1,6 @@
 // One run of the runtime: W ranks (threads of this process, one BLAS thread each) execute a
 // Schedule for N optimizer steps on a real model, each with its own counting allocator, and
-// report what they measured. Rank r trains on rows [r*B, (r+1)*B) of each global batch of W*B
+// report what they measured. On CUDA, rank 0 of W runs on one GPU (collectives emulated). Rank r trains on rows [r*B, (r+1)*B) of each global batch of W*B
 // sequences, drawn from a deterministic synthetic token stream or a token file.
 //
 //   RunConfig c{.model = load_model("tiny-gpt2"), .micro_batch = 2, .seq = 128, .world = 2, ...};
@@ -19,7 +19,10 @@
 
 namespace remat::rt {
 
+enum class Device { cpu, cuda };
+
 struct RunConfig {
+    Device device = Device::cpu;  // cuda: rank 0 of W on one GPU, collectives emulated
     ModelConfig model;
     std::uint64_t micro_batch = 1;  // B, per rank
     std::uint64_t seq = 0;          // S
@@ -38,6 +41,8 @@ struct RankResult {
     std::uint64_t peak_bytes = 0;              // allocator high-water mark over all steps
     std::vector<ActionMemory> timeline;        // the last step's
     std::vector<std::vector<SavedTensor>> saved;  // per stage, after its first forward
+    std::uint64_t pool_used_high_bytes = 0;       // CUDA: the pool's own high-water mark; 0 on the CPU
+    std::uint64_t pool_reserved_high_bytes = 0;   // CUDA: what the pool held from the device
 };
 
 struct OomReport {
@@ -48,7 +53,8 @@ struct OomReport {
 };
 
 struct RunResult {
-    std::vector<RankResult> ranks;
+    std::vector<RankResult> ranks;  // the ranks executed: all W on the CPU, rank 0 on CUDA
+    std::uint64_t device_overhead_bytes = 0;  // CUDA: device memory used before the pool's first byte
     std::vector<double> losses;  // per completed step: mean over the global batch
     double seconds = 0;          // wall time of the steps (start-up excluded)
     double tokens_per_s = 0;     // per rank: B * S * steps / seconds

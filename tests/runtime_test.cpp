@@ -33,7 +33,7 @@ Question question(const std::string& model, std::uint64_t B, std::uint64_t S, st
     q.options.precision = p;
     q.options.sharding = Sharding::fsdp;
     q.context.capacity_bytes = q.gpu.capacity_bytes;
-    return runtime_question(q);
+    return runtime_question(q, rt::Device::cpu);
 }
 
 RunSettings one_step() {

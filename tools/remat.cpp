@@ -145,21 +145,16 @@ int run_devices(bool json) {
     return 0;
 }
 
-void require_cpu(const std::string& device) {
-    if (device == "cpu") return;
-    if (device == "cuda")
-        throw InputError("--device cuda: this build has no CUDA backend yet; use --device cpu");
-    throw InputError(fmt::format("--device '{}': use cpu", device));
-}
-
-// The runtime's question: fsdp unless --sharding says otherwise, and the `remat` profile.
-Question runtime_question_from(CommonArgs a, bool sharding_given, bool profile_given) {
-    if (profile_given && a.profile != "remat")
-        throw InputError(fmt::format("--profile {}: remat run predicts its own runtime (profile remat); drop --profile",
-                                     a.profile));
+// The runtime's question: fsdp unless --sharding says otherwise, and the profile of the
+// device's backend (remat, remat-cuda).
+Question runtime_question_from(CommonArgs a, rt::Device device, bool sharding_given, bool profile_given) {
+    const std::string own = device == rt::Device::cuda ? "remat-cuda" : "remat";
+    if (profile_given && a.profile != own)
+        throw InputError(fmt::format("--profile {}: remat run predicts its own runtime (profile {}); drop --profile",
+                                     a.profile, own));
     if (!sharding_given) a.sharding = "fsdp";
-    a.profile = "remat";
-    return runtime_question(make_question(a));
+    a.profile = own;
+    return runtime_question(make_question(a), device);
 }
 
 struct RunFlags {
@@ -170,12 +165,13 @@ struct RunFlags {
 };
 
 int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool profile_given) {
-    require_cpu(f.device);
-    const Question q = runtime_question_from(a, sharding_given, profile_given);
+    const rt::Device device = parse_device(f.device);
+    const Question q = runtime_question_from(a, device, sharding_given, profile_given);
     const StrategySpec spec = parse_strategy(f.strategy);
     validate_strategy(spec, q.model.n_layers);
     if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
     RunSettings s;
+    s.device = device;
     s.steps = static_cast<std::uint64_t>(f.steps);
     s.seed = f.seed;
     s.data_path = f.data;
@@ -223,7 +219,7 @@ struct ValidateFlags {
 };
 
 int run_validate(const ValidateFlags& f) {
-    require_cpu(f.device);
+    const rt::Device device = parse_device(f.device);
     if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
     if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
     auto positive = [](const char* option) {
@@ -243,7 +239,7 @@ int run_validate(const ValidateFlags& f) {
     CommonArgs base_args;
     base_args.model = models.front();
     base_args.sharding = "fsdp";
-    base_args.profile = "remat";
+    base_args.profile = device == rt::Device::cuda ? "remat-cuda" : "remat";
     const Question base = make_question(base_args);
     std::vector<SweepPoint> points;
     for (const auto& m : models)
@@ -270,10 +266,10 @@ int run_validate(const ValidateFlags& f) {
                                      k, points.size(), points[k].model, points[k].strategy.name())
                       << "          " << std::flush;
         }
-        rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps)));
+        rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
     }
     if (progress) std::cerr << "\r" << std::string(80, ' ') << "\r" << std::flush;
-    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance);
+    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device);
     if (!f.output.empty()) {
         std::ofstream out(f.output);
         if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", f.output));
@@ -356,7 +352,8 @@ int main(int argc, char** argv) {
     add_common_options(*run, common);
     run->add_option("--strategy", run_flags.strategy, "As for plan: none | full | every-N | ... | optimal")
         ->capture_default_str();
-    run->add_option("--device", run_flags.device, "cpu (the reference backend)")->capture_default_str();
+    run->add_option("--device", run_flags.device, "cpu (the reference backend, all W ranks) | cuda (rank 0 of W on GPU 0)")
+        ->capture_default_str();
     run->add_option("--steps", run_flags.steps, "Optimizer steps to run")->capture_default_str();
     run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")->capture_default_str();
     run->add_option("--data", run_flags.data, "Token file: little-endian int32 ids (default: a synthetic stream)");
@@ -366,13 +363,14 @@ int main(int argc, char** argv) {
                   "Also run none; losses and every gradient must be bitwise equal (exit 4 if not)");
     run->add_flag("--timeline", run_flags.timeline, "Print predicted and measured bytes for every action");
     run->footer(
-        "The run uses --sharding fsdp unless told otherwise (--world-size 1 included) and predicts with --profile\n"
-        "remat and no reserve. Exit codes: 0 done, 2 bad input, 3 out of memory under --memory-cap, 4 gradients differ.");
+        "The run uses --sharding fsdp unless told otherwise (--world-size 1 included). It predicts with --profile remat\n"
+        "and no reserve on the CPU, and with --profile remat-cuda and the GPU's reserve on CUDA. Exit codes: 0 done,\n"
+        "2 bad input, 3 out of memory under --memory-cap, 4 gradients differ.");
 
     ValidateFlags vf;
     auto* validate = app.add_subcommand(
         "validate", "Sweep strategies x micro-batches x world sizes x precisions x sequence lengths: predicted vs measured");
-    validate->add_option("--device", vf.device, "cpu")->capture_default_str();
+    validate->add_option("--device", vf.device, "cpu | cuda")->capture_default_str();
     validate->add_option("--models", vf.models, "Comma-separated models")->capture_default_str();
     validate->add_option("--strategies", vf.strategies, "Comma-separated strategies, or all")->capture_default_str();
     validate->add_option("--micro-batches", vf.micro_batches, "Per-rank micro-batches")->capture_default_str();

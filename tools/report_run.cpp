@@ -47,7 +47,9 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
     for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
         ranks.push_back({{"rank", k},
                          {"predicted_peak_bytes", r.prediction.result.allocator_peak_bytes},
-                         {"measured_peak_bytes", r.run.ranks[k].peak_bytes}});
+                         {"measured_peak_bytes", measured_peak(r.run.ranks[k])},
+                         {"counted_peak_bytes", r.run.ranks[k].peak_bytes},
+                         {"measured_reserved_bytes", r.run.ranks[k].pool_reserved_high_bytes}});
     for (const auto& a : r.timeline)
         timeline.push_back({{"action", a.action},
                             {"predicted_bytes", a.predicted_bytes},
@@ -56,8 +58,9 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
                             {"measured_peak_bytes", a.measured_peak_bytes}});
     return {{"question", question_json(q)},
             {"strategy", r.prediction.plan.strategy},
-            {"device", "cpu"},
+            {"device", device_name(s.device)},
             {"steps", s.steps},
+            {"device_overhead_bytes", r.run.device_overhead_bytes},
             {"seed", s.seed},
             {"memory_cap_bytes", s.memory_cap_bytes},
             {"ranks", ranks},
@@ -76,16 +79,24 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
 std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline) {
     const auto& o = q.options;
     std::string out = fmt::format(
-        "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, cpu, {} step{}\n",
+        "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, {}, {} step{}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), o.micro_batch, o.seq, precision_name(o.precision),
-        o.world_size, r.prediction.plan.strategy, s.steps, s.steps == 1 ? "" : "s");
+        o.world_size, r.prediction.plan.strategy, device_name(s.device), s.steps, s.steps == 1 ? "" : "s");
     if (r.run.oom) return out;  // the out-of-memory line goes to stderr
     out += "\nrank  predicted peak   measured peak     error\n";
     for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
         out += fmt::format("{:>4}  {:>14}  {:>14}  {:>8}\n", k, format_bytes(r.prediction.result.allocator_peak_bytes),
-                           format_bytes(r.run.ranks[k].peak_bytes),
-                           signed_pct(r.run.ranks[k].peak_bytes, r.prediction.result.allocator_peak_bytes));
-    out += "(allocator-visible bytes, the peak over all steps; on the CPU the prediction has no reserve)\n";
+                           format_bytes(measured_peak(r.run.ranks[k])),
+                           signed_pct(measured_peak(r.run.ranks[k]), r.prediction.result.allocator_peak_bytes));
+    if (s.device == rt::Device::cuda)
+        out += fmt::format("(the pool's used high-water mark over all steps; pool reserved {}; rank 0 of {} runs, its\n"
+                           "collectives emulated; context and libraries held {} before the first allocation,\n"
+                           "against a predicted reserve of {} + {} + {:.0f}% fragmentation)\n",
+                           format_bytes(r.run.ranks.front().pool_reserved_high_bytes), o.world_size,
+                           format_bytes(r.run.device_overhead_bytes), format_bytes(q.context.reserve.cuda_context_bytes),
+                           format_bytes(q.context.reserve.workspace_bytes), 100 * q.context.reserve.fragmentation);
+    else
+        out += "(allocator-visible bytes, the peak over all steps; on the CPU the prediction has no reserve)\n";
     if (timeline) {
         out += "\naction           predicted live   measured live   predicted peak   measured peak\n";
         for (const auto& a : r.timeline)
@@ -105,7 +116,7 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
     return out;
 }
 
-json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance) {
+json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance, rt::Device device) {
     json runs = json::array();
     double worst = 0;
     for (const auto& r : rows) {
@@ -123,7 +134,7 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                         {"action_error", r.action_error},
                         {"tokens_per_s", r.tokens_per_s}});
     }
-    return {{"device", "cpu"}, {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
+    return {{"device", device_name(device)}, {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
 }
 
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance) {

@@ -11,7 +11,8 @@ namespace remat::cli {
 
 nlohmann::json run_json(const Question& q, const RunReport& r, const RunSettings& s);
 std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline);
-nlohmann::json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance);
+nlohmann::json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance,
+                             rt::Device device);
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance);
 
 }  // namespace remat::cli

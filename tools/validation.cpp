@@ -16,6 +16,7 @@ double rel(std::uint64_t measured, std::uint64_t predicted) {
 
 rt::RunConfig run_config(const Question& q, const Schedule& schedule, const RunSettings& s) {
     rt::RunConfig c;
+    c.device = s.device;
     c.model = q.model;
     c.micro_batch = q.options.micro_batch;
     c.seq = q.options.seq;
@@ -47,9 +48,13 @@ std::string first_difference(const rt::RunResult& a, const rt::RunResult& b) {
 
 }  // namespace
 
+std::uint64_t measured_peak(const rt::RankResult& r) {
+    return r.pool_used_high_bytes ? r.pool_used_high_bytes : r.peak_bytes;
+}
+
 double RunReport::worst_peak_error() const {
     double worst = 0;
-    for (const auto& r : run.ranks) worst = std::max(worst, rel(r.peak_bytes, prediction.result.allocator_peak_bytes));
+    for (const auto& r : run.ranks) worst = std::max(worst, rel(measured_peak(r), prediction.result.allocator_peak_bytes));
     return worst;
 }
 
@@ -60,12 +65,20 @@ double RunReport::worst_action_error() const {
     return worst;
 }
 
-Question runtime_question(Question q) {
+rt::Device parse_device(const std::string& name) {
+    if (name == "cpu") return rt::Device::cpu;
+    if (name == "cuda") return rt::Device::cuda;
+    throw InputError(fmt::format("--device '{}': use cpu or cuda", name));
+}
+
+std::string_view device_name(rt::Device d) { return d == rt::Device::cuda ? "cuda" : "cpu"; }
+
+Question runtime_question(Question q, rt::Device device) {
     if (q.options.sharding != Sharding::fsdp)
         throw InputError(fmt::format("--sharding {}: the runtime executes fsdp (any --world-size, 1 included)",
                                      sharding_name(q.options.sharding)));
     if (q.options.precision != Precision::fp32 && q.options.precision != Precision::bf16_mixed)
-        throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
+        throw InputError(fmt::format("--precision {}: the runtime executes fp32 and bf16-mixed",
                                      precision_name(q.options.precision)));
     if (q.options.optimizer != Optimizer::adamw)
         throw InputError(fmt::format("--optimizer {}: the runtime steps AdamW", optimizer_name(q.options.optimizer)));
@@ -73,8 +86,12 @@ Question runtime_question(Question q) {
         throw InputError("--grad-accumulation: the runtime runs one micro-batch per optimizer step; drop it");
     if (q.context.offload_checkpoints)
         throw InputError("--offload-checkpoints: the runtime does not execute offloading plans yet; drop it");
-    q.options.profile = Profile::remat;
-    q.context.reserve = Reserve{};
+    if (device == rt::Device::cuda) {
+        q.options.profile = Profile::remat_cuda;
+    } else {
+        q.options.profile = Profile::remat;
+        q.context.reserve = Reserve{};
+    }
     return q;
 }
 
@@ -108,14 +125,14 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
 
 namespace remat::cli {
 
-SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps) {
+SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps, rt::Device device) {
     Question q = base;
     q.model = load_model(p.model);
     q.options.micro_batch = p.micro_batch;
     q.options.world_size = p.world_size;
     q.options.seq = p.seq;
     q.options.precision = p.precision;
-    q = runtime_question(q);
+    q = runtime_question(q, device);
     SweepResult r;
     r.point = p;
     if (p.strategy.kind == StrategyKind::greedy_budget || p.strategy.kind == StrategyKind::optimal) {
@@ -125,10 +142,11 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     }
     RunSettings s;
     s.steps = steps;
+    s.device = device;
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
-    for (const auto& rank : rep.run.ranks) r.measured_peak_bytes = std::max(r.measured_peak_bytes, rank.peak_bytes);
+    for (const auto& rank : rep.run.ranks) r.measured_peak_bytes = std::max(r.measured_peak_bytes, measured_peak(rank));
     r.peak_error = rep.worst_peak_error();
     r.action_error = rep.worst_action_error();
     r.tokens_per_s = rep.run.tokens_per_s;

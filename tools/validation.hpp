@@ -18,6 +18,7 @@
 namespace remat::cli {
 
 struct RunSettings {
+    rt::Device device = rt::Device::cpu;
     std::uint64_t steps = 2;
     std::uint64_t seed = 1234;
     std::uint64_t memory_cap_bytes = 0;
@@ -38,18 +39,25 @@ struct RunReport {
     std::vector<ActionComparison> timeline;  // rank 0, last step
     std::optional<bool> gradients_match;     // with check_gradients
     std::string gradient_difference;         // the first difference, when they do not match
-    double worst_peak_error() const;         // over ranks, relative to the prediction
+    double worst_peak_error() const;         // over ranks, relative to the prediction (measured_peak)
     double worst_action_error() const;       // over actions (live after, peak during), relative
 };
 
-// The question the runtime answers: the `remat` profile and no reserve (a CPU has no CUDA
-// context, workspace or caching-allocator slack). Throws InputError for what it cannot run.
-Question runtime_question(Question q);
+// The question the runtime answers. CPU: profile `remat` and no reserve (a CPU has no CUDA
+// context, workspace or caching-allocator slack). CUDA: profile `remat-cuda` and the GPU's
+// reserve. Either way the allocator-visible peak is what is compared. Throws InputError for
+// what the runtime cannot run.
+Question runtime_question(Question q, rt::Device device);
+rt::Device parse_device(const std::string& name);  // "cpu" | "cuda"
+std::string_view device_name(rt::Device d);
 RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& settings);
 
 }  // namespace remat::cli
 
 namespace remat::cli {
+
+// A rank's measured peak: the CUDA pool's own high-water mark, or the CPU allocator's.
+std::uint64_t measured_peak(const rt::RankResult& r);
 
 // One configuration of `remat validate`'s sweep.
 struct SweepPoint {
@@ -69,6 +77,7 @@ struct SweepResult {
 };
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
-SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps);
+SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
+                           rt::Device device = rt::Device::cpu);
 
 }  // namespace remat::cli

@@ -16,6 +16,7 @@ public:
     std::string_view name() const override { return "cpu"; }
     MemorySource& memory() const override { return host_memory(); }
 
+    void synchronize() const override {}
     void upload(void* dst, const void* host, std::uint64_t bytes) const override { std::memcpy(dst, host, bytes); }
     void download(void* host, const void* src, std::uint64_t bytes) const override { std::memcpy(host, src, bytes); }
     void add_to_fp32(float* dst, const T* src, std::size_t n) const override {

@@ -135,7 +135,7 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids
 template <class T>
 double cross_entropy_forward(acc_t<T>* lse, const T* logits, const std::int32_t* targets, std::size_t N,
                              std::size_t V);
-// dlogits = scale * (softmax(logits) - onehot(target)); scale = dloss/d(sum), e.g. 1/tokens.
+// dlogits += scale * (softmax(logits) - onehot(target)); scale = dloss/d(sum), e.g. 1/tokens.
 template <class T>
 void cross_entropy_backward(T* dlogits, const T* logits, const acc_t<T>* lse, const std::int32_t* targets,
                             std::size_t N, std::size_t V, acc_t<T> scale);

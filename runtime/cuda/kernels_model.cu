@@ -1,0 +1,297 @@
+// The ends of the model on the GPU: token + position embedding, rotary position embedding
+// (Llama, theta 10000, HF's rotate-half), and cross-entropy over the vocabulary, each forward and
+// backward, with the CPU kernels' semantics (runtime/cpu/kernels_model.cpp and the rotary part of
+// kernels_attention.cpp). Backwards accumulate (+=) into dwte, dwpe, dinp and dlogits.
+// Deliberately not here: AdamW (kernels_elementwise.cu), ignore_index or label smoothing (targets
+// are always valid ids; nothing checks them on the device), a fused classifier, any allocation:
+// the loss is summed straight into the caller's device double, which the launcher zeroes.
+// dwte takes atomics (a token id may repeat anywhere in the batch), so its bf16 rounding order,
+// unlike the CPU's, is not fixed; dwpe is summed per position in fp32 and added once.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cassert>
+#include <climits>
+#include <cmath>
+#include <type_traits>
+
+#include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/kernels.cuh"
+
+namespace remat::rt::cuda {
+namespace {
+
+static_assert(sizeof(bf16) == sizeof(__nv_bfloat16) && alignof(bf16) == alignof(__nv_bfloat16),
+              "rt::bf16 must be bit-compatible with __nv_bfloat16");
+
+// rt::bf16 (host storage) -> __nv_bfloat16 (device arithmetic type); float stays float.
+template <class T>
+auto dev(T* p) {
+    using U = std::remove_const_t<T>;
+    using E = std::conditional_t<std::is_same_v<U, bf16>, __nv_bfloat16, U>;
+    return reinterpret_cast<std::conditional_t<std::is_const_v<T>, const E, E>*>(p);
+}
+
+__device__ __forceinline__ float ld(float x) { return x; }
+__device__ __forceinline__ float ld(__nv_bfloat16 x) { return __bfloat162float(x); }
+// Round to nearest even, as rt::to_bf16 does.
+template <class E>
+__device__ __forceinline__ E st(float x) {
+    if constexpr (std::is_same_v<E, __nv_bfloat16>)
+        return __float2bfloat16_rn(x);
+    else
+        return x;
+}
+
+__device__ __forceinline__ std::size_t thread_index() {
+    return std::size_t{blockIdx.x} * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ std::size_t thread_count() {
+    return std::size_t{gridDim.x} * blockDim.x;
+}
+
+constexpr double rotary_theta = 10000.0;
+
+constexpr unsigned block_threads = 256;  // a multiple of 32 (the block reductions assume it)
+// Enough blocks to fill any current GPU several times over; longer arrays loop (grid-stride).
+constexpr std::size_t max_blocks = 8192;
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset /= 2)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Sum (max) of v over the block, returned to every thread; blockDim.x a multiple of 32.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const unsigned lane = threadIdx.x % 32;
+    const unsigned warp = threadIdx.x / 32;
+    v = warp_sum(v);
+    __syncthreads();  // readers of an earlier call are done with `partial`
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < blockDim.x / 32 ? partial[lane] : 0.0f);
+}
+__device__ float block_max(float v) {
+    __shared__ float partial[32];
+    const unsigned lane = threadIdx.x % 32;
+    const unsigned warp = threadIdx.x / 32;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    return warp_max(lane < blockDim.x / 32 ? partial[lane] : -INFINITY);
+}
+
+// ---- kernels ----
+// E is the device element type: float or __nv_bfloat16.
+
+// out(N, H) = wte[ids[n]] + (wpe ? wpe[n % S] : 0), grid-stride over N * H.
+template <class E>
+__global__ void embedding_forward_kernel(E* out, const std::int32_t* ids, const E* wte,
+                                         const E* wpe, std::size_t N, std::size_t S,
+                                         std::size_t H) {
+    for (std::size_t idx = thread_index(); idx < N * H; idx += thread_count()) {
+        const std::size_t n = idx / H;
+        const std::size_t i = idx % H;
+        const float tok = ld(wte[static_cast<std::size_t>(ids[n]) * H + i]);
+        out[idx] = st<E>(tok + (wpe ? ld(wpe[(n % S) * H + i]) : 0.0f));
+    }
+}
+
+// dwte[ids[n]] += dout[n], one atomic add per element (bf16 atomics need sm_80).
+template <class E>
+__global__ void embedding_backward_wte_kernel(E* dwte, const E* dout, const std::int32_t* ids,
+                                              std::size_t N, std::size_t H) {
+    for (std::size_t idx = thread_index(); idx < N * H; idx += thread_count()) {
+        const std::size_t n = idx / H;
+        const std::size_t i = idx % H;
+        atomicAdd(dwte + static_cast<std::size_t>(ids[n]) * H + i, dout[idx]);
+    }
+}
+
+// dwpe[s] += sum of dout over the rows n = s, s + S, ...: one thread per (s, i) of the min(S, N)
+// positions present, summing in fp32 and rounding once.
+template <class E>
+__global__ void embedding_backward_wpe_kernel(E* dwpe, const E* dout, std::size_t N, std::size_t S,
+                                              std::size_t H) {
+    const std::size_t positions = S < N ? S : N;
+    for (std::size_t idx = thread_index(); idx < positions * H; idx += thread_count()) {
+        float sum = 0.0f;
+        for (std::size_t n = idx / H; n < N; n += S) sum += ld(dout[n * H + idx % H]);
+        dwpe[idx] = st<E>(ld(dwpe[idx]) + sum);
+    }
+}
+
+// x(B, S, heads, D): one thread per (row, j < D/2) rotates the pair (j, j + D/2) of the row by
+// sign * angle, angle = s * inv_freq(j). add: out += the rotation (the backward) instead of =.
+// inv_freq is computed in double and cast, as the CPU does: a float pow could differ from it by
+// an ulp, which position s multiplies into the angle.
+template <class E>
+__global__ void rotary_kernel(E* out, const E* inp, std::size_t B, std::size_t S, std::size_t heads,
+                              std::size_t D, float sign, bool add) {
+    const std::size_t half = D / 2;
+    const std::size_t pairs = B * S * heads * half;
+    for (std::size_t idx = thread_index(); idx < pairs; idx += thread_count()) {
+        const std::size_t j = idx % half;
+        const std::size_t row = idx / half;  // (b * S + s) * heads + h
+        const std::size_t s = (row / heads) % S;
+        const float inv_freq = static_cast<float>(
+            1.0 / pow(rotary_theta, static_cast<double>(2 * j) / static_cast<double>(D)));
+        const float angle = static_cast<float>(s) * inv_freq;
+        const float c = cosf(angle);
+        const float sn = sign * sinf(angle);
+        const std::size_t k1 = row * D + j;
+        const std::size_t k2 = k1 + half;
+        const float x1 = ld(inp[k1]);
+        const float x2 = ld(inp[k2]);
+        const float y1 = x1 * c - x2 * sn;
+        const float y2 = x2 * c + x1 * sn;
+        out[k1] = st<E>(add ? ld(out[k1]) + y1 : y1);
+        out[k2] = st<E>(add ? ld(out[k2]) + y2 : y2);
+    }
+}
+
+// One block per row: lse = max + log(sum exp(x - max)); the row's loss lse - x[target] (in fp32,
+// as on the CPU) is added into *loss_sum in double.
+template <class E>
+__global__ void cross_entropy_forward_kernel(double* loss_sum, float* lse, const E* logits,
+                                             const std::int32_t* targets, std::size_t V) {
+    const std::size_t row = blockIdx.x;
+    const E* x = logits + row * V;
+    float mx = -INFINITY;
+    for (std::size_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, ld(x[j]));
+    mx = block_max(mx);
+    float sum = 0.0f;
+    for (std::size_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(ld(x[j]) - mx);
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) {
+        const float l = mx + logf(sum);
+        lse[row] = l;
+        atomicAdd(loss_sum, static_cast<double>(l - ld(x[targets[row]])));
+    }
+}
+
+// One block per row: dlogits += scale * (softmax(logits) - onehot(target)).
+template <class E>
+__global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const float* lse,
+                                              const std::int32_t* targets, std::size_t V,
+                                              float scale) {
+    const std::size_t row = blockIdx.x;
+    const E* x = logits + row * V;
+    E* dx = dlogits + row * V;
+    const float l = lse[row];
+    const std::size_t t = static_cast<std::size_t>(targets[row]);
+    for (std::size_t j = threadIdx.x; j < V; j += blockDim.x) {
+        const float prob = expf(ld(x[j]) - l);
+        dx[j] = st<E>(ld(dx[j]) + scale * (prob - (j == t ? 1.0f : 0.0f)));
+    }
+}
+
+// ---- launch configuration ----
+
+unsigned grid_for(std::size_t n) {
+    return static_cast<unsigned>(std::min((n + block_threads - 1) / block_threads, max_blocks));
+}
+
+// One block per row: N is the grid, whose x dimension holds 2^31 - 1 blocks.
+unsigned row_grid(std::size_t N) {
+    assert(N <= static_cast<std::size_t>(INT_MAX) && "too many rows for one grid");
+    return static_cast<unsigned>(N);
+}
+
+template <class T>
+void rotate(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D,
+            float sign, bool add, cudaStream_t s) {
+    assert(D % 2 == 0 && "rotary needs an even head dimension");
+    const std::size_t pairs = B * S * heads * (D / 2);
+    if (pairs == 0) return;
+    rotary_kernel<<<grid_for(pairs), block_threads, 0, s>>>(dev(out), dev(inp), B, S, heads, D,
+                                                            sign, add);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+// ---- launchers ----
+
+template <class T>
+void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N,
+                       std::size_t S, std::size_t H, cudaStream_t s) {
+    if (N * H == 0) return;
+    embedding_forward_kernel<<<grid_for(N * H), block_threads, 0, s>>>(dev(out), ids, dev(wte),
+                                                                       dev(wpe), N, S, H);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N,
+                        std::size_t S, std::size_t H, cudaStream_t s) {
+    if (N * H == 0) return;
+    embedding_backward_wte_kernel<<<grid_for(N * H), block_threads, 0, s>>>(dev(dwte), dev(dout),
+                                                                            ids, N, H);
+    CUDA_CHECK(cudaGetLastError());
+    if (!dwpe) return;
+    embedding_backward_wpe_kernel<<<grid_for(std::min(S, N) * H), block_threads, 0, s>>>(
+        dev(dwpe), dev(dout), N, S, H);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void rotary_forward(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads,
+                    std::size_t D, cudaStream_t s) {
+    rotate(out, inp, B, S, heads, D, +1.0f, false, s);
+}
+
+// The rotation's transpose is the rotation by -angle, added into dinp.
+template <class T>
+void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::size_t heads,
+                     std::size_t D, cudaStream_t s) {
+    rotate(dinp, dout, B, S, heads, D, -1.0f, true, s);
+}
+
+template <class T>
+void cross_entropy_forward(double* loss_sum, float* lse, const T* logits,
+                           const std::int32_t* targets, std::size_t N, std::size_t V,
+                           cudaStream_t s) {
+    CUDA_CHECK(cudaMemsetAsync(loss_sum, 0, sizeof(double), s));
+    if (N == 0) return;
+    assert(V > 0 && "cross-entropy needs a vocabulary");
+    cross_entropy_forward_kernel<<<row_grid(N), block_threads, 0, s>>>(loss_sum, lse, dev(logits),
+                                                                       targets, V);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void cross_entropy_backward(T* dlogits, const T* logits, const float* lse,
+                            const std::int32_t* targets, std::size_t N, std::size_t V, float scale,
+                            cudaStream_t s) {
+    if (N == 0 || V == 0) return;
+    cross_entropy_backward_kernel<<<row_grid(N), block_threads, 0, s>>>(dev(dlogits), dev(logits),
+                                                                        lse, targets, V, scale);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+#define REMAT_INSTANTIATE(T)                                                                     \
+    template void embedding_forward<T>(T*, const std::int32_t*, const T*, const T*, std::size_t, \
+                                       std::size_t, std::size_t, cudaStream_t);                  \
+    template void embedding_backward<T>(T*, T*, const T*, const std::int32_t*, std::size_t,      \
+                                        std::size_t, std::size_t, cudaStream_t);                 \
+    template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,         \
+                                    std::size_t, cudaStream_t);                                  \
+    template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,        \
+                                     std::size_t, cudaStream_t);                                 \
+    template void cross_entropy_forward<T>(double*, float*, const T*, const std::int32_t*,       \
+                                           std::size_t, std::size_t, cudaStream_t);              \
+    template void cross_entropy_backward<T>(T*, const T*, const float*, const std::int32_t*,     \
+                                            std::size_t, std::size_t, float, cudaStream_t);
+REMAT_INSTANTIATE(float)
+REMAT_INSTANTIATE(bf16)
+#undef REMAT_INSTANTIATE
+
+}  // namespace remat::rt::cuda
