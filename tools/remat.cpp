@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <unistd.h>
@@ -210,16 +211,52 @@ auto parse_list(const std::string& text, const char* option, F parse) {
     return out;
 }
 
+// Empty fields take the device's defaults: the tiny models' full sweep on the CPU; on CUDA the
+// GPU issue's core set (gpt2-xl and llama-1b at sequence 1024, none/full/sqrt, W 1 and 8).
 struct ValidateFlags {
-    std::string models = "tiny-gpt2,tiny-llama", strategies = "all", micro_batches = "1,2", world_sizes = "1,2,4",
-                precisions = "fp32,bf16-mixed", seqs = "64,256", output, device = "cpu";
-    std::int64_t steps = 1;
-    double tolerance = 0.01;
+    std::string models, strategies, micro_batches, world_sizes, precisions, seqs, output, device = "cpu";
+    std::int64_t steps = 0;
+    double tolerance = 0;
     bool json = false;
 };
 
-int run_validate(const ValidateFlags& f) {
+ValidateFlags with_defaults(ValidateFlags f, rt::Device device) {
+    const bool cuda = device == rt::Device::cuda;
+    auto fill = [](std::string& s, const char* v) {
+        if (s.empty()) s = v;
+    };
+    fill(f.models, cuda ? "gpt2-xl,llama-1b" : "tiny-gpt2,tiny-llama");
+    fill(f.strategies, cuda ? "none,full,sqrt" : "all");
+    fill(f.micro_batches, cuda ? "1" : "1,2");
+    fill(f.world_sizes, cuda ? "1,8" : "1,2,4");
+    fill(f.precisions, cuda ? "bf16-mixed" : "fp32,bf16-mixed");
+    fill(f.seqs, cuda ? "1024" : "64,256");
+    if (f.steps == 0) f.steps = cuda ? 3 : 1;
+    if (f.tolerance == 0) f.tolerance = cuda ? 0.02 : 0.01;
+    return f;
+}
+
+// "NVIDIA H200" -> "nvidia-h200": the name of a validation file.
+std::string slug(const std::string& name) {
+    std::string out;
+    for (char c : name) {
+        if (std::isalnum(static_cast<unsigned char>(c)))
+            out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        else if (!out.empty() && out.back() != '-')
+            out += '-';
+    }
+    while (!out.empty() && out.back() == '-') out.pop_back();
+    return out;
+}
+
+int run_validate(ValidateFlags f) {
     const rt::Device device = parse_device(f.device);
+    f = with_defaults(f, device);
+    if (device == rt::Device::cuda) {
+        const auto gpus = rt::visible_gpus();
+        if (gpus.empty()) throw InputError("--device cuda: " + rt::gpu_unavailable_reason() + "; use --device cpu");
+        if (f.output.empty()) f.output = "docs/validation/" + slug(gpus.front().name) + ".json";
+    }
     if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
     if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
     auto positive = [](const char* option) {
@@ -271,9 +308,14 @@ int run_validate(const ValidateFlags& f) {
     if (progress) std::cerr << "\r" << std::string(80, ' ') << "\r" << std::flush;
     const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device);
     if (!f.output.empty()) {
+        // The JSON, and a markdown table beside it (same name, .md).
         std::ofstream out(f.output);
         if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", f.output));
         out << doc.dump(2) << "\n";
+        const std::string md = f.output.substr(0, f.output.rfind('.')) + ".md";
+        std::ofstream table(md);
+        if (!table) throw InputError(fmt::format("'{}': cannot open for writing", md));
+        table << validate_markdown(rows, doc);
     }
     if (f.json)
         print_json(doc);
@@ -371,16 +413,17 @@ int main(int argc, char** argv) {
     auto* validate = app.add_subcommand(
         "validate", "Sweep strategies x micro-batches x world sizes x precisions x sequence lengths: predicted vs measured");
     validate->add_option("--device", vf.device, "cpu | cuda")->capture_default_str();
-    validate->add_option("--models", vf.models, "Comma-separated models")->capture_default_str();
-    validate->add_option("--strategies", vf.strategies, "Comma-separated strategies, or all")->capture_default_str();
-    validate->add_option("--micro-batches", vf.micro_batches, "Per-rank micro-batches")->capture_default_str();
-    validate->add_option("--world-sizes", vf.world_sizes, "fsdp ranks")->capture_default_str();
-    validate->add_option("--precisions", vf.precisions, "fp32, bf16-mixed")->capture_default_str();
-    validate->add_option("--seqs", vf.seqs, "Sequence lengths")->capture_default_str();
-    validate->add_option("--steps", vf.steps, "Optimizer steps per run")->capture_default_str();
-    validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes (exit 4 beyond)")
-        ->capture_default_str();
-    validate->add_option("-o,--output", vf.output, "Also write the JSON document to FILE");
+    validate->add_option("--models", vf.models, "Comma-separated models (cpu: tiny-gpt2,tiny-llama; cuda: gpt2-xl,llama-1b)");
+    validate->add_option("--strategies", vf.strategies, "Comma-separated strategies, or all (cpu: all; cuda: none,full,sqrt)");
+    validate->add_option("--micro-batches", vf.micro_batches, "Per-rank micro-batches (cpu: 1,2; cuda: 1)");
+    validate->add_option("--world-sizes", vf.world_sizes, "fsdp ranks (cpu: 1,2,4 as threads; cuda: 1,8, rank 0 emulated)");
+    validate->add_option("--precisions", vf.precisions, "fp32, bf16-mixed (cpu: both; cuda: bf16-mixed)");
+    validate->add_option("--seqs", vf.seqs, "Sequence lengths (cpu: 64,256; cuda: 1024)");
+    validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)");
+    validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
+    validate->add_option("-o,--output", vf.output,
+                         "Also write the JSON document to FILE and a markdown table beside it (cuda default: "
+                         "docs/validation/<gpu>.json)");
     validate->add_flag("--json", vf.json, "Print the JSON document instead of the table");
 
     try {

@@ -1,7 +1,10 @@
 #include "tools/report_run.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <fmt/format.h>
+
+#include "runtime/devices.hpp"
 
 #include "planner/units.hpp"
 #include "tools/report.hpp"
@@ -16,6 +19,19 @@ std::string signed_pct(std::uint64_t measured, std::uint64_t predicted) {
     if (predicted == 0) return measured == 0 ? "+0.00%" : "inf";
     const double e = (static_cast<double>(measured) - static_cast<double>(predicted)) / static_cast<double>(predicted);
     return fmt::format("{:+.2f}%", 100 * e);
+}
+
+// The commit of the source tree this binary was built from: asked of git at run time (the
+// tree may have moved on since configure), else the configure-time value.
+std::string source_commit() {
+    std::string out;
+    if (FILE* f = popen("git -C '" REMAT_SOURCE_DIR "' rev-parse HEAD 2>/dev/null", "r")) {
+        char buf[64] = {};
+        if (std::fgets(buf, sizeof buf, f)) out = buf;
+        pclose(f);
+    }
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    return out.empty() ? REMAT_COMMIT : out;
 }
 
 json oom_json(const rt::OomReport& o) {
@@ -132,9 +148,24 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                         {"measured_peak_bytes", r.measured_peak_bytes},
                         {"peak_error", r.peak_error},
                         {"action_error", r.action_error},
-                        {"tokens_per_s", r.tokens_per_s}});
+                        {"measured_reserved_bytes", r.measured_reserved_bytes},
+                        {"predicted_step_time_s", r.predicted_step_time_s},
+                        {"measured_step_time_s", r.measured_step_time_s},
+                        {"tokens_per_s", r.tokens_per_s},
+                        {"model_flops", r.model_flops},
+                        {"mfu", device == rt::Device::cuda ? json(r.mfu) : json(nullptr)}});
     }
-    return {{"device", device_name(device)}, {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
+    std::string gpu = "cpu", driver;
+    if (device == rt::Device::cuda)
+        if (const auto gpus = rt::visible_gpus(); !gpus.empty()) {
+            gpu = gpus.front().name;
+            driver = gpus.front().driver;
+        }
+    return {{"device", device_name(device)},
+            {"gpu", gpu},
+            {"driver", driver.empty() ? json(nullptr) : json(driver)},
+            {"commit", source_commit()},
+            {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
 }
 
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance) {
@@ -158,6 +189,30 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
                            worst_row->point.micro_batch, worst_row->point.world_size, worst_row->point.seq,
                            precision_name(worst_row->point.precision), 100 * tolerance,
                            worst <= tolerance ? "pass" : "FAIL");
+    return out;
+}
+
+std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohmann::json& doc) {
+    std::string out = fmt::format("# Validation on {} ({})\n\n", doc["gpu"].get<std::string>(), doc["device"].get<std::string>());
+    out += fmt::format("Commit `{}`{}, {} step(s) per run, tolerance {:.1f}%: worst error {:.3f}%. Peaks are "
+                       "allocator-visible ({}); MFU counts 6·P·tokens + 12·L·H·S·tokens FLOPs against the GPU "
+                       "preset's peak. JSON beside this file.\n\n",
+                       doc["commit"].get<std::string>(),
+                       doc["driver"].is_null() ? std::string() : ", driver CUDA " + doc["driver"].get<std::string>(),
+                       doc["steps"].get<std::uint64_t>(), 100 * doc["tolerance"].get<double>(),
+                       100 * doc["worst_error"].get<double>(),
+                       doc["device"] == "cuda" ? "the CUDA pool's used high-water mark" : "the counting allocator's");
+    out += "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | error | "
+           "predicted step | measured step | tokens/s | MFU |\n";
+    out += "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    for (const auto& r : rows)
+        out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s | {:.0f} | {} |\n",
+                           r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
+                           precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
+                           format_bytes(r.measured_peak_bytes),
+                           r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
+                           100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s, r.measured_step_time_s,
+                           r.tokens_per_s, r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
     return out;
 }
 

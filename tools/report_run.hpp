@@ -14,5 +14,7 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
 nlohmann::json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance,
                              rt::Device device);
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance);
+// The markdown table written beside a validation JSON file.
+std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohmann::json& doc);
 
 }  // namespace remat::cli

@@ -125,6 +125,12 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
 
 namespace remat::cli {
 
+double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq) {
+    const double tokens = static_cast<double>(micro_batch * seq);
+    return 6.0 * static_cast<double>(parameter_count(m)) * tokens +
+           12.0 * static_cast<double>(m.n_layers * m.hidden * seq) * tokens;
+}
+
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps, rt::Device device) {
     Question q = base;
     q.model = load_model(p.model);
@@ -150,6 +156,14 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     r.peak_error = rep.worst_peak_error();
     r.action_error = rep.worst_action_error();
     r.tokens_per_s = rep.run.tokens_per_s;
+    for (const auto& rank : rep.run.ranks)
+        r.measured_reserved_bytes = std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
+    r.predicted_step_time_s = rep.prediction.result.step_time_s;
+    r.measured_step_time_s = rep.run.seconds / static_cast<double>(steps);
+    r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);
+    const double peak = p.precision == Precision::fp32 ? q.gpu.fp32_flops : q.gpu.bf16_flops;
+    if (device == rt::Device::cuda && r.measured_step_time_s > 0)
+        r.mfu = r.model_flops / (r.measured_step_time_s * peak);
     return r;
 }
 

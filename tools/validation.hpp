@@ -72,9 +72,19 @@ struct SweepResult {
     std::uint64_t predicted_peak_bytes = 0;  // allocator-visible
     std::uint64_t measured_peak_bytes = 0;   // the largest over ranks
     double peak_error = 0, action_error = 0;  // relative, worst over ranks / actions
-    double tokens_per_s = 0;
+    double tokens_per_s = 0;                 // per rank
     std::uint64_t budget_bytes = 0;          // greedy-budget and optimal only
+    std::uint64_t measured_reserved_bytes = 0;  // CUDA: the pool's reserved high-water mark
+    double predicted_step_time_s = 0;        // the planner's, per optimizer step
+    double measured_step_time_s = 0;         // wall time per step, the mean over the run's steps
+    double model_flops = 0;                  // per step per rank: model_flops_per_step()
+    double mfu = 0;                          // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
+
+// FLOPs of one training step on one rank, as MFU counts them (PaLM, Chowdhery et al. 2022,
+// appendix B): 6 * P * tokens for the weights, plus 12 * L * H * S * tokens for attention
+// (its S x S products, forward and backward, counted in full as PaLM does), tokens = B * S.
+double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq);
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
