@@ -228,7 +228,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
              (rule.grads_allocated_in_backward ? 0 : states.gradients_bytes) + T.accumulated_grad_bytes();
     const std::uint64_t final_grads = made_after[0] + (shard_grads ? T.shard_grad_bytes(0) : 0);
     k.optimizer_need = final_grads + k.stages[0].dx + T.optimizer_temp_bytes();
-    k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu);
+    k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu, tm);
     k.micro_steps = static_cast<double>(T.micro_steps);
     k.host_bandwidth = gpu.host_link_bandwidth;
     return k;

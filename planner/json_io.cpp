@@ -9,7 +9,7 @@
 
 namespace remat {
 
-nlohmann::json parse_json_text(std::string_view text, const std::string& origin) {
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin, std::string_view fix) {
     try {
         return nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
@@ -27,8 +27,7 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin)
         std::string reason = e.what();
         if (auto p = reason.find("syntax error"); p != std::string::npos) reason = reason.substr(p);
         throw InputError(
-            fmt::format("{}:{}:{}: malformed JSON: {}; fix the file or pass a preset name",
-                        origin, line, column, reason));
+            fmt::format("{}:{}:{}: malformed JSON: {}; {}", origin, line, column, reason, fix));
     }
 }
 

@@ -7,8 +7,9 @@
 
 namespace remat {
 
-// Throws InputError "<origin>:<line>:<column>: malformed JSON: <reason>".
-nlohmann::json parse_json_text(std::string_view text, const std::string& origin);
+// Throws InputError "<origin>:<line>:<column>: malformed JSON: <reason>; <fix>".
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
+                               std::string_view fix = "fix the file or pass a preset name");
 // Throws InputError if the file cannot be read or is malformed.
 nlohmann::json read_json_file(const std::string& path);
 

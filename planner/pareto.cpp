@@ -11,7 +11,7 @@ namespace remat {
 ParetoFrontier pareto_frontier(const Question& q) {
     ParetoFrontier out;
     const Chain chain = build_chain(q.model, q.options);
-    const ChainCosts costs = chain_costs(chain, q.gpu);
+    const ChainCosts costs = chain_costs(chain, q.gpu, q.context.time_model);
     const std::uint64_t keep_all = keep_all_need(costs);
     const double tokens = static_cast<double>(q.options.micro_batch * q.options.seq * q.options.grad_accumulation);
     auto point = [&](std::uint64_t allocator, double time, double rflops, std::string source) {
@@ -37,7 +37,7 @@ ParetoFrontier pareto_frontier(const Question& q) {
             if (off && !q.context.offload_checkpoints) continue;
             ctx.offload_checkpoints = off;
             const Plan plan = make_plan(chain, h, ctx);
-            const SimResult r = simulate(chain, plan, q.gpu, ctx.reserve);
+            const SimResult r = simulate(chain, plan, q.gpu, ctx.reserve, ctx.time_model);
             all.push_back(point(r.allocator_peak_bytes, r.step_time_s, r.recompute_flops,
                                 off ? h.name() + " (offloaded)" : h.name()));
         }

@@ -7,7 +7,7 @@ Evaluation evaluate(const Question& q, const StrategySpec& spec) {
     PlanContext ctx = q.context;
     ctx.gpu = &q.gpu;
     e.plan = make_plan(e.chain, spec, ctx);
-    e.result = simulate(e.chain, e.plan, q.gpu, ctx.reserve);
+    e.result = simulate(e.chain, e.plan, q.gpu, ctx.reserve, ctx.time_model);
     e.fits = e.result.peak_bytes <= ctx.capacity_bytes;
     return e;
 }

@@ -17,7 +17,7 @@ enum Category { k_params, k_grads, k_optimizer, k_unsharded, k_activations, k_te
 class Replay {
 public:
     Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
-        : c_(c), plan_(plan), gpu_(gpu), terms_(c), rule_(terms_.rule), units_(terms_.units) {
+        : c_(c), plan_(plan), gpu_(gpu), tm_(tm), terms_(c), rule_(terms_.rule), units_(terms_.units) {
         for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
         const std::size_t n = c.stages.size();
         live_.resize(n);
@@ -424,13 +424,14 @@ private:
             alloc(k_temporaries, tmp, &op);
             release(k_temporaries, tmp);
         }
-        time_s_ += optimizer_time_s(terms_.local_params, c_.options.optimizer, gpu_);
+        time_s_ += optimizer_time_s(terms_.local_params, c_.options.optimizer, gpu_, tm_);
         result_.timeline.push_back({action_label_, used_, action_peak_});
     }
 
     const Chain& c_;
     const Plan& plan_;
     const GpuSpec& gpu_;
+    const StepTimeModel& tm_;
     StepTerms terms_;
     const ShardingRule& rule_;
     const std::vector<Unit>& units_;

@@ -115,7 +115,7 @@ Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext&
 Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
     const std::uint64_t allocator = allocator_budget(ctx.reserve, budget);
-    const ChainCosts costs = chain_costs(c, *ctx.gpu);
+    const ChainCosts costs = chain_costs(c, *ctx.gpu, ctx.time_model);
     const std::uint64_t keep_all = keep_all_need(costs);
     const OptimalOptions options{ctx.memory_slots, ctx.offload_checkpoints, keep_all};
     const auto t0 = std::chrono::steady_clock::now();
@@ -149,7 +149,7 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
             hctx.offload_checkpoints = off;
             hctx.budget_bytes = budget;
             Plan hp = plan_heuristic(c, h, hctx);
-            const SimResult r = simulate(c, hp, *ctx.gpu, ctx.reserve);
+            const SimResult r = simulate(c, hp, *ctx.gpu, ctx.reserve, ctx.time_model);
             const bool h_fits = r.peak_bytes <= budget;
             const bool better = h_fits ? !best_fits || r.step_time_s < best * (1 - 1e-12)
                                        : !best_fits && r.allocator_peak_bytes < best_peak;
@@ -220,7 +220,7 @@ Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext&
             const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
             std::vector<Keep> k(L, Keep::input);
             auto peak_of = [&](const std::vector<Keep>& keeps) {
-                return simulate(c, finish(c, spec.name(), keeps, off), *ctx.gpu, ctx.reserve).peak_bytes;
+                return simulate(c, finish(c, spec.name(), keeps, off), *ctx.gpu, ctx.reserve, ctx.time_model).peak_bytes;
             };
             if (peak_of(k) <= budget) {
                 // Largest prefix of stored blocks that fits; peaks grow with the prefix.

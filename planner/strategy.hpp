@@ -13,6 +13,7 @@
 #include "planner/gpu.hpp"
 #include "planner/memory.hpp"
 #include "planner/schedule.hpp"
+#include "planner/step_time.hpp"
 
 namespace remat {
 
@@ -38,6 +39,7 @@ struct PlanContext {
     std::optional<std::uint64_t> budget_bytes;  // --memory-budget; greedy's and optimal's default is capacity
     bool offload_checkpoints = false;         // heuristics: every checkpoint to host; optimal: may offload
     std::uint32_t memory_slots = ~std::uint32_t{0};  // optimal's resolution (auto_memory_slots)
+    StepTimeModel time_model;  // the preset's by default; --calibration sets measured rates
 };
 
 // The largest allocator peak whose peak_bytes (allocator peak + reserve) stays within budget.

@@ -67,7 +67,7 @@ TEST_CASE("cli::models lists the presets") {
     for (const char* name : {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
         CHECK(r.out.find(name) != std::string::npos);
     const Run j = remat("models --json");
-    CHECK(nlohmann::json::parse(j.out).at("models").size() == 10);
+    CHECK(nlohmann::json::parse(j.out).at("models").size() == 11);
 }
 
 TEST_CASE("cli::plan --json has the documented fields") {

@@ -256,7 +256,7 @@ TEST_CASE("optimal::is never slower than any heuristic at that heuristic's own p
         }
 }
 
-TEST_CASE("optimal::at none's peak recomputes nothing; its step time never rises with the budget") {
+TEST_CASE("optimal::at none's peak recomputes nothing, and its step time never rises with the budget") {
     for (const Case& cs : cases) {
         Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
         const Evaluation none = evaluate(q, {StrategyKind::none, 0});

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "planner/calibration.hpp"
 #include "planner/error.hpp"
 
 namespace remat::cli {
@@ -43,6 +44,8 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "cuBLAS workspace bytes (default 32MiB on sm90, 8519680 before)");
     app.add_option("--fragmentation", a.fragmentation,
                    "Allocator fragmentation margin as a fraction of the allocator peak (default 0.05)");
+    app.add_option("--calibration", a.calibration,
+                   "Step times from the rates measured by `remat calibrate` (FILE) instead of the GPU preset's peaks");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
 }
 
@@ -93,6 +96,11 @@ Question make_question(const CommonArgs& a) {
     q.context.offload_checkpoints = a.offload_checkpoints;
     if (a.offload_checkpoints && !(q.gpu.host_link_bandwidth > 0))
         throw InputError(fmt::format("--offload-checkpoints: GPU preset '{}' has no host_link_bandwidth", q.gpu.name));
+    if (!a.calibration.empty()) {
+        const Calibration c = load_calibration(a.calibration);
+        check_covers(c, q.options.precision, a.calibration);
+        q.context.time_model = calibrated_model(c);
+    }
     return q;
 }
 
@@ -120,6 +128,7 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q, std::
     add("--reserve-context", a.reserve_context);
     add("--reserve-workspace", a.reserve_workspace);
     if (a.fragmentation) add("--fragmentation", fmt::format("{}", *a.fragmentation));
+    add("--calibration", a.calibration);
     add("--strategy", strategy);
     if (offload) out.push_back("--offload-checkpoints");
     return out;

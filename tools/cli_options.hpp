@@ -27,6 +27,7 @@ struct CommonArgs {
     std::string reserve_workspace;
     std::optional<double> fragmentation;
     std::optional<std::int64_t> memory_slots;
+    std::string calibration;  // a `remat calibrate` file: measured rates for the step-time model
     bool offload_checkpoints = false;
     bool json = false;
 };

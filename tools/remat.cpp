@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include "planner/error.hpp"
 #include "planner/units.hpp"
 #include "runtime/devices.hpp"
+#include "tools/calibrate.hpp"
 #include "tools/cli_options.hpp"
 #include "tools/report.hpp"
 #include "tools/report_run.hpp"
@@ -324,6 +327,29 @@ int run_validate(ValidateFlags f) {
     return doc["worst_error"].get<double>() <= f.tolerance ? 0 : 4;
 }
 
+struct CalibrateFlags {
+    std::string device = "cpu", precision, output;
+    bool json = false;
+};
+
+int run_calibrate(const CalibrateFlags& f) {
+    rt::CalibrateOptions options;
+    options.device = parse_device(f.device);
+    if (!f.precision.empty()) options.precisions = {parse_precision(f.precision)};
+    // A bad -o fails now rather than after the benchmarks.
+    const std::filesystem::path dir = std::filesystem::path(f.output).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+        throw InputError(fmt::format("-o '{}': directory '{}' does not exist", f.output, dir.string()));
+    const auto t0 = std::chrono::steady_clock::now();
+    const Calibration c = to_calibration(rt::measure_device(options));
+    save_calibration(c, f.output);
+    if (f.json)
+        print_json(calibration_json(c));
+    else
+        std::cout << calibrate_text(c, f.output, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -339,6 +365,7 @@ int main(int argc, char** argv) {
         "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n"
         "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt --check-gradients\n"
         "  remat validate --device cpu\n"
+        "  remat calibrate --device cuda -o h200.json && remat plan --model llama2-7b --calibration h200.json\n"
         "  remat devices\n",
         "remat"};
     app.require_subcommand(1);
@@ -426,6 +453,15 @@ int main(int argc, char** argv) {
                          "docs/validation/<gpu>.json)");
     validate->add_flag("--json", vf.json, "Print the JSON document instead of the table");
 
+    CalibrateFlags cf;
+    auto* calibrate = app.add_subcommand(
+        "calibrate", "Measure the device's GEMM, attention and memory rates; write a file for --calibration");
+    calibrate->add_option("--device", cf.device, "cpu (one BLAS thread, as each rank of remat run) | cuda (GPU 0)")
+        ->capture_default_str();
+    calibrate->add_option("--precision", cf.precision, "fp32 | bf16-mixed (default: both)");
+    calibrate->add_option("-o,--output", cf.output, "The calibration file to write (JSON, docs/json.md)")->required();
+    calibrate->add_flag("--json", cf.json, "Print the file's document instead of the table");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -454,6 +490,7 @@ int main(int argc, char** argv) {
         if (*dot) return run_dot(common, strategies, output, ops);
         if (*run) return run_run(common, run_flags, run->count("--sharding") > 0, run->count("--profile") > 0);
         if (*validate) return run_validate(vf);
+        if (*calibrate) return run_calibrate(cf);
     } catch (const InputError& e) {
         std::cerr << "remat: " << e.what() << "\n";
         return 2;

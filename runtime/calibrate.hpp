@@ -1,0 +1,63 @@
+// Microbenchmarks of what a device's backend achieves: GEMM and attention FLOP/s, memory
+// bandwidth, and the fixed cost of one op. Written against Backend<T> only, so the CPU backend
+// (single-thread OpenBLAS, as the runtime gives one BLAS thread per rank) and the CUDA backend
+// are measured by the same code. The planner's step-time model reads the result as a
+// calibration file (planner/calibration.hpp; the glue is tools/calibrate.cpp).
+//
+// Not measured: backward passes (the model charges them from forward FLOPs and bytes),
+// collectives, host-device copies. Nothing here judges the figures; a test cannot either.
+//
+//   CalibrateOptions o;
+//   o.device = Device::cpu;
+//   o.precisions = {Precision::fp32};
+//   DeviceRates r = measure_device(o);     // r.fp32->gemm_flops, r.memory_bandwidth, r.benchmarks
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/options.hpp"
+#include "runtime/run.hpp"
+
+namespace remat::rt {
+
+struct CalibrateOptions {
+    Device device = Device::cpu;
+    std::vector<Precision> precisions = {Precision::fp32,
+                                         Precision::bf16_mixed};  // storage types to measure
+    double min_batch_s = 0.01;    // a timed batch of calls lasts at least this long
+    double grow_until_s = 0.005;  // GEMM and attention sizes double until one call lasts this long
+};
+
+// One timed benchmark.
+struct Benchmark {
+    std::string kind;                       // "launch", "memory", "gemm", "attention"
+    Precision precision = Precision::fp32;  // the storage it ran in: fp32, or bf16 under bf16-mixed
+    std::string shape;   // "1024x1024x1024" (N x I x O), "B1 S512 A8 D128", "16777216 elements"
+    double flops = 0;    // per call, as the planner counts them (attention: the causal half)
+    double bytes = 0;    // per call, read and written (the planner's count for the op)
+    double seconds = 0;  // per call
+    std::uint64_t calls = 0;  // timed together, between two synchronizations
+};
+
+struct ComputeRates {
+    double gemm_flops = 0;       // linear forward at the largest size
+    double attention_flops = 0;  // attention forward at the largest shape, in the planner's FLOPs
+};
+
+struct DeviceRates {
+    std::string backend;  // "cpu", "cuda"
+    std::string device;   // "NVIDIA H200"; on the CPU its model name and "(one BLAS thread)"
+    std::string source;   // what was run, in words
+    std::vector<Benchmark> benchmarks;  // in the order they ran
+    std::optional<ComputeRates> fp32, bf16;
+    double memory_bandwidth = 0;  // bytes/s: add_forward over a large fp32 array
+    double launch_s = 0;          // seconds per call of add_forward on one element
+};
+
+// Throws InputError for a precision other than fp32 and bf16-mixed, or for --device cuda where
+// this build has no CUDA backend or no GPU is visible.
+DeviceRates measure_device(const CalibrateOptions& options);
+
+}  // namespace remat::rt
