@@ -3,9 +3,11 @@
 // the GPU preset's peaks × efficiencies. Capacity, the reserve and the host link still come from
 // the preset. This file reads, writes and checks the file; it measures nothing.
 //
-//   Calibration c = load_calibration("h200.json");   // throws InputError naming the file and the
-//   fix check_covers(c, Precision::bf16_mixed, "h200.json"); PlanContext ctx; ctx.time_model =
-//   calibrated_model(c); save_calibration(c, "copy.json");
+//   Calibration c = load_calibration("h200.json");        // InputError names the file and the fix
+//   check_covers(c, Precision::bf16_mixed, "h200.json");  // rates for this precision?
+//   PlanContext ctx;
+//   ctx.time_model = calibrated_model(c);
+//   save_calibration(c, "copy.json");
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>

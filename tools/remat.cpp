@@ -217,7 +217,8 @@ auto parse_list(const std::string& text, const char* option, F parse) {
 // Empty fields take the device's defaults: the tiny models' full sweep on the CPU; on CUDA the
 // GPU issue's core set (gpt2-xl and llama-1b at sequence 1024, none/full/sqrt, W 1 and 8).
 struct ValidateFlags {
-    std::string models, strategies, micro_batches, world_sizes, precisions, seqs, output, device = "cpu";
+    std::string models, strategies, micro_batches, world_sizes, precisions, seqs, output, calibration, device = "cpu",
+                gpu = "h100-80gb";
     std::int64_t steps = 0;
     double tolerance = 0;
     bool json = false;
@@ -280,6 +281,8 @@ int run_validate(ValidateFlags f) {
     base_args.model = models.front();
     base_args.sharding = "fsdp";
     base_args.profile = device == rt::Device::cuda ? "remat-cuda" : "remat";
+    base_args.calibration = f.calibration;
+    base_args.gpu = f.gpu;
     const Question base = make_question(base_args);
     std::vector<SweepPoint> points;
     for (const auto& m : models)
@@ -448,6 +451,10 @@ int main(int argc, char** argv) {
     validate->add_option("--seqs", vf.seqs, "Sequence lengths (cpu: 64,256; cuda: 1024)");
     validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)");
     validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
+    validate->add_option("--gpu", vf.gpu, "GPU preset for the predicted step times, the reserve and MFU's peak")
+        ->capture_default_str();
+    validate->add_option("--calibration", vf.calibration,
+                         "Predict step times from a `remat calibrate` file (of this device) instead of the GPU preset");
     validate->add_option("-o,--output", vf.output,
                          "Also write the JSON document to FILE and a markdown table beside it (cuda default: "
                          "docs/validation/<gpu>.json)");

@@ -4,7 +4,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
 
+#include "planner/calibration.hpp"
 #include "planner/search.hpp"
 #include "tools/validation.hpp"
 
@@ -101,4 +105,30 @@ TEST_CASE("gpu::gpt2-xl reaches 35% MFU without checkpointing") {
                                          rt::Device::cuda);
     MESSAGE("gpt2-xl B=4 S=1024: " << r.tokens_per_s << " tokens/s, MFU " << 100 * r.mfu << "%");
     CHECK(r.mfu >= 0.35);
+}
+
+// With the GPU's own calibration, predicted step times within 10% of measured, and the
+// configurations ranked alike by predicted and measured tokens/s.
+TEST_CASE("gpu::calibrated step times match and rank configurations alike") {
+    const std::string file = (std::filesystem::temp_directory_path() / "remat-gpu-calibration.json").string();
+    const std::string command = fmt::format("'{}' calibrate --device cuda -o '{}' > /dev/null", REMAT_BINARY, file);
+    REQUIRE(std::system(command.c_str()) == 0);
+    Question base = gpu_question("gpt2-xl", 1, 1024, 1);
+    base.context.time_model = calibrated_model(load_calibration(file));
+    std::vector<SweepResult> rows;
+    for (const std::string strategy : {"none", "full", "sqrt"})
+        for (std::uint64_t B : {1, 4}) {
+            rows.push_back(validate_point(base, {"gpt2-xl", parse_strategy(strategy), B, 1, 1024, Precision::bf16_mixed}, 3,
+                                          rt::Device::cuda));
+            const SweepResult& r = rows.back();
+            CAPTURE(strategy);
+            CAPTURE(B);
+            CHECK(std::fabs(r.measured_step_time_s - r.predicted_step_time_s) <= 0.10 * r.measured_step_time_s);
+        }
+    for (std::size_t a = 0; a < rows.size(); ++a)
+        for (std::size_t b = 0; b < rows.size(); ++b) {
+            const double pa = static_cast<double>(rows[a].point.micro_batch) / rows[a].predicted_step_time_s;
+            const double pb = static_cast<double>(rows[b].point.micro_batch) / rows[b].predicted_step_time_s;
+            if (pa > pb) CHECK(rows[a].tokens_per_s >= rows[b].tokens_per_s);
+        }
 }
