@@ -53,8 +53,9 @@ private:
 
 std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
                      const std::string& op) {
-    return fmt::format("out of memory: {} bytes requested with {} bytes live, cap {} bytes (--memory-cap), in {}{}",
-                       requested, live, cap, action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
+    const std::string limit = cap ? fmt::format("cap {} bytes (--memory-cap)", cap) : "the device has no more";
+    return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, in {}{}", requested, live, limit,
+                       action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
 }
 }  // namespace
 
@@ -75,7 +76,12 @@ OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint6
 void* CountingAllocator::allocate(std::uint64_t bytes, bool zero) {
     if (cap_ && live_ + bytes > cap_) throw OutOfMemory(bytes, live_, cap_, action_, op_);
     const std::size_t size = block_size(bytes);
-    void* p = source_->take(size);
+    void* p = nullptr;
+    try {
+        p = source_->take(size);
+    } catch (const std::bad_alloc&) {
+        throw OutOfMemory(bytes, live_, 0, action_, op_);  // the device itself has no more (cap 0)
+    }
     if (zero) source_->zero(p, size);
     live_ += bytes;
     peak_ = std::max(peak_, live_);

@@ -31,6 +31,8 @@ public:
 
     // Wait for everything issued so far (a step's end, before its time is read).
     virtual void synchronize() const = 0;
+    // Make the calling thread use this backend's device (a rank's thread, before its first call).
+    virtual void bind_thread() const {}
 
     // ---- movement ----
     virtual void upload(void* dst, const void* host, std::uint64_t bytes) const = 0;

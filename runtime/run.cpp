@@ -78,6 +78,7 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     std::vector<double> losses(c.steps, 0.0);
     double seconds = 0;
     auto rank_main = [&](std::size_t rank) {
+        model.backend->bind_thread();
         CountingAllocator alloc(c.memory_cap_bytes, model.backend->memory());
         RankResult& out = result.ranks[rank];
         try {

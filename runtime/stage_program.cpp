@@ -315,7 +315,8 @@ private:
         o.forward = [=](const OpArgs& a) {
             const double sum = be->cross_entropy_forward(a.v<float>(lse), a.v<T>(logits),
                                                              a.v<std::int32_t>(targets), N, V);
-            *a.v<float>(loss) = static_cast<float>(sum * scale);
+            const float mean_part = static_cast<float>(sum * scale);
+            be->upload(a.v<float>(loss), &mean_part, sizeof mean_part);  // backend memory: never written by the host
         };
         o.backward = [=](const OpArgs& a) {
             be->cross_entropy_backward(a.g<T>(logits), a.v<T>(logits), a.v<float>(lse), a.v<std::int32_t>(targets),

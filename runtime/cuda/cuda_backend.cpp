@@ -15,7 +15,7 @@ template <class T>
 class CudaBackend final : public CudaBackendBase<T> {
 public:
     using A = acc_t<T>;
-    explicit CudaBackend(int device) {
+    explicit CudaBackend(int device) : device_(device) {
         CUDA_CHECK(cudaSetDevice(device));
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         CUBLAS_CHECK(cublasCreate(&handle_));
@@ -36,6 +36,7 @@ public:
     cudaStream_t stream() const override { return stream_; }
     CudaPool& pool() const override { return *pool_; }
     void synchronize() const override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    void bind_thread() const override { CUDA_CHECK(cudaSetDevice(device_)); }
 
     void upload(void* dst, const void* host, std::uint64_t bytes) const override {
         CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
@@ -143,6 +144,7 @@ public:
     }
 
 private:
+    int device_ = 0;
     cudaStream_t stream_{};
     cublasHandle_t handle_{};
     double* loss_sum_ = nullptr;

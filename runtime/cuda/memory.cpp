@@ -1,6 +1,7 @@
 #include "runtime/cuda/memory.hpp"
 
 #include <limits>
+#include <new>
 
 #include "runtime/cuda/cuda_check.hpp"
 
@@ -24,7 +25,12 @@ CudaPool::~CudaPool() {
 
 void* CudaPool::take(std::size_t bytes) {
     void* p = nullptr;
-    CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, pool_, stream_));
+    const cudaError_t e = cudaMallocFromPoolAsync(&p, bytes, pool_, stream_);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // not sticky: the run stops with an out-of-memory report
+        throw std::bad_alloc();
+    }
+    CUDA_CHECK(e);
     return p;
 }
 

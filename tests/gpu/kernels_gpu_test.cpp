@@ -395,7 +395,10 @@ void check_embedding(bool with_wpe) {
     gpu::embedding_backward(d_dwte.get(), with_wpe ? d_dwpe.get() : nullptr, d_dout.get(),
                             d_ids.get(), N, S, H, s);
     check_close("out", out_ref, d_out.download(s), tolerance<T>);
-    check_close("dwte", dwte_ref, d_dwte.download(s), tolerance<T>);
+    // bf16 atomics round every add, in an order that changes run to run; sums near zero then
+    // sit an ulp of the partial sums (2^-6 at magnitude 2-4) from the CPU's: a simulation of
+    // these shapes over 200 random orders needed atol 3e-2 to pass every time.
+    check_close("dwte", dwte_ref, d_dwte.download(s), std::is_same_v<T, bf16> ? Tolerance{3e-2, 1e-2} : tolerance<T>);
     check_close("dwpe", dwpe_ref, d_dwpe.download(s), tolerance<T>);  // untouched without wpe
 }
 
