@@ -15,6 +15,9 @@ namespace remat::rt {
 struct PoolStats {
     std::uint64_t used_high_bytes = 0;      // the pool's own high-water mark of live allocations
     std::uint64_t reserved_high_bytes = 0;  // what it held from the device
+    // Device memory in use outside the pool at the end of the run: the context, the modules
+    // loaded lazily by the steps' first launches, cuBLAS's workspace.
+    std::uint64_t overhead_after_bytes = 0;
 };
 
 template <class T>
@@ -23,7 +26,7 @@ struct DeviceParts {
     std::unique_ptr<Collectives<T>> collectives;
     std::size_t ranks_run = 1;                   // ranks executed here (0 .. ranks_run-1)
     std::function<PoolStats()> pool_stats;       // empty on the CPU
-    std::uint64_t overhead_bytes = 0;            // device memory in use before the first allocation
+    std::uint64_t overhead_bytes = 0;            // device memory in use before the pool's first allocation
 };
 
 template <class T>

@@ -1,6 +1,7 @@
 #include "runtime/run.hpp"
 
 #include <cblas.h>
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <fmt/format.h>
@@ -120,6 +121,7 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
         const PoolStats p = parts.pool_stats();
         result.ranks.front().pool_used_high_bytes = p.used_high_bytes;
         result.ranks.front().pool_reserved_high_bytes = p.reserved_high_bytes;
+        result.device_overhead_bytes = std::max(result.device_overhead_bytes, p.overhead_after_bytes);
     }
     if (!result.oom) {
         result.losses = losses;

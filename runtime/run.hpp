@@ -54,7 +54,9 @@ struct OomReport {
 
 struct RunResult {
     std::vector<RankResult> ranks;  // the ranks executed: all W on the CPU, rank 0 on CUDA
-    std::uint64_t device_overhead_bytes = 0;  // CUDA: device memory used before the pool's first byte
+    // CUDA: device memory in use outside the pool (context, modules, cuBLAS workspace), the
+    // larger of before the first allocation and after the last step.
+    std::uint64_t device_overhead_bytes = 0;
     std::vector<double> losses;  // per completed step: mean over the global batch
     double seconds = 0;          // wall time of the steps (start-up excluded)
     double tokens_per_s = 0;     // per rank: B * S * steps / seconds

@@ -1,6 +1,7 @@
 // The CUDA device's part of a run: its backend on GPU 0, emulated collectives for rank 0 of W,
 // the pool's high-water marks, and the device memory that the context and libraries hold
-// before the pool allocates (cudaMemGetInfo), held against the prediction's reserve.
+// outside the pool (cudaMemGetInfo before the first allocation, and again at the end once the
+// steps have loaded their modules), held against the prediction's reserve.
 #include "runtime/cuda/cuda_backend.hpp"
 #include "runtime/cuda/cuda_check.hpp"
 #include "runtime/device_parts.hpp"
@@ -17,7 +18,10 @@ DeviceParts<T> cuda_parts(std::size_t world) {
     p.collectives = make_emulated_collectives<T>(world, backend->stream());
     p.pool_stats = [b = backend.get()] {
         b->synchronize();
-        return PoolStats{b->pool().used_high_bytes(), b->pool().reserved_high_bytes()};
+        std::size_t free_now = 0, total = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
+        const std::uint64_t used = total - free_now, pool = b->pool().reserved_bytes();
+        return PoolStats{b->pool().used_high_bytes(), b->pool().reserved_high_bytes(), used > pool ? used - pool : 0};
     };
     p.backend = std::move(backend);
     p.ranks_run = 1;

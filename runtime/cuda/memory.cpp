@@ -44,6 +44,12 @@ std::uint64_t CudaPool::used_high_bytes() const {
     return v;
 }
 
+std::uint64_t CudaPool::reserved_bytes() const {
+    std::uint64_t v = 0;
+    CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrReservedMemCurrent, &v));
+    return v;
+}
+
 std::uint64_t CudaPool::reserved_high_bytes() const {
     std::uint64_t v = 0;
     CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrReservedMemHigh, &v));

@@ -28,6 +28,7 @@ public:
 
     std::uint64_t used_high_bytes() const;      // bytes of live allocations, high-water mark
     std::uint64_t reserved_high_bytes() const;  // bytes the pool held from the device, high-water mark
+    std::uint64_t reserved_bytes() const;       // bytes the pool holds now
 
 private:
     cudaMemPool_t pool_{};
