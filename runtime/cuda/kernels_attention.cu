@@ -46,54 +46,13 @@
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/device.cuh"
 #include "runtime/cuda/kernels.cuh"
 
 namespace remat::rt::cuda {
 namespace {
 
-static_assert(sizeof(rt::bf16) == sizeof(__nv_bfloat16) &&
-                  alignof(rt::bf16) == alignof(__nv_bfloat16),
-              "rt::bf16 must be bit-compatible with __nv_bfloat16");
-
-template <class T>
-using device_t = std::conditional_t<std::is_same_v<T, rt::bf16>, __nv_bfloat16, float>;
-
-template <class T>
-device_t<T>* dev(T* p) {
-    return reinterpret_cast<device_t<T>*>(p);
-}
-template <class T>
-const device_t<T>* dev(const T* p) {
-    return reinterpret_cast<const device_t<T>*>(p);
-}
-
-__device__ inline float load_f(float x) { return x; }
-__device__ inline float load_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <class D>
-__device__ inline D store_f(float x) {
-    if constexpr (std::is_same_v<D, __nv_bfloat16>)
-        return __float2bfloat16_rn(x);
-    else
-        return x;
-}
-
-int blas_int(std::size_t n) {
-    assert(n <= static_cast<std::size_t>(INT_MAX) && "GEMM dimension does not fit cuBLAS's int");
-    return static_cast<int>(n);
-}
-
-// Row-major fp32 C(M, N) = alpha op(A) op(B) + beta C, as cpu::gemm. cuBLAS is column-major and
-// a row-major matrix read column-major is its transpose, so this asks cuBLAS for
-// C^T = op(B)^T op(A)^T: B comes first, and the roles of M and N swap.
-void gemm(cublasHandle_t h, bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K,
-          float alpha, const float* A, std::size_t lda, const float* B, std::size_t ldb, float beta,
-          float* C, std::size_t ldc) {
-    CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N), blas_int(M),
-                              blas_int(K), &alpha, B, CUDA_R_32F, blas_int(ldb), A, CUDA_R_32F,
-                              blas_int(lda), &beta, C, CUDA_R_32F, blas_int(ldc),
-                              CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
-}
+using namespace detail;
 
 // The handle may be shared: every call binds it to this stream, with alpha and beta on the host.
 void bind(cublasHandle_t h, cudaStream_t s) {
@@ -160,7 +119,7 @@ __global__ void gather_head_kernel(float* dst, const D* src, std::size_t stride,
                                    std::size_t Dh) {
     const std::size_t idx = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= S * Dh) return;
-    dst[idx] = load_f(src[(idx / Dh) * stride + idx % Dh]);
+    dst[idx] = ld(src[(idx / Dh) * stride + idx % Dh]);
 }
 
 // The S rows of one head = (add: their old value +) src(S, D): one rounding per element.
@@ -170,7 +129,7 @@ __global__ void store_head_kernel(D* dst, const float* src, std::size_t stride, 
     const std::size_t idx = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= S * Dh) return;
     D& x = dst[(idx / Dh) * stride + idx % Dh];
-    x = store_f<D>(add ? load_f(x) + src[idx] : src[idx]);
+    x = st<D>(add ? ld(x) + src[idx] : src[idx]);
 }
 
 struct SoftmaxRows {
@@ -221,7 +180,7 @@ __global__ void backward_rows_kernel(BackwardRows<D> r) {
     const std::size_t i = blockIdx.x;
     float delta = 0.0f;
     for (std::size_t d = threadIdx.x; d < r.Dh; d += blockDim.x)
-        delta += load_f(r.dout[i * r.o_stride + d]) * load_f(r.out[i * r.o_stride + d]);
+        delta += ld(r.dout[i * r.o_stride + d]) * ld(r.out[i * r.o_stride + d]);
     delta = block_reduce(delta, SumOp{}, shared);
     const float l = r.lse[i];
     float* p = r.P + i * r.S;

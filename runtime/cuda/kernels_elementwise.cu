@@ -13,39 +13,13 @@
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/device.cuh"
 #include "runtime/cuda/kernels.cuh"
 
 namespace remat::rt::cuda {
 namespace {
 
-static_assert(sizeof(bf16) == sizeof(__nv_bfloat16) && alignof(bf16) == alignof(__nv_bfloat16),
-              "rt::bf16 must be bit-compatible with __nv_bfloat16");
-
-// rt::bf16 (host storage) -> __nv_bfloat16 (device arithmetic type); float stays float.
-template <class T>
-auto dev(T* p) {
-    using U = std::remove_const_t<T>;
-    using E = std::conditional_t<std::is_same_v<U, bf16>, __nv_bfloat16, U>;
-    return reinterpret_cast<std::conditional_t<std::is_const_v<T>, const E, E>*>(p);
-}
-
-__device__ __forceinline__ float ld(float x) { return x; }
-__device__ __forceinline__ float ld(__nv_bfloat16 x) { return __bfloat162float(x); }
-// Round to nearest even, as rt::to_bf16 does.
-template <class E>
-__device__ __forceinline__ E st(float x) {
-    if constexpr (std::is_same_v<E, __nv_bfloat16>)
-        return __float2bfloat16_rn(x);
-    else
-        return x;
-}
-
-__device__ __forceinline__ std::size_t thread_index() {
-    return std::size_t{blockIdx.x} * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::size_t thread_count() {
-    return std::size_t{gridDim.x} * blockDim.x;
-}
+using namespace detail;
 
 // GELU's tanh approximation constants (GPT-2's gelu_new), as the CPU's.
 constexpr float gelu_c = 0.7978845608028654f;  // sqrt(2 / pi)
@@ -157,15 +131,7 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
     }
 }
 
-// ---- launch configuration ----
-
-constexpr unsigned block_threads = 256;
-// Enough blocks to fill any current GPU several times over; longer arrays loop (grid-stride).
-constexpr std::size_t max_blocks = 8192;
-
-unsigned grid_for(std::size_t n) {
-    return static_cast<unsigned>(std::min((n + block_threads - 1) / block_threads, max_blocks));
-}
+// ---- launch configuration (block_threads, grid_for: device.cuh) ----
 
 // 1 / (1 - p), the scale that keeps a dropped tensor's expectation; p == 1 drops everything.
 float keep_scale(float p) {

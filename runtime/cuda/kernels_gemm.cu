@@ -18,70 +18,13 @@
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/device.cuh"
 #include "runtime/cuda/kernels.cuh"
 
 namespace remat::rt::cuda {
 namespace {
 
-static_assert(sizeof(rt::bf16) == sizeof(__nv_bfloat16) &&
-                  alignof(rt::bf16) == alignof(__nv_bfloat16),
-              "rt::bf16 must be bit-compatible with __nv_bfloat16");
-
-// The device type behind a storage type and how cuBLAS names it.
-template <class T>
-struct Gemm;
-template <>
-struct Gemm<float> {
-    using device_t = float;
-    static constexpr cudaDataType_t data_type = CUDA_R_32F;
-    static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F_PEDANTIC;  // never TF32
-};
-template <>
-struct Gemm<rt::bf16> {
-    using device_t = __nv_bfloat16;
-    static constexpr cudaDataType_t data_type = CUDA_R_16BF;
-    static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-};
-template <class T>
-using device_t = typename Gemm<T>::device_t;
-
-template <class T>
-device_t<T>* dev(T* p) {
-    return reinterpret_cast<device_t<T>*>(p);
-}
-template <class T>
-const device_t<T>* dev(const T* p) {
-    return reinterpret_cast<const device_t<T>*>(p);
-}
-
-__device__ inline float load_f(float x) { return x; }
-__device__ inline float load_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <class D>
-__device__ inline D store_f(float x) {
-    if constexpr (std::is_same_v<D, __nv_bfloat16>)
-        return __float2bfloat16_rn(x);
-    else
-        return x;
-}
-
-int blas_int(std::size_t n) {
-    assert(n <= static_cast<std::size_t>(INT_MAX) && "GEMM dimension does not fit cuBLAS's int");
-    return static_cast<int>(n);
-}
-
-// Row-major C(M, N) = alpha op(A) op(B) + beta C, as cpu::gemm. cuBLAS is column-major and a
-// row-major matrix read column-major is its transpose, so this asks cuBLAS for
-// C^T = op(B)^T op(A)^T: B comes first, and the roles of M and N swap.
-template <class T>
-void gemm(cublasHandle_t h, bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K,
-          float alpha, const T* A, std::size_t lda, const T* B, std::size_t ldb, float beta, T* C,
-          std::size_t ldc) {
-    CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N), blas_int(M),
-                              blas_int(K), &alpha, B, Gemm<T>::data_type, blas_int(ldb), A,
-                              Gemm<T>::data_type, blas_int(lda), &beta, C, Gemm<T>::data_type,
-                              blas_int(ldc), Gemm<T>::compute, CUBLAS_GEMM_DEFAULT));
-}
+using namespace detail;
 
 // The handle may be shared: every call binds it to this stream, with alpha and beta on the host,
 // and forbids split-K reductions in the output type (cuBLAS's default allows them for bf16 C),
@@ -124,13 +67,13 @@ __global__ void add_column_sums_kernel(D* dbias, const D* dout, std::size_t N, s
     const std::size_t col = static_cast<std::size_t>(blockIdx.x) * colsum_cols + threadIdx.x;
     float sum = 0.0f;
     if (col < O)
-        for (std::size_t n = threadIdx.y; n < N; n += colsum_rows) sum += load_f(dout[n * O + col]);
+        for (std::size_t n = threadIdx.y; n < N; n += colsum_rows) sum += ld(dout[n * O + col]);
     partial[threadIdx.y][threadIdx.x] = sum;
     __syncthreads();
     if (threadIdx.y != 0 || col >= O) return;
     float total = 0.0f;
     for (int r = 0; r < colsum_rows; ++r) total += partial[r][threadIdx.x];
-    dbias[col] = store_f<D>(load_f(dbias[col]) + total);
+    dbias[col] = st<D>(ld(dbias[col]) + total);
 }
 
 }  // namespace

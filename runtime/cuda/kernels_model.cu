@@ -16,77 +16,15 @@
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/device.cuh"
 #include "runtime/cuda/kernels.cuh"
 
 namespace remat::rt::cuda {
 namespace {
 
-static_assert(sizeof(bf16) == sizeof(__nv_bfloat16) && alignof(bf16) == alignof(__nv_bfloat16),
-              "rt::bf16 must be bit-compatible with __nv_bfloat16");
-
-// rt::bf16 (host storage) -> __nv_bfloat16 (device arithmetic type); float stays float.
-template <class T>
-auto dev(T* p) {
-    using U = std::remove_const_t<T>;
-    using E = std::conditional_t<std::is_same_v<U, bf16>, __nv_bfloat16, U>;
-    return reinterpret_cast<std::conditional_t<std::is_const_v<T>, const E, E>*>(p);
-}
-
-__device__ __forceinline__ float ld(float x) { return x; }
-__device__ __forceinline__ float ld(__nv_bfloat16 x) { return __bfloat162float(x); }
-// Round to nearest even, as rt::to_bf16 does.
-template <class E>
-__device__ __forceinline__ E st(float x) {
-    if constexpr (std::is_same_v<E, __nv_bfloat16>)
-        return __float2bfloat16_rn(x);
-    else
-        return x;
-}
-
-__device__ __forceinline__ std::size_t thread_index() {
-    return std::size_t{blockIdx.x} * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::size_t thread_count() {
-    return std::size_t{gridDim.x} * blockDim.x;
-}
+using namespace detail;
 
 constexpr double rotary_theta = 10000.0;
-
-constexpr unsigned block_threads = 256;  // a multiple of 32 (the block reductions assume it)
-// Enough blocks to fill any current GPU several times over; longer arrays loop (grid-stride).
-constexpr std::size_t max_blocks = 8192;
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset /= 2)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-// Sum (max) of v over the block, returned to every thread; blockDim.x a multiple of 32.
-__device__ float block_sum(float v) {
-    __shared__ float partial[32];
-    const unsigned lane = threadIdx.x % 32;
-    const unsigned warp = threadIdx.x / 32;
-    v = warp_sum(v);
-    __syncthreads();  // readers of an earlier call are done with `partial`
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    return warp_sum(lane < blockDim.x / 32 ? partial[lane] : 0.0f);
-}
-__device__ float block_max(float v) {
-    __shared__ float partial[32];
-    const unsigned lane = threadIdx.x % 32;
-    const unsigned warp = threadIdx.x / 32;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    return warp_max(lane < blockDim.x / 32 ? partial[lane] : -INFINITY);
-}
 
 // ---- kernels ----
 // E is the device element type: float or __nv_bfloat16.
@@ -194,10 +132,6 @@ __global__ void cross_entropy_backward_kernel(E* dlogits, const E* logits, const
 }
 
 // ---- launch configuration ----
-
-unsigned grid_for(std::size_t n) {
-    return static_cast<unsigned>(std::min((n + block_threads - 1) / block_threads, max_blocks));
-}
 
 // One block per row: N is the grid, whose x dimension holds 2^31 - 1 blocks.
 unsigned row_grid(std::size_t N) {

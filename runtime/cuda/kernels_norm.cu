@@ -15,32 +15,13 @@
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.hpp"
+#include "runtime/cuda/device.cuh"
 #include "runtime/cuda/kernels.cuh"
 
 namespace remat::rt::cuda {
 namespace {
 
-static_assert(sizeof(bf16) == sizeof(__nv_bfloat16) && alignof(bf16) == alignof(__nv_bfloat16),
-              "rt::bf16 must be bit-compatible with __nv_bfloat16");
-
-// rt::bf16 (host storage) -> __nv_bfloat16 (device arithmetic type); float stays float.
-template <class T>
-auto dev(T* p) {
-    using U = std::remove_const_t<T>;
-    using E = std::conditional_t<std::is_same_v<U, bf16>, __nv_bfloat16, U>;
-    return reinterpret_cast<std::conditional_t<std::is_const_v<T>, const E, E>*>(p);
-}
-
-__device__ __forceinline__ float ld(float x) { return x; }
-__device__ __forceinline__ float ld(__nv_bfloat16 x) { return __bfloat162float(x); }
-// Round to nearest even, as rt::to_bf16 does.
-template <class E>
-__device__ __forceinline__ E st(float x) {
-    if constexpr (std::is_same_v<E, __nv_bfloat16>)
-        return __float2bfloat16_rn(x);
-    else
-        return x;
-}
+using namespace detail;
 
 constexpr float layernorm_eps = 1e-5f;
 constexpr float rmsnorm_eps = 1e-6f;
@@ -48,23 +29,6 @@ constexpr float rmsnorm_eps = 1e-6f;
 constexpr unsigned row_threads = 256;  // threads of a per-row block; a multiple of 32
 constexpr unsigned column_tile = 32;   // columns of a parameter-gradient block, one per lane
 constexpr unsigned row_lanes = 16;     // rows a parameter-gradient block walks side by side
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-// Sum of v over the block, returned to every thread; blockDim.x a multiple of 32.
-__device__ float block_sum(float v) {
-    __shared__ float partial[32];
-    const unsigned lane = threadIdx.x % 32;
-    const unsigned warp = threadIdx.x / 32;
-    v = warp_sum(v);
-    __syncthreads();  // readers of an earlier call are done with `partial`
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    return warp_sum(lane < blockDim.x / 32 ? partial[lane] : 0.0f);
-}
 
 // ---- kernels ----
 // E is the device element type: float or __nv_bfloat16. Row kernels: block b handles row b.
