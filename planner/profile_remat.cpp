@@ -10,6 +10,8 @@
 // bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/profile_remat.hpp"
 
+#include "planner/op_builder.hpp"
+
 #include <cmath>
 
 namespace remat {
@@ -20,7 +22,7 @@ using Shape = std::vector<std::uint64_t>;
 class RematStage {
 public:
     RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be)
-        : g_(g), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
+        : g_(g), ops_(g, DTypePolicy{}), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
           backend_(be), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
 
     TensorId embedding() {
@@ -48,7 +50,7 @@ public:
         const TensorId logits = linear("lm_head", x, m_.vocab);
         const TensorId loss = g_.add_tensor("loss", {1}, DType::f32);
         const TensorId lse = stat("loss.lse", {N_});
-        Op ce = make(g_, "loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});
+        Op ce = make("loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});
         ce.fwd_flops = ce.bwd_flops = 5.0 * static_cast<double>(N_ * m_.vocab);
         g_.add_op(std::move(ce));
         return loss;
@@ -90,22 +92,14 @@ private:
     TensorId act(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), act_); }
     TensorId stat(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), DType::f32, false); }
 
-    static Op make(const StageGraph& g, const std::string& name, OpClass c, std::vector<TensorId> in,
-                   std::vector<TensorId> out, std::vector<TensorId> saved) {
-        Op o;
-        o.name = name;
-        o.op_class = c;
-        o.inputs = std::move(in);
-        o.outputs = std::move(out);
-        o.saved = std::move(saved);
-        for (TensorId t : o.inputs) o.fwd_bytes += static_cast<double>(g.tensor(t).bytes());
-        for (TensorId t : o.outputs) o.fwd_bytes += static_cast<double>(g.tensor(t).bytes());
-        o.bwd_bytes = 2 * o.fwd_bytes;
-        return o;
+    // An op with the builders' default traffic (OpBuilder::make; dtypes here are the profile's own).
+    Op make(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,
+            std::vector<TensorId> saved) {
+        return ops_.make(name, c, std::move(in), std::move(out), std::move(saved));
     }
     void op(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,
             std::vector<TensorId> saved) {
-        g_.add_op(make(g_, name, c, std::move(in), std::move(out), std::move(saved)));
+        g_.add_op(make(name, c, std::move(in), std::move(out), std::move(saved)));
     }
 
     // LayerNorm (GPT-2) or RMSNorm (Llama): saves its input and per-row statistics
@@ -128,7 +122,7 @@ private:
     TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out) {
         const std::uint64_t n_in = g_.tensor(x).shape.back();
         const TensorId y = act(name + ".out", {N_, n_out});
-        Op o = make(g_, name, OpClass::gemm, {x}, {y}, {x});
+        Op o = make(name, OpClass::gemm, {x}, {y}, {x});
         o.fwd_flops = 2.0 * static_cast<double>(N_ * n_in * n_out);
         o.bwd_flops = 2 * o.fwd_flops;
         const double w_bytes = static_cast<double>(n_in * n_out * dtype_bytes(act_));
@@ -173,7 +167,7 @@ private:
         std::vector<TensorId> saved = in;
         saved.push_back(ctx);
         saved.push_back(lse);
-        Op o = make(g_, "attn.core", OpClass::attention, in, {ctx, lse}, saved);
+        Op o = make("attn.core", OpClass::attention, in, {ctx, lse}, saved);
         o.attention_core = true;
         const double causal_pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2.0;
         o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * causal_pairs;
@@ -185,6 +179,7 @@ private:
     }
 
     StageGraph& g_;
+    OpBuilder ops_;
     const ModelConfig& m_;
     std::uint64_t B_, S_, N_;
     DType act_;
