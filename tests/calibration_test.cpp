@@ -16,6 +16,7 @@
 #include "planner/recommend.hpp"
 #include "planner/search.hpp"
 #include "tools/cli_options.hpp"
+#include "tests/gemm_op.hpp"
 
 using namespace remat;
 
@@ -95,17 +96,7 @@ Question question(const std::string& model, const std::string& calibration, cons
     return cli::make_question(a);
 }
 
-// A rows × K by K × N GEMM in bf16, as the op builders describe it.
-Op gemm(double rows, double k, double n) {
-    Op op;
-    op.op_class = OpClass::gemm;
-    op.fwd_flops = 2 * rows * k * n;
-    op.bwd_flops = 2 * op.fwd_flops;
-    const double activations = 2 * (rows * k + rows * n), weight = 2 * k * n;
-    op.fwd_bytes = activations + weight;
-    op.bwd_bytes = 2 * activations + 2 * weight;
-    return op;
-}
+using op_fixtures::gemm;
 
 }  // namespace
 

@@ -18,51 +18,15 @@
 #include "planner/calibration.hpp"
 #include "planner/search.hpp"
 #include "runtime/devices.hpp"
+#include "tests/cli_process.hpp"
 #include "tools/cli_options.hpp"
 
 using namespace remat;
+using namespace cli_process;
 
 namespace {
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-std::filesystem::path temp_dir() {
-    static const auto dir = [] {
-        auto d = std::filesystem::temp_directory_path() / ("remat_cli_calibrate_test_" + std::to_string(::getpid()));
-        std::filesystem::create_directories(d);
-        return d;
-    }();
-    return dir;
-}
-
-std::string temp_path(const std::string& name) { return (temp_dir() / name).string(); }
-
-Run run_remat(const std::string& args) {
-    const auto out = temp_dir() / "out.txt", err = temp_dir() / "err.txt";
-    const std::string cmd = std::string(REMAT_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
-
-// Invalid input: exit code 2 and exactly one line on stderr that contains `needle`.
-void check_rejected(const std::string& args, const std::string& needle) {
-    CAPTURE(args);
-    const Run r = run_remat(args);
-    CHECK(r.code == 2);
-    CHECK(r.out.empty());
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK_MESSAGE(r.err.find(needle) != std::string::npos, r.err);
-}
+std::string temp_path(const std::string& name) { return (cli_process::temp_dir() / name).string(); }
 
 // Round numbers of no real device.
 const char* k_hand_written = R"({

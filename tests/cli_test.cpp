@@ -12,66 +12,22 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "tests/cli_process.hpp"
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-std::filesystem::path temp_dir() {
-    static const auto dir = [] {
-        auto d = std::filesystem::temp_directory_path() / ("remat_cli_test_" + std::to_string(::getpid()));
-        std::filesystem::create_directories(d);
-        return d;
-    }();
-    return dir;
-}
-
-Run remat(const std::string& args) {
-    const auto out = temp_dir() / "out.txt", err = temp_dir() / "err.txt";
-    const std::string cmd = std::string(REMAT_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
-
-std::string write_temp(const std::string& name, const std::string& text) {
-    const auto p = temp_dir() / name;
-    std::ofstream(p) << text;
-    return p.string();
-}
-
-// Invalid input: exit code 2 and exactly one line on stderr that contains `needle`.
-void check_rejected(const std::string& args, const std::string& needle) {
-    CAPTURE(args);
-    const Run r = remat(args);
-    CHECK(r.code == 2);
-    CHECK(r.out.empty());
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK_MESSAGE(r.err.find(needle) != std::string::npos, r.err);
-}
-
-}  // namespace
+using namespace cli_process;
 
 TEST_SUITE("cli") {
 TEST_CASE("cli::models lists the presets") {
-    const Run r = remat("models");
+    const Run r = run_remat("models");
     CHECK(r.code == 0);
     for (const char* name : {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
         CHECK(r.out.find(name) != std::string::npos);
-    const Run j = remat("models --json");
+    const Run j = run_remat("models --json");
     CHECK(nlohmann::json::parse(j.out).at("models").size() == 11);
 }
 
 TEST_CASE("cli::plan --json has the documented fields") {
-    const Run r = remat("plan --model gpt2 --strategy sqrt --json");
+    const Run r = run_remat("plan --model gpt2 --strategy sqrt --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     for (const char* key : {"params", "peak_bytes", "capacity_bytes", "fits", "breakdown", "stages", "schedule",
@@ -93,40 +49,40 @@ TEST_CASE("cli::plan --json has the documented fields") {
 }
 
 TEST_CASE("cli::a configuration that does not fit is an answer, not an error") {
-    const Run r = remat("plan --model llama2-70b --json");
+    const Run r = run_remat("plan --model llama2-70b --json");
     CHECK(r.code == 0);
     CHECK(nlohmann::json::parse(r.out).at("fits") == false);
-    const Run h = remat("plan --model llama2-70b");
+    const Run h = run_remat("plan --model llama2-70b");
     CHECK(h.out.find("DOES NOT FIT") != std::string::npos);
 }
 
 TEST_CASE("cli::max-batch --json") {
-    const Run r = remat("max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies none,full --json");
+    const Run r = run_remat("max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies none,full --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     REQUIRE(j.at("results").size() == 2);
     CHECK(j.at("results")[0].at("strategy") == "none");
     CHECK(j.at("results")[1].at("max_micro_batch").get<int>() > j.at("results")[0].at("max_micro_batch").get<int>());
-    CHECK(remat("max-batch --model llama2-70b --strategies full --json").out.find("\"max_micro_batch\": 0") != std::string::npos);
+    CHECK(run_remat("max-batch --model llama2-70b --strategies full --json").out.find("\"max_micro_batch\": 0") != std::string::npos);
 }
 
 TEST_CASE("cli::plan reads a Hugging Face config.json by content") {
     const auto path = write_temp("my-llama.json",
                                  R"({"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 4,
                                      "num_attention_heads": 16, "intermediate_size": 5632})");
-    const Run r = remat("plan --model " + path + " --seq 512 --json");
+    const Run r = run_remat("plan --model " + path + " --seq 512 --json");
     CHECK(r.code == 0);
     CHECK(nlohmann::json::parse(r.out).at("stages").size() == 7);
 }
 
 TEST_CASE("cli::a reserve may be zero") {
-    const Run r = remat("plan --model gpt2 --reserve-context 0 --reserve-workspace 0 --fragmentation 0 --json");
+    const Run r = run_remat("plan --model gpt2 --reserve-context 0 --reserve-workspace 0 --fragmentation 0 --json");
     REQUIRE(r.code == 0);
     CHECK(nlohmann::json::parse(r.out).at("breakdown").at("reserve_bytes") == 0);
 }
 
 TEST_CASE("cli::--gpu-memory overrides the capacity") {
-    const auto j = nlohmann::json::parse(remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
+    const auto j = nlohmann::json::parse(run_remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
     CHECK(j.at("capacity_bytes") == 24ull << 30);
 }
 
@@ -167,7 +123,7 @@ TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
 }
 
 TEST_CASE("cli::--help teaches and exits 0") {
-    const Run r = remat("plan --help");
+    const Run r = run_remat("plan --help");
     CHECK(r.code == 0);
     CHECK(r.out.find("--strategy") != std::string::npos);
     CHECK(r.out.find("--memory-budget") != std::string::npos);
@@ -175,7 +131,7 @@ TEST_CASE("cli::--help teaches and exits 0") {
 
 TEST_CASE("cli::dot writes DOT that Graphviz renders") {
     const auto file = (temp_dir() / "plan.dot").string();
-    CHECK(remat("dot --model tiny-gpt2 --strategies none,sqrt -o " + file).code == 0);
+    CHECK(run_remat("dot --model tiny-gpt2 --strategies none,sqrt -o " + file).code == 0);
     const std::string text = slurp(file);
     CHECK(text.find("digraph") != std::string::npos);
     const std::string cmd = "dot -Tsvg " + file + " -o " + (temp_dir() / "plan.svg").string();
@@ -188,7 +144,7 @@ namespace {
 nlohmann::json plan_json_of(const std::vector<std::string>& args) {
     std::string line = "plan";
     for (const auto& a : args) line += " " + a;
-    const Run r = remat(line + " --json");
+    const Run r = run_remat(line + " --json");
     REQUIRE(r.code == 0);
     return nlohmann::json::parse(r.out);
 }
@@ -197,7 +153,7 @@ nlohmann::json plan_json_of(const std::vector<std::string>& args) {
 
 TEST_CASE("cli::pareto --json: a frontier from the leanest schedule to no recomputation") {
     const std::string q = "--model gpt2 --micro-batch 8 --gpu-memory 24GiB";
-    const Run r = remat("pareto " + q + " --json");
+    const Run r = run_remat("pareto " + q + " --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     const auto& points = j.at("points");
@@ -207,24 +163,24 @@ TEST_CASE("cli::pareto --json: a frontier from the leanest schedule to no recomp
         CHECK(points[i].at("step_time_s").get<double>() < points[i - 1].at("step_time_s").get<double>());
     }
     CHECK(points.back().at("recompute_flops").get<double>() == 0);
-    const auto none = nlohmann::json::parse(remat("plan " + q + " --strategy none --json").out);
+    const auto none = nlohmann::json::parse(run_remat("plan " + q + " --strategy none --json").out);
     CHECK(points.back().at("step_time_s").get<double>() == doctest::Approx(none.at("step_time_s").get<double>()));
-    const auto full = nlohmann::json::parse(remat("plan " + q + " --strategy full --json").out);
+    const auto full = nlohmann::json::parse(run_remat("plan " + q + " --strategy full --json").out);
     CHECK(points.front().at("peak_bytes").get<std::uint64_t>() <= full.at("peak_bytes").get<std::uint64_t>());
     // Any point's budget gives optimal a plan at least as fast within that budget.
     for (std::size_t i : {std::size_t{0}, points.size() / 2, points.size() - 1}) {
         const auto peak = points[i].at("peak_bytes").get<std::uint64_t>();
         const auto o = nlohmann::json::parse(
-            remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + " --json").out);
+            run_remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + " --json").out);
         CHECK(o.at("peak_bytes").get<std::uint64_t>() <= peak);
         CHECK(o.at("step_time_s").get<double>() <= points[i].at("step_time_s").get<double>() * (1 + 1e-12));
     }
-    const Run text = remat("pareto " + q);
+    const Run text = run_remat("pareto " + q);
     CHECK(text.out.find("non-dominated") != std::string::npos);
 }
 
 TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args reproduce it with remat plan") {
-    const Run r = remat("recommend --model gpt2 --gpu-memory 16GiB --json");
+    const Run r = run_remat("recommend --model gpt2 --gpu-memory 16GiB --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     const auto& c = j.at("candidates");
@@ -247,14 +203,14 @@ TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args repro
     // A larger micro-batch of the same strategy raises tokens/s while nothing is recomputed.
     double previous = 0;
     for (int b : {1, 2, 4, 8}) {
-        const auto p = nlohmann::json::parse(remat("plan --model gpt2 --strategy none --json --micro-batch " + std::to_string(b)).out);
+        const auto p = nlohmann::json::parse(run_remat("plan --model gpt2 --strategy none --json --micro-batch " + std::to_string(b)).out);
         CHECK(p.at("tokens_per_s").get<double>() > previous);
         previous = p.at("tokens_per_s").get<double>();
     }
 }
 
 TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
-    const Run r = remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB --json");
+    const Run r = run_remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     REQUIRE(!j.at("candidates").empty());
@@ -264,12 +220,12 @@ TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
     const auto p = plan_json_of(best.at("args").get<std::vector<std::string>>());
     CHECK(p.at("peak_bytes") == best.at("peak_bytes"));
     CHECK(p.at("question").at("grad_accumulation") == best.at("grad_accumulation"));
-    const Run text = remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB");
+    const Run text = run_remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB");
     CHECK(text.out.find("reproduce the best") != std::string::npos);
 }
 
 TEST_CASE("cli::run --json holds measured against predicted") {
-    const Run r = remat("run --model tiny-gpt2 --seq 32 --micro-batch 2 --world-size 2 --strategy sqrt "
+    const Run r = run_remat("run --model tiny-gpt2 --seq 32 --micro-batch 2 --world-size 2 --strategy sqrt "
                         "--check-gradients --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
@@ -287,13 +243,13 @@ TEST_CASE("cli::run --json holds measured against predicted") {
 }
 
 TEST_CASE("cli::run past --memory-cap is one line and exit code 3") {
-    const Run r = remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB");
+    const Run r = run_remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB");
     CHECK(r.code == 3);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.find("out of memory: ") != std::string::npos);
     CHECK(r.err.find("cap 41943040 bytes (--memory-cap)") != std::string::npos);
     CHECK(r.err.find(", op ") != std::string::npos);
-    const Run j = remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB --json");
+    const Run j = run_remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB --json");
     CHECK(j.code == 3);
     CHECK(nlohmann::json::parse(j.out)["oom"]["cap_bytes"] == 41943040);
 }
@@ -318,7 +274,7 @@ TEST_CASE("cli::run and validate reject what the runtime does not execute") {
 
 TEST_CASE("cli::validate sweeps and writes JSON") {
     const auto out = (temp_dir() / "validation.json").string();
-    const Run r = remat("validate --models tiny-llama --strategies none,optimal --micro-batches 1 --world-sizes 1,2 "
+    const Run r = run_remat("validate --models tiny-llama --strategies none,optimal --micro-batches 1 --world-sizes 1,2 "
                         "--precisions bf16-mixed --seqs 32 -o " + out);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("4 runs; worst relative error 0.000%") != std::string::npos);

@@ -4,24 +4,11 @@
 
 #include "planner/gpu.hpp"
 #include "planner/step_time.hpp"
+#include "tests/gemm_op.hpp"
 
 using namespace remat;
 
-namespace {
-
-// A rows × K by K × N GEMM in bf16, as the op builders describe it.
-Op gemm(double rows, double k, double n) {
-    Op op;
-    op.op_class = OpClass::gemm;
-    op.fwd_flops = 2 * rows * k * n;
-    op.bwd_flops = 2 * op.fwd_flops;
-    const double activations = 2 * (rows * k + rows * n), weight = 2 * k * n;
-    op.fwd_bytes = activations + weight;
-    op.bwd_bytes = 2 * activations + 2 * weight;
-    return op;
-}
-
-}  // namespace
+using op_fixtures::gemm;
 
 TEST_SUITE("step_time") {
 TEST_CASE("step_time::llama2-7b q_proj on an H100, by hand (docs/step-time.md)") {
