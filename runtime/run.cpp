@@ -33,30 +33,33 @@ public:
             throw InputError(fmt::format("--data '{}': {} tokens, need more than --seq + 1 = {} (little-endian int32 ids)",
                                          c.data_path, file_.size(), c.seq + 1));
     }
-    std::int32_t token(std::uint64_t step, std::uint64_t row, std::uint64_t pos) const {
-        const std::uint64_t rows = c_.world * c_.micro_batch;
-        if (file_.empty()) {
-            // A random first token per sequence, then a fixed successor rule over the first 64
-            // ids: a stream with structure to learn, so that the loss falls from ln V as
-            // training works.
-            const std::uint64_t K = std::min<std::uint64_t>(c_.model.vocab, 64);
-            std::uint64_t t = mix64(mix64(mix64(c_.seed) ^ step) ^ row) % K;
-            for (std::uint64_t k = 0; k < pos; ++k) t = (31 * t + 7) % K;
-            return static_cast<std::int32_t>(t);
+    // The S + 1 tokens of global row `row` at `step`: inputs, then shifted targets.
+    void sequence(std::uint64_t step, std::uint64_t row, std::vector<std::int32_t>& out) const {
+        const std::uint64_t S = c_.seq, rows = c_.world * c_.micro_batch;
+        out.resize(S + 1);
+        if (!file_.empty()) {
+            const std::uint64_t start = ((step * rows + row) * S) % (file_.size() - S - 1);
+            std::copy(file_.begin() + static_cast<std::ptrdiff_t>(start),
+                      file_.begin() + static_cast<std::ptrdiff_t>(start + S + 1), out.begin());
+            return;
         }
-        const std::uint64_t start = ((step * rows + row) * c_.seq) % (file_.size() - c_.seq - 1);
-        return file_[start + pos];
+        // A random first token per sequence, then a fixed successor rule over the first 64 ids:
+        // a stream with structure to learn, so that the loss falls from ln V as training works.
+        const std::uint64_t K = std::min<std::uint64_t>(c_.model.vocab, 64);
+        std::uint64_t t = mix64(mix64(mix64(c_.seed) ^ step) ^ row) % K;
+        for (std::uint64_t pos = 0; pos <= S; ++pos, t = (31 * t + 7) % K) out[pos] = static_cast<std::int32_t>(t);
     }
     void rank_batch(std::uint64_t step, std::size_t rank, std::vector<std::int32_t>& ids,
                     std::vector<std::int32_t>& targets) const {
         const std::uint64_t B = c_.micro_batch, S = c_.seq;
         ids.resize(B * S);
         targets.resize(B * S);
-        for (std::uint64_t b = 0; b < B; ++b)
-            for (std::uint64_t s = 0; s < S; ++s) {
-                ids[b * S + s] = token(step, rank * B + b, s);
-                targets[b * S + s] = token(step, rank * B + b, s + 1);
-            }
+        std::vector<std::int32_t> row;
+        for (std::uint64_t b = 0; b < B; ++b) {
+            sequence(step, rank * B + b, row);
+            std::copy(row.begin(), row.end() - 1, ids.begin() + static_cast<std::ptrdiff_t>(b * S));
+            std::copy(row.begin() + 1, row.end(), targets.begin() + static_cast<std::ptrdiff_t>(b * S));
+        }
     }
 
 private:
