@@ -103,7 +103,7 @@ StepRecord RankExecutor<T>::step(std::uint64_t step, const std::vector<std::int3
     alloc_.set_context(schedule_.actions.empty() ? "" : action_label(schedule_.actions.front()), "input_ids");
     boundary_[0] = allocate(4 * ids.size());
     model_.backend->upload(boundary_[0]->template as<void>(), ids.data(), 4 * ids.size());
-    for (StageState& s : stages_) s.forward_done = s.backward_done = false;
+    for (StageState& s : stages_) s.backward_done = false;
     alloc_.take_window_peak();
     for (std::size_t a = 0; a < schedule_.actions.size(); ++a) {
         run_action(a);
@@ -222,7 +222,6 @@ void RankExecutor<T>::forward(std::size_t i, const Action& act) {
     const bool last = i + 1 == stages_.size();
     if (last || !(act.recompute && stages_[i + 1].backward_done)) boundary_[i + 1] = std::move(out);
     if (!act.recompute) {
-        s.forward_done = true;
         saved_report_[i].clear();
         for (std::size_t t = 0; t < nt; ++t)
             if (s.saved[t])

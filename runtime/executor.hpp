@@ -71,7 +71,7 @@ private:
     };
     struct StageState {
         std::vector<BufferRef> saved;  // by tensor id
-        bool forward_done = false, backward_done = false;
+        bool backward_done = false;  // a recomputed predecessor's output then has no reader
     };
 
     void run_action(std::size_t a);
