@@ -1,0 +1,139 @@
+// What the fused attention is checked against, shared by the host run of its block programs
+// (tests/flash_program_test.cpp) and the GPU run of its kernels
+// (tests/gpu/attention_gemm_gpu_test.cpp): the shapes, their random inputs, the CPU backend's
+// results on them, and the comparison with its tolerances.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include "runtime/cpu/kernels.hpp"
+
+namespace remat::test {
+
+using rt::AttentionShape;
+using rt::bf16;
+using rt::DropoutKey;
+
+// Comparisons pass when |got - ref| <= atol + rtol * |ref|.
+struct Tolerance {
+    double atol, rtol;
+};
+
+// fp32: both sides accumulate in fp32 from identical inputs and differ only in summation order
+// (and, for the fused attention, in the online softmax's rescaling): a few ulps of sums of order
+// 1-10 here, ~1e-6, inside 1e-5.
+// bf16: both sides read the same bf16 inputs, accumulate in fp32 and round each stored result to
+// bf16 once; the fp32 values differ by summation order, which can flip that one rounding by one
+// bf16 ulp: up to 2^-7 ~ 7.8e-3 relative just above a power of two. The fused attention also
+// rounds its probabilities and score gradients to bf16 (2^-9 relative each) before the
+// tensor-core products, errors that average out over a row. 2e-2 leaves a margin of more than two
+// ulps, and atol 2e-2 covers results near 0 whose ulp is set by the terms that cancelled into them.
+template <class T>
+constexpr Tolerance tolerance() {
+    if constexpr (std::is_same_v<T, bf16>)
+        return {2e-2, 2e-2};
+    else
+        return {1e-5, 1e-5};
+}
+
+template <class T>
+std::vector<T> random_values(std::mt19937_64& rng, std::size_t n) {
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<T> x(n);
+    for (T& e : x) e = rt::store<T>(dist(rng));
+    return x;
+}
+
+template <class T>
+void check_close(const char* what, const std::vector<T>& ref, const std::vector<T>& got, Tolerance tol) {
+    REQUIRE(ref.size() == got.size());
+    std::size_t failures = 0;
+    for (std::size_t k = 0; k < ref.size(); ++k) {
+        const double r = static_cast<double>(rt::load(ref[k]));
+        const double g = static_cast<double>(rt::load(got[k]));
+        if (!(std::abs(g - r) <= tol.atol + tol.rtol * std::abs(r)) && ++failures <= 5)
+            FAIL_CHECK(what << "[" << k << "]: reference " << r << ", got " << g);
+    }
+    CHECK_MESSAGE(failures == 0, what << ": " << failures << " of " << ref.size() << " elements off");
+}
+
+// Where q, k and v lie in one buffer, as in kernels_test: either GPT-2's fused (B, S, 3*A*D)
+// qkv (k and v use the first KV*D of their A*D slots, the rest must stay untouched) or three
+// separate tensors back to back.
+struct AttentionLayout {
+    AttentionShape shape;
+    std::size_t q_offset, k_offset, v_offset, size;
+
+    AttentionLayout(std::size_t B, std::size_t S, std::size_t A, std::size_t KV, std::size_t D, bool fused) {
+        if (fused) {
+            shape = {B, S, A, KV, D, 3 * A * D, 3 * A * D, 3 * A * D};
+            q_offset = 0;
+            k_offset = A * D;
+            v_offset = 2 * A * D;
+            size = B * S * 3 * A * D;
+        } else {
+            shape = {B, S, A, KV, D, A * D, KV * D, KV * D};
+            q_offset = 0;
+            k_offset = B * S * A * D;
+            v_offset = k_offset + B * S * KV * D;
+            size = v_offset + B * S * KV * D;
+        }
+    }
+    std::size_t out_size() const { return shape.B * shape.S * shape.A * shape.D; }
+    std::size_t lse_size() const { return shape.B * shape.A * shape.S; }
+};
+
+struct AttentionCase {
+    AttentionLayout layout;
+    DropoutKey dropout;
+    std::uint64_t seed;
+};
+
+// Sequences shorter than a tile, several tiles with a ragged last one (300 = 4 * 64 + 44), head
+// sizes the tensor cores tile (16, 64) and one they cannot (8), GQA, the fused strided qkv,
+// dropout with a batch slice placed by index0.
+inline std::vector<AttentionCase> attention_cases() {
+    return {
+        {AttentionLayout(2, 13, 2, 2, 8, false), DropoutKey{}, 11},
+        {AttentionLayout(2, 17, 4, 2, 16, false), DropoutKey{0.1f, 7, 8, 0}, 12},
+        {AttentionLayout(2, 33, 4, 2, 8, true), DropoutKey{0.1f, 7, 9, 5}, 13},
+        {AttentionLayout(1, 300, 2, 1, 16, true), DropoutKey{0.1f, 3, 4, 2}, 14},
+        {AttentionLayout(1, 130, 4, 2, 64, false), DropoutKey{}, 15},
+        {AttentionLayout(2, 128, 2, 2, 64, true), DropoutKey{0.2f, 5, 6, 1}, 16},
+    };
+}
+
+// One case's inputs and the CPU backend's results. Gradients start from random non-zero values
+// (dx0), so a backward that overwrites instead of accumulating fails.
+template <class T>
+struct AttentionReference {
+    std::vector<T> x, dout, dx0;  // q, k and v in the case's layout; dout; the gradients' start
+    std::vector<T> out, dx;       // the CPU's out, and dx0 plus its gradients
+    std::vector<float> lse;
+
+    explicit AttentionReference(const AttentionCase& c) {
+        const AttentionLayout& L = c.layout;
+        const AttentionShape& s = L.shape;
+        std::mt19937_64 rng(c.seed);
+        x = random_values<T>(rng, L.size);
+        dout = random_values<T>(rng, L.out_size());
+        dx0 = random_values<T>(rng, L.size);
+        std::vector<float> scratch(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+        out.resize(L.out_size());
+        lse.resize(L.lse_size());
+        cpu::attention_forward<T>(out.data(), lse.data(), x.data() + L.q_offset, x.data() + L.k_offset,
+                                  x.data() + L.v_offset, s, c.dropout, scratch.data());
+        dx = dx0;
+        cpu::attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
+                                   dout.data(), x.data() + L.q_offset, x.data() + L.k_offset, x.data() + L.v_offset,
+                                   out.data(), lse.data(), s, c.dropout, scratch.data());
+    }
+};
+
+}  // namespace remat::test
