@@ -4,8 +4,9 @@
 //
 // Activations are fp32 (fp32) or bf16 (bf16-mixed), norm statistics and log-sum-exps fp32,
 // token ids int32. Dropout regenerates its mask from a counter-based RNG, so it saves nothing.
-// Attention is flash-style: it saves q, k, v, its output and the log-sum-exp; its S x S scores
-// live only in per-(batch, head) fp32 scratch, on both backends. On the CPU backend (`remat`),
+// Attention is flash-style: it saves q, k, v, its output and the log-sum-exp. On the CPU backend
+// its S x S scores live in per-(batch, head) fp32 scratch; the CUDA backend's fused kernels never
+// form them (the backward's only workspace is one fp32 per query row). On the CPU backend (`remat`),
 // under bf16-mixed every GEMM converts its operands into fp32 staging buffers (OpenBLAS has no
 // bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/profile_remat.hpp"
@@ -156,10 +157,12 @@ private:
     }
 
     // The attention core. Inputs: GPT-2's fused qkv (one tensor, rows of 3H) or Llama's rotated
-    // q, k and v. Saves its inputs, its output and the log-sum-exp (B, A, S). Scratch, fp32,
-    // per (batch, head) walked one at a time: forward the S x S probabilities plus one head's
-    // q, k, v and output rows (4 S D); backward P and dP (2 S S) plus one head's q, k, v, dout,
-    // dq, dk and dv rows (7 S D).
+    // q, k and v. Saves its inputs, its output and the log-sum-exp (B, A, S). Workspace, fp32:
+    //   CPU: per (batch, head) walked one at a time, forward the S x S probabilities plus one
+    //   head's q, k, v and output rows (4 S D); backward P and dP (2 S S) plus one head's q, k,
+    //   v, dout, dq, dk and dv rows (7 S D).
+    //   CUDA (fused, tiles in shared memory): forward none; backward delta = rowsum(dout * out)
+    //   per query row (B A S).
     TensorId attention(std::vector<TensorId> in) {
         const std::uint64_t A = m_.n_heads, D = m_.head_dim, S = S_;
         const TensorId ctx = act("attn.core.out", {N_, A * D});
@@ -172,8 +175,13 @@ private:
         const double causal_pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2.0;
         o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * causal_pairs;
         o.bwd_flops = 2.5 * o.fwd_flops;
-        o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
-        o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
+        if (backend_ == RematBackend::cuda) {
+            o.fwd_workspace_bytes = 0;
+            o.bwd_workspace_bytes = 4 * B_ * A * S;
+        } else {
+            o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
+            o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
+        }
         g_.add_op(std::move(o));
         return ctx;
     }

@@ -116,12 +116,12 @@ public:
     }
     void attention_forward(T* out, A* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
                            const DropoutKey& dropout, void* workspace) const override {
-        cuda::attention_forward<T>(out, lse, q, k, v, s, dropout, workspace, handle_, stream_);
+        cuda::attention_forward<T>(out, lse, q, k, v, s, dropout, workspace, stream_);
     }
     void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                             const A* lse, const AttentionShape& s, const DropoutKey& dropout,
                             void* workspace) const override {
-        cuda::attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, s, dropout, workspace, handle_, stream_);
+        cuda::attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, s, dropout, workspace, stream_);
     }
     void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N, std::size_t S,
                            std::size_t H) const override {

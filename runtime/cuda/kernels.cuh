@@ -82,15 +82,15 @@ template <class T>
 void linear_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, std::size_t N, std::size_t I,
                      std::size_t O, void* workspace, cublasHandle_t h, cudaStream_t s);
 
-// ---- causal attention (kernels_attention.cu): saves q, k, v, out and lse; S x S only in workspace ----
-template <class T> std::uint64_t attention_forward_workspace(const AttentionShape& a);
+// ---- causal attention (kernels_attention.cu): fused, flash-style; saves q, k, v, out and lse, no S x S ----
+template <class T> std::uint64_t attention_forward_workspace(const AttentionShape& a);  // 0
 template <class T>
 void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const AttentionShape& a,
-                       const DropoutKey& dropout, void* workspace, cublasHandle_t h, cudaStream_t s);
-template <class T> std::uint64_t attention_backward_workspace(const AttentionShape& a);
+                       const DropoutKey& dropout, void* workspace, cudaStream_t s);
+template <class T> std::uint64_t attention_backward_workspace(const AttentionShape& a);  // 4 B A S: delta
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const float* lse, const AttentionShape& a, const DropoutKey& dropout, void* workspace,
-                        cublasHandle_t h, cudaStream_t s);
+                        cudaStream_t s);
 
 }  // namespace remat::rt::cuda

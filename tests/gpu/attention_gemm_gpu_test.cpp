@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <type_traits>
 #include <utility>
@@ -21,57 +22,13 @@
 #include "runtime/cpu/kernels.hpp"
 #include "runtime/cuda/cuda_check.hpp"
 #include "runtime/cuda/kernels.cuh"
+#include "tests/attention_cases.hpp"
 
 namespace {
 
 namespace cpu = remat::cpu;
 namespace gpu = remat::rt::cuda;
-using remat::rt::AttentionShape;
-using remat::rt::bf16;
-using remat::rt::DropoutKey;
-
-// Comparisons pass when |got - ref| <= atol + rtol * |ref|.
-struct Tolerance {
-    double atol, rtol;
-};
-
-// fp32: both sides accumulate in fp32 (cuBLAS with TF32 off) from identical inputs and differ only
-// in summation order, a few ulps of sums of order 1-10 here: ~1e-6, well inside 1e-5.
-// bf16: both sides read the same bf16 inputs, accumulate in fp32 and round each stored result to
-// bf16 once; the fp32 values differ by summation order (~1e-6 relative), which can flip that one
-// rounding by one bf16 ulp: up to 2^-7 ~ 7.8e-3 relative just above a power of two. 2e-2 leaves a
-// margin of more than two ulps, and atol 2e-2 covers results near 0 whose ulp is set by the
-// larger terms that cancelled into them.
-template <class T>
-constexpr Tolerance tolerance() {
-    if constexpr (std::is_same_v<T, bf16>)
-        return {2e-2, 2e-2};
-    else
-        return {1e-5, 1e-5};
-}
-
-template <class T>
-std::vector<T> random_values(std::mt19937_64& rng, std::size_t n) {
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<T> x(n);
-    for (T& e : x) e = remat::rt::store<T>(dist(rng));
-    return x;
-}
-
-template <class T>
-void check_close(const char* what, const std::vector<T>& ref, const std::vector<T>& got,
-                 Tolerance tol) {
-    REQUIRE(ref.size() == got.size());
-    std::size_t failures = 0;
-    for (std::size_t k = 0; k < ref.size(); ++k) {
-        const double r = static_cast<double>(remat::rt::load(ref[k]));
-        const double g = static_cast<double>(remat::rt::load(got[k]));
-        if (!(std::abs(g - r) <= tol.atol + tol.rtol * std::abs(r)) && ++failures <= 5)
-            FAIL_CHECK(what << "[" << k << "]: CPU " << r << ", GPU " << g);
-    }
-    CHECK_MESSAGE(failures == 0,
-                  what << ": " << failures << " of " << ref.size() << " elements off");
-}
+using namespace remat::test;
 
 // ---- device resources (move-only RAII; destructors do not throw) ----
 
@@ -212,35 +169,10 @@ void check_linear_shapes() {
 
 // ---- attention ----
 
-// Where q, k and v lie in one buffer, as in kernels_test: either GPT-2's fused (B, S, 3*A*D)
-// qkv (k and v use the first KV*D of their A*D slots, the rest must stay untouched) or three
-// separate tensors back to back.
-struct AttentionLayout {
-    AttentionShape shape;
-    std::size_t q_offset, k_offset, v_offset, size;
-
-    AttentionLayout(std::size_t B, std::size_t S, std::size_t A, std::size_t KV, std::size_t D,
-                    bool fused) {
-        if (fused) {
-            shape = {B, S, A, KV, D, 3 * A * D, 3 * A * D, 3 * A * D};
-            q_offset = 0;
-            k_offset = A * D;
-            v_offset = 2 * A * D;
-            size = B * S * 3 * A * D;
-        } else {
-            shape = {B, S, A, KV, D, A * D, KV * D, KV * D};
-            q_offset = 0;
-            k_offset = B * S * A * D;
-            v_offset = k_offset + B * S * KV * D;
-            size = v_offset + B * S * KV * D;
-        }
-    }
-    std::size_t out_size() const { return shape.B * shape.S * shape.A * shape.D; }
-    std::size_t lse_size() const { return shape.B * shape.A * shape.S; }
-};
-
+// One of attention_cases() through the fused kernels, against the CPU backend's results.
 template <class T>
-void check_attention(const AttentionLayout& L, const DropoutKey& key, std::uint64_t seed) {
+void check_attention(const AttentionCase& c) {
+    const AttentionLayout& L = c.layout;
     const AttentionShape& s = L.shape;
     CAPTURE(s.B);
     CAPTURE(s.S);
@@ -248,66 +180,52 @@ void check_attention(const AttentionLayout& L, const DropoutKey& key, std::uint6
     CAPTURE(s.KV);
     CAPTURE(s.D);
     CAPTURE(s.q_stride);
-    CAPTURE(key.p);
-    std::mt19937_64 rng(seed);
-    const auto x = random_values<T>(rng, L.size);  // q, k and v in L's layout
-    const auto dout = random_values<T>(rng, L.out_size());
-    const auto dx0 = random_values<T>(rng, L.size);
+    CAPTURE(c.dropout.p);
+    const AttentionReference<T> ref(c);
 
-    std::vector<float> scratch(
-        std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
-    std::vector<T> out(L.out_size());
-    std::vector<float> lse(L.lse_size());
-    cpu::attention_forward<T>(out.data(), lse.data(), x.data() + L.q_offset, x.data() + L.k_offset,
-                              x.data() + L.v_offset, s, key, scratch.data());
-    auto dx = dx0;
-    cpu::attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset,
-                               dx.data() + L.v_offset, dout.data(), x.data() + L.q_offset,
-                               x.data() + L.k_offset, x.data() + L.v_offset, out.data(), lse.data(),
-                               s, key, scratch.data());
-
-    CHECK(gpu::attention_forward_workspace<T>(s) == sizeof(float) * (s.S * s.S + 4 * s.S * s.D));
-    CHECK(gpu::attention_backward_workspace<T>(s) ==
-          sizeof(float) * (2 * s.S * s.S + 7 * s.S * s.D));
+    CHECK(gpu::attention_forward_workspace<T>(s) == 0);
+    CHECK(gpu::attention_backward_workspace<T>(s) == sizeof(float) * s.B * s.A * s.S);
     const Stream stream;
-    const Blas blas;
-    const DeviceArray<T> d_x(x);
+    const DeviceArray<T> d_x(ref.x);
     const DeviceArray<T> d_out(L.out_size());
     const DeviceArray<float> d_lse(L.lse_size());
     const Workspace fws(gpu::attention_forward_workspace<T>(s));
-    gpu::attention_forward<T>(d_out.get(), d_lse.get(), d_x.get() + L.q_offset,
-                              d_x.get() + L.k_offset, d_x.get() + L.v_offset, s, key, fws.get(),
-                              blas.get(), stream.get());
+    gpu::attention_forward<T>(d_out.get(), d_lse.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
+                              d_x.get() + L.v_offset, s, c.dropout, fws.get(), stream.get());
     stream.sync();
-    check_close("out", out, d_out.download(), tolerance<T>());
+    check_close("out", ref.out, d_out.download(), tolerance<T>());
     // lse is fp32 on both sides, from the same (bf16-exact) inputs: the fp32 tolerance holds for
     // bf16 storage too.
-    check_close("lse", lse, d_lse.download(), tolerance<float>());
+    check_close("lse", ref.lse, d_lse.download(), tolerance<float>());
     fws.check_guard();
 
     // The backward reads the CPU's out and lse, so that it is judged on its own.
-    const DeviceArray<T> d_dx(dx0), d_dout(dout), d_out_ref(out);
-    const DeviceArray<float> d_lse_ref(lse);
+    const DeviceArray<T> d_dx(ref.dx0), d_dout(ref.dout), d_out_ref(ref.out);
+    const DeviceArray<float> d_lse_ref(ref.lse);
     const Workspace bws(gpu::attention_backward_workspace<T>(s));
-    gpu::attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset,
-                               d_dx.get() + L.v_offset, d_dout.get(), d_x.get() + L.q_offset,
-                               d_x.get() + L.k_offset, d_x.get() + L.v_offset, d_out_ref.get(),
-                               d_lse_ref.get(), s, key, bws.get(), blas.get(), stream.get());
+    gpu::attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset, d_dx.get() + L.v_offset,
+                               d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
+                               d_x.get() + L.v_offset, d_out_ref.get(), d_lse_ref.get(), s, c.dropout, bws.get(),
+                               stream.get());
     stream.sync();
-    check_close("dqkv", dx, d_dx.download(), tolerance<T>());
+    const std::vector<T> dx = d_dx.download();
+    check_close("dqkv", ref.dx, dx, tolerance<T>());
     bws.check_guard();
+
+    // Deterministic: no atomics, so a second backward from the same start gives the same bits.
+    const DeviceArray<T> d_dx2(ref.dx0);
+    gpu::attention_backward<T>(d_dx2.get() + L.q_offset, d_dx2.get() + L.k_offset, d_dx2.get() + L.v_offset,
+                               d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
+                               d_x.get() + L.v_offset, d_out_ref.get(), d_lse_ref.get(), s, c.dropout, bws.get(),
+                               stream.get());
+    stream.sync();
+    const std::vector<T> dx2 = d_dx2.download();
+    CHECK(std::memcmp(dx.data(), dx2.data(), dx.size() * sizeof(T)) == 0);
 }
 
 template <class T>
 void check_attention_shapes() {
-    // Multi-head, separate tensors, no dropout.
-    check_attention<T>(AttentionLayout(2, 13, 2, 2, 8, false), DropoutKey{}, 11);
-    // GQA (A = 4, KV = 2), separate tensors, dropout.
-    check_attention<T>(AttentionLayout(2, 17, 4, 2, 16, false), DropoutKey{0.1f, 7, 8, 0}, 12);
-    // GQA in GPT-2's fused strided qkv, dropout, a batch slice placed by index0.
-    check_attention<T>(AttentionLayout(2, 33, 4, 2, 8, true), DropoutKey{0.1f, 7, 9, 5}, 13);
-    // Rows longer than a block (256 threads), fused, KV = 1.
-    check_attention<T>(AttentionLayout(1, 300, 2, 1, 16, true), DropoutKey{0.1f, 3, 4, 2}, 14);
+    for (const AttentionCase& c : attention_cases()) check_attention<T>(c);
 }
 
 }  // namespace
