@@ -3,6 +3,8 @@
 #include <cassert>
 #include <fmt/format.h>
 
+#include "planner/error.hpp"
+
 namespace remat {
 
 std::vector<bool> selective_dropped_mask(const StageGraph& g) {
@@ -64,6 +66,11 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
 
 Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastDevice device) {
     assert(options.seq > 0 && "resolve the sequence length before building the chain");
+    if (options.attention != Attention::flash && options.profile != Profile::remat &&
+        options.profile != Profile::remat_cuda)
+        throw InputError(fmt::format("--attention {}: applies to profiles remat and remat-cuda (profile {} fixes its "
+                                     "own attention; hf-eager is eager PyTorch's)",
+                                     attention_name(options.attention), profile_name(options.profile)));
     Chain c;
     c.model = model;
     c.options = options;
@@ -73,6 +80,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastD
     r.seq = options.seq;
     r.precision = options.precision;
     r.profile = options.profile;
+    r.attention = options.attention;
     r.autocast_device = device;
     for (StageKind kind : {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
         r.kind = kind;

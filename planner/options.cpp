@@ -29,6 +29,7 @@ constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
                                         {Sharding::megatron, "megatron"},
                                         {Sharding::megatron_distopt, "megatron-distopt"}}};
 constexpr Names<Optimizer, 2> optimizers{{{Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}}};
+constexpr Names<Attention, 2> attentions{{{Attention::flash, "flash"}, {Attention::eager, "eager"}}};
 
 template <typename E, std::size_t N>
 std::string_view name_of(const Names<E, N>& names, E e) {
@@ -57,13 +58,16 @@ std::string_view precision_name(Precision p) { return name_of(precisions, p); }
 std::string_view profile_name(Profile p) { return name_of(profiles, p); }
 std::string_view sharding_name(Sharding s) { return name_of(shardings, s); }
 std::string_view optimizer_name(Optimizer o) { return name_of(optimizers, o); }
+std::string_view attention_name(Attention a) { return name_of(attentions, a); }
 Precision parse_precision(const std::string& s) { return parse_name(precisions, s, "precision"); }
 Profile parse_profile(const std::string& s) { return parse_name(profiles, s, "profile"); }
 Sharding parse_sharding(const std::string& s) { return parse_name(shardings, s, "sharding"); }
 Optimizer parse_optimizer(const std::string& s) { return parse_name(optimizers, s, "optimizer"); }
+Attention parse_attention(const std::string& s) { return parse_name(attentions, s, "attention"); }
 std::vector<std::string> precision_names() { return all_names(precisions); }
 std::vector<std::string> profile_names() { return all_names(profiles); }
 std::vector<std::string> sharding_names() { return all_names(shardings); }
 std::vector<std::string> optimizer_names() { return all_names(optimizers); }
+std::vector<std::string> attention_names() { return all_names(attentions); }
 
 }  // namespace remat

@@ -15,6 +15,11 @@ enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
 enum class Profile { hf_eager, sdpa, megatron, remat, remat_cuda };
 enum class Sharding { none, fsdp, fsdp_grad_op, zero1, zero2, zero3, megatron, megatron_distopt };
 enum class Optimizer { adamw, sgd };
+// The attention core of remat's own runtime (the remat and remat-cuda profiles; the others fix
+// their own). flash saves q, k, v, out and the row log-sum-exp and recomputes the probabilities
+// in backward; eager materializes the scores with a causal softmax and saves the probabilities
+// (B, A, S, S), as eager PyTorch code does.
+enum class Attention { flash, eager };
 
 struct RunOptions {
     std::uint64_t micro_batch = 1;  // B
@@ -27,19 +32,23 @@ struct RunOptions {
     Profile profile = Profile::sdpa;
     Sharding sharding = Sharding::none;
     Optimizer optimizer = Optimizer::adamw;
+    Attention attention = Attention::flash;
 };
 
 std::string_view precision_name(Precision p);
 std::string_view profile_name(Profile p);
 std::string_view sharding_name(Sharding s);
 std::string_view optimizer_name(Optimizer o);
+std::string_view attention_name(Attention a);
 Precision parse_precision(const std::string& s);
 Profile parse_profile(const std::string& s);
 Sharding parse_sharding(const std::string& s);
 Optimizer parse_optimizer(const std::string& s);
+Attention parse_attention(const std::string& s);
 std::vector<std::string> precision_names();
 std::vector<std::string> profile_names();
 std::vector<std::string> sharding_names();
 std::vector<std::string> optimizer_names();
+std::vector<std::string> attention_names();
 
 }  // namespace remat

@@ -22,9 +22,10 @@ using Shape = std::vector<std::uint64_t>;
 
 class RematStage {
 public:
-    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be)
+    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be,
+               Attention attention)
         : g_(g), ops_(g, DTypePolicy{}), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
-          backend_(be), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
+          backend_(be), attention_(attention), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
 
     TensorId embedding() {
         const TensorId ids = g_.add_input("input_ids", {B_, S_}, DType::i32, false);
@@ -164,6 +165,7 @@ private:
     //   CUDA (fused, tiles in shared memory): forward none; backward delta = rowsum(dout * out)
     //   per query row (B A S).
     TensorId attention(std::vector<TensorId> in) {
+        if (attention_ == Attention::eager) return eager_attention(std::move(in));
         const std::uint64_t A = m_.n_heads, D = m_.head_dim, S = S_;
         const TensorId ctx = act("attn.core.out", {N_, A * D});
         const TensorId lse = stat("attn.core.lse", {B_, A, S});
@@ -186,20 +188,52 @@ private:
         return ctx;
     }
 
+    // The eager attention core: saves its inputs and the probabilities P (B, A, S, S) in the
+    // activation dtype (softmax of the fp32 scores, rounded once), not its output or lse. Its
+    // products are whole S x S GEMMs (the upper triangle is computed, then masked). Workspace:
+    //   CPU: the flash core's per-(batch, head) scratch, 4 (S S + 4 S D) forward and
+    //   4 (2 S S + 7 S D) backward.
+    //   CUDA, one batch row at a time: forward the fp32 scores (4 A S S) and the dropped
+    //   probabilities as the PV operand (e A S S); backward dP in fp32 (4 A S S), the score
+    //   gradients and the dropped probabilities as GEMM operands (2 e A S S) and fp32 dK and dV
+    //   (8 S KV D).
+    TensorId eager_attention(std::vector<TensorId> in) {
+        const std::uint64_t A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim, S = S_;
+        const TensorId ctx = act("attn.core.out", {N_, A * D});
+        const TensorId probs = g_.add_tensor("attn.core.probs", {B_, A, S, S}, act_, false);
+        std::vector<TensorId> saved = in;
+        saved.push_back(probs);
+        Op o = make("attn.core", OpClass::attention, in, {ctx, probs}, saved);
+        o.attention_core = true;
+        o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * static_cast<double>(S * S);
+        o.bwd_flops = 2.0 * o.fwd_flops;
+        if (backend_ == RematBackend::cuda) {
+            const std::uint64_t e = dtype_bytes(act_);
+            o.fwd_workspace_bytes = (4 + e) * A * S * S;
+            o.bwd_workspace_bytes = 4 * A * S * S + 2 * e * A * S * S + 8 * S * KV * D;
+        } else {
+            o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
+            o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
+        }
+        g_.add_op(std::move(o));
+        return ctx;
+    }
+
     StageGraph& g_;
     OpBuilder ops_;
     const ModelConfig& m_;
     std::uint64_t B_, S_, N_;
     DType act_;
     RematBackend backend_;
+    Attention attention_;
     bool staged_;  // bf16 GEMMs through fp32 staging (the CPU backend)
 };
 
 }  // namespace
 
 void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
-                       std::uint64_t seq, Precision precision, RematBackend backend) {
-    RematStage st(g, m, batch, seq, precision, backend);
+                       std::uint64_t seq, Precision precision, RematBackend backend, Attention attention) {
+    RematStage st(g, m, batch, seq, precision, backend, attention);
     TensorId out = no_tensor;
     switch (kind) {
         case StageKind::embedding: out = st.embedding(); break;

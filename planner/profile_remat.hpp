@@ -15,6 +15,6 @@ enum class RematBackend { cpu, cuda };
 
 // Builds stage `kind` of model `m` into `g` (finished) for the runtime's op decomposition.
 void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
-                       std::uint64_t seq, Precision precision, RematBackend backend);
+                       std::uint64_t seq, Precision precision, RematBackend backend, Attention attention);
 
 }  // namespace remat

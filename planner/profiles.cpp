@@ -410,7 +410,7 @@ StageGraph build_stage_graph(const StageRequest& r) {
     StageGraph g;
     if (r.profile == Profile::remat || r.profile == Profile::remat_cuda) {
         build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision,
-                          r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda);
+                          r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda, r.attention);
         return g;
     }
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.

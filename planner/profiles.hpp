@@ -37,6 +37,7 @@ struct StageRequest {
     std::uint64_t seq = 1;    // S
     Precision precision = Precision::bf16_mixed;
     Profile profile = Profile::sdpa;
+    Attention attention = Attention::flash;  // remat and remat-cuda only
     AutocastDevice autocast_device = AutocastDevice::cuda;
 };
 

@@ -47,6 +47,8 @@ public:
     virtual std::uint64_t linear_backward_workspace(std::size_t N, std::size_t I, std::size_t O) const = 0;
     virtual std::uint64_t attention_forward_workspace(const AttentionShape& s) const = 0;
     virtual std::uint64_t attention_backward_workspace(const AttentionShape& s) const = 0;
+    virtual std::uint64_t eager_attention_forward_workspace(const AttentionShape& s) const = 0;
+    virtual std::uint64_t eager_attention_backward_workspace(const AttentionShape& s) const = 0;
 
     // ---- ops ----
     virtual void add_forward(T* out, const T* a, const T* b, std::size_t n) const = 0;
@@ -77,6 +79,12 @@ public:
     virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                                     const T* out, const A* lse, const AttentionShape& s, const DropoutKey& dropout,
                                     void* workspace) const = 0;
+    // The eager core: probs (B, A, S, S) saved instead of out and lse (cpu::eager_attention_forward).
+    virtual void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                                         const DropoutKey& dropout, void* workspace) const = 0;
+    virtual void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                          const T* probs, const AttentionShape& s, const DropoutKey& dropout,
+                                          void* workspace) const = 0;
     virtual void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N,
                                    std::size_t S, std::size_t H) const = 0;
     virtual void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N,

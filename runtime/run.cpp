@@ -69,7 +69,7 @@ private:
 
 template <class T>
 RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
-    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed}, parts.backend);
+    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed, c.attention}, parts.backend);
     const TokenSource tokens(c);
     Collectives<T>& coll = *parts.collectives;
     const std::size_t ranks = parts.ranks_run;

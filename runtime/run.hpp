@@ -28,6 +28,7 @@ struct RunConfig {
     std::uint64_t seq = 0;          // S
     std::uint64_t world = 1;        // W
     Precision precision = Precision::fp32;  // fp32 or bf16-mixed
+    Attention attention = Attention::flash;
     Schedule schedule;
     std::uint64_t steps = 1;
     std::uint64_t seed = 1234;      // weights, data and dropout

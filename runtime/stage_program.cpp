@@ -198,12 +198,31 @@ private:
         }
         const int kt = fused ? q : k, vt = fused ? q : v;
         const int y = act("attn.core.out", A * D);
-        const int lse = stat("attn.core.lse", {B, A, S});
         std::vector<int> in = fused ? std::vector<int>{q} : std::vector<int>{q, k, v};
         std::vector<int> saved = in;
+        const KeyMaker key = key_maker(m_.attn_dropout);
+        if (s_.attention == Attention::eager) {
+            // Saves the probabilities instead of out and lse (cpu::eager_attention_forward).
+            const int probs = tensor("attn.core.probs", {B, A, S, S}, act_, false);
+            saved.push_back(probs);
+            ProgramOp& o = op("attn.core", in, {y, probs}, saved);
+            o.attention_core = true;
+            o.fwd_workspace_bytes = be->eager_attention_forward_workspace(sh);
+            o.bwd_workspace_bytes = be->eager_attention_backward_workspace(sh);
+            o.forward = [=](const OpArgs& a) {
+                be->eager_attention_forward(a.v<T>(y), a.v<T>(probs), a.v<T>(q), a.v<T>(kt) + k_off,
+                                            a.v<T>(vt) + v_off, sh, key(a, a.row0), a.workspace);
+            };
+            o.backward = [=](const OpArgs& a) {
+                be->eager_attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y), a.v<T>(q),
+                                             a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, a.v<T>(probs), sh,
+                                             key(a, a.row0), a.workspace);
+            };
+            return y;
+        }
+        const int lse = stat("attn.core.lse", {B, A, S});
         saved.push_back(y);
         saved.push_back(lse);
-        const KeyMaker key = key_maker(m_.attn_dropout);
         ProgramOp& o = op("attn.core", in, {y, lse}, saved);
         o.attention_core = true;
         o.fwd_workspace_bytes = be->attention_forward_workspace(sh);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "planner/model.hpp"
+#include "planner/options.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/backend.hpp"
 
@@ -85,6 +86,7 @@ struct Shape {
     std::uint64_t seq = 1;    // S
     std::uint64_t world = 1;  // W: for the loss scale (mean over the global batch)
     std::uint64_t seed = 0;   // dropout
+    Attention attention = Attention::flash;  // the attention core the blocks run
 };
 
 // T: the storage type of activations and gathered parameters (float, or cpu::bf16).

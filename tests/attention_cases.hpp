@@ -136,4 +136,31 @@ struct AttentionReference {
     }
 };
 
+// The eager core's CPU results on one case (cpu::eager_attention_forward): out, the saved
+// probabilities (B, A, S, S) and dx0 plus the gradients, from the same inputs as
+// AttentionReference's.
+template <class T>
+struct EagerAttentionReference {
+    std::vector<T> x, dout, dx0;
+    std::vector<T> out, probs, dx;
+
+    explicit EagerAttentionReference(const AttentionCase& c) {
+        const AttentionLayout& L = c.layout;
+        const AttentionShape& s = L.shape;
+        std::mt19937_64 rng(c.seed);
+        x = random_values<T>(rng, L.size);
+        dout = random_values<T>(rng, L.out_size());
+        dx0 = random_values<T>(rng, L.size);
+        std::vector<float> scratch(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+        out.resize(L.out_size());
+        probs.resize(s.B * s.A * s.S * s.S);
+        cpu::eager_attention_forward<T>(out.data(), probs.data(), x.data() + L.q_offset, x.data() + L.k_offset,
+                                        x.data() + L.v_offset, s, c.dropout, scratch.data());
+        dx = dx0;
+        cpu::eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
+                                         dout.data(), x.data() + L.q_offset, x.data() + L.k_offset,
+                                         x.data() + L.v_offset, probs.data(), s, c.dropout, scratch.data());
+    }
+};
+
 }  // namespace remat::test

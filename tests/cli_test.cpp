@@ -1,6 +1,8 @@
 // The real `remat` binary: exit codes, one-line errors, --json documents.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -81,6 +83,23 @@ TEST_CASE("cli::a reserve may be zero") {
     CHECK(nlohmann::json::parse(r.out).at("breakdown").at("reserve_bytes") == 0);
 }
 
+// The eager core saves B * A * S * S probabilities per block where flash saves out and lse:
+// for gpt2 (12 layers, 12 heads) at B 1, S 1024 in bf16, 12 * 12 * 2 MiB = 288 MiB more before
+// what each saves of its own.
+TEST_CASE("cli::--attention eager keeps the probabilities, and recommend's args carry it") {
+    const auto flash = nlohmann::json::parse(run_remat("plan --model gpt2 --profile remat --json").out);
+    const Run r = run_remat("plan --model gpt2 --profile remat --attention eager --json");
+    REQUIRE(r.code == 0);
+    const auto eager = nlohmann::json::parse(r.out);
+    CHECK(eager.at("question").at("attention") == "eager");
+    CHECK(flash.at("question").at("attention") == "flash");
+    CHECK(eager.at("breakdown").at("activations_bytes").get<std::uint64_t>() >
+          flash.at("breakdown").at("activations_bytes").get<std::uint64_t>() + (200ull << 20));
+    const auto rec = nlohmann::json::parse(run_remat("recommend --model gpt2 --profile remat --attention eager --json").out);
+    const auto args = rec.at("best").at("args").get<std::vector<std::string>>();
+    CHECK(std::find(args.begin(), args.end(), "eager") != args.end());
+}
+
 TEST_CASE("cli::--gpu-memory overrides the capacity") {
     const auto j = nlohmann::json::parse(run_remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
     CHECK(j.at("capacity_bytes") == 24ull << 30);
@@ -91,6 +110,8 @@ TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
     check_rejected("plan --model gpt2 --gpu h100", "h100-80gb");
     check_rejected("plan --model gpt2 --strategy sqr", "sqrt");
     check_rejected("plan --model gpt2 --profile eager", "hf-eager");
+    check_rejected("plan --model gpt2 --profile remat --attention lazy", "eager");
+    check_rejected("plan --model gpt2 --attention eager", "applies to profiles remat and remat-cuda");
     check_rejected("plan --model gpt2 --precision bf17", "bf16");
     check_rejected("plan --model gpt2 --sharding zero4", "zero");
     check_rejected("plan --model gpt2 --strategy every-0", "positive integer");

@@ -200,6 +200,38 @@ AttentionRun run_attention(const AttentionLayout& L, const Vec& x, const Vec& do
     return run;
 }
 
+// The eager core (saved probabilities), as run_attention runs the flash core; lse is left empty
+// and `probs` (B, A, S, S) holds what the forward saved.
+struct EagerRun {
+    Vec out, probs, dx;
+};
+
+template <class T>
+EagerRun run_eager_attention(const AttentionLayout& L, const Vec& x, const Vec& dout, const DropoutKey& key,
+                             const Vec& dx0 = {}) {
+    using A = acc_t<T>;
+    const AttentionShape& s = L.shape;
+    const auto xt = from_double<T>(x);
+    std::vector<T> out(L.out_size()), probs(s.B * s.A * s.S * s.S);
+    const std::size_t fwd_n = attention_forward_scratch<T>(s);
+    auto scratch = guarded<A>(fwd_n);
+    eager_attention_forward<T>(out.data(), probs.data(), xt.data() + L.q_offset, xt.data() + L.k_offset,
+                               xt.data() + L.v_offset, s, key, scratch.data());
+    check_guard(scratch, fwd_n);
+    EagerRun run{to_double(out), to_double(probs), {}};
+    if (dout.empty()) return run;
+    auto dx = from_double<T>(dx0.empty() ? Vec(x.size(), 0.0) : dx0);
+    const auto dout_t = from_double<T>(dout);
+    const std::size_t bwd_n = attention_backward_scratch<T>(s);
+    auto bscratch = guarded<A>(bwd_n);
+    eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
+                                dout_t.data(), xt.data() + L.q_offset, xt.data() + L.k_offset,
+                                xt.data() + L.v_offset, probs.data(), s, key, bscratch.data());
+    check_guard(bscratch, bwd_n);
+    run.dx = to_double(dx);
+    return run;
+}
+
 // Materializes every softmax row, as eager attention does, in double.
 Vec naive_attention(const AttentionLayout& L, const Vec& x, const DropoutKey& key, Vec& lse) {
     const AttentionShape& s = L.shape;
@@ -684,6 +716,70 @@ TEST_SUITE("kernels") {
             // even where the exact gradient is 0, e.g. dq of position 0.
             check_close("out", f.out, b.out, 1e-3, 1e-2);
             check_close("lse", f.lse, b.lse, 1e-6, 1e-5);
+            check_close("dqkv", f.dx, b.dx, 2e-2, 1e-2);
+        }
+    }
+
+    TEST_CASE("kernels::eager attention") {
+        const std::size_t B = 2, S = 5, A = 4, KV = 2, D = 4;
+        SUBCASE("forward equals the naive reference; probs are the causal softmax, before dropout") {
+            for (bool fused : {false, true})
+                for (float p : {0.0f, 0.3f}) {
+                    CAPTURE(fused);
+                    CAPTURE(p);
+                    const AttentionLayout L(B, S, A, KV, D, fused);
+                    std::mt19937_64 rng(18);
+                    const Vec x = random_vec(rng, L.size, -2, 2);
+                    const DropoutKey key{p, 11, 12, 3};
+                    Vec lse;
+                    const Vec ref = naive_attention(L, x, key, lse);
+                    const EagerRun run = run_eager_attention<double>(L, x, {}, key);
+                    check_close("out", ref, run.out, 1e-13, 1e-12);
+                    // Each row sums to 1 over j <= i, is 0 above the diagonal, and its log-sum-exp
+                    // identity holds: P_i0 = exp(s_i0 - lse_i), checked through the flash core's lse.
+                    const AttentionRun flash = run_attention<double>(L, x, {}, key);
+                    for (std::size_t row = 0; row < B * A * S; ++row) {
+                        const std::size_t i = row % S;
+                        double sum = 0;
+                        for (std::size_t j = 0; j < S; ++j) {
+                            const double pij = run.probs[row * S + j];
+                            if (j > i) CHECK(pij == 0.0);
+                            sum += pij;
+                        }
+                        CHECK(sum == doctest::Approx(1.0).epsilon(1e-12));
+                    }
+                    check_close("out vs flash", flash.out, run.out, 1e-13, 1e-12);
+                }
+        }
+        SUBCASE("backward matches finite differences: GQA, dropout, separate and fused qkv") {
+            for (bool fused : {false, true}) {
+                CAPTURE(fused);
+                const AttentionLayout L(B, S, A, KV, D, fused);
+                std::mt19937_64 rng(19);
+                Vec x = random_vec(rng, L.size);
+                const Vec weights = random_vec(rng, L.out_size());
+                const DropoutKey key{0.3f, 42, 7, 1};
+                const Vec dx0 = random_vec(rng, L.size);
+                const EagerRun run = run_eager_attention<double>(L, x, weights, key, dx0);
+                check_gradient("dqkv", x, minus(run.dx, dx0),
+                               [&] { return weighted_sum(run_eager_attention<double>(L, x, {}, key).out, weights); });
+            }
+        }
+        SUBCASE("bf16 agrees with float") {
+            const AttentionLayout L(B, S, A, KV, D, true);
+            std::mt19937_64 rng(20);
+            const Vec x = round_to_bf16(random_vec(rng, L.size, -2, 2));
+            const Vec dout = round_to_bf16(random_vec(rng, L.out_size()));
+            const Vec dx0 = round_to_bf16(random_vec(rng, L.size));
+            const DropoutKey key{0.2f, 5, 6, 0};
+            const EagerRun f = run_eager_attention<float>(L, x, dout, key, dx0);
+            const EagerRun b = run_eager_attention<bf16>(L, x, dout, key, dx0);
+            // P is rounded to bf16 once (2^-9 relative), which moves out = P V by up to
+            // 2^-9 max|V| = 3.9e-3 absolute (|V| <= 2), before out's own rounding (2^-9
+            // relative). The backward reads that P, so its errors are of the same order, absolute
+            // near 0.
+            check_close("probs", f.probs, b.probs, 1e-3, 1e-2);
+            check_close("out", f.out, b.out, 5e-3, 1e-2);
             check_close("dqkv", f.dx, b.dx, 2e-2, 1e-2);
         }
     }

@@ -32,6 +32,10 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--profile", a.profile,
                    "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron | remat (remat run's own runtime)")
         ->capture_default_str();
+    app.add_option("--attention", a.attention,
+                   "Attention core of remat's runtime (profiles remat, remat-cuda): flash (saves q, k, v, out, lse) | "
+                   "eager (materialized scores, saves the S x S probabilities)")
+        ->capture_default_str();
     app.add_option("--memory-budget", a.memory_budget,
                    "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
     app.add_option("--memory-slots", a.memory_slots,
@@ -75,6 +79,7 @@ Question make_question(const CommonArgs& a) {
     q.options.sharding = parse_sharding(a.sharding);
     q.options.optimizer = parse_optimizer(a.optimizer);
     q.options.profile = parse_profile(a.profile);
+    q.options.attention = parse_attention(a.attention);
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
@@ -116,6 +121,10 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q, std::
                                     "--sharding",   std::string(sharding_name(o.sharding)),
                                     "--world-size", std::to_string(o.world_size),
                                     "--optimizer",  std::string(optimizer_name(o.optimizer))};
+    if (o.attention != Attention::flash) {
+        out.push_back("--attention");
+        out.push_back(std::string(attention_name(o.attention)));
+    }
     auto add = [&](const char* option, const std::string& value) {
         if (value.empty()) return;
         out.push_back(option);

@@ -22,6 +22,7 @@ struct CommonArgs {
     std::int64_t grad_accumulation = 1;
     std::string optimizer = "adamw";
     std::string profile = "sdpa";
+    std::string attention = "flash";
     std::string memory_budget;
     std::string reserve_context;
     std::string reserve_workspace;

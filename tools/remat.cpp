@@ -218,7 +218,7 @@ auto parse_list(const std::string& text, const char* option, F parse) {
 // GPU issue's core set (gpt2-xl and llama-1b at sequence 1024, none/full/sqrt, W 1 and 8).
 struct ValidateFlags {
     std::string models, strategies, micro_batches, world_sizes, precisions, seqs, output, calibration, device = "cpu",
-                gpu = "h100-80gb";
+                gpu = "h100-80gb", attention = "flash";
     std::int64_t steps = 0;
     double tolerance = 0;
     bool json = false;
@@ -282,6 +282,7 @@ int run_validate(ValidateFlags f) {
     base_args.sharding = "fsdp";
     base_args.profile = device == rt::Device::cuda ? "remat-cuda" : "remat";
     base_args.calibration = f.calibration;
+    base_args.attention = f.attention;
     base_args.gpu = f.gpu;
     const Question base = make_question(base_args);
     std::vector<SweepPoint> points;
@@ -312,7 +313,7 @@ int run_validate(ValidateFlags f) {
         rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
     }
     if (progress) std::cerr << "\r" << std::string(80, ' ') << "\r" << std::flush;
-    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device);
+    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device, base.options.attention);
     if (!f.output.empty()) {
         // The JSON, and a markdown table beside it (same name, .md).
         std::ofstream out(f.output);
@@ -452,6 +453,8 @@ int main(int argc, char** argv) {
     validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)");
     validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
     validate->add_option("--gpu", vf.gpu, "GPU preset for the predicted step times, the reserve and MFU's peak")
+        ->capture_default_str();
+    validate->add_option("--attention", vf.attention, "The blocks' attention core: flash | eager (saves the S x S probabilities)")
         ->capture_default_str();
     validate->add_option("--calibration", vf.calibration,
                          "Predict step times from a `remat calibrate` file (of this device) instead of the GPU preset");

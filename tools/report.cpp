@@ -17,6 +17,7 @@ json question_json(const Question& q) {
             {"seq", o.seq},
             {"precision", precision_name(o.precision)},
             {"profile", profile_name(o.profile)},
+            {"attention", attention_name(o.attention)},
             {"sharding", sharding_name(o.sharding)},
             {"world_size", o.world_size},
             {"grad_accumulation", o.grad_accumulation},
@@ -39,11 +40,11 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
 std::string header(const Question& q, bool with_micro_batch = true) {
     const auto& o = q.options;
     return fmt::format(
-        "{} ({} params) on {} ({}), {}seq {}, {}, profile {}, sharding {} x{}, {}{}\n",
+        "{} ({} params) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), q.gpu.name,
         format_bytes(q.context.capacity_bytes),
         with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq, precision_name(o.precision),
-        profile_name(o.profile), sharding_name(o.sharding), o.world_size, optimizer_name(o.optimizer),
+        profile_name(o.profile), o.attention == Attention::eager ? " (eager attention)" : "", sharding_name(o.sharding), o.world_size, optimizer_name(o.optimizer),
         o.grad_accumulation > 1 ? fmt::format(", {} micro-batches per step", o.grad_accumulation) : std::string());
 }
 

@@ -132,7 +132,8 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
     return out;
 }
 
-json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance, rt::Device device) {
+json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance, rt::Device device,
+                   Attention attention) {
     json runs = json::array();
     double worst = 0;
     for (const auto& r : rows) {
@@ -165,6 +166,7 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
             {"gpu", gpu},
             {"driver", driver.empty() ? json(nullptr) : json(driver)},
             {"commit", source_commit()},
+            {"attention", attention_name(attention)},
             {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
 }
 

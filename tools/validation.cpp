@@ -22,6 +22,7 @@ rt::RunConfig run_config(const Question& q, const Schedule& schedule, const RunS
     c.seq = q.options.seq;
     c.world = q.options.world_size;
     c.precision = q.options.precision;
+    c.attention = q.options.attention;
     c.schedule = schedule;
     c.steps = s.steps;
     c.seed = s.seed;

@@ -39,6 +39,13 @@ public:
     std::uint64_t attention_backward_workspace(const AttentionShape& s) const override {
         return sizeof(A) * cpu::attention_backward_scratch<T>(s);
     }
+    // The eager core walks the same per-(batch, head) scratch.
+    std::uint64_t eager_attention_forward_workspace(const AttentionShape& s) const override {
+        return attention_forward_workspace(s);
+    }
+    std::uint64_t eager_attention_backward_workspace(const AttentionShape& s) const override {
+        return attention_backward_workspace(s);
+    }
 
     void add_forward(T* out, const T* a, const T* b, std::size_t n) const override { cpu::add_forward<T>(out, a, b, n); }
     void accumulate(T* dst, const T* src, std::size_t n) const override { cpu::accumulate<T>(dst, src, n); }
@@ -97,6 +104,15 @@ public:
                             const A* lse, const AttentionShape& s, const DropoutKey& dropout,
                             void* workspace) const override {
         cpu::attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, s, dropout, static_cast<A*>(workspace));
+    }
+    void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                                 const DropoutKey& dropout, void* workspace) const override {
+        cpu::eager_attention_forward<T>(out, probs, q, k, v, s, dropout, static_cast<A*>(workspace));
+    }
+    void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                  const T* probs, const AttentionShape& s, const DropoutKey& dropout,
+                                  void* workspace) const override {
+        cpu::eager_attention_backward<T>(dq, dk, dv, dout, q, k, v, probs, s, dropout, static_cast<A*>(workspace));
     }
     void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N, std::size_t S,
                            std::size_t H) const override {

@@ -121,6 +121,19 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                         const acc_t<T>* lse, const AttentionShape& s, const DropoutKey& dropout,
                         acc_t<T>* scratch);
 
+// ---- causal attention, eager: materialized scores and a causal softmax; saves the probabilities ----
+// Shapes, strides, scale and dropout as above. probs(B, A, S, S): softmax of the fp32 scores
+// over the causal prefix, rounded to T (0 above the diagonal), before dropout; out is formed
+// from those rounded values times the dropout factor. The backward reads probs instead of
+// recomputing them and takes delta = rowsum(P * dP) through the mask. Scratch: the flash core's
+// (attention_forward_scratch, attention_backward_scratch).
+template <class T>
+void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                             const DropoutKey& dropout, acc_t<T>* scratch);
+template <class T>
+void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                              const T* probs, const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch);
+
 // ---- embedding ----
 // out(N, H) = wte[ids[n]] + (wpe ? wpe[n % S] : 0).
 template <class T>

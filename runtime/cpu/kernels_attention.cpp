@@ -141,14 +141,13 @@ void rotary_backward(T* dinp, const T* dout, std::size_t B, std::size_t S, std::
     rotate(dinp, dout, B, S, heads, D, -1, true);
 }
 
-template <class T>
-std::size_t attention_forward_scratch(const AttentionShape& s) {
-    return s.S * s.S + 4 * s.S * s.D;  // P, then q, k, v and out of one head
-}
+namespace {
 
+// Both attention cores, forward: the flash core writes lse (probs null), the eager core the
+// probabilities rounded to T (lse null), and multiplies V by those rounded values.
 template <class T>
-void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v,
-                       const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
+void forward_core(T* out, acc_t<T>* lse, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                  const DropoutKey& dropout, acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
@@ -167,7 +166,6 @@ void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v
             gather_head(V, v + b * S * s.v_stride + kvh * D, s.v_stride, S, D);
             // The upper triangle is computed and then discarded: simpler than a triangular GEMM.
             gemm<A>(false, true, S, S, D, scale, Q, D, K, D, A(0), P, S);
-            A* row_lse = lse + (b * s.A + h) * S;
             const std::uint64_t base = attention_dropout_base(s, dropout, b, h);
             for (std::size_t i = 0; i < S; ++i) {
                 A* p = P + i * S;
@@ -176,11 +174,20 @@ void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v
                 A sum = 0;
                 for (std::size_t j = 0; j <= i; ++j) sum += std::exp(p[j] - mx);
                 const A l = mx + std::log(sum);
-                row_lse[i] = l;
-                for (std::size_t j = 0; j <= i; ++j)
-                    p[j] =
-                        std::exp(p[j] - l) * dropout_factor(dropout, base + i * S + j, keep_scale);
-                for (std::size_t j = i + 1; j < S; ++j) p[j] = 0;
+                if (lse) lse[(b * s.A + h) * S + i] = l;
+                T* prow = probs ? probs + ((b * s.A + h) * S + i) * S : nullptr;
+                for (std::size_t j = 0; j <= i; ++j) {
+                    A prob = std::exp(p[j] - l);
+                    if (prow) {
+                        prow[j] = store<T>(prob);
+                        prob = load(prow[j]);
+                    }
+                    p[j] = prob * dropout_factor(dropout, base + i * S + j, keep_scale);
+                }
+                for (std::size_t j = i + 1; j < S; ++j) {
+                    p[j] = 0;
+                    if (prow) prow[j] = store<T>(A(0));
+                }
             }
             gemm<A>(false, false, S, D, S, A(1), P, S, V, D, A(0), O, D);
             scatter_head(out + b * S * s.A * D + h * D, O, s.A * D, S, D);
@@ -188,16 +195,13 @@ void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v
     }
 }
 
+// Both attention cores, backward: the flash core recomputes the probabilities from q, k and lse
+// and takes delta = dO . O (probs null); the eager core reads the saved probabilities and sums
+// delta = rowsum(P * dP) through the dropout mask (out and lse null).
 template <class T>
-std::size_t attention_backward_scratch(const AttentionShape& s) {
-    return 2 * s.S * s.S +
-           7 * s.S * s.D;  // P and dP, then q, k, v, dout, dq, dk and dv of one head
-}
-
-template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                        const T* out, const acc_t<T>* lse, const AttentionShape& s,
-                        const DropoutKey& dropout, acc_t<T>* scratch) {
+void backward_core(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                   const acc_t<T>* lse, const T* probs, const AttentionShape& s, const DropoutKey& dropout,
+                   acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
@@ -222,22 +226,27 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
             for (std::size_t h = kvh * group; h < (kvh + 1) * group; ++h) {
                 gather_head(Q, q + b * S * s.q_stride + h * D, s.q_stride, S, D);
                 const T* dout_h = dout + b * S * o_stride + h * D;
-                const T* out_h = out + b * S * o_stride + h * D;
                 gather_head(dO, dout_h, o_stride, S, D);
-                gemm<A>(false, true, S, S, D, scale, Q, D, K, D, A(0), P, S);
+                if (!probs) gemm<A>(false, true, S, S, D, scale, Q, D, K, D, A(0), P, S);
                 gemm<A>(false, true, S, S, D, A(1), dO, D, V, D, A(0), dP, S);
-                const A* row_lse = lse + (b * s.A + h) * S;
                 const std::uint64_t base = attention_dropout_base(s, dropout, b, h);
                 for (std::size_t i = 0; i < S; ++i) {
                     A* p = P + i * S;
                     A* dp = dP + i * S;
-                    // rowsum(dP * P) through the dropout mask equals dO_i . O_i, because O was
-                    // formed from the dropped probabilities.
+                    const T* prow = probs ? probs + ((b * s.A + h) * S + i) * S : nullptr;
                     A delta = 0;
-                    for (std::size_t d = 0; d < D; ++d)
-                        delta += load(dout_h[i * o_stride + d]) * load(out_h[i * o_stride + d]);
+                    if (prow) {
+                        for (std::size_t j = 0; j <= i; ++j)
+                            delta += load(prow[j]) * dropout_factor(dropout, base + i * S + j, keep_scale) * dp[j];
+                    } else {
+                        // rowsum(dP * P) through the dropout mask equals dO_i . O_i, because O
+                        // was formed from the dropped probabilities.
+                        const T* out_h = out + b * S * o_stride + h * D;
+                        for (std::size_t d = 0; d < D; ++d)
+                            delta += load(dout_h[i * o_stride + d]) * load(out_h[i * o_stride + d]);
+                    }
                     for (std::size_t j = 0; j <= i; ++j) {
-                        const A prob = std::exp(p[j] - row_lse[i]);
+                        const A prob = prow ? load(prow[j]) : std::exp(p[j] - lse[(b * s.A + h) * S + i]);
                         const A mask = dropout_factor(dropout, base + i * S + j, keep_scale);
                         p[j] = prob * mask;
                         dp[j] = prob * (dp[j] * mask - delta);
@@ -255,6 +264,43 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     }
 }
 
+}  // namespace
+
+template <class T>
+std::size_t attention_forward_scratch(const AttentionShape& s) {
+    return s.S * s.S + 4 * s.S * s.D;  // P, then q, k, v and out of one head
+}
+
+template <class T>
+std::size_t attention_backward_scratch(const AttentionShape& s) {
+    return 2 * s.S * s.S +
+           7 * s.S * s.D;  // P and dP, then q, k, v, dout, dq, dk and dv of one head
+}
+
+template <class T>
+void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
+                       const DropoutKey& dropout, acc_t<T>* scratch) {
+    forward_core<T>(out, lse, nullptr, q, k, v, s, dropout, scratch);
+}
+
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const acc_t<T>* lse, const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
+    backward_core<T>(dq, dk, dv, dout, q, k, v, out, lse, nullptr, s, dropout, scratch);
+}
+
+template <class T>
+void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                             const DropoutKey& dropout, acc_t<T>* scratch) {
+    forward_core<T>(out, nullptr, probs, q, k, v, s, dropout, scratch);
+}
+
+template <class T>
+void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                              const T* probs, const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
+    backward_core<T>(dq, dk, dv, dout, q, k, v, nullptr, nullptr, probs, s, dropout, scratch);
+}
+
 #define REMAT_INSTANTIATE(T)                                                                 \
     template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,     \
                                     std::size_t);                                            \
@@ -266,7 +312,11 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     template std::size_t attention_backward_scratch<T>(const AttentionShape&);               \
     template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
                                         const T*, const acc_t<T>*, const AttentionShape&,    \
-                                        const DropoutKey&, acc_t<T>*);
+                                        const DropoutKey&, acc_t<T>*);                       \
+    template void eager_attention_forward<T>(T*, T*, const T*, const T*, const T*,           \
+                                             const AttentionShape&, const DropoutKey&, acc_t<T>*); \
+    template void eager_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
+                                              const T*, const AttentionShape&, const DropoutKey&, acc_t<T>*);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)
 REMAT_INSTANTIATE(double)

@@ -64,6 +64,12 @@ public:
     std::uint64_t attention_backward_workspace(const AttentionShape& s) const override {
         return cuda::attention_backward_workspace<T>(s);
     }
+    std::uint64_t eager_attention_forward_workspace(const AttentionShape& s) const override {
+        return cuda::eager_attention_forward_workspace<T>(s);
+    }
+    std::uint64_t eager_attention_backward_workspace(const AttentionShape& s) const override {
+        return cuda::eager_attention_backward_workspace<T>(s);
+    }
 
     void add_forward(T* out, const T* a, const T* b, std::size_t n) const override { cuda::add_forward<T>(out, a, b, n, stream_); }
     void accumulate(T* dst, const T* src, std::size_t n) const override { cuda::accumulate<T>(dst, src, n, stream_); }
@@ -122,6 +128,15 @@ public:
                             const A* lse, const AttentionShape& s, const DropoutKey& dropout,
                             void* workspace) const override {
         cuda::attention_backward<T>(dq, dk, dv, dout, q, k, v, out, lse, s, dropout, workspace, stream_);
+    }
+    void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
+                                 const DropoutKey& dropout, void* workspace) const override {
+        cuda::eager_attention_forward<T>(out, probs, q, k, v, s, dropout, workspace, handle_, stream_);
+    }
+    void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                  const T* probs, const AttentionShape& s, const DropoutKey& dropout,
+                                  void* workspace) const override {
+        cuda::eager_attention_backward<T>(dq, dk, dv, dout, q, k, v, probs, s, dropout, workspace, handle_, stream_);
     }
     void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N, std::size_t S,
                            std::size_t H) const override {

@@ -1,6 +1,7 @@
-// The CUDA linear (cuBLAS) and causal attention launchers against the CPU kernels
-// (runtime/cpu/kernels.hpp) on small random shapes: forward and backward, fp32 and bf16, GQA,
-// GPT-2's fused strided qkv and attention dropout. Every gradient starts from random non-zero
+// The CUDA linear (cuBLAS) and causal attention launchers (the fused flash kernels and the eager
+// core) against the CPU kernels (runtime/cpu/kernels.hpp) on small random shapes
+// (tests/attention_cases.hpp): forward and backward, fp32 and bf16, GQA, GPT-2's fused strided
+// qkv and attention dropout. Every gradient starts from random non-zero
 // values, so a backward that overwrites instead of accumulating fails; every workspace gets a
 // guard tail and starts as NaN bytes, so a launcher that writes past its workspace size or reads
 // it before writing fails.
@@ -223,9 +224,56 @@ void check_attention(const AttentionCase& c) {
     CHECK(std::memcmp(dx.data(), dx2.data(), dx.size() * sizeof(T)) == 0);
 }
 
+// The eager core (cuBLAS scores, the causal softmax kernel, saved probabilities) against the
+// CPU's eager core on the same case.
+template <class T>
+void check_eager_attention(const AttentionCase& c) {
+    const AttentionLayout& L = c.layout;
+    const AttentionShape& s = L.shape;
+    CAPTURE(s.B);
+    CAPTURE(s.S);
+    CAPTURE(s.A);
+    CAPTURE(s.KV);
+    CAPTURE(s.D);
+    CAPTURE(s.q_stride);
+    CAPTURE(c.dropout.p);
+    const EagerAttentionReference<T> ref(c);
+    const std::size_t SS = s.S * s.S;
+    CHECK(gpu::eager_attention_forward_workspace<T>(s) == (sizeof(float) + sizeof(T)) * s.A * SS);
+    CHECK(gpu::eager_attention_backward_workspace<T>(s) ==
+          (sizeof(float) + 2 * sizeof(T)) * s.A * SS + 2 * sizeof(float) * s.S * s.KV * s.D);
+    const Stream stream;
+    const Blas blas;
+    const DeviceArray<T> d_x(ref.x);
+    const DeviceArray<T> d_out(L.out_size()), d_probs(ref.probs.size());
+    const Workspace fws(gpu::eager_attention_forward_workspace<T>(s));
+    gpu::eager_attention_forward<T>(d_out.get(), d_probs.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
+                                    d_x.get() + L.v_offset, s, c.dropout, fws.get(), blas.get(), stream.get());
+    stream.sync();
+    check_close("out", ref.out, d_out.download(), tolerance<T>());
+    check_close("probs", ref.probs, d_probs.download(), tolerance<T>());
+    fws.check_guard();
+
+    // The backward reads the CPU's probabilities, so that it is judged on its own.
+    const DeviceArray<T> d_dx(ref.dx0), d_dout(ref.dout), d_probs_ref(ref.probs);
+    const Workspace bws(gpu::eager_attention_backward_workspace<T>(s));
+    gpu::eager_attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset, d_dx.get() + L.v_offset,
+                                     d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
+                                     d_x.get() + L.v_offset, d_probs_ref.get(), s, c.dropout, bws.get(), blas.get(),
+                                     stream.get());
+    stream.sync();
+    check_close("dqkv", ref.dx, d_dx.download(), tolerance<T>());
+    bws.check_guard();
+}
+
 template <class T>
 void check_attention_shapes() {
     for (const AttentionCase& c : attention_cases()) check_attention<T>(c);
+}
+
+template <class T>
+void check_eager_attention_shapes() {
+    for (const AttentionCase& c : attention_cases()) check_eager_attention<T>(c);
 }
 
 }  // namespace
@@ -239,5 +287,9 @@ TEST_SUITE("gpu") {
     TEST_CASE("gpu::attention") {
         SUBCASE("float") { check_attention_shapes<float>(); }
         SUBCASE("bf16") { check_attention_shapes<bf16>(); }
+    }
+    TEST_CASE("gpu::eager attention") {
+        SUBCASE("float") { check_eager_attention_shapes<float>(); }
+        SUBCASE("bf16") { check_eager_attention_shapes<bf16>(); }
     }
 }

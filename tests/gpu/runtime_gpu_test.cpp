@@ -17,7 +17,8 @@ using namespace remat::cli;
 
 namespace {
 
-Question gpu_question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W) {
+Question gpu_question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W,
+                      Attention attention = Attention::flash) {
     Question q;
     q.model = load_model(model);
     q.gpu = load_gpu("h100-80gb");
@@ -26,6 +27,7 @@ Question gpu_question(const std::string& model, std::uint64_t B, std::uint64_t S
     q.options.world_size = W;
     q.options.precision = Precision::bf16_mixed;
     q.options.sharding = Sharding::fsdp;
+    q.options.attention = attention;
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     return runtime_question(q, rt::Device::cuda);
@@ -56,6 +58,21 @@ TEST_CASE("gpu::pool peaks match the remat-cuda prediction") {
                                 << r.measured_reserved_bytes << " step " << r.measured_step_time_s << " s (predicted "
                                 << r.predicted_step_time_s << " s)");
             }
+}
+
+// The eager core: cuBLAS scores, the causal softmax kernel, the probabilities (B, A, S, S) saved.
+TEST_CASE("gpu::pool peaks match the remat-cuda prediction, eager attention") {
+    for (const std::string model : {"gpt2-xl", "llama-1b"})
+        for (const std::string strategy : {"none", "full"}) {
+            const Question base = gpu_question(model, 1, 1024, 1, Attention::eager);
+            const SweepResult r = validate_point(base, {model, parse_strategy(strategy), 1, 1, 1024, Precision::bf16_mixed},
+                                                 2, rt::Device::cuda);
+            CAPTURE(model);
+            CAPTURE(strategy);
+            CHECK(r.peak_error <= 0.02);
+            MESSAGE(model << " eager " << strategy << ": predicted " << r.predicted_peak_bytes << " measured "
+                          << r.measured_peak_bytes << " step " << r.measured_step_time_s << " s");
+        }
 }
 
 // --gpu-memory C with no fragmentation margin, and the allocator capped at C minus the context
