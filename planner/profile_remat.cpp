@@ -203,7 +203,8 @@ private:
         const TensorId probs = g_.add_tensor("attn.core.probs", {B_, A, S, S}, act_, false);
         std::vector<TensorId> saved = in;
         saved.push_back(probs);
-        Op o = make("attn.core", OpClass::attention, in, {ctx, probs}, saved);
+        // Its products are cuBLAS (or BLAS) GEMMs: timed at the GEMM rate, as hf-eager's bmm are.
+        Op o = make("attn.core", OpClass::gemm, in, {ctx, probs}, saved);
         o.attention_core = true;
         o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * static_cast<double>(S * S);
         o.bwd_flops = 2.0 * o.fwd_flops;

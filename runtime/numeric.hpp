@@ -74,6 +74,19 @@ struct DropoutKey {
     std::uint64_t index0 = 0;  // global index of element 0 of this call
 };
 
+// Whether dropout with probability p keeps element `index` of (seed, stream): every backend,
+// rank and recomputation decides alike.
+REMAT_HD inline bool dropout_keep(std::uint64_t seed, std::uint64_t stream, std::uint64_t index, float p) {
+    return uniform01(seed, stream, index) >= p;
+}
+
+// What dropout multiplies element `index` by: 0 when dropped, keep = 1 / (1 - p) when kept.
+template <class A>
+REMAT_HD inline A dropout_factor(const DropoutKey& key, std::uint64_t index, A keep) {
+    if (key.p == 0.0f) return A(1);
+    return dropout_keep(key.seed, key.stream, index, key.p) ? keep : A(0);
+}
+
 // Causal attention over q(B, S, A, D) and k, v (B, S, KV, D); each tensor's rows start
 // `*_stride` elements apart (3*H for GPT-2's fused qkv).
 struct AttentionShape {

@@ -41,10 +41,9 @@ using rt::to_float;
 // A pure function of (seed, stream, index): the same mask on recompute, on any rank, in any
 // order. `stream` names the op and step (the executor derives it); `index` is the element's
 // position in the global batch, so W ranks with b rows draw what one rank with W*b rows draws.
+using rt::dropout_factor;
+using rt::dropout_keep;
 using rt::uniform01;
-inline bool dropout_keep(std::uint64_t seed, std::uint64_t stream, std::uint64_t index, float p) {
-    return uniform01(seed, stream, index) >= p;
-}
 
 // ---- elementwise ----
 template <class T> void convert(acc_t<T>* dst, const T* src, std::size_t n);       // to arithmetic type

@@ -120,13 +120,6 @@ A dropout_scale(const DropoutKey& key) {
     return A(1) / (A(1) - static_cast<A>(key.p));
 }
 
-// What dropout multiplies probability `index` by: 0 when dropped, 1 / (1 - p) when kept.
-template <class A>
-A dropout_factor(const DropoutKey& key, std::uint64_t index, A keep_scale) {
-    if (key.p == 0.0f) return A(1);
-    return dropout_keep(key.seed, key.stream, index, key.p) ? keep_scale : A(0);
-}
-
 }  // namespace
 
 template <class T>

@@ -23,13 +23,13 @@
 // score gradients are rounded to bf16 before the tensor-core products (FlashAttention does the
 // same); the GPU test's tolerance says what that costs.
 //
-// Programs and grids (one block per tile):
-//   forward_tile   grid (ceil(S / tiles.rows), B * A): a tile of query rows walks the key tiles
+// Programs and grids (one block per tile; the kernels put the heads on grid x, the tiles on y):
+//   forward_tile   grid (B * A, ceil(S / tiles.rows)): a tile of query rows walks the key tiles
 //                  it can see, keeping the running max m, sum l and output O (online softmax).
-//   dq_tile        grid (ceil(S / tiles.rows), B * A): recomputes the probabilities of its query
+//   dq_tile        grid (B * A, ceil(S / tiles.rows)): recomputes the probabilities of its query
 //                  rows from q, k and the saved lse, adds dS K into dq, and first writes
 //                  delta = rowsum(dout * out) for its rows into the workspace.
-//   dkv_tile       grid (ceil(S / tiles.cols), B * KV): a tile of keys walks every query row
+//   dkv_tile       grid (B * KV, ceil(S / tiles.cols)): a tile of keys walks every query row
 //                  of every query head that shares its key/value head, summing dK and dV. Runs
 //                  after dq_tile (it reads delta).
 // No atomics: every output element has one writer, so the results are deterministic.
@@ -181,12 +181,6 @@ struct Frame {
 template <class X>
 REMAT_TILE X* at(unsigned char* smem, std::size_t offset) {
     return reinterpret_cast<X*>(smem + offset);
-}
-
-// What dropout multiplies probability `index` by: 0 when dropped, keep when kept.
-REMAT_TILE inline float dropout_factor(const DropoutKey& key, std::uint64_t index, float keep) {
-    if (key.p == 0.0f) return 1.0f;
-    return uniform01(key.seed, key.stream, index) >= key.p ? keep : 0.0f;
 }
 
 // dst(n_rows, D) in shared memory, stride ld = the first `valid` rows of src, `stride` apart;

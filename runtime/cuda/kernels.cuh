@@ -95,11 +95,11 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
 
 // ---- causal attention, eager (kernels_attention_eager.cu): cuBLAS scores and a causal softmax
 // kernel, one batch row at a time; saves probs (B, A, S, S) (cpu::eager_attention_forward) ----
-template <class T> std::uint64_t eager_attention_forward_workspace(const AttentionShape& a);   // 4 A S S
+template <class T> std::uint64_t eager_attention_forward_workspace(const AttentionShape& a);   // (4 + e) A S S
 template <class T>
 void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& a,
                              const DropoutKey& dropout, void* workspace, cublasHandle_t h, cudaStream_t s);
-template <class T> std::uint64_t eager_attention_backward_workspace(const AttentionShape& a);  // 4 A S S + 2 e A S S + 8 S KV D
+template <class T> std::uint64_t eager_attention_backward_workspace(const AttentionShape& a);  // (4 + 2e) A S S + 8 S KV D
 template <class T>
 void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
                               const AttentionShape& a, const DropoutKey& dropout, void* workspace, cublasHandle_t h,

@@ -93,11 +93,14 @@ __global__ void __launch_bounds__(fl::block_threads) dkv_kernel(fl::BackwardArgs
     fl::dkv_tile(this_block(), Product{}, g, blockIdx.y, blockIdx.x, smem);
 }
 
-unsigned grid_dim(std::size_t n, const char* what) {
-    if (n > static_cast<std::size_t>(INT_MAX))
-        throw CudaError("attention: " + std::string(what) + " = " + std::to_string(n) + " exceeds a CUDA grid");
+// A grid dimension, or a clear error past CUDA's limit (x: 2^31 - 1; y: 65535).
+unsigned grid_dim(std::size_t n, std::size_t limit, const char* what) {
+    if (n > limit)
+        throw CudaError("attention: " + std::string(what) + " = " + std::to_string(n) + " exceeds CUDA's grid limit of " +
+                        std::to_string(limit));
     return static_cast<unsigned>(n);
 }
+constexpr std::size_t grid_x_limit = INT_MAX, grid_y_limit = 65535;
 
 std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 
@@ -159,7 +162,8 @@ void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, c
     using E = device_t<T>;
     const fl::Tiles tiles = choose_tiles<E>(a.D);
     const fl::ForwardArgs<E> f{dev(out), lse, dev(q), dev(k), dev(v), a, dropout, tiles};
-    const dim3 grid(grid_dim(a.B * a.A, "batch x heads"), grid_dim(ceil_div(a.S, tiles.rows), "query tiles"));
+    const dim3 grid(grid_dim(a.B * a.A, grid_x_limit, "batch x heads"),
+                    grid_dim(ceil_div(a.S, tiles.rows), grid_y_limit, "query tiles"));
     const std::size_t smem = fl::ForwardLayout(static_cast<int>(a.D), sizeof(E), tiles).bytes;
     if constexpr (std::is_same_v<T, bf16>) {
         if (tensor_cores<T>(a)) return launch(forward_kernel<E, WmmaProduct>, grid, smem, f, s);
@@ -183,8 +187,10 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     const fl::BackwardArgs<E> g{dev(dq),  dev(dk),  dev(dv), dev(dout), dev(q),  dev(k), dev(v),
                                 dev(out), lse,      static_cast<float*>(workspace), a, dropout, tiles};
     const int D = static_cast<int>(a.D);
-    const dim3 dq_grid(grid_dim(a.B * a.A, "batch x heads"), grid_dim(ceil_div(a.S, tiles.rows), "query tiles"));
-    const dim3 dkv_grid(grid_dim(a.B * a.KV, "batch x key/value heads"), grid_dim(ceil_div(a.S, tiles.cols), "key tiles"));
+    const dim3 dq_grid(grid_dim(a.B * a.A, grid_x_limit, "batch x heads"),
+                       grid_dim(ceil_div(a.S, tiles.rows), grid_y_limit, "query tiles"));
+    const dim3 dkv_grid(grid_dim(a.B * a.KV, grid_x_limit, "batch x key/value heads"),
+                        grid_dim(ceil_div(a.S, tiles.cols), grid_y_limit, "key tiles"));
     const std::size_t dq_smem = fl::BackwardLayout(D, sizeof(E), tiles, false).bytes;
     const std::size_t dkv_smem = fl::BackwardLayout(D, sizeof(E), tiles, true).bytes;
     if constexpr (std::is_same_v<T, bf16>) {

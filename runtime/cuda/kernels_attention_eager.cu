@@ -7,11 +7,13 @@
 // Workspace, per batch row (reused for the next), e = sizeof(T):
 //   forward,  4 A S S + e A S S bytes:
 //     [0, 4 A S S)          scores (A, S, S) fp32, scaled by 1 / sqrt(D)
-//     [4 A S S, +e A S S)   Pd (A, S, S): P times the dropout factor, the PV operand
+//     [4 A S S, +e A S S)   Pk (A, S, S): P where dropout keeps it, else 0 (exact in bf16; the
+//                           PV GEMM's alpha applies 1 / (1 - p), as the CPU multiplies in fp32)
 //   backward, 4 A S S + 2 e A S S + 8 S KV D bytes:
 //     [0, 4 A S S)          dPd (A, S, S) fp32 = dO V^T, the gradient of the dropped probabilities
-//     then e A S S          dS (A, S, S): the scores' gradient times 1 / sqrt(D)
-//     then e A S S          Pd (A, S, S)
+//     then e A S S          dS (A, S, S): the scores' gradient times 1 / sqrt(D), rounded to e
+//                           as the GEMM operand (the CPU keeps it in fp32: bf16 differs there)
+//     then e A S S          Pk (A, S, S), as forward; the dV GEMM's alpha applies 1 / (1 - p)
 //     then 4 S KV D         dK (S, KV, D) fp32, summed over each key/value head's query heads
 //     then 4 S KV D         dV (S, KV, D) fp32, likewise
 // dq takes its GEMM with beta = 1 (one rounding per element); dk and dv are added from the fp32
@@ -60,11 +62,6 @@ void bind(cublasHandle_t h, cudaStream_t s) {
     CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
 }
 
-__device__ inline float dropout_factor(const DropoutKey& key, std::uint64_t index, float keep) {
-    if (key.p == 0.0f) return 1.0f;
-    return uniform01(key.seed, key.stream, index) >= key.p ? keep : 0.0f;
-}
-
 struct Rows {
     std::size_t A, S;
     std::uint64_t base;  // dropout index of (this batch row, head 0, 0, 0)
@@ -73,13 +70,13 @@ struct Rows {
 };
 
 // One block per (head, row i) of one batch row: P = softmax of the scaled scores over j <= i,
-// rounded once into probs (0 above the diagonal), and Pd = the rounded P times the dropout factor.
+// rounded once into probs (0 above the diagonal), and Pk = that rounded P where dropout keeps it.
 template <class E>
-__global__ void softmax_kernel(E* probs, E* pd, const float* scores, Rows r) {
+__global__ void softmax_kernel(E* probs, E* pk, const float* scores, Rows r) {
     const std::size_t row = blockIdx.x, i = row % r.S;
     const float* s = scores + row * r.S;
     E* p = probs + row * r.S;
-    E* d = pd + row * r.S;
+    E* d = pk + row * r.S;
     float mx = -INFINITY;
     for (std::size_t j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, s[j]);
     mx = block_max(mx);
@@ -91,14 +88,14 @@ __global__ void softmax_kernel(E* probs, E* pd, const float* scores, Rows r) {
     for (std::size_t j = threadIdx.x; j < r.S; j += blockDim.x) {
         const E e = st<E>(j <= i ? expf(s[j] - l) : 0.0f);
         p[j] = e;
-        d[j] = st<E>(j <= i ? ld(e) * dropout_factor(r.key, index + j, r.keep) : 0.0f);
+        d[j] = j <= i && dropout_keep(r.key.seed, r.key.stream, index + j, r.key.p) ? e : st<E>(0.0f);
     }
 }
 
 // One block per (head, row i): from the saved P and dPd = dO V^T, delta = rowsum(P * mask * dPd),
-// dS = P (mask dPd - delta) / sqrt(D) and Pd = P * mask, both as GEMM operands.
+// dS = P (mask dPd - delta) / sqrt(D) and Pk = P where kept, both as GEMM operands.
 template <class E>
-__global__ void softmax_backward_kernel(E* ds, E* pd, const E* probs, const float* dpd, Rows r, float scale) {
+__global__ void softmax_backward_kernel(E* ds, E* pk, const E* probs, const float* dpd, Rows r, float scale) {
     const std::size_t row = blockIdx.x, i = row % r.S;
     const E* p = probs + row * r.S;
     const float* g = dpd + row * r.S;
@@ -108,15 +105,16 @@ __global__ void softmax_backward_kernel(E* ds, E* pd, const E* probs, const floa
         delta += ld(p[j]) * dropout_factor(r.key, index + j, r.keep) * g[j];
     delta = block_sum(delta);
     for (std::size_t j = threadIdx.x; j < r.S; j += blockDim.x) {
-        float dsj = 0.0f, pdj = 0.0f;
+        float dsj = 0.0f;
+        E pkj = st<E>(0.0f);
         if (j <= i) {
             const float prob = ld(p[j]);
             const float mask = dropout_factor(r.key, index + j, r.keep);
             dsj = prob * (mask * g[j] - delta) * scale;
-            pdj = prob * mask;
+            if (mask != 0.0f) pkj = p[j];
         }
         ds[row * r.S + j] = st<E>(dsj);
-        pd[row * r.S + j] = st<E>(pdj);
+        pk[row * r.S + j] = pkj;
     }
 }
 
@@ -155,7 +153,8 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
     const std::size_t S = a.S, D = a.D, A = a.A, KV = a.KV, group = A / KV, SS = S * S;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     float* scores = static_cast<float*>(workspace);
-    E* pd = reinterpret_cast<E*>(scores + A * SS);
+    E* pk = reinterpret_cast<E*>(scores + A * SS);
+    const Rows rows = rows_of(a, dropout, 0);
     bind(h, s);
     for (std::size_t b = 0; b < a.B; ++b) {
         const E* qb = dev(q) + b * S * a.q_stride;
@@ -166,11 +165,11 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
         for (std::size_t g = 0; g < group; ++g)
             gemm_batched(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb, a.k_stride, D, 0.0f,
                          scores + g * SS, S, group * SS, KV);
-        softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pd, scores, rows_of(a, dropout, b));
+        softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pk, scores, rows_of(a, dropout, b));
         CUDA_CHECK(cudaGetLastError());
         E* ob = dev(out) + b * S * A * D;
-        for (std::size_t g = 0; g < group; ++g)
-            gemm_batched(h, false, false, S, D, S, 1.0f, pd + g * SS, S, group * SS, vb, a.v_stride, D, 0.0f,
+        for (std::size_t g = 0; g < group; ++g)  // out = keep * Pk V
+            gemm_batched(h, false, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, vb, a.v_stride, D, 0.0f,
                          ob + g * D, A * D, group * D, KV);
     }
 }
@@ -191,8 +190,9 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     float* dpd = static_cast<float*>(workspace);
     E* ds = reinterpret_cast<E*>(dpd + A * SS);
-    E* pd = ds + A * SS;
-    float* dK = reinterpret_cast<float*>(pd + A * SS);  // (S, KV, D)
+    E* pk = ds + A * SS;
+    float* dK = reinterpret_cast<float*>(pk + A * SS);  // (S, KV, D)
+    const float keep = rows_of(a, dropout, 0).keep;
     float* dV = dK + S * KV * D;
     assert(reinterpret_cast<std::uintptr_t>(dK) % alignof(float) == 0);
     bind(h, s);
@@ -206,17 +206,17 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         for (std::size_t g = 0; g < group; ++g)  // dPd = dO V^T
             gemm_batched(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb, a.v_stride, D, 0.0f,
                          dpd + g * SS, S, group * SS, KV);
-        softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pd, pb, dpd, rows_of(a, dropout, b),
+        softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pk, pb, dpd, rows_of(a, dropout, b),
                                                                            scale);
         CUDA_CHECK(cudaGetLastError());
         for (std::size_t g = 0; g < group; ++g) {
             const float sum = g == 0 ? 0.0f : 1.0f;  // the first query head of each group starts the sums
-            // dq += dS K; dK (+)= dS^T Q; dV (+)= Pd^T dO
+            // dq += dS K; dK (+)= dS^T Q; dV (+)= keep Pk^T dO
             gemm_batched(h, false, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, kb, a.k_stride, D, 1.0f,
                          dqb + g * D, a.q_stride, group * D, KV);
             gemm_batched(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D, a.q_stride, group * D,
                          sum, dK, KV * D, D, KV);
-            gemm_batched(h, true, false, S, D, S, 1.0f, pd + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
+            gemm_batched(h, true, false, S, D, S, keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
                          dV, KV * D, D, KV);
         }
         add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dk) + b * S * a.k_stride, a.k_stride, dK,

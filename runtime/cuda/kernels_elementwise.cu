@@ -50,7 +50,7 @@ template <class E>
 __global__ void dropout_forward_kernel(E* out, const E* inp, std::size_t n, DropoutKey key,
                                        float scale) {
     for (std::size_t i = thread_index(); i < n; i += thread_count()) {
-        const bool keep = uniform01(key.seed, key.stream, key.index0 + i) >= key.p;
+        const bool keep = dropout_keep(key.seed, key.stream, key.index0 + i, key.p);
         out[i] = st<E>(keep ? ld(inp[i]) * scale : 0.0f);
     }
 }
@@ -59,7 +59,7 @@ template <class E>
 __global__ void dropout_backward_kernel(E* dinp, const E* dout, std::size_t n, DropoutKey key,
                                         float scale) {
     for (std::size_t i = thread_index(); i < n; i += thread_count()) {
-        const bool keep = uniform01(key.seed, key.stream, key.index0 + i) >= key.p;
+        const bool keep = dropout_keep(key.seed, key.stream, key.index0 + i, key.p);
         if (keep) dinp[i] = st<E>(ld(dinp[i]) + ld(dout[i]) * scale);
     }
 }
