@@ -48,7 +48,7 @@ Calibration to_calibration(const rt::DeviceRates& r) {
 std::string calibrate_text(const Calibration& c, const std::string& path, double wall_s) {
     std::string out =
         fmt::format("remat calibrate: {}, {}, {}\n\n", c.backend, c.device, format_seconds(wall_s));
-    out += fmt::format("{:<10} {:<7} {:<18} {:>9} {:>11} {:>16}\n", "benchmark", "storage", "shape",
+    out += fmt::format("{:<10} {:<7} {:<26} {:>9} {:>11} {:>16}\n", "benchmark", "storage", "shape",
                        "calls", "time/call", "achieved");
     for (const CalibrationSample& s : c.measurements) {
         std::string achieved;
@@ -56,7 +56,7 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
             achieved = rate(s.flops / s.seconds);
         else if (s.benchmark == "memory")
             achieved = bandwidth(s.bytes / s.seconds);
-        std::string line = fmt::format("{:<10} {:<7} {:<18} {:>9} {:>11} {:>16}", s.benchmark,
+        std::string line = fmt::format("{:<10} {:<7} {:<26} {:>9} {:>11} {:>16}", s.benchmark,
                                        s.storage, s.shape, s.calls, per_call(s.seconds), achieved);
         out += trimmed(std::move(line)) + "\n";
     }
