@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -109,58 +110,75 @@ inline std::vector<AttentionCase> attention_cases() {
     };
 }
 
-// One case's inputs and the CPU backend's results. Gradients start from random non-zero values
-// (dx0), so a backward that overwrites instead of accumulating fails.
+// What a case reads: q, k and v in its layout, dout, and dx0, where the gradients start (random
+// and non-zero, so that a backward that overwrites instead of accumulating fails).
 template <class T>
-struct AttentionReference {
-    std::vector<T> x, dout, dx0;  // q, k and v in the case's layout; dout; the gradients' start
-    std::vector<T> out, dx;       // the CPU's out, and dx0 plus its gradients
+struct AttentionInputs {
+    std::vector<T> x, dout, dx0;
+    explicit AttentionInputs(const AttentionCase& c) {
+        std::mt19937_64 rng(c.seed);
+        x = random_values<T>(rng, c.layout.size);
+        dout = random_values<T>(rng, c.layout.out_size());
+        dx0 = random_values<T>(rng, c.layout.size);
+    }
+};
+
+// The CPU kernels' scratch for a forward or a backward of shape s (both cores use the same).
+template <class T>
+std::vector<float> cpu_scratch(const AttentionShape& s) {
+    return std::vector<float>(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+}
+
+// The flash core's CPU results on one case: out, lse, and dx0 plus the gradients.
+template <class T>
+struct AttentionReference : AttentionInputs<T> {
+    std::vector<T> out, dx;
     std::vector<float> lse;
 
-    explicit AttentionReference(const AttentionCase& c) {
+    explicit AttentionReference(const AttentionCase& c) : AttentionInputs<T>(c) {
         const AttentionLayout& L = c.layout;
         const AttentionShape& s = L.shape;
-        std::mt19937_64 rng(c.seed);
-        x = random_values<T>(rng, L.size);
-        dout = random_values<T>(rng, L.out_size());
-        dx0 = random_values<T>(rng, L.size);
-        std::vector<float> scratch(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+        const T* in = this->x.data();
+        std::vector<float> scratch = cpu_scratch<T>(s);
         out.resize(L.out_size());
         lse.resize(L.lse_size());
-        cpu::attention_forward<T>(out.data(), lse.data(), x.data() + L.q_offset, x.data() + L.k_offset,
-                                  x.data() + L.v_offset, s, c.dropout, scratch.data());
-        dx = dx0;
+        cpu::attention_forward<T>(out.data(), lse.data(), in + L.q_offset, in + L.k_offset,
+                                  in + L.v_offset, s, c.dropout, scratch.data());
+        dx = this->dx0;
         cpu::attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
-                                   dout.data(), x.data() + L.q_offset, x.data() + L.k_offset, x.data() + L.v_offset,
-                                   out.data(), lse.data(), s, c.dropout, scratch.data());
+                                   this->dout.data(), in + L.q_offset, in + L.k_offset,
+                                   in + L.v_offset, out.data(), lse.data(), s, c.dropout, scratch.data());
     }
 };
 
 // The eager core's CPU results on one case (cpu::eager_attention_forward): out, the saved
-// probabilities (B, A, S, S) and dx0 plus the gradients, from the same inputs as
-// AttentionReference's.
+// probabilities (B, A, S, S), and dx0 plus the gradients.
 template <class T>
-struct EagerAttentionReference {
-    std::vector<T> x, dout, dx0;
+struct EagerAttentionReference : AttentionInputs<T> {
     std::vector<T> out, probs, dx;
 
-    explicit EagerAttentionReference(const AttentionCase& c) {
+    explicit EagerAttentionReference(const AttentionCase& c) : AttentionInputs<T>(c) {
         const AttentionLayout& L = c.layout;
         const AttentionShape& s = L.shape;
-        std::mt19937_64 rng(c.seed);
-        x = random_values<T>(rng, L.size);
-        dout = random_values<T>(rng, L.out_size());
-        dx0 = random_values<T>(rng, L.size);
-        std::vector<float> scratch(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+        const T* in = this->x.data();
+        std::vector<float> scratch = cpu_scratch<T>(s);
         out.resize(L.out_size());
         probs.resize(s.B * s.A * s.S * s.S);
-        cpu::eager_attention_forward<T>(out.data(), probs.data(), x.data() + L.q_offset, x.data() + L.k_offset,
-                                        x.data() + L.v_offset, s, c.dropout, scratch.data());
-        dx = dx0;
+        cpu::eager_attention_forward<T>(out.data(), probs.data(), in + L.q_offset, in + L.k_offset,
+                                        in + L.v_offset, s, c.dropout, scratch.data());
+        dx = this->dx0;
         cpu::eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
-                                         dout.data(), x.data() + L.q_offset, x.data() + L.k_offset,
-                                         x.data() + L.v_offset, probs.data(), s, c.dropout, scratch.data());
+                                         this->dout.data(), in + L.q_offset, in + L.k_offset,
+                                         in + L.v_offset, probs.data(), s, c.dropout, scratch.data());
     }
 };
+
+// One line that names a case, for INFO() in the tests that loop over cases.
+inline std::string describe(const AttentionCase& c) {
+    const AttentionShape& s = c.layout.shape;
+    return "B " + std::to_string(s.B) + " S " + std::to_string(s.S) + " A " + std::to_string(s.A) + " KV " +
+           std::to_string(s.KV) + " D " + std::to_string(s.D) + " q_stride " + std::to_string(s.q_stride) +
+           " dropout " + std::to_string(c.dropout.p);
+}
 
 }  // namespace remat::test

@@ -59,13 +59,7 @@ template <class T>
 void check_case(const AttentionCase& c, int threads, flash::Tiles tiles = {}) {
     const AttentionLayout& L = c.layout;
     const remat::rt::AttentionShape& s = L.shape;
-    CAPTURE(s.B);
-    CAPTURE(s.S);
-    CAPTURE(s.A);
-    CAPTURE(s.KV);
-    CAPTURE(s.D);
-    CAPTURE(s.q_stride);
-    CAPTURE(c.dropout.p);
+    INFO(describe(c));
     CAPTURE(threads);
     CAPTURE(tiles.rows);
     CAPTURE(tiles.cols);

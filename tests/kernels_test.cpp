@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/attention_cases.hpp"
+
 using namespace remat::cpu;
 
 namespace {
@@ -127,31 +129,9 @@ LinearRun run_linear(const Vec& inp, const Vec& w, const Vec& bias, const Vec& d
 
 // ---- attention ----
 
-// Where q, k and v lie in one buffer: either GPT-2's fused (B, S, 3*A*D) qkv (k and v use the
-// first KV*D of their A*D slots) or three separate tensors back to back.
-struct AttentionLayout {
-    AttentionShape shape;
-    std::size_t q_offset, k_offset, v_offset, size;
-
-    AttentionLayout(std::size_t B, std::size_t S, std::size_t A, std::size_t KV, std::size_t D,
-                    bool fused) {
-        if (fused) {
-            shape = {B, S, A, KV, D, 3 * A * D, 3 * A * D, 3 * A * D};
-            q_offset = 0;
-            k_offset = A * D;
-            v_offset = 2 * A * D;
-            size = B * S * 3 * A * D;
-        } else {
-            shape = {B, S, A, KV, D, A * D, KV * D, KV * D};
-            q_offset = 0;
-            k_offset = B * S * A * D;
-            v_offset = k_offset + B * S * KV * D;
-            size = v_offset + B * S * KV * D;
-        }
-    }
-    std::size_t out_size() const { return shape.B * shape.S * shape.A * shape.D; }
-    std::size_t lse_size() const { return shape.B * shape.A * shape.S; }
-};
+// Where q, k and v lie in one buffer (GPT-2's fused qkv or three tensors): the GPU and flash tests'
+// layout.
+using remat::test::AttentionLayout;
 
 struct AttentionRun {
     Vec out, lse, dx;  // dx in the layout of the inputs

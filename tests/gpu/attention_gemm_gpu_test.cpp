@@ -175,13 +175,7 @@ template <class T>
 void check_attention(const AttentionCase& c) {
     const AttentionLayout& L = c.layout;
     const AttentionShape& s = L.shape;
-    CAPTURE(s.B);
-    CAPTURE(s.S);
-    CAPTURE(s.A);
-    CAPTURE(s.KV);
-    CAPTURE(s.D);
-    CAPTURE(s.q_stride);
-    CAPTURE(c.dropout.p);
+    INFO(describe(c));
     const AttentionReference<T> ref(c);
 
     CHECK(gpu::attention_forward_workspace<T>(s) == 0);
@@ -230,13 +224,7 @@ template <class T>
 void check_eager_attention(const AttentionCase& c) {
     const AttentionLayout& L = c.layout;
     const AttentionShape& s = L.shape;
-    CAPTURE(s.B);
-    CAPTURE(s.S);
-    CAPTURE(s.A);
-    CAPTURE(s.KV);
-    CAPTURE(s.D);
-    CAPTURE(s.q_stride);
-    CAPTURE(c.dropout.p);
+    INFO(describe(c));
     const EagerAttentionReference<T> ref(c);
     const std::size_t SS = s.S * s.S;
     CHECK(gpu::eager_attention_forward_workspace<T>(s) == (sizeof(float) + sizeof(T)) * s.A * SS);
