@@ -50,8 +50,10 @@
 
 namespace remat::rt::flash {
 
-constexpr int block_threads = 128;  // four warps
-constexpr int row_parts = 2;        // the forward's softmax splits each row of a tile into this many items
+// Eight warps: a 64 x 64 tile's sixteen 16 x 16 products go two to a warp, and the backward, whose
+// shared memory allows one block per SM at D = 64, still has eight warps to hide latency.
+constexpr int block_threads = 256;
+constexpr int row_parts = 4;  // the forward's softmax splits each row of a tile into this many items
 
 // A tile: `rows` query rows by `cols` keys, each a multiple of 16 (the tensor cores' tile). The
 // launcher takes the largest that fits the GPU's shared memory (64 x 64 for bf16 at D = 64).
