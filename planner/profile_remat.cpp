@@ -30,7 +30,11 @@ public:
     TensorId embedding() {
         const TensorId ids = g_.add_input("input_ids", {B_, S_}, DType::i32, false);
         const TensorId emb = act("embedding.out", {N_, m_.hidden});
-        op("embedding", OpClass::memory, {ids}, {emb}, {ids});
+        Op e = make("embedding", OpClass::memory, {ids}, {emb}, {ids});
+        // The CUDA backward links each row to the next with its token id (two int32 per row),
+        // so that dwte is summed in row order without atomics.
+        if (backend_ == RematBackend::cuda) e.bwd_workspace_bytes = 8 * N_;
+        g_.add_op(std::move(e));
         return dropout("drop", emb, m_.embd_dropout);
     }
 

@@ -87,8 +87,9 @@ public:
                                           void* workspace) const = 0;
     virtual void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N,
                                    std::size_t S, std::size_t H) const = 0;
+    virtual std::uint64_t embedding_backward_workspace(std::size_t N) const = 0;
     virtual void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N,
-                                    std::size_t S, std::size_t H) const = 0;
+                                    std::size_t S, std::size_t H, void* workspace) const = 0;
     // Returns the sum over rows of the loss (to the host).
     virtual double cross_entropy_forward(A* lse, const T* logits, const std::int32_t* targets, std::size_t N,
                                          std::size_t V) const = 0;

@@ -251,11 +251,13 @@ private:
         const std::uint64_t wte = wte_, wpe = pos ? param("wpe", m_.context * H, Init::normal) : 0;
         const int e = act("embedding.out", H);
         ProgramOp& o = op("embedding", {ids}, {e}, {ids});
+        o.bwd_workspace_bytes = be->embedding_backward_workspace(N);
         o.forward = [=](const OpArgs& a) {
             be->embedding_forward(a.v<T>(e), a.v<std::int32_t>(ids), a.p<T>(wte), pos ? a.p<T>(wpe) : nullptr, N, S, H);
         };
         o.backward = [=](const OpArgs& a) {
-            be->embedding_backward(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e), a.v<std::int32_t>(ids), N, S, H);
+            be->embedding_backward(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e), a.v<std::int32_t>(ids), N, S, H,
+                                   a.workspace);
         };
         st().output = dropout("drop", e, m_.embd_dropout);
     }

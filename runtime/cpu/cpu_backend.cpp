@@ -118,8 +118,9 @@ public:
                            std::size_t H) const override {
         cpu::embedding_forward<T>(out, ids, wte, wpe, N, S, H);
     }
+    std::uint64_t embedding_backward_workspace(std::size_t) const override { return 0; }
     void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N, std::size_t S,
-                            std::size_t H) const override {
+                            std::size_t H, void*) const override {
         cpu::embedding_backward<T>(dwte, dwpe, dout, ids, N, S, H);
     }
     double cross_entropy_forward(A* lse, const T* logits, const std::int32_t* targets, std::size_t N,

@@ -142,9 +142,12 @@ public:
                            std::size_t H) const override {
         cuda::embedding_forward<T>(out, ids, wte, wpe, N, S, H, stream_);
     }
+    std::uint64_t embedding_backward_workspace(std::size_t N) const override {
+        return cuda::embedding_backward_workspace(N);
+    }
     void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N, std::size_t S,
-                            std::size_t H) const override {
-        cuda::embedding_backward<T>(dwte, dwpe, dout, ids, N, S, H, stream_);
+                            std::size_t H, void* workspace) const override {
+        cuda::embedding_backward<T>(dwte, dwpe, dout, ids, N, S, H, workspace, stream_);
     }
     double cross_entropy_forward(A* lse, const T* logits, const std::int32_t* targets, std::size_t N,
                                  std::size_t V) const override {

@@ -55,9 +55,11 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
 template <class T>
 void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* wpe, std::size_t N, std::size_t S,
                        std::size_t H, cudaStream_t s);
+// Workspace: 8 N bytes (each row's link to the next row with its id, and whether it is the first).
+std::uint64_t embedding_backward_workspace(std::size_t N);
 template <class T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N, std::size_t S,
-                        std::size_t H, cudaStream_t s);
+                        std::size_t H, void* workspace, cudaStream_t s);
 template <class T>
 void rotary_forward(T* out, const T* inp, std::size_t B, std::size_t S, std::size_t heads, std::size_t D,
                     cudaStream_t s);

@@ -3,10 +3,14 @@
 // backward, with the CPU kernels' semantics (runtime/cpu/kernels_model.cpp and the rotary part of
 // kernels_attention.cpp). Backwards accumulate (+=) into dwte, dwpe, dinp and dlogits.
 // Deliberately not here: AdamW (kernels_elementwise.cu), ignore_index or label smoothing (targets
-// are always valid ids; nothing checks them on the device), a fused classifier, any allocation:
-// the loss is summed straight into the caller's device double, which the launcher zeroes.
-// dwte takes atomics (a token id may repeat anywhere in the batch), so its bf16 rounding order,
-// unlike the CPU's, is not fixed; dwpe is summed per position in fp32 and added once.
+// are always valid ids; nothing checks them on the device), a fused classifier, any allocation.
+// Nothing uses atomics, so every result is the same run to run:
+//   - dwte: a token id may repeat anywhere in the batch. Each row is linked to the next row with
+//     its id (workspace), and one thread per (first row of an id, column) walks the chain in row
+//     order, rounding once per row as the CPU does, so dwte equals the CPU's bit for bit.
+//   - dwpe is summed per position in fp32 and added once, as on the CPU.
+//   - the loss: each row's lse is written, then one block sums lse - logit[target] over the rows
+//     in a fixed order into the caller's device double.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -42,14 +46,36 @@ __global__ void embedding_forward_kernel(E* out, const std::int32_t* ids, const 
     }
 }
 
-// dwte[ids[n]] += dout[n], one atomic add per element (bf16 atomics need sm_80).
+// One thread per row n: next[n] = the next row with the same id (N if none). Every row starts as
+// the first of its id; the next row is marked not first. Run after first[] is set to 1.
+__global__ void link_occurrences_kernel(std::int32_t* next, std::int32_t* first, const std::int32_t* ids,
+                                        std::size_t N) {
+    for (std::size_t n = thread_index(); n < N; n += thread_count()) {
+        std::size_t m = n + 1;
+        while (m < N && ids[m] != ids[n]) ++m;
+        next[n] = static_cast<std::int32_t>(m);
+        if (m < N) first[m] = 0;
+    }
+}
+
+__global__ void fill_kernel(std::int32_t* x, std::int32_t value, std::size_t n) {
+    for (std::size_t k = thread_index(); k < n; k += thread_count()) x[k] = value;
+}
+
+// dwte[ids[n]] += dout[n] row after row, as the CPU: one thread per (first row of an id, column)
+// walks that id's rows in order, rounding to E after each, and stores once.
 template <class E>
 __global__ void embedding_backward_wte_kernel(E* dwte, const E* dout, const std::int32_t* ids,
+                                              const std::int32_t* next, const std::int32_t* first,
                                               std::size_t N, std::size_t H) {
     for (std::size_t idx = thread_index(); idx < N * H; idx += thread_count()) {
         const std::size_t n = idx / H;
+        if (!first[n]) continue;
         const std::size_t i = idx % H;
-        atomicAdd(dwte + static_cast<std::size_t>(ids[n]) * H + i, dout[idx]);
+        E* d = dwte + static_cast<std::size_t>(ids[n]) * H + i;
+        float acc = ld(*d);
+        for (std::size_t m = n; m < N; m = static_cast<std::size_t>(next[m])) acc = ld(st<E>(acc + ld(dout[m * H + i])));
+        *d = st<E>(acc);
     }
 }
 
@@ -95,11 +121,9 @@ __global__ void rotary_kernel(E* out, const E* inp, std::size_t B, std::size_t S
     }
 }
 
-// One block per row: lse = max + log(sum exp(x - max)); the row's loss lse - x[target] (in fp32,
-// as on the CPU) is added into *loss_sum in double.
+// One block per row: lse = max + log(sum exp(x - max)).
 template <class E>
-__global__ void cross_entropy_forward_kernel(double* loss_sum, float* lse, const E* logits,
-                                             const std::int32_t* targets, std::size_t V) {
+__global__ void cross_entropy_forward_kernel(float* lse, const E* logits, std::size_t V) {
     const std::size_t row = blockIdx.x;
     const E* x = logits + row * V;
     float mx = -INFINITY;
@@ -108,11 +132,26 @@ __global__ void cross_entropy_forward_kernel(double* loss_sum, float* lse, const
     float sum = 0.0f;
     for (std::size_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(ld(x[j]) - mx);
     sum = block_sum(sum);
-    if (threadIdx.x == 0) {
-        const float l = mx + logf(sum);
-        lse[row] = l;
-        atomicAdd(loss_sum, static_cast<double>(l - ld(x[targets[row]])));
+    if (threadIdx.x == 0) lse[row] = mx + logf(sum);
+}
+
+// One block: *loss_sum = the sum over rows of lse - x[target] (each in fp32, as on the CPU), in
+// double, each thread taking rows tid, tid + blockDim, ... and the block adding the threads'
+// sums pairwise in a fixed tree: the same bits every run.
+template <class E>
+__global__ void loss_sum_kernel(double* loss_sum, const float* lse, const E* logits, const std::int32_t* targets,
+                                std::size_t N, std::size_t V) {
+    __shared__ double partial[block_threads];
+    double sum = 0.0;
+    for (std::size_t row = threadIdx.x; row < N; row += blockDim.x)
+        sum += static_cast<double>(lse[row] - ld(logits[row * V + static_cast<std::size_t>(targets[row])]));
+    partial[threadIdx.x] = sum;
+    __syncthreads();
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
     }
+    if (threadIdx.x == 0) *loss_sum = partial[0];
 }
 
 // One block per row: dlogits += scale * (softmax(logits) - onehot(target)).
@@ -163,12 +202,23 @@ void embedding_forward(T* out, const std::int32_t* ids, const T* wte, const T* w
     CUDA_CHECK(cudaGetLastError());
 }
 
+std::uint64_t embedding_backward_workspace(std::size_t N) {
+    return 2 * sizeof(std::int32_t) * N;  // next and first, one each per row
+}
+
 template <class T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const std::int32_t* ids, std::size_t N,
-                        std::size_t S, std::size_t H, cudaStream_t s) {
+                        std::size_t S, std::size_t H, void* workspace, cudaStream_t s) {
     if (N * H == 0) return;
+    assert(N <= static_cast<std::size_t>(INT_MAX) && "row links are int32");
+    std::int32_t* next = static_cast<std::int32_t*>(workspace);
+    std::int32_t* first = next + N;
+    fill_kernel<<<grid_for(N), block_threads, 0, s>>>(first, 1, N);
+    CUDA_CHECK(cudaGetLastError());
+    link_occurrences_kernel<<<grid_for(N), block_threads, 0, s>>>(next, first, ids, N);
+    CUDA_CHECK(cudaGetLastError());
     embedding_backward_wte_kernel<<<grid_for(N * H), block_threads, 0, s>>>(dev(dwte), dev(dout),
-                                                                            ids, N, H);
+                                                                            ids, next, first, N, H);
     CUDA_CHECK(cudaGetLastError());
     if (!dwpe) return;
     embedding_backward_wpe_kernel<<<grid_for(std::min(S, N) * H), block_threads, 0, s>>>(
@@ -196,8 +246,9 @@ void cross_entropy_forward(double* loss_sum, float* lse, const T* logits,
     CUDA_CHECK(cudaMemsetAsync(loss_sum, 0, sizeof(double), s));
     if (N == 0) return;
     assert(V > 0 && "cross-entropy needs a vocabulary");
-    cross_entropy_forward_kernel<<<row_grid(N), block_threads, 0, s>>>(loss_sum, lse, dev(logits),
-                                                                       targets, V);
+    cross_entropy_forward_kernel<<<row_grid(N), block_threads, 0, s>>>(lse, dev(logits), V);
+    CUDA_CHECK(cudaGetLastError());
+    loss_sum_kernel<<<1, block_threads, 0, s>>>(loss_sum, lse, dev(logits), targets, N, V);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -215,7 +266,7 @@ void cross_entropy_backward(T* dlogits, const T* logits, const float* lse,
     template void embedding_forward<T>(T*, const std::int32_t*, const T*, const T*, std::size_t, \
                                        std::size_t, std::size_t, cudaStream_t);                  \
     template void embedding_backward<T>(T*, T*, const T*, const std::int32_t*, std::size_t,      \
-                                        std::size_t, std::size_t, cudaStream_t);                 \
+                                        std::size_t, std::size_t, void*, cudaStream_t);          \
     template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,         \
                                     std::size_t, cudaStream_t);                                  \
     template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,        \
