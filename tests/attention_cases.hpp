@@ -33,12 +33,14 @@ struct Tolerance {
 // bf16 once; the fp32 values differ by summation order, which can flip that one rounding by one
 // bf16 ulp: up to 2^-7 ~ 7.8e-3 relative just above a power of two. The fused attention also
 // rounds its probabilities and score gradients to bf16 (2^-9 relative each) before the
-// tensor-core products, errors that average out over a row. 2e-2 leaves a margin of more than two
-// ulps, and atol 2e-2 covers results near 0 whose ulp is set by the terms that cancelled into them.
+// tensor-core products, errors that average out over a row: run on the host over these cases,
+// the fused programs' worst bf16 difference from the CPU is that one ulp. So rtol 1e-2 (the
+// issue's), and atol 2e-2 for results near 0, whose ulp is set by the terms that cancelled into
+// them (one ulp at magnitude 2-4 is 1.6e-2).
 template <class T>
 constexpr Tolerance tolerance() {
     if constexpr (std::is_same_v<T, bf16>)
-        return {2e-2, 2e-2};
+        return {2e-2, 1e-2};
     else
         return {1e-5, 1e-5};
 }
