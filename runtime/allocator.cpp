@@ -51,11 +51,15 @@ private:
 };
 
 
+std::string where(const std::string& action, const std::string& op) {
+    return fmt::format("in {}{}", action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
+}
+
 std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
                      const std::string& op) {
     const std::string limit = cap ? fmt::format("cap {} bytes (--memory-cap)", cap) : "the device has no more";
-    return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, in {}{}", requested, live, limit,
-                       action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
+    return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, {}", requested, live, limit,
+                       where(action, op));
 }
 }  // namespace
 
@@ -70,6 +74,16 @@ OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint6
       requested_bytes(requested),
       live_bytes(live),
       cap_bytes(cap),
+      action(std::move(action_)),
+      op(std::move(op_)) {}
+
+OutOfMemory::OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action_, std::string op_)
+    : std::runtime_error(fmt::format("out of memory: {} outside the allocator with {} bytes live, the device has no "
+                                     "more, {}",
+                                     refused.what(), live, where(action_, op_))),
+      requested_bytes(0),
+      live_bytes(live),
+      cap_bytes(0),
       action(std::move(action_)),
       op(std::move(op_)) {}
 

@@ -30,9 +30,17 @@ public:
 // Host memory, pooled process-wide by size (ranks are threads of one process).
 MemorySource& host_memory();
 
-// An allocation beyond the cap. what(): the one line the CLI prints.
+// The device refused memory outside the allocator: a library's workspace, or the modules a
+// kernel's first launch loads. what() names the call. CountingAllocator::refused turns it into
+// the OutOfMemory report of the action and op that were running.
+struct DeviceOutOfMemory : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// An allocation beyond the cap, or one the device refused. what(): the one line the CLI prints.
 struct OutOfMemory : std::runtime_error {
     OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action, std::string op);
+    OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action, std::string op);
     std::uint64_t requested_bytes, live_bytes, cap_bytes;
     std::string action, op;
 };
@@ -61,6 +69,8 @@ public:
         op_ = std::move(op);
     }
     void set_op(std::string op) { op_ = std::move(op); }
+    // The report of a refusal outside the allocator, in the current action and op.
+    OutOfMemory refused(const DeviceOutOfMemory& e) const { return OutOfMemory(e, live_, action_, op_); }
 
 private:
     MemorySource* source_;

@@ -81,6 +81,12 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     std::string error;
     std::vector<double> losses(c.steps, 0.0);
     double seconds = 0;
+    // The first rank to run out of memory reports; the others are stopped.
+    auto report_oom = [&](const OutOfMemory& e, std::size_t rank) {
+        std::lock_guard lock(mu);
+        if (!result.oom) result.oom = OomReport{e.what(), e.requested_bytes, e.live_bytes, e.cap_bytes, e.action, e.op, rank};
+        coll.abort();
+    };
     auto rank_main = [&](std::size_t rank) {
         model.backend->bind_thread();
         CountingAllocator alloc(c.memory_cap_bytes, model.backend->memory());
@@ -105,9 +111,9 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
             if (rank == 0) seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             out.saved = ex.saved_after_forward();
         } catch (const OutOfMemory& e) {
-            std::lock_guard lock(mu);
-            if (!result.oom) result.oom = OomReport{e.what(), e.requested_bytes, e.live_bytes, e.cap_bytes, e.action, e.op, rank};
-            coll.abort();
+            report_oom(e, rank);
+        } catch (const DeviceOutOfMemory& e) {
+            report_oom(alloc.refused(e), rank);
         } catch (const Aborted&) {
         } catch (const std::exception& e) {
             std::lock_guard lock(mu);

@@ -14,6 +14,7 @@
 
 #include "planner/chain.hpp"
 #include "planner/error.hpp"
+#include "runtime/allocator.hpp"
 #include "tools/validation.hpp"
 
 using namespace remat;
@@ -188,6 +189,21 @@ TEST_CASE("runtime::the predicted maximum micro-batch runs and the next one runs
         CHECK(over.run.oom->message.find("out of memory") == 0);
         CHECK(over.run.oom->message.find("--memory-cap") != std::string::npos);
     }
+}
+
+// On CUDA, memory a library or a kernel's first launch asks of the device outside the pool can
+// be refused; the run reports it as the out-of-memory line of the action and op that were running.
+TEST_CASE("runtime::the device refusing memory outside the allocator reads as the out-of-memory line") {
+    rt::CountingAllocator a(0);
+    a.set_context("B(3)", "attn.core");
+    const rt::BufferRef x = rt::make_buffer(a, 1000);
+    const rt::OutOfMemory e = a.refused(rt::DeviceOutOfMemory("cublasGemmEx(...) (kernels_gemm.cu:42)"));
+    CHECK(std::string(e.what()) ==
+          "out of memory: cublasGemmEx(...) (kernels_gemm.cu:42) outside the allocator with 1000 bytes live, the "
+          "device has no more, in B(3), op attn.core");
+    CHECK(e.cap_bytes == 0);
+    CHECK(e.live_bytes == 1000);
+    CHECK(e.action == "B(3)");
 }
 
 TEST_CASE("runtime::a token file feeds the run") {
