@@ -212,6 +212,18 @@ EagerRun run_eager_attention(const AttentionLayout& L, const Vec& x, const Vec& 
     return run;
 }
 
+// Attention inputs exact in bf16 (q, k, v in [-2, 2]; dout and the gradients' start in [-1, 1]),
+// so that float and bf16 runs read the same values.
+struct Bf16Inputs {
+    Vec x, dout, dx0;
+    Bf16Inputs(const AttentionLayout& L, std::uint64_t seed) {
+        std::mt19937_64 rng(seed);
+        x = round_to_bf16(random_vec(rng, L.size, -2, 2));
+        dout = round_to_bf16(random_vec(rng, L.out_size()));
+        dx0 = round_to_bf16(random_vec(rng, L.size));
+    }
+};
+
 // Materializes every softmax row, as eager attention does, in double.
 Vec naive_attention(const AttentionLayout& L, const Vec& x, const DropoutKey& key, Vec& lse) {
     const AttentionShape& s = L.shape;
@@ -683,13 +695,10 @@ TEST_SUITE("kernels") {
         }
         SUBCASE("bf16 agrees with float") {
             const AttentionLayout L(B, S, A, KV, D, false);
-            std::mt19937_64 rng(15);
-            const Vec x = round_to_bf16(random_vec(rng, L.size, -2, 2));
-            const Vec dout = round_to_bf16(random_vec(rng, L.out_size()));
-            const Vec dx0 = round_to_bf16(random_vec(rng, L.size));
+            const Bf16Inputs in(L, 15);
             const DropoutKey key{0.2f, 5, 6, 0};
-            const AttentionRun f = run_attention<float>(L, x, dout, key, dx0);
-            const AttentionRun b = run_attention<bf16>(L, x, dout, key, dx0);
+            const AttentionRun f = run_attention<float>(L, in.x, in.dout, key, in.dx0);
+            const AttentionRun b = run_attention<bf16>(L, in.x, in.dout, key, in.dx0);
             // The forward differs by one bf16 rounding of out (2^-9 relative). The backward also
             // reads that rounded out for rowsum(dO * O), as FlashAttention does, so its error is an
             // absolute one, up to D |dO| |O| 2^-9 ~ 1.6e-2 at these magnitudes (|O| <= 2); it shows
@@ -747,13 +756,10 @@ TEST_SUITE("kernels") {
         }
         SUBCASE("bf16 agrees with float") {
             const AttentionLayout L(B, S, A, KV, D, true);
-            std::mt19937_64 rng(20);
-            const Vec x = round_to_bf16(random_vec(rng, L.size, -2, 2));
-            const Vec dout = round_to_bf16(random_vec(rng, L.out_size()));
-            const Vec dx0 = round_to_bf16(random_vec(rng, L.size));
+            const Bf16Inputs in(L, 20);
             const DropoutKey key{0.2f, 5, 6, 0};
-            const EagerRun f = run_eager_attention<float>(L, x, dout, key, dx0);
-            const EagerRun b = run_eager_attention<bf16>(L, x, dout, key, dx0);
+            const EagerRun f = run_eager_attention<float>(L, in.x, in.dout, key, in.dx0);
+            const EagerRun b = run_eager_attention<bf16>(L, in.x, in.dout, key, in.dx0);
             // P is rounded to bf16 once (2^-9 relative), which moves out = P V by up to
             // 2^-9 max|V| = 3.9e-3 absolute (|V| <= 2), before out's own rounding (2^-9
             // relative). The backward reads that P, so its errors are of the same order, absolute
