@@ -259,7 +259,9 @@ int run_validate(ValidateFlags f) {
     if (device == rt::Device::cuda) {
         const auto gpus = rt::visible_gpus();
         if (gpus.empty()) throw InputError("--device cuda: " + rt::gpu_unavailable_reason() + "; use --device cpu");
-        if (f.output.empty()) f.output = "docs/validation/" + slug(gpus.front().name) + ".json";
+        // One file per GPU and attention core: an eager sweep does not overwrite the flash one.
+        if (f.output.empty())
+            f.output = "docs/validation/" + slug(gpus.front().name) + (f.attention == "eager" ? "-eager" : "") + ".json";
     }
     if (f.steps <= 0) throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
     if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
@@ -460,7 +462,7 @@ int main(int argc, char** argv) {
                          "Predict step times from a `remat calibrate` file (of this device) instead of the GPU preset");
     validate->add_option("-o,--output", vf.output,
                          "Also write the JSON document to FILE and a markdown table beside it (cuda default: "
-                         "docs/validation/<gpu>.json)");
+                         "docs/validation/<gpu>.json, <gpu>-eager.json with --attention eager)");
     validate->add_flag("--json", vf.json, "Print the JSON document instead of the table");
 
     CalibrateFlags cf;
