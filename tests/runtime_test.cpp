@@ -15,6 +15,7 @@
 #include "planner/chain.hpp"
 #include "planner/error.hpp"
 #include "runtime/allocator.hpp"
+#include "tests/runtime_question.hpp"
 #include "tools/validation.hpp"
 
 using namespace remat;
@@ -26,17 +27,7 @@ const std::string data_dir = std::string(REMAT_SOURCE_DIR) + "/tests/data/";
 
 Question question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W, Precision p,
                   Attention attention = Attention::flash) {
-    Question q;
-    q.model = load_model(model);
-    q.gpu = load_gpu("h100-80gb");
-    q.options.micro_batch = B;
-    q.options.seq = S;
-    q.options.world_size = W;
-    q.options.precision = p;
-    q.options.sharding = Sharding::fsdp;
-    q.options.attention = attention;
-    q.context.capacity_bytes = q.gpu.capacity_bytes;
-    return runtime_question(q, rt::Device::cpu);
+    return test::runtime_test_question(rt::Device::cpu, model, B, S, W, p, attention);
 }
 
 RunSettings one_step() {

@@ -10,6 +10,7 @@
 
 #include "planner/calibration.hpp"
 #include "planner/search.hpp"
+#include "tests/runtime_question.hpp"
 #include "tools/validation.hpp"
 
 using namespace remat;
@@ -19,18 +20,7 @@ namespace {
 
 Question gpu_question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W,
                       Attention attention = Attention::flash) {
-    Question q;
-    q.model = load_model(model);
-    q.gpu = load_gpu("h100-80gb");
-    q.options.micro_batch = B;
-    q.options.seq = S;
-    q.options.world_size = W;
-    q.options.precision = Precision::bf16_mixed;
-    q.options.sharding = Sharding::fsdp;
-    q.options.attention = attention;
-    q.context.capacity_bytes = q.gpu.capacity_bytes;
-    q.context.reserve = default_reserve(q.gpu);
-    return runtime_question(q, rt::Device::cuda);
+    return test::runtime_test_question(rt::Device::cuda, model, B, S, W, Precision::bf16_mixed, attention);
 }
 
 }  // namespace
