@@ -132,11 +132,9 @@ void launch(void (*kernel)(Args), dim3 grid, std::size_t smem, const Args& args,
     CUDA_CHECK(cudaGetLastError());
 }
 
-// Tensor cores for bf16 when WMMA can tile the head size; the scalar product otherwise.
-template <class T>
-bool tensor_cores(const AttentionShape& a) {
-    return std::is_same_v<T, bf16> && a.D % 16 == 0;
-}
+// bf16 runs on the tensor cores when WMMA can tile the head size (the launchers' `if constexpr`
+// keeps fp32 on the scalar product); the scalar product otherwise.
+bool wmma_tiles(const AttentionShape& a) { return a.D % 16 == 0; }
 
 void check_shape(const AttentionShape& a, const DropoutKey& dropout) {
     assert(a.KV > 0 && a.A % a.KV == 0 && "query heads must be a multiple of key/value heads");
@@ -166,7 +164,7 @@ void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, c
                     grid_dim(ceil_div(a.S, tiles.rows), grid_y_limit, "query tiles"));
     const std::size_t smem = fl::ForwardLayout(static_cast<int>(a.D), sizeof(E), tiles).bytes;
     if constexpr (std::is_same_v<T, bf16>) {
-        if (tensor_cores<T>(a)) return launch(forward_kernel<E, WmmaProduct>, grid, smem, f, s);
+        if (wmma_tiles(a)) return launch(forward_kernel<E, WmmaProduct>, grid, smem, f, s);
     }
     launch(forward_kernel<E, fl::ScalarProduct>, grid, smem, f, s);
 }
@@ -194,7 +192,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     const std::size_t dq_smem = fl::BackwardLayout(D, sizeof(E), tiles, false).bytes;
     const std::size_t dkv_smem = fl::BackwardLayout(D, sizeof(E), tiles, true).bytes;
     if constexpr (std::is_same_v<T, bf16>) {
-        if (tensor_cores<T>(a)) {
+        if (wmma_tiles(a)) {
             launch(dq_kernel<E, WmmaProduct>, dq_grid, dq_smem, g, s);
             launch(dkv_kernel<E, WmmaProduct>, dkv_grid, dkv_smem, g, s);
             return;

@@ -35,26 +35,20 @@ namespace {
 
 using namespace detail;
 
-// How cuBLAS names a device element type.
-template <class X>
-constexpr cudaDataType_t data_type() {
-    return std::is_same_v<X, float> ? CUDA_R_32F : CUDA_R_16BF;
-}
-
-// Row-major strided-batched C = alpha op(A) op(B) + beta C, operands E (float or bf16), C in
-// fp32 or E; fp32 operands never use TF32. cuBLAS is column-major, so it is asked for
-// C^T = op(B)^T op(A)^T, as detail::gemm does.
-template <class E, class C>
+// Row-major strided-batched C = alpha op(A) op(B) + beta C, operands of storage type T (device
+// pointers), C in fp32 or T; types and compute mode from detail::Gemm<T>, so fp32 never uses
+// TF32. cuBLAS is column-major, so it is asked for C^T = op(B)^T op(A)^T, as detail::gemm does.
+template <class T, class C>
 void gemm_batched(cublasHandle_t h, bool ta, bool tb, std::size_t M, std::size_t N, std::size_t K, float alpha,
-                  const E* A, std::size_t lda, std::size_t stride_a, const E* B, std::size_t ldb, std::size_t stride_b,
-                  float beta, C* Cm, std::size_t ldc, std::size_t stride_c, std::size_t batch) {
-    const cublasComputeType_t compute = std::is_same_v<E, float> ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+                  const device_t<T>* A, std::size_t lda, std::size_t stride_a, const device_t<T>* B, std::size_t ldb,
+                  std::size_t stride_b, float beta, C* Cm, std::size_t ldc, std::size_t stride_c, std::size_t batch) {
+    const cudaDataType_t c_type = std::is_same_v<C, float> ? CUDA_R_32F : Gemm<T>::data_type;
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                            blas_int(N), blas_int(M), blas_int(K), &alpha, B, data_type<E>(),
-                                            blas_int(ldb), static_cast<long long>(stride_b), A, data_type<E>(),
-                                            blas_int(lda), static_cast<long long>(stride_a), &beta, Cm, data_type<C>(),
-                                            blas_int(ldc), static_cast<long long>(stride_c), blas_int(batch), compute,
-                                            CUBLAS_GEMM_DEFAULT));
+                                            blas_int(N), blas_int(M), blas_int(K), &alpha, B, Gemm<T>::data_type,
+                                            blas_int(ldb), static_cast<long long>(stride_b), A, Gemm<T>::data_type,
+                                            blas_int(lda), static_cast<long long>(stride_a), &beta, Cm, c_type,
+                                            blas_int(ldc), static_cast<long long>(stride_c), blas_int(batch),
+                                            Gemm<T>::compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void bind(cublasHandle_t h, cudaStream_t s) {
@@ -163,13 +157,13 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
         E* pb = dev(probs) + b * A * SS;
         // Head h = kvh * group + g reads key/value head kvh: batched over kvh for each g.
         for (std::size_t g = 0; g < group; ++g)
-            gemm_batched(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb, a.k_stride, D, 0.0f,
+            gemm_batched<T>(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb, a.k_stride, D, 0.0f,
                          scores + g * SS, S, group * SS, KV);
         softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pk, scores, rows_of(a, dropout, b));
         CUDA_CHECK(cudaGetLastError());
         E* ob = dev(out) + b * S * A * D;
         for (std::size_t g = 0; g < group; ++g)  // out = keep * Pk V
-            gemm_batched(h, false, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, vb, a.v_stride, D, 0.0f,
+            gemm_batched<T>(h, false, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, vb, a.v_stride, D, 0.0f,
                          ob + g * D, A * D, group * D, KV);
     }
 }
@@ -204,7 +198,7 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         const E* pb = dev(probs) + b * A * SS;
         E* dqb = dev(dq) + b * S * a.q_stride;
         for (std::size_t g = 0; g < group; ++g)  // dPd = dO V^T
-            gemm_batched(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb, a.v_stride, D, 0.0f,
+            gemm_batched<T>(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb, a.v_stride, D, 0.0f,
                          dpd + g * SS, S, group * SS, KV);
         softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pk, pb, dpd, rows_of(a, dropout, b),
                                                                            scale);
@@ -212,11 +206,11 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         for (std::size_t g = 0; g < group; ++g) {
             const float sum = g == 0 ? 0.0f : 1.0f;  // the first query head of each group starts the sums
             // dq += dS K; dK (+)= dS^T Q; dV (+)= keep Pk^T dO
-            gemm_batched(h, false, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, kb, a.k_stride, D, 1.0f,
+            gemm_batched<T>(h, false, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, kb, a.k_stride, D, 1.0f,
                          dqb + g * D, a.q_stride, group * D, KV);
-            gemm_batched(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D, a.q_stride, group * D,
+            gemm_batched<T>(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D, a.q_stride, group * D,
                          sum, dK, KV * D, D, KV);
-            gemm_batched(h, true, false, S, D, S, keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
+            gemm_batched<T>(h, true, false, S, D, S, keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
                          dV, KV * D, D, KV);
         }
         add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dk) + b * S * a.k_stride, a.k_stride, dK,
