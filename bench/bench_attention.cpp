@@ -12,6 +12,7 @@
 #include <chrono>
 #include <exception>
 #include <string>
+#include <utility>
 
 #include "planner/error.hpp"
 #include "runtime/allocator.hpp"
@@ -57,6 +58,9 @@ void run(const Args& args) {
     CountingAllocator a(0, b.memory());
     const std::size_t B = args.batch, S = args.seq, A = args.heads, KV = args.kv_heads ? args.kv_heads : A,
                       D = args.head_dim;
+    for (const auto& [option, value] : {std::pair{"--batch", B}, std::pair{"--seq", S}, std::pair{"--heads", A},
+                                        std::pair{"--head-dim", D}})
+        if (value == 0) throw InputError(fmt::format("{} 0: use a positive integer", option));
     if (A % KV != 0) throw InputError(fmt::format("--kv-heads {} must divide --heads {}", KV, A));
     const AttentionShape s{B, S, A, KV, D, A * D, KV * D, KV * D};
     const std::uint64_t q_bytes = B * S * A * D * sizeof(T), kv_bytes = B * S * KV * D * sizeof(T);
@@ -133,6 +137,8 @@ int main(int argc, char** argv) {
     app.add_option("--min-seconds", args.min_s, "Time batches of calls until one lasts this long")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
+        if (!(args.min_s > 0))
+            throw InputError(fmt::format("--min-seconds {}: use a positive number of seconds, e.g. 0.2", args.min_s));
         if (args.device != "cpu" && args.device != "cuda")
             throw InputError(fmt::format("--device '{}': use cpu or cuda", args.device));
         if (args.precision == "fp32")
