@@ -148,7 +148,6 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     float* scores = static_cast<float*>(workspace);
     E* pk = reinterpret_cast<E*>(scores + A * SS);
-    const Rows rows = rows_of(a, dropout, 0);
     bind(h, s);
     for (std::size_t b = 0; b < a.B; ++b) {
         const E* qb = dev(q) + b * S * a.q_stride;
@@ -159,7 +158,8 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
         for (std::size_t g = 0; g < group; ++g)
             gemm_batched<T>(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb, a.k_stride, D, 0.0f,
                          scores + g * SS, S, group * SS, KV);
-        softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pk, scores, rows_of(a, dropout, b));
+        const Rows rows = rows_of(a, dropout, b);
+        softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pk, scores, rows);
         CUDA_CHECK(cudaGetLastError());
         E* ob = dev(out) + b * S * A * D;
         for (std::size_t g = 0; g < group; ++g)  // out = keep * Pk V
@@ -186,7 +186,6 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
     E* ds = reinterpret_cast<E*>(dpd + A * SS);
     E* pk = ds + A * SS;
     float* dK = reinterpret_cast<float*>(pk + A * SS);  // (S, KV, D)
-    const float keep = rows_of(a, dropout, 0).keep;
     float* dV = dK + S * KV * D;
     assert(reinterpret_cast<std::uintptr_t>(dK) % alignof(float) == 0);
     bind(h, s);
@@ -200,7 +199,8 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         for (std::size_t g = 0; g < group; ++g)  // dPd = dO V^T
             gemm_batched<T>(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb, a.v_stride, D, 0.0f,
                          dpd + g * SS, S, group * SS, KV);
-        softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pk, pb, dpd, rows_of(a, dropout, b),
+        const Rows rows = rows_of(a, dropout, b);
+        softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pk, pb, dpd, rows,
                                                                            scale);
         CUDA_CHECK(cudaGetLastError());
         for (std::size_t g = 0; g < group; ++g) {
@@ -210,7 +210,7 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
                          dqb + g * D, a.q_stride, group * D, KV);
             gemm_batched<T>(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D, a.q_stride, group * D,
                          sum, dK, KV * D, D, KV);
-            gemm_batched<T>(h, true, false, S, D, S, keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
+            gemm_batched<T>(h, true, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
                          dV, KV * D, D, KV);
         }
         add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dk) + b * S * a.k_stride, a.k_stride, dK,
