@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include "planner/checked.hpp"
 #include "planner/error.hpp"
 #include "planner/json_io.hpp"
 
@@ -54,6 +56,14 @@ class Fields {
                                          name(key), zero_ok ? "non-negative" : "positive", unit,
                                          v.dump(), k_rewrite));
         return x;
+    }
+    // A positive integer (a count of calls), at most 2^63 - 1.
+    std::uint64_t count(const char* key) {
+        const json& v = at(key);
+        if (!v.is_number_unsigned() || v.get<std::uint64_t>() == 0 || v.get<std::uint64_t>() > max_count)
+            throw InputError(fmt::format("{}: {} must be a positive integer, not {}; {}", origin_, name(key),
+                                         v.dump(), k_rewrite));
+        return v.get<std::uint64_t>();
     }
     void no_others() const {
         for (const auto& [key, value] : j_.items())
@@ -148,7 +158,7 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             m.flops = s.number("flops", "FLOPs", true);
             m.bytes = s.number("bytes", "bytes", true);
             m.seconds = s.number("seconds", "seconds");
-            m.calls = static_cast<std::uint64_t>(s.number("calls", "calls"));
+            m.calls = s.count("calls");
             s.no_others();
             c.measurements.push_back(std::move(m));
         }
@@ -158,15 +168,12 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
 }
 
 Calibration load_calibration(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw InputError(
-            fmt::format("cannot read calibration file '{}'; check the path, or write one with "
-                        "`remat calibrate --device cpu|cuda -o {}`",
-                        path, path));
-    std::stringstream text;
-    text << in.rdbuf();
-    return calibration_from_json(parse_json_text(text.str(), path, k_rewrite), path);
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+        throw InputError(fmt::format("cannot read calibration file {}: no such file; check the path, or write it "
+                                     "with `remat calibrate --device cpu|cuda -o {}`",
+                                     quote(path), path));
+    return calibration_from_json(read_json_file(path, k_rewrite), path);
 }
 
 void save_calibration(const Calibration& c, const std::string& path) {

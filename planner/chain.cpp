@@ -3,6 +3,7 @@
 #include <cassert>
 #include <fmt/format.h>
 
+#include "planner/checked.hpp"
 #include "planner/error.hpp"
 
 namespace remat {
@@ -54,7 +55,7 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
     s.params = params;
     s.input_bytes = g.tensor(g.input()).bytes();
     s.all_bytes = g.saved_bytes();
-    for (TensorId t : selective_kept_storages(g)) s.selective_bytes += g.tensor(t).bytes();
+    for (TensorId t : selective_kept_storages(g)) add_to(s.selective_bytes, g.tensor(t).bytes());
     s.fwd_flops = g.fwd_flops();
     s.bwd_flops = g.bwd_flops();
     for (OpVertex v : g.order())

@@ -33,7 +33,7 @@ constexpr std::string_view note_fill = "#f8f9fa";
 constexpr std::string_view saved_edge_color = "#495057";
 
 // A DOT double-quoted string: quotes and backslashes escaped, newlines as DOT's centred "\n".
-std::string quoted(std::string_view text) {
+std::string quote(std::string_view text) {
     std::string q = "\"";
     for (char c : text) {
         if (c == '"' || c == '\\') {
@@ -106,7 +106,7 @@ class DotWriter {
     void plan(std::size_t p, const Plan& plan, const DotOptions& options) {
         assert(plan.keeps.size() == chain_.stages.size() && "a plan needs one Keep per stage");
         out_ << fmt::format("  subgraph cluster_{} {{\n", p);
-        out_ << fmt::format("    label={};\n", quoted(plan.strategy));
+        out_ << fmt::format("    label={};\n", quote(plan.strategy));
         out_ << "    fontname=\"Helvetica\";\n    fontcolor=\"#495057\";\n"
                 "    color=\"#ced4da\";\n    style=\"dashed\";\n";
 
@@ -128,7 +128,7 @@ class DotWriter {
                 "ops shown for the first {} of {} blocks;\nthe rest are drawn as stages",
                 n_expanded, chain_.n_blocks());
             out_ << fmt::format("    p{}_note [label={}, shape=note, fillcolor=\"{}\"];\n", p,
-                                quoted(note), note_fill);
+                                quote(note), note_fill);
         }
         // The chain: out of each stage (its output op when expanded) into the next stage node.
         for (std::size_t i = 1; i < chain_.stages.size(); ++i)
@@ -142,7 +142,7 @@ class DotWriter {
         const KeepLook look = keep_look(keep);
         const std::string label =
             fmt::format("{}\n{}\n{}", s.name, look.caption, format_bytes(kept_bytes(s, keep)));
-        std::string attrs = fmt::format("label={}, fillcolor=\"{}\"", quoted(label), look.fill);
+        std::string attrs = fmt::format("label={}, fillcolor=\"{}\"", quote(label), look.fill);
         if (!look.style.empty()) attrs += fmt::format(", style=\"{}\"", look.style);
         return fmt::format("{} [{}];", stage_id(p, i), attrs);
     }
@@ -153,7 +153,7 @@ class DotWriter {
         const StageGraph& g = chain_.graph_of(i);
         const std::string stage = stage_id(p, i);
         out_ << fmt::format("    subgraph cluster_{}_{} {{\n", p, i);
-        out_ << fmt::format("      label={};\n", quoted(chain_.stages[i].name + ": ops"));
+        out_ << fmt::format("      label={};\n", quote(chain_.stages[i].name + ": ops"));
         out_ << "      style=\"dotted\";\n";
         out_ << "      " << stage_node(p, i, keep) << "\n";
 
@@ -163,7 +163,7 @@ class DotWriter {
             if (op.op_class == OpClass::gemm) fill = gemm_fill;
             if (op.op_class == OpClass::attention) fill = attention_fill;
             out_ << fmt::format("      {} [label={}, fillcolor=\"{}\", fontsize=10];\n",
-                                op_id(p, i, v), quoted(op.name), fill);
+                                op_id(p, i, v), quote(op.name), fill);
         }
 
         // Dataflow. The OpGraph's own edges, then what it leaves out: inputs that are views
@@ -191,7 +191,7 @@ class DotWriter {
         out_ << fmt::format(
             "      {} -> {} [label={}, fontname=\"Helvetica\", fontsize=8, "
             "fontcolor=\"#868e96\"];\n",
-            from, to, quoted(tensor));
+            from, to, quote(tensor));
     }
 
     // One node per storage saved for backward (as StageGraph::saved_storages counts them), bold
@@ -212,7 +212,7 @@ class DotWriter {
             out_ << fmt::format(
                 "      p{}_s{}_t{} [label={}, shape=note, fillcolor=\"{}\", "
                 "fontsize=9{}];\n",
-                p, i, s, quoted(label), saved_fill, dropped[s] ? ", style=\"filled,dashed\"" : "");
+                p, i, s, quote(label), saved_fill, dropped[s] ? ", style=\"filled,dashed\"" : "");
         }
         for (OpVertex v : g.order()) {
             std::set<TensorId> linked;  // an op saving a view and its base links once

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "planner/checked.hpp"
+
 namespace remat {
 namespace {
 
@@ -24,6 +26,24 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+std::string quote(std::string_view text) {
+    std::string out = "'";
+    for (const char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '\n') out += "\\n";
+        else if (c == '\t') out += "\\t";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\'' || c == '\\') { out += '\\'; out += ch; }
+        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += ch;
+    }
+    return out + "'";
+}
+
+void throw_size_overflow() {
+    throw SizeOverflow("a size exceeds 2^63 - 1 bytes or elements");
+}
+
 void throw_unknown(const std::string& what, const std::string& given,
                    const std::vector<std::string>& valid) {
     std::vector<std::pair<std::size_t, std::string>> ranked;
@@ -32,7 +52,7 @@ void throw_unknown(const std::string& what, const std::string& given,
                      [](const auto& x, const auto& y) { return x.first < y.first; });
     std::vector<std::string> closest;
     for (std::size_t i = 0; i < ranked.size() && i < 3; ++i) closest.push_back(ranked[i].second);
-    throw InputError(fmt::format("unknown {} '{}'; closest valid: {} (all: {})", what, given,
+    throw InputError(fmt::format("unknown {} {}; closest valid: {} (all: {})", what, quote(given),
                                  fmt::join(closest, ", "), fmt::join(valid, ", ")));
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace remat {
@@ -10,6 +11,10 @@ namespace remat {
 struct InputError : std::runtime_error {
     explicit InputError(const std::string& message) : std::runtime_error(message) {}
 };
+
+// User text as it is echoed in a message: in single quotes, with control characters, quotes and
+// backslashes escaped (a newline becomes \n), so that every message stays one line.
+std::string quote(std::string_view text);
 
 // "unknown model 'lama2-7b'; closest: llama2-7b, llama2-13b" — used for every named choice.
 [[noreturn]] void throw_unknown(const std::string& what, const std::string& given,

@@ -21,8 +21,11 @@ struct GpuSpec {
 GpuSpec load_gpu(const std::string& name);  // throws InputError naming the closest presets
 std::vector<std::string> gpu_preset_names();
 
-// "24GiB", "80GB", "1.5TiB", "123456" (bytes) -> bytes. Throws InputError naming `option`;
-// zero is accepted only where `allow_zero` (a reserve may be 0, a capacity may not).
+// "24GiB", "24 gib", "24G" (binary: 2^30 each), "80GB" (decimal: 10^9), "1.5TiB", "4096B" -> bytes,
+// rounded to the nearest byte. A unit is required (a bare number is refused: bytes or GiB is
+// exactly the mistake to catch), units are case-insensitive, the result is at most 2^63 - 1.
+// Throws InputError naming `option`; zero is accepted only where `allow_zero` (a reserve may be
+// 0, a capacity may not).
 std::uint64_t parse_bytes(const std::string& text, const std::string& option, bool allow_zero = false);
 
 }  // namespace remat

@@ -1,8 +1,12 @@
 #include "planner/graph.hpp"
 
+#include <fmt/format.h>
+
 #include <cassert>
 #include <iterator>
 #include <set>
+
+#include "planner/checked.hpp"
 
 namespace remat {
 
@@ -34,11 +38,20 @@ std::string_view dtype_name(DType d) {
 
 std::uint64_t Tensor::numel() const {
     std::uint64_t n = 1;
-    for (auto d : shape) n *= d;
+    for (auto d : shape) n = checked_mul(n, d);
     return n;
 }
 
+std::uint64_t Tensor::bytes() const { return checked_mul(numel(), dtype_bytes(dtype)); }
+
 TensorId StageGraph::push(Tensor t) {
+    // Every tensor's size is counted once here, so an overflow names the tensor it is in.
+    try {
+        (void)t.bytes();
+    } catch (const SizeOverflow&) {
+        throw SizeOverflow(fmt::format("tensor '{}' of shape ({}) {} has more than 2^63 - 1 bytes", t.name,
+                                       fmt::join(t.shape, ", "), dtype_name(t.dtype)));
+    }
     tensors_.push_back(std::move(t));
     producer_.push_back(-1);
     return static_cast<TensorId>(tensors_.size() - 1);
@@ -66,8 +79,10 @@ TensorId StageGraph::add_tensor(std::string name, std::vector<std::uint64_t> sha
 }
 
 TensorId StageGraph::add_view(std::string name, TensorId of, std::vector<std::uint64_t> shape) {
-    const Tensor& base = tensors_[of];
-    return push({std::move(name), std::move(shape), base.dtype, of, base.needs_grad, base.shared});
+    // Copied out before push grows tensors_.
+    const DType dtype = tensors_[of].dtype;
+    const bool needs_grad = tensors_[of].needs_grad, shared = tensors_[of].shared;
+    return push({std::move(name), std::move(shape), dtype, of, needs_grad, shared});
 }
 
 TensorId StageGraph::storage(TensorId t) const {
@@ -111,7 +126,7 @@ std::vector<TensorId> StageGraph::saved_storages() const {
 
 std::uint64_t StageGraph::saved_bytes() const {
     std::uint64_t total = 0;
-    for (TensorId s : saved_storages()) total += tensors_[s].bytes();
+    for (TensorId s : saved_storages()) add_to(total, tensors_[s].bytes());
     return total;
 }
 

@@ -39,8 +39,8 @@ struct Tensor {
     // that saves it adds no bytes of its own.
     bool shared = false;
 
-    std::uint64_t numel() const;
-    std::uint64_t bytes() const { return numel() * dtype_bytes(dtype); }
+    std::uint64_t numel() const;  // checked (planner/checked.hpp)
+    std::uint64_t bytes() const;
 };
 
 // What limits an op's speed in the step-time model.

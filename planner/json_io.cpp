@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -28,15 +29,26 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
         if (auto p = reason.find("syntax error"); p != std::string::npos) reason = reason.substr(p);
         throw InputError(
             fmt::format("{}:{}:{}: malformed JSON: {}; {}", origin, line, column, reason, fix));
+    } catch (const nlohmann::json::exception& e) {
+        // Numbers past a double's range (1e400) are out_of_range errors, not parse errors.
+        std::string reason = e.what();
+        if (auto p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
+        throw InputError(fmt::format("{}: malformed JSON: {}; {}", origin, reason, fix));
     }
 }
 
-nlohmann::json read_json_file(const std::string& path) {
+nlohmann::json read_json_file(const std::string& path, std::string_view fix) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw InputError(fmt::format("{} is a directory; pass a JSON file", quote(path)));
+    if (!std::filesystem::exists(path, ec))
+        throw InputError(fmt::format("cannot open {}: no such file; check the path", quote(path)));
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw InputError(fmt::format("cannot read '{}'; check the path", path));
+    if (!in) throw InputError(fmt::format("cannot read {}; check its permissions", quote(path)));
     std::stringstream buffer;
     buffer << in.rdbuf();
-    return parse_json_text(buffer.str(), path);
+    if (in.bad()) throw InputError(fmt::format("cannot read {}", quote(path)));
+    return parse_json_text(buffer.str(), path, fix);
 }
 
 }  // namespace remat

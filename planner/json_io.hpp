@@ -10,7 +10,8 @@ namespace remat {
 // Throws InputError "<origin>:<line>:<column>: malformed JSON: <reason>; <fix>".
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
                                std::string_view fix = "fix the file or pass a preset name");
-// Throws InputError if the file cannot be read or is malformed.
-nlohmann::json read_json_file(const std::string& path);
+// Throws InputError if the path is missing or a directory, cannot be read or is malformed; `fix`
+// ends a malformed file's message.
+nlohmann::json read_json_file(const std::string& path, std::string_view fix = "fix the file or pass a preset name");
 
 }  // namespace remat

@@ -3,6 +3,8 @@
 #include <cassert>
 #include <cmath>
 
+#include "planner/checked.hpp"
+
 namespace remat {
 
 StateBytesPerParam state_bytes_per_param(Sharding s, Precision p, Optimizer o) {
@@ -74,10 +76,10 @@ std::vector<Unit> fsdp_units(const Chain& c) {
             units.push_back({{i}, c.stages[i].params, 0});
         } else {
             units[0].stages.push_back(i);
-            units[0].params += c.stages[i].params;
+            add_to(units[0].params, c.stages[i].params);
         }
     }
-    for (auto& u : units) u.shard_params = (u.params + W - 1) / W;
+    for (auto& u : units) u.shard_params = ceil_div(u.params, W);
     return units;
 }
 
@@ -90,9 +92,9 @@ ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Opti
                              std::uint64_t world) {
     const auto b = state_bytes_per_param(s, p, o);
     const auto r = sharding_rule(s, p);
-    const std::uint64_t shard = (params + world - 1) / world;
+    const std::uint64_t shard = ceil_div(params, world);
     auto bytes = [&](double per_param, bool sharded) {
-        return static_cast<std::uint64_t>(std::llround(per_param * static_cast<double>(sharded ? shard : params)));
+        return checked_round(per_param * static_cast<double>(sharded ? shard : params));
     };
     return {bytes(b.parameters, r.parameters_sharded), bytes(b.gradients, r.gradients_sharded),
             bytes(b.optimizer, r.optimizer_sharded)};
@@ -107,9 +109,9 @@ ModelStates model_states(const Chain& c) {
     ModelStates total;
     for (const Unit& u : fsdp_units(c)) {
         const auto s = model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
-        total.parameters_bytes += s.parameters_bytes;
-        total.gradients_bytes += s.gradients_bytes;
-        total.optimizer_bytes += s.optimizer_bytes;
+        add_to(total.parameters_bytes, s.parameters_bytes);
+        add_to(total.gradients_bytes, s.gradients_bytes);
+        add_to(total.optimizer_bytes, s.optimizer_bytes);
     }
     return total;
 }
@@ -123,23 +125,23 @@ StepTerms::StepTerms(const Chain& c)
     // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
     // parameters otherwise.
     const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
-    local_params = rule.optimizer_sharded ? (P + W - 1) / W : P;
+    local_params = rule.optimizer_sharded ? ceil_div(P, W) : P;
     if (rule.gather_per_unit) {
         local_params = 0;
-        for (const Unit& u : units) local_params += u.shard_params;
+        for (const Unit& u : units) add_to(local_params, u.shard_params);
     }
 }
 
 std::uint64_t StepTerms::unit_bytes(std::size_t u) const {
-    return static_cast<std::uint64_t>(bpp.compute * static_cast<double>(units[u].params));
+    return checked_round(bpp.compute * static_cast<double>(units[u].params));
 }
 
 std::uint64_t StepTerms::reduce_scatter_bytes(std::size_t u) const {
-    return static_cast<std::uint64_t>(bpp.compute * static_cast<double>(units[u].shard_params));
+    return checked_round(bpp.compute * static_cast<double>(units[u].shard_params));
 }
 
 std::uint64_t StepTerms::shard_grad_bytes(std::size_t u) const {
-    return static_cast<std::uint64_t>(bpp.gradients * static_cast<double>(units[u].shard_params));
+    return checked_round(bpp.gradients * static_cast<double>(units[u].shard_params));
 }
 
 std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
@@ -148,8 +150,8 @@ std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
     const Stage& s = c.stages[i];
     const std::uint64_t low = c.options.precision == Precision::fp16_mixed ||
                                       c.options.precision == Precision::bf16_mixed ? 2 : 0;
-    if (s.kind == StageKind::block) return low * (s.params - 2 * final_norm_parameter_count(c.model));
-    if (s.kind == StageKind::head) return low * c.model.vocab * c.model.hidden;
+    if (s.kind == StageKind::block) return checked_mul(low, s.params - 2 * final_norm_parameter_count(c.model));
+    if (s.kind == StageKind::head) return checked_mul(low, c.model.vocab, c.model.hidden);
     return 0;
 }
 
@@ -157,26 +159,26 @@ std::uint64_t StepTerms::ddp_grad_bytes(std::size_t i) const {
     const Chain& c = *c_;
     std::uint64_t params = c.stages[i].params;
     if (c.model.tied_embeddings) {
-        const std::uint64_t tied = c.model.vocab * c.model.hidden;
-        if (c.stages[i].kind == StageKind::head) params += tied;
+        const std::uint64_t tied = checked_mul(c.model.vocab, c.model.hidden);
+        if (c.stages[i].kind == StageKind::head) params = checked_add(params, tied);
         if (c.stages[i].kind == StageKind::embedding) params -= tied;
     }
-    return static_cast<std::uint64_t>(bpp.gradients * static_cast<double>(params));
+    return checked_round(bpp.gradients * static_cast<double>(params));
 }
 
 std::uint64_t StepTerms::accumulated_grad_bytes() const {
     if (micro_steps == 1 || !rule.grads_allocated_in_backward) return 0;
     std::uint64_t total = 0;
     if (rule.gradients_sharded)
-        for (std::size_t u = 0; u < units.size(); ++u) total += shard_grad_bytes(u);
+        for (std::size_t u = 0; u < units.size(); ++u) add_to(total, shard_grad_bytes(u));
     else
-        for (std::size_t i = 0; i < c_->stages.size(); ++i) total += ddp_grad_bytes(i);
+        for (std::size_t i = 0; i < c_->stages.size(); ++i) add_to(total, ddp_grad_bytes(i));
     return total;
 }
 
 std::uint64_t StepTerms::optimizer_temp_bytes() const {
     if (!rule.foreach_adam_temp || c_->options.optimizer != Optimizer::adamw) return 0;
-    return static_cast<std::uint64_t>(bpp.parameters * static_cast<double>(local_params));
+    return checked_round(bpp.parameters * static_cast<double>(local_params));
 }
 
 Reserve default_reserve(const GpuSpec& gpu) {
@@ -192,8 +194,8 @@ Reserve default_reserve(const GpuSpec& gpu) {
 }
 
 std::uint64_t reserve_bytes(const Reserve& r, std::uint64_t allocator_peak_bytes) {
-    return r.cuda_context_bytes + r.workspace_bytes +
-           static_cast<std::uint64_t>(std::llround(r.fragmentation * static_cast<double>(allocator_peak_bytes)));
+    return checked_add(r.cuda_context_bytes, r.workspace_bytes,
+                       checked_round(r.fragmentation * static_cast<double>(allocator_peak_bytes)));
 }
 
 }  // namespace remat

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "planner/chain.hpp"
+#include "planner/checked.hpp"
 #include "planner/gpu.hpp"
 
 namespace remat {
@@ -50,7 +51,7 @@ struct ModelStates {
     std::uint64_t parameters_bytes = 0;
     std::uint64_t gradients_bytes = 0;
     std::uint64_t optimizer_bytes = 0;
-    std::uint64_t total() const { return parameters_bytes + gradients_bytes + optimizer_bytes; }
+    std::uint64_t total() const { return checked_add(parameters_bytes, gradients_bytes, optimizer_bytes); }
 };
 // Persistent per-rank states of a steady step (the gradients as they exist at the end of
 // backward).

@@ -56,6 +56,9 @@ std::uint64_t embedding_parameter_count(const ModelConfig& m);
 std::uint64_t final_norm_parameter_count(const ModelConfig& m);
 std::uint64_t head_parameter_count(const ModelConfig& m);  // 0 when tied
 std::uint64_t parameter_count(const ModelConfig& m);
+// Head dims that rotary embeddings rotate: int(head_dim * rotary_pct), as transformers'
+// GPTNeoXAttention computes rotary_ndims (truncated); 0 means no rotary inputs at all.
+std::uint64_t rotary_dims(const ModelConfig& m);
 
 // A preset name or a path to a JSON file; throws InputError naming the problem.
 ModelConfig load_model(const std::string& name_or_path);
@@ -64,7 +67,11 @@ ModelConfig load_model(const std::string& name_or_path);
 ModelConfig model_from_json(const nlohmann::json& j, const std::string& origin);
 std::vector<std::string> model_preset_names();
 
-// Throws InputError if sizes are zero or inconsistent (hidden not divisible by heads, ...).
+// The deepest model remat plans: deeper configs are refused (the chain has a stage per layer).
+inline constexpr std::uint64_t max_layers = 100'000;
+
+// Throws InputError if sizes are zero or inconsistent (hidden not divisible by heads, ...), or
+// past max_layers, or if the parameter count exceeds 2^63 - 1 (SizeOverflow).
 void validate_model(const ModelConfig& m);
 
 }  // namespace remat

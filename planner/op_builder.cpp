@@ -2,6 +2,8 @@
 
 #include <cassert>
 
+#include "planner/checked.hpp"
+
 namespace remat {
 
 DTypePolicy dtype_policy(Precision p, AutocastDevice device) {
@@ -23,7 +25,7 @@ DType OpBuilder::promote(DType a, DType b) {
 std::uint64_t OpBuilder::rows(TensorId t) const {
     const auto& s = shape(t);
     std::uint64_t r = 1;
-    for (std::size_t i = 0; i + 1 < s.size(); ++i) r *= s[i];
+    for (std::size_t i = 0; i + 1 < s.size(); ++i) r = checked_mul(r, s[i]);
     return r;
 }
 
@@ -71,11 +73,10 @@ TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_
     const TensorId flat = view(name + ".input", xin, {rows(x), k});
     const TensorId y = g_.add_tensor(name + ".output", s, p_.autocast ? p_.low : dtype(x));
     Op op = make(name, OpClass::gemm, {flat}, {y}, {flat});
-    const double m = static_cast<double>(rows(x));
-    op.fwd_flops = 2 * m * static_cast<double>(k * n_out);
+    op.fwd_flops = flop_product(2, rows(x), k, n_out);
     op.bwd_flops = 2 * op.fwd_flops;  // grad input and grad weight
     // The weight is read once per pass: at small batch this makes the GEMM memory-bound.
-    const double weight_bytes = static_cast<double>(k * n_out * dtype_bytes(dtype(xin)));
+    const double weight_bytes = flop_product(k, n_out, dtype_bytes(dtype(xin)));
     op.fwd_bytes += weight_bytes;
     op.bwd_bytes += 2 * weight_bytes;
     g_.add_op(std::move(op));
@@ -132,7 +133,8 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
 TensorId OpBuilder::gelu_new(const std::string& name, TensorId x) {
     // 0.5 * x * (1.0 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3.0)))), evaluated left to right
     // as Python does: half = 0.5 * x first, then the tanh term, then half * (1 + t).
-    const Shape& s = shape(x);
+    // A copy: every add_tensor below may grow the tensor list that shape(x) points into.
+    const Shape s = shape(x);
     const DType in = dtype(x);
     const TensorId half = g_.add_tensor(name + ".half_input", s, in);
     g_.add_op(make(name + ".mul_half", OpClass::memory, {x}, {half}, {}));

@@ -11,6 +11,7 @@
 // bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/profile_remat.hpp"
 
+#include "planner/checked.hpp"
 #include "planner/op_builder.hpp"
 
 #include <cmath>
@@ -20,11 +21,17 @@ namespace {
 
 using Shape = std::vector<std::uint64_t>;
 
+// The CPU attention's per-(batch, head) fp32 scratch: `n_ss` S x S matrices and `n_rows` rows of
+// S x D (forward: P and q, k, v, out; backward: P, dP and q, k, v, dout, dq, dk, dv).
+std::uint64_t cpu_attention_scratch_bytes(std::uint64_t n_rows, std::uint64_t S, std::uint64_t D, std::uint64_t n_ss) {
+    return checked_mul(4, checked_add(checked_mul(n_ss, S, S), checked_mul(n_rows, S, D)));
+}
+
 class RematStage {
 public:
     RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be,
                Attention attention)
-        : g_(g), ops_(g, DTypePolicy{}), m_(m), B_(B), S_(S), N_(B * S), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
+        : g_(g), ops_(g, DTypePolicy{}), m_(m), B_(B), S_(S), N_(checked_mul(B, S)), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
           backend_(be), attention_(attention), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
 
     TensorId embedding() {
@@ -33,7 +40,7 @@ public:
         Op e = make("embedding", OpClass::memory, {ids}, {emb}, {ids});
         // The CUDA backward links each row to the next with its token id (two int32 per row),
         // so that dwte is summed in row order without atomics.
-        if (backend_ == RematBackend::cuda) e.bwd_workspace_bytes = 8 * N_;
+        if (backend_ == RematBackend::cuda) e.bwd_workspace_bytes = checked_mul(8, N_);
         g_.add_op(std::move(e));
         return dropout("drop", emb, m_.embd_dropout);
     }
@@ -57,7 +64,7 @@ public:
         const TensorId loss = g_.add_tensor("loss", {1}, DType::f32);
         const TensorId lse = stat("loss.lse", {N_});
         Op ce = make("loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});
-        ce.fwd_flops = ce.bwd_flops = 5.0 * static_cast<double>(N_ * m_.vocab);
+        ce.fwd_flops = ce.bwd_flops = flop_product(5, N_, m_.vocab);
         g_.add_op(std::move(ce));
         return loss;
     }
@@ -66,7 +73,7 @@ private:
     TensorId gpt2_block(TensorId x) {
         const std::uint64_t H = m_.hidden;
         const TensorId h1 = norm("ln_1", x);
-        const TensorId qkv = linear("attn.qkv", h1, 3 * H);
+        const TensorId qkv = linear("attn.qkv", h1, checked_mul(3, H));
         const TensorId ctx = attention({qkv});
         const TensorId proj = dropout("attn.resid_dropout", linear("attn.proj", ctx, H), m_.resid_dropout);
         const TensorId r1 = add("residual_1", proj, x);
@@ -78,7 +85,8 @@ private:
     }
 
     TensorId llama_block(TensorId x) {
-        const std::uint64_t H = m_.hidden, AD = m_.n_heads * m_.head_dim, KVD = m_.n_kv_heads * m_.head_dim;
+        const std::uint64_t H = m_.hidden, AD = checked_mul(m_.n_heads, m_.head_dim),
+                            KVD = checked_mul(m_.n_kv_heads, m_.head_dim);
         const TensorId h1 = norm("input_norm", x);
         const TensorId q = linear("attn.q_proj", h1, AD);
         const TensorId k = linear("attn.k_proj", h1, KVD);
@@ -129,14 +137,17 @@ private:
         const std::uint64_t n_in = g_.tensor(x).shape.back();
         const TensorId y = act(name + ".out", {N_, n_out});
         Op o = make(name, OpClass::gemm, {x}, {y}, {x});
-        o.fwd_flops = 2.0 * static_cast<double>(N_ * n_in * n_out);
+        o.fwd_flops = flop_product(2, N_, n_in, n_out);
         o.bwd_flops = 2 * o.fwd_flops;
-        const double w_bytes = static_cast<double>(n_in * n_out * dtype_bytes(act_));
+        const double w_bytes = flop_product(n_in, n_out, dtype_bytes(act_));
         o.fwd_bytes += w_bytes;
         o.bwd_bytes += 2 * w_bytes;
         if (staged_) {
-            o.fwd_workspace_bytes = 4 * (N_ * n_in + n_out * n_in + N_ * n_out);
-            o.bwd_workspace_bytes = 4 * (N_ * n_out + n_out * n_in + 2 * N_ * n_in + n_out * n_in);
+            const std::uint64_t in_elems = checked_mul(N_, n_in), w_elems = checked_mul(n_out, n_in),
+                                out_elems = checked_mul(N_, n_out);
+            o.fwd_workspace_bytes = checked_mul(4, checked_add(in_elems, w_elems, out_elems));
+            o.bwd_workspace_bytes =
+                checked_mul(4, checked_add(out_elems, w_elems, checked_mul(2, in_elems), w_elems));
         }
         g_.add_op(std::move(o));
         return y;
@@ -171,22 +182,22 @@ private:
     TensorId attention(std::vector<TensorId> in) {
         if (attention_ == Attention::eager) return eager_attention(std::move(in));
         const std::uint64_t A = m_.n_heads, D = m_.head_dim, S = S_;
-        const TensorId ctx = act("attn.core.out", {N_, A * D});
+        const TensorId ctx = act("attn.core.out", {N_, checked_mul(A, D)});
         const TensorId lse = stat("attn.core.lse", {B_, A, S});
         std::vector<TensorId> saved = in;
         saved.push_back(ctx);
         saved.push_back(lse);
         Op o = make("attn.core", OpClass::attention, in, {ctx, lse}, saved);
         o.attention_core = true;
-        const double causal_pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2.0;
-        o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * causal_pairs;
+        const double causal_pairs = flop_product(S) * (flop_product(S) + 1) / 2.0;
+        o.fwd_flops = flop_product(4, B_, A, D) * causal_pairs;
         o.bwd_flops = 2.5 * o.fwd_flops;
         if (backend_ == RematBackend::cuda) {
             o.fwd_workspace_bytes = 0;
-            o.bwd_workspace_bytes = 4 * B_ * A * S;
+            o.bwd_workspace_bytes = checked_mul(4, B_, A, S);
         } else {
-            o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
-            o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
+            o.fwd_workspace_bytes = cpu_attention_scratch_bytes(4, S, D, 1);
+            o.bwd_workspace_bytes = cpu_attention_scratch_bytes(7, S, D, 2);
         }
         g_.add_op(std::move(o));
         return ctx;
@@ -203,22 +214,23 @@ private:
     //   (8 S KV D).
     TensorId eager_attention(std::vector<TensorId> in) {
         const std::uint64_t A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim, S = S_;
-        const TensorId ctx = act("attn.core.out", {N_, A * D});
+        const TensorId ctx = act("attn.core.out", {N_, checked_mul(A, D)});
         const TensorId probs = g_.add_tensor("attn.core.probs", {B_, A, S, S}, act_, false);
         std::vector<TensorId> saved = in;
         saved.push_back(probs);
         // Its products are cuBLAS (or BLAS) GEMMs: timed at the GEMM rate, as hf-eager's bmm are.
         Op o = make("attn.core", OpClass::gemm, in, {ctx, probs}, saved);
         o.attention_core = true;
-        o.fwd_flops = 4.0 * static_cast<double>(B_ * A * D) * static_cast<double>(S * S);
+        o.fwd_flops = flop_product(4, B_, A, D, S, S);
         o.bwd_flops = 2.0 * o.fwd_flops;
         if (backend_ == RematBackend::cuda) {
             const std::uint64_t e = dtype_bytes(act_);
-            o.fwd_workspace_bytes = (4 + e) * A * S * S;
-            o.bwd_workspace_bytes = 4 * A * S * S + 2 * e * A * S * S + 8 * S * KV * D;
+            const std::uint64_t ass = checked_mul(A, S, S);
+            o.fwd_workspace_bytes = checked_mul(4 + e, ass);
+            o.bwd_workspace_bytes = checked_add(checked_mul(4, ass), checked_mul(2 * e, ass), checked_mul(8, S, KV, D));
         } else {
-            o.fwd_workspace_bytes = 4 * (S * S + 4 * S * D);
-            o.bwd_workspace_bytes = 4 * (2 * S * S + 7 * S * D);
+            o.fwd_workspace_bytes = cpu_attention_scratch_bytes(4, S, D, 1);
+            o.bwd_workspace_bytes = cpu_attention_scratch_bytes(7, S, D, 2);
         }
         g_.add_op(std::move(o));
         return ctx;

@@ -3,6 +3,7 @@
 #include <cassert>
 #include <cmath>
 
+#include "planner/checked.hpp"
 #include "planner/op_builder.hpp"
 #include "planner/profile_remat.hpp"
 
@@ -35,8 +36,8 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
                    double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind) {
     StageGraph& g = b.graph();
     const DType low = b.policy().autocast ? b.policy().low : b.dtype(in.q);
-    const double causal_pairs = static_cast<double>(d.S) * static_cast<double>(d.S + 1) / 2.0;
-    const double bhd = static_cast<double>(d.B * d.A * d.D);
+    const double causal_pairs = flop_product(d.S) * (flop_product(d.S) + 1) / 2.0;
+    const double bhd = flop_product(d.B, d.A, d.D);
     auto add_core = [&](Op op) {
         op.attention_core = true;
         g.add_op(std::move(op));
@@ -49,7 +50,7 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
     // The tensor matmul/bmm multiplies: autocast's cast, else a reshape copy when the layout
     // does not merge (B, heads), else a view.
     auto operand = [&](const std::string& n, TensorId x, bool contiguous) {
-        const Shape flat{d.B * d.A, d.S, d.D};
+        const Shape flat{checked_mul(d.B, d.A), d.S, d.D};
         if (b.policy().autocast && b.dtype(x) != low) return core_copy(n, x, low, flat);
         if (!contiguous) return core_copy(n, x, b.dtype(x), flat);
         return b.view(n, x, flat);
@@ -78,10 +79,10 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         op.attention_core = true;
         g.add_op(std::move(op));
         // The kernel writes (B, S, A, D), so transpose(1, 2).reshape is a view.
-        return b.view(name + ".context", out, {d.B, d.S, d.A * d.D});
+        return b.view(name + ".context", out, {d.B, d.S, checked_mul(d.A, d.D)});
     }
     // Eager.
-    const double full_pairs = static_cast<double>(d.S * d.S);
+    const double full_pairs = flop_product(d.S, d.S);
     const TensorId q = operand(name + ".query", in.q, in.q_contiguous);
     const TensorId k = operand(name + ".key", in.k, in.k_contiguous);
     const Shape ss{d.B, d.A, d.S, d.S};
@@ -128,14 +129,16 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
     av.bwd_flops = 2 * av.fwd_flops;
     add_core(std::move(av));
     // transpose(1, 2).contiguous(): a copy back to (B, S, A*D), outside the core.
-    return b.copy(name + ".context", ctx, low, {d.B, d.S, d.A * d.D});
+    return b.copy(name + ".context", ctx, low, {d.B, d.S, checked_mul(d.A, d.D)});
 }
 
 // Rotary embedding on (B, heads, S, D): q*cos + rotate_half(q)*sin. The muls save cos and sin,
 // which are shared by every block (made once per step), so a block adds no bytes for them.
+// With no rotated dims (GPT-NeoX with rotary_pct 0) only cat((rotated, pass)) is left: a copy.
 TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos, TensorId sin,
                 double pct) {
     StageGraph& g = b.graph();
+    if (cos == no_tensor) return pct < 1.0 ? b.copy(name + ".cat_pass", x, b.dtype(x)) : x;
     const Shape s = b.shape(x);
     const DType dt = OpBuilder::promote(b.dtype(x), b.dtype(cos));
     const TensorId xc = g.add_tensor(name + ".x_cos", s, dt);
@@ -155,8 +158,8 @@ struct SharedInputs {
 };
 
 SharedInputs add_rotary_inputs(StageGraph& g, const Dims& d, const ModelConfig& m, DType dt) {
-    if (m.rotary_pct <= 0.0) return {};
-    const auto rd = static_cast<std::uint64_t>(std::llround(static_cast<double>(d.D) * m.rotary_pct));
+    const std::uint64_t rd = rotary_dims(m);
+    if (rd == 0) return {};
     SharedInputs s;
     s.cos = g.add_shared_input("rope.cos", {1, d.S, rd}, dt);
     s.sin = g.add_shared_input("rope.sin", {1, d.S, rd}, dt);
@@ -169,7 +172,7 @@ TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     StageGraph& g = b.graph();
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
     const TensorId h1 = b.layernorm("ln_1", x);
-    const TensorId qkv = b.linear("attn.c_attn", h1, 3 * d.H);
+    const TensorId qkv = b.linear("attn.c_attn", h1, checked_mul(3, d.H));
     // split + view + permute: views of qkv, (B, A, S, D) with strides that do not merge B, A.
     // With B = 1 the (B*A, S, D) reshape of these views is itself a view of qkv.
     const bool merges = d.B == 1;
@@ -193,9 +196,9 @@ TensorId hf_llama_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profi
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
     const SharedInputs rope = add_rotary_inputs(g, d, m, b.policy().param);
     const TensorId h1 = b.rmsnorm_hf("input_layernorm", x);
-    const TensorId q = b.linear("self_attn.q_proj", h1, d.A * d.D);
-    const TensorId k = b.linear("self_attn.k_proj", h1, d.KV * d.D);
-    const TensorId v = b.linear("self_attn.v_proj", h1, d.KV * d.D);
+    const TensorId q = b.linear("self_attn.q_proj", h1, checked_mul(d.A, d.D));
+    const TensorId k = b.linear("self_attn.k_proj", h1, checked_mul(d.KV, d.D));
+    const TensorId v = b.linear("self_attn.v_proj", h1, checked_mul(d.KV, d.D));
     const TensorId qh = b.view("self_attn.q_heads", q, {d.B, d.A, d.S, d.D});
     const TensorId kh = b.view("self_attn.k_heads", k, {d.B, d.KV, d.S, d.D});
     const TensorId vh = b.view("self_attn.v_heads", v, {d.B, d.KV, d.S, d.D});
@@ -221,7 +224,7 @@ TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
     const SharedInputs rope = add_rotary_inputs(g, d, m, b.policy().param);
     const TensorId h1 = b.layernorm("input_layernorm", x);
-    const TensorId qkv = b.linear("attention.query_key_value", h1, 3 * d.H);
+    const TensorId qkv = b.linear("attention.query_key_value", h1, checked_mul(3, d.H));
     const TensorId q = b.view("attention.q", qkv, {d.B, d.A, d.S, d.D});
     const TensorId k = b.view("attention.k", qkv, {d.B, d.A, d.S, d.D});
     const TensorId v = b.view("attention.v", qkv, {d.B, d.A, d.S, d.D});
@@ -261,10 +264,10 @@ TensorId megatron_block(OpBuilder& b, const Dims& d, const ModelConfig& m) {
         s.back() = n_out;
         const TensorId y = tensor(n + ".out", s);
         Op op = b.make(n, OpClass::gemm, {in}, {y}, {in});
-        op.fwd_flops = 2.0 * static_cast<double>(b.rows(in) * k * n_out);
+        op.fwd_flops = flop_product(2, b.rows(in), k, n_out);
         op.bwd_flops = 2 * op.fwd_flops;
-        op.fwd_bytes += 2.0 * static_cast<double>(k * n_out);  // bf16 weight read
-        op.bwd_bytes += 4.0 * static_cast<double>(k * n_out);
+        op.fwd_bytes += flop_product(2, k, n_out);  // bf16 weight read
+        op.bwd_bytes += flop_product(4, k, n_out);
         op.attention_core = core;
         g.add_op(std::move(op));
         return y;
@@ -280,14 +283,14 @@ TensorId megatron_block(OpBuilder& b, const Dims& d, const ModelConfig& m) {
     };
     const TensorId x = g.add_input("x", sbh, a2);
     const TensorId ln1 = b.layernorm("input_layernorm", x, false);
-    const TensorId qkv = gemm("attention.query_key_value", ln1, 3 * d.H);
+    const TensorId qkv = gemm("attention.query_key_value", ln1, checked_mul(3, d.H));
     const TensorId q = b.view("attention.query", qkv, {d.B, d.A, d.S, d.D});
     const TensorId k = b.view("attention.key", qkv, {d.B, d.A, d.S, d.D});
     const TensorId v = b.view("attention.value", qkv, {d.B, d.A, d.S, d.D});
     const Shape ss{d.B, d.A, d.S, d.S};
     const TensorId scores = tensor("attention.scores", ss);
     Op qk = b.make("attention.qk", OpClass::gemm, {q, k}, {scores}, {q, k});
-    qk.fwd_flops = 2.0 * static_cast<double>(d.S * d.S * d.B * d.A * d.D);
+    qk.fwd_flops = flop_product(2, d.S, d.S, d.B, d.A, d.D);
     qk.bwd_flops = 2 * qk.fwd_flops;
     qk.attention_core = true;
     g.add_op(std::move(qk));
@@ -298,7 +301,7 @@ TensorId megatron_block(OpBuilder& b, const Dims& d, const ModelConfig& m) {
     const TensorId dropped = dropout("attention.attention_dropout", probs, m.attn_dropout, true);
     const TensorId ctx = tensor("attention.context", {d.B, d.A, d.S, d.D});
     Op av = b.make("attention.pv", OpClass::gemm, {dropped, v}, {ctx}, {dropped, v});
-    av.fwd_flops = 2.0 * static_cast<double>(d.S * d.S * d.B * d.A * d.D);
+    av.fwd_flops = flop_product(2, d.S, d.S, d.B, d.A, d.D);
     av.bwd_flops = 2 * av.fwd_flops;
     av.attention_core = true;
     g.add_op(std::move(av));
@@ -330,9 +333,8 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
         g.add_op(b.make("wpe", OpClass::memory, {pos}, {pe}, {pos}));
         y = b.add("embed_sum", y, pe);
     }
-    if (m.rotary_pct > 0.0 && profile != Profile::megatron) {
+    if (const std::uint64_t rd = rotary_dims(m); rd > 0 && profile != Profile::megatron) {
         // The model computes cos/sin once per step; every block saves them (shared).
-        const auto rd = static_cast<std::uint64_t>(std::llround(static_cast<double>(d.D) * m.rotary_pct));
         const TensorId cos = g.add_tensor("rope.cos", {1, d.S, rd}, b.policy().param, false);
         const TensorId sin = g.add_tensor("rope.sin", {1, d.S, rd}, b.policy().param, false);
         g.add_op(b.make("rotary_emb", OpClass::memory, {}, {cos, sin}, {cos, sin}));
@@ -360,7 +362,7 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
         const TensorId x = g.add_input("x", {d.B, d.S, d.H}, DType::bf16);
         const TensorId logits = g.add_tensor("logits", bsv, DType::bf16);
         Op op = b.make("output_layer", OpClass::gemm, {x}, {logits}, {x});
-        op.fwd_flops = 2.0 * static_cast<double>(d.B * d.S * d.H * d.V);
+        op.fwd_flops = flop_product(2, d.B, d.S, d.H, d.V);
         op.bwd_flops = 2 * op.fwd_flops;
         g.add_op(std::move(op));
         const TensorId lf = b.copy("logits_fp32", logits, DType::f32);
@@ -373,16 +375,16 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
     // log_softmax saves its fp32 output, nll_loss the targets.
     const TensorId lf = b.cast("logits_fp32", logits, DType::f32);
-    const TensorId flat = b.view("logits_flat", lf, {d.B * d.S, d.V});
+    const TensorId flat = b.view("logits_flat", lf, {checked_mul(d.B, d.S), d.V});
     // labels padded with -100 then shifted: a (B, S) slice of a (B, S+1) tensor, contiguous
     // (a copy) unless B = 1, where the saved target is a view of the padded labels.
-    const TensorId padded = g.add_tensor("loss.labels_padded", {d.B, d.S + 1}, DType::i64, false);
+    const TensorId padded = g.add_tensor("loss.labels_padded", {d.B, checked_add(d.S, 1)}, DType::i64, false);
     g.add_op(b.make("loss.pad_labels", OpClass::memory, {}, {padded}, {}));
     TensorId target = b.view("loss.target", padded, {d.B, d.S});
     if (d.B > 1) target = b.copy("loss.target", target, DType::i64);
-    const TensorId ls = g.add_tensor("loss.log_softmax", {d.B * d.S, d.V}, b.autocast_fp32_op(b.dtype(flat)));
+    const TensorId ls = g.add_tensor("loss.log_softmax", {checked_mul(d.B, d.S), d.V}, b.autocast_fp32_op(b.dtype(flat)));
     Op op = b.make("loss.log_softmax", OpClass::memory, {flat}, {ls}, {ls});
-    op.fwd_flops = 5.0 * static_cast<double>(d.B * d.S * d.V);
+    op.fwd_flops = flop_product(5, d.B, d.S, d.V);
     op.bwd_flops = op.fwd_flops;
     g.add_op(std::move(op));
     const TensorId loss = g.add_tensor("loss", {}, DType::f32);

@@ -79,8 +79,8 @@ public:
         optimizer_step();
         result_.allocator_peak_bytes = peak_;
         result_.at_peak.reserve_bytes = reserve_bytes(reserve, peak_);
-        result_.peak_bytes = peak_ + result_.at_peak.reserve_bytes;
-        const double tokens = static_cast<double>(c_.options.micro_batch * c_.options.seq) * k;
+        result_.peak_bytes = checked_add(peak_, result_.at_peak.reserve_bytes);
+        const double tokens = flop_product(c_.options.micro_batch, c_.options.seq) * k;
         result_.step_time_s = time_s_;
         result_.tokens_per_s = time_s_ > 0 ? tokens / time_s_ : 0;
         return result_;
@@ -90,13 +90,16 @@ private:
     const GraphFacts& facts(std::size_t stage) const { return facts_[c_.stages[stage].graph]; }
 
     void alloc(Category k, std::uint64_t bytes, const std::string* op = nullptr) {
-        cat_[k] += bytes;
-        used_ += bytes;
+        add_to(cat_[k], bytes);
+        add_to(used_, bytes);
         action_peak_ = std::max(action_peak_, used_);
         if (used_ > peak_) {
             peak_ = used_;
             result_.peak_action = action_label_;
             result_.peak_op = op ? *op : std::string();
+            static constexpr const char* category_names[k_count] = {
+                "parameters", "gradients", "optimizer state", "unsharded parameters", "activations", "temporaries"};
+            result_.peak_category = category_names[k];
             Breakdown& b = result_.at_peak;
             b.parameters_bytes = cat_[k_params];
             b.gradients_bytes = cat_[k_grads];

@@ -35,8 +35,8 @@ std::uint64_t parse_count(const std::string& text, const std::string& whole) {
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc() || p != text.data() + text.size() || v == 0)
         throw InputError(fmt::format(
-            "strategy '{}': the count must be a positive integer (every-N with N >= 1, "
-            "segments-K with 1 <= K <= number of blocks)", whole));
+            "strategy {}: the count must be a positive decimal integer (every-N and segments-K with 1 <= N, K <= "
+            "number of blocks)", quote(whole)));
     return v;
 }
 
@@ -71,7 +71,7 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
     while (start <= text.size()) {
         const std::size_t comma = text.find(',', start);
         const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (item.empty()) throw InputError(fmt::format("--strategies '{}': empty name in the list", text));
+        if (item.empty()) throw InputError(fmt::format("--strategies {}: empty name in the list", quote(text)));
         if (item == "all") throw InputError("--strategies: 'all' cannot be combined with other names");
         out.push_back(parse_strategy(item));
         if (comma == std::string::npos) break;
@@ -80,11 +80,17 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
     return out;
 }
 
+bool strategy_applies(const StrategySpec& s, std::uint64_t n_blocks) {
+    return (s.kind != StrategyKind::segments_k && s.kind != StrategyKind::every_n) || s.n <= n_blocks;
+}
+
 void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks) {
-    if (s.kind == StrategyKind::segments_k && s.n > n_blocks)
-        throw InputError(fmt::format(
-            "strategy '{}': {} segments but the model has {} blocks; use segments-K with 1 <= K <= {}",
-            s.name(), s.n, n_blocks, n_blocks));
+    // One rule for both counts: every-N past the last block would checkpoint block 0 alone,
+    // which is every-L; segments-K past it would make empty segments.
+    if (!strategy_applies(s, n_blocks))
+        throw InputError(fmt::format("strategy '{}': the model has {} blocks; use {} with 1 <= {} <= {}", s.name(),
+                                     n_blocks, s.kind == StrategyKind::every_n ? "every-N" : "segments-K",
+                                     s.kind == StrategyKind::every_n ? "N" : "K", n_blocks));
 }
 
 namespace {

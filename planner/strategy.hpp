@@ -30,6 +30,7 @@ StrategySpec parse_strategy(const std::string& text);
 std::vector<StrategySpec> parse_strategy_list(const std::string& text);
 std::vector<StrategySpec> all_strategies();
 // Range checks that need the model (more segments than blocks, ...).
+bool strategy_applies(const StrategySpec& s, std::uint64_t n_blocks);  // every-N, segments-K: count <= blocks
 void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks);
 
 struct PlanContext {

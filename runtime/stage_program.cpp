@@ -358,8 +358,7 @@ private:
 
 }  // namespace
 
-template <class T>
-Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {
+void check_buildable(const ModelConfig& m, const Shape& shape) {
     if (m.arch != Arch::gpt2 && m.arch != Arch::llama)
         throw InputError(fmt::format("model '{}': the runtime builds gpt2 and llama architectures, not {}; "
                                      "plan it with remat plan instead", m.name, arch_name(m.arch)));
@@ -371,6 +370,11 @@ Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<c
     if (shape.seq > m.context)
         throw InputError(fmt::format("--seq {} exceeds model '{}''s context of {}; lower --seq", shape.seq, m.name,
                                      m.context));
+}
+
+template <class T>
+Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {
+    check_buildable(m, shape);
     Model<T> out;
     out.backend = std::move(backend);
     Builder<T>(m, shape, out).build();

@@ -99,6 +99,10 @@ struct Model {
 
 // Throws InputError for what the runtime does not build (an architecture other than gpt2 and
 // llama, a non-integer rotary fraction).
+// Throws InputError when the runtime cannot build m at this shape (architecture, rotary
+// fraction, head size, context); build_model checks it first.
+void check_buildable(const ModelConfig& m, const Shape& shape);
+
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend);
 

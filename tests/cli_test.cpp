@@ -114,7 +114,7 @@ TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
     check_rejected("plan --model gpt2 --attention eager", "applies to profiles remat and remat-cuda");
     check_rejected("plan --model gpt2 --precision bf17", "bf16");
     check_rejected("plan --model gpt2 --sharding zero4", "zero");
-    check_rejected("plan --model gpt2 --strategy every-0", "positive integer");
+    check_rejected("plan --model gpt2 --strategy every-0", "positive decimal integer");
     check_rejected("plan --model gpt2 --strategy segments-13", "1 <= K <= 12");
     check_rejected("plan --model gpt2 --micro-batch 0", "--micro-batch");
     check_rejected("plan --model gpt2 --micro-batch -4", "--micro-batch");
@@ -192,7 +192,7 @@ TEST_CASE("cli::pareto --json: a frontier from the leanest schedule to no recomp
     for (std::size_t i : {std::size_t{0}, points.size() / 2, points.size() - 1}) {
         const auto peak = points[i].at("peak_bytes").get<std::uint64_t>();
         const auto o = nlohmann::json::parse(
-            run_remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + " --json").out);
+            run_remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + "B --json").out);
         CHECK(o.at("peak_bytes").get<std::uint64_t>() <= peak);
         CHECK(o.at("step_time_s").get<double>() <= points[i].at("step_time_s").get<double>() * (1 + 1e-12));
     }

@@ -114,8 +114,7 @@ TEST_CASE("gpu::presets and parse_bytes") {
     CHECK(parse_bytes("24GiB", "--gpu-memory") == 24ull << 30);
     CHECK(parse_bytes("80GB", "--gpu-memory") == 80'000'000'000ull);
     CHECK(parse_bytes("512MiB", "--gpu-memory") == 512ull << 20);
-    CHECK(parse_bytes("1000", "--gpu-memory") == 1000);
-    CHECK_THROWS_AS(parse_bytes("24 GiB", "--gpu-memory"), InputError);
+    CHECK(parse_bytes("1000B", "--gpu-memory") == 1000);
     CHECK_THROWS_AS(parse_bytes("-1GiB", "--gpu-memory"), InputError);
     CHECK_THROWS_AS(parse_bytes("lots", "--gpu-memory"), InputError);
 }

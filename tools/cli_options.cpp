@@ -2,10 +2,24 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "planner/calibration.hpp"
+#include "planner/checked.hpp"
 #include "planner/error.hpp"
 
 namespace remat::cli {
+
+CLI::Validator decimal() {
+    return CLI::Validator(
+        [](std::string& text) -> std::string {
+            const bool digits = !text.empty() && text.size() <= 19 &&
+                                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+            if (digits && std::stoull(text) <= max_count) return {};
+            return fmt::format("{} is not a decimal integer from 0 to 2^63 - 1", quote(text));
+        },
+        "INT", "decimal");
+}
 
 void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--model", a.model,
@@ -14,19 +28,22 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
         ->required();
     app.add_option("--gpu", a.gpu, "GPU preset (see `remat models`)")->capture_default_str();
     app.add_option("--gpu-memory", a.gpu_memory,
-                   "Override the GPU's capacity, e.g. 24GiB, 40GB, or bytes");
+                   "Override the GPU's capacity: a number and a unit, any case, e.g. 24GiB or 24G (2^30 bytes each), "
+                   "40GB (10^9), 4096B");
     app.add_option("--micro-batch", a.micro_batch, "Sequences per micro-batch per GPU (B)")
+        ->check(decimal())
         ->capture_default_str();
-    app.add_option("--seq", a.seq, "Sequence length (S); default: the model's context length");
+    app.add_option("--seq", a.seq, "Sequence length (S); default: the model's context length")->check(decimal());
     app.add_option("--precision", a.precision, "fp32 | bf16-mixed | fp16-mixed | bf16")
         ->capture_default_str();
     app.add_option("--sharding", a.sharding,
                    "none (DDP) | fsdp | fsdp-grad-op | zero1 | zero2 | zero3 | megatron | "
                    "megatron-distopt")
         ->capture_default_str();
-    app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")->capture_default_str();
+    app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")->check(decimal())->capture_default_str();
     app.add_option("--grad-accumulation", a.grad_accumulation,
                    "Micro-batches per optimizer step; gradients of earlier ones stay live")
+        ->check(decimal())
         ->capture_default_str();
     app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")->capture_default_str();
     app.add_option("--profile", a.profile,
@@ -39,7 +56,8 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--memory-budget", a.memory_budget,
                    "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
     app.add_option("--memory-slots", a.memory_slots,
-                   "optimal, pareto: memory resolution, SLOTS slots over what keeping everything needs (default 1024; 256 past 128 stages; 0: exact)");
+                   "optimal, pareto: memory resolution, SLOTS slots over what keeping everything needs (default 1024; 256 past 128 stages; 0: exact)")
+        ->check(decimal());
     app.add_flag("--offload-checkpoints", a.offload_checkpoints,
                  "Checkpoints live in host memory (PCIe copies overlap compute); optimal may choose it");
     app.add_option("--reserve-context", a.reserve_context,

@@ -33,6 +33,10 @@ struct CommonArgs {
     bool json = false;
 };
 
+// Integer options are decimal, with no sign, no hex and no clamping: CLI11 alone reads "0x10"
+// as 16 and clamps 99999999999999999999 to 2^63 - 1. Attach with ->check(decimal()).
+CLI::Validator decimal();
+
 void add_common_options(CLI::App& app, CommonArgs& args);
 // Validates every value; throws InputError naming the option and the fix.
 Question make_question(const CommonArgs& args);

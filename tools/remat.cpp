@@ -5,12 +5,14 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <unistd.h>
 
+#include "planner/checked.hpp"
 #include "planner/dot.hpp"
 #include "planner/error.hpp"
 #include "planner/units.hpp"
@@ -28,6 +30,18 @@ using namespace remat::cli;
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; }
 
+// Every error is one line: control characters in a message (from echoed input) are escaped.
+std::string one_line(std::string_view message) {
+    std::string out;
+    for (const char ch : message) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '\n') out += "\\n";
+        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += ch;
+    }
+    return out;
+}
+
 int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule, bool timeline) {
     const Question q = make_question(a);
     const StrategySpec spec = parse_strategy(strategy);
@@ -43,9 +57,14 @@ int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool 
     return 0;
 }
 
-int run_max_batch(const CommonArgs& a, const std::string& strategies) {
+int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given) {
+    if (micro_batch_given) throw InputError("remat max-batch searches the micro-batch; drop --micro-batch");
     const Question q = make_question(a);
-    const auto specs = parse_strategy_list(strategies);
+    // `all` is every strategy that applies to this model (every-4 and segments-4 need 4 blocks);
+    // a strategy named on its own must apply.
+    auto specs = parse_strategy_list(strategies);
+    if (strategies == "all")
+        std::erase_if(specs, [&](const StrategySpec& s) { return !strategy_applies(s, q.model.n_layers); });
     for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
     std::vector<MaxBatch> results;
     // Progress on a terminal only; pipes and --json stay clean.
@@ -267,9 +286,10 @@ int run_validate(ValidateFlags f) {
     if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
     auto positive = [](const char* option) {
         return [option](const std::string& s) -> std::uint64_t {
-            char* end = nullptr;
-            const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-            if (*end || v == 0) throw InputError(fmt::format("{} '{}': use positive integers, e.g. 1,2,4", option, s));
+            std::uint64_t v = 0;
+            const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+            if (ec != std::errc() || end != s.data() + s.size() || v == 0 || v > max_count)
+                throw InputError(fmt::format("{} {}: use positive decimal integers, e.g. 1,2,4", option, quote(s)));
             return v;
         };
     };
@@ -406,7 +426,8 @@ int main(int argc, char** argv) {
         "recommend", "The fastest configuration that fits: every micro-batch x every strategy (+ offload), top five");
     add_common_options(*rec, common);
     rec->add_option("--global-batch", global_batch,
-                    "Sequences per optimizer step over all ranks: each micro-batch b accumulates N/(b*W) micro-steps");
+                    "Sequences per optimizer step over all ranks: each micro-batch b accumulates N/(b*W) micro-steps")
+        ->check(decimal());
 
     bool all_points = false;
     auto* pareto = app.add_subcommand(
@@ -429,8 +450,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     run->add_option("--device", run_flags.device, "cpu (the reference backend, all W ranks) | cuda (rank 0 of W on GPU 0)")
         ->capture_default_str();
-    run->add_option("--steps", run_flags.steps, "Optimizer steps to run")->capture_default_str();
-    run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")->capture_default_str();
+    run->add_option("--steps", run_flags.steps, "Optimizer steps to run")->check(decimal())->capture_default_str();
+    run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")
+        ->check(decimal())
+        ->capture_default_str();
     run->add_option("--data", run_flags.data, "Token file: little-endian int32 ids (default: a synthetic stream)");
     run->add_option("--memory-cap", run_flags.memory_cap,
                     "Cap each rank's allocator, e.g. 64MiB: an allocation beyond it stops the run (exit 3)");
@@ -440,7 +463,8 @@ int main(int argc, char** argv) {
     run->footer(
         "The run uses --sharding fsdp unless told otherwise (--world-size 1 included). It predicts with --profile remat\n"
         "and no reserve on the CPU, and with --profile remat-cuda and the GPU's reserve on CUDA. Exit codes: 0 done,\n"
-        "2 bad input, 3 out of memory under --memory-cap, 4 gradients differ.");
+        "2 bad input, 3 out of memory under --memory-cap (or, before starting, predicted to need more host memory\n"
+        "than this machine has available), 4 gradients differ.");
 
     ValidateFlags vf;
     auto* validate = app.add_subcommand(
@@ -452,7 +476,7 @@ int main(int argc, char** argv) {
     validate->add_option("--world-sizes", vf.world_sizes, "fsdp ranks (cpu: 1,2,4 as threads; cuda: 1,8, rank 0 emulated)");
     validate->add_option("--precisions", vf.precisions, "fp32, bf16-mixed (cpu: both; cuda: bf16-mixed)");
     validate->add_option("--seqs", vf.seqs, "Sequence lengths (cpu: 64,256; cuda: 1024)");
-    validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)");
+    validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)")->check(decimal());
     validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
     validate->add_option("--gpu", vf.gpu, "GPU preset for the predicted step times, the reserve and MFU's peak")
         ->capture_default_str();
@@ -483,7 +507,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        std::cerr << "remat: " << e.what() << " (see remat --help)\n";
+        std::cerr << "remat: " << one_line(e.what()) << " (see remat --help)\n";
         return 2;
     }
     try {
@@ -496,18 +520,28 @@ int main(int argc, char** argv) {
         }
         if (*devices) return run_devices(devices_json);
         if (*plan) return run_plan(common, strategy, saved, schedule, timeline);
-        if (*max_batch) return run_max_batch(common, strategies);
+        if (*max_batch) return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
         if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
         if (*pareto) return run_pareto(common, all_points);
         if (*dot) return run_dot(common, strategies, output, ops);
         if (*run) return run_run(common, run_flags, run->count("--sharding") > 0, run->count("--profile") > 0);
         if (*validate) return run_validate(vf);
         if (*calibrate) return run_calibrate(cf);
+    } catch (const cli::HostMemoryError& e) {
+        std::cerr << "remat: " << one_line(e.what()) << "\n";
+        return 3;
+    } catch (const SizeOverflow& e) {
+        // Sizes grow with the micro-batch and the sequence: name them as the question had them.
+        std::cerr << "remat: " << one_line(e.what())
+                  << fmt::format("; the question is too large to count (--micro-batch {}, --seq {}); use smaller values",
+                                 common.micro_batch, common.seq ? std::to_string(*common.seq) : "the model's context")
+                  << "\n";
+        return 2;
     } catch (const InputError& e) {
-        std::cerr << "remat: " << e.what() << "\n";
+        std::cerr << "remat: " << one_line(e.what()) << "\n";
         return 2;
     } catch (const std::exception& e) {
-        std::cerr << "remat: internal error: " << e.what() << "\n";
+        std::cerr << "remat: internal error: " << one_line(e.what()) << "\n";
         return 1;
     }
     return 0;

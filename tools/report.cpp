@@ -153,7 +153,9 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
                        format_bytes(q.context.capacity_bytes), e.fits ? "FITS" : "DOES NOT FIT");
     out += fmt::format("  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",
                        format_bytes(r.allocator_peak_bytes));
-    out += fmt::format("  where       {} {}\n\n", r.peak_action, r.peak_op);
+    // An allocation outside any op (a unit gather, a parameter's gradient) is named by what it holds.
+    out += fmt::format("  where       {} {}\n\n", r.peak_action,
+                       r.peak_op.empty() ? fmt::format("(allocating {})", r.peak_category) : r.peak_op);
     out += "breakdown at the peak\n";
     const std::pair<const char*, std::uint64_t> rows[] = {
         {"parameters", b.parameters_bytes},          {"gradients", b.gradients_bytes},

@@ -4,7 +4,11 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "planner/checked.hpp"
 #include "planner/error.hpp"
+#include "planner/units.hpp"
+#include "runtime/host_memory.hpp"
+#include "runtime/stage_program.hpp"
 
 namespace remat::cli {
 namespace {
@@ -96,10 +100,30 @@ Question runtime_question(Question q, rt::Device device) {
     return q;
 }
 
+namespace {
+
+void check_host_memory(const Question& q, const Evaluation& prediction, const RunSettings& s) {
+    const auto available = rt::host_memory_available_bytes();
+    if (!available) return;
+    const std::uint64_t peak = prediction.result.allocator_peak_bytes;
+    const std::uint64_t per_rank = s.memory_cap_bytes ? std::min(peak, s.memory_cap_bytes) : peak;
+    const std::uint64_t need = checked_mul(per_rank, q.options.world_size);
+    if (need <= *available) return;
+    throw HostMemoryError(fmt::format(
+        "the run needs {} of host memory ({} rank{} x {} {}) and this machine has {} available; use a smaller "
+        "--micro-batch, --seq, --world-size or model, or bound each rank with --memory-cap",
+        format_bytes(need), q.options.world_size, q.options.world_size == 1 ? "" : "s", format_bytes(per_rank),
+        per_rank == peak ? "predicted peak" : "--memory-cap", format_bytes(*available)));
+}
+
+}  // namespace
+
 RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& s) {
     RunReport report;
     report.prediction = evaluate(q, strategy);
     rt::RunConfig c = run_config(q, report.prediction.plan.schedule, s);
+    rt::check_buildable(c.model, {c.micro_batch, c.seq, c.world, c.seed, c.attention});
+    if (s.device == rt::Device::cpu) check_host_memory(q, report.prediction, s);
     c.keep_gradients = s.check_gradients;
     report.run = rt::run_schedule(c);
     if (report.run.oom) return report;
@@ -127,9 +151,8 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
 namespace remat::cli {
 
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq) {
-    const double tokens = static_cast<double>(micro_batch * seq);
-    return 6.0 * static_cast<double>(parameter_count(m)) * tokens +
-           12.0 * static_cast<double>(m.n_layers * m.hidden * seq) * tokens;
+    const double tokens = flop_product(micro_batch, seq);
+    return 6.0 * static_cast<double>(parameter_count(m)) * tokens + flop_product(12, m.n_layers, m.hidden, seq) * tokens;
 }
 
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps, rt::Device device) {

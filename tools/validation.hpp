@@ -17,6 +17,12 @@
 
 namespace remat::cli {
 
+// The machine cannot hold what a CPU run would allocate (all W ranks live in this process):
+// refused before the run starts, exit code 3 as for a run out of memory.
+struct HostMemoryError : InputError {
+    explicit HostMemoryError(const std::string& message) : InputError(message) {}
+};
+
 struct RunSettings {
     rt::Device device = rt::Device::cpu;
     std::uint64_t steps = 2;
@@ -50,6 +56,8 @@ struct RunReport {
 Question runtime_question(Question q, rt::Device device);
 rt::Device parse_device(const std::string& name);  // "cpu" | "cuda"
 std::string_view device_name(rt::Device d);
+// On the CPU, first checks the predicted peaks of all ranks (each bounded by --memory-cap when
+// set) against the memory this machine has available; throws HostMemoryError if they do not fit.
 RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& settings);
 
 }  // namespace remat::cli
