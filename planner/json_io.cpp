@@ -10,9 +10,22 @@
 
 namespace remat {
 
+namespace {
+
+// A key as JSON writes it, with what would break a one-line message escaped.
+std::string quote_json_key(const std::string& key) { return nlohmann::json(key).dump(); }
+
+}  // namespace
+
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin, std::string_view fix) {
+    std::string last_key;  // the key whose value was being read, for errors without a position
+    const nlohmann::json::parser_callback_t track = [&](int, nlohmann::json::parse_event_t event,
+                                                         nlohmann::json& parsed) {
+        if (event == nlohmann::json::parse_event_t::key) last_key = parsed.get<std::string>();
+        return true;
+    };
     try {
-        return nlohmann::json::parse(text);
+        return nlohmann::json::parse(text, track);
     } catch (const nlohmann::json::parse_error& e) {
         // e.byte is 1-based and points just past the offending character.
         std::size_t offset = e.byte == 0 ? 0 : std::min<std::size_t>(e.byte - 1, text.size());
@@ -33,7 +46,9 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
         // Numbers past a double's range (1e400) are out_of_range errors, not parse errors.
         std::string reason = e.what();
         if (auto p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
-        throw InputError(fmt::format("{}: malformed JSON: {}; {}", origin, reason, fix));
+        const std::string where = last_key.empty() ? "" : fmt::format(" in the value of {}", quote_json_key(last_key));
+        throw InputError(fmt::format("{}: malformed JSON{}: {} (a number must fit a double); {}", origin, where,
+                                     reason, fix));
     }
 }
 

@@ -246,7 +246,7 @@ void validate_model(const ModelConfig& m) {
     try {
         (void)parameter_count(m);
     } catch (const SizeOverflow&) {
-        throw SizeOverflow(fmt::format("model {}: its parameter count exceeds 2^63 - 1; check its sizes", n));
+        throw InputError(fmt::format("model {}: its parameter count exceeds 2^63 - 1; check its sizes", n));
     }
     // (After the count: head_dim * n_heads is one of its checked products.)
     if (m.hidden % m.n_heads != 0 && m.head_dim * m.n_heads != m.hidden)

@@ -71,7 +71,7 @@ std::vector<std::string> model_preset_names();
 inline constexpr std::uint64_t max_layers = 100'000;
 
 // Throws InputError if sizes are zero or inconsistent (hidden not divisible by heads, ...), or
-// past max_layers, or if the parameter count exceeds 2^63 - 1 (SizeOverflow).
+// past max_layers, or if the parameter count exceeds 2^63 - 1.
 void validate_model(const ModelConfig& m);
 
 }  // namespace remat

@@ -534,7 +534,7 @@ int main(int argc, char** argv) {
         // Sizes grow with the micro-batch and the sequence: name them as the question had them.
         std::cerr << "remat: " << one_line(e.what())
                   << fmt::format("; the question is too large to count (--micro-batch {}, --seq {}); use smaller values",
-                                 common.micro_batch, common.seq ? std::to_string(*common.seq) : "the model's context")
+                                 common.micro_batch, common.seq ? std::to_string(*common.seq) : "defaulting to the model's context")
                   << "\n";
         return 2;
     } catch (const InputError& e) {
