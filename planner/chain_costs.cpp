@@ -136,6 +136,10 @@ double ChainCosts::copy_excess_s(std::size_t i, double overlap_s) const {
     return std::max(0.0, copy_s - overlap_s);
 }
 
+bool ChainCosts::casts_over_counted() const {
+    return std::any_of(stages.begin(), stages.end(), [](const StageCosts& s) { return s.cast > 0; });
+}
+
 ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& tm) {
     const StepTerms T(c);
     const ShardingRule& rule = T.rule;
@@ -215,6 +219,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         s.b_start = rule.gradients_sharded && (block(i) || i == n - 1) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
         s.env_after_b = gather_b + (i ? casts_upto[i - 1] : 0) + made_after[i + 1] + loss + s.dx +
                         (rule.gradients_sharded ? root_grads + (block(i) ? T.unit_bytes(i) : 0) : 0);
+        s.cast = T.cast_bytes(i);
         if (rule.grads_allocated_in_backward && !rule.gradients_sharded) s.b_spike = T.ddp_grad_bytes(i);
         if (rule.gradients_sharded && (block(i) || i == 0)) {
             const std::size_t u = unit_of_stage(c, i);
@@ -234,15 +239,52 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
     return k;
 }
 
-CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
+namespace {
+
+// Sums over stage prefixes that change one stage at a time (autocast copies freed at the end of
+// forward): a Fenwick tree.
+class PrefixSums {
+public:
+    explicit PrefixSums(std::size_t n) : tree_(n + 1, 0) {}
+    void add(std::size_t i, std::int64_t v) {
+        for (std::size_t j = i + 1; j < tree_.size(); j += j & (~j + 1)) tree_[j] += v;
+    }
+    std::int64_t upto(std::size_t i) const {  // stages 0..i
+        std::int64_t r = 0;
+        for (std::size_t j = i + 1; j > 0; j -= j & (~j + 1)) r += tree_[j];
+        return r;
+    }
+
+private:
+    std::vector<std::int64_t> tree_;
+};
+
+}  // namespace
+
+CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel casts) {
     const std::size_t n = k.size();
     std::vector<std::uint64_t> kept(n, 0);
     std::vector<char> holds(n, 0), frontier(n, 0), on_host(n, 0), done(n, 0), path(n, 0), forwarded(n, 0);
+    std::vector<char> first_keeps(n, 0), cast_freed(n, 0);
+    // What the stages keep and the inputs they hold, summed as they change (resident(i) of each).
+    std::uint64_t resident = 0;
+    std::vector<std::uint64_t> own(n, 0);
+    auto update = [&](std::size_t i) {
+        const std::uint64_t now = kept[i] + (holds[i] || frontier[i] ? k.stages[i].x : 0);
+        resident = resident - own[i] + now;
+        own[i] = now;
+    };
     frontier[0] = 1;
-    auto res = [&] {
-        std::uint64_t r = 0;
-        for (std::size_t i = 0; i < n; ++i) r += kept[i] + (holds[i] || frontier[i] ? k.stages[i].x : 0);
-        return r;
+    update(0);
+    // Autocast's copies freed at the end of forward and not yet made again: subtracted from the
+    // env terms, which count every copy of the stages up to the one they name.
+    PrefixSums freed(n);
+    bool forward_phase = true;
+    auto freed_upto = [&](std::size_t i) { return static_cast<std::uint64_t>(freed.upto(i)); };
+    auto remake_cast = [&](std::size_t i) {
+        if (!cast_freed[i]) return;
+        cast_freed[i] = 0;
+        freed.add(i, -static_cast<std::int64_t>(k.stages[i].cast));
     };
     const auto& acts = sched.actions;
     std::vector<std::size_t> next_b(acts.size(), n);
@@ -260,6 +302,16 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
         const std::size_t i = act.stage;
         const StageCosts& s = k.stages[i];
         const double start = time;
+        if (act.kind == ActionKind::B && forward_phase) {
+            forward_phase = false;
+            // Leaving autocast: the copies of stages that keep no saved tensor go.
+            if (casts == CastModel::as_replayed)
+                for (std::size_t j = 0; j < n; ++j)
+                    if (forwarded[j] && !first_keeps[j] && k.stages[j].cast > 0) {
+                        cast_freed[j] = 1;
+                        freed.add(j, static_cast<std::int64_t>(k.stages[j].cast));
+                    }
+        }
         switch (act.kind) {
             case ActionKind::F_all:
             case ActionKind::F_sel:
@@ -270,14 +322,18 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
                 if (on_host[i]) {
                     on_host[i] = 0;
                     frontier[i] = 1;  // fetched: live while this forward reads it
+                    update(i);
                     time += k.copy_excess_s(i, prev_s);
                 }
                 if (!holds[i] && !frontier[i]) fail(act, "reads an input that is gone");
+                remake_cast(i);
                 const ForwardCost& f = s.fwd[static_cast<int>(kind)];
-                const std::uint64_t env = act.recompute ? k.env_rec_of(i, next_b[a]) : s.env_first;
-                peak = std::max(peak, env + res() + f.peak);
+                const std::uint64_t env =
+                    act.recompute ? k.env_rec_of(i, next_b[a]) - freed_upto(next_b[a]) : s.env_first;
+                peak = std::max(peak, env + resident + f.peak);
                 time += s.t_fwd;
                 if (act.recompute) rflops += s.f_fwd;
+                if (!act.recompute) first_keeps[i] = kind == Keep::all || kind == Keep::selective;
                 frontier[i] = 0;
                 holds[i] = f.holds_input;
                 kept[i] = f.keep;
@@ -288,27 +344,34 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched) {
                     on_host[i] = 1;
                     time += k.copy_excess_s(i, s.t_fwd);
                 }
-                if (i + 1 < n) frontier[i + 1] = !(act.recompute && done[i + 1]);
+                update(i);
+                if (i + 1 < n) {
+                    frontier[i + 1] = !(act.recompute && done[i + 1]);
+                    update(i + 1);
+                }
                 break;
             }
             case ActionKind::R_sel:
                 if (!forwarded[i] || path[i] != 1) fail(act, "follows no F_sel");
-                peak = std::max(peak, s.env_rsel + res() + s.rsel_peak);
+                remake_cast(i);
+                peak = std::max(peak, s.env_rsel - freed_upto(i) + resident + s.rsel_peak);
                 kept[i] += s.rsel_keep;
+                update(i);
                 path[i] = 2;  // the core is back
                 time += s.t_core;
                 rflops += s.f_core;
                 break;
             case ActionKind::B: {
                 if (!forwarded[i] || path[i] == 1 || path[i] == 3) fail(act, "finds what backward needs gone");
-                const std::uint64_t r = res();
-                peak = std::max(peak, s.env_b + r + s.b_start + s.bwd_peak[path[i] == 2 ? 1 : 0]);
-                const std::uint64_t own = kept[i] + (holds[i] ? s.x : 0);
-                peak = std::max(peak, s.env_after_b + (r - own) + s.b_spike);
+                peak = std::max(peak, s.env_b - freed_upto(i) + resident + s.b_start + s.bwd_peak[path[i] == 2 ? 1 : 0]);
+                const std::uint64_t mine = kept[i] + (holds[i] ? s.x : 0);
+                const std::uint64_t before = i > 0 ? freed_upto(i - 1) : 0;
+                peak = std::max(peak, s.env_after_b - before + (resident - mine) + s.b_spike);
                 kept[i] = 0;
                 holds[i] = 0;
                 forwarded[i] = 0;
                 done[i] = 1;
+                update(i);
                 time += s.t_bwd;
                 break;
             }

@@ -8,10 +8,11 @@
 //   CostsResult r = simulate_costs(k, schedule);   // peak and time, stage by stage
 //
 // Memory at any moment = base + env(where the step is) + what the stages keep + the running
-// action's transient. The one approximation: under DDP with autocast, a checkpointed stage's
-// low-precision weight copies are counted from its first forward to its backward, although
-// PyTorch frees them between the end of forward and the recompute (an over-estimate, never an
-// under-estimate; see docs/optimal.md).
+// action's transient. The env terms count autocast's low-precision weight copies (DDP with
+// autocast) from each stage's first forward to its backward: the optimal planner's accounting,
+// an upper bound. PyTorch frees a checkpointed stage's copies when the forward ends and makes
+// them again at its recompute; simulate_costs can replay that too (CastModel::as_replayed),
+// which is what the op-level replay gives (see docs/optimal.md).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -51,6 +52,8 @@ struct StageCosts {
     std::uint64_t b_start = 0;      // allocated as B starts (FSDP: the unit's unsharded gradients)
     std::uint64_t env_after_b = 0;  // after B has freed everything of the stage
     std::uint64_t b_spike = 0;      // then: reduce-scatter output and new p.grad (or DDP's p.grad)
+    std::uint64_t cast = 0;         // autocast's weight copies of this stage, in the env terms of
+                                    // every action from its first forward to its B
 };
 
 struct ChainCosts {
@@ -73,6 +76,9 @@ struct ChainCosts {
     }
     // Offload's copy time beyond the compute it overlaps.
     double copy_excess_s(std::size_t i, double overlap_s) const;
+    // Whether the env terms over-count (autocast copies that the replay frees between the end of
+    // forward and a recompute): the planner's peaks are then upper bounds.
+    bool casts_over_counted() const;
 };
 
 ChainCosts chain_costs(const Chain& chain, const GpuSpec& gpu, const StepTimeModel& tm = {});
@@ -82,9 +88,14 @@ struct CostsResult {
     double step_time_s = 0;
     double recompute_flops = 0;
 };
-// The stage-level replay of a schedule of the planner's family (see planner/optimal.hpp).
-// Throws std::logic_error on a schedule that reads what is gone.
-CostsResult simulate_costs(const ChainCosts& k, const Schedule& s);
+// How simulate_costs counts autocast's weight copies: held from first forward to backward (the
+// optimal planner's accounting), or freed at the end of forward for the stages that keep no
+// saved tensor and made again at their recompute (the op-level replay's, planner/simulate).
+enum class CastModel { held_to_backward, as_replayed };
+
+// The stage-level replay of a schedule of the planner's family (see planner/optimal.hpp), in
+// time linear in its length. Throws std::logic_error on a schedule that reads what is gone.
+CostsResult simulate_costs(const ChainCosts& k, const Schedule& s, CastModel casts = CastModel::as_replayed);
 // What keeping everything needs above base: no schedule is worth more memory.
 std::uint64_t keep_all_need(const ChainCosts& k);
 

@@ -7,16 +7,19 @@
 //   S  F_sel(s), then s+1..t, then R_sel(s), B(s)          (stages with an attention core)
 //   C  F_ck(s) F_none(s+1..s'-1), then s'..t with x_s kept, then s..s'-1 again from x_s
 //   C^ as C, with x_s offloaded to host memory in between (when offload is enabled)
-// The first pass is the same recursion with first forwards. Each subproblem keeps its exact
-// Pareto frontier of (bytes needed, seconds); runs of identical blocks share one frontier per
-// length, shifted by the progress-dependent memory. See docs/optimal.md.
+// The first pass is the same recursion with first forwards. Each subproblem keeps its Pareto
+// frontier of (bytes needed, seconds); runs of identical blocks share one frontier per length,
+// shifted by the progress-dependent memory. See docs/optimal.md.
 //
 //   OptimalPlanner dp(costs, cap_bytes, {});
 //   auto s = dp.fastest_within(allocator_budget);   // nullopt when nothing fits
+//
+// It does not replay schedules op by op (planner/simulate does), and it does not try the
+// heuristics (plan_optimal in planner/strategy.cpp does).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "planner/chain_costs.hpp"
@@ -48,52 +51,64 @@ public:
     // cap_bytes: the most memory above the base worth considering (the budget, or what keeping
     // everything needs); larger points are pruned.
     OptimalPlanner(const ChainCosts& costs, std::uint64_t cap_bytes, OptimalOptions options);
+    ~OptimalPlanner();
+    OptimalPlanner(const OptimalPlanner&) = delete;
+    OptimalPlanner& operator=(const OptimalPlanner&) = delete;
 
-    const std::vector<FrontierPoint>& frontier() const { return points_; }  // peak ascending
+    // Peak ascending, time strictly falling. Under DDP with autocast the DP's accounting is an
+    // upper bound (chain_costs.hpp); each point's peak is then its schedule's replayed one.
+    const std::vector<FrontierPoint>& frontier() const { return points_; }
     std::optional<std::size_t> fastest_within(std::uint64_t allocator_budget_bytes) const;
     Schedule schedule_of(std::size_t point) const;
     bool exact() const { return slot_ == 0; }   // no frontier point thinned away
     std::uint64_t slot_bytes() const { return slot_; }
     std::size_t subproblems() const { return subproblems_; }
-
-    struct Point;
-    using Frontier = std::vector<Point>;
+    std::size_t stored_points() const { return stored_; }  // over every subproblem's frontier
 
 private:
-    struct SeqRef {
-        const Frontier* f;
-        std::uint64_t shift;  // added to every need (runs of identical blocks)
-    };
-    SeqRef seq(std::size_t s, std::size_t t) const;
     class Collector;
-    void build_seq(std::size_t s, std::size_t t, Frontier& out, Collector& col);
-    void build_top(std::size_t s, Frontier& out, Collector& col);
-    void emit_seq(std::size_t s, std::size_t t, std::uint32_t idx, Schedule& out) const;
-    void emit_top(std::size_t s, std::uint32_t idx, Schedule& out) const;
+    struct Store;
+    // A stored frontier, and one read with the shift of its range (runs of identical blocks).
+    using Id = std::uint32_t;
+    static constexpr Id none = ~Id{0};
+    struct View {
+        const std::uint64_t* need;
+        const double* time;
+        std::uint32_t size;
+        std::uint64_t shift;  // added to every need
+    };
+    View view(Id id, std::uint64_t shift = 0) const;
+    View seq(std::size_t s, std::size_t t) const;
+    std::vector<double> rflops_of(const std::vector<std::uint32_t>& top_points) const;
+    Id seq_id(std::size_t s, std::size_t t) const;
+    void mark_needed_prefix();
+    Id build_seq(std::size_t s, std::size_t t, Collector& col);
+    Id build_top(std::size_t s, Collector& col);
+    Id store(Collector& col);
+    void emit(std::uint32_t top_point, Schedule& out) const;  // from top_[0]'s point
 
     const ChainCosts& k_;
     OptimalOptions opt_;
     std::uint64_t cap_ = 0, slot_ = 0;
     std::size_t n_ = 0;
-    // Block run [b0, b1]: identical stages with progress terms affine in position.
-    bool uniform_ = false;
+    // The backward subproblems Seq(s, t), t <= n - 2, fall in three families around the longest
+    // run [b0, b1] of identical stages whose progress terms move by one slope per position:
+    //   inside the run (b0 <= s, t <= b1): one canonical frontier per length, shifted;
+    //   prefix rows (s < b0): by s, then t - s; only those some subproblem reads are built;
+    //   suffix columns (b0 <= s, t > b1): by t, then s - b0.
+    // Without a run, b0 = n - 1 and every range is a prefix row.
     std::size_t b0_ = 0, b1_ = 0;
     std::int64_t slope_ = 0;  // env change per position inside the run
-    std::unordered_map<std::size_t, Frontier> seq_;  // s * n + t, ranges touching a non-run stage
-    std::vector<Frontier> seq_run_;    // by length, canonical ranges inside the block run
-    std::vector<Frontier> top_;
-    std::vector<char> split_ok_;  // by offset s' - s
+    std::vector<Id> seq_run_;                  // by length
+    std::vector<std::vector<Id>> pre_, suf_;   // none: not built (no subproblem reads it)
+    std::vector<Id> top_;
+    std::vector<char> split_ok_;               // by offset s' - s
+    std::vector<std::uint32_t> offsets_;       // the offsets split_ok_ allows, ascending
+    std::vector<long double> f_prefix_, t_prefix_;  // forward FLOPs and seconds of stages 0..i-1
+    std::unique_ptr<Store> store_;
     std::vector<FrontierPoint> points_;
-    std::vector<std::uint32_t> top_index_;  // points_[i] comes from top_[0][top_index_[i]]
-    std::size_t subproblems_ = 0;
-};
-
-struct OptimalPlanner::Point {
-    std::uint64_t need = 0;  // bytes above base, residents outside the subproblem excluded
-    double time = 0;
-    double rflops = 0;
-    std::uint32_t choice = 0;  // option (2 bits) | split offset << 2
-    std::uint32_t a = 0, b = 0;  // indices into the sub-frontiers
+    std::vector<std::uint32_t> top_index_;  // points_[i] comes from top_[0]'s point top_index_[i]
+    std::size_t subproblems_ = 0, stored_ = 0;
 };
 
 }  // namespace remat
