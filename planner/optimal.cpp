@@ -139,11 +139,12 @@ struct OptimalPlanner::Store {
             void operator()(void* p) const { std::free(p); }
         };
         explicit Chunk(std::size_t cap) : capacity(cap) {
-            const std::size_t bytes = (cap * 3 * sizeof(std::uint64_t) + page - 1) / page * page;
-            memory.reset(std::aligned_alloc(page, bytes));
+            const std::size_t align = cap * 3 * sizeof(std::uint64_t) >= page ? page : 64;
+            const std::size_t bytes = (cap * 3 * sizeof(std::uint64_t) + align - 1) / align * align;
+            memory.reset(std::aligned_alloc(align, bytes));
             if (!memory) throw std::bad_alloc();
 #ifdef __linux__
-            madvise(memory.get(), bytes, MADV_HUGEPAGE);  // advice only: no error to handle
+            if (align == page) madvise(memory.get(), bytes, MADV_HUGEPAGE);  // advice: no error to handle
 #endif
             auto* base = static_cast<std::byte*>(memory.get());
             need = reinterpret_cast<std::uint64_t*>(base);
@@ -159,7 +160,8 @@ struct OptimalPlanner::Store {
     struct Span {
         std::uint32_t chunk, offset, size;
     };
-    static constexpr std::size_t chunk_points = Chunk::page / sizeof(std::uint64_t);  // 6 MiB
+    // Chunks double from 4096 points (96 KiB) to 262144 (6 MiB): short chains stay small.
+    static constexpr std::size_t first_chunk = 4096, last_chunk = Chunk::page / sizeof(std::uint64_t);
     std::vector<std::unique_ptr<Chunk>> chunks;
     std::vector<Span> spans;
     RangeMax seq_body, top_body;
@@ -167,8 +169,10 @@ struct OptimalPlanner::Store {
     Store(RangeMax seq, RangeMax top) : seq_body(std::move(seq)), top_body(std::move(top)) {}
 
     Chunk& room_for(std::size_t points) {
-        if (chunks.empty() || chunks.back()->size + points > chunks.back()->capacity)
-            chunks.push_back(std::make_unique<Chunk>(std::max(chunk_points, points)));
+        if (chunks.empty() || chunks.back()->size + points > chunks.back()->capacity) {
+            const std::size_t next = chunks.empty() ? first_chunk : std::min(2 * chunks.back()->capacity, last_chunk);
+            chunks.push_back(std::make_unique<Chunk>(std::max(next, points)));
+        }
         return *chunks.back();
     }
 };
