@@ -57,6 +57,24 @@ class Fields {
                                          v.dump(), k_rewrite));
         return x;
     }
+    // A rate the step-time model divides by (FLOP/s, bytes/s): at least 1 per second. A device
+    // slower than that is a typo, and a rate of 1e-300 makes every step time infinite.
+    double rate(const char* key, const char* unit) {
+        const double x = number(key, unit);
+        if (x < 1)
+            throw InputError(fmt::format("{}: {} must be at least 1 {}, not {}; {}", origin_, name(key), unit,
+                                         at(key).dump(), k_rewrite));
+        return x;
+    }
+    // Seconds per kernel launch: from 0 up to 1 s. More is a typo, and the step-time model adds
+    // it once or twice per op (a launch of 1e307 s makes every step time infinite).
+    double launch(const char* key) {
+        const double x = number(key, "seconds", true);
+        if (x > 1)
+            throw InputError(fmt::format("{}: {} must be at most 1 second, not {}; {}", origin_, name(key),
+                                         at(key).dump(), k_rewrite));
+        return x;
+    }
     // A positive integer (a count of calls), at most 2^63 - 1.
     std::uint64_t count(const char* key) {
         const json& v = at(key);
@@ -77,8 +95,10 @@ class Fields {
 
   private:
     std::string label() const { return where_.empty() ? "the document" : "\"" + where_ + "\""; }
+    // The key as JSON writes it: quoted, with a newline in an unknown key escaped, so that the
+    // message stays one line.
     std::string name(const std::string& key) const {
-        return "\"" + (where_.empty() ? key : where_ + "." + key) + "\"";
+        return json(where_.empty() ? key : where_ + "." + key).dump(-1, ' ', false, json::error_handler_t::replace);
     }
     const json& j_;
     std::string origin_, where_;
@@ -88,8 +108,8 @@ class Fields {
 MeasuredCompute compute_from(const json& j, const std::string& origin, const std::string& where) {
     Fields f(j, origin, where);
     MeasuredCompute m;
-    m.gemm_flops = f.number("gemm_flops", "FLOP/s");
-    m.attention_flops = f.number("attention_flops", "FLOP/s");
+    m.gemm_flops = f.rate("gemm_flops", "FLOP/s");
+    m.attention_flops = f.rate("attention_flops", "FLOP/s");
     f.no_others();
     return m;
 }
@@ -142,8 +162,8 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             "{}: no compute rates; add \"fp32\" or \"bf16\" ({{\"gemm_flops\": ..., "
             "\"attention_flops\": ...}}) or write the file again with `remat calibrate`",
             origin));
-    c.memory_bandwidth = f.number("memory_bandwidth_bytes_per_s", "bytes/s");
-    c.launch_s = f.number("launch_s", "seconds", true);
+    c.memory_bandwidth = f.rate("memory_bandwidth_bytes_per_s", "bytes/s");
+    c.launch_s = f.launch("launch_s");
     if (f.has("measurements")) {
         const json& list = j.at("measurements");
         if (!list.is_array())

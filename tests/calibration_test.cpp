@@ -144,6 +144,13 @@ TEST_CASE("calibration::a bad file is one InputError that names the file and the
         {with("\"memory_bandwidth_bytes_per_s\": 2e12", "\"memory_bandwidth_bytes_per_s\": 0"),
          "\"memory_bandwidth_bytes_per_s\" must be a positive number of bytes/s"},
         {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"measurements\": {}"), "\"measurements\" must be an array"},
+        // Finite but absurd: each made every step time infinite (fuzz_calibration regressions).
+        {with("\"gemm_flops\": 400e12", "\"gemm_flops\": 1e-300"), "\"bf16.gemm_flops\" must be at least 1 FLOP/s, not 1e-300"},
+        {with("\"memory_bandwidth_bytes_per_s\": 2e12", "\"memory_bandwidth_bytes_per_s\": 0.5"),
+         "\"memory_bandwidth_bytes_per_s\" must be at least 1 bytes/s, not 0.5"},
+        {with("\"launch_s\": 10e-6", "\"launch_s\": 1e307"), "\"launch_s\" must be at most 1 second, not 1e+307"},
+        // An unknown key is named with JSON's escapes: one line.
+        {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"a\\nb\": 1"), "unknown key \"a\\nb\""},
         {with(R"("fp32": {"gemm_flops": 40e12, "attention_flops": 20e12},
   "bf16": {"gemm_flops": 400e12, "attention_flops": 200e12},)", ""),
          "no compute rates"},
@@ -156,6 +163,7 @@ TEST_CASE("calibration::a bad file is one InputError that names the file and the
             CHECK_MESSAGE(message.find(path) != std::string::npos, message);
             CHECK_MESSAGE(message.find(cases[k].second) != std::string::npos, message);
             CHECK_MESSAGE(message.find("remat calibrate") != std::string::npos, message);
+            CHECK_MESSAGE(message.find_first_of("\n\r") == std::string::npos, message);
         }
     }
     SUBCASE("a file that is not there") {
