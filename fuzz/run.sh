@@ -2,14 +2,19 @@
 # Builds the libFuzzer harnesses with clang (REMAT_FUZZ=ON) in their own build directory, runs
 # each over its recorded crash inputs (tests/data/fuzz-regressions/<harness>/), then fuzzes each
 # for a fixed time over a copy of its committed seed corpus (fuzz/corpus/<harness>/), so that a
-# run never writes into the repository. Prints libFuzzer's executions per harness and exits
-# non-zero when any regression input or fuzzing run crashes, leaks, times out or runs out of
-# memory; crashing inputs are kept under <build-dir>/fuzz-artifacts/<harness>/.
+# run never writes into the repository. Prints libFuzzer's executions, exec/s and final coverage
+# (cov, ft) per harness and exits non-zero when any regression input or fuzzing run crashes,
+# leaks, times out or runs out of memory; crashing inputs are kept under
+# <build-dir>/fuzz-artifacts/<harness>/, the corpus each run grew under
+# <build-dir>/fuzz-corpus/<harness>/ (reset from the seeds at each run; docs/fuzzing.md says how
+# to merge it back into the seeds).
 #
 #   fuzz/run.sh                    # 20 s per harness in build-fuzz (CI)
-#   fuzz/run.sh 600 build-fuzz     # the long run of docs/fuzzing.md
+#   FUZZ_JOBS=1 FUZZ_KEEP_GOING=1 fuzz/run.sh 600 build-fuzz   # the long run of docs/fuzzing.md
+#   FUZZ_HARNESSES=fuzz_bytes,fuzz_strategy fuzz/run.sh 60   # only these harnesses
 #
-# Environment: FUZZ_JOBS harnesses at once (default: the number of cores, at most 2), CXX
+# Environment: FUZZ_HARNESSES the harnesses to run (names separated by commas or spaces; default
+# all five), FUZZ_JOBS harnesses at once (default: the number of cores, at most 2), CXX
 # (default clang++, else clang++-14), FUZZ_KEEP_GOING=1 to go on past a crash (libFuzzer's
 # -fork=1 with -ignore_crashes, -ignore_timeouts and -ignore_ooms; the long run's mode, which
 # counts every crashing input kept instead of stopping at the first). It does not install clang: the Debian packages are clang
@@ -20,7 +25,18 @@ seconds=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${2:-build-fuzz}
 case $build in /*) ;; *) build=$root/$build ;; esac
-harnesses=(fuzz_model_json fuzz_calibration fuzz_bytes fuzz_strategy fuzz_token_data)
+all_harnesses=(fuzz_model_json fuzz_calibration fuzz_bytes fuzz_strategy fuzz_token_data)
+harnesses=()
+for h in ${FUZZ_HARNESSES:-${all_harnesses[*]}}; do
+    h=${h//,/ }
+    for one in $h; do
+        case " ${all_harnesses[*]} " in
+            *" $one "*) harnesses+=("$one") ;;
+            *) echo "fuzz/run.sh: FUZZ_HARNESSES: no harness '$one' (${all_harnesses[*]})" >&2; exit 1 ;;
+        esac
+    done
+done
+[ "${#harnesses[@]}" -gt 0 ] || { echo "fuzz/run.sh: FUZZ_HARNESSES names no harness" >&2; exit 1; }
 cores=$(nproc 2>/dev/null || echo 1)
 jobs=${FUZZ_JOBS:-$((cores < 2 ? cores : 2))}
 
@@ -31,12 +47,13 @@ fi
 [ -n "$cxx" ] || { echo "fuzz/run.sh: no clang++ found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 
 start=$(date +%s)
+mkdir -p "$build"
 # -O1 and line tables only: half the build time of RelWithDebInfo, and stacks still name file:line.
 cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" -DREMAT_FUZZ=ON \
-    -DREMAT_BUILD_TESTS=OFF -DREMAT_BUILD_BENCH=OFF -DREMAT_WITH_CUDA=OFF >"$build.configure.log" 2>&1 ||
-    { cat "$build.configure.log" >&2; exit 1; }
-cmake --build "$build" --target fuzzers -j"$cores"
+    -DREMAT_BUILD_TESTS=OFF -DREMAT_BUILD_BENCH=OFF -DREMAT_WITH_CUDA=OFF >"$build/configure.log" 2>&1 ||
+    { cat "$build/configure.log" >&2; exit 1; }
+cmake --build "$build" --target "${harnesses[@]}" -j"$cores"
 built=$(date +%s)
 echo "fuzz/run.sh: built in $((built - start)) s"
 
@@ -45,6 +62,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/remat-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 artifacts=$build/fuzz-artifacts
+corpora=$build/fuzz-corpus
 
 dict_of() {
     case $1 in
@@ -56,10 +74,11 @@ dict_of() {
 }
 
 # One harness: its regression inputs once each, then `seconds` of fuzzing. Writes
-# $work/<harness>.result: "<status> <executions>".
+# $work/<harness>.result: "<status> <executions> <crashes found> <cov> <ft> <corpus files> <seconds>".
 run_one() {
     local h=$1 bin=$build/bin/$1 status=ok execs=0
-    local regress=$root/tests/data/fuzz-regressions/$h corpus=$work/corpus-$h
+    local regress=$root/tests/data/fuzz-regressions/$h corpus=$corpora/$h
+    rm -rf "$corpus"
     mkdir -p "$artifacts/$h" "$corpus"
     if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then
         if ! "$bin" -rss_limit_mb=2048 -timeout=10 "$regress"/* >"$work/$h.regress.log" 2>&1; then
@@ -83,7 +102,18 @@ run_one() {
     # Executions: the final stats, or in fork mode the count that starts its last status line.
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$h.log" | tail -n1)
     [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9][0-9]*\).*/\1/p' "$work/$h.log" | tail -n1)
-    echo "$status ${execs:-0} $found" >"$work/$h.result"
+    # Executions per second over the time libFuzzer reports (fork mode runs past `seconds` to
+    # finish its last job).
+    local took
+    took=$(sed -n 's/^INFO: exiting: [0-9]* time: \([0-9]*\)s.*/\1/p; s/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' \
+        "$work/$h.log" | tail -n1)
+    # Coverage: the last status line's cov and ft (the same words in both modes).
+    local last cov ft
+    last=$(grep -E '^#[0-9]+.* cov: ' "$work/$h.log" | tail -n1 || true)
+    cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+    ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+    echo "$status ${execs:-0} $found ${cov:-?} ${ft:-?} $(find "$corpus" -type f | wc -l) ${took:-$seconds}" \
+        >"$work/$h.result"
     cp "$work/$h.log" "$artifacts/$h.log"
 }
 
@@ -99,10 +129,11 @@ done
 wait || true
 
 failed=0
-printf '%-18s %8s %12s %8s  %s\n' harness seconds executions crashes result
+printf '%-18s %8s %12s %8s %6s %6s %7s %8s  %s\n' harness seconds executions exec/s cov ft corpus crashes result
 for h in "${harnesses[@]}"; do
-    read -r status execs found <"$work/$h.result"
-    printf '%-18s %8s %12s %8s  %s\n' "$h" "$seconds" "$execs" "$found" "$status"
+    read -r status execs found cov ft files took <"$work/$h.result"
+    printf '%-18s %8s %12s %8s %6s %6s %7s %8s  %s\n' "$h" "$took" "$execs" "$((execs / (took > 0 ? took : 1)))" \
+        "$cov" "$ft" "$files" "$found" "$status"
     if [ "$status" != ok ]; then
         failed=1
         for log in "$work/$h.regress.log" "$work/$h.log"; do
