@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <stdexcept>
 
+#include "planner/checked.hpp"
 #include "planner/graph_facts.hpp"
 #include "planner/memory.hpp"
 
@@ -31,9 +32,9 @@ ForwardCost forward_pass(const GraphFacts& f, Keep kind) {
         for (TensorId s : st.produce) {
             if (s == f.input || live[s]) continue;
             live[s] = 1;
-            cur += f.bytes[s];
+            add_to(cur, f.bytes[s]);
         }
-        peak = std::max({peak, cur, cur + st.fwd_ws});
+        peak = std::max(peak, checked_add(cur, st.fwd_ws));
         for (TensorId s : st.consume)
             if (--uses[s] == 0 && !keep[s] && internal(s) && live[s]) {
                 live[s] = 0;
@@ -67,9 +68,9 @@ SelectivePass recompute_core_pass(const GraphFacts& f) {
         for (TensorId s : st.produce)
             if (!live[s]) {
                 live[s] = 1;
-                cur += f.bytes[s];
+                add_to(cur, f.bytes[s]);
             }
-        peak = std::max({peak, cur, cur + st.fwd_ws});
+        peak = std::max(peak, checked_add(cur, st.fwd_ws));
         auto drop = [&](TensorId s) {
             if (!live[s]) return;
             live[s] = 0;
@@ -93,20 +94,26 @@ std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_inpu
         live[s] = kept && s != f.input && s != f.output;
     }
     bool input_live = holds_input, dx_in = false, dout_live = dx_out > 0;
-    // Frees can come before allocations: count signed, relative to the start.
+    // Frees can come before allocations: count signed, relative to the start. Sizes are below
+    // 2^63; what is live at once must be too.
     std::int64_t cur = 0, peak = 0;
+    auto grow = [&](std::uint64_t bytes) {
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(bytes), &cur)) throw_size_overflow();
+    };
     for (std::size_t k = f.steps.size(); k-- > 0;) {
         const auto& st = f.steps[k];
         for (TensorId s : st.grad_in) {
             if (s == f.input) {
-                if (!dx_in) cur += static_cast<std::int64_t>(f.bytes[s]);
+                if (!dx_in) grow(f.bytes[s]);
                 dx_in = true;
             } else if (!grad[s]) {
                 grad[s] = 1;
-                cur += static_cast<std::int64_t>(f.bytes[s]);
+                grow(f.bytes[s]);
             }
         }
-        peak = std::max({peak, cur, cur + static_cast<std::int64_t>(st.bwd_ws)});
+        std::int64_t with_ws = 0;
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(st.bwd_ws), &with_ws)) throw_size_overflow();
+        peak = std::max(peak, with_ws);
         for (TensorId s : st.grad_out) {
             if (s == f.output) {
                 if (dout_live) cur -= static_cast<std::int64_t>(dx_out);
@@ -191,8 +198,8 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
     const std::uint64_t root = per_unit ? T.unit_bytes(0) : 0;
     std::vector<std::uint64_t> blocks_upto(n, 0), casts_upto(n, 0), made_after(n + 1, 0);
     for (std::size_t i = 0; i < n; ++i) {
-        blocks_upto[i] = (i ? blocks_upto[i - 1] : 0) + (per_unit && block(i) ? T.unit_bytes(i) : 0);
-        casts_upto[i] = (i ? casts_upto[i - 1] : 0) + T.cast_bytes(i);
+        blocks_upto[i] = checked_add(i ? blocks_upto[i - 1] : 0, per_unit && block(i) ? T.unit_bytes(i) : 0);
+        casts_upto[i] = checked_add(i ? casts_upto[i - 1] : 0, T.cast_bytes(i));
     }
     // Gradients this backward creates and keeps (not accumulated into ones that exist).
     const bool ddp_grads = T.grads_made_in_backward() && !rule.gradients_sharded;
@@ -202,7 +209,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         std::uint64_t g = 0;
         if (ddp_grads) g = T.ddp_grad_bytes(i);
         if (shard_grads && block(i)) g = T.shard_grad_bytes(i);
-        made_after[i] = made_after[i + 1] + g;
+        made_after[i] = checked_add(made_after[i + 1], g);
     }
     const std::uint64_t root_grads = rule.gradients_sharded ? T.unit_bytes(0) : 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -210,29 +217,42 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
         // After the head's backward (the first), the root unit's unsharded gradients stay
         // until the embedding's backward reduces them.
-        const std::uint64_t progress = made_after[i + 1] + (i + 1 < n ? root_grads : 0) + loss + dx_out;
-        const std::uint64_t gather_b = root + (grad_op ? blocks_upto[i] : ub(i) + (i > 0 ? ub(i - 1) : 0));
-        s.env_first = root + (grad_op ? blocks_upto[std::min(i + 1, n - 1)] : ub(i) + ub(i + 1)) + casts_upto[i];
-        s.env_rec = root + (grad_op ? blocks_upto[i] : 0) + casts_upto[i] + progress;
-        s.env_rsel = root + (grad_op ? blocks_upto[i] : ub(i)) + casts_upto[i] + progress;
-        s.env_b = gather_b + casts_upto[i] + progress;
+        const std::uint64_t progress = checked_add(made_after[i + 1], i + 1 < n ? root_grads : 0, loss, dx_out);
+        const std::uint64_t gather_b =
+            checked_add(root, grad_op ? blocks_upto[i] : checked_add(ub(i), i > 0 ? ub(i - 1) : 0));
+        s.env_first = checked_add(root, grad_op ? blocks_upto[std::min(i + 1, n - 1)] : checked_add(ub(i), ub(i + 1)),
+                                  casts_upto[i]);
+        s.env_rec = checked_add(root, grad_op ? blocks_upto[i] : 0, casts_upto[i], progress);
+        s.env_rsel = checked_add(root, grad_op ? blocks_upto[i] : ub(i), casts_upto[i], progress);
+        s.env_b = checked_add(gather_b, casts_upto[i], progress);
         s.b_start = rule.gradients_sharded && (block(i) || i == n - 1) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
-        s.env_after_b = gather_b + (i ? casts_upto[i - 1] : 0) + made_after[i + 1] + loss + s.dx +
-                        (rule.gradients_sharded ? root_grads + (block(i) ? T.unit_bytes(i) : 0) : 0);
+        s.env_after_b = checked_add(gather_b, i ? casts_upto[i - 1] : 0, made_after[i + 1], loss, s.dx,
+                                    rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_bytes(i) : 0) : 0);
         s.cast = T.cast_bytes(i);
         if (rule.grads_allocated_in_backward && !rule.gradients_sharded) s.b_spike = T.ddp_grad_bytes(i);
         if (rule.gradients_sharded && (block(i) || i == 0)) {
             const std::size_t u = unit_of_stage(c, i);
-            s.b_spike = T.reduce_scatter_bytes(u) + (shard_grads ? T.shard_grad_bytes(u) : 0);
+            s.b_spike = checked_add(T.reduce_scatter_bytes(u), shard_grads ? T.shard_grad_bytes(u) : 0);
         }
     }
     k.pair_gather = per_unit && !grad_op ? ub(1) : 0;
 
     const ModelStates states = model_states(c);
-    k.base = states.parameters_bytes + states.optimizer_bytes +
-             (rule.grads_allocated_in_backward ? 0 : states.gradients_bytes) + T.accumulated_grad_bytes();
-    const std::uint64_t final_grads = made_after[0] + (shard_grads ? T.shard_grad_bytes(0) : 0);
-    k.optimizer_need = final_grads + k.stages[0].dx + T.optimizer_temp_bytes();
+    k.base = checked_add(states.parameters_bytes, states.optimizer_bytes,
+                         rule.grads_allocated_in_backward ? 0 : states.gradients_bytes, T.accumulated_grad_bytes());
+    const std::uint64_t final_grads = checked_add(made_after[0], shard_grads ? T.shard_grad_bytes(0) : 0);
+    k.optimizer_need = checked_add(final_grads, k.stages[0].dx, T.optimizer_temp_bytes());
+    // Every need the optimal planner forms is a sum of these terms (a progress term, what
+    // stages keep, one transient); checked once here, so that its sums cannot wrap.
+    std::uint64_t env = 0, transient = 0, kept = 0;
+    for (const StageCosts& s : k.stages) {
+        env = std::max({env, s.env_first, checked_add(s.env_rec, k.pair_gather, k.pair_gather), s.env_rsel,
+                        checked_add(s.env_b, s.b_start), checked_add(s.env_after_b, s.b_spike)});
+        for (const ForwardCost& f : s.fwd) transient = std::max(transient, f.peak);
+        transient = std::max({transient, s.rsel_peak, s.bwd_peak[0], s.bwd_peak[1]});
+        kept = checked_add(kept, s.x, std::max(s.fwd[0].keep, checked_add(s.fwd[1].keep, s.rsel_keep)));
+    }
+    checked_add(k.base, env, kept, transient, k.optimizer_need);
     k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu, tm);
     k.micro_steps = static_cast<double>(T.micro_steps);
     k.host_bandwidth = gpu.host_link_bandwidth;

@@ -318,8 +318,9 @@ std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
 
 OptimalPlanner::~OptimalPlanner() = default;
 
-OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, OptimalOptions options)
-    : k_(k), opt_(options), cap_(cap_bytes), n_(k.size()) {
+OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, OptimalOptions options,
+                               const OptimalProgress& progress)
+    : k_(k), opt_(options), progress_(progress), cap_(cap_bytes), n_(k.size()) {
     assert(n_ >= 1);
     if (n_ > max_offset)
         throw std::length_error(fmt::format("optimal planner: {} stages, at most {}", n_, max_offset));
@@ -394,6 +395,10 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
         suf_.resize(n_ - 2 - b1_);
         for (std::size_t t = b1_ + 1; t + 1 < n_; ++t) suf_[t - b1_ - 1].assign(t - b0_ + 1, none);
     }
+
+    for (const std::vector<Id>& row : pre_) total_ += static_cast<std::size_t>(std::count(row.begin(), row.end(), Id{0}));
+    for (const std::vector<Id>& column : suf_) total_ += column.size();
+    total_ += (run ? b1_ - b0_ + 1 : 0) + n_;
 
     // Backward subproblems by length (each reads only shorter ones); then the first pass from
     // the head down.
@@ -521,6 +526,7 @@ OptimalPlanner::Id OptimalPlanner::store(Collector& col) {
                              static_cast<std::uint32_t>(f.size())});
     ++subproblems_;
     stored_ += f.size();
+    if (progress_ && subproblems_ % std::max<std::size_t>(1, total_ / 100) == 0) progress_(subproblems_, total_);
     return static_cast<Id>(store_->spans.size() - 1);
 }
 

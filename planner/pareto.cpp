@@ -8,7 +8,7 @@
 
 namespace remat {
 
-ParetoFrontier pareto_frontier(const Question& q) {
+ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress) {
     ParetoFrontier out;
     const Chain chain = build_chain(q.model, q.options);
     const ChainCosts costs = chain_costs(chain, q.gpu, q.context.time_model);
@@ -20,7 +20,9 @@ ParetoFrontier pareto_frontier(const Question& q) {
     };
 
     const auto t0 = std::chrono::steady_clock::now();
-    const OptimalPlanner dp(costs, keep_all, {q.context.memory_slots, q.context.offload_checkpoints, keep_all});
+    OptimalProgress solving;
+    if (progress) solving = [&](std::size_t done, std::size_t total) { progress("solving", done, total); };
+    const OptimalPlanner dp(costs, keep_all, {q.context.memory_slots, q.context.offload_checkpoints, keep_all}, solving);
     out.solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.slot_bytes = dp.slot_bytes();
     std::vector<ParetoPoint> all;
@@ -30,18 +32,23 @@ ParetoFrontier pareto_frontier(const Question& q) {
     // The heuristics, replayed op by op (with and without offload where it is enabled).
     PlanContext ctx = q.context;
     ctx.gpu = &q.gpu;
+    std::vector<std::pair<StrategySpec, bool>> heuristics;
     for (const StrategySpec& h : all_strategies()) {
         if (h.kind == StrategyKind::optimal) continue;
         if (h.kind == StrategyKind::segments_k && h.n > chain.n_blocks()) continue;
-        for (bool off : {false, true}) {
-            if (off && !q.context.offload_checkpoints) continue;
-            ctx.offload_checkpoints = off;
-            const Plan plan = make_plan(chain, h, ctx);
-            const SimResult r = simulate(chain, plan, q.gpu, ctx.reserve, ctx.time_model);
-            all.push_back(point(r.allocator_peak_bytes, r.step_time_s, r.recompute_flops,
-                                off ? h.name() + " (offloaded)" : h.name()));
-        }
+        for (bool off : {false, true})
+            if (!off || q.context.offload_checkpoints) heuristics.emplace_back(h, off);
     }
+    for (std::size_t i = 0; i < heuristics.size(); ++i) {
+        if (progress) progress("replaying", i, heuristics.size());
+        const auto& [h, off] = heuristics[i];
+        ctx.offload_checkpoints = off;
+        const Plan plan = make_plan(chain, h, ctx);
+        const SimResult r = simulate(chain, plan, q.gpu, ctx.reserve, ctx.time_model);
+        all.push_back(point(r.allocator_peak_bytes, r.step_time_s, r.recompute_flops,
+                            off ? h.name() + " (offloaded)" : h.name()));
+    }
+    if (progress) progress("replaying", heuristics.size(), heuristics.size());
 
     // Non-dominated points: peak ascending, each strictly faster than every leaner one; the
     // DP's point first where a heuristic ties it.

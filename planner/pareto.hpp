@@ -5,7 +5,9 @@
 //   std::vector<ParetoPoint> f = pareto_frontier(question);   // peak ascending, time descending
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "planner/search.hpp"
@@ -27,6 +29,9 @@ struct ParetoFrontier {
     double solve_s = 0;            // the DP's time
 };
 
-ParetoFrontier pareto_frontier(const Question& q);
+// progress (optional): called as the work advances, (what, done, total): "solving" counts the
+// DP's subproblems, "replaying" the heuristics. A chain of 100,000 blocks takes seconds.
+using ParetoProgress = std::function<void(std::string_view, std::size_t, std::size_t)>;
+ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress = {});
 
 }  // namespace remat

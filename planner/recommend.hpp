@@ -43,7 +43,9 @@ struct Recommendation {
 };
 
 // The micro-batches tried: every size up to 8, then steps of about 25%, and each strategy's
-// largest that fits; with a global batch, the divisors of N / W instead.
+// largest that fits; with a global batch, the divisors of N / W instead. None above the largest
+// at which any schedule fits (at most max_search_micro_batch), so the work is bounded whatever
+// the memory or the batch. A micro-batch too large to count (SizeOverflow) does not fit.
 Recommendation recommend(const Question& q, const RecommendOptions& options);
 
 }  // namespace remat
