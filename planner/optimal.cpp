@@ -199,7 +199,7 @@ public:
             push(list_, {need, time, back});
             return;
         }
-        const std::size_t i = slot_of(need);
+        const std::size_t i = slot_of(need, slot_, inverse_);
         if (time < time_[i] || (time == time_[i] && need < need_[i])) {
             need_[i] = need;
             time_[i] = time;
@@ -222,6 +222,31 @@ public:
             time_[i] = empty;
         }
     }
+    // Slotted mode: the slots as a plain sink that a merge's loop keeps in registers (the
+    // collector's members would be reloaded after every store), and its filled range back.
+    struct Slots {
+        std::uint64_t* __restrict need;
+        double* __restrict time;
+        std::uint64_t* __restrict back;
+        std::uint64_t slot;
+        double inverse;
+        std::size_t lo, hi;
+        void operator()(std::uint64_t n, double t, std::uint64_t b) {
+            const std::size_t i = slot_of(n, slot, inverse);
+            if (t < time[i] || (t == time[i] && n < need[i])) {
+                need[i] = n;
+                time[i] = t;
+                back[i] = b;
+                lo = std::min(lo, i);
+                hi = std::max(hi, i);
+            }
+        }
+    };
+    Slots slots() { return {need_.data(), time_.data(), back_.data(), slot_, inverse_, lo_, hi_}; }
+    void take(const Slots& s) {
+        lo_ = s.lo;
+        hi_ = s.hi;
+    }
     const std::vector<Cand>& out() const { return out_; }
     // Exact mode: whether the frontier so far has a point at least as lean and as fast as
     // (need, time), so that no point of a candidate whose best corner that is can enter it.
@@ -236,11 +261,11 @@ private:
     // need / slot_ without a 64-bit division: a double estimate (exact to one slot while the
     // quotient is below 2^52), corrected. Needs stay below 2^63 (sizes are checked), so the
     // conversions are the signed ones, one instruction each.
-    std::size_t slot_of(std::uint64_t need) const {
+    static std::size_t slot_of(std::uint64_t need, std::uint64_t slot, double inverse) {
         auto q = static_cast<std::uint64_t>(
-            static_cast<std::int64_t>(static_cast<double>(static_cast<std::int64_t>(need)) * inverse_));
-        while (q > 0 && q * slot_ > need) --q;
-        while ((q + 1) * slot_ <= need) ++q;
+            static_cast<std::int64_t>(static_cast<double>(static_cast<std::int64_t>(need)) * inverse));
+        while (q > 0 && q * slot > need) --q;
+        while ((q + 1) * slot <= need) ++q;
         return static_cast<std::size_t>(q);
     }
 
@@ -599,9 +624,36 @@ std::vector<double> OptimalPlanner::rflops_of(const std::vector<std::uint32_t>& 
 }
 
 OptimalPlanner::Id OptimalPlanner::build_seq(std::size_t s, std::size_t t, Collector& col) {
-    const StageCosts& st = k_.stages[s];
     col.begin();
-    auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
+    if (slot_) {
+        Collector::Slots sink = col.slots();
+        seq_options(s, t, col, sink);
+        col.take(sink);
+    } else {
+        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
+        seq_options(s, t, col, emit);
+    }
+    col.end();
+    return store(col);
+}
+
+OptimalPlanner::Id OptimalPlanner::build_top(std::size_t s, Collector& col) {
+    col.begin();
+    if (slot_) {
+        Collector::Slots sink = col.slots();
+        top_options(s, col, sink);
+        col.take(sink);
+    } else {
+        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
+        top_options(s, col, emit);
+    }
+    col.end();
+    return store(col);
+}
+
+template <class Emit>
+void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, Emit& emit) {
+    const StageCosts& st = k_.stages[s];
     // A and S: keep stage s (whole, or all but its attention core).
     for (int sel = 0; sel <= (st.has_core ? 1 : 0); ++sel) {
         const ForwardCost& fc = st.fwd[sel ? 1 : 0];
@@ -655,14 +707,11 @@ OptimalPlanner::Id OptimalPlanner::build_seq(std::size_t s, std::size_t t, Colle
             col.end_option();
         }
     }
-    col.end();
-    return store(col);
 }
 
-OptimalPlanner::Id OptimalPlanner::build_top(std::size_t s, Collector& col) {
+template <class Emit>
+void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
     const StageCosts& st = k_.stages[s];
-    col.begin();
-    auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
     for (int sel = 0; sel <= (st.has_core ? 1 : 0); ++sel) {
         const ForwardCost& fc = st.fwd[sel ? 1 : 0];
         const std::uint64_t cf = st.env_first + st.x + fc.peak;
@@ -713,8 +762,6 @@ OptimalPlanner::Id OptimalPlanner::build_top(std::size_t s, Collector& col) {
             col.end_option();
         }
     }
-    col.end();
-    return store(col);
 }
 
 std::optional<std::size_t> OptimalPlanner::fastest_within(std::uint64_t budget) const {

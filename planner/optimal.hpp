@@ -90,6 +90,10 @@ private:
     void mark_needed_prefix();
     Id build_seq(std::size_t s, std::size_t t, Collector& col);
     Id build_top(std::size_t s, Collector& col);
+    template <class Emit>
+    void seq_options(std::size_t s, std::size_t t, Collector& col, Emit& emit);
+    template <class Emit>
+    void top_options(std::size_t s, Collector& col, Emit& emit);
     Id store(Collector& col);
     void emit(std::uint32_t top_point, Schedule& out) const;  // from top_[0]'s point
 
