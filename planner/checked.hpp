@@ -29,26 +29,34 @@ struct SizeOverflow : InputError {
 
 [[noreturn]] void throw_size_overflow();
 
-inline std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b) {
-    std::uint64_t r = 0;
-    if (__builtin_mul_overflow(a, b, &r) || r > max_count) throw_size_overflow();
+namespace detail {
+inline std::uint64_t bounded(bool overflowed, std::uint64_t r) {
+    if (overflowed || r > max_count) throw_size_overflow();
     return r;
 }
-
-template <typename... Rest>
-std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t c, Rest... rest) {
-    return checked_mul(checked_mul(a, b), c, static_cast<std::uint64_t>(rest)...);
-}
-
-inline std::uint64_t checked_add(std::uint64_t a, std::uint64_t b) {
+// (The flag first: r is read only after the builtin has written it.)
+inline std::uint64_t mul(std::uint64_t a, std::uint64_t b) {
     std::uint64_t r = 0;
-    if (__builtin_add_overflow(a, b, &r) || r > max_count) throw_size_overflow();
-    return r;
+    const bool overflowed = __builtin_mul_overflow(a, b, &r);
+    return bounded(overflowed, r);
 }
+inline std::uint64_t add(std::uint64_t a, std::uint64_t b) {
+    std::uint64_t r = 0;
+    const bool overflowed = __builtin_add_overflow(a, b, &r);
+    return bounded(overflowed, r);
+}
+}  // namespace detail
 
-template <typename... Rest>
-std::uint64_t checked_add(std::uint64_t a, std::uint64_t b, std::uint64_t c, Rest... rest) {
-    return checked_add(checked_add(a, b), c, static_cast<std::uint64_t>(rest)...);
+// a * b * ... and a + b + ..., each step checked against max_count.
+template <typename... T>
+std::uint64_t checked_mul(std::uint64_t a, T... rest) {
+    ((a = detail::mul(a, static_cast<std::uint64_t>(rest))), ...);
+    return a;
+}
+template <typename... T>
+std::uint64_t checked_add(std::uint64_t a, T... rest) {
+    ((a = detail::add(a, static_cast<std::uint64_t>(rest))), ...);
+    return a;
 }
 
 // a += b, checked.
