@@ -43,6 +43,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -278,7 +279,7 @@ def measure_case(torch, build, config, attn_implementation, checkpointing, micro
         times.append(time.perf_counter() - t0)
     n_params = sum(p.numel() for p in model.parameters())
     foreach = optimizer.defaults.get("foreach")
-    del model, optimizer, ids
+    model = optimizer = ids = None  # frees them (the step closure holds the cells)
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -398,6 +399,15 @@ def main(argv=None):
 
     config_dir = a.config_dir or tempfile.mkdtemp(prefix="remat-hf-configs-")
     os.makedirs(config_dir, exist_ok=True)
+    try:
+        return run(a, models, attns, ckpts, torch, device, device_name, preset, gpu_memory, transformers_version,
+                   config_dir)
+    finally:
+        if not a.config_dir:
+            shutil.rmtree(config_dir, ignore_errors=True)
+
+
+def run(a, models, attns, ckpts, torch, device, device_name, preset, gpu_memory, transformers_version, config_dir):
     doc = {
         "generated_by": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "mode": "dry-run" if a.dry_run else "self-test" if a.self_test else "measure",
@@ -441,7 +451,7 @@ def main(argv=None):
             for ckpt in ckpts:
                 case = {"model": name, "micro_batch": B, "seq": S, "attn_implementation": attn,
                         "gradient_checkpointing": ckpt, "remat_profile": ATTENTION[attn],
-                        "remat_strategy": CHECKPOINTING[ckpt], "config": config_path,
+                        "remat_strategy": CHECKPOINTING[ckpt], "hf_config": spec["config"],
                         "measured": None, "predicted": None, "relative_error": None, "error": None}
                 doc["cases"].append(case)
                 log(f"{name} B={B} S={S} {attn} checkpointing={'on' if ckpt else 'off'}")
