@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "planner/gpu.hpp"
 #include "planner/memory.hpp"
 #include "tools/validation.hpp"
 
@@ -25,6 +26,18 @@ inline Question runtime_test_question(rt::Device device, const std::string& mode
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     return cli::runtime_question(q, device);
+}
+
+// The GPU maximum-micro-batch test's question (tests/gpu/runtime_gpu_test.cpp) at capacity
+// `cap`: gpt2-xl at seq 1024, rank 0 of 8 (emulated), bf16-mixed, no fragmentation term. W 8,
+// because at W 1 not one sequence fits in 24 GiB (the test could only fail); the CPU suite
+// checks that each capacity has a micro-batch that fits (tests/runtime_test.cpp).
+inline Question gpu_max_batch_question(const std::string& cap) {
+    Question q = runtime_test_question(rt::Device::cuda, "gpt2-xl", 1, 1024, 8, Precision::bf16_mixed,
+                                       Attention::flash);
+    q.context.capacity_bytes = parse_bytes(cap, "--gpu-memory");
+    q.context.reserve.fragmentation = 0;
+    return q;
 }
 
 }  // namespace remat::test

@@ -69,9 +69,7 @@ TEST_CASE("gpu::pool peaks match the remat-cuda prediction, eager attention") {
 // and cuBLAS workspace the prediction reserves: the predicted maximum runs, the next one stops.
 TEST_CASE("gpu::the predicted maximum micro-batch runs and the next one runs out of memory") {
     for (const std::string cap : {"24GiB", "40GiB"}) {
-        Question q = gpu_question("gpt2-xl", 1, 1024, 1);
-        q.context.capacity_bytes = parse_bytes(cap, "--gpu-memory");
-        q.context.reserve.fragmentation = 0;
+        Question q = test::gpu_max_batch_question(cap);
         const MaxBatch m = max_micro_batch(q, parse_strategy("none"));
         REQUIRE(m.max_micro_batch > 0);
         RunSettings s;
