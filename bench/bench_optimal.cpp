@@ -43,7 +43,7 @@ double seconds(F&& f) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string ms(double s) { return s >= 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.2f} ms", s * 1e3); }
+std::string ms(double s) { return s >= 1 ? fmt::format("{:.2f} s", s) : fmt::format("{:.2f} ms", s * 1e3); }
 
 // A count from 1 to 100000 (the model's limit), or nothing.
 bool parse_blocks(std::string_view text, std::uint64_t& out) {
