@@ -1,6 +1,7 @@
 #include "planner/optimal.hpp"
 
 #include "planner/checked.hpp"
+#include "planner/error.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -540,9 +541,9 @@ OptimalPlanner::View OptimalPlanner::seq(std::size_t s, std::size_t t) const {
 OptimalPlanner::Id OptimalPlanner::store(Collector& col) {
     const std::vector<Cand>& f = col.out();
     if (f.size() > max_index)
-        throw std::length_error(fmt::format("optimal planner: a frontier of {} points, at most {}; "
-                                            "use coarser memory slots",
-                                            f.size(), max_index));
+        throw InputError(fmt::format("optimal planner: a frontier of {} points, more than it can index ({}); "
+                                     "use fewer --memory-slots (0, exact, keeps every point)",
+                                     f.size(), max_index));
     Store::Chunk& c = store_->room_for(f.size());
     const auto offset = static_cast<std::uint32_t>(c.size);
     for (const Cand& p : f) {
@@ -555,7 +556,8 @@ OptimalPlanner::Id OptimalPlanner::store(Collector& col) {
                              static_cast<std::uint32_t>(f.size())});
     ++subproblems_;
     stored_ += f.size();
-    if (progress_ && subproblems_ % std::max<std::size_t>(1, total_ / 100) == 0) progress_(subproblems_, total_);
+    if (progress_ && (subproblems_ % std::max<std::size_t>(1, total_ / 100) == 0 || subproblems_ == total_))
+        progress_(subproblems_, total_);
     return static_cast<Id>(store_->spans.size() - 1);
 }
 

@@ -402,3 +402,29 @@ TEST_CASE("optimal::fits exactly when the replayed peak is within the budget") {
     CHECK(e.result.peak_bytes <= *q.context.budget_bytes);
     CHECK(e.plan.optimal->fits);
 }
+
+TEST_CASE("optimal::reports its progress, ending at every subproblem solved") {
+    for (std::uint64_t blocks : {std::uint64_t{2}, std::uint64_t{300}}) {
+        ModelConfig m = load_model("tiny-llama");
+        m.n_layers = blocks;
+        RunOptions o;
+        o.micro_batch = 2;
+        o.seq = 256;
+        o.sharding = Sharding::fsdp;
+        o.world_size = 4;
+        const ChainCosts k = chain_costs(build_chain(m, o), load_gpu("h100-80gb"));
+        std::vector<std::pair<std::size_t, std::size_t>> calls;
+        const OptimalPlanner dp(k, keep_all_need(k), {}, [&](std::size_t done, std::size_t total) {
+            calls.emplace_back(done, total);
+        });
+        INFO(blocks, " blocks");
+        REQUIRE_FALSE(calls.empty());
+        CHECK(calls.size() <= 102);  // every hundredth, and the last
+        CHECK(calls.back().first == dp.subproblems());
+        CHECK(calls.back().second == dp.subproblems());
+        for (std::size_t i = 1; i < calls.size(); ++i) CHECK(calls[i].first > calls[i - 1].first);
+        // Linear in the chain: a run length, a suffix range and a first pass per stage, and the
+        // prefix rows' ranges that some subproblem reads.
+        CHECK(dp.subproblems() <= 4 * k.size());
+    }
+}
