@@ -253,6 +253,12 @@ void validate_model(const ModelConfig& m) {
         throw InputError(fmt::format(
             "model {}: hidden size {} is not divisible by {} heads; pick a head count that "
             "divides it", n, m.hidden, m.n_heads));
+    // GPT-2 and GPT-NeoX split one fused q/k/v projection of width 3 * hidden into heads
+    // (transformers' GPT2Attention and GPTNeoXAttention: head_dim = hidden / heads, no key for it).
+    if (m.arch != Arch::llama && m.head_dim * m.n_heads != m.hidden)
+        throw InputError(fmt::format("model {}: {} heads of head_dim {} must make hidden size {} ({} splits its fused "
+                                     "q/k/v projection); drop head_dim or make it {}",
+                                     n, m.n_heads, m.head_dim, m.hidden, arch_name(m.arch), m.hidden / m.n_heads));
     if (m.n_heads % m.n_kv_heads != 0)
         throw InputError(fmt::format(
             "model {}: {} attention heads are not a multiple of {} key/value heads", n,

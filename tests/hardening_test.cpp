@@ -135,6 +135,15 @@ TEST_CASE("hardening::memory errors of d7920b4 plan cleanly") {
         CHECK(run_remat(std::string("plan --model gpt2 --seq 128 --profile ") + profile).code == 0);
 }
 
+TEST_CASE("hardening::a head_dim that does not split GPT-2's fused q/k/v is refused") {
+    // Found reading the fuzzers' coverage: the block split 3 * hidden into heads of head_dim
+    // while the parameter count used heads * head_dim; the plan disagreed with itself, exit 0.
+    std::string preset = cli_process::slurp(std::string(REMAT_SOURCE_DIR) + "/models/models/tiny-gpt2.json");
+    preset.insert(preset.rfind('}'), R"(, "head_dim": 1000)");
+    const std::string gpt2 = write_temp("gpt2-head-dim.json", preset);
+    check_rejected("plan --model " + gpt2, "drop head_dim or make it 32");
+}
+
 TEST_CASE("hardening::files: missing, directories, and what is not a model") {
     check_rejected("plan --model /nonexistent/config.json", "cannot open model file '/nonexistent/config.json'");
     check_rejected("plan --model " + temp_dir().string(), "is a directory");
