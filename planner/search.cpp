@@ -105,10 +105,6 @@ bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_
     return FitTest(q, micro_batch, limit_bytes).fits(spec);
 }
 
-namespace {
-
-}  // namespace
-
 std::uint64_t largest_fitting(const std::function<bool(std::uint64_t)>& fits, std::uint64_t limit,
                               bool& limit_reached) {
     auto at = [&](std::uint64_t b) {
@@ -136,6 +132,7 @@ std::uint64_t largest_fitting(const std::function<bool(std::uint64_t)>& fits, st
         // Between the last doubling and the limit.
         if (at(limit)) return limit;
         limit_reached = false;
+        hi = limit;
     }
     while (hi - lo > 1) {
         const std::uint64_t mid = lo + (hi - lo) / 2;
