@@ -126,11 +126,11 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     const OptimalOptions options{ctx.memory_slots, ctx.offload_checkpoints, keep_all};
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t cap = allocator > costs.base ? std::min(allocator - costs.base, keep_all) : 0;
-    auto dp = std::make_unique<OptimalPlanner>(costs, cap, options);
+    auto dp = std::make_unique<OptimalPlanner>(costs, cap, options, ctx.progress);
     std::optional<std::size_t> pick = dp->fastest_within(allocator);
     const bool fits = pick.has_value();
     if (!fits) {  // nothing fits: the leanest schedule, so that the plan says by how much
-        dp = std::make_unique<OptimalPlanner>(costs, keep_all, options);
+        dp = std::make_unique<OptimalPlanner>(costs, keep_all, options, ctx.progress);
         pick = 0;
     }
     const double solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -5,6 +5,7 @@
 //   Plan p = make_plan(chain, s, gpu, reserve, budget_bytes);
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +42,8 @@ struct PlanContext {
     bool offload_checkpoints = false;         // heuristics: every checkpoint to host; optimal: may offload
     std::uint32_t memory_slots = ~std::uint32_t{0};  // optimal's resolution (auto_memory_slots)
     StepTimeModel time_model;  // the preset's by default; --calibration sets measured rates
+    // optimal: called as the DP's subproblems are solved (done, total); the CLI shows it.
+    std::function<void(std::size_t, std::size_t)> progress;
 };
 
 // The largest allocator peak whose peak_bytes (allocator peak + reserve) stays within budget.

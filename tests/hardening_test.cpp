@@ -189,6 +189,25 @@ TEST_CASE("hardening::the names people type are accepted or answered with the ex
     check_rejected(q + " --precision fp16", "use fp16-mixed");
 }
 
+TEST_CASE("hardening::what a search or a budget limits is said, not hidden") {
+    // max-batch's search stops at 2^24 sequences; with memory to spare every strategy printed
+    // 16777216 as if it were the maximum.
+    const std::string huge = "max-batch --model gpt2 --gpu-memory 8000000TiB --strategies none";
+    const Run r = run_remat(huge);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find(">= 16777216") != std::string::npos);
+    const auto j = nlohmann::json::parse(run_remat(huge + " --json").out);
+    CHECK(j.at("results")[0].at("search_limit_reached") == true);
+    CHECK(nlohmann::json::parse(run_remat("max-batch --model gpt2 --strategies none --json").out)
+              .at("results")[0].at("search_limit_reached") == false);
+    // "optimal within 20 MiB: NOTHING FITS" then "peak ... FITS" (of the GPU): the budget line
+    // says how the peak stands to the budget.
+    const Run o = run_remat("plan --model gpt2 --strategy optimal --memory-budget 20MiB");
+    REQUIRE(o.code == 0);
+    CHECK(o.out.find("NOTHING FITS") != std::string::npos);
+    CHECK(o.out.find("OVER --memory-budget") != std::string::npos);
+}
+
 TEST_CASE("hardening::run refuses a plan larger than the host's memory, exit 3") {
     // llama2-70b at seq 128 predicts about 1.1 TB per rank: no CI machine has it. d7920b4 started
     // the run and grew until the machine swapped or the kernel killed it.

@@ -42,10 +42,37 @@ std::string one_line(std::string_view message) {
     return out;
 }
 
+// Progress on stderr while a command works, only when stderr is a terminal and the answer is
+// not --json (pipes and scripts stay clean); each show() rewrites the line, and the line is
+// cleared when the Progress goes out of scope.
+class Progress {
+public:
+    explicit Progress(bool json) : on_(!json && isatty(STDERR_FILENO)) {}
+    Progress(const Progress&) = delete;
+    Progress& operator=(const Progress&) = delete;
+    ~Progress() {
+        if (width_) std::cerr << "\r" << std::string(width_, ' ') << "\r" << std::flush;
+    }
+    explicit operator bool() const { return on_; }
+    void show(const std::string& line) {
+        std::cerr << "\r" << line << std::string(width_ > line.size() ? width_ - line.size() : 0, ' ') << std::flush;
+        width_ = std::max(width_, line.size());
+    }
+
+private:
+    bool on_;
+    std::size_t width_ = 0;
+};
+
 int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule, bool timeline) {
-    const Question q = make_question(a);
+    Question q = make_question(a);
     const StrategySpec spec = parse_strategy(strategy);
     validate_strategy(spec, q.model.n_layers);
+    Progress progress(a.json);
+    if (progress && spec.kind == StrategyKind::optimal)
+        q.context.progress = [&](std::size_t done, std::size_t total) {
+            progress.show(fmt::format("optimal: subproblem {}/{}", done, total));
+        };
     const Evaluation e = evaluate(q, spec);
     if (a.json) {
         auto j = plan_json(q, e);
@@ -67,14 +94,13 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro
         std::erase_if(specs, [&](const StrategySpec& s) { return !strategy_applies(s, q.model.n_layers); });
     for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
     std::vector<MaxBatch> results;
-    // Progress on a terminal only; pipes and --json stay clean.
-    const bool progress = !a.json && isatty(STDERR_FILENO);
-    for (std::size_t k = 0; k < specs.size(); ++k) {
-        if (progress)
-            std::cerr << fmt::format("\rsearching {:<16} [{}/{}]", specs[k].name(), k + 1, specs.size()) << std::flush;
-        results.push_back(max_micro_batch(q, specs[k]));
+    {
+        Progress progress(a.json);
+        for (std::size_t k = 0; k < specs.size(); ++k) {
+            if (progress) progress.show(fmt::format("searching {} [{}/{}]", specs[k].name(), k + 1, specs.size()));
+            results.push_back(max_micro_batch(q, specs[k]));
+        }
     }
-    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
     if (a.json)
         print_json(max_batch_json(q, results));
     else
@@ -84,7 +110,16 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro
 
 int run_pareto(const CommonArgs& a, bool all_points) {
     const Question q = make_question(a);
-    const ParetoFrontier f = pareto_frontier(q);
+    ParetoFrontier f;
+    {
+        Progress progress(a.json);
+        ParetoProgress shown;
+        if (progress)
+            shown = [&](std::string_view what, std::size_t done, std::size_t total) {
+                progress.show(fmt::format("pareto: {} [{}/{}]", what, done, total));
+            };
+        f = pareto_frontier(q, shown);
+    }
     if (a.json)
         print_json(pareto_json(q, f));
     else
@@ -105,13 +140,15 @@ int run_recommend(const CommonArgs& a, bool micro_batch_given, std::optional<std
             throw InputError("--global-batch sets the gradient accumulation per micro-batch; drop --grad-accumulation");
         options.global_batch = static_cast<std::uint64_t>(*global_batch);
     }
-    const bool progress = !a.json && isatty(STDERR_FILENO);
-    if (progress)
-        options.progress = [](std::size_t done, std::size_t total) {
-            std::cerr << fmt::format("\rplanning strategies [{}/{}]", done, total) << std::flush;
-        };
-    const Recommendation r = recommend(q, options);
-    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
+    Recommendation r;
+    {
+        Progress progress(a.json);
+        if (progress)
+            options.progress = [&](std::size_t done, std::size_t total) {
+                progress.show(fmt::format("planning strategies [{}/{}]", done, total));
+            };
+        r = recommend(q, options);
+    }
     auto args = [&](const Candidate& c) {
         return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
     };
@@ -200,13 +237,15 @@ int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool pr
     s.data_path = f.data;
     s.check_gradients = f.check_gradients;
     if (!f.memory_cap.empty()) s.memory_cap_bytes = parse_bytes(f.memory_cap, "--memory-cap");
-    const bool progress = !a.json && isatty(STDERR_FILENO);
-    if (progress)
-        s.progress = [](std::uint64_t done, std::uint64_t total) {
-            std::cerr << fmt::format("\rrunning step {}/{}", done, total) << std::flush;
-        };
-    const RunReport r = run_and_compare(q, spec, s);
-    if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
+    RunReport r;
+    {
+        Progress progress(a.json);
+        if (progress)
+            s.progress = [&](std::uint64_t done, std::uint64_t total) {
+                progress.show(fmt::format("running step {}/{}", done, total));
+            };
+        r = run_and_compare(q, spec, s);
+    }
     if (a.json)
         print_json(run_json(q, r, s));
     else
@@ -323,18 +362,19 @@ int run_validate(ValidateFlags f) {
                     for (auto b : bs)
                         for (auto seq : ss) points.push_back({m, st, b, w, seq, p});
         }
-    const bool progress = isatty(STDERR_FILENO);
     std::vector<SweepResult> rows;
-    for (std::size_t k = 0; k < points.size(); ++k) {
-        if (progress) {
-            const std::size_t width = 30, filled = width * k / points.size();
-            std::cerr << fmt::format("\r[{}{}] {}/{} {} {}", std::string(filled, '#'), std::string(width - filled, '.'),
-                                     k, points.size(), points[k].model, points[k].strategy.name())
-                      << "          " << std::flush;
+    {
+        Progress progress(false);  // validate's answer goes to files; the terminal may show progress
+        for (std::size_t k = 0; k < points.size(); ++k) {
+            if (progress) {
+                const std::size_t width = 30, filled = width * k / points.size();
+                progress.show(fmt::format("[{}{}] {}/{} {} {}", std::string(filled, '#'),
+                                          std::string(width - filled, '.'), k, points.size(), points[k].model,
+                                          points[k].strategy.name()));
+            }
+            rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
         }
-        rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
     }
-    if (progress) std::cerr << "\r" << std::string(80, ' ') << "\r" << std::flush;
     const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device, base.options.attention);
     if (!f.output.empty()) {
         // The JSON, and a markdown table beside it (same name, .md).

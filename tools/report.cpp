@@ -151,6 +151,11 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     out += "\n";
     out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
                        format_bytes(q.context.capacity_bytes), e.fits ? "FITS" : "DOES NOT FIT");
+    // A --memory-budget below the GPU's capacity is a second limit: say how the peak stands to it
+    // too, so that "NOTHING FITS" within the budget and "FITS" on the GPU read as two answers.
+    if (const auto budget = q.context.budget_bytes; budget && *budget != q.context.capacity_bytes)
+        out += fmt::format("  budget      {:>12}  {}\n", format_bytes(*budget),
+                           r.peak_bytes <= *budget ? "within --memory-budget" : "OVER --memory-budget");
     out += fmt::format("  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",
                        format_bytes(r.allocator_peak_bytes));
     // An allocation outside any op (a unit gather, a parameter's gradient) is named by what it holds.
@@ -228,6 +233,7 @@ json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
     for (const auto& m : results)
         rows.push_back({{"strategy", m.strategy.name()},
                         {"max_micro_batch", m.max_micro_batch},
+                        {"search_limit_reached", m.search_limit_reached},
                         {"peak_bytes", m.peak_bytes},
                         {"tokens_per_s", m.tokens_per_s}});
     json question = question_json(q);
@@ -238,11 +244,18 @@ json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results) {
     std::string out = "remat max-batch: " + header(q, false) + "\n";
     out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak", "tokens/s per GPU");
-    for (const auto& m : results)
-        out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), m.max_micro_batch,
-                           format_bytes(m.peak_bytes),
+    bool limited = false;
+    for (const auto& m : results) {
+        limited = limited || m.search_limit_reached;
+        const std::string b = m.search_limit_reached ? fmt::format(">= {}", m.max_micro_batch)
+                                                     : std::to_string(m.max_micro_batch);
+        out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), b, format_bytes(m.peak_bytes),
                            m.max_micro_batch ? fmt::format("{:.0f}", m.tokens_per_s) : std::string("-"));
+    }
     out += "\npeak at the max micro-batch (at 1 when nothing fits), reserve included\n";
+    if (limited)
+        out += fmt::format(">= {}: the search stops at {} sequences per GPU, and that still fits\n",
+                           max_search_micro_batch, max_search_micro_batch);
     return out;
 }
 
