@@ -42,6 +42,15 @@ public:
         first_forward_done_.assign(n, false);
         backward_done_.assign(n, false);
         on_host_.assign(n, false);
+        open_in_unit_.assign(units_.size(), 0);
+        // The stage of the first backward after each action (n: none), in one sweep from the end.
+        const auto& acts = plan_.schedule.actions;
+        next_backward_.resize(acts.size());
+        std::size_t nb = n;
+        for (std::size_t a = acts.size(); a-- > 0;) {
+            next_backward_[a] = nb;
+            if (acts[a].kind == ActionKind::B) nb = acts[a].stage;
+        }
     }
 
     SimResult run(const Reserve& reserve) {
@@ -172,42 +181,71 @@ private:
     // ---- units: gathered parameters for FSDP / ZeRO-3, and autocast's weight copies.
     std::uint64_t unit_bytes(std::size_t u) const { return terms_.unit_bytes(u); }
     std::uint64_t stage_cast_bytes(std::size_t i) const { return terms_.cast_bytes(i); }
-    void set_gathered(const std::vector<bool>& want) {
-        for (std::size_t u = 0; u < units_.size(); ++u)
-            if (gathered_[u] && !want[u]) {
-                gathered_[u] = false;
-                release(k_unsharded, unit_bytes(u));
-            }
-        for (std::size_t u = 0; u < units_.size(); ++u)
-            if (!gathered_[u] && want[u]) {
-                gathered_[u] = true;
-                alloc(k_unsharded, unit_bytes(u));
-            }
+    // The gathered set changes by a few units per action: the wanted set is at most three units
+    // (root, this one, the prefetch) plus, without resharding after forward, every unit with a
+    // stage forwarded and not yet backwarded. Only units in the last wanted few or whose open
+    // count crossed zero since the last action can change, so each action touches only those.
+    // Frees come before gathers, as before; the gathers' order does not change the peak or its
+    // breakdown (each only adds, so the last one that raises the peak sees the final state).
+    void ungather(std::size_t u) {
+        if (!gathered_[u]) return;
+        gathered_[u] = false;
+        release(k_unsharded, unit_bytes(u));
     }
-    std::size_t next_backward_stage(std::size_t a) const {
-        const auto& acts = plan_.schedule.actions;
-        for (std::size_t k = a + 1; k < acts.size(); ++k)
-            if (acts[k].kind == ActionKind::B) return acts[k].stage;
-        return c_.stages.size();
+    void gather(std::size_t u) {
+        if (gathered_[u]) return;
+        gathered_[u] = true;
+        alloc(k_unsharded, unit_bytes(u));
+    }
+    void ungather_all() {
+        for (std::size_t u = 0; u < units_.size(); ++u) ungather(u);
+        wanted_small_n_ = 0;
+        crossed_.clear();
+    }
+    // A stage's forward has run and its backward not yet: its unit stays gathered when FSDP
+    // does not reshard after forward.
+    void set_open(std::size_t stage, bool forward_done, bool backward_done) {
+        const bool was = first_forward_done_[stage] && !backward_done_[stage];
+        first_forward_done_[stage] = forward_done;
+        backward_done_[stage] = backward_done;
+        const bool now = forward_done && !backward_done;
+        if (was == now || !rule_.gather_per_unit || rule_.reshard_after_forward) return;
+        const std::size_t u = unit_of_stage(c_, stage);
+        const bool before = open_in_unit_[u] > 0;
+        if (now) ++open_in_unit_[u];
+        else --open_in_unit_[u];
+        if (before != (open_in_unit_[u] > 0)) crossed_.push_back(u);
     }
     void gather_for(std::size_t a, const Action& act) {
         if (!rule_.gather_per_unit) return;
-        std::vector<bool> want(units_.size(), false);
-        want[0] = true;  // the root unit: unsharded from the start of forward to the end of backward
+        std::array<std::size_t, 3> small{};
+        std::size_t small_n = 0;
+        small[small_n++] = 0;  // the root unit: unsharded from the start of forward to the end of backward
         const std::size_t i = act.stage, n = c_.stages.size();
-        want[unit_of_stage(c_, i)] = true;
+        small[small_n++] = unit_of_stage(c_, i);
         if (act.kind == ActionKind::B) {
-            if (i > 0) want[unit_of_stage(c_, i - 1)] = true;  // prefetch the previous unit
+            if (i > 0) small[small_n++] = unit_of_stage(c_, i - 1);  // prefetch the previous unit
         } else if (!act.recompute) {
-            if (i + 1 < n) want[unit_of_stage(c_, i + 1)] = true;  // prefetch the next unit
+            if (i + 1 < n) small[small_n++] = unit_of_stage(c_, i + 1);  // prefetch the next unit
         } else {
-            const std::size_t nb = next_backward_stage(a);
-            if (nb < n) want[unit_of_stage(c_, nb)] = true;
+            const std::size_t nb = next_backward_[a];
+            if (nb < n) small[small_n++] = unit_of_stage(c_, nb);
         }
-        if (!rule_.reshard_after_forward)
-            for (std::size_t s = 0; s < n; ++s)
-                if (first_forward_done_[s] && !backward_done_[s]) want[unit_of_stage(c_, s)] = true;
-        set_gathered(want);
+        auto wanted = [&](std::size_t u) {
+            for (std::size_t k = 0; k < small_n; ++k)
+                if (small[k] == u) return true;
+            return !rule_.reshard_after_forward && open_in_unit_[u] > 0;
+        };
+        for (std::size_t k = 0; k < wanted_small_n_; ++k)
+            if (!wanted(wanted_small_[k])) ungather(wanted_small_[k]);
+        for (std::size_t u : crossed_)
+            if (!wanted(u)) ungather(u);
+        for (std::size_t k = 0; k < small_n; ++k) gather(small[k]);
+        for (std::size_t u : crossed_)
+            if (wanted(u)) gather(u);
+        crossed_.clear();
+        wanted_small_ = small;
+        wanted_small_n_ = small_n;
     }
 
     void end_of_forward() {
@@ -297,7 +335,7 @@ private:
             frontier_[i + 1] = last || !(act.recompute && backward_done_[i + 1]);
             boundary_maybe_free(i + 1);
         }
-        first_forward_done_[i] = true;
+        set_open(i, true, backward_done_[i]);
     }
 
     void recompute_core(std::size_t i) {
@@ -387,7 +425,7 @@ private:
             release(k_unsharded, stage_cast_bytes(i));
         }
         parameter_gradients(i, u);
-        backward_done_[i] = true;
+        set_open(i, first_forward_done_[i], true);
     }
 
     void parameter_gradients(std::size_t i, std::size_t u) {
@@ -415,7 +453,7 @@ private:
     void optimizer_step() {
         action_label_ = "optimizer";
         action_peak_ = used_;
-        set_gathered(std::vector<bool>(units_.size(), false));
+        ungather_all();
         for (std::size_t b = 0; b < boundary_live_.size(); ++b) {
             frontier_[b] = held_prev_[b] = held_next_[b] = false;
             boundary_maybe_free(b);
@@ -445,6 +483,11 @@ private:
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> gathered_, unsharded_grad_live_, shard_grad_live_, cast_live_;
     std::vector<bool> first_forward_done_, backward_done_, on_host_;
+    std::vector<std::size_t> next_backward_;        // per action: the stage of the next B (n: none)
+    std::vector<std::uint32_t> open_in_unit_;       // per unit: stages forwarded, not yet backwarded
+    std::vector<std::size_t> crossed_;              // units whose open count crossed zero since the last action
+    std::array<std::size_t, 3> wanted_small_{};     // the last action's root, own and prefetched units
+    std::size_t wanted_small_n_ = 0;
     double previous_action_s_ = 0;
     std::array<std::uint64_t, k_count> cat_{};
     std::uint64_t used_ = 0, peak_ = 0, action_peak_ = 0;
