@@ -86,6 +86,18 @@ TEST_CASE("search::max_micro_batch is the replay's answer: fits at b, not at b +
     CHECK(answers > 40);
 }
 
+TEST_CASE("search::max_micro_batch is 0 when even one sequence does not fit") {
+    Question q;
+    q.model = load_model("llama2-70b");
+    q.options.seq = 4096;
+    q.gpu = load_gpu("h100-80gb");
+    q.context.reserve = default_reserve(q.gpu);
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    const MaxBatch m = max_micro_batch(q, parse_strategy("full"));
+    CHECK(m.max_micro_batch == 0);
+    CHECK(m.peak_bytes > q.context.capacity_bytes);
+}
+
 TEST_CASE("search::plan_fits answers evaluate()'s question without the op-level replay") {
     int checked = 0, fitting = 0;
     for (const Setting& st : settings) {

@@ -183,44 +183,6 @@ TEST_CASE("simulate::the peak grows with the micro-batch") {
 }
 }
 
-TEST_SUITE("search") {
-TEST_CASE("search::max_micro_batch is exact: fits at b, not at b + 1") {
-    Question q;
-    q.model = load_model("llama2-7b");
-    q.options.seq = 4096;
-    q.options.sharding = Sharding::fsdp;
-    q.options.world_size = 8;
-    q.gpu = load_gpu("h100-80gb");
-    q.context.reserve = default_reserve(q.gpu);
-    q.context.capacity_bytes = q.gpu.capacity_bytes;
-    for (const auto& spec : all_strategies()) {
-        CAPTURE(spec.name());
-        const MaxBatch m = max_micro_batch(q, spec);
-        Question at = q;
-        if (m.max_micro_batch > 0) {
-            at.options.micro_batch = m.max_micro_batch;
-            const Evaluation e = evaluate(at, spec);
-            CHECK(e.fits);
-            CHECK(e.result.peak_bytes == m.peak_bytes);
-        }
-        at.options.micro_batch = m.max_micro_batch + 1;
-        CHECK_FALSE(evaluate(at, spec).fits);
-    }
-}
-
-TEST_CASE("search::max_micro_batch is 0 when even one sequence does not fit") {
-    Question q;
-    q.model = load_model("llama2-70b");
-    q.options.seq = 4096;
-    q.gpu = load_gpu("h100-80gb");
-    q.context.reserve = default_reserve(q.gpu);
-    q.context.capacity_bytes = q.gpu.capacity_bytes;
-    const MaxBatch m = max_micro_batch(q, parse_strategy("full"));
-    CHECK(m.max_micro_batch == 0);
-    CHECK(m.peak_bytes > q.context.capacity_bytes);
-}
-}
-
 TEST_CASE("simulate::gradient accumulation: earlier micro-steps' gradients are live from the start") {
     // PyTorch accumulates into p.grad: under DDP the full gradients of the earlier micro-steps
     // exist when the last one starts; FSDP (without no_sync) reduce-scatters every micro-step
