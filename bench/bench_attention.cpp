@@ -9,11 +9,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <exception>
 #include <string>
 #include <utility>
 
+#include "bench/timing.hpp"
 #include "planner/error.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/device_parts.hpp"
@@ -22,7 +22,6 @@ namespace {
 
 using namespace remat;
 using namespace remat::rt;
-using Clock = std::chrono::steady_clock;
 
 struct Args {
     std::string device = "cpu", precision = "bf16-mixed";
@@ -36,10 +35,10 @@ double per_call(const Backend<T>& b, F&& call, double min_s) {
     call();
     b.synchronize();
     for (int n = 1;; n *= 2) {
-        const auto t0 = Clock::now();
-        for (int k = 0; k < n; ++k) call();
-        b.synchronize();
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        const double s = bench::seconds([&] {
+            for (int k = 0; k < n; ++k) call();
+            b.synchronize();
+        });
         if (s >= min_s || n >= (1 << 20)) return s / n;
     }
 }

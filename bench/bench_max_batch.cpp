@@ -6,29 +6,19 @@
 //   ./build/bin/bench_max_batch ./build/bin/remat
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "bench/timing.hpp"
 #include "planner/search.hpp"
 
 namespace {
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-template <typename F>
-double seconds(F&& f) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using remat::bench::median;
+using remat::bench::seconds;
 
 struct Command {
     const char* model;

@@ -10,14 +10,13 @@
 //   ./build/bin/bench_optimal 10000 100000     # the sizes (default resolution)
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <charconv>
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "bench/timing.hpp"
 #include "planner/chain_costs.hpp"
 #include "planner/model.hpp"
 #include "planner/optimal.hpp"
@@ -31,17 +30,8 @@ constexpr const char* usage =
     "  BLOCKS       chain lengths in llama2-70b blocks, 1 to 100000 (default: 10 80 320 1000)\n"
     "  --exact-max  longest chain also solved exact, every frontier point kept (default 320)\n";
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-template <typename F>
-double seconds(F&& f) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using remat::bench::median;
+using remat::bench::seconds;
 
 std::string ms(double s) { return s >= 1 ? fmt::format("{:.2f} s", s) : fmt::format("{:.2f} ms", s * 1e3); }
 
