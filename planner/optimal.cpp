@@ -204,14 +204,9 @@ public:
             push(list_, {need, time, back});
             return;
         }
-        const std::size_t i = slot_of(need, slot_, inverse_);
-        if (time < time_[i] || (time == time_[i] && need < need_[i])) {
-            need_[i] = need;
-            time_[i] = time;
-            back_[i] = back;
-            lo_ = std::min(lo_, i);
-            hi_ = std::max(hi_, i);
-        }
+        Slots s = slots();
+        s(need, time, back);
+        take(s);
     }
     void end_option() {
         if (slot_) return;
