@@ -24,20 +24,32 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
     return row[b.size()];
 }
 
-}  // namespace
-
-std::string quote(std::string_view text) {
-    std::string out = "'";
+// Control characters as escapes (\n, \t, \r, else \xNN); with `quotes`, single quotes and
+// backslashes too, so that a quoted echo reads unambiguously.
+void append_escaped(std::string& out, std::string_view text, bool quotes) {
     for (const char ch : text) {
         const auto c = static_cast<unsigned char>(ch);
         if (c == '\n') out += "\\n";
         else if (c == '\t') out += "\\t";
         else if (c == '\r') out += "\\r";
-        else if (c == '\'' || c == '\\') { out += '\\'; out += ch; }
+        else if (quotes && (c == '\'' || c == '\\')) { out += '\\'; out += ch; }
         else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
         else out += ch;
     }
+}
+
+}  // namespace
+
+std::string quote(std::string_view text) {
+    std::string out = "'";
+    append_escaped(out, text, true);
     return out + "'";
+}
+
+std::string one_line(std::string_view message) {
+    std::string out;
+    append_escaped(out, message, false);
+    return out;
 }
 
 void throw_size_overflow() {

@@ -15,6 +15,8 @@ struct InputError : std::runtime_error {
 // User text as it is echoed in a message: in single quotes, with control characters, quotes and
 // backslashes escaped (a newline becomes \n), so that every message stays one line.
 std::string quote(std::string_view text);
+// A whole message made one line: control characters escaped as quote() escapes them.
+std::string one_line(std::string_view message);
 
 // "unknown model 'lama2-7b'; closest: llama2-7b, llama2-13b" — used for every named choice.
 [[noreturn]] void throw_unknown(const std::string& what, const std::string& given,

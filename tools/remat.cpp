@@ -30,17 +30,6 @@ using namespace remat::cli;
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; }
 
-// Every error is one line: control characters in a message (from echoed input) are escaped.
-std::string one_line(std::string_view message) {
-    std::string out;
-    for (const char ch : message) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == '\n') out += "\\n";
-        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-        else out += ch;
-    }
-    return out;
-}
 
 // Progress on stderr while a command works, only when stderr is a terminal and the answer is
 // not --json (pipes and scripts stay clean); each show() rewrites the line, and the line is
