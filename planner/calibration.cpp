@@ -98,7 +98,7 @@ class Fields {
     // The key as JSON writes it: quoted, with a newline in an unknown key escaped, so that the
     // message stays one line.
     std::string name(const std::string& key) const {
-        return json(where_.empty() ? key : where_ + "." + key).dump(-1, ' ', false, json::error_handler_t::replace);
+        return json_key(where_.empty() ? key : where_ + "." + key);
     }
     const json& j_;
     std::string origin_, where_;

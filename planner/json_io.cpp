@@ -10,12 +10,9 @@
 
 namespace remat {
 
-namespace {
-
-// A key as JSON writes it, with what would break a one-line message escaped.
-std::string quote_json_key(const std::string& key) { return nlohmann::json(key).dump(); }
-
-}  // namespace
+std::string json_key(const std::string& key) {
+    return nlohmann::json(key).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin, std::string_view fix) {
     std::string last_key;  // the key whose value was being read, for errors without a position
@@ -46,7 +43,7 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
         // Numbers past a double's range (1e400) are out_of_range errors, not parse errors.
         std::string reason = e.what();
         if (auto p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
-        const std::string where = last_key.empty() ? "" : fmt::format(" in the value of {}", quote_json_key(last_key));
+        const std::string where = last_key.empty() ? "" : fmt::format(" in the value of {}", json_key(last_key));
         throw InputError(fmt::format("{}: malformed JSON{}: {} (a number must fit a double); {}", origin, where,
                                      reason, fix));
     }

@@ -7,6 +7,10 @@
 
 namespace remat {
 
+// A key as JSON writes it, for messages: in double quotes, a newline escaped (one line), bytes
+// that are not UTF-8 replaced instead of thrown on.
+std::string json_key(const std::string& key);
+
 // Throws InputError "<origin>:<line>:<column>: malformed JSON: <reason>; <fix>".
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
                                std::string_view fix = "fix the file or pass a preset name");
