@@ -12,9 +12,12 @@
 //
 // It does not bound how large an answer may be for a GPU: that is the memory model's job.
 #pragma once
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
+#include <string_view>
 
 #include "planner/error.hpp"
 
@@ -57,6 +60,15 @@ template <typename... T>
 std::uint64_t checked_add(std::uint64_t a, T... rest) {
     ((a = detail::add(a, static_cast<std::uint64_t>(rest))), ...);
     return a;
+}
+
+// Text that is a count: decimal digits only (no sign, no 0x, no spaces), at most max_count;
+// nullopt otherwise. The one reading of every integer a user types.
+inline std::optional<std::uint64_t> decimal_count(std::string_view text) {
+    std::uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v > max_count) return std::nullopt;
+    return v;
 }
 
 // a += b, checked.

@@ -1,7 +1,6 @@
 #include "planner/strategy.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <limits>
 #include <cmath>
 #include <fmt/format.h>
@@ -33,13 +32,12 @@ std::string StrategySpec::name() const {
 namespace {
 
 std::uint64_t parse_count(const std::string& text, const std::string& whole) {
-    std::uint64_t v = 0;
-    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc() || p != text.data() + text.size() || v == 0)
+    const auto v = decimal_count(text);
+    if (!v || *v == 0)
         throw InputError(fmt::format(
             "strategy {}: the count must be a positive decimal integer (every-N and segments-K with 1 <= N, K <= "
             "number of blocks)", quote(whole)));
-    return v;
+    return *v;
 }
 
 }  // namespace

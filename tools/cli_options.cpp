@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 
 #include "planner/calibration.hpp"
 #include "planner/checked.hpp"
@@ -13,9 +12,7 @@ namespace remat::cli {
 CLI::Validator decimal() {
     return CLI::Validator(
         [](std::string& text) -> std::string {
-            const bool digits = !text.empty() && text.size() <= 19 &&
-                                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-            if (digits && std::stoull(text) <= max_count) return {};
+            if (decimal_count(text)) return {};
             return fmt::format("{} is not a decimal integer from 0 to 2^63 - 1", quote(text));
         },
         "INT", "decimal");

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <cctype>
-#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -314,11 +313,10 @@ int run_validate(ValidateFlags f) {
     if (!(f.tolerance > 0)) throw InputError(fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
     auto positive = [](const char* option) {
         return [option](const std::string& s) -> std::uint64_t {
-            std::uint64_t v = 0;
-            const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-            if (ec != std::errc() || end != s.data() + s.size() || v == 0 || v > max_count)
+            const auto v = decimal_count(s);
+            if (!v || *v == 0)
                 throw InputError(fmt::format("{} {}: use positive decimal integers, e.g. 1,2,4", option, quote(s)));
-            return v;
+            return *v;
         };
     };
     const auto models = parse_list(f.models, "--models", [](const std::string& m) { load_model(m); return m; });
