@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "bench/timing.hpp"
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/device_parts.hpp"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "bench/timing.hpp"
-#include "planner/search.hpp"
+#include "planner/search/search.hpp"
 
 namespace {
 

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "bench/timing.hpp"
-#include "planner/chain_costs.hpp"
-#include "planner/model.hpp"
-#include "planner/optimal.hpp"
+#include "planner/strategy/chain_costs.hpp"
+#include "planner/config/model.hpp"
+#include "planner/strategy/optimal.hpp"
 
 using namespace remat;
 

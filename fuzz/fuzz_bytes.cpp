@@ -13,7 +13,7 @@
 #include <regex>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/gpu.hpp"
+#include "planner/simulate/gpu.hpp"
 
 namespace {
 

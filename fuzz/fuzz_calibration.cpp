@@ -9,10 +9,10 @@
 #include <fmt/format.h>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/calibration.hpp"
-#include "planner/json_io.hpp"
-#include "planner/memory.hpp"
-#include "planner/search.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/config/json_io.hpp"
+#include "planner/simulate/memory.hpp"
+#include "planner/search/search.hpp"
 
 namespace {
 

@@ -5,7 +5,7 @@
 //       return 0;
 //   }
 //
-// remat::InputError (planner/error.hpp) is the documented answer to bad input, and it must be
+// remat::InputError (planner/config/error.hpp) is the documented answer to bad input, and it must be
 // one non-empty line (the CLI prints it as is). Anything else is a finding: another exception,
 // a broken property (finding() aborts, so libFuzzer saves the input), or what the sanitizers,
 // -timeout and -rss_limit_mb catch.
@@ -19,7 +19,7 @@
 #include <string_view>
 #include <typeinfo>
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 
 namespace remat::fuzz {
 

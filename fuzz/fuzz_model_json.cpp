@@ -14,10 +14,10 @@
 #include <fmt/format.h>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/json_io.hpp"
-#include "planner/memory.hpp"
-#include "planner/model.hpp"
-#include "planner/search.hpp"
+#include "planner/config/json_io.hpp"
+#include "planner/simulate/memory.hpp"
+#include "planner/config/model.hpp"
+#include "planner/search/search.hpp"
 
 namespace {
 

@@ -8,10 +8,10 @@
 #include <fmt/format.h>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/memory.hpp"
-#include "planner/model.hpp"
-#include "planner/simulate.hpp"
-#include "planner/strategy.hpp"
+#include "planner/simulate/memory.hpp"
+#include "planner/config/model.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 
 namespace {
 

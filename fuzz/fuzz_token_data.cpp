@@ -13,9 +13,9 @@
 #include <unistd.h>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/json_io.hpp"
-#include "planner/model.hpp"
-#include "planner/schedule.hpp"
+#include "planner/config/json_io.hpp"
+#include "planner/config/model.hpp"
+#include "planner/config/schedule.hpp"
 #include "runtime/run.hpp"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <type_traits>
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/device_parts.hpp"
 #include "runtime/devices.hpp"

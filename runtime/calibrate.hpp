@@ -2,7 +2,7 @@
 // bandwidth, and the fixed cost of one op. Written against Backend<T> only, so the CPU backend
 // (single-thread OpenBLAS, as the runtime gives one BLAS thread per rank) and the CUDA backend
 // are measured by the same code. The planner's step-time model reads the result as a
-// calibration file (planner/calibration.hpp; the glue is tools/calibrate.cpp).
+// calibration file (planner/simulate/calibration.hpp; the glue is tools/calibrate.cpp).
 //
 // Not measured: backward passes (the model charges them from forward FLOPs and bytes),
 // collectives, host-device copies. Nothing here judges the figures; a test cannot either.
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "planner/options.hpp"
+#include "planner/config/options.hpp"
 #include "runtime/run.hpp"
 
 namespace remat::rt {

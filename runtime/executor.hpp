@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "planner/schedule.hpp"
+#include "planner/config/schedule.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/collectives.hpp"
 #include "runtime/numeric.hpp"

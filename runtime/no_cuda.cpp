@@ -9,7 +9,7 @@ std::string gpu_unavailable_reason() { return "this build has no CUDA backend (n
 
 }  // namespace remat::rt
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/device_parts.hpp"
 
 namespace remat::rt {

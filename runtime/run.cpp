@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/device_parts.hpp"
 
 namespace remat::rt {

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "planner/model.hpp"
-#include "planner/options.hpp"
-#include "planner/schedule.hpp"
+#include "planner/config/model.hpp"
+#include "planner/config/options.hpp"
+#include "planner/config/schedule.hpp"
 #include "runtime/executor.hpp"
 
 namespace remat::rt {

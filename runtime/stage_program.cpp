@@ -1,12 +1,12 @@
 // The stage programs of GPT-2 and Llama models, op by op, and their parameter layout.
-// docs/runtime.md lists the ops and what each saves; planner/profile_remat.cpp describes the
+// docs/runtime.md lists the ops and what each saves; planner/graph/profile_remat.cpp describes the
 // same ops for the planner, written separately, and `remat run` compares the two.
 #include "runtime/stage_program.hpp"
 
 #include <cmath>
 #include <fmt/format.h>
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 
 namespace remat::rt {
 

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "planner/model.hpp"
-#include "planner/options.hpp"
+#include "planner/config/model.hpp"
+#include "planner/config/options.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/backend.hpp"
 

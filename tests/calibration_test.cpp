@@ -10,11 +10,11 @@
 #include <fstream>
 #include <string>
 
-#include "planner/calibration.hpp"
-#include "planner/error.hpp"
-#include "planner/pareto.hpp"
-#include "planner/recommend.hpp"
-#include "planner/search.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/config/error.hpp"
+#include "planner/search/pareto.hpp"
+#include "planner/search/recommend.hpp"
+#include "planner/search/search.hpp"
 #include "tools/cli_options.hpp"
 #include "tests/gemm_op.hpp"
 

@@ -9,9 +9,9 @@
 
 #include <random>
 
-#include "planner/chain_costs.hpp"
-#include "planner/model.hpp"
-#include "planner/simulate.hpp"
+#include "planner/strategy/chain_costs.hpp"
+#include "planner/config/model.hpp"
+#include "planner/simulate/simulate.hpp"
 
 using namespace remat;
 

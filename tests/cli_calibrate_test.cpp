@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "planner/calibration.hpp"
-#include "planner/search.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/search/search.hpp"
 #include "runtime/devices.hpp"
 #include "tests/cli_process.hpp"
 #include "tools/cli_options.hpp"

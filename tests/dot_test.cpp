@@ -1,4 +1,4 @@
-// Tests of the DOT writer (planner/dot.hpp) on tiny-gpt2 at S = 64, B = 1: golden files for the
+// Tests of the DOT writer (planner/dot/dot.hpp) on tiny-gpt2 at S = 64, B = 1: golden files for the
 // figures the docs show, the Keep colour encoding, the --ops expansion, and that Graphviz
 // renders every golden figure.
 //
@@ -6,7 +6,7 @@
 // to the figure, regenerate them with
 //   REMAT_UPDATE_GOLDEN=1 ./build/tests/remat_tests -ts=dot
 // and review the diff. This suite does not check layout: Graphviz owns that.
-#include "planner/dot.hpp"
+#include "planner/dot/dot.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "planner/chain.hpp"
-#include "planner/gpu.hpp"
-#include "planner/memory.hpp"
-#include "planner/model.hpp"
-#include "planner/strategy.hpp"
-#include "planner/units.hpp"
+#include "planner/chain/chain.hpp"
+#include "planner/simulate/gpu.hpp"
+#include "planner/simulate/memory.hpp"
+#include "planner/config/model.hpp"
+#include "planner/strategy/strategy.hpp"
+#include "planner/config/units.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // A rows × K by K × N GEMM in bf16 as the op builders describe it: the op the step-time tests
 // (step_time_test.cpp, calibration_test.cpp) time by hand.
 #pragma once
-#include "planner/graph.hpp"
+#include "planner/graph/graph.hpp"
 
 namespace op_fixtures {
 

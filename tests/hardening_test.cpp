@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "planner/gpu.hpp"
-#include "planner/error.hpp"
+#include "planner/simulate/gpu.hpp"
+#include "planner/config/error.hpp"
 #include "tests/cli_process.hpp"
 
 using namespace cli_process;

@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "planner/json_io.hpp"
-#include "planner/profiles.hpp"
+#include "planner/config/json_io.hpp"
+#include "planner/graph/profiles.hpp"
 
 using namespace remat;
 using nlohmann::json;

@@ -2,8 +2,8 @@
 // Megatron-LM's theoretical_memory_usage.py, as quoted in ../shared/reference/ANCHORS.md.
 #include <doctest/doctest.h>
 
-#include "planner/memory.hpp"
-#include "planner/model.hpp"
+#include "planner/simulate/memory.hpp"
+#include "planner/config/model.hpp"
 
 using namespace remat;
 

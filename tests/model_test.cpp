@@ -4,9 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "planner/error.hpp"
-#include "planner/gpu.hpp"
-#include "planner/model.hpp"
+#include "planner/config/error.hpp"
+#include "planner/simulate/gpu.hpp"
+#include "planner/config/model.hpp"
 
 using namespace remat;
 

@@ -10,12 +10,12 @@
 #include <functional>
 #include <random>
 
-#include "planner/chain_costs.hpp"
-#include "planner/optimal.hpp"
-#include "planner/pareto.hpp"
-#include "planner/search.hpp"
-#include "planner/simulate.hpp"
-#include "planner/strategy.hpp"
+#include "planner/strategy/chain_costs.hpp"
+#include "planner/strategy/optimal.hpp"
+#include "planner/search/pareto.hpp"
+#include "planner/search/search.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 
 using namespace remat;
 

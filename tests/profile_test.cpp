@@ -2,8 +2,8 @@
 // Table 2; ANCHORS.md "Activations per transformer layer") from its op graph, exactly.
 #include <doctest/doctest.h>
 
-#include "planner/chain.hpp"
-#include "planner/profiles.hpp"
+#include "planner/chain/chain.hpp"
+#include "planner/graph/profiles.hpp"
 
 using namespace remat;
 

@@ -10,9 +10,9 @@
 #include <random>
 #include <string>
 
-#include "planner/error.hpp"
-#include "planner/simulate.hpp"
-#include "planner/strategy.hpp"
+#include "planner/config/error.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 
 using namespace remat;
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "planner/gpu.hpp"
-#include "planner/memory.hpp"
+#include "planner/simulate/gpu.hpp"
+#include "planner/simulate/memory.hpp"
 #include "tools/validation.hpp"
 
 namespace remat::test {

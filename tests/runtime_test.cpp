@@ -2,7 +2,7 @@
 // rank's peak and every action's live bytes; losses and gradients of checkpointed runs against
 // `none`; W ranks against one rank with W times the rows; the maximum micro-batch under a cap.
 // The two sides are independent: the runtime builds its ops from the model config alone
-// (runtime/stage_program.cpp), the planner from its own description (planner/profile_remat.cpp).
+// (runtime/stage_program.cpp), the planner from its own description (planner/graph/profile_remat.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,8 +12,8 @@
 #include <set>
 #include <sstream>
 
-#include "planner/chain.hpp"
-#include "planner/error.hpp"
+#include "planner/chain/chain.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
 #include "tests/runtime_question.hpp"
 #include "tools/validation.hpp"
@@ -233,8 +233,8 @@ TEST_CASE("runtime::a token file feeds the run") {
 // Independence: the runtime may read the model config, the options and the Schedule, never the
 // planner's graphs, chain, memory model or simulator.
 TEST_CASE("runtime::includes no planner code beyond the config and the Schedule") {
-    const std::set<std::string> allowed = {"planner/model.hpp", "planner/options.hpp", "planner/schedule.hpp",
-                                           "planner/error.hpp"};
+    const std::set<std::string> allowed = {"planner/config/model.hpp", "planner/config/options.hpp", "planner/config/schedule.hpp",
+                                           "planner/config/error.hpp"};
     const std::regex include(R"re(#include "(planner/[^"]+)")re");
     std::size_t files = 0;
     for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(REMAT_SOURCE_DIR) + "/runtime")) {

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 
-#include "planner/checked.hpp"
-#include "planner/recommend.hpp"
-#include "planner/search.hpp"
+#include "planner/config/checked.hpp"
+#include "planner/search/recommend.hpp"
+#include "planner/search/search.hpp"
 
 using namespace remat;
 

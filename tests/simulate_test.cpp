@@ -6,9 +6,9 @@
 
 #include <numeric>
 
-#include "planner/search.hpp"
-#include "planner/simulate.hpp"
-#include "planner/strategy.hpp"
+#include "planner/search/search.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 
 using namespace remat;
 

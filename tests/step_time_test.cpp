@@ -2,8 +2,8 @@
 // and the property recommend relies on: a GEMM's attainable rate rises with its rows.
 #include <doctest/doctest.h>
 
-#include "planner/gpu.hpp"
-#include "planner/step_time.hpp"
+#include "planner/simulate/gpu.hpp"
+#include "planner/simulate/step_time.hpp"
 #include "tests/gemm_op.hpp"
 
 using namespace remat;

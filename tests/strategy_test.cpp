@@ -1,9 +1,9 @@
 // Strategies and their schedules.
 #include <doctest/doctest.h>
 
-#include "planner/error.hpp"
-#include "planner/simulate.hpp"
-#include "planner/strategy.hpp"
+#include "planner/config/error.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 
 using namespace remat;
 

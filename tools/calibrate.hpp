@@ -8,7 +8,7 @@
 #pragma once
 #include <string>
 
-#include "planner/calibration.hpp"
+#include "planner/simulate/calibration.hpp"
 #include "runtime/calibrate.hpp"
 
 namespace remat::cli {

@@ -3,9 +3,9 @@
 #include <fmt/format.h>
 
 
-#include "planner/calibration.hpp"
-#include "planner/checked.hpp"
-#include "planner/error.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/config/checked.hpp"
+#include "planner/config/error.hpp"
 
 namespace remat::cli {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "planner/search.hpp"
+#include "planner/search/search.hpp"
 
 namespace remat::cli {
 

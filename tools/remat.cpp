@@ -11,10 +11,10 @@
 #include <iostream>
 #include <unistd.h>
 
-#include "planner/checked.hpp"
-#include "planner/dot.hpp"
-#include "planner/error.hpp"
-#include "planner/units.hpp"
+#include "planner/config/checked.hpp"
+#include "planner/dot/dot.hpp"
+#include "planner/config/error.hpp"
+#include "planner/config/units.hpp"
 #include "runtime/devices.hpp"
 #include "tools/calibrate.hpp"
 #include "tools/cli_options.hpp"

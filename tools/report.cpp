@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "planner/units.hpp"
+#include "planner/config/units.hpp"
 
 namespace remat::cli {
 

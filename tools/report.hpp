@@ -7,9 +7,9 @@
 #include <functional>
 #include <optional>
 
-#include "planner/pareto.hpp"
-#include "planner/recommend.hpp"
-#include "planner/search.hpp"
+#include "planner/search/pareto.hpp"
+#include "planner/search/recommend.hpp"
+#include "planner/search/search.hpp"
 
 namespace remat::cli {
 

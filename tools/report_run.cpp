@@ -6,7 +6,7 @@
 
 #include "runtime/devices.hpp"
 
-#include "planner/units.hpp"
+#include "planner/config/units.hpp"
 #include "tools/report.hpp"
 
 namespace remat::cli {

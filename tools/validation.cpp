@@ -4,9 +4,9 @@
 #include <cmath>
 #include <fmt/format.h>
 
-#include "planner/checked.hpp"
-#include "planner/error.hpp"
-#include "planner/units.hpp"
+#include "planner/config/checked.hpp"
+#include "planner/config/error.hpp"
+#include "planner/config/units.hpp"
 #include "runtime/host_memory.hpp"
 #include "runtime/stage_program.hpp"
 

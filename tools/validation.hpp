@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "planner/search.hpp"
+#include "planner/search/search.hpp"
 #include "runtime/run.hpp"
 
 namespace remat::cli {

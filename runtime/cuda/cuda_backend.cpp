@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "planner/error.hpp"
+#include "planner/config/error.hpp"
 #include "runtime/collectives.hpp"
 #include "runtime/cuda/cuda_check.hpp"
 #include "runtime/cuda/kernels.cuh"

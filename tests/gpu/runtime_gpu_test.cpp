@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <fmt/format.h>
 
-#include "planner/calibration.hpp"
-#include "planner/search.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/search/search.hpp"
 #include "tests/runtime_question.hpp"
 #include "tools/validation.hpp"
 

@@ -50,7 +50,7 @@ import tempfile
 import time
 
 # The two models, as Hugging Face config.json contents (the keys remat's HF loader reads,
-# planner/model.cpp). They equal the remat presets `gpt2` and `llama-1b`; the dry run checks
+# planner/config/model.cpp). They equal the remat presets `gpt2` and `llama-1b`; the dry run checks
 # that `remat plan` counts the preset's parameters for each file.
 MODELS = {
     "gpt2": {

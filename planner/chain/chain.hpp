@@ -1,0 +1,49 @@
+// The model as a chain of stages: embedding, block 0..L-1, final norm, head + loss. Identical
+// blocks share one op graph. Per stage: input bytes x, bytes kept when everything is stored x̄,
+// bytes kept under selective recomputation, FLOPs and parameters (its FSDP unit).
+//
+//   Chain c = build_chain(model, options);   // options.seq must be resolved
+//   c.stages[1].all_bytes                    // x̄ of block 0
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "planner/graph/graph.hpp"
+#include "planner/config/model.hpp"
+#include "planner/config/options.hpp"
+#include "planner/graph/profiles.hpp"
+
+namespace remat {
+
+struct Stage {
+    std::string name;  // "embedding", "block 3", "final norm", "head"
+    StageKind kind = StageKind::block;
+    std::size_t graph = 0;             // index into Chain::graphs
+    std::uint64_t input_bytes = 0;     // x: the stage input, what a checkpoint keeps
+    std::uint64_t all_bytes = 0;       // x̄: unique storages saved for backward
+    std::uint64_t selective_bytes = 0; // kept by F_sel (attention core dropped)
+    std::uint64_t params = 0;          // parameters owned by this stage
+    double fwd_flops = 0, bwd_flops = 0;
+    double core_fwd_flops = 0;         // the attention core's share (selective recompute)
+};
+
+struct Chain {
+    ModelConfig model;
+    RunOptions options;
+    std::vector<StageGraph> graphs;
+    std::vector<Stage> stages;
+    std::size_t n_blocks() const { return model.n_layers; }
+    const StageGraph& graph_of(std::size_t stage) const { return graphs[stages[stage].graph]; }
+};
+
+Chain build_chain(const ModelConfig& model, const RunOptions& options,
+                  AutocastDevice device = AutocastDevice::cuda);
+
+// Storages kept by F_sel: everything saved except what attention-core ops produce and only
+// attention-core ops save, plus the core's inputs (R_sel recomputes from them).
+std::vector<TensorId> selective_kept_storages(const StageGraph& g);
+// Storages produced by attention-core ops that F_sel drops and R_sel recomputes.
+std::vector<bool> selective_dropped_mask(const StageGraph& g);
+
+}  // namespace remat

@@ -1,0 +1,77 @@
+// Model architecture as the planner sees it: sizes and the choices that change what is saved
+// for backward (norm kind, activation, dropout, rotary, parallel residual, biases).
+//
+//   ModelConfig m = load_model("llama2-7b");          // a preset name, or
+//   ModelConfig m = load_model("path/config.json");   // a preset-format or HF config.json
+//   std::uint64_t n = parameter_count(m);             // exact, as HF counts it
+//
+// It does not know batch, sequence or precision: those are run options (planner/config/options.hpp).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace remat {
+
+enum class Arch { gpt2, llama, gpt_neox };
+enum class NormKind { layernorm, rmsnorm };
+// gelu_new: HF NewGELUActivation (tanh formula in python ops); gelu: exact erf GELU (one op);
+// gelu_tanh: F.gelu(approximate="tanh") (one op); silu: SwiGLU gate (llama family).
+enum class Activation { gelu_new, gelu, gelu_tanh, silu };
+
+struct ModelConfig {
+    std::string name;
+    Arch arch = Arch::gpt2;
+    std::uint64_t n_layers = 0;    // L
+    std::uint64_t hidden = 0;      // H
+    std::uint64_t n_heads = 0;     // A
+    std::uint64_t n_kv_heads = 0;  // KV (== A without grouped-query attention)
+    std::uint64_t head_dim = 0;    // D, H / A unless a config says otherwise
+    std::uint64_t ffn = 0;         // F
+    std::uint64_t vocab = 0;       // V
+    std::uint64_t context = 0;     // max positions; the default sequence length
+    NormKind norm = NormKind::layernorm;
+    Activation activation = Activation::gelu_new;
+    bool tied_embeddings = false;
+    bool learned_positions = false;  // gpt2's wpe table; others use rotary
+    double rotary_pct = 0.0;         // fraction of head_dim rotated (gpt_neox: 0.25)
+    bool parallel_residual = false;  // gpt_neox: attention and MLP read the same input
+    bool attn_bias = false;          // biases on qkv and output projection
+    bool mlp_bias = false;
+    double attn_dropout = 0.0;       // on attention probabilities
+    double resid_dropout = 0.0;      // on attention and MLP outputs
+    double embd_dropout = 0.0;       // on the embedding output
+    std::string source;              // where the numbers come from
+};
+
+std::string_view arch_name(Arch a);
+std::string_view activation_name(Activation a);
+
+// Parameters of one transformer block, and of the whole model, counted as HF counts them
+// (tied embeddings once).
+std::uint64_t block_parameter_count(const ModelConfig& m);
+std::uint64_t embedding_parameter_count(const ModelConfig& m);
+std::uint64_t final_norm_parameter_count(const ModelConfig& m);
+std::uint64_t head_parameter_count(const ModelConfig& m);  // 0 when tied
+std::uint64_t parameter_count(const ModelConfig& m);
+// Head dims that rotary embeddings rotate: int(head_dim * rotary_pct), as transformers'
+// GPTNeoXAttention computes rotary_ndims (truncated); 0 means no rotary inputs at all.
+std::uint64_t rotary_dims(const ModelConfig& m);
+
+// A preset name or a path to a JSON file; throws InputError naming the problem.
+ModelConfig load_model(const std::string& name_or_path);
+// Parse JSON text that is either remat's preset format ("format": "remat-model") or a Hugging
+// Face config.json (recognized by "model_type"); `origin` names it in error messages.
+ModelConfig model_from_json(const nlohmann::json& j, const std::string& origin);
+std::vector<std::string> model_preset_names();
+
+// The deepest model remat plans: deeper configs are refused (the chain has a stage per layer).
+inline constexpr std::uint64_t max_layers = 100'000;
+
+// Throws InputError if sizes are zero or inconsistent (hidden not divisible by heads, ...), or
+// past max_layers, or if the parameter count exceeds 2^63 - 1.
+void validate_model(const ModelConfig& m);
+
+}  // namespace remat

@@ -1,0 +1,145 @@
+#include "planner/graph/graph.hpp"
+
+#include <fmt/format.h>
+
+#include <cassert>
+#include <iterator>
+#include <set>
+
+#include "planner/config/checked.hpp"
+
+namespace remat {
+
+std::uint64_t dtype_bytes(DType d) {
+    switch (d) {
+        case DType::f32: return 4;
+        case DType::bf16:
+        case DType::f16: return 2;
+        case DType::i64: return 8;
+        case DType::i32: return 4;
+        case DType::u8:
+        case DType::b8: return 1;
+    }
+    return 0;
+}
+
+std::string_view dtype_name(DType d) {
+    switch (d) {
+        case DType::f32: return "float32";
+        case DType::bf16: return "bfloat16";
+        case DType::f16: return "float16";
+        case DType::i64: return "int64";
+        case DType::i32: return "int32";
+        case DType::u8: return "uint8";
+        case DType::b8: return "bool";
+    }
+    return "?";
+}
+
+std::uint64_t Tensor::numel() const {
+    std::uint64_t n = 1;
+    for (auto d : shape) n = checked_mul(n, d);
+    return n;
+}
+
+std::uint64_t Tensor::bytes() const { return checked_mul(numel(), dtype_bytes(dtype)); }
+
+TensorId StageGraph::push(Tensor t) {
+    // Every tensor's size is counted once here, so an overflow names the tensor it is in.
+    try {
+        (void)t.bytes();
+    } catch (const SizeOverflow&) {
+        throw SizeOverflow(fmt::format("tensor '{}' of shape ({}) {} has more than 2^63 - 1 bytes", t.name,
+                                       fmt::join(t.shape, ", "), dtype_name(t.dtype)));
+    }
+    tensors_.push_back(std::move(t));
+    producer_.push_back(-1);
+    return static_cast<TensorId>(tensors_.size() - 1);
+}
+
+int StageGraph::producer(TensorId t) const { return producer_[storage(t)]; }
+
+TensorId StageGraph::add_input(std::string name, std::vector<std::uint64_t> shape, DType dtype,
+                               bool needs_grad) {
+    TensorId id = push({std::move(name), std::move(shape), dtype, no_tensor, needs_grad, false});
+    inputs_.push_back(id);
+    return id;
+}
+
+TensorId StageGraph::add_shared_input(std::string name, std::vector<std::uint64_t> shape,
+                                      DType dtype) {
+    TensorId id = push({std::move(name), std::move(shape), dtype, no_tensor, false, true});
+    inputs_.push_back(id);
+    return id;
+}
+
+TensorId StageGraph::add_tensor(std::string name, std::vector<std::uint64_t> shape, DType dtype,
+                                bool needs_grad) {
+    return push({std::move(name), std::move(shape), dtype, no_tensor, needs_grad, false});
+}
+
+TensorId StageGraph::add_view(std::string name, TensorId of, std::vector<std::uint64_t> shape) {
+    // Copied out before push grows tensors_.
+    const DType dtype = tensors_[of].dtype;
+    const bool needs_grad = tensors_[of].needs_grad, shared = tensors_[of].shared;
+    return push({std::move(name), std::move(shape), dtype, of, needs_grad, shared});
+}
+
+TensorId StageGraph::storage(TensorId t) const {
+    while (tensors_[t].view_of != no_tensor) t = tensors_[t].view_of;
+    return t;
+}
+
+OpVertex StageGraph::add_op(Op op) {
+    const OpVertex v = boost::add_vertex(op, graph_);
+    for (TensorId in : graph_[v].inputs) {
+        assert(in < tensors_.size() && "op input must be a known tensor");
+        // A view is produced by whoever produced its storage.
+        const int from = producer_[storage(in)];
+        if (from >= 0) boost::add_edge(static_cast<OpVertex>(from), v, TensorEdge{in}, graph_);
+    }
+    for (TensorId out : graph_[v].outputs) {
+        assert(producer_[out] < 0 && "a tensor has one producer");
+        producer_[out] = static_cast<int>(v);
+    }
+    return v;
+}
+
+void StageGraph::finish(TensorId output) {
+    output_ = output;
+    // Program order: ops run in the order the profile wrote them, as eager code runs them (a
+    // topological sort would be free to move an op with no inputs, which moves a peak). add_op
+    // only accepts produced inputs, so this order is topological.
+    order_.resize(boost::num_vertices(graph_));
+    for (std::size_t v = 0; v < order_.size(); ++v) order_[v] = static_cast<OpVertex>(v);
+}
+
+std::vector<TensorId> StageGraph::saved_storages() const {
+    std::set<TensorId> unique;
+    for (OpVertex v : order_)
+        for (TensorId t : graph_[v].saved) {
+            const TensorId s = storage(t);
+            if (!tensors_[s].shared) unique.insert(s);
+        }
+    return {unique.begin(), unique.end()};
+}
+
+std::uint64_t StageGraph::saved_bytes() const {
+    std::uint64_t total = 0;
+    for (TensorId s : saved_storages()) add_to(total, tensors_[s].bytes());
+    return total;
+}
+
+double StageGraph::fwd_flops() const {
+    double f = 0;
+    for (OpVertex v : order_) f += graph_[v].fwd_flops;
+    return f;
+}
+
+double StageGraph::bwd_flops() const {
+    double f = 0;
+    for (OpVertex v : order_) f += graph_[v].bwd_flops;
+    return f;
+}
+
+}  // namespace remat

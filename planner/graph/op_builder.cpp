@@ -1,0 +1,191 @@
+#include "planner/graph/op_builder.hpp"
+
+#include <cassert>
+
+#include "planner/config/checked.hpp"
+
+namespace remat {
+
+DTypePolicy dtype_policy(Precision p, AutocastDevice device) {
+    switch (p) {
+        case Precision::fp32: return {false, DType::f32, DType::f32, device};
+        case Precision::bf16_mixed: return {true, DType::bf16, DType::f32, device};
+        case Precision::fp16_mixed: return {true, DType::f16, DType::f32, device};
+        case Precision::bf16: return {false, DType::bf16, DType::bf16, device};
+    }
+    return {};
+}
+
+DType OpBuilder::promote(DType a, DType b) {
+    if (a == b) return a;
+    if (a == DType::f32 || b == DType::f32) return DType::f32;
+    return DType::f32;  // bf16 with f16 promotes to f32 in PyTorch
+}
+
+std::uint64_t OpBuilder::rows(TensorId t) const {
+    const auto& s = shape(t);
+    std::uint64_t r = 1;
+    for (std::size_t i = 0; i + 1 < s.size(); ++i) r = checked_mul(r, s[i]);
+    return r;
+}
+
+Op OpBuilder::make(const std::string& name, OpClass c, std::vector<TensorId> in,
+                   std::vector<TensorId> out, std::vector<TensorId> saved) {
+    Op op;
+    op.name = name;
+    op.op_class = c;
+    op.inputs = std::move(in);
+    op.outputs = std::move(out);
+    op.saved = std::move(saved);
+    // Default traffic for memory-bound ops: read inputs, write outputs; backward roughly twice.
+    for (TensorId t : op.inputs) op.fwd_bytes += static_cast<double>(bytes(t));
+    for (TensorId t : op.outputs) op.fwd_bytes += static_cast<double>(bytes(t));
+    op.bwd_bytes = 2 * op.fwd_bytes;
+    return op;
+}
+
+TensorId OpBuilder::copy(const std::string& name, TensorId x, DType to, Shape s) {
+    if (s.empty()) s = shape(x);
+    const TensorId y = g_.add_tensor(name, std::move(s), to, g_.tensor(x).needs_grad);
+    g_.add_op(make(name, OpClass::memory, {x}, {y}, {}));
+    return y;
+}
+
+TensorId OpBuilder::cast(const std::string& name, TensorId x, DType to) {
+    return dtype(x) == to ? x : copy(name, x, to);
+}
+
+TensorId OpBuilder::view(const std::string& name, TensorId x, Shape s) {
+    return g_.add_view(name, x, std::move(s));
+}
+
+TensorId OpBuilder::gemm_operand(const std::string& name, TensorId x) {
+    // Autocast casts activations afresh for every use (only leaf weights are cached).
+    return p_.autocast ? cast(name, x, p_.low) : x;
+}
+
+TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_out) {
+    // The GEMM runs on x flattened to (rows, K) and saves that for the weight gradient.
+    const TensorId xin = gemm_operand(name + ".input", x);
+    Shape s = shape(x);
+    const std::uint64_t k = s.back();
+    s.back() = n_out;
+    const TensorId flat = view(name + ".input", xin, {rows(x), k});
+    const TensorId y = g_.add_tensor(name + ".output", s, p_.autocast ? p_.low : dtype(x));
+    Op op = make(name, OpClass::gemm, {flat}, {y}, {flat});
+    op.fwd_flops = flop_product(2, rows(x), k, n_out);
+    op.bwd_flops = 2 * op.fwd_flops;  // grad input and grad weight
+    // The weight is read once per pass: at small batch this makes the GEMM memory-bound.
+    const double weight_bytes = flop_product(k, n_out, dtype_bytes(dtype(xin)));
+    op.fwd_bytes += weight_bytes;
+    op.bwd_bytes += 2 * weight_bytes;
+    g_.add_op(std::move(op));
+    return y;
+}
+
+TensorId OpBuilder::layernorm(const std::string& name, TensorId x, bool save_stats) {
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), autocast_fp32_op(dtype(x)));
+    Shape stat = shape(x);
+    stat.back() = 1;
+    const TensorId in = view(name + ".input", x, shape(x));
+    std::vector<TensorId> saved{in};
+    std::vector<TensorId> outs{y};
+    if (save_stats) {
+        // native_layer_norm's mean and rstd: the accumulate type (fp32) on CUDA.
+        const DType st = p_.device == AutocastDevice::cuda ? DType::f32 : dtype(x);
+        const TensorId mean = g_.add_tensor(name + ".mean", stat, st, false);
+        const TensorId rstd = g_.add_tensor(name + ".rstd", stat, st, false);
+        saved.insert(saved.end(), {mean, rstd});
+        outs.insert(outs.end(), {mean, rstd});
+    }
+    Op op = make(name, OpClass::memory, {in}, outs, saved);
+    op.fwd_flops = 8.0 * static_cast<double>(g_.tensor(x).numel());
+    op.bwd_flops = 2 * op.fwd_flops;
+    g_.add_op(std::move(op));
+    return y;
+}
+
+TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
+    // hidden = x.to(float32); var = hidden.pow(2).mean(-1, keepdim=True)
+    // hidden = hidden * torch.rsqrt(var + eps); return weight * hidden.to(input_dtype)
+    const DType in = dtype(x);
+    const TensorId h = dtype(x) == DType::f32 ? view(name + ".input_fp32", x, shape(x))
+                                              : copy(name + ".input_fp32", x, DType::f32);
+    Shape stat = shape(x);
+    stat.back() = 1;
+    const TensorId sq = g_.add_tensor(name + ".squared", shape(x), DType::f32);
+    g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
+    const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
+    // torch 1.13's mean saves its input; current PyTorch computes its backward from sizes.
+    g_.add_op(make(name + ".mean", OpClass::memory, {sq}, {var},
+                   p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
+    const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
+    g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
+    const TensorId normed = g_.add_tensor(name + ".normalized", shape(x), DType::f32);
+    g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
+    const TensorId back = in == DType::f32 ? normed : copy(name + ".normalized", normed, in);
+    // weight * hidden: the weight is a parameter (not an activation); mul saves `back`.
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), promote(p_.param, in));
+    g_.add_op(make(name + ".weight_mul", OpClass::memory, {back}, {y}, {back}));
+    return y;
+}
+
+TensorId OpBuilder::gelu_new(const std::string& name, TensorId x) {
+    // 0.5 * x * (1.0 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3.0)))), evaluated left to right
+    // as Python does: half = 0.5 * x first, then the tanh term, then half * (1 + t).
+    // A copy: every add_tensor below may grow the tensor list that shape(x) points into.
+    const Shape s = shape(x);
+    const DType in = dtype(x);
+    const TensorId half = g_.add_tensor(name + ".half_input", s, in);
+    g_.add_op(make(name + ".mul_half", OpClass::memory, {x}, {half}, {}));
+    const DType pow_t = autocast_fp32_op(in);  // pow is on autocast's fp32 list (CUDA)
+    const TensorId cube = g_.add_tensor(name + ".cube", s, pow_t);
+    const TensorId xin = view(name + ".input", x, s);
+    g_.add_op(make(name + ".pow", OpClass::memory, {xin}, {cube}, {xin}));
+    const TensorId scaled = g_.add_tensor(name + ".pow_scaled", s, pow_t);
+    g_.add_op(make(name + ".mul_c", OpClass::memory, {cube}, {scaled}, {}));
+    const TensorId inner = g_.add_tensor(name + ".inner", s, promote(in, pow_t));
+    g_.add_op(make(name + ".add", OpClass::memory, {x, scaled}, {inner}, {}));
+    const TensorId arg = g_.add_tensor(name + ".tanh_arg", s, dtype(inner));
+    g_.add_op(make(name + ".mul_k", OpClass::memory, {inner}, {arg}, {}));
+    const TensorId t = g_.add_tensor(name + ".tanh", s, dtype(inner));
+    g_.add_op(make(name + ".tanh", OpClass::memory, {arg}, {t}, {t}));
+    const TensorId onep = g_.add_tensor(name + ".tanh_plus_one", s, dtype(t));
+    g_.add_op(make(name + ".add_one", OpClass::memory, {t}, {onep}, {}));
+    const TensorId y = g_.add_tensor(name + ".output", s, promote(in, dtype(onep)));
+    g_.add_op(make(name + ".mul", OpClass::memory, {half, onep}, {y}, {half, onep}));
+    return y;
+}
+
+TensorId OpBuilder::unary_saving_input(const std::string& name, TensorId x, double flops) {
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), dtype(x));
+    const TensorId in = view(name + ".input", x, shape(x));
+    Op op = make(name, OpClass::memory, {in}, {y}, {in});
+    op.fwd_flops = flops * static_cast<double>(g_.tensor(x).numel());
+    op.bwd_flops = 2 * op.fwd_flops;
+    g_.add_op(std::move(op));
+    return y;
+}
+
+TensorId OpBuilder::dropout(const std::string& name, TensorId x, double p) {
+    if (p <= 0.0) return x;  // F.dropout with p == 0 returns its input: no mask
+    const DType mask_dtype = p_.device == AutocastDevice::cuda ? DType::b8 : dtype(x);
+    const TensorId y = g_.add_tensor(name + ".output", shape(x), dtype(x));
+    const TensorId mask = g_.add_tensor(name + ".mask", shape(x), mask_dtype, false);
+    g_.add_op(make(name, OpClass::memory, {x}, {y, mask}, {mask}));
+    return y;
+}
+
+TensorId OpBuilder::add(const std::string& name, TensorId a, TensorId b) {
+    const TensorId y = g_.add_tensor(name + ".output", shape(a), promote(dtype(a), dtype(b)));
+    g_.add_op(make(name, OpClass::memory, {a, b}, {y}, {}));
+    return y;
+}
+
+TensorId OpBuilder::mul(const std::string& name, TensorId a, TensorId b) {
+    const TensorId y = g_.add_tensor(name + ".output", shape(a), promote(dtype(a), dtype(b)));
+    g_.add_op(make(name, OpClass::memory, {a, b}, {y}, {a, b}));
+    return y;
+}
+
+}  // namespace remat

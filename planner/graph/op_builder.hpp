@@ -1,0 +1,69 @@
+// Building blocks for the profiles: one function per PyTorch op or module, recording what the
+// op saves for backward (per PyTorch's derivatives.yaml), its FLOPs and bytes, and the dtype
+// its output gets under the precision mode (autocast's lists decide under mixed precision).
+// Internal to planner/; profiles.cpp composes these into stages.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "planner/graph/graph.hpp"
+#include "planner/config/options.hpp"
+#include "planner/graph/profiles.hpp"
+
+namespace remat {
+
+struct DTypePolicy {
+    bool autocast = false;      // fp32 weights, per-op casts (bf16-mixed, fp16-mixed)
+    DType low = DType::f32;     // dtype GEMMs compute in
+    DType param = DType::f32;   // weights' dtype (and thus embedding outputs')
+    AutocastDevice device = AutocastDevice::cuda;
+};
+DTypePolicy dtype_policy(Precision p, AutocastDevice device);
+
+using Shape = std::vector<std::uint64_t>;
+
+class OpBuilder {
+public:
+    OpBuilder(StageGraph& g, DTypePolicy policy) : g_(g), p_(policy) {}
+    StageGraph& graph() { return g_; }
+    const DTypePolicy& policy() const { return p_; }
+    DType dtype(TensorId t) const { return g_.tensor(t).dtype; }
+    const Shape& shape(TensorId t) const { return g_.tensor(t).shape; }
+
+    // An op with no math of its own that allocates a new tensor (copy, cast, contiguous).
+    TensorId copy(const std::string& name, TensorId x, DType to, Shape shape = {});
+    TensorId cast(const std::string& name, TensorId x, DType to);  // x itself when dtypes match
+    TensorId view(const std::string& name, TensorId x, Shape shape);
+
+    // y = x W (+ b) over the last dim; saves its (autocast-cast) input.
+    TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out);
+    // Saves x and per-row mean and rstd (fp32 on CUDA; x's dtype on CPU).
+    TensorId layernorm(const std::string& name, TensorId x, bool save_stats = true);
+    TensorId rmsnorm_hf(const std::string& name, TensorId x);  // HF LlamaRMSNorm, op by op
+    TensorId gelu_new(const std::string& name, TensorId x);    // HF NewGELUActivation
+    TensorId unary_saving_input(const std::string& name, TensorId x, double flops_per_elem);
+    // Saves its mask: bool on CUDA; on CPU (torch 1.13) the scaled noise in x's dtype.
+    TensorId dropout(const std::string& name, TensorId x, double p);
+    TensorId add(const std::string& name, TensorId a, TensorId b);
+    TensorId mul(const std::string& name, TensorId a, TensorId b);  // both need grad
+
+    // Output dtype of an op on autocast's fp32 list (CUDA: layer_norm, softmax, log_softmax,
+    // pow, rsqrt; on CPU in torch 1.13 none of these): f32 under autocast, else the input's.
+    DType autocast_fp32_op(DType in) const {
+        return p_.autocast && p_.device == AutocastDevice::cuda ? DType::f32 : in;
+    }
+    // The tensor a GEMM multiplies: autocast casts it to the low dtype (a fresh copy).
+    TensorId gemm_operand(const std::string& name, TensorId x);
+    static DType promote(DType a, DType b);
+
+    Op make(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,
+            std::vector<TensorId> saved);
+    std::uint64_t rows(TensorId t) const;  // product of all dims but the last
+    std::uint64_t bytes(TensorId t) const { return g_.tensor(t).bytes(); }
+
+private:
+    StageGraph& g_;
+    DTypePolicy p_;
+};
+
+}  // namespace remat

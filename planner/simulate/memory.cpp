@@ -1,0 +1,201 @@
+#include "planner/simulate/memory.hpp"
+
+#include <cassert>
+#include <cmath>
+
+#include "planner/config/checked.hpp"
+
+namespace remat {
+
+StateBytesPerParam state_bytes_per_param(Sharding s, Precision p, Optimizer o) {
+    const bool adam = o == Optimizer::adamw;
+    const double compute = p == Precision::fp32 ? 4 : 2;
+    switch (s) {
+        case Sharding::none:
+        case Sharding::fsdp:
+        case Sharding::fsdp_grad_op: {
+            // PyTorch: parameters, gradients and optimizer state share the parameters' dtype
+            // (fp32 under autocast and FSDP mixed precision; bf16 when the model is cast).
+            const double pb = p == Precision::bf16 ? 2 : 4;
+            return {pb, pb, adam ? 2 * pb : pb, s == Sharding::none ? pb : compute};
+        }
+        case Sharding::zero1:
+        case Sharding::zero2:
+        case Sharding::zero3:
+        case Sharding::megatron:
+        case Sharding::megatron_distopt: {
+            const bool megatron = s == Sharding::megatron || s == Sharding::megatron_distopt;
+            if (p == Precision::fp32) return {4, 4, adam ? 8.0 : 4.0, 4};
+            // 2-byte weights; DeepSpeed keeps 2-byte gradients, Megatron fp32 main_grad;
+            // the optimizer holds fp32 master weights plus its moments.
+            return {2, megatron ? 4.0 : 2.0, adam ? 12.0 : 8.0, 2};
+        }
+    }
+    return {};
+}
+
+ShardingRule sharding_rule(Sharding s, Precision p) {
+    ShardingRule r;
+    const bool mixed = p == Precision::bf16_mixed || p == Precision::fp16_mixed;
+    switch (s) {
+        case Sharding::none:
+            r.grads_allocated_in_backward = true;
+            r.autocast_weight_cache = mixed;
+            r.foreach_adam_temp = true;
+            break;
+        case Sharding::fsdp:
+        case Sharding::fsdp_grad_op:
+            r.parameters_sharded = r.gradients_sharded = r.optimizer_sharded = true;
+            r.gather_per_unit = true;
+            r.reshard_after_forward = s == Sharding::fsdp;
+            r.grads_allocated_in_backward = true;
+            r.foreach_adam_temp = true;
+            break;
+        case Sharding::zero3:
+            r.parameters_sharded = true;
+            r.gather_per_unit = true;
+            [[fallthrough]];
+        case Sharding::zero2:
+            r.gradients_sharded = true;
+            [[fallthrough]];
+        case Sharding::zero1:
+        case Sharding::megatron_distopt:
+            r.optimizer_sharded = true;
+            break;
+        case Sharding::megatron:
+            break;
+    }
+    return r;
+}
+
+std::vector<Unit> fsdp_units(const Chain& c) {
+    std::vector<Unit> units(1);
+    const std::uint64_t W = c.options.world_size;
+    for (std::size_t i = 0; i < c.stages.size(); ++i) {
+        if (c.stages[i].kind == StageKind::block) {
+            units.push_back({{i}, c.stages[i].params, 0});
+        } else {
+            units[0].stages.push_back(i);
+            add_to(units[0].params, c.stages[i].params);
+        }
+    }
+    for (auto& u : units) u.shard_params = ceil_div(u.params, W);
+    return units;
+}
+
+std::size_t unit_of_stage(const Chain& c, std::size_t stage) {
+    // Root unit 0 holds the non-block stages; block k (stage k+1) is unit k+1.
+    return c.stages[stage].kind == StageKind::block ? stage : 0;
+}
+
+ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Optimizer o,
+                             std::uint64_t world) {
+    const auto b = state_bytes_per_param(s, p, o);
+    const auto r = sharding_rule(s, p);
+    const std::uint64_t shard = ceil_div(params, world);
+    auto bytes = [&](double per_param, bool sharded) {
+        return checked_round(per_param * static_cast<double>(sharded ? shard : params));
+    };
+    return {bytes(b.parameters, r.parameters_sharded), bytes(b.gradients, r.gradients_sharded),
+            bytes(b.optimizer, r.optimizer_sharded)};
+}
+
+ModelStates model_states(const Chain& c) {
+    const auto& o = c.options;
+    if (!sharding_rule(o.sharding, o.precision).gather_per_unit)
+        return model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
+                                o.world_size);
+    // FSDP and ZeRO-3 shard per unit, with padding.
+    ModelStates total;
+    for (const Unit& u : fsdp_units(c)) {
+        const auto s = model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
+        add_to(total.parameters_bytes, s.parameters_bytes);
+        add_to(total.gradients_bytes, s.gradients_bytes);
+        add_to(total.optimizer_bytes, s.optimizer_bytes);
+    }
+    return total;
+}
+
+StepTerms::StepTerms(const Chain& c)
+    : rule(sharding_rule(c.options.sharding, c.options.precision)),
+      bpp(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
+      units(fsdp_units(c)),
+      micro_steps(c.options.grad_accumulation),
+      c_(&c) {
+    // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
+    // parameters otherwise.
+    const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
+    local_params = rule.optimizer_sharded ? ceil_div(P, W) : P;
+    if (rule.gather_per_unit) {
+        local_params = 0;
+        for (const Unit& u : units) add_to(local_params, u.shard_params);
+    }
+}
+
+std::uint64_t StepTerms::unit_bytes(std::size_t u) const {
+    return checked_round(bpp.compute * static_cast<double>(units[u].params));
+}
+
+std::uint64_t StepTerms::reduce_scatter_bytes(std::size_t u) const {
+    return checked_round(bpp.compute * static_cast<double>(units[u].shard_params));
+}
+
+std::uint64_t StepTerms::shard_grad_bytes(std::size_t u) const {
+    return checked_round(bpp.gradients * static_cast<double>(units[u].shard_params));
+}
+
+std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
+    if (!rule.autocast_weight_cache) return 0;
+    const Chain& c = *c_;
+    const Stage& s = c.stages[i];
+    const std::uint64_t low = c.options.precision == Precision::fp16_mixed ||
+                                      c.options.precision == Precision::bf16_mixed ? 2 : 0;
+    if (s.kind == StageKind::block) return checked_mul(low, s.params - 2 * final_norm_parameter_count(c.model));
+    if (s.kind == StageKind::head) return checked_mul(low, c.model.vocab, c.model.hidden);
+    return 0;
+}
+
+std::uint64_t StepTerms::ddp_grad_bytes(std::size_t i) const {
+    const Chain& c = *c_;
+    std::uint64_t params = c.stages[i].params;
+    if (c.model.tied_embeddings) {
+        const std::uint64_t tied = checked_mul(c.model.vocab, c.model.hidden);
+        if (c.stages[i].kind == StageKind::head) params = checked_add(params, tied);
+        if (c.stages[i].kind == StageKind::embedding) params -= tied;
+    }
+    return checked_round(bpp.gradients * static_cast<double>(params));
+}
+
+std::uint64_t StepTerms::accumulated_grad_bytes() const {
+    if (micro_steps == 1 || !rule.grads_allocated_in_backward) return 0;
+    std::uint64_t total = 0;
+    if (rule.gradients_sharded)
+        for (std::size_t u = 0; u < units.size(); ++u) add_to(total, shard_grad_bytes(u));
+    else
+        for (std::size_t i = 0; i < c_->stages.size(); ++i) add_to(total, ddp_grad_bytes(i));
+    return total;
+}
+
+std::uint64_t StepTerms::optimizer_temp_bytes() const {
+    if (!rule.foreach_adam_temp || c_->options.optimizer != Optimizer::adamw) return 0;
+    return checked_round(bpp.parameters * static_cast<double>(local_params));
+}
+
+Reserve default_reserve(const GpuSpec& gpu) {
+    Reserve r;
+    // PyTorch >= 1.13 loads CUDA modules lazily: the context costs about 300 MiB
+    // (ANCHORS.md: ~300 MiB lazy, up to 1.3 GiB eager).
+    r.cuda_context_bytes = 300ull << 20;
+    // cuBLAS default workspace per handle and stream: 32 MiB on sm90, 8,519,680 B before.
+    r.workspace_bytes = gpu.compute_major >= 9 ? 32ull << 20 : 8519680ull;
+    // Caching-allocator slack (block rounding, split segments): a margin on the allocator peak.
+    r.fragmentation = 0.05;
+    return r;
+}
+
+std::uint64_t reserve_bytes(const Reserve& r, std::uint64_t allocator_peak_bytes) {
+    return checked_add(r.cuda_context_bytes, r.workspace_bytes,
+                       checked_round(r.fragmentation * static_cast<double>(allocator_peak_bytes)));
+}
+
+}  // namespace remat

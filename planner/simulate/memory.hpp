@@ -1,0 +1,103 @@
+// Model states per rank under each framework's own accounting, and the reserve outside the
+// allocator. Sources: ZeRO (Rajbhandari et al. 2020, Table 1), Megatron-LM's
+// theoretical_memory_usage.py, PyTorch DDP and FSDP (see docs/memory-model.md).
+//
+//   ModelStates s = model_states(chain);   // persistent parameters, gradients, optimizer
+//   Reserve r = default_reserve(gpu);      // CUDA context, cuBLAS workspace, fragmentation
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "planner/chain/chain.hpp"
+#include "planner/config/checked.hpp"
+#include "planner/simulate/gpu.hpp"
+
+namespace remat {
+
+// Bytes per parameter of each kind of state, before sharding.
+struct StateBytesPerParam {
+    double parameters = 0;   // the persistent copy a rank holds
+    double gradients = 0;
+    double optimizer = 0;    // Adam moments (and fp32 master weights where the framework keeps them)
+    double compute = 0;      // dtype of the unsharded (gathered) parameters used by the math
+};
+StateBytesPerParam state_bytes_per_param(Sharding s, Precision p, Optimizer o);
+
+// How each state is divided over W ranks.
+struct ShardingRule {
+    bool parameters_sharded = false;
+    bool gradients_sharded = false;
+    bool optimizer_sharded = false;
+    bool gather_per_unit = false;        // FSDP / ZeRO-3 all-gather a unit before using it
+    bool reshard_after_forward = true;   // false for fsdp-grad-op (SHARD_GRAD_OP)
+    bool grads_allocated_in_backward = false;  // PyTorch: p.grad appears in backward, set_to_none after the step
+    bool autocast_weight_cache = false;  // DDP + autocast: low-precision weight copies per forward
+    bool foreach_adam_temp = false;      // torch.optim.AdamW(foreach=True) allocates a param-sized temporary
+};
+ShardingRule sharding_rule(Sharding s, Precision p);
+
+// Units: stage indices grouped into FSDP units. Blocks are one unit each; embedding, final
+// norm and head form the root unit (index 0), unsharded from the start of forward to the end
+// of backward.
+struct Unit {
+    std::vector<std::size_t> stages;
+    std::uint64_t params = 0;
+    std::uint64_t shard_params = 0;  // ceil(params / W): FSDP pads each flat parameter
+};
+std::vector<Unit> fsdp_units(const Chain& c);
+std::size_t unit_of_stage(const Chain& c, std::size_t stage);
+
+struct ModelStates {
+    std::uint64_t parameters_bytes = 0;
+    std::uint64_t gradients_bytes = 0;
+    std::uint64_t optimizer_bytes = 0;
+    std::uint64_t total() const { return checked_add(parameters_bytes, gradients_bytes, optimizer_bytes); }
+};
+// Persistent per-rank states of a steady step (the gradients as they exist at the end of
+// backward).
+ModelStates model_states(const Chain& c);
+// Exact ZeRO-style totals for a parameter count (no units, no padding): used for Table 1.
+ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Optimizer o,
+                             std::uint64_t world);
+
+// The per-step memory terms that the replay (planner/simulate) and the optimal planner's
+// costs (planner/chain_costs) share: one home for each size, so that both count alike.
+struct StepTerms {
+    ShardingRule rule;
+    StateBytesPerParam bpp;
+    std::vector<Unit> units;
+    std::uint64_t local_params = 0;  // parameters whose optimizer state this rank updates
+
+    explicit StepTerms(const Chain& c);
+    // A unit's gathered parameters, and (FSDP, ZeRO-2/3) its unsharded gradients.
+    std::uint64_t unit_bytes(std::size_t u) const;
+    std::uint64_t reduce_scatter_bytes(std::size_t u) const;  // the shard-sized output
+    std::uint64_t shard_grad_bytes(std::size_t u) const;      // FSDP: p.grad of the shard
+    // PyTorch autocast's low-precision weight copies of a stage (DDP + mixed precision).
+    std::uint64_t cast_bytes(std::size_t stage) const;
+    // DDP: p.grad created by a stage's backward (a tied embedding's by the head's).
+    std::uint64_t ddp_grad_bytes(std::size_t stage) const;
+    // torch.optim.AdamW(foreach=True): one parameter-sized temporary in the step; 0 otherwise.
+    std::uint64_t optimizer_temp_bytes() const;
+    // Gradient accumulation, where PyTorch creates p.grad in backward (DDP, FSDP): the
+    // gradients the earlier micro-steps left, live from the replayed micro-step's start (DDP's
+    // every p.grad; FSDP's sharded gradients, reduce-scattered every micro-step). 0 otherwise.
+    std::uint64_t accumulated_grad_bytes() const;
+    // Whether this micro-step's backward creates the persistent gradients (not accumulating
+    // into ones that exist): without accumulation, where PyTorch makes p.grad in backward.
+    bool grads_made_in_backward() const { return rule.grads_allocated_in_backward && micro_steps == 1; }
+    std::uint64_t micro_steps = 1;  // gradient accumulation
+
+private:
+    const Chain* c_;
+};
+
+struct Reserve {
+    std::uint64_t cuda_context_bytes = 0;     // CUDA context + kernels (lazy loading)
+    std::uint64_t workspace_bytes = 0;        // cuBLAS workspace, one handle and stream
+    double fragmentation = 0;                 // margin as a fraction of the allocator peak
+};
+Reserve default_reserve(const GpuSpec& gpu);
+std::uint64_t reserve_bytes(const Reserve& r, std::uint64_t allocator_peak_bytes);
+
+}  // namespace remat
