@@ -8,7 +8,7 @@
 
 #include "planner/graph/graph.hpp"
 #include "planner/config/options.hpp"
-#include "planner/graph/profiles.hpp"
+#include "planner/graph/stage_request.hpp"
 
 namespace remat {
 

@@ -5,7 +5,7 @@
 #include "planner/graph/graph.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
-#include "planner/graph/profiles.hpp"
+#include "planner/graph/stage_request.hpp"
 
 namespace remat {
 

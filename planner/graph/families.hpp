@@ -1,0 +1,62 @@
+// The stage builders of each implementation family but remat's own (profile_remat.hpp), for
+// the dispatcher (profiles.cpp), and the pieces the Hugging Face families share. Internal to
+// planner/graph: one .cpp per family, each following its implementation's code op by op.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "planner/config/model.hpp"
+#include "planner/config/options.hpp"
+#include "planner/graph/graph.hpp"
+#include "planner/graph/op_builder.hpp"
+#include "planner/graph/stage_request.hpp"
+
+namespace remat::family {
+
+struct Dims {
+    std::uint64_t B, S, H, A, KV, D, F, V;
+};
+Dims dims_of(const StageRequest& r);
+
+// ---- Hugging Face modules (hf-eager, sdpa) ----
+
+// q, k, v in (B, heads, S, D) layout. `*_contiguous` says whether a (B*heads, S, D) reshape of
+// the tensor is a view (true) or makes a copy (false), which decides what matmul saves.
+struct Qkv {
+    TensorId q, k, v;
+    bool q_contiguous, k_contiguous, v_contiguous;
+};
+
+// How the eager code turns probabilities into the AV operand: GPT-2 casts to value's dtype
+// (`.type(value.dtype)`), Llama and GPT-NeoX take softmax in fp32 and cast to query's dtype.
+enum class EagerSoftmax { gpt2, fp32_then_query_dtype };
+
+// The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
+// eager. Returns the input of the output projection, (B, S, A*D). (hf_attention.cpp)
+TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
+                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind);
+
+// Rotary embedding on (B, heads, S, D) with `pct` of each head rotated. (hf_attention.cpp)
+TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos, TensorId sin,
+                double pct);
+
+// The rotary cos and sin every block reads, shared inputs made once per step (none when the
+// model rotates no dims).
+struct SharedInputs {
+    TensorId cos = no_tensor, sin = no_tensor;
+};
+SharedInputs add_rotary_inputs(StageGraph& g, const Dims& d, const ModelConfig& m, DType dt);
+
+TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+TensorId hf_llama_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+
+// ---- Megatron-LM (megatron.cpp) ----
+TensorId megatron_block(OpBuilder& b, const Dims& d, const ModelConfig& m);
+
+// ---- Embedding, final norm, head + loss, for every profile but remat (outer_stages.cpp) ----
+TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+
+}  // namespace remat::family

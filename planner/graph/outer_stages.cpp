@@ -1,0 +1,83 @@
+// The stages around the blocks for every profile but remat's own: embedding, final norm, and
+// the head with its loss (Hugging Face's ForCausalLMLoss, or Megatron's fused cross entropy).
+#include "planner/graph/families.hpp"
+
+#include "planner/config/checked.hpp"
+
+namespace remat::family {
+
+TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
+    StageGraph& g = b.graph();
+    const TensorId ids = g.add_input("input_ids", {d.B, d.S}, DType::i64, false);
+    const DType out_t = profile == Profile::megatron ? DType::bf16 : b.policy().param;
+    TensorId y = g.add_tensor("wte.out", {d.B, d.S, d.H}, out_t);
+    // EmbeddingBackward saves the indices.
+    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, {ids}));
+    if (m.learned_positions) {
+        const TensorId pos = g.add_tensor("position_ids", {1, d.S}, DType::i64, false);
+        g.add_op(b.make("position_ids", OpClass::memory, {}, {pos}, {}));
+        const TensorId pe = g.add_tensor("wpe.out", {1, d.S, d.H}, out_t);
+        g.add_op(b.make("wpe", OpClass::memory, {pos}, {pe}, {pos}));
+        y = b.add("embed_sum", y, pe);
+    }
+    if (const std::uint64_t rd = rotary_dims(m); rd > 0 && profile != Profile::megatron) {
+        // The model computes cos/sin once per step; every block saves them (shared).
+        const TensorId cos = g.add_tensor("rope.cos", {1, d.S, rd}, b.policy().param, false);
+        const TensorId sin = g.add_tensor("rope.sin", {1, d.S, rd}, b.policy().param, false);
+        g.add_op(b.make("rotary_emb", OpClass::memory, {}, {cos, sin}, {cos, sin}));
+    }
+    return b.dropout(m.arch == Arch::gpt_neox ? "emb_dropout" : "drop", y, m.embd_dropout);
+}
+
+TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
+    StageGraph& g = b.graph();
+    if (profile == Profile::megatron) {
+        const TensorId x = g.add_input("x", {d.B, d.S, d.H}, DType::bf16);
+        return b.layernorm("final_layernorm", x, false);
+    }
+    const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
+    if (m.norm == NormKind::rmsnorm) return b.rmsnorm_hf("norm", x);
+    return b.layernorm(m.arch == Arch::gpt_neox ? "final_layer_norm" : "ln_f", x);
+}
+
+TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
+    StageGraph& g = b.graph();
+    const Shape bsv{d.B, d.S, d.V};
+    if (profile == Profile::megatron) {
+        // Megatron: lm head in 2 bytes, then logits upcast to fp32; the fused cross entropy
+        // keeps the fp32 softmax in place of the logits (4sbv).
+        const TensorId x = g.add_input("x", {d.B, d.S, d.H}, DType::bf16);
+        const TensorId logits = g.add_tensor("logits", bsv, DType::bf16);
+        Op op = b.make("output_layer", OpClass::gemm, {x}, {logits}, {x});
+        op.fwd_flops = flop_product(2, d.B, d.S, d.H, d.V);
+        op.bwd_flops = 2 * op.fwd_flops;
+        g.add_op(std::move(op));
+        const TensorId lf = b.copy("logits_fp32", logits, DType::f32);
+        const TensorId loss = g.add_tensor("loss", {}, DType::f32);
+        g.add_op(b.make("cross_entropy", OpClass::memory, {lf}, {loss}, {lf}));
+        return loss;
+    }
+    const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
+    const TensorId logits = b.linear(m.arch == Arch::gpt_neox ? "embed_out" : "lm_head", x, d.V);
+    // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
+    // log_softmax saves its fp32 output, nll_loss the targets.
+    const TensorId lf = b.cast("logits_fp32", logits, DType::f32);
+    const TensorId flat = b.view("logits_flat", lf, {checked_mul(d.B, d.S), d.V});
+    // labels padded with -100 then shifted: a (B, S) slice of a (B, S+1) tensor, contiguous
+    // (a copy) unless B = 1, where the saved target is a view of the padded labels.
+    const TensorId padded = g.add_tensor("loss.labels_padded", {d.B, checked_add(d.S, 1)}, DType::i64, false);
+    g.add_op(b.make("loss.pad_labels", OpClass::memory, {}, {padded}, {}));
+    TensorId target = b.view("loss.target", padded, {d.B, d.S});
+    if (d.B > 1) target = b.copy("loss.target", target, DType::i64);
+    const TensorId ls = g.add_tensor("loss.log_softmax", {checked_mul(d.B, d.S), d.V}, b.autocast_fp32_op(b.dtype(flat)));
+    Op op = b.make("loss.log_softmax", OpClass::memory, {flat}, {ls}, {ls});
+    op.fwd_flops = flop_product(5, d.B, d.S, d.V);
+    op.bwd_flops = op.fwd_flops;
+    g.add_op(std::move(op));
+    const TensorId loss = g.add_tensor("loss", {}, DType::f32);
+    const TensorId total_weight = g.add_tensor("loss.total_weight", {}, DType::f32, false);
+    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight}, {target, total_weight}));
+    return loss;
+}
+
+}  // namespace remat::family

@@ -1,0 +1,35 @@
+// What one stage's op graph is built for: which stage, of which model, at which B and S, under
+// which precision mode and implementation profile. The builders (planner/graph/families.hpp,
+// profile_remat.hpp) and op_builder.hpp include this, not the dispatcher (profiles.hpp).
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "planner/config/model.hpp"
+#include "planner/config/options.hpp"
+
+namespace remat {
+
+enum class StageKind { embedding, block, norm, head };
+std::string_view stage_kind_name(StageKind k);
+
+// Which PyTorch the hf-eager and sdpa profiles describe. `cuda` (the default) is current PyTorch
+// on a GPU, what users train on. `cpu` is Debian's torch 1.13 on CPU, where the hf-eager
+// measurements were taken (tests/data/hf_eager_saved.json); it differs in autocast's op lists
+// (softmax, layer_norm, pow stay in their input dtype), in kernel dtypes (layer-norm statistics
+// in the input dtype, dropout masks as scaled noise in the input dtype instead of bool) and in
+// `mean` saving its input.
+enum class AutocastDevice { cuda, cpu };
+
+struct StageRequest {
+    StageKind kind = StageKind::block;
+    const ModelConfig* model = nullptr;
+    std::uint64_t batch = 1;  // B
+    std::uint64_t seq = 1;    // S
+    Precision precision = Precision::bf16_mixed;
+    Profile profile = Profile::sdpa;
+    Attention attention = Attention::flash;  // remat and remat-cuda only
+    AutocastDevice autocast_device = AutocastDevice::cuda;
+};
+
+}  // namespace remat
