@@ -206,7 +206,7 @@ TEST_CASE("messages::a placeholder reads as its input's words, or a caller's nam
     }
 }
 
-TEST_CASE("messages::library errors name inputs in words; the CLI names their flags") {
+TEST_CASE("messages::library errors name inputs in words, the CLI by their flags") {
     SUBCASE("the strategy list") {
         check_message(input_error([] { parse_strategy_list("none,,sqrt"); }),
                       "strategy list 'none,,sqrt': empty name in the list",
