@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "planner/config/error.hpp"
+
 namespace remat::rt {
 
 namespace {
@@ -57,7 +59,8 @@ std::string where(const std::string& action, const std::string& op) {
 
 std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
                      const std::string& op) {
-    const std::string limit = cap ? fmt::format("cap {} bytes (--memory-cap)", cap) : "the device has no more";
+    const std::string limit = cap ? fmt::format("cap {} bytes ({})", cap, named(Input::memory_cap))
+                                  : "the device has no more";
     return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, {}", requested, live, limit,
                        where(action, op));
 }
@@ -70,10 +73,11 @@ MemorySource& host_memory() {
 
 OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action_,
                          std::string op_)
-    : std::runtime_error(oom_line(requested, live, cap, action_, op_)),
+    : std::runtime_error(name_inputs(oom_line(requested, live, cap, action_, op_))),
       requested_bytes(requested),
       live_bytes(live),
       cap_bytes(cap),
+      text(oom_line(requested, live, cap, action_, op_)),
       action(std::move(action_)),
       op(std::move(op_)) {}
 
@@ -84,6 +88,7 @@ OutOfMemory::OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, s
       requested_bytes(0),
       live_bytes(live),
       cap_bytes(0),
+      text(what()),
       action(std::move(action_)),
       op(std::move(op_)) {}
 

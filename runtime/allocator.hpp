@@ -42,6 +42,7 @@ struct OutOfMemory : std::runtime_error {
     OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action, std::string op);
     OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action, std::string op);
     std::uint64_t requested_bytes, live_bytes, cap_bytes;
+    std::string text;  // what() with the inputs it names as placeholders (planner/config/error.hpp)
     std::string action, op;
 };
 

@@ -184,9 +184,9 @@ DeviceRates measure_device(const CalibrateOptions& o) {
             bf16_storage = true;
         else
             throw InputError(
-                fmt::format("--precision {}: remat calibrate measures the runtime's storage types, "
+                fmt::format("{} {}: remat calibrate measures the runtime's storage types, "
                             "fp32 and bf16-mixed",
-                            precision_name(p)));
+                            named(Input::precision), precision_name(p)));
     }
     DeviceRates r;
     const bool cuda = o.device == Device::cuda;

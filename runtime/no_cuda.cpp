@@ -16,7 +16,8 @@ namespace remat::rt {
 
 template <class T>
 DeviceParts<T> cuda_parts(std::size_t) {
-    throw InputError("--device cuda: " + gpu_unavailable_reason() + "; use --device cpu");
+    throw InputError(named(Input::device) + " cuda: " + gpu_unavailable_reason() + "; use " +
+                     named(Input::device) + " cpu");
 }
 template DeviceParts<float> cuda_parts<float>(std::size_t);
 template DeviceParts<bf16> cuda_parts<bf16>(std::size_t);

@@ -21,17 +21,21 @@ public:
     TokenSource(const RunConfig& c) : c_(c) {
         if (c.data_path.empty()) return;
         std::ifstream in(c.data_path, std::ios::binary);
-        if (!in) throw InputError(fmt::format("--data '{}': cannot open the file", c.data_path));
+        if (!in)
+            throw InputError(
+                fmt::format("{} '{}': cannot open the file", named(Input::data), c.data_path));
         std::int32_t t;
         while (in.read(reinterpret_cast<char*>(&t), sizeof t)) {
             if (t < 0 || static_cast<std::uint64_t>(t) >= c.model.vocab)
-                throw InputError(fmt::format("--data '{}': token {} at index {} is outside the vocabulary of {} ({})",
-                                             c.data_path, t, file_.size(), c.model.vocab, c.model.name));
+                throw InputError(fmt::format(
+                    "{} '{}': token {} at index {} is outside the vocabulary of {} ({})",
+                    named(Input::data), c.data_path, t, file_.size(), c.model.vocab, c.model.name));
             file_.push_back(t);
         }
         if (file_.size() <= c.seq + 1)
-            throw InputError(fmt::format("--data '{}': {} tokens, need more than --seq + 1 = {} (little-endian int32 ids)",
-                                         c.data_path, file_.size(), c.seq + 1));
+            throw InputError(fmt::format(
+                "{} '{}': {} tokens, need more than {} + 1 = {} (little-endian int32 ids)",
+                named(Input::data), c.data_path, file_.size(), named(Input::seq), c.seq + 1));
     }
     // The S + 1 tokens of global row `row` at `step`: inputs, then shifted targets.
     void sequence(std::uint64_t step, std::uint64_t row, std::vector<std::int32_t>& out) const {
@@ -84,7 +88,9 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     // The first rank to run out of memory reports; the others are stopped.
     auto report_oom = [&](const OutOfMemory& e, std::size_t rank) {
         std::lock_guard lock(mu);
-        if (!result.oom) result.oom = OomReport{e.what(), e.requested_bytes, e.live_bytes, e.cap_bytes, e.action, e.op, rank};
+        if (!result.oom)
+            result.oom = OomReport{e.what(), e.text, e.requested_bytes, e.live_bytes, e.cap_bytes,
+                                   e.action, e.op, rank};
         coll.abort();
     };
     auto rank_main = [&](std::size_t rank) {
@@ -155,18 +161,22 @@ template DeviceParts<bf16> cpu_parts<bf16>(std::size_t);
 
 RunResult run_schedule(const RunConfig& c) {
     if (offloads(c.schedule))
-        throw InputError("the plan offloads checkpoints to host memory, which the runtime does not execute yet; "
-                         "drop --offload-checkpoints");
+        throw InputError(
+            "the plan offloads checkpoints to host memory, which the runtime does not execute yet; "
+            "drop " +
+            named(Input::offload_checkpoints));
     if (c.world == 0 || c.micro_batch == 0 || c.seq == 0 || c.steps == 0)
-        throw InputError("--world-size, --micro-batch, --seq and --steps must be positive");
+        throw InputError(fmt::format("{}, {}, {} and {} must be positive", named(Input::world_size),
+                                     named(Input::micro_batch), named(Input::seq),
+                                     named(Input::steps)));
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
     const bool cuda = c.device == Device::cuda;
     switch (c.precision) {
         case Precision::fp32: return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
         case Precision::bf16_mixed: return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
         default:
-            throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
-                                         precision_name(c.precision)));
+            throw InputError(fmt::format("{} {}: the CPU runtime executes fp32 and bf16-mixed",
+                                         named(Input::precision), precision_name(c.precision)));
     }
 }
 

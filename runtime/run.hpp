@@ -48,6 +48,7 @@ struct RankResult {
 
 struct OomReport {
     std::string message;  // the one line
+    std::string text;     // message, its inputs as placeholders (planner/config/error.hpp)
     std::uint64_t requested_bytes = 0, live_bytes = 0, cap_bytes = 0;
     std::string action, op;
     std::size_t rank = 0;

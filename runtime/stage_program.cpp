@@ -368,8 +368,9 @@ void check_buildable(const ModelConfig& m, const Shape& shape) {
     if (m.head_dim % 2 != 0)
         throw InputError(fmt::format("model '{}': head_dim {} must be even for rotary embeddings", m.name, m.head_dim));
     if (shape.seq > m.context)
-        throw InputError(fmt::format("--seq {} exceeds model '{}''s context of {}; lower --seq", shape.seq, m.name,
-                                     m.context));
+        throw InputError(fmt::format("{} {} exceeds model '{}''s context of {}; lower {}",
+                                     named(Input::seq), shape.seq, m.name, m.context,
+                                     named(Input::seq)));
 }
 
 template <class T>

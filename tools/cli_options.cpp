@@ -9,6 +9,30 @@
 
 namespace remat::cli {
 
+std::string_view flag_of(Input input) {
+    switch (input) {
+        case Input::attention: return "--attention";
+        case Input::calibration: return "--calibration";
+        case Input::data: return "--data";
+        case Input::device: return "--device";
+        case Input::global_batch: return "--global-batch";
+        case Input::memory_cap: return "--memory-cap";
+        case Input::memory_slots: return "--memory-slots";
+        case Input::micro_batch: return "--micro-batch";
+        case Input::offload_checkpoints: return "--offload-checkpoints";
+        case Input::output: return "-o";
+        case Input::precision: return "--precision";
+        case Input::seq: return "--seq";
+        case Input::steps: return "--steps";
+        case Input::strategies: return "--strategies";
+        case Input::world_size: return "--world-size";
+    }
+    return "";
+}
+
+std::string flagged(const InputError& e) { return e.message(flag_of); }
+std::string flagged(std::string_view text) { return name_inputs(text, flag_of); }
+
 CLI::Validator decimal() {
     return CLI::Validator(
         [](std::string& text) -> std::string {
@@ -76,9 +100,7 @@ std::uint64_t positive(std::int64_t v, const char* option) {
     return static_cast<std::uint64_t>(v);
 }
 
-}  // namespace
-
-Question make_question(const CommonArgs& a) {
+Question question_of(const CommonArgs& a) {
     Question q;
     q.model = load_model(a.model);
     q.gpu = load_gpu(a.gpu);
@@ -122,6 +144,19 @@ Question make_question(const CommonArgs& a) {
         q.context.time_model = calibrated_model(c);
     }
     return q;
+}
+
+}  // namespace
+
+Question make_question(const CommonArgs& a) {
+    try {
+        return question_of(a);
+    } catch (const InputError& e) {
+        // A library's message names its inputs in words; this function's messages name them as
+        // flags. Any other error goes on as it is (a SizeOverflow stays a SizeOverflow).
+        if (names_inputs(e.text())) throw InputError(flagged(e));
+        throw;
+    }
 }
 
 std::vector<std::string> plan_args(const CommonArgs& a, const Question& q, std::uint64_t micro_batch,

@@ -6,9 +6,17 @@
 #include <string>
 #include <vector>
 
+#include "planner/config/error.hpp"
 #include "planner/search/search.hpp"
 
 namespace remat::cli {
+
+// The flag that sets each input library messages name (planner/config/error.hpp): the CLI's
+// names for them, as InputNames.
+std::string_view flag_of(Input input);
+// A library message as the CLI prints it: each input it names spelled as its flag.
+std::string flagged(const InputError& e);
+std::string flagged(std::string_view text);
 
 struct CommonArgs {
     std::string model;
@@ -38,7 +46,7 @@ struct CommonArgs {
 CLI::Validator decimal();
 
 void add_common_options(CLI::App& app, CommonArgs& args);
-// Validates every value; throws InputError naming the option and the fix.
+// Validates every value; throws InputError naming the option (as its flag) and the fix.
 Question make_question(const CommonArgs& args);
 // The arguments after `remat plan` that reproduce one configuration of this question: the
 // question's own options, with the micro-batch, accumulation, strategy and offload given.

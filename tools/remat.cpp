@@ -565,7 +565,7 @@ int main(int argc, char** argv) {
                   << "\n";
         return 2;
     } catch (const InputError& e) {
-        std::cerr << "remat: " << one_line(e.what()) << "\n";
+        std::cerr << "remat: " << one_line(cli::flagged(e)) << "\n";
         return 2;
     } catch (const std::exception& e) {
         std::cerr << "remat: internal error: " << one_line(e.what()) << "\n";

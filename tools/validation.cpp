@@ -9,6 +9,7 @@
 #include "planner/config/units.hpp"
 #include "runtime/host_memory.hpp"
 #include "runtime/stage_program.hpp"
+#include "tools/cli_options.hpp"
 
 namespace remat::cli {
 namespace {
@@ -126,7 +127,10 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
     if (s.device == rt::Device::cpu) check_host_memory(q, report.prediction, s);
     c.keep_gradients = s.check_gradients;
     report.run = rt::run_schedule(c);
-    if (report.run.oom) return report;
+    if (report.run.oom) {
+        report.run.oom->message = flagged(report.run.oom->text);  // the CLI's line names the cap's flag
+        return report;
+    }
     const auto& predicted = report.prediction.result.timeline;
     const auto& measured = report.run.ranks.front().timeline;
     if (predicted.size() != measured.size())

@@ -69,9 +69,11 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastD
     assert(options.seq > 0 && "resolve the sequence length before building the chain");
     if (options.attention != Attention::flash && options.profile != Profile::remat &&
         options.profile != Profile::remat_cuda)
-        throw InputError(fmt::format("--attention {}: applies to profiles remat and remat-cuda (profile {} fixes its "
-                                     "own attention; hf-eager is eager PyTorch's)",
-                                     attention_name(options.attention), profile_name(options.profile)));
+        throw InputError(
+            fmt::format("{} {}: applies to profiles remat and remat-cuda (profile {} fixes its "
+                        "own attention; hf-eager is eager PyTorch's)",
+                        named(Input::attention), attention_name(options.attention),
+                        profile_name(options.profile)));
     Chain c;
     c.model = model;
     c.options = options;

@@ -3,11 +3,61 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
 
 #include "planner/config/checked.hpp"
 
 namespace remat {
 namespace {
+
+constexpr char k_mark = '\x1f';
+
+struct InputEntry {
+    Input input;
+    std::string_view key, words;
+};
+// The words read in every message that names the input, at the start ("the sequence length 2048
+// exceeds ...") or after a verb ("lower the sequence length"), so some have an article.
+constexpr InputEntry k_inputs[] = {
+    {Input::attention, "attention", "attention"},
+    {Input::calibration, "calibration", "calibration file"},
+    {Input::data, "data", "token file"},
+    {Input::device, "device", "device"},
+    {Input::global_batch, "global_batch", "the global batch"},
+    {Input::memory_cap, "memory_cap", "the memory cap"},
+    {Input::memory_slots, "memory_slots", "memory slots"},
+    {Input::micro_batch, "micro_batch", "the micro-batch"},
+    {Input::offload_checkpoints, "offload_checkpoints", "checkpoint offloading"},
+    {Input::output, "output", "output file"},
+    {Input::precision, "precision", "precision"},
+    {Input::seq, "seq", "the sequence length"},
+    {Input::steps, "steps", "the step count"},
+    {Input::strategies, "strategies", "strategy list"},
+    {Input::world_size, "world_size", "the world size"},
+};
+
+// One entry per Input, in the enum's order: entry() indexes by the enum's value.
+constexpr bool every_input_in_order() {
+    for (std::size_t k = 0; k < std::size(k_inputs); ++k)
+        if (static_cast<std::size_t>(k_inputs[k].input) != k) return false;
+    return std::size(k_inputs) == static_cast<std::size_t>(Input::world_size) + 1;
+}
+static_assert(every_input_in_order(), "k_inputs lists every Input once, in the enum's order");
+
+const InputEntry& entry(Input input) { return k_inputs[static_cast<std::size_t>(input)]; }
+
+// The input whose placeholder starts at text[at] (a mark), and the placeholder's length.
+const InputEntry* placeholder_at(std::string_view text, std::size_t at, std::size_t& length) {
+    const std::size_t close = text.find(k_mark, at + 1);
+    if (close == std::string_view::npos) return nullptr;
+    const std::string_view key = text.substr(at + 1, close - at - 1);
+    for (const InputEntry& e : k_inputs)
+        if (e.key == key) {
+            length = close - at + 1;
+            return &e;
+        }
+    return nullptr;
+}
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
     std::vector<std::size_t> row(b.size() + 1);
@@ -39,6 +89,43 @@ void append_escaped(std::string& out, std::string_view text, bool quotes) {
 }
 
 }  // namespace
+
+std::string named(Input input) {
+    std::string out(1, k_mark);
+    out += entry(input).key;
+    out += k_mark;
+    return out;
+}
+
+std::string_view input_words(Input input) { return entry(input).words; }
+
+std::string name_inputs(std::string_view text, InputNames names) {
+    std::string out;
+    std::size_t done = 0;
+    for (std::size_t at = text.find(k_mark); at != std::string_view::npos;
+         at = text.find(k_mark, at)) {
+        std::size_t length = 0;
+        const InputEntry* e = placeholder_at(text, at, length);
+        if (!e) {
+            ++at;  // a lone mark is text (one_line() escapes it when printed)
+            continue;
+        }
+        out.append(text.substr(done, at - done));
+        out.append(names(e->input));
+        at += length;
+        done = at;
+    }
+    out.append(text.substr(done));
+    return out;
+}
+
+bool names_inputs(std::string_view text) {
+    std::size_t length = 0;
+    for (std::size_t at = text.find(k_mark); at != std::string_view::npos;
+         at = text.find(k_mark, at + 1))
+        if (placeholder_at(text, at, length)) return true;
+    return false;
+}
 
 std::string quote(std::string_view text) {
     std::string out = "'";

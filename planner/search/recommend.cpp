@@ -41,8 +41,10 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
     if (options.global_batch) {
         const std::uint64_t n = *options.global_batch;
         if (n == 0 || n % W != 0)
-            throw InputError(fmt::format("--global-batch {} must be a positive multiple of --world-size {} "
-                                         "(sequences per optimizer step over all ranks)", n, W));
+            throw InputError(
+                fmt::format("{} {} must be a positive multiple of {} {} "
+                            "(sequences per optimizer step over all ranks)",
+                            named(Input::global_batch), n, named(Input::world_size), W));
         per_rank = n / W;
     }
     const bool can_offload = q.gpu.host_link_bandwidth > 0;

@@ -199,20 +199,23 @@ Calibration load_calibration(const std::string& path) {
 void save_calibration(const Calibration& c, const std::string& path) {
     std::ofstream out(path);
     if (!out)
-        throw InputError(
-            fmt::format("-o '{}': cannot open for writing; check the directory", path));
+        throw InputError(fmt::format("{} '{}': cannot open for writing; check the directory",
+                                     named(Input::output), path));
     out << calibration_json(c).dump(2) << "\n";
-    if (!out) throw InputError(fmt::format("-o '{}': writing failed; check the disk", path));
+    if (!out)
+        throw InputError(
+            fmt::format("{} '{}': writing failed; check the disk", named(Input::output), path));
 }
 
 void check_covers(const Calibration& c, Precision precision, const std::string& origin) {
     const bool fp32 = precision == Precision::fp32;
     if (fp32 ? c.fp32.has_value() : c.bf16.has_value()) return;
+    const std::string p = named(Input::precision);
     throw InputError(fmt::format(
-        "--calibration '{}' has no {} rates, which --precision {} needs; calibrate with "
-        "--precision {}, or plan with --precision {}",
-        origin, calibration_storage(precision), precision_name(precision),
-        fp32 ? "fp32" : "bf16-mixed", fp32 ? "bf16-mixed" : "fp32"));
+        "{} '{}' has no {} rates, which {} {} needs; calibrate with {} {}, or plan with {} {}",
+        named(Input::calibration), origin, calibration_storage(precision), p,
+        precision_name(precision), p, fp32 ? "fp32" : "bf16-mixed", p,
+        fp32 ? "bf16-mixed" : "fp32"));
 }
 
 StepTimeModel calibrated_model(const Calibration& c) {

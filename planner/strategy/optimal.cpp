@@ -536,9 +536,10 @@ OptimalPlanner::View OptimalPlanner::seq(std::size_t s, std::size_t t) const {
 OptimalPlanner::Id OptimalPlanner::store(Collector& col) {
     const std::vector<Cand>& f = col.out();
     if (f.size() > max_index)
-        throw InputError(fmt::format("optimal planner: a frontier of {} points, more than it can index ({}); "
-                                     "use fewer --memory-slots (0, exact, keeps every point)",
-                                     f.size(), max_index));
+        throw InputError(
+            fmt::format("optimal planner: a frontier of {} points, more than it can index ({}); "
+                        "use fewer {} (0, exact, keeps every point)",
+                        f.size(), max_index, named(Input::memory_slots)));
     Store::Chunk& c = store_->room_for(f.size());
     const auto offset = static_cast<std::uint32_t>(c.size);
     for (const Cand& p : f) {

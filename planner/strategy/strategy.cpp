@@ -71,8 +71,12 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
     while (start <= text.size()) {
         const std::size_t comma = text.find(',', start);
         const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (item.empty()) throw InputError(fmt::format("--strategies {}: empty name in the list", quote(text)));
-        if (item == "all") throw InputError("--strategies: 'all' cannot be combined with other names");
+        if (item.empty())
+            throw InputError(fmt::format("{} {}: empty name in the list", named(Input::strategies),
+                                         quote(text)));
+        if (item == "all")
+            throw InputError(named(Input::strategies) +
+                             ": 'all' cannot be combined with other names");
         out.push_back(parse_strategy(item));
         if (comma == std::string::npos) break;
         start = comma + 1;

@@ -199,7 +199,9 @@ private:
 
 template <class T>
 std::shared_ptr<const CudaBackendBase<T>> make_cuda_backend(int device) {
-    if (visible_gpus().empty()) throw InputError(fmt::format("--device cuda: {}; use --device cpu", gpu_unavailable_reason()));
+    if (visible_gpus().empty())
+        throw InputError(fmt::format("{} cuda: {}; use {} cpu", named(Input::device),
+                                     gpu_unavailable_reason(), named(Input::device)));
     return std::make_shared<CudaBackend<T>>(device);
 }
 
