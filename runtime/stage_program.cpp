@@ -10,24 +10,6 @@
 
 namespace remat::rt {
 
-std::uint64_t dtype_bytes(DType d) {
-    switch (d) {
-        case DType::f32: return 4;
-        case DType::bf16: return 2;
-        case DType::i32: return 4;
-    }
-    return 0;
-}
-
-std::string_view dtype_name(DType d) {
-    switch (d) {
-        case DType::f32: return "float32";
-        case DType::bf16: return "bfloat16";
-        case DType::i32: return "int32";
-    }
-    return "?";
-}
-
 std::uint64_t TensorSpec::numel() const {
     std::uint64_t n = 1;
     for (std::uint64_t d : shape) n *= d;
