@@ -11,6 +11,7 @@
 
 #include "planner/config/error.hpp"
 #include "runtime/device_parts.hpp"
+#include "runtime/limits.hpp"
 
 namespace remat::rt {
 namespace {
@@ -154,20 +155,12 @@ template DeviceParts<float> cpu_parts<float>(std::size_t);
 template DeviceParts<bf16> cpu_parts<bf16>(std::size_t);
 
 RunResult run_schedule(const RunConfig& c) {
-    if (offloads(c.schedule))
-        throw InputError("the plan offloads checkpoints to host memory, which the runtime does not execute yet; "
-                         "drop --offload-checkpoints");
-    if (c.world == 0 || c.micro_batch == 0 || c.seq == 0 || c.steps == 0)
-        throw InputError("--world-size, --micro-batch, --seq and --steps must be positive");
+    check_run_config(c);
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
     const bool cuda = c.device == Device::cuda;
-    switch (c.precision) {
-        case Precision::fp32: return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
-        case Precision::bf16_mixed: return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
-        default:
-            throw InputError(fmt::format("--precision {}: the CPU runtime executes fp32 and bf16-mixed",
-                                         precision_name(c.precision)));
-    }
+    if (c.precision == Precision::fp32)
+        return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
+    return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
 }
 
 }  // namespace remat::rt

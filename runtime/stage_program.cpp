@@ -4,9 +4,8 @@
 #include "runtime/stage_program.hpp"
 
 #include <cmath>
-#include <fmt/format.h>
 
-#include "planner/config/error.hpp"
+#include "runtime/limits.hpp"
 
 namespace remat::rt {
 
@@ -339,20 +338,6 @@ private:
 };
 
 }  // namespace
-
-void check_buildable(const ModelConfig& m, const Shape& shape) {
-    if (m.arch != Arch::gpt2 && m.arch != Arch::llama)
-        throw InputError(fmt::format("model '{}': the runtime builds gpt2 and llama architectures, not {}; "
-                                     "plan it with remat plan instead", m.name, arch_name(m.arch)));
-    if (m.arch == Arch::llama && m.rotary_pct != 1.0)
-        throw InputError(fmt::format("model '{}': the runtime rotates whole heads (rotary_pct 1.0), not {}", m.name,
-                                     m.rotary_pct));
-    if (m.head_dim % 2 != 0)
-        throw InputError(fmt::format("model '{}': head_dim {} must be even for rotary embeddings", m.name, m.head_dim));
-    if (shape.seq > m.context)
-        throw InputError(fmt::format("--seq {} exceeds model '{}''s context of {}; lower --seq", shape.seq, m.name,
-                                     m.context));
-}
 
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {

@@ -94,12 +94,8 @@ struct Model {
     std::shared_ptr<const Backend<T>> backend;  // what the ops call
 };
 
-// Throws InputError for what the runtime does not build (an architecture other than gpt2 and
-// llama, a non-integer rotary fraction).
-// Throws InputError when the runtime cannot build m at this shape (architecture, rotary
-// fraction, head size, context); build_model checks it first.
-void check_buildable(const ModelConfig& m, const Shape& shape);
-
+// Throws InputError when the runtime cannot build m at this shape (check_buildable in
+// runtime/limits.hpp: architecture, rotary fraction, head size, context).
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend);
 

@@ -8,7 +8,7 @@
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
 #include "runtime/host_memory.hpp"
-#include "runtime/stage_program.hpp"
+#include "runtime/limits.hpp"
 
 namespace remat::cli {
 namespace {
@@ -79,18 +79,7 @@ rt::Device parse_device(const std::string& name) {
 std::string_view device_name(rt::Device d) { return d == rt::Device::cuda ? "cuda" : "cpu"; }
 
 Question runtime_question(Question q, rt::Device device) {
-    if (q.options.sharding != Sharding::fsdp)
-        throw InputError(fmt::format("--sharding {}: the runtime executes fsdp (any --world-size, 1 included)",
-                                     sharding_name(q.options.sharding)));
-    if (q.options.precision != Precision::fp32 && q.options.precision != Precision::bf16_mixed)
-        throw InputError(fmt::format("--precision {}: the runtime executes fp32 and bf16-mixed",
-                                     precision_name(q.options.precision)));
-    if (q.options.optimizer != Optimizer::adamw)
-        throw InputError(fmt::format("--optimizer {}: the runtime steps AdamW", optimizer_name(q.options.optimizer)));
-    if (q.options.grad_accumulation != 1)
-        throw InputError("--grad-accumulation: the runtime runs one micro-batch per optimizer step; drop it");
-    if (q.context.offload_checkpoints)
-        throw InputError("--offload-checkpoints: the runtime does not execute offloading plans yet; drop it");
+    rt::check_run_options(q.options, q.context.offload_checkpoints);
     if (device == rt::Device::cuda) {
         q.options.profile = Profile::remat_cuda;
     } else {
