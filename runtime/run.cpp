@@ -143,17 +143,6 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
 
 }  // namespace
 
-template <class T>
-DeviceParts<T> cpu_parts(std::size_t world) {
-    DeviceParts<T> p;
-    p.backend = make_cpu_backend<T>();
-    p.collectives = std::make_unique<InProcessCollectives<T>>(world);
-    p.ranks_run = world;
-    return p;
-}
-template DeviceParts<float> cpu_parts<float>(std::size_t);
-template DeviceParts<bf16> cpu_parts<bf16>(std::size_t);
-
 RunResult run_schedule(const RunConfig& c) {
     check_run_config(c);
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
