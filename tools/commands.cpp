@@ -4,11 +4,11 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
+#include "bench/timing.hpp"
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
 #include "planner/dot/dot.hpp"
@@ -246,15 +246,15 @@ int run_calibrate(const CalibrateFlags& f) {
     if (!dir.empty() && !std::filesystem::is_directory(dir))
         throw InputError(
             fmt::format("-o '{}': directory '{}' does not exist", f.output, dir.string()));
-    const auto t0 = std::chrono::steady_clock::now();
-    const Calibration c = to_calibration(rt::measure_device(options));
-    save_calibration(c, f.output);
+    Calibration c;
+    const double wall_s = bench::seconds([&] {
+        c = to_calibration(rt::measure_device(options));
+        save_calibration(c, f.output);
+    });
     if (f.json)
         print_json(calibration_json(c));
     else
-        std::cout << calibrate_text(
-            c, f.output,
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        std::cout << calibrate_text(c, f.output, wall_s);
     return 0;
 }
 
