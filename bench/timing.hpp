@@ -1,5 +1,6 @@
 // The benchmarks' clock: wall seconds of a call and the median of repeated ones. One home for
-// bench_max_batch, bench_optimal and bench_attention (issue 14: "the benchmarks' timing helpers").
+// bench_max_batch, bench_optimal and bench_attention (issue 14: "the benchmarks' timing helpers"),
+// and for the wall time that `remat calibrate` prints (tools/commands.cpp).
 #pragma once
 #include <algorithm>
 #include <chrono>

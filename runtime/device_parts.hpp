@@ -29,6 +29,7 @@ struct DeviceParts {
     std::uint64_t overhead_bytes = 0;            // device memory in use before the pool's first allocation
 };
 
+// runtime/cpu/cpu_parts.cpp: all W ranks, as threads.
 template <class T>
 DeviceParts<T> cpu_parts(std::size_t world);
 // Throws InputError when this build has no CUDA backend or no GPU is visible.

@@ -8,26 +8,14 @@
 namespace remat::rt {
 
 SelectiveSets selective_sets(const StageProgram& p) {
-    const std::size_t n = p.tensors.size();
-    std::vector<bool> core_made(n, false), saved_outside(n, false), saved(n, false);
-    for (const ProgramOp& op : p.ops) {
-        for (int t : op.saved) saved[t] = true;
-        if (op.attention_core)
-            for (int t : op.outputs) core_made[t] = true;
-        else
-            for (int t : op.saved) saved_outside[t] = true;
-    }
-    SelectiveSets s{std::vector<bool>(n, false), std::vector<bool>(n, false)};
-    for (std::size_t t = 0; t < n; ++t) {
-        s.dropped[t] = core_made[t] && !saved_outside[t];
-        s.kept[t] = saved[t] && !s.dropped[t];
-    }
-    // R_sel reruns the core from its inputs, so they stay even where only the core saves them.
+    auto storages = [](const std::vector<int>& ts) {
+        return std::vector<std::size_t>(ts.begin(), ts.end());
+    };
+    std::vector<SelectiveOp> ops;
     for (const ProgramOp& op : p.ops)
-        if (op.attention_core)
-            for (int t : op.inputs)
-                if (!core_made[t]) s.kept[t] = true;
-    return s;
+        ops.push_back(
+            {op.attention_core, storages(op.inputs), storages(op.outputs), storages(op.saved)});
+    return remat::selective_sets(p.tensors.size(), ops);
 }
 
 namespace {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "planner/config/schedule.hpp"
+#include "planner/config/selective.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/collectives.hpp"
 #include "runtime/numeric.hpp"
@@ -106,12 +107,8 @@ private:
     const std::vector<std::int32_t>* targets_ = nullptr;
 };
 
-// What Megatron's selective recomputation keeps of a stage (F_sel): every saved tensor except
-// those only the attention core produces and saves, plus the core's inputs. `dropped`: what
-// R_sel brings back.
-struct SelectiveSets {
-    std::vector<bool> kept, dropped;
-};
+// What Megatron's selective recomputation keeps of a stage (F_sel) and what R_sel brings back
+// (`dropped`), by tensor: the rule of planner/config/selective.hpp over the stage's ops.
 SelectiveSets selective_sets(const StageProgram& p);
 
 }  // namespace remat::rt

@@ -11,6 +11,7 @@
 
 #include "planner/config/error.hpp"
 #include "runtime/device_parts.hpp"
+#include "runtime/limits.hpp"
 
 namespace remat::rt {
 namespace {
@@ -148,36 +149,13 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
 
 }  // namespace
 
-template <class T>
-DeviceParts<T> cpu_parts(std::size_t world) {
-    DeviceParts<T> p;
-    p.backend = make_cpu_backend<T>();
-    p.collectives = std::make_unique<InProcessCollectives<T>>(world);
-    p.ranks_run = world;
-    return p;
-}
-template DeviceParts<float> cpu_parts<float>(std::size_t);
-template DeviceParts<bf16> cpu_parts<bf16>(std::size_t);
-
 RunResult run_schedule(const RunConfig& c) {
-    if (offloads(c.schedule))
-        throw InputError(
-            "the plan offloads checkpoints to host memory, which the runtime does not execute yet; "
-            "drop " +
-            named(Input::offload_checkpoints));
-    if (c.world == 0 || c.micro_batch == 0 || c.seq == 0 || c.steps == 0)
-        throw InputError(fmt::format("{}, {}, {} and {} must be positive", named(Input::world_size),
-                                     named(Input::micro_batch), named(Input::seq),
-                                     named(Input::steps)));
+    check_run_config(c);
     openblas_set_num_threads(1);  // one BLAS thread per rank: W ranks use W cores
     const bool cuda = c.device == Device::cuda;
-    switch (c.precision) {
-        case Precision::fp32: return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
-        case Precision::bf16_mixed: return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
-        default:
-            throw InputError(fmt::format("{} {}: the CPU runtime executes fp32 and bf16-mixed",
-                                         named(Input::precision), precision_name(c.precision)));
-    }
+    if (c.precision == Precision::fp32)
+        return run_typed<float>(c, cuda ? cuda_parts<float>(c.world) : cpu_parts<float>(c.world));
+    return run_typed<bf16>(c, cuda ? cuda_parts<bf16>(c.world) : cpu_parts<bf16>(c.world));
 }
 
 }  // namespace remat::rt

@@ -67,8 +67,9 @@ struct RunResult {
     std::optional<OomReport> oom;
 };
 
-// Throws InputError for what the runtime does not execute (a precision other than fp32 and
-// bf16-mixed, an offloading schedule, a bad token file).
+// Throws InputError for what the runtime does not execute (check_run_config and check_buildable
+// in runtime/limits.hpp: a precision other than fp32 and bf16-mixed, an offloading schedule...)
+// and for a bad token file.
 RunResult run_schedule(const RunConfig& config);
 
 }  // namespace remat::rt

@@ -4,29 +4,10 @@
 #include "runtime/stage_program.hpp"
 
 #include <cmath>
-#include <fmt/format.h>
 
-#include "planner/config/error.hpp"
+#include "runtime/limits.hpp"
 
 namespace remat::rt {
-
-std::uint64_t dtype_bytes(DType d) {
-    switch (d) {
-        case DType::f32: return 4;
-        case DType::bf16: return 2;
-        case DType::i32: return 4;
-    }
-    return 0;
-}
-
-std::string_view dtype_name(DType d) {
-    switch (d) {
-        case DType::f32: return "float32";
-        case DType::bf16: return "bfloat16";
-        case DType::i32: return "int32";
-    }
-    return "?";
-}
 
 std::uint64_t TensorSpec::numel() const {
     std::uint64_t n = 1;
@@ -357,21 +338,6 @@ private:
 };
 
 }  // namespace
-
-void check_buildable(const ModelConfig& m, const Shape& shape) {
-    if (m.arch != Arch::gpt2 && m.arch != Arch::llama)
-        throw InputError(fmt::format("model '{}': the runtime builds gpt2 and llama architectures, not {}; "
-                                     "plan it with remat plan instead", m.name, arch_name(m.arch)));
-    if (m.arch == Arch::llama && m.rotary_pct != 1.0)
-        throw InputError(fmt::format("model '{}': the runtime rotates whole heads (rotary_pct 1.0), not {}", m.name,
-                                     m.rotary_pct));
-    if (m.head_dim % 2 != 0)
-        throw InputError(fmt::format("model '{}': head_dim {} must be even for rotary embeddings", m.name, m.head_dim));
-    if (shape.seq > m.context)
-        throw InputError(fmt::format("{} {} exceeds model '{}''s context of {}; lower {}",
-                                     named(Input::seq), shape.seq, m.name, m.context,
-                                     named(Input::seq)));
-}
 
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {

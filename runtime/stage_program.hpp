@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "planner/config/dtype.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
 #include "runtime/allocator.hpp"
@@ -24,14 +25,10 @@
 
 namespace remat::rt {
 
-enum class DType : std::uint8_t { f32, bf16, i32 };
-std::uint64_t dtype_bytes(DType d);
-std::string_view dtype_name(DType d);  // "float32", "bfloat16", "int32"
-
 struct TensorSpec {
     std::string name;                  // "attn.core.lse"
     std::vector<std::uint64_t> shape;  // e.g. (B, A, S)
-    DType dtype = DType::f32;
+    DType dtype = DType::f32;          // f32, bf16 or i32: the types the kernels take
     bool needs_grad = true;            // false for ids, targets, statistics
     std::uint64_t numel() const;
     std::uint64_t bytes() const { return numel() * dtype_bytes(dtype); }
@@ -97,12 +94,8 @@ struct Model {
     std::shared_ptr<const Backend<T>> backend;  // what the ops call
 };
 
-// Throws InputError for what the runtime does not build (an architecture other than gpt2 and
-// llama, a non-integer rotary fraction).
-// Throws InputError when the runtime cannot build m at this shape (architecture, rotary
-// fraction, head size, context); build_model checks it first.
-void check_buildable(const ModelConfig& m, const Shape& shape);
-
+// Throws InputError when the runtime cannot build m at this shape (check_buildable in
+// runtime/limits.hpp: architecture, rotary fraction, head size, context).
 template <class T>
 Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend);
 

@@ -18,6 +18,7 @@
 #include "planner/simulate/calibration.hpp"
 #include "planner/strategy/strategy.hpp"
 #include "runtime/devices.hpp"
+#include "runtime/limits.hpp"
 #include "runtime/run.hpp"
 #include "runtime/stage_program.hpp"
 #include "tests/cli_process.hpp"

@@ -16,13 +16,16 @@ std::string_view flag_of(Input input) {
         case Input::data: return "--data";
         case Input::device: return "--device";
         case Input::global_batch: return "--global-batch";
+        case Input::grad_accumulation: return "--grad-accumulation";
         case Input::memory_cap: return "--memory-cap";
         case Input::memory_slots: return "--memory-slots";
         case Input::micro_batch: return "--micro-batch";
         case Input::offload_checkpoints: return "--offload-checkpoints";
+        case Input::optimizer: return "--optimizer";
         case Input::output: return "-o";
         case Input::precision: return "--precision";
         case Input::seq: return "--seq";
+        case Input::sharding: return "--sharding";
         case Input::steps: return "--steps";
         case Input::strategies: return "--strategies";
         case Input::world_size: return "--world-size";

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <iostream>
+
 #include "planner/config/units.hpp"
 
 namespace remat::cli {
@@ -428,5 +430,7 @@ std::string recommend_text(const Question& q, const Recommendation& r, std::opti
     out += fmt::format("\nreproduce the best:\n  remat plan {}\n", fmt::join(args(best), " "));
     return out;
 }
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; }
 
 }  // namespace remat::cli

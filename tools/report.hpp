@@ -28,5 +28,7 @@ std::string recommend_text(const Question& q, const Recommendation& r, std::opti
 nlohmann::json pareto_json(const Question& q, const ParetoFrontier& f);
 std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points);
 nlohmann::json models_json();
+// A --json document on stdout, indented by two.
+void print_json(const nlohmann::json& j);
 
 }  // namespace remat::cli

@@ -48,7 +48,7 @@ json saved_json(const RunReport& r) {
         json tensors = json::array();
         std::uint64_t total = 0;
         for (const auto& t : saved[i]) {
-            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", rt::dtype_name(t.dtype)}, {"bytes", t.bytes}});
+            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", dtype_name(t.dtype)}, {"bytes", t.bytes}});
             total += t.bytes;
         }
         stages.push_back({{"stage", i}, {"name", r.prediction.chain.stages[i].name}, {"tensors", tensors}, {"total_bytes", total}});

@@ -1,15 +1,22 @@
 #include "tools/validation.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fmt/format.h>
+#include <fstream>
+#include <iostream>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
+#include "runtime/devices.hpp"
 #include "runtime/host_memory.hpp"
-#include "runtime/stage_program.hpp"
+#include "runtime/limits.hpp"
 #include "tools/cli_options.hpp"
+#include "tools/progress.hpp"
+#include "tools/report.hpp"
+#include "tools/report_run.hpp"
 
 namespace remat::cli {
 namespace {
@@ -80,18 +87,7 @@ rt::Device parse_device(const std::string& name) {
 std::string_view device_name(rt::Device d) { return d == rt::Device::cuda ? "cuda" : "cpu"; }
 
 Question runtime_question(Question q, rt::Device device) {
-    if (q.options.sharding != Sharding::fsdp)
-        throw InputError(fmt::format("--sharding {}: the runtime executes fsdp (any --world-size, 1 included)",
-                                     sharding_name(q.options.sharding)));
-    if (q.options.precision != Precision::fp32 && q.options.precision != Precision::bf16_mixed)
-        throw InputError(fmt::format("--precision {}: the runtime executes fp32 and bf16-mixed",
-                                     precision_name(q.options.precision)));
-    if (q.options.optimizer != Optimizer::adamw)
-        throw InputError(fmt::format("--optimizer {}: the runtime steps AdamW", optimizer_name(q.options.optimizer)));
-    if (q.options.grad_accumulation != 1)
-        throw InputError("--grad-accumulation: the runtime runs one micro-batch per optimizer step; drop it");
-    if (q.context.offload_checkpoints)
-        throw InputError("--offload-checkpoints: the runtime does not execute offloading plans yet; drop it");
+    rt::check_run_options(q.options, q.context.offload_checkpoints);
     if (device == rt::Device::cuda) {
         q.options.profile = Profile::remat_cuda;
     } else {
@@ -193,6 +189,150 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     if (device == rt::Device::cuda && r.measured_step_time_s > 0)
         r.mfu = r.model_flops / (r.measured_step_time_s * peak);
     return r;
+}
+
+namespace {
+
+// "1,2,4" -> items, each through `parse`; an empty item is an error.
+template <class F>
+auto parse_list(const std::string& text, const char* option, F parse) {
+    std::vector<decltype(parse(std::string()))> out;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', start), text.size());
+        const std::string item = text.substr(start, comma - start);
+        if (item.empty())
+            throw InputError(
+                fmt::format("{} '{}': an empty item; use a comma-separated list", option, text));
+        out.push_back(parse(item));
+        start = comma + 1;
+    }
+    return out;
+}
+
+ValidateFlags with_defaults(ValidateFlags f, rt::Device device) {
+    const bool cuda = device == rt::Device::cuda;
+    auto fill = [](std::string& s, const char* v) {
+        if (s.empty()) s = v;
+    };
+    fill(f.models, cuda ? "gpt2-xl,llama-1b" : "tiny-gpt2,tiny-llama");
+    fill(f.strategies, cuda ? "none,full,sqrt" : "all");
+    fill(f.micro_batches, cuda ? "1" : "1,2");
+    fill(f.world_sizes, cuda ? "1,8" : "1,2,4");
+    fill(f.precisions, cuda ? "bf16-mixed" : "fp32,bf16-mixed");
+    fill(f.seqs, cuda ? "1024" : "64,256");
+    if (f.steps == 0) f.steps = cuda ? 3 : 1;
+    if (f.tolerance == 0) f.tolerance = cuda ? 0.02 : 0.01;
+    return f;
+}
+
+// "NVIDIA H200" -> "nvidia-h200": the name of a validation file.
+std::string slug(const std::string& name) {
+    std::string out;
+    for (char c : name) {
+        if (std::isalnum(static_cast<unsigned char>(c)))
+            out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        else if (!out.empty() && out.back() != '-')
+            out += '-';
+    }
+    while (!out.empty() && out.back() == '-') out.pop_back();
+    return out;
+}
+
+}  // namespace
+
+int run_validate(ValidateFlags f) {
+    const rt::Device device = parse_device(f.device);
+    f = with_defaults(f, device);
+    if (device == rt::Device::cuda) {
+        const auto gpus = rt::visible_gpus();
+        if (gpus.empty())
+            throw InputError("--device cuda: " + rt::gpu_unavailable_reason() +
+                             "; use --device cpu");
+        // One file per GPU and attention core: an eager sweep does not overwrite the flash one.
+        if (f.output.empty())
+            f.output = "docs/validation/" + slug(gpus.front().name) +
+                       (f.attention == "eager" ? "-eager" : "") + ".json";
+    }
+    if (f.steps <= 0)
+        throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
+    if (!(f.tolerance > 0))
+        throw InputError(
+            fmt::format("--tolerance {} must be a positive fraction, e.g. 0.01", f.tolerance));
+    auto positive = [](const char* option) {
+        return [option](const std::string& s) -> std::uint64_t {
+            const auto v = decimal_count(s);
+            if (!v || *v == 0)
+                throw InputError(fmt::format("{} {}: use positive decimal integers, e.g. 1,2,4",
+                                             option, quote(s)));
+            return *v;
+        };
+    };
+    const auto models = parse_list(f.models, "--models", [](const std::string& m) {
+        load_model(m);
+        return m;
+    });
+    const auto strategies = parse_strategy_list(f.strategies);
+    const auto bs = parse_list(f.micro_batches, "--micro-batches", positive("--micro-batches"));
+    const auto ws = parse_list(f.world_sizes, "--world-sizes", positive("--world-sizes"));
+    const auto ss = parse_list(f.seqs, "--seqs", positive("--seqs"));
+    const auto ps = parse_list(f.precisions, "--precisions", parse_precision);
+    CommonArgs base_args;
+    base_args.model = models.front();
+    base_args.sharding = "fsdp";
+    base_args.profile = device == rt::Device::cuda ? "remat-cuda" : "remat";
+    base_args.calibration = f.calibration;
+    base_args.attention = f.attention;
+    base_args.gpu = f.gpu;
+    const Question base = make_question(base_args);
+    std::vector<SweepPoint> points;
+    for (const auto& m : models)
+        for (const auto& st : strategies) {
+            // `all` means every strategy that applies (segments-4 needs 4 blocks); a strategy
+            // named on its own must apply to every model.
+            try {
+                validate_strategy(st, load_model(m).n_layers);
+            } catch (const InputError&) {
+                if (f.strategies == "all") continue;
+                throw;
+            }
+            for (auto p : ps)
+                for (auto w : ws)
+                    for (auto b : bs)
+                        for (auto seq : ss) points.push_back({m, st, b, w, seq, p});
+        }
+    std::vector<SweepResult> rows;
+    {
+        // validate's answer goes to files; the terminal may show progress
+        Progress progress(false);
+        for (std::size_t k = 0; k < points.size(); ++k) {
+            if (progress) {
+                const std::size_t width = 30, filled = width * k / points.size();
+                progress.show(fmt::format("[{}{}] {}/{} {} {}", std::string(filled, '#'),
+                                          std::string(width - filled, '.'), k, points.size(),
+                                          points[k].model, points[k].strategy.name()));
+            }
+            rows.push_back(
+                validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
+        }
+    }
+    const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device,
+                                   base.options.attention);
+    if (!f.output.empty()) {
+        // The JSON, and a markdown table beside it (same name, .md).
+        std::ofstream out(f.output);
+        if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", f.output));
+        out << doc.dump(2) << "\n";
+        const std::string md = f.output.substr(0, f.output.rfind('.')) + ".md";
+        std::ofstream table(md);
+        if (!table) throw InputError(fmt::format("'{}': cannot open for writing", md));
+        table << validate_markdown(rows, doc);
+    }
+    if (f.json)
+        print_json(doc);
+    else
+        std::cout << validate_text(rows, f.tolerance);
+    return doc["worst_error"].get<double>() <= f.tolerance ? 0 : 4;
 }
 
 }  // namespace remat::cli

@@ -1,7 +1,8 @@
 // Holds a prediction against a measurement: plans a configuration with the `remat` profile (the
 // planner's description of remat's runtime), executes the same Schedule on the runtime, and
-// compares per-rank peaks and rank 0's live bytes after every action. Glue between planner/ and
-// runtime/, which never see each other's sizes.
+// compares per-rank peaks and rank 0's live bytes after every action; and `remat validate`'s
+// sweep of such comparisons. Glue between planner/ and runtime/, which never see each other's
+// sizes.
 //
 //   RunReport r = run_and_compare(q, parse_strategy("sqrt"), settings);
 //   r.worst_peak_error();   // max over ranks of |measured - predicted| / predicted
@@ -97,5 +98,20 @@ double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std
 // that they have something to decide.
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
                            rt::Device device = rt::Device::cpu);
+
+// `remat validate`'s flags. Empty fields take the device's defaults: the tiny models' full
+// sweep on the CPU; on CUDA the GPU issue's core set (gpt2-xl and llama-1b at sequence 1024,
+// none/full/sqrt, W 1 and 8).
+struct ValidateFlags {
+    std::string models, strategies, micro_batches, world_sizes, precisions, seqs, output,
+        calibration, device = "cpu", gpu = "h100-80gb", attention = "flash";
+    std::int64_t steps = 0;
+    double tolerance = 0;
+    bool json = false;
+};
+// The sweep: every model x strategy x precision x world size x micro-batch x sequence through
+// validate_point, printed as a table (or the JSON document with --json) and, with -o (the
+// default on CUDA), written as JSON and a markdown table. Exit code 4 past the tolerance.
+int run_validate(ValidateFlags f);
 
 }  // namespace remat::cli

@@ -8,36 +8,27 @@
 
 namespace remat {
 
-std::vector<bool> selective_dropped_mask(const StageGraph& g) {
-    std::vector<bool> core_produced(g.tensors().size(), false);
-    std::vector<bool> saved_outside(g.tensors().size(), false);
+SelectiveSets selective_sets(const StageGraph& g) {
+    auto storages = [&](const std::vector<TensorId>& ts) {
+        std::vector<std::size_t> out;
+        for (TensorId t : ts) out.push_back(g.storage(t));
+        return out;
+    };
+    std::vector<SelectiveOp> ops;
     for (OpVertex v : g.order()) {
         const Op& op = g.op(v);
-        if (op.attention_core)
-            for (TensorId t : op.outputs) core_produced[g.storage(t)] = true;
-        else
-            for (TensorId t : op.saved) saved_outside[g.storage(t)] = true;
+        ops.push_back(
+            {op.attention_core, storages(op.inputs), storages(op.outputs), storages(op.saved)});
     }
-    std::vector<bool> dropped(g.tensors().size(), false);
-    for (std::size_t s = 0; s < dropped.size(); ++s) dropped[s] = core_produced[s] && !saved_outside[s];
-    return dropped;
+    std::vector<bool> shared(g.tensors().size(), false);
+    for (TensorId s = 0; s < shared.size(); ++s) shared[s] = g.tensor(s).shared;
+    return selective_sets(g.tensors().size(), ops, shared);
 }
 
+std::vector<bool> selective_dropped_mask(const StageGraph& g) { return selective_sets(g).dropped; }
+
 std::vector<TensorId> selective_kept_storages(const StageGraph& g) {
-    const auto dropped = selective_dropped_mask(g);
-    std::vector<bool> keep(g.tensors().size(), false);
-    for (TensorId s : g.saved_storages()) keep[s] = !dropped[s];
-    // R_sel recomputes the core from its inputs, so F_sel keeps them even when only core ops
-    // read them (e.g. the fused qkv output that eager attention copies into q, k, v).
-    for (OpVertex v : g.order()) {
-        const Op& op = g.op(v);
-        if (!op.attention_core) continue;
-        for (TensorId t : op.inputs) {
-            const TensorId s = g.storage(t);
-            const int p = g.producer(s);
-            if (!g.tensor(s).shared && (p < 0 || !g.op(static_cast<OpVertex>(p)).attention_core)) keep[s] = true;
-        }
-    }
+    const std::vector<bool> keep = selective_sets(g).kept;
     std::vector<TensorId> kept;
     for (TensorId s = 0; s < keep.size(); ++s)
         if (keep[s]) kept.push_back(s);

@@ -12,6 +12,7 @@
 #include "planner/graph/graph.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
+#include "planner/config/selective.hpp"
 #include "planner/graph/profiles.hpp"
 
 namespace remat {
@@ -40,6 +41,9 @@ struct Chain {
 Chain build_chain(const ModelConfig& model, const RunOptions& options,
                   AutocastDevice device = AutocastDevice::cuda);
 
+// Megatron's selective rule (planner/config/selective.hpp) over g's storages: a view counts as
+// its storage, and shared storages (rotary cos/sin) are never kept.
+SelectiveSets selective_sets(const StageGraph& g);
 // Storages kept by F_sel: everything saved except what attention-core ops produce and only
 // attention-core ops save, plus the core's inputs (R_sel recomputes from them).
 std::vector<TensorId> selective_kept_storages(const StageGraph& g);

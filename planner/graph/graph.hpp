@@ -20,11 +20,9 @@
 #include <string_view>
 #include <vector>
 
-namespace remat {
+#include "planner/config/dtype.hpp"
 
-enum class DType : std::uint8_t { f32, bf16, f16, i64, i32, u8, b8 };
-std::uint64_t dtype_bytes(DType d);
-std::string_view dtype_name(DType d);  // "float32", "bfloat16", ... as PyTorch prints them
+namespace remat {
 
 using TensorId = std::uint32_t;
 inline constexpr TensorId no_tensor = ~TensorId{0};

@@ -1,0 +1,261 @@
+// The bodies of remat's subcommands but validate (tools/validation.cpp): each checks what
+// only it refuses, asks the planner (planner/search, planner/dot) or the runtime, and prints.
+#include "tools/commands.hpp"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "bench/timing.hpp"
+#include "planner/config/error.hpp"
+#include "planner/config/units.hpp"
+#include "planner/dot/dot.hpp"
+#include "runtime/devices.hpp"
+#include "tools/calibrate.hpp"
+#include "tools/progress.hpp"
+#include "tools/report.hpp"
+#include "tools/report_run.hpp"
+#include "tools/validation.hpp"
+
+namespace remat::cli {
+namespace {
+
+// The runtime's question: fsdp unless --sharding says otherwise, and the profile of the
+// device's backend (remat, remat-cuda).
+Question runtime_question_from(CommonArgs a, rt::Device device, bool sharding_given,
+                               bool profile_given) {
+    const std::string own = device == rt::Device::cuda ? "remat-cuda" : "remat";
+    if (profile_given && a.profile != own)
+        throw InputError(fmt::format(
+            "--profile {}: remat run predicts its own runtime (profile {}); drop --profile",
+            a.profile, own));
+    if (!sharding_given) a.sharding = "fsdp";
+    a.profile = own;
+    return runtime_question(make_question(a), device);
+}
+
+}  // namespace
+
+int run_models(bool json) {
+    if (json)
+        print_json(models_json());
+    else
+        std::cout << models_text();
+    return 0;
+}
+
+int run_devices(bool json) {
+    const auto backends = rt::backends();
+    const auto gpus = rt::visible_gpus();
+    if (json) {
+        nlohmann::json b = nlohmann::json::array(), g = nlohmann::json::array();
+        for (const auto& x : backends) b.push_back({{"name", x.name}, {"compiled", x.compiled}});
+        for (const auto& x : gpus)
+            g.push_back({{"name", x.name},
+                         {"memory_bytes", x.memory_bytes},
+                         {"compute_capability", fmt::format("{}.{}", x.major, x.minor)},
+                         {"driver", x.driver}});
+        print_json({{"backends", b}, {"gpus", g}});
+        return 0;
+    }
+    std::cout << "backends\n";
+    for (const auto& x : backends)
+        std::cout << fmt::format("  {:<6} {}\n", x.name, x.compiled ? "compiled" : "not compiled");
+    std::cout << "gpus\n";
+    if (gpus.empty()) std::cout << "  none: " << rt::gpu_unavailable_reason() << "\n";
+    for (std::size_t k = 0; k < gpus.size(); ++k)
+        std::cout << fmt::format("  {}  {}  {}  compute capability {}.{}  driver CUDA {}\n", k,
+                                 gpus[k].name, format_bytes(gpus[k].memory_bytes), gpus[k].major,
+                                 gpus[k].minor, gpus[k].driver);
+    return 0;
+}
+
+int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
+             bool timeline) {
+    Question q = make_question(a);
+    const StrategySpec spec = parse_strategy(strategy);
+    validate_strategy(spec, q.model.n_layers);
+    Progress progress(a.json);
+    if (progress && spec.kind == StrategyKind::optimal)
+        q.context.progress = [&](std::size_t done, std::size_t total) {
+            progress.show(fmt::format("optimal: subproblem {}/{}", done, total));
+        };
+    const Evaluation e = evaluate(q, spec);
+    if (a.json) {
+        auto j = plan_json(q, e);
+        if (saved) j["saved"] = saved_json(e.chain);
+        print_json(j);
+    } else {
+        std::cout << plan_text(q, e, saved, schedule, timeline);
+    }
+    return 0;
+}
+
+int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given) {
+    if (micro_batch_given)
+        throw InputError("remat max-batch searches the micro-batch; drop --micro-batch");
+    const Question q = make_question(a);
+    // `all` is every strategy that applies to this model (every-4 and segments-4 need 4 blocks);
+    // a strategy named on its own must apply.
+    auto specs = parse_strategy_list(strategies);
+    if (strategies == "all")
+        std::erase_if(
+            specs, [&](const StrategySpec& s) { return !strategy_applies(s, q.model.n_layers); });
+    for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
+    std::vector<MaxBatch> results;
+    {
+        Progress progress(a.json);
+        for (std::size_t k = 0; k < specs.size(); ++k) {
+            if (progress)
+                progress.show(
+                    fmt::format("searching {} [{}/{}]", specs[k].name(), k + 1, specs.size()));
+            results.push_back(max_micro_batch(q, specs[k]));
+        }
+    }
+    if (a.json)
+        print_json(max_batch_json(q, results));
+    else
+        std::cout << max_batch_text(q, results);
+    return 0;
+}
+
+int run_pareto(const CommonArgs& a, bool all_points) {
+    const Question q = make_question(a);
+    ParetoFrontier f;
+    {
+        Progress progress(a.json);
+        ParetoProgress shown;
+        if (progress)
+            shown = [&](std::string_view what, std::size_t done, std::size_t total) {
+                progress.show(fmt::format("pareto: {} [{}/{}]", what, done, total));
+            };
+        f = pareto_frontier(q, shown);
+    }
+    if (a.json)
+        print_json(pareto_json(q, f));
+    else
+        std::cout << pareto_text(q, f, all_points);
+    return 0;
+}
+
+int run_recommend(const CommonArgs& a, bool micro_batch_given,
+                  std::optional<std::int64_t> global_batch) {
+    if (micro_batch_given)
+        throw InputError("remat recommend searches the micro-batch; drop --micro-batch");
+    if (a.offload_checkpoints)
+        throw InputError(
+            "remat recommend tries every strategy with and without offload; drop "
+            "--offload-checkpoints");
+    const Question q = make_question(a);
+    RecommendOptions options;
+    if (global_batch) {
+        if (*global_batch <= 0)
+            throw InputError(
+                fmt::format("--global-batch {} must be a positive integer", *global_batch));
+        if (a.grad_accumulation != 1)
+            throw InputError(
+                "--global-batch sets the gradient accumulation per micro-batch; drop "
+                "--grad-accumulation");
+        options.global_batch = static_cast<std::uint64_t>(*global_batch);
+    }
+    Recommendation r;
+    {
+        Progress progress(a.json);
+        if (progress)
+            options.progress = [&](std::size_t done, std::size_t total) {
+                progress.show(fmt::format("planning strategies [{}/{}]", done, total));
+            };
+        r = recommend(q, options);
+    }
+    auto args = [&](const Candidate& c) {
+        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
+    };
+    if (a.json)
+        print_json(recommend_json(q, r, args));
+    else
+        std::cout << recommend_text(q, r, options.global_batch, args);
+    return r.ranked.empty() ? 3 : 0;
+}
+
+int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
+            bool ops) {
+    if (a.json)
+        throw InputError(
+            "remat dot writes DOT, not JSON; drop --json (use `remat plan --json` for data)");
+    const Question q = make_question(a);
+    const auto specs = parse_strategy_list(strategies);
+    Chain chain = build_chain(q.model, q.options);
+    PlanContext ctx = q.context;
+    ctx.gpu = &q.gpu;
+    std::vector<Plan> plans;
+    for (const auto& s : specs) plans.push_back(make_plan(chain, s, ctx));
+    DotOptions options;
+    options.ops = ops;
+    if (output.empty()) {
+        write_dot(std::cout, chain, plans, options);
+        return 0;
+    }
+    std::ofstream out(output);
+    if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", output));
+    write_dot(out, chain, plans, options);
+    return 0;
+}
+
+int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool profile_given) {
+    const rt::Device device = parse_device(f.device);
+    const Question q = runtime_question_from(a, device, sharding_given, profile_given);
+    const StrategySpec spec = parse_strategy(f.strategy);
+    validate_strategy(spec, q.model.n_layers);
+    if (f.steps <= 0)
+        throw InputError(fmt::format("--steps {} must be a positive integer", f.steps));
+    RunSettings s;
+    s.device = device;
+    s.steps = static_cast<std::uint64_t>(f.steps);
+    s.seed = f.seed;
+    s.data_path = f.data;
+    s.check_gradients = f.check_gradients;
+    if (!f.memory_cap.empty()) s.memory_cap_bytes = parse_bytes(f.memory_cap, "--memory-cap");
+    RunReport r;
+    {
+        Progress progress(a.json);
+        if (progress)
+            s.progress = [&](std::uint64_t done, std::uint64_t total) {
+                progress.show(fmt::format("running step {}/{}", done, total));
+            };
+        r = run_and_compare(q, spec, s);
+    }
+    if (a.json)
+        print_json(run_json(q, r, s));
+    else
+        std::cout << run_text(q, r, s, f.timeline);
+    if (r.run.oom) {
+        std::cerr << "remat: " << r.run.oom->message << "\n";
+        return 3;
+    }
+    return r.gradients_match.value_or(true) ? 0 : 4;
+}
+
+int run_calibrate(const CalibrateFlags& f) {
+    rt::CalibrateOptions options;
+    options.device = parse_device(f.device);
+    if (!f.precision.empty()) options.precisions = {parse_precision(f.precision)};
+    // A bad -o fails now rather than after the benchmarks.
+    const std::filesystem::path dir = std::filesystem::path(f.output).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+        throw InputError(
+            fmt::format("-o '{}': directory '{}' does not exist", f.output, dir.string()));
+    Calibration c;
+    const double wall_s = bench::seconds([&] {
+        c = to_calibration(rt::measure_device(options));
+        save_calibration(c, f.output);
+    });
+    if (f.json)
+        print_json(calibration_json(c));
+    else
+        std::cout << calibrate_text(c, f.output, wall_s);
+    return 0;
+}
+
+}  // namespace remat::cli

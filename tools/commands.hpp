@@ -1,0 +1,45 @@
+// The subcommands of `remat`, one function each: take what main() parsed, ask the planner or
+// the runtime, print the table or the --json document, and return the exit code. They throw
+// InputError (and HostMemoryError, SizeOverflow) for main() to print as one line; `remat
+// validate` is run_validate in tools/validation.hpp.
+//
+//   CommonArgs a;  ...                      // filled by add_common_options and CLI11
+//   return run_plan(a, "sqrt", false, false, false);
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "tools/cli_options.hpp"
+
+namespace remat::cli {
+
+int run_models(bool json);
+int run_devices(bool json);
+int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
+             bool timeline);
+int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given);
+int run_pareto(const CommonArgs& a, bool all_points);
+// Exit code 3 when nothing fits.
+int run_recommend(const CommonArgs& a, bool micro_batch_given,
+                  std::optional<std::int64_t> global_batch);
+// output: a file to write, or empty for stdout.
+int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
+            bool ops);
+
+struct RunFlags {
+    std::string strategy = "none", device = "cpu", memory_cap, data;
+    std::int64_t steps = 2;
+    std::uint64_t seed = 1234;
+    bool check_gradients = false, timeline = false;
+};
+// Exit code 3 when a rank ran out of memory under --memory-cap, 4 when the gradients differ.
+int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool profile_given);
+
+struct CalibrateFlags {
+    std::string device = "cpu", precision, output;
+    bool json = false;
+};
+int run_calibrate(const CalibrateFlags& f);
+
+}  // namespace remat::cli
