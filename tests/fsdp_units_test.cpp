@@ -1,15 +1,14 @@
 // FSDP's unit policy (planner/config/fsdp_units), which the replay and the executor both follow:
 // the gathered set at every action of a small schedule, written out by hand from the policy's
 // rules, not from its code.
-#include <doctest/doctest.h>
+#include "planner/config/fsdp_units.hpp"
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <set>
 #include <vector>
-
-#include "planner/config/fsdp_units.hpp"
 
 using namespace remat;
 
@@ -33,7 +32,8 @@ std::set<std::size_t> gathered_set(const UnitPolicy& p, std::size_t n_units) {
 
 // Runs the policy over s and returns the gathered set at each action, checking on the way that
 // the changes it reported are what the sets differ by, in ascending order.
-std::vector<std::set<std::size_t>> gathered_per_action(UnitPolicy& p, const Schedule& s, std::size_t n_units) {
+std::vector<std::set<std::size_t>> gathered_per_action(UnitPolicy& p, const Schedule& s,
+                                                       std::size_t n_units) {
     std::vector<std::set<std::size_t>> out;
     std::set<std::size_t> before;
     for (std::size_t a = 0; a < s.actions.size(); ++a) {
@@ -57,7 +57,8 @@ TEST_CASE("fsdp_units::UnitPolicy gathers the root unit, the action's own and on
     const Schedule s = segment_schedule();
     REQUIRE(s.actions.size() == 12);
     SUBCASE("resharding after forward (FULL_SHARD)") {
-        UnitPolicy p(s, five_stage_units, 3, {.gather_per_unit = true, .reshard_after_forward = true});
+        UnitPolicy p(s, five_stage_units, 3,
+                     {.gather_per_unit = true, .reshard_after_forward = true});
         const std::vector<std::set<std::size_t>> want = {
             {0, 1},     // F_all(0): root, prefetch block 1
             {0, 1, 2},  // F_ck(1): its own, prefetch block 2
@@ -83,18 +84,19 @@ TEST_CASE("fsdp_units::UnitPolicy gathers the root unit, the action's own and on
         // Ready for the next step: the same sets again.
         CHECK(gathered_per_action(p, s, 3) == want);
     }
-    SUBCASE("not resharding after forward (SHARD_GRAD_OP): a unit stays while a stage of it is open") {
-        UnitPolicy p(s, five_stage_units, 3, {.gather_per_unit = true, .reshard_after_forward = false});
+    SUBCASE("no resharding after forward (SHARD_GRAD_OP): a unit stays while a stage is open") {
+        UnitPolicy p(s, five_stage_units, 3,
+                     {.gather_per_unit = true, .reshard_after_forward = false});
         const std::vector<std::set<std::size_t>> want = {
             {0, 1},     // F_all(0)
             {0, 1, 2},  // F_ck(1)
             {0, 1, 2},  // F_none(2): block 1 is open
-            {0, 1, 2},  // F_all(3) .. F_all(2)*: blocks 1 and 2 stay open until their backward
-            {0, 1, 2},
-            {0, 1, 2},
-            {0, 1, 2},
-            {0, 1, 2},
-            {0, 1, 2},
+            {0, 1, 2},  // F_all(3): blocks 1 and 2 stay open until their backward
+            {0, 1, 2},  // F_all(4)
+            {0, 1, 2},  // B(4)
+            {0, 1, 2},  // B(3)
+            {0, 1, 2},  // F_all(1)*
+            {0, 1, 2},  // F_all(2)*
             {0, 1, 2},  // B(2)
             {0, 1},     // B(1): block 2 has run backward
             {0},        // B(0): block 1 has too
@@ -104,7 +106,8 @@ TEST_CASE("fsdp_units::UnitPolicy gathers the root unit, the action's own and on
         CHECK(gathered_per_action(p, s, 3) == want);
     }
     SUBCASE("without per-unit gathering (DDP, ZeRO-1/2) nothing is gathered") {
-        UnitPolicy p(s, five_stage_units, 3, {.gather_per_unit = false, .reshard_after_forward = true});
+        UnitPolicy p(s, five_stage_units, 3,
+                     {.gather_per_unit = false, .reshard_after_forward = true});
         for (const auto& set : gathered_per_action(p, s, 3)) CHECK(set.empty());
         CHECK(p.finish_step().freed.empty());
     }
@@ -126,7 +129,7 @@ TEST_CASE("fsdp_units::UnitPolicy reports each change once, frees before gathers
     CHECK(c2.gathered.empty());
 }
 
-TEST_CASE("fsdp_units::UnitPolicy a unit's gradients are complete after its first stage's backward") {
+TEST_CASE("fsdp_units::UnitPolicy completes a unit's gradients at its first stage's backward") {
     const UnitPolicy p(segment_schedule(), five_stage_units, 3, UnitFlags{});
     CHECK(p.completes_gradients(0));   // the embedding: the root unit's last backward
     CHECK(p.completes_gradients(1));   // block 1

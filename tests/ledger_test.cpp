@@ -1,8 +1,8 @@
 // The replay's byte ledger (planner/simulate/ledger): totals by category, the peak and what set
 // it, one timeline point per action. Exact integers: no tolerance.
-#include <doctest/doctest.h>
-
 #include "planner/simulate/ledger.hpp"
+
+#include <doctest/doctest.h>
 
 using namespace remat;
 

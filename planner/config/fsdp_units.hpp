@@ -39,10 +39,10 @@ struct UnitChanges {
 };
 
 class UnitPolicy {
-public:
+  public:
     // unit_of_stage: each stage's unit index, below n_units; unit 0 is the root unit.
-    UnitPolicy(const Schedule& schedule, std::vector<std::size_t> unit_of_stage, std::size_t n_units,
-               UnitFlags flags);
+    UnitPolicy(const Schedule& schedule, std::vector<std::size_t> unit_of_stage,
+               std::size_t n_units, UnitFlags flags);
 
     // The changes as action a starts; actions 0 .. a-1 have started and finished, in order.
     const UnitChanges& start(std::size_t a);
@@ -56,26 +56,29 @@ public:
     // Whether the backward of `stage` completes its unit's gradients. Backward runs from the last
     // stage to the first, so a unit is complete after the backward of its first stage: a block's
     // own, the root unit's after the embedding's.
-    bool completes_gradients(std::size_t stage) const { return first_stage_[unit_of(stage)] == stage; }
+    bool completes_gradients(std::size_t stage) const {
+        return first_stage_[unit_of(stage)] == stage;
+    }
 
-private:
+  private:
     void free_unit(std::size_t u);
     void gather_unit(std::size_t u);
     void open(std::size_t stage, bool is_open);
 
     const Schedule& schedule_;
     std::vector<std::size_t> unit_of_stage_;
-    std::vector<std::size_t> first_stage_;    // per unit: its lowest stage index
+    std::vector<std::size_t> first_stage_;  // per unit: its lowest stage index
     UnitFlags flags_;
-    std::vector<std::size_t> next_backward_;  // per action: the stage of the next B (n stages: none)
-    std::vector<char> gathered_;              // per unit
+    // Per action: the stage of the next B (the number of stages: none).
+    std::vector<std::size_t> next_backward_;
+    std::vector<char> gathered_;                // per unit
     std::vector<char> forwarded_, backwarded_;  // per stage, this step
     // The gathered set changes by a few units per action: the wanted set is at most three units
     // (root, own, prefetch) plus, without resharding after forward, every unit with an open
     // stage. Only units in the last wanted few or whose open count crossed zero since the last
     // action can change, so an action touches only those, not every unit.
-    std::vector<std::uint32_t> open_in_unit_;  // per unit: stages forwarded, not yet backwarded
-    std::vector<std::size_t> crossed_;         // units whose open count crossed zero since then
+    std::vector<std::uint32_t> open_in_unit_;    // per unit: stages forwarded, not yet backwarded
+    std::vector<std::size_t> crossed_;           // units whose open count crossed zero since then
     std::array<std::size_t, 3> wanted_small_{};  // the last action's root, own and prefetched units
     std::size_t wanted_small_n_ = 0;
     UnitChanges changes_;

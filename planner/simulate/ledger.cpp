@@ -3,9 +3,9 @@
 namespace remat {
 
 const char* category_name(Category k) {
-    static constexpr const char* names[n_categories] = {
-        "parameters",           "gradients",   "optimizer state",
-        "unsharded parameters", "activations", "temporaries"};
+    static constexpr const char* names[n_categories] = {"parameters",      "gradients",
+                                                        "optimizer state", "unsharded parameters",
+                                                        "activations",     "temporaries"};
     return names[static_cast<std::size_t>(k)];
 }
 

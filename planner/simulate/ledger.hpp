@@ -28,7 +28,7 @@ struct Breakdown {
     std::uint64_t optimizer_bytes = 0;             // persistent, per rank
     std::uint64_t unsharded_parameters_bytes = 0;  // gathered units, autocast weight copies
     std::uint64_t activations_bytes = 0;           // kept for backward, checkpoints, stage outputs
-    std::uint64_t temporaries_bytes = 0;           // in-flight tensors, gradient buffers, workspaces
+    std::uint64_t temporaries_bytes = 0;           // in-flight tensors, grad buffers, workspaces
     std::uint64_t reserve_bytes = 0;
     std::uint64_t allocator_total() const {
         return parameters_bytes + gradients_bytes + optimizer_bytes + unsharded_parameters_bytes +
@@ -37,9 +37,9 @@ struct Breakdown {
 };
 
 struct TimelinePoint {
-    std::string action;             // "F_ck(3)", "B(3)", "optimizer"
-    std::uint64_t live_bytes = 0;   // allocator-visible, after the action
-    std::uint64_t peak_bytes = 0;   // allocator-visible high-water mark during the action
+    std::string action;            // "F_ck(3)", "B(3)", "optimizer"
+    std::uint64_t live_bytes = 0;  // allocator-visible, after the action
+    std::uint64_t peak_bytes = 0;  // allocator-visible high-water mark during the action
 };
 
 // The columns of a Breakdown, in its order.
@@ -64,7 +64,7 @@ struct LedgerPeak {
 };
 
 class Ledger {
-public:
+  public:
     // Actions: the timeline gets one point per action, its peak the label of the running one.
     void begin_action(std::string label) {
         action_ = std::move(label);
@@ -94,7 +94,7 @@ public:
     const LedgerPeak& peak() const { return peak_; }
     std::vector<TimelinePoint> take_timeline() { return std::move(timeline_); }
 
-private:
+  private:
     static std::size_t index(Category k) { return static_cast<std::size_t>(k); }
     void raise_peak(Category k, const std::string* op);
 

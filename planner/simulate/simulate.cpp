@@ -57,7 +57,8 @@ public:
         const ModelStates states = model_states(c_);
         ledger_.alloc(Category::parameters, states.parameters_bytes);
         ledger_.alloc(Category::optimizer, states.optimizer_bytes);
-        if (!rule_.grads_allocated_in_backward) ledger_.alloc(Category::gradients, states.gradients_bytes);
+        if (!rule_.grads_allocated_in_backward)
+            ledger_.alloc(Category::gradients, states.gradients_bytes);
         if (const std::uint64_t acc = terms_.accumulated_grad_bytes()) {
             ledger_.alloc(Category::gradients, acc);
             shard_grad_live_.assign(terms_.units.size(), rule_.gradients_sharded);
@@ -163,8 +164,10 @@ private:
     // (each only adds, so the last one that raises the peak sees the final state).
     void gather_for(std::size_t a) {
         const UnitChanges& changes = units_.start(a);
-        for (std::size_t u : changes.freed) ledger_.release(Category::unsharded, terms_.unit_bytes(u));
-        for (std::size_t u : changes.gathered) ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
+        for (std::size_t u : changes.freed)
+            ledger_.release(Category::unsharded, terms_.unit_bytes(u));
+        for (std::size_t u : changes.gathered)
+            ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
     }
 
     void end_of_forward() {
@@ -193,8 +196,14 @@ private:
     // A schedule that reads what is gone is a planner bug, not a user error: stop loudly.
     void require_live(std::size_t i, TensorId s, const std::string& what) const {
         if (facts(i).external[s] || storage_live(i, s)) return;
-        throw std::logic_error(fmt::format("schedule replay: {} of {} needs '{}' of stage {}, which is not live",
-                                           what, ledger_.action(), c_.graph_of(i).tensor(s).name, i));
+        throw std::logic_error(
+            fmt::format("schedule replay: {} of {} needs '{}' of stage {}, which is not live", what,
+                        ledger_.action(), c_.graph_of(i).tensor(s).name, i));
+    }
+
+    // Offload: stage i's checkpoint to host or back, beyond the compute it overlaps.
+    double offload_copy_excess_s(std::size_t i, double overlap_s) const {
+        return copy_excess_s(boundary_bytes_[i], gpu_.host_link_bandwidth, overlap_s);
     }
 
     // The walk of a forward or R_sel of stage i (planner/simulate/stage_walk.hpp), on the ledger.
@@ -220,7 +229,7 @@ private:
         if (on_host_[i]) {
             on_host_[i] = false;
             boundary_alloc(i);
-            time_s_ += copy_excess_s(boundary_bytes_[i], gpu_.host_link_bandwidth, previous_action_s_);
+            time_s_ += offload_copy_excess_s(i, previous_action_s_);
         }
         require_live(i, f.input, "the forward");
         const double start_s = time_s_;
@@ -231,7 +240,7 @@ private:
         if (act.offload) {
             held_next_[i] = false;
             on_host_[i] = true;
-            time_s_ += copy_excess_s(boundary_bytes_[i], gpu_.host_link_bandwidth, time_s_ - start_s);
+            time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
         }
         if (!held_next_[i]) boundary_maybe_free(i);
         // The output feeds the next forward, unless this recomputes the last stage of a
@@ -254,7 +263,9 @@ private:
         return facts(i).bytes[s];
     }
     char& grad_flag(std::size_t i, TensorId s) {
-        return is_input(i, s) ? bgrad_live_[i] : is_output(i, s) ? bgrad_live_[i + 1] : grad_live_[i][s];
+        if (is_input(i, s)) return bgrad_live_[i];
+        if (is_output(i, s)) return bgrad_live_[i + 1];
+        return grad_live_[i][s];
     }
 
     // The walk of B(i), on the ledger.
@@ -325,7 +336,8 @@ private:
             // DDP: p.grad appears as backward reaches it (set_to_none zero_grad); when
             // accumulating, the new gradient is added into it and freed.
             const bool made = terms_.grads_made_in_backward();
-            ledger_.alloc(made ? Category::gradients : Category::temporaries, terms_.ddp_grad_bytes(i));
+            ledger_.alloc(made ? Category::gradients : Category::temporaries,
+                          terms_.ddp_grad_bytes(i));
             if (!made) ledger_.release(Category::temporaries, terms_.ddp_grad_bytes(i));
             return;
         }

@@ -32,10 +32,17 @@ inline std::vector<char> kept_by(const GraphFacts& f, Keep k) {
     std::vector<char> keep(f.bytes.size(), 0);
     for (TensorId s = 0; s < keep.size(); ++s) {
         switch (k) {
-            case Keep::all: keep[s] = f.saved[s]; break;
-            case Keep::selective: keep[s] = f.sel_kept[s]; break;
-            case Keep::input: keep[s] = s == f.input; break;
-            case Keep::none: break;
+            case Keep::all:
+                keep[s] = f.saved[s];
+                break;
+            case Keep::selective:
+                keep[s] = f.sel_kept[s];
+                break;
+            case Keep::input:
+                keep[s] = s == f.input;
+                break;
+            case Keep::none:
+                break;
         }
     }
     return keep;
@@ -44,10 +51,14 @@ inline std::vector<char> kept_by(const GraphFacts& f, Keep k) {
 // What a forward action keeps: F_all all, F_sel selective, F_ck its input, F_none nothing.
 inline Keep keep_of(ActionKind forward) {
     switch (forward) {
-        case ActionKind::F_all: return Keep::all;
-        case ActionKind::F_sel: return Keep::selective;
-        case ActionKind::F_ck: return Keep::input;
-        default: return Keep::none;
+        case ActionKind::F_all:
+            return Keep::all;
+        case ActionKind::F_sel:
+            return Keep::selective;
+        case ActionKind::F_ck:
+            return Keep::input;
+        default:
+            return Keep::none;
     }
 }
 

@@ -15,7 +15,8 @@ namespace {
 // Each pass below is the replay's walk of one stage (planner/simulate/stage_walk.hpp), counting
 // bytes relative to where the action starts.
 
-// A forward from nothing but its input: the output counts, the input does not.
+// A forward or R_sel, counted from where it starts: what is live then (the input, what F_sel
+// kept) does not count, what it produces does (the output included).
 struct ForwardCount {
     const GraphFacts& f;
     std::vector<char> live;
@@ -64,14 +65,15 @@ SelectivePass recompute_core_pass(const GraphFacts& f) {
 struct BackwardCount {
     const GraphFacts& f;
     std::vector<char> live, grad;
-    bool input_live, dx_in = false, dout_live;
-    std::uint64_t dx_out;
+    bool input_live = false, dx_in = false, dout_live = false;
+    std::uint64_t dx_out = 0;
     // Frees can come before allocations: count signed, relative to the start. Sizes are below
     // 2^63; what is live at once must be too.
     std::int64_t cur = 0, peak = 0;
 
     void grow(std::uint64_t bytes) {
-        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(bytes), &cur)) throw_size_overflow();
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(bytes), &cur))
+            throw_size_overflow();
     }
     void shrink(std::uint64_t bytes) { cur -= static_cast<std::int64_t>(bytes); }
     void grad_in(TensorId s, const OpStep&) {
@@ -85,7 +87,8 @@ struct BackwardCount {
     }
     void ran(const OpStep& op) {
         std::int64_t with_ws = 0;
-        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(op.bwd_ws), &with_ws)) throw_size_overflow();
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(op.bwd_ws), &with_ws))
+            throw_size_overflow();
         peak = std::max(peak, with_ws);
     }
     void grad_out(TensorId s) {
@@ -108,11 +111,18 @@ struct BackwardCount {
     }
 };
 
-std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_input, std::uint64_t dx_out) {
+std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_input,
+                            std::uint64_t dx_out) {
     const std::size_t n = f.bytes.size();
-    BackwardCount count{f, std::vector<char>(n, 0), std::vector<char>(n, 0), holds_input, false, dx_out > 0, dx_out};
+    BackwardCount count{.f = f,
+                        .live = std::vector<char>(n, 0),
+                        .grad = std::vector<char>(n, 0),
+                        .input_live = holds_input,
+                        .dout_live = dx_out > 0,
+                        .dx_out = dx_out};
     for (TensorId s = 0; s < n; ++s) {
-        const bool kept = selective ? f.sel_kept[s] || (f.sel_dropped[s] && f.saved[s]) : f.saved[s];
+        const bool kept =
+            selective ? f.sel_kept[s] || (f.sel_dropped[s] && f.saved[s]) : f.saved[s];
         count.live[s] = kept && s != f.input && s != f.output;
     }
     walk_backward(f, count);
