@@ -68,11 +68,11 @@ TEST_CASE("ledger::Ledger") {
         CHECK(t[1].peak_bytes == 305);  // what was live as it began
     }
     SUBCASE("category names, as the reports print them") {
-        CHECK(std::string(category_name(Category::parameters)) == "parameters");
-        CHECK(std::string(category_name(Category::gradients)) == "gradients");
-        CHECK(std::string(category_name(Category::optimizer)) == "optimizer state");
-        CHECK(std::string(category_name(Category::unsharded)) == "unsharded parameters");
-        CHECK(std::string(category_name(Category::activations)) == "activations");
-        CHECK(std::string(category_name(Category::temporaries)) == "temporaries");
+        CHECK(category_name(Category::parameters) == "parameters");
+        CHECK(category_name(Category::gradients) == "gradients");
+        CHECK(category_name(Category::optimizer) == "optimizer state");
+        CHECK(category_name(Category::unsharded) == "unsharded parameters");
+        CHECK(category_name(Category::activations) == "activations");
+        CHECK(category_name(Category::temporaries) == "temporaries");
     }
 }

@@ -2,10 +2,10 @@
 
 namespace remat {
 
-const char* category_name(Category k) {
-    static constexpr const char* names[n_categories] = {"parameters",      "gradients",
-                                                        "optimizer state", "unsharded parameters",
-                                                        "activations",     "temporaries"};
+std::string_view category_name(Category k) {
+    static constexpr std::string_view names[n_categories] = {
+        "parameters",           "gradients",   "optimizer state",
+        "unsharded parameters", "activations", "temporaries"};
     return names[static_cast<std::size_t>(k)];
 }
 

@@ -15,6 +15,7 @@
 #include <cassert>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -52,7 +53,8 @@ enum class Category : std::uint8_t {
     temporaries,
 };
 inline constexpr std::size_t n_categories = 6;
-const char* category_name(Category k);  // "parameters", ..., "unsharded parameters", ...
+// "parameters", ..., "unsharded parameters", ...: as the reports print them.
+std::string_view category_name(Category k);
 
 // The high-water mark of the allocator-visible total, and what set it.
 struct LedgerPeak {
