@@ -25,12 +25,26 @@ std::vector<int> unique(const std::vector<int>& ts) {
         if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
     return out;
 }
+
+template <class T>
+std::vector<std::size_t> stage_units(const Model<T>& model) {
+    std::vector<std::size_t> units;
+    for (const StageProgram& p : model.stages) units.push_back(p.unit);
+    return units;
+}
 }  // namespace
 
 template <class T>
 RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank, Collectives<T>& coll,
                               CountingAllocator& alloc, std::uint64_t seed, const ExecutorOptions& options)
-    : model_(model), schedule_(schedule), rank_(rank), coll_(coll), alloc_(alloc), seed_(seed), options_(options) {
+    : model_(model),
+      schedule_(schedule),
+      unit_policy_(schedule, stage_units(model), model.units.size(), UnitFlags{}),
+      rank_(rank),
+      coll_(coll),
+      alloc_(alloc),
+      seed_(seed),
+      options_(options) {
     const std::size_t W = coll.world_size(), n = model.stages.size();
     alloc_.set_context("", "start-up");
     units_.resize(model.units.size());
@@ -105,46 +119,22 @@ template <class T>
 void RankExecutor<T>::run_action(std::size_t a) {
     const Action& act = schedule_.actions[a];
     alloc_.set_context(action_label(act), "");
-    gather_for(a);
+    apply(unit_policy_.start(a));
     switch (act.kind) {
         case ActionKind::B: backward(act.stage); break;
         case ActionKind::R_sel: recompute_core(act.stage); break;
         default: forward(act.stage, act); break;
     }
+    unit_policy_.finish(a);
 }
 
-// FSDP's gathering: the root unit (embedding, final norm, head) stays gathered from the first
-// forward to the last backward; a block's unit is gathered for its action, and the next unit is
-// prefetched (the next block in forward, the previous in backward, and during a recomputation
-// the unit of the backward that follows).
+// FSDP's gathering, as planner/config/fsdp_units decides it for every action: the root unit
+// from the first forward to the last backward, the action's own unit and one prefetched.
 template <class T>
-void RankExecutor<T>::gather_for(std::size_t a) {
-    const Action& act = schedule_.actions[a];
-    const std::size_t i = act.stage, n = model_.stages.size();
-    std::vector<bool> want(units_.size(), false);
-    want[0] = true;
-    want[model_.stages[i].unit] = true;
-    if (act.kind == ActionKind::B) {
-        if (i > 0) want[model_.stages[i - 1].unit] = true;
-    } else if (!act.recompute) {
-        if (i + 1 < n) want[model_.stages[i + 1].unit] = true;
-    } else {
-        for (std::size_t k = a + 1; k < schedule_.actions.size(); ++k)
-            if (schedule_.actions[k].kind == ActionKind::B) {
-                want[model_.stages[schedule_.actions[k].stage].unit] = true;
-                break;
-            }
-    }
-    set_gathered(want);
-}
-
-template <class T>
-void RankExecutor<T>::set_gathered(const std::vector<bool>& want) {
-    for (std::size_t u = 0; u < units_.size(); ++u)
-        if (units_[u].gathered && !want[u]) units_[u].gathered.reset();
-    for (std::size_t u = 0; u < units_.size(); ++u) {
+void RankExecutor<T>::apply(const UnitChanges& changes) {
+    for (std::size_t u : changes.freed) units_[u].gathered.reset();
+    for (std::size_t u : changes.gathered) {
         UnitState& s = units_[u];
-        if (s.gathered || !want[u]) continue;
         const std::uint64_t numel = model_.units[u].numel;
         s.gathered = allocate(sizeof(T) * numel);
         coll_.all_gather(rank_, s.gathered->template as<T>(), s.master->template as<float>(), s.shard_n, numel);
@@ -277,7 +267,7 @@ void RankExecutor<T>::backward(std::size_t i) {
     boundary_grad_[i + 1].reset();
     s.backward_done = true;
     // A block's unit is complete after its backward; the root unit after the embedding's.
-    if (p.unit != 0 || i == 0) reduce_unit_gradients(p.unit);
+    if (unit_policy_.completes_gradients(i)) reduce_unit_gradients(p.unit);
 }
 
 template <class T>
@@ -295,7 +285,7 @@ void RankExecutor<T>::reduce_unit_gradients(std::size_t u) {
 template <class T>
 void RankExecutor<T>::optimizer_step(StepRecord& record) {
     alloc_.set_context("optimizer", "optimizer.step");
-    set_gathered(std::vector<bool>(units_.size(), false));
+    apply(unit_policy_.finish_step());
     const BufferRef& loss = boundary_.back();
     float local = 0;
     if (loss) model_.backend->download(&local, loss->template as<float>(), sizeof local);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "planner/config/fsdp_units.hpp"
 #include "planner/config/schedule.hpp"
 #include "planner/config/selective.hpp"
 #include "runtime/allocator.hpp"
@@ -76,8 +77,7 @@ private:
     };
 
     void run_action(std::size_t a);
-    void gather_for(std::size_t a);
-    void set_gathered(const std::vector<bool>& want);
+    void apply(const UnitChanges& changes);  // FSDP: free, then gather (all-gather from the shards)
     void forward(std::size_t i, const Action& act);
     void recompute_core(std::size_t i);
     void backward(std::size_t i);
@@ -91,6 +91,7 @@ private:
 
     const Model<T>& model_;
     const Schedule& schedule_;
+    UnitPolicy unit_policy_;  // which units are gathered at each action (planner/config/fsdp_units)
     std::size_t rank_;
     Collectives<T>& coll_;
     CountingAllocator& alloc_;

@@ -1,8 +1,10 @@
-// The optimal planner's stage-level accounting (planner/chain_costs) against the op-level
-// replay (planner/simulate): on random schedules of the planner's family, across models,
+// The optimal planner's stage-level accounting (planner/strategy/chain_costs) against the
+// op-level replay (planner/simulate): on random schedules of the planner's family, across models,
 // profiles, precisions and sharding modes, the two must give the same allocator peak, the
 // same step time and the same recomputed FLOPs. The schedules are generated here from the
-// family's grammar, independently of the planner's own code.
+// family's grammar, independently of the planner's own code. Both walk a stage's ops with the
+// same walk (planner/simulate/stage_walk.hpp); what this holds equal is the counting around it:
+// the costs relative to an action's start, and the progress terms, against the replay's ledger.
 #include <doctest/doctest.h>
 
 #include <fmt/format.h>

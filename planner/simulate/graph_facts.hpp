@@ -1,7 +1,7 @@
 // Per-graph facts that the replay (planner/simulate) and the optimal planner's cost
-// extraction (planner/chain_costs) both read: each op's produced and consumed storages, the
-// last backward use of every saved storage, and per-op times. Computed once per graph (the
-// blocks share theirs), so both walk the ops in exactly the same way.
+// extraction (planner/strategy/chain_costs) both read: each op's produced and consumed storages,
+// the last backward use of every saved storage, and per-op times. Computed once per graph (the
+// blocks share theirs); both walk them with the one walk of stage_walk.hpp.
 //
 //   GraphFacts f = facts_of(chain.graph_of(i), gpu, precision, time_model);
 #pragma once

@@ -3,6 +3,11 @@
 // the FSDP/ZeRO-3 gathered units, PyTorch autocast's weight copies, gradient buffers, the
 // optimizer step's temporaries and the reserve. One steady step on one rank.
 //
+// Its parts: the byte ledger (ledger.hpp: categories, peak, timeline), the walk of one stage's
+// ops (stage_walk.hpp, shared with the optimal planner's costs) and FSDP's unit policy
+// (planner/config/fsdp_units.hpp, shared with the runtime's executor); simulate.cpp holds the
+// storages' liveness across actions, the gradients and the step time.
+//
 //   SimResult r = simulate(chain, plan, gpu, reserve);
 //   r.peak_bytes; r.peak_action; r.timeline; r.step_time_s
 #pragma once
@@ -12,31 +17,12 @@
 
 #include "planner/chain/chain.hpp"
 #include "planner/simulate/gpu.hpp"
+#include "planner/simulate/ledger.hpp"
 #include "planner/simulate/memory.hpp"
 #include "planner/config/schedule.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
-
-struct Breakdown {
-    std::uint64_t parameters_bytes = 0;            // persistent, per rank
-    std::uint64_t gradients_bytes = 0;             // live gradient storage at that moment
-    std::uint64_t optimizer_bytes = 0;             // persistent, per rank
-    std::uint64_t unsharded_parameters_bytes = 0;  // gathered units, autocast weight copies
-    std::uint64_t activations_bytes = 0;           // kept for backward, checkpoints, stage outputs
-    std::uint64_t temporaries_bytes = 0;           // in-flight tensors, gradient buffers, workspaces
-    std::uint64_t reserve_bytes = 0;
-    std::uint64_t allocator_total() const {
-        return parameters_bytes + gradients_bytes + optimizer_bytes + unsharded_parameters_bytes +
-               activations_bytes + temporaries_bytes;
-    }
-};
-
-struct TimelinePoint {
-    std::string action;             // "F_ck(3)", "B(3)", "optimizer"
-    std::uint64_t live_bytes = 0;   // allocator-visible, after the action
-    std::uint64_t peak_bytes = 0;   // allocator-visible high-water mark during the action
-};
 
 struct SimResult {
     std::uint64_t peak_bytes = 0;            // allocator peak + reserve

@@ -11,6 +11,7 @@
 // A calibration (planner/simulate/calibration.hpp, `remat calibrate`) sets the measured fields: each
 // measured rate replaces the preset's peak × efficiency it stands for; the form stays the same.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 
@@ -43,5 +44,12 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
 // AdamW or SGD over the rank's local parameters: memory-bound streaming of the states.
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
                         const StepTimeModel& model = {});
+// Offload: a checkpoint's copy to host runs beside the forward that offloads it, the copy back
+// beside the action before the forward that reads it; only a copy's excess over the compute it
+// overlaps adds time. host_bandwidth: bytes/s per direction (GpuSpec::host_link_bandwidth).
+inline double copy_excess_s(std::uint64_t bytes, double host_bandwidth, double overlap_s) {
+    const double copy_s = static_cast<double>(bytes) / host_bandwidth;
+    return std::max(0.0, copy_s - overlap_s);
+}
 
 }  // namespace remat

@@ -7,48 +7,43 @@
 #include "planner/config/checked.hpp"
 #include "planner/simulate/graph_facts.hpp"
 #include "planner/simulate/memory.hpp"
+#include "planner/simulate/stage_walk.hpp"
 
 namespace remat {
 namespace {
 
-// Each pass below walks one stage's ops exactly as the replay's forward, recompute_core and
-// backward do, counting bytes relative to where the action starts.
+// Each pass below is the replay's walk of one stage (planner/simulate/stage_walk.hpp), counting
+// bytes relative to where the action starts.
+
+// A forward or R_sel, counted from where it starts: what is live then (the input, what F_sel
+// kept) does not count, what it produces does (the output included).
+struct ForwardCount {
+    const GraphFacts& f;
+    std::vector<char> live;
+    std::uint64_t cur = 0, peak = 0;
+
+    void reads(const OpStep&) {}
+    void produce(TensorId s, const OpStep&) {
+        if (s == f.input || live[s]) return;
+        live[s] = 1;
+        add_to(cur, f.bytes[s]);
+    }
+    void ran(const OpStep& op) { peak = std::max(peak, checked_add(cur, op.fwd_ws)); }
+    void free(TensorId s) {
+        if (!live[s]) return;
+        live[s] = 0;
+        cur -= f.bytes[s];
+    }
+    void keep(TensorId) {}
+};
 
 ForwardCost forward_pass(const GraphFacts& f, Keep kind) {
-    const std::size_t n = f.bytes.size();
-    std::vector<char> keep(n, 0), live(n, 0);
-    for (TensorId s = 0; s < n; ++s) {
-        switch (kind) {
-            case Keep::all: keep[s] = f.saved[s]; break;
-            case Keep::selective: keep[s] = f.sel_kept[s]; break;
-            case Keep::input: keep[s] = s == f.input; break;
-            case Keep::none: break;
-        }
-    }
-    std::vector<int> uses = f.uses_all;
-    std::uint64_t cur = 0, peak = 0;
-    auto internal = [&](TensorId s) { return s != f.input && s != f.output; };
-    for (const auto& st : f.steps) {
-        for (TensorId s : st.produce) {
-            if (s == f.input || live[s]) continue;
-            live[s] = 1;
-            add_to(cur, f.bytes[s]);
-        }
-        peak = std::max(peak, checked_add(cur, st.fwd_ws));
-        for (TensorId s : st.consume)
-            if (--uses[s] == 0 && !keep[s] && internal(s) && live[s]) {
-                live[s] = 0;
-                cur -= f.bytes[s];
-            }
-        for (TensorId s : st.produce)
-            if (uses[s] == 0 && !keep[s] && internal(s) && live[s]) {
-                live[s] = 0;
-                cur -= f.bytes[s];
-            }
-    }
+    const std::vector<char> keep = kept_by(f, kind);
+    ForwardCount count{f, std::vector<char>(f.bytes.size(), 0)};
+    walk_forward(f, keep, count);
     ForwardCost c;
-    c.peak = peak;
-    c.keep = cur - (live[f.output] ? f.bytes[f.output] : 0);
+    c.peak = count.peak;
+    c.keep = count.cur - (count.live[f.output] ? f.bytes[f.output] : 0);
     c.holds_input = keep[f.input];
     return c;
 }
@@ -58,90 +53,83 @@ struct SelectivePass {
 };
 
 SelectivePass recompute_core_pass(const GraphFacts& f) {
-    const std::size_t n = f.bytes.size();
-    std::vector<char> live(n, 0);
-    for (TensorId s = 0; s < n; ++s) live[s] = f.sel_kept[s];
-    std::vector<int> uses = f.uses_core;
-    std::uint64_t cur = 0, peak = 0;
-    for (const auto& st : f.steps) {
-        if (!st.core) continue;
-        for (TensorId s : st.produce)
-            if (!live[s]) {
-                live[s] = 1;
-                add_to(cur, f.bytes[s]);
-            }
-        peak = std::max(peak, checked_add(cur, st.fwd_ws));
-        auto drop = [&](TensorId s) {
-            if (!live[s]) return;
-            live[s] = 0;
-            cur -= f.bytes[s];
-        };
-        for (TensorId s : st.consume)
-            if (--uses[s] == 0 && f.sel_dropped[s] && !f.saved[s]) drop(s);
-        for (TensorId s : st.produce)
-            if (uses[s] == 0 && !f.sel_kept[s] && !(f.sel_dropped[s] && f.saved[s])) drop(s);
-    }
-    return {peak, cur};
+    // What F_sel kept is live at the start, and not counted.
+    ForwardCount count{f, std::vector<char>(f.bytes.size(), 0)};
+    for (TensorId s = 0; s < f.bytes.size(); ++s) count.live[s] = f.sel_kept[s];
+    walk_recompute_core(f, count);
+    return {count.peak, count.cur};
 }
 
 // B after F_all (selective = false) or after F_sel + R_sel. `dx_out`: the output gradient
 // live at the start (freed by the op that consumes it).
-std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_input, std::uint64_t dx_out) {
-    const std::size_t n = f.bytes.size();
-    std::vector<char> live(n, 0), grad(n, 0);
-    for (TensorId s = 0; s < n; ++s) {
-        const bool kept = selective ? f.sel_kept[s] || (f.sel_dropped[s] && f.saved[s]) : f.saved[s];
-        live[s] = kept && s != f.input && s != f.output;
-    }
-    bool input_live = holds_input, dx_in = false, dout_live = dx_out > 0;
+struct BackwardCount {
+    const GraphFacts& f;
+    std::vector<char> live, grad;
+    bool input_live = false, dx_in = false, dout_live = false;
+    std::uint64_t dx_out = 0;
     // Frees can come before allocations: count signed, relative to the start. Sizes are below
     // 2^63; what is live at once must be too.
     std::int64_t cur = 0, peak = 0;
-    auto grow = [&](std::uint64_t bytes) {
-        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(bytes), &cur)) throw_size_overflow();
-    };
-    for (std::size_t k = f.steps.size(); k-- > 0;) {
-        const auto& st = f.steps[k];
-        for (TensorId s : st.grad_in) {
-            if (s == f.input) {
-                if (!dx_in) grow(f.bytes[s]);
-                dx_in = true;
-            } else if (!grad[s]) {
-                grad[s] = 1;
-                grow(f.bytes[s]);
-            }
-        }
-        std::int64_t with_ws = 0;
-        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(st.bwd_ws), &with_ws)) throw_size_overflow();
-        peak = std::max(peak, with_ws);
-        for (TensorId s : st.grad_out) {
-            if (s == f.output) {
-                if (dout_live) cur -= static_cast<std::int64_t>(dx_out);
-                dout_live = false;
-            } else if (grad[s]) {
-                grad[s] = 0;
-                cur -= static_cast<std::int64_t>(f.bytes[s]);
-            }
-        }
-        for (TensorId s : st.release) {
-            if (s == f.input) {
-                if (input_live) cur -= static_cast<std::int64_t>(f.bytes[s]);
-                input_live = false;
-            } else if (live[s]) {
-                live[s] = 0;
-                cur -= static_cast<std::int64_t>(f.bytes[s]);
-            }
+
+    void grow(std::uint64_t bytes) {
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(bytes), &cur))
+            throw_size_overflow();
+    }
+    void shrink(std::uint64_t bytes) { cur -= static_cast<std::int64_t>(bytes); }
+    void grad_in(TensorId s, const OpStep&) {
+        if (s == f.input) {
+            if (!dx_in) grow(f.bytes[s]);
+            dx_in = true;
+        } else if (!grad[s]) {
+            grad[s] = 1;
+            grow(f.bytes[s]);
         }
     }
-    return static_cast<std::uint64_t>(peak);
+    void ran(const OpStep& op) {
+        std::int64_t with_ws = 0;
+        if (__builtin_add_overflow(cur, static_cast<std::int64_t>(op.bwd_ws), &with_ws))
+            throw_size_overflow();
+        peak = std::max(peak, with_ws);
+    }
+    void grad_out(TensorId s) {
+        if (s == f.output) {
+            if (dout_live) shrink(dx_out);
+            dout_live = false;
+        } else if (grad[s]) {
+            grad[s] = 0;
+            shrink(f.bytes[s]);
+        }
+    }
+    void release(TensorId s) {
+        if (s == f.input) {
+            if (input_live) shrink(f.bytes[s]);
+            input_live = false;
+        } else if (live[s]) {
+            live[s] = 0;
+            shrink(f.bytes[s]);
+        }
+    }
+};
+
+std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_input,
+                            std::uint64_t dx_out) {
+    const std::size_t n = f.bytes.size();
+    BackwardCount count{.f = f,
+                        .live = std::vector<char>(n, 0),
+                        .grad = std::vector<char>(n, 0),
+                        .input_live = holds_input,
+                        .dout_live = dx_out > 0,
+                        .dx_out = dx_out};
+    for (TensorId s = 0; s < n; ++s) {
+        const bool kept =
+            selective ? f.sel_kept[s] || (f.sel_dropped[s] && f.saved[s]) : f.saved[s];
+        count.live[s] = kept && s != f.input && s != f.output;
+    }
+    walk_backward(f, count);
+    return static_cast<std::uint64_t>(count.peak);
 }
 
 }  // namespace
-
-double ChainCosts::copy_excess_s(std::size_t i, double overlap_s) const {
-    const double copy_s = static_cast<double>(stages[i].x) / host_bandwidth;
-    return std::max(0.0, copy_s - overlap_s);
-}
 
 bool ChainCosts::casts_over_counted() const {
     return std::any_of(stages.begin(), stages.end(), [](const StageCosts& s) { return s.cast > 0; });

@@ -74,8 +74,10 @@ struct ChainCosts {
         return stages[t].env_rec +
                pair_gather * ((stages[i].block ? 1u : 0u) + (i != t && stages[t].block ? 1u : 0u));
     }
-    // Offload's copy time beyond the compute it overlaps.
-    double copy_excess_s(std::size_t i, double overlap_s) const;
+    // Offload's copy time of stage i's checkpoint beyond the compute it overlaps.
+    double copy_excess_s(std::size_t i, double overlap_s) const {
+        return remat::copy_excess_s(stages[i].x, host_bandwidth, overlap_s);
+    }
     // Whether the env terms over-count (autocast copies that the replay frees between the end of
     // forward and a recompute): the planner's peaks are then upper bounds.
     bool casts_over_counted() const;
