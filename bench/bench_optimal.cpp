@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "bench/timing.hpp"
-#include "planner/strategy/chain_costs.hpp"
 #include "planner/config/model.hpp"
+#include "planner/strategy/chain_costs.hpp"
 #include "planner/strategy/optimal.hpp"
 
 using namespace remat;
@@ -33,7 +33,9 @@ constexpr const char* usage =
 using remat::bench::median;
 using remat::bench::seconds;
 
-std::string ms(double s) { return s >= 1 ? fmt::format("{:.2f} s", s) : fmt::format("{:.2f} ms", s * 1e3); }
+std::string ms(double s) {
+    return s >= 1 ? fmt::format("{:.2f} s", s) : fmt::format("{:.2f} ms", s * 1e3);
+}
 
 // A count from 1 to 100000 (the model's limit), or nothing.
 bool parse_blocks(std::string_view text, std::uint64_t& out) {
@@ -59,17 +61,22 @@ int main(int argc, char** argv) {
         } else if (parse_blocks(arg, n)) {
             sizes.push_back(n);
         } else {
-            std::fprintf(stderr, "bench_optimal: '%s' is not a block count from 1 to 100000\n%s", argv[i], usage);
+            std::fprintf(stderr, "bench_optimal: '%s' is not a block count from 1 to 100000\n%s",
+                         argv[i], usage);
             return 2;
         }
     }
     if (sizes.empty()) sizes = {10, 80, 320, 1000};
     const GpuSpec gpu = load_gpu("h100-80gb");
-    fmt::print("optimal planner solve time, llama2-70b blocks, FSDP x64, micro-batch 1, seq 4096, h100-80gb\n");
-    fmt::print("(median of repeated solves on this machine, one solve from 10,000 blocks; DP only, cost extraction apart)\n\n");
-    fmt::print("{:>6} {:>8} {:>12} {:>16} {:>16} {:>17} {:>16} {:>10} {:>14} {:>12}\n", "blocks", "stages", "costs",
-               "budget, default", "budget, exact", "frontier, default", "frontier, exact", "points", "default loss",
-               "stored");
+    fmt::print(
+        "optimal planner solve time, llama2-70b blocks, FSDP x64, micro-batch 1, seq 4096, "
+        "h100-80gb\n");
+    fmt::print(
+        "(median of repeated solves on this machine, one solve from 10,000 blocks; DP only, cost "
+        "extraction apart)\n\n");
+    fmt::print("{:>6} {:>8} {:>12} {:>16} {:>16} {:>17} {:>16} {:>10} {:>14} {:>12}\n", "blocks",
+               "stages", "costs", "budget, default", "budget, exact", "frontier, default",
+               "frontier, exact", "points", "default loss", "stored");
     for (std::uint64_t n : sizes) {
         ModelConfig m = load_model("llama2-70b");
         m.n_layers = n;
@@ -111,16 +118,20 @@ int main(int argc, char** argv) {
         const std::size_t default_points = points, default_stored = stored;
         const double frontier_exact = exact ? solve(keep_all, 0, n < 320 ? reps : 1) : 0;
         auto maybe = [&](double t) { return exact ? ms(t) : std::string("(skipped)"); };
-        fmt::print(stdout, "{:>6} {:>8} {:>12} {:>16} {:>16} {:>17} {:>16} {:>10} {:>14} {:>12}\n", n,
-                   c.stages.size(), ms(t_costs), ms(budget_default), maybe(budget_exact), ms(frontier_default),
-                   maybe(frontier_exact),
-                   exact ? fmt::format("{}/{}", default_points, points) : fmt::format("{}/-", default_points),
-                   exact ? fmt::format("{:+.4f}%", (time_default / time_exact - 1) * 100) : std::string("-"),
+        fmt::print(stdout, "{:>6} {:>8} {:>12} {:>16} {:>16} {:>17} {:>16} {:>10} {:>14} {:>12}\n",
+                   n, c.stages.size(), ms(t_costs), ms(budget_default), maybe(budget_exact),
+                   ms(frontier_default), maybe(frontier_exact),
+                   exact ? fmt::format("{}/{}", default_points, points)
+                         : fmt::format("{}/-", default_points),
+                   exact ? fmt::format("{:+.4f}%", (time_default / time_exact - 1) * 100)
+                         : std::string("-"),
                    default_stored);
         std::fflush(stdout);
     }
-    fmt::print("\npoints: frontier points at the default resolution / exact\n"
-               "default loss: step time picked within the budget at the default resolution, vs exact\n"
-               "stored: frontier points kept over every subproblem at the default resolution (24 bytes each)\n");
+    fmt::print(
+        "\npoints: frontier points at the default resolution / exact\n"
+        "default loss: step time picked within the budget at the default resolution, vs exact\n"
+        "stored: frontier points kept over every subproblem at the default resolution (24 bytes "
+        "each)\n");
     return 0;
 }

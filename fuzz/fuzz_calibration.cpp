@@ -5,14 +5,15 @@
 //
 // Findings besides crashes: a file that does not survive its own round trip, and rates the
 // reader accepted that give a step time that is not a finite positive number.
-#include <cmath>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "fuzz/fuzz_common.hpp"
-#include "planner/simulate/calibration.hpp"
 #include "planner/config/json_io.hpp"
-#include "planner/simulate/memory.hpp"
 #include "planner/search/search.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "planner/simulate/memory.hpp"
 
 namespace {
 
@@ -32,7 +33,8 @@ const Chain& chain_for(Precision p) {
 
 void use(const Calibration& c, const std::string& origin) {
     const nlohmann::json written = calibration_json(c);
-    if (calibration_json(calibration_from_json(parse_json_text(written.dump(2), origin), origin)) != written)
+    if (calibration_json(calibration_from_json(parse_json_text(written.dump(2), origin), origin)) !=
+        written)
         remat::fuzz::finding("calibration changes when written and read again: " + written.dump());
 
     static const GpuSpec gpu = load_gpu("h100-80gb");
@@ -61,8 +63,8 @@ void use(const Calibration& c, const std::string& origin) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     remat::fuzz::rejects_only_with_input_errors([&] {
         const std::string origin = "fuzz/calibration.json";
-        const Calibration c =
-            calibration_from_json(parse_json_text(remat::fuzz::as_text(data, size), origin), origin);
+        const Calibration c = calibration_from_json(
+            parse_json_text(remat::fuzz::as_text(data, size), origin), origin);
         use(c, origin);
     });
     return 0;

@@ -5,8 +5,8 @@
 //       return 0;
 //   }
 //
-// remat::InputError (planner/config/error.hpp) is the documented answer to bad input, and it must be
-// one non-empty line (the CLI prints it as is). Anything else is a finding: another exception,
+// remat::InputError (planner/config/error.hpp) is the documented answer to bad input, and it must
+// be one non-empty line (the CLI prints it as is). Anything else is a finding: another exception,
 // a broken property (finding() aborts, so libFuzzer saves the input), or what the sanitizers,
 // -timeout and -rss_limit_mb catch.
 #pragma once
@@ -43,8 +43,9 @@ void rejects_only_with_input_errors(F&& parse) {
         if (m.find_first_of("\n\r") != std::string_view::npos)
             finding("InputError message is not one line: " + std::string(m));
     } catch (const std::exception& e) {
-        finding(std::string("exception that is not an InputError (the CLI's \"internal error\"): ") +
-                typeid(e).name() + ": " + e.what());
+        finding(
+            std::string("exception that is not an InputError (the CLI's \"internal error\"): ") +
+            typeid(e).name() + ": " + e.what());
     }
 }
 

@@ -9,15 +9,16 @@
 // finite positive number. It does not run the runtime's model (fuzz_token_data does, on a fixed
 // tiny model) or `optimal` (its cost grows with the block count by design; fuzz_strategy plans
 // it on small chains).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "fuzz/fuzz_common.hpp"
 #include "planner/config/json_io.hpp"
-#include "planner/simulate/memory.hpp"
 #include "planner/config/model.hpp"
 #include "planner/search/search.hpp"
+#include "planner/simulate/memory.hpp"
 
 namespace {
 
@@ -38,7 +39,8 @@ Question question(const ModelConfig& m, Profile profile, std::uint64_t micro_bat
     q.options.seq = std::min(m.context, k_max_seq);
     q.options.profile = profile;
     // The remat profiles describe remat's own runtime, which runs fp32 or bf16-mixed under FSDP.
-    if (profile == Profile::remat || profile == Profile::remat_cuda) q.options.sharding = Sharding::fsdp;
+    if (profile == Profile::remat || profile == Profile::remat_cuda)
+        q.options.sharding = Sharding::fsdp;
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     return q;
@@ -51,15 +53,17 @@ void check(const Evaluation& e, const std::string& what) {
                                          r.at_peak.allocator_total(), r.allocator_peak_bytes));
     if (r.allocator_peak_bytes + r.at_peak.reserve_bytes != r.peak_bytes)
         remat::fuzz::finding(fmt::format("{}: peak {} is not allocator peak {} + reserve {}", what,
-                                         r.peak_bytes, r.allocator_peak_bytes, r.at_peak.reserve_bytes));
+                                         r.peak_bytes, r.allocator_peak_bytes,
+                                         r.at_peak.reserve_bytes));
     if (!(std::isfinite(r.step_time_s) && r.step_time_s > 0) || !std::isfinite(r.tokens_per_s))
-        remat::fuzz::finding(fmt::format("{}: step time {} s, {} tokens/s", what, r.step_time_s, r.tokens_per_s));
+        remat::fuzz::finding(
+            fmt::format("{}: step time {} s, {} tokens/s", what, r.step_time_s, r.tokens_per_s));
 }
 
 void plan_small(const ModelConfig& m) {
     (void)parameter_count(m);  // every command reports it
-    for (const Profile profile : {Profile::sdpa, Profile::hf_eager, Profile::megatron, Profile::remat,
-                                  Profile::remat_cuda}) {
+    for (const Profile profile : {Profile::sdpa, Profile::hf_eager, Profile::megatron,
+                                  Profile::remat, Profile::remat_cuda}) {
         for (const char* strategy : {"none", "full"}) {
             const StrategySpec spec = parse_strategy(strategy);
             const std::string what = fmt::format("{} {}", profile_name(profile), strategy);
@@ -79,7 +83,8 @@ void plan_small(const ModelConfig& m) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     remat::fuzz::rejects_only_with_input_errors([&] {
         const std::string origin = "fuzz/config.json";
-        const ModelConfig m = model_from_json(parse_json_text(remat::fuzz::as_text(data, size), origin), origin);
+        const ModelConfig m =
+            model_from_json(parse_json_text(remat::fuzz::as_text(data, size), origin), origin);
         plan_small(m);
     });
     return 0;

@@ -8,8 +8,8 @@
 #include <fmt/format.h>
 
 #include "fuzz/fuzz_common.hpp"
-#include "planner/simulate/memory.hpp"
 #include "planner/config/model.hpp"
+#include "planner/simulate/memory.hpp"
 #include "planner/simulate/simulate.hpp"
 #include "planner/strategy/strategy.hpp"
 
@@ -47,14 +47,16 @@ void plan_each(const std::vector<StrategySpec>& specs) {
     const Setup& s = setup();
     for (const StrategySpec& spec : specs) {
         if (!same(parse_strategy(spec.name()), spec))
-            remat::fuzz::finding(fmt::format("strategy '{}' does not parse back to itself", spec.name()));
+            remat::fuzz::finding(
+                fmt::format("strategy '{}' does not parse back to itself", spec.name()));
         for (const Chain& chain : s.chains) {
             remat::fuzz::rejects_only_with_input_errors([&] {
                 validate_strategy(spec, chain.n_blocks());
                 const Plan plan = make_plan(chain, spec, s.ctx);
                 if (plan.keeps.size() != chain.stages.size())
-                    remat::fuzz::finding(fmt::format("'{}' on {} blocks: {} keeps for {} stages", spec.name(),
-                                                     chain.n_blocks(), plan.keeps.size(), chain.stages.size()));
+                    remat::fuzz::finding(fmt::format("'{}' on {} blocks: {} keeps for {} stages",
+                                                     spec.name(), chain.n_blocks(),
+                                                     plan.keeps.size(), chain.stages.size()));
                 (void)simulate(chain, plan, *s.ctx.gpu, s.ctx.reserve, s.ctx.time_model);
             });
         }
@@ -78,10 +80,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             std::size_t start = 0, k = 0;
             for (;; ++k) {
                 const std::size_t comma = text.find(',', start);
-                const std::string item = text.substr(start, comma == std::string::npos ? comma : comma - start);
+                const std::string item =
+                    text.substr(start, comma == std::string::npos ? comma : comma - start);
                 remat::fuzz::rejects_only_with_input_errors([&] {
                     if (!same(parse_strategy(item), list.at(k)))
-                        remat::fuzz::finding(fmt::format("item {} of '{}' parses differently alone", k, text));
+                        remat::fuzz::finding(
+                            fmt::format("item {} of '{}' parses differently alone", k, text));
                 });
                 if (comma == std::string::npos) break;
                 start = comma + 1;

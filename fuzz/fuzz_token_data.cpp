@@ -6,11 +6,12 @@
 //
 // Findings besides crashes: an accepted file whose run reports no loss or a loss that is not
 // finite, and a run error that is not an InputError.
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
-#include <unistd.h>
 
 #include "fuzz/fuzz_common.hpp"
 #include "planner/config/json_io.hpp"
@@ -45,8 +46,9 @@ rt::RunConfig config(const std::string& path) {
 
 // One file per process (libFuzzer's -jobs and -fork run several), removed at exit.
 struct TokenFile {
-    std::string path =
-        (std::filesystem::temp_directory_path() / fmt::format("remat_fuzz_tokens_{}.bin", ::getpid())).string();
+    std::string path = (std::filesystem::temp_directory_path() /
+                        fmt::format("remat_fuzz_tokens_{}.bin", ::getpid()))
+                           .string();
     ~TokenFile() {
         std::error_code ec;
         std::filesystem::remove(path, ec);
@@ -70,9 +72,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     remat::fuzz::rejects_only_with_input_errors([&] {
         const rt::RunResult r = rt::run_schedule(base);
         if (r.oom) remat::fuzz::finding("out of memory without a cap: " + r.oom->message);
-        if (r.losses.size() != base.steps) remat::fuzz::finding(fmt::format("{} losses for {} steps", r.losses.size(), base.steps));
+        if (r.losses.size() != base.steps)
+            remat::fuzz::finding(
+                fmt::format("{} losses for {} steps", r.losses.size(), base.steps));
         for (const double loss : r.losses)
-            if (!std::isfinite(loss)) remat::fuzz::finding(fmt::format("loss {} on an accepted token file", loss));
+            if (!std::isfinite(loss))
+                remat::fuzz::finding(fmt::format("loss {} on an accepted token file", loss));
     });
     return 0;
 }

@@ -1,9 +1,10 @@
 #include "runtime/allocator.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <fmt/format.h>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -15,11 +16,13 @@ namespace remat::rt {
 
 namespace {
 // 64-byte alignment for the BLAS; a zero-byte request still gets a unique block.
-std::size_t block_size(std::uint64_t bytes) { return (std::max<std::uint64_t>(bytes, 1) + 63) / 64 * 64; }
+std::size_t block_size(std::uint64_t bytes) {
+    return (std::max<std::uint64_t>(bytes, 1) + 63) / 64 * 64;
+}
 
 // Freed blocks by size, shared by every allocator of the process (ranks are threads).
 class HostPool final : public MemorySource {
-public:
+  public:
     void* take(std::size_t size) override {
         {
             std::lock_guard lock(mu_);
@@ -47,22 +50,22 @@ public:
             for (void* p : blocks) std::free(p);
     }
 
-private:
+  private:
     std::mutex mu_;
     std::unordered_map<std::size_t, std::vector<void*>> free_;
 };
 
-
 std::string where(const std::string& action, const std::string& op) {
-    return fmt::format("in {}{}", action.empty() ? "start-up" : action, op.empty() ? "" : ", op " + op);
+    return fmt::format("in {}{}", action.empty() ? "start-up" : action,
+                       op.empty() ? "" : ", op " + op);
 }
 
-std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, const std::string& action,
-                     const std::string& op) {
+std::string oom_line(std::uint64_t requested, std::uint64_t live, std::uint64_t cap,
+                     const std::string& action, const std::string& op) {
     const std::string limit = cap ? fmt::format("cap {} bytes ({})", cap, named(Input::memory_cap))
                                   : "the device has no more";
-    return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, {}", requested, live, limit,
-                       where(action, op));
+    return fmt::format("out of memory: {} bytes requested with {} bytes live, {}, {}", requested,
+                       live, limit, where(action, op));
 }
 }  // namespace
 
@@ -71,8 +74,8 @@ MemorySource& host_memory() {
     return pool;
 }
 
-OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action_,
-                         std::string op_)
+OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap,
+                         std::string action_, std::string op_)
     : std::runtime_error(name_inputs(oom_line(requested, live, cap, action_, op_))),
       requested_bytes(requested),
       live_bytes(live),
@@ -81,10 +84,12 @@ OutOfMemory::OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint6
       action(std::move(action_)),
       op(std::move(op_)) {}
 
-OutOfMemory::OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action_, std::string op_)
-    : std::runtime_error(fmt::format("out of memory: {} outside the allocator with {} bytes live, the device has no "
-                                     "more, {}",
-                                     refused.what(), live, where(action_, op_))),
+OutOfMemory::OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action_,
+                         std::string op_)
+    : std::runtime_error(fmt::format(
+          "out of memory: {} outside the allocator with {} bytes live, the device has no "
+          "more, {}",
+          refused.what(), live, where(action_, op_))),
       requested_bytes(0),
       live_bytes(live),
       cap_bytes(0),

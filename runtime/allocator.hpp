@@ -7,8 +7,8 @@
 //
 //   CountingAllocator a(cap_bytes);            // 0: no cap
 //   a.set_context("B(3)", "attn.core");        // named in an OOM report
-//   BufferRef x = make_buffer(a, n_bytes);     // freed when the last ref drops (make_zeroed: zero-filled)
-//   a.live_bytes(); a.peak_bytes();
+//   BufferRef x = make_buffer(a, n_bytes);     // freed when the last ref drops (make_zeroed:
+//   zero-filled) a.live_bytes(); a.peak_bytes();
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +21,7 @@ namespace remat::rt {
 // Where a backend's bytes come from: host memory for the CPU, a CUDA memory pool for CUDA.
 // take/give are the raw blocks; the allocator above counts.
 class MemorySource {
-public:
+  public:
     virtual ~MemorySource() = default;
     virtual void* take(std::size_t bytes) = 0;
     virtual void give(void* p, std::size_t bytes) noexcept = 0;
@@ -39,15 +39,17 @@ struct DeviceOutOfMemory : std::runtime_error {
 
 // An allocation beyond the cap, or one the device refused. what(): the one line the CLI prints.
 struct OutOfMemory : std::runtime_error {
-    OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action, std::string op);
-    OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action, std::string op);
+    OutOfMemory(std::uint64_t requested, std::uint64_t live, std::uint64_t cap, std::string action,
+                std::string op);
+    OutOfMemory(const DeviceOutOfMemory& refused, std::uint64_t live, std::string action,
+                std::string op);
     std::uint64_t requested_bytes, live_bytes, cap_bytes;
     std::string text;  // what() with the inputs it names as placeholders (planner/config/error.hpp)
     std::string action, op;
 };
 
 class CountingAllocator {
-public:
+  public:
     explicit CountingAllocator(std::uint64_t cap_bytes = 0, MemorySource& source = host_memory())
         : source_(&source), cap_(cap_bytes) {}
     CountingAllocator(const CountingAllocator&) = delete;
@@ -71,9 +73,11 @@ public:
     }
     void set_op(std::string op) { op_ = std::move(op); }
     // The report of a refusal outside the allocator, in the current action and op.
-    OutOfMemory refused(const DeviceOutOfMemory& e) const { return OutOfMemory(e, live_, action_, op_); }
+    OutOfMemory refused(const DeviceOutOfMemory& e) const {
+        return OutOfMemory(e, live_, action_, op_);
+    }
 
-private:
+  private:
     MemorySource* source_;
     std::uint64_t cap_ = 0, live_ = 0, peak_ = 0, window_peak_ = 0;
     std::string action_, op_;
@@ -82,27 +86,36 @@ private:
 // One allocation, freed by its destructor. Shared ownership mirrors autograd's: a tensor lives
 // while an op's inputs, a stage's saved set or the next stage's input still refer to it.
 class Buffer {
-public:
-    Buffer(CountingAllocator& a, std::uint64_t bytes, bool zero) : a_(&a), bytes_(bytes), p_(a.allocate(bytes, zero)) {}
+  public:
+    Buffer(CountingAllocator& a, std::uint64_t bytes, bool zero)
+        : a_(&a), bytes_(bytes), p_(a.allocate(bytes, zero)) {}
     ~Buffer() { a_->deallocate(p_, bytes_); }
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
 
     template <class T>
-    T* as() { return static_cast<T*>(p_); }
+    T* as() {
+        return static_cast<T*>(p_);
+    }
     template <class T>
-    const T* as() const { return static_cast<const T*>(p_); }
+    const T* as() const {
+        return static_cast<const T*>(p_);
+    }
     std::uint64_t bytes() const { return bytes_; }
 
-private:
+  private:
     CountingAllocator* a_;
     std::uint64_t bytes_;
     void* p_;
 };
 using BufferRef = std::shared_ptr<Buffer>;
 // Contents undefined: for what a kernel writes whole (outputs, staging, scratch).
-inline BufferRef make_buffer(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes, false); }
+inline BufferRef make_buffer(CountingAllocator& a, std::uint64_t bytes) {
+    return std::make_shared<Buffer>(a, bytes, false);
+}
 // Zero-filled: for what is accumulated into (gradients, optimizer moments).
-inline BufferRef make_zeroed(CountingAllocator& a, std::uint64_t bytes) { return std::make_shared<Buffer>(a, bytes, true); }
+inline BufferRef make_zeroed(CountingAllocator& a, std::uint64_t bytes) {
+    return std::make_shared<Buffer>(a, bytes, true);
+}
 
 }  // namespace remat::rt

@@ -117,23 +117,26 @@ std::vector<Benchmark> attentions(const Backend<T>& b, CountingAllocator& a,
         const BufferRef q = make_zeroed(a, tensor), k = make_zeroed(a, tensor),
                         v = make_zeroed(a, tensor);
         const BufferRef y = make_buffer(a, tensor), lse = make_buffer(a, lse_bytes);
-        const BufferRef dy = make_zeroed(a, tensor), dq = make_zeroed(a, tensor), dk = make_zeroed(a, tensor),
-                        dv = make_zeroed(a, tensor);
-        const BufferRef ws = make_buffer(a, std::max(b.attention_forward_workspace(s), b.attention_backward_workspace(s)));
+        const BufferRef dy = make_zeroed(a, tensor), dq = make_zeroed(a, tensor),
+                        dk = make_zeroed(a, tensor), dv = make_zeroed(a, tensor);
+        const BufferRef ws = make_buffer(
+            a, std::max(b.attention_forward_workspace(s), b.attention_backward_workspace(s)));
         const Timed t = time_calls(
             b,
             [&] {
                 b.attention_forward(y->as<T>(), lse->as<A>(), q->as<T>(), k->as<T>(), v->as<T>(), s,
                                     DropoutKey{}, ws->as<void>());
-                b.attention_backward(dq->as<T>(), dk->as<T>(), dv->as<T>(), dy->as<T>(), q->as<T>(), k->as<T>(),
-                                     v->as<T>(), y->as<T>(), lse->as<A>(), s, DropoutKey{}, ws->as<void>());
+                b.attention_backward(dq->as<T>(), dk->as<T>(), dv->as<T>(), dy->as<T>(), q->as<T>(),
+                                     k->as<T>(), v->as<T>(), y->as<T>(), lse->as<A>(), s,
+                                     DropoutKey{}, ws->as<void>());
             },
             o.min_batch_s);
         const double dS = static_cast<double>(S);
         const double forward_flops = 4.0 * static_cast<double>(H * D) * dS * (dS + 1) / 2;
         // Bytes: forward reads q, k, v and writes out and lse; backward reads those and dout,
         // and updates dq, dk and dv.
-        out.push_back(benchmark<T>("attention", fmt::format("B1 S{} A{} D{} fwd+bwd", S, H, D), 3.5 * forward_flops,
+        out.push_back(benchmark<T>("attention", fmt::format("B1 S{} A{} D{} fwd+bwd", S, H, D),
+                                   3.5 * forward_flops,
                                    static_cast<double>(15 * tensor + 2 * lse_bytes), t));
         if (t.seconds >= o.grow_until_s) break;
     }
@@ -211,7 +214,8 @@ DeviceRates measure_device(const CalibrateOptions& o) {
         r.device = cpu_model_name() + " (one BLAS thread)";
     }
     r.source = fmt::format(
-        "remat calibrate --device {}: {}; linear forward up to {}, attention forward and backward up to {}, "
+        "remat calibrate --device {}: {}; linear forward up to {}, attention forward and backward "
+        "up to {}, "
         "add_forward over {} "
         "for bandwidth and on 1 element for the launch cost; rates are achieved ones at the "
         "largest sizes",

@@ -4,7 +4,6 @@
 
 namespace remat::rt {
 
-
 template <class T>
 void InProcessCollectives<T>::barrier() {
     std::unique_lock lock(mu_);
@@ -28,28 +27,30 @@ void InProcessCollectives<T>::abort() {
 }
 
 template <class T>
-void InProcessCollectives<T>::all_gather(std::size_t rank, T* dst, const float* shard, std::size_t shard_n,
-                                         std::size_t unit_n) {
+void InProcessCollectives<T>::all_gather(std::size_t rank, T* dst, const float* shard,
+                                         std::size_t shard_n, std::size_t unit_n) {
     ptrs_[rank] = shard;
     barrier();
     for (std::size_t q = 0; q < world_; ++q) {
         const auto* src = static_cast<const float*>(ptrs_[q]);
         const std::size_t begin = q * shard_n, end = std::min(unit_n, begin + shard_n);
-        for (std::size_t j = begin; j < end; ++j) dst[j] = store<T>(static_cast<acc_t<T>>(src[j - begin]));
+        for (std::size_t j = begin; j < end; ++j)
+            dst[j] = store<T>(static_cast<acc_t<T>>(src[j - begin]));
     }
     barrier();  // no rank moves on (and may change its shard) while another still reads it
 }
 
 template <class T>
-void InProcessCollectives<T>::reduce_scatter(std::size_t rank, T* dst, const T* src, std::size_t shard_n,
-                                             std::size_t unit_n) {
+void InProcessCollectives<T>::reduce_scatter(std::size_t rank, T* dst, const T* src,
+                                             std::size_t shard_n, std::size_t unit_n) {
     ptrs_[rank] = src;
     barrier();
     const std::size_t begin = rank * shard_n;
     for (std::size_t j = 0; j < shard_n; ++j) {
         acc_t<T> sum = 0;
         if (begin + j < unit_n)
-            for (std::size_t q = 0; q < world_; ++q) sum += load(static_cast<const T*>(ptrs_[q])[begin + j]);
+            for (std::size_t q = 0; q < world_; ++q)
+                sum += load(static_cast<const T*>(ptrs_[q])[begin + j]);
         dst[j] = store<T>(sum);
     }
     barrier();

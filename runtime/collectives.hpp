@@ -26,29 +26,34 @@ struct Aborted : std::runtime_error {
 
 template <class T>
 class Collectives {
-public:
+  public:
     virtual ~Collectives() = default;
     virtual std::size_t world_size() const = 0;
     // dst(unit_n) of every rank = the concatenation of the ranks' fp32 shards (shard_n each,
     // the last padded), converted to T.
-    virtual void all_gather(std::size_t rank, T* dst, const float* shard, std::size_t shard_n, std::size_t unit_n) = 0;
+    virtual void all_gather(std::size_t rank, T* dst, const float* shard, std::size_t shard_n,
+                            std::size_t unit_n) = 0;
     // dst(shard_n) of rank r = sum over ranks of their src(unit_n)[r*shard_n ...], padding 0.
-    virtual void reduce_scatter(std::size_t rank, T* dst, const T* src, std::size_t shard_n, std::size_t unit_n) = 0;
+    virtual void reduce_scatter(std::size_t rank, T* dst, const T* src, std::size_t shard_n,
+                                std::size_t unit_n) = 0;
     virtual double all_reduce_sum(std::size_t rank, double x) = 0;
     virtual void abort() = 0;
 };
 
 template <class T>
 class InProcessCollectives final : public Collectives<T> {
-public:
-    explicit InProcessCollectives(std::size_t world) : world_(world), ptrs_(world), scalars_(world) {}
+  public:
+    explicit InProcessCollectives(std::size_t world)
+        : world_(world), ptrs_(world), scalars_(world) {}
     std::size_t world_size() const override { return world_; }
-    void all_gather(std::size_t rank, T* dst, const float* shard, std::size_t shard_n, std::size_t unit_n) override;
-    void reduce_scatter(std::size_t rank, T* dst, const T* src, std::size_t shard_n, std::size_t unit_n) override;
+    void all_gather(std::size_t rank, T* dst, const float* shard, std::size_t shard_n,
+                    std::size_t unit_n) override;
+    void reduce_scatter(std::size_t rank, T* dst, const T* src, std::size_t shard_n,
+                        std::size_t unit_n) override;
     double all_reduce_sum(std::size_t rank, double x) override;
     void abort() override;
 
-private:
+  private:
     void barrier();
     std::size_t world_;
     std::vector<const void*> ptrs_;

@@ -24,9 +24,9 @@ template <class T>
 struct DeviceParts {
     std::shared_ptr<const Backend<T>> backend;
     std::unique_ptr<Collectives<T>> collectives;
-    std::size_t ranks_run = 1;                   // ranks executed here (0 .. ranks_run-1)
-    std::function<PoolStats()> pool_stats;       // empty on the CPU
-    std::uint64_t overhead_bytes = 0;            // device memory in use before the pool's first allocation
+    std::size_t ranks_run = 1;              // ranks executed here (0 .. ranks_run-1)
+    std::function<PoolStats()> pool_stats;  // empty on the CPU
+    std::uint64_t overhead_bytes = 0;  // device memory in use before the pool's first allocation
 };
 
 // runtime/cpu/cpu_parts.cpp: all W ranks, as threads.

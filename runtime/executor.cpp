@@ -1,8 +1,9 @@
 #include "runtime/executor.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cassert>
-#include <fmt/format.h>
 #include <stdexcept>
 
 namespace remat::rt {
@@ -35,8 +36,9 @@ std::vector<std::size_t> stage_units(const Model<T>& model) {
 }  // namespace
 
 template <class T>
-RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank, Collectives<T>& coll,
-                              CountingAllocator& alloc, std::uint64_t seed, const ExecutorOptions& options)
+RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank,
+                              Collectives<T>& coll, CountingAllocator& alloc, std::uint64_t seed,
+                              const ExecutorOptions& options)
     : model_(model),
       schedule_(schedule),
       unit_policy_(schedule, stage_units(model), model.units.size(), UnitFlags{}),
@@ -102,14 +104,16 @@ StepRecord RankExecutor<T>::step(std::uint64_t step, const std::vector<std::int3
     row0_ = row0;
     targets_ = &targets;
     StepRecord record;
-    alloc_.set_context(schedule_.actions.empty() ? "" : action_label(schedule_.actions.front()), "input_ids");
+    alloc_.set_context(schedule_.actions.empty() ? "" : action_label(schedule_.actions.front()),
+                       "input_ids");
     boundary_[0] = allocate(4 * ids.size());
     model_.backend->upload(boundary_[0]->template as<void>(), ids.data(), 4 * ids.size());
     for (StageState& s : stages_) s.backward_done = false;
     alloc_.take_window_peak();
     for (std::size_t a = 0; a < schedule_.actions.size(); ++a) {
         run_action(a);
-        record.timeline.push_back({action_label(schedule_.actions[a]), alloc_.live_bytes(), alloc_.take_window_peak()});
+        record.timeline.push_back(
+            {action_label(schedule_.actions[a]), alloc_.live_bytes(), alloc_.take_window_peak()});
     }
     optimizer_step(record);
     return record;
@@ -121,9 +125,15 @@ void RankExecutor<T>::run_action(std::size_t a) {
     alloc_.set_context(action_label(act), "");
     apply(unit_policy_.start(a));
     switch (act.kind) {
-        case ActionKind::B: backward(act.stage); break;
-        case ActionKind::R_sel: recompute_core(act.stage); break;
-        default: forward(act.stage, act); break;
+        case ActionKind::B:
+            backward(act.stage);
+            break;
+        case ActionKind::R_sel:
+            recompute_core(act.stage);
+            break;
+        default:
+            forward(act.stage, act);
+            break;
     }
     unit_policy_.finish(a);
 }
@@ -137,13 +147,15 @@ void RankExecutor<T>::apply(const UnitChanges& changes) {
         UnitState& s = units_[u];
         const std::uint64_t numel = model_.units[u].numel;
         s.gathered = allocate(sizeof(T) * numel);
-        coll_.all_gather(rank_, s.gathered->template as<T>(), s.master->template as<float>(), s.shard_n, numel);
+        coll_.all_gather(rank_, s.gathered->template as<T>(), s.master->template as<float>(),
+                         s.shard_n, numel);
     }
 }
 
 template <class T>
-void RankExecutor<T>::run_op(const ProgramOp& op, bool backward_pass, std::vector<BufferRef>& values,
-                             std::vector<BufferRef>* grads, std::size_t stage) {
+void RankExecutor<T>::run_op(const ProgramOp& op, bool backward_pass,
+                             std::vector<BufferRef>& values, std::vector<BufferRef>* grads,
+                             std::size_t stage) {
     const StageProgram& p = model_.stages[stage];
     alloc_.set_op(op.name);
     if (!backward_pass)
@@ -174,13 +186,21 @@ void RankExecutor<T>::forward(std::size_t i, const Action& act) {
     // A recomputation starts from the checkpoint the stage kept, else from the previous output.
     values[p.input] = !s.saved.empty() && s.saved[p.input] ? s.saved[p.input] : boundary_[i];
     if (!values[p.input])
-        throw std::logic_error(fmt::format("executor: {} has no input (a schedule bug)", action_label(act)));
+        throw std::logic_error(
+            fmt::format("executor: {} has no input (a schedule bug)", action_label(act)));
     std::vector<bool> keep(nt, false);
     switch (act.kind) {
-        case ActionKind::F_all: keep = saved_any_[i]; break;
-        case ActionKind::F_sel: keep = sel_kept_[i]; break;
-        case ActionKind::F_ck: keep[p.input] = true; break;
-        default: break;
+        case ActionKind::F_all:
+            keep = saved_any_[i];
+            break;
+        case ActionKind::F_sel:
+            keep = sel_kept_[i];
+            break;
+        case ActionKind::F_ck:
+            keep[p.input] = true;
+            break;
+        default:
+            break;
     }
     std::vector<int> uses = uses_[i];
     for (const ProgramOp& op : p.ops) {
@@ -203,7 +223,8 @@ void RankExecutor<T>::forward(std::size_t i, const Action& act) {
         saved_report_[i].clear();
         for (std::size_t t = 0; t < nt; ++t)
             if (s.saved[t])
-                saved_report_[i].push_back({p.tensors[t].name, p.tensors[t].shape, p.tensors[t].dtype, s.saved[t]->bytes()});
+                saved_report_[i].push_back({p.tensors[t].name, p.tensors[t].shape,
+                                            p.tensors[t].dtype, s.saved[t]->bytes()});
     }
 }
 
@@ -236,11 +257,14 @@ void RankExecutor<T>::backward(std::size_t i) {
     UnitState& unit = units_[p.unit];
     if (!unit.grad) unit.grad = allocate_zeroed(sizeof(T) * model_.units[p.unit].numel);
     const std::size_t nt = p.tensors.size();
-    if (s.saved.empty()) throw std::logic_error(fmt::format("executor: B({}) before any forward (a schedule bug)", i));
+    if (s.saved.empty())
+        throw std::logic_error(
+            fmt::format("executor: B({}) before any forward (a schedule bug)", i));
     for (std::size_t t = 0; t < nt; ++t)
         if (saved_any_[i][t] && !s.saved[t])
-            throw std::logic_error(fmt::format("executor: B({}) needs '{}', which is not kept (a schedule bug)", i,
-                                               p.tensors[t].name));
+            throw std::logic_error(
+                fmt::format("executor: B({}) needs '{}', which is not kept (a schedule bug)", i,
+                            p.tensors[t].name));
     std::vector<BufferRef> values = s.saved;
     std::vector<BufferRef> grads(nt);
     grads[p.output] = boundary_grad_[i + 1];
@@ -248,7 +272,8 @@ void RankExecutor<T>::backward(std::size_t i) {
         const ProgramOp& op = p.ops[k];
         alloc_.set_op(op.name);
         for (int t : unique(op.inputs))
-            if (p.tensors[t].needs_grad && !grads[t]) grads[t] = allocate_zeroed(p.tensors[t].bytes());
+            if (p.tensors[t].needs_grad && !grads[t])
+                grads[t] = allocate_zeroed(p.tensors[t].bytes());
         run_op(op, true, values, &grads, i);
         for (int t : op.outputs)
             if (p.tensors[t].needs_grad) {
@@ -275,9 +300,11 @@ void RankExecutor<T>::reduce_unit_gradients(std::size_t u) {
     UnitState& s = units_[u];
     alloc_.set_op("reduce_scatter");
     BufferRef out = allocate(sizeof(T) * s.shard_n);
-    coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n, model_.units[u].numel);
+    coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n,
+                         model_.units[u].numel);
     if (!s.grad_shard) s.grad_shard = allocate_zeroed(4 * s.shard_n);
-    model_.backend->add_to_fp32(s.grad_shard->template as<float>(), out->template as<T>(), s.shard_n);
+    model_.backend->add_to_fp32(s.grad_shard->template as<float>(), out->template as<T>(),
+                                s.shard_n);
     out.reset();
     s.grad.reset();
 }
@@ -296,16 +323,18 @@ void RankExecutor<T>::optimizer_step(StepRecord& record) {
     if (options_.keep_gradients)
         for (const UnitState& s : units_) {
             record.grads.emplace_back(s.shard_n);
-            model_.backend->download(record.grads.back().data(), s.grad_shard->template as<float>(), 4 * s.shard_n);
+            model_.backend->download(record.grads.back().data(), s.grad_shard->template as<float>(),
+                                     4 * s.shard_n);
         }
     // torch's foreach AdamW makes one parameter-sized temporary (the denominators).
     BufferRef denom = allocate(4 * total);
     ++optimizer_steps_;
     std::uint64_t offset = 0;
     for (UnitState& s : units_) {
-        model_.backend->adamw_step(s.master->template as<float>(), s.grad_shard->template as<float>(),
-                                   s.m->template as<float>(), s.v->template as<float>(),
-                                   denom->template as<float>() + offset, s.shard_n, options_.adamw, optimizer_steps_);
+        model_.backend->adamw_step(s.master->template as<float>(),
+                                   s.grad_shard->template as<float>(), s.m->template as<float>(),
+                                   s.v->template as<float>(), denom->template as<float>() + offset,
+                                   s.shard_n, options_.adamw, optimizer_steps_);
         offset += s.shard_n;
     }
     denom.reset();

@@ -27,9 +27,9 @@
 namespace remat::rt {
 
 struct ActionMemory {
-    std::string action;             // "F_ck(3)", "B(3)", "optimizer"
-    std::uint64_t live_bytes = 0;   // after the action
-    std::uint64_t peak_bytes = 0;   // high-water mark during it
+    std::string action;            // "F_ck(3)", "B(3)", "optimizer"
+    std::uint64_t live_bytes = 0;  // after the action
+    std::uint64_t peak_bytes = 0;  // high-water mark during it
 };
 
 // A tensor a stage kept after its first forward, as allocated.
@@ -53,17 +53,20 @@ struct ExecutorOptions {
 
 template <class T>
 class RankExecutor {
-public:
-    RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank, Collectives<T>& coll,
-                 CountingAllocator& alloc, std::uint64_t seed, const ExecutorOptions& options);
+  public:
+    RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank,
+                 Collectives<T>& coll, CountingAllocator& alloc, std::uint64_t seed,
+                 const ExecutorOptions& options);
     // ids, targets: this rank's (B, S) token ids and next-token targets; row0: global index of
     // its first sequence.
     StepRecord step(std::uint64_t step, const std::vector<std::int32_t>& ids,
                     const std::vector<std::int32_t>& targets, std::uint64_t row0);
     // What each stage kept after its first forward in the last step, by stage.
-    const std::vector<std::vector<SavedTensor>>& saved_after_forward() const { return saved_report_; }
+    const std::vector<std::vector<SavedTensor>>& saved_after_forward() const {
+        return saved_report_;
+    }
 
-private:
+  private:
     struct UnitState {
         std::uint64_t shard_n = 0;  // ceil(numel / W): the last rank's shard is padded
         BufferRef master, m, v;     // fp32, shard_n each
@@ -73,7 +76,7 @@ private:
     };
     struct StageState {
         std::vector<BufferRef> saved;  // by tensor id
-        bool backward_done = false;  // a recomputed predecessor's output then has no reader
+        bool backward_done = false;    // a recomputed predecessor's output then has no reader
     };
 
     void run_action(std::size_t a);
@@ -83,8 +86,8 @@ private:
     void backward(std::size_t i);
     void reduce_unit_gradients(std::size_t u);
     void optimizer_step(StepRecord& record);
-    void run_op(const ProgramOp& op, bool backward_pass, std::vector<BufferRef>& values, std::vector<BufferRef>* grads,
-                std::size_t stage);
+    void run_op(const ProgramOp& op, bool backward_pass, std::vector<BufferRef>& values,
+                std::vector<BufferRef>* grads, std::size_t stage);
     BufferRef allocate(std::uint64_t bytes) { return make_buffer(alloc_, bytes); }
     BufferRef allocate_zeroed(std::uint64_t bytes) { return make_zeroed(alloc_, bytes); }
     void record(const std::string& label, StepRecord& r);
@@ -101,7 +104,8 @@ private:
     std::vector<StageState> stages_;
     std::vector<BufferRef> boundary_, boundary_grad_;  // stage i's input is boundary i
     std::vector<std::vector<int>> uses_, core_uses_;   // forward consumers per tensor
-    std::vector<std::vector<std::vector<int>>> release_;  // per stage, per op: saved tensors freed after its backward
+    std::vector<std::vector<std::vector<int>>>
+        release_;  // per stage, per op: saved tensors freed after its backward
     std::vector<std::vector<bool>> sel_kept_, sel_dropped_, saved_any_;
     std::vector<std::vector<SavedTensor>> saved_report_;
     std::uint64_t step_ = 0, row0_ = 0, optimizer_steps_ = 0;

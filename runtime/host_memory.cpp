@@ -31,7 +31,8 @@ std::optional<std::uint64_t> cgroup_available() {
         return *l > *u ? *l - *u : 0;
     };
     if (auto v2 = left("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current")) return v2;
-    return left("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    return left("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes");
 }
 
 }  // namespace

@@ -13,24 +13,21 @@ bool executes(Precision p) { return p == Precision::fp32 || p == Precision::bf16
 
 void check_run_options(const RunOptions& o, bool offload_checkpoints) {
     if (o.sharding != Sharding::fsdp)
-        throw InputError(
-            fmt::format("{} {}: the runtime executes fsdp (any {}, 1 included)",
-                        named(Input::sharding), sharding_name(o.sharding), named(Input::world_size)));
+        throw InputError(fmt::format("{} {}: the runtime executes fsdp (any {}, 1 included)",
+                                     named(Input::sharding), sharding_name(o.sharding),
+                                     named(Input::world_size)));
     if (!executes(o.precision))
         throw InputError(fmt::format("{} {}: the runtime executes fp32 and bf16-mixed",
                                      named(Input::precision), precision_name(o.precision)));
     if (o.optimizer != Optimizer::adamw)
-        throw InputError(
-            fmt::format("{} {}: the runtime steps AdamW", named(Input::optimizer),
-                        optimizer_name(o.optimizer)));
+        throw InputError(fmt::format("{} {}: the runtime steps AdamW", named(Input::optimizer),
+                                     optimizer_name(o.optimizer)));
     if (o.grad_accumulation != 1)
-        throw InputError(
-            named(Input::grad_accumulation) +
-            ": the runtime runs one micro-batch per optimizer step; drop it");
+        throw InputError(named(Input::grad_accumulation) +
+                         ": the runtime runs one micro-batch per optimizer step; drop it");
     if (offload_checkpoints)
-        throw InputError(
-            named(Input::offload_checkpoints) +
-            ": the runtime does not execute offloading plans yet; drop it");
+        throw InputError(named(Input::offload_checkpoints) +
+                         ": the runtime does not execute offloading plans yet; drop it");
 }
 
 void check_buildable(const ModelConfig& m, const Shape& shape) {

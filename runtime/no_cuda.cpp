@@ -5,7 +5,9 @@ namespace remat::rt {
 
 std::vector<BackendInfo> backends() { return {{"cpu", true}, {"cuda", false}}; }
 std::vector<GpuInfo> visible_gpus() { return {}; }
-std::string gpu_unavailable_reason() { return "this build has no CUDA backend (nvcc was not found at build time)"; }
+std::string gpu_unavailable_reason() {
+    return "this build has no CUDA backend (nvcc was not found at build time)";
+}
 
 }  // namespace remat::rt
 

@@ -29,7 +29,8 @@ inline float to_float(bf16 x) {
 inline bf16 to_bf16(float f) {
     std::uint32_t u;
     std::memcpy(&u, &f, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return bf16{static_cast<std::uint16_t>((u >> 16) | 0x40)};  // NaN stays NaN
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
+        return bf16{static_cast<std::uint16_t>((u >> 16) | 0x40)};  // NaN stays NaN
     u += 0x7fffu + ((u >> 16) & 1u);
     return bf16{static_cast<std::uint16_t>(u >> 16)};
 }
@@ -40,13 +41,17 @@ using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 // Load and store between a storage type and its arithmetic type.
 template <class T>
 inline acc_t<T> load(T x) {
-    if constexpr (std::is_same_v<T, bf16>) return to_float(x);
-    else return x;
+    if constexpr (std::is_same_v<T, bf16>)
+        return to_float(x);
+    else
+        return x;
 }
 template <class T>
 inline T store(acc_t<T> x) {
-    if constexpr (std::is_same_v<T, bf16>) return to_bf16(x);
-    else return x;
+    if constexpr (std::is_same_v<T, bf16>)
+        return to_bf16(x);
+    else
+        return x;
 }
 
 // splitmix64's finalizer: a bijection on 64 bits whose output bits each depend on all input bits.
@@ -68,7 +73,7 @@ REMAT_HD inline float uniform01(std::uint64_t seed, std::uint64_t stream, std::u
 // Dropout's random stream: `stream` names the op and step, `index0` places this call's first
 // element in the global batch (see each kernel for its indexing).
 struct DropoutKey {
-    float p = 0;               // drop probability; 0: identity
+    float p = 0;  // drop probability; 0: identity
     std::uint64_t seed = 0;
     std::uint64_t stream = 0;
     std::uint64_t index0 = 0;  // global index of element 0 of this call
@@ -76,7 +81,8 @@ struct DropoutKey {
 
 // Whether dropout with probability p keeps element `index` of (seed, stream): every backend,
 // rank and recomputation decides alike.
-REMAT_HD inline bool dropout_keep(std::uint64_t seed, std::uint64_t stream, std::uint64_t index, float p) {
+REMAT_HD inline bool dropout_keep(std::uint64_t seed, std::uint64_t stream, std::uint64_t index,
+                                  float p) {
     return uniform01(seed, stream, index) >= p;
 }
 

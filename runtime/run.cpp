@@ -1,10 +1,11 @@
 #include "runtime/run.hpp"
 
 #include <cblas.h>
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <exception>
-#include <fmt/format.h>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -18,7 +19,7 @@ namespace {
 
 // The tokens of one step: W*B sequences of S+1 tokens (inputs, then shifted targets).
 class TokenSource {
-public:
+  public:
     TokenSource(const RunConfig& c) : c_(c) {
         if (c.data_path.empty()) return;
         std::ifstream in(c.data_path, std::ios::binary);
@@ -52,7 +53,8 @@ public:
         // a stream with structure to learn, so that the loss falls from ln V as training works.
         const std::uint64_t K = std::min<std::uint64_t>(c_.model.vocab, 64);
         std::uint64_t t = mix64(mix64(mix64(c_.seed) ^ step) ^ row) % K;
-        for (std::uint64_t pos = 0; pos <= S; ++pos, t = (31 * t + 7) % K) out[pos] = static_cast<std::int32_t>(t);
+        for (std::uint64_t pos = 0; pos <= S; ++pos, t = (31 * t + 7) % K)
+            out[pos] = static_cast<std::int32_t>(t);
     }
     void rank_batch(std::uint64_t step, std::size_t rank, std::vector<std::int32_t>& ids,
                     std::vector<std::int32_t>& targets) const {
@@ -63,25 +65,28 @@ public:
         for (std::uint64_t b = 0; b < B; ++b) {
             sequence(step, rank * B + b, row);
             std::copy(row.begin(), row.end() - 1, ids.begin() + static_cast<std::ptrdiff_t>(b * S));
-            std::copy(row.begin() + 1, row.end(), targets.begin() + static_cast<std::ptrdiff_t>(b * S));
+            std::copy(row.begin() + 1, row.end(),
+                      targets.begin() + static_cast<std::ptrdiff_t>(b * S));
         }
     }
 
-private:
+  private:
     const RunConfig& c_;
     std::vector<std::int32_t> file_;
 };
 
 template <class T>
 RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
-    const Model<T> model = build_model<T>(c.model, {c.micro_batch, c.seq, c.world, c.seed, c.attention}, parts.backend);
+    const Model<T> model = build_model<T>(
+        c.model, {c.micro_batch, c.seq, c.world, c.seed, c.attention}, parts.backend);
     const TokenSource tokens(c);
     Collectives<T>& coll = *parts.collectives;
     const std::size_t ranks = parts.ranks_run;
     RunResult result;
     result.device_overhead_bytes = parts.overhead_bytes;
     result.ranks.resize(ranks);
-    if (c.keep_gradients) result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(ranks));
+    if (c.keep_gradients)
+        result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(ranks));
     std::mutex mu;
     std::string error;
     std::vector<double> losses(c.steps, 0.0);
@@ -90,8 +95,9 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     auto report_oom = [&](const OutOfMemory& e, std::size_t rank) {
         std::lock_guard lock(mu);
         if (!result.oom)
-            result.oom = OomReport{e.what(), e.text, e.requested_bytes, e.live_bytes, e.cap_bytes,
-                                   e.action, e.op, rank};
+            result.oom =
+                OomReport{e.what(), e.text, e.requested_bytes, e.live_bytes, e.cap_bytes, e.action,
+                          e.op,     rank};
         coll.abort();
     };
     auto rank_main = [&](std::size_t rank) {
@@ -115,7 +121,9 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
                 }
                 if (c.keep_gradients) result.grads[s][rank] = std::move(r.grads);
             }
-            if (rank == 0) seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (rank == 0)
+                seconds =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             out.saved = ex.saved_after_forward();
         } catch (const OutOfMemory& e) {
             report_oom(e, rank);
@@ -137,12 +145,14 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
         const PoolStats p = parts.pool_stats();
         result.ranks.front().pool_used_high_bytes = p.used_high_bytes;
         result.ranks.front().pool_reserved_high_bytes = p.reserved_high_bytes;
-        result.device_overhead_bytes = std::max(result.device_overhead_bytes, p.overhead_after_bytes);
+        result.device_overhead_bytes =
+            std::max(result.device_overhead_bytes, p.overhead_after_bytes);
     }
     if (!result.oom) {
         result.losses = losses;
         result.seconds = seconds;
-        result.tokens_per_s = seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * c.steps) / seconds : 0;
+        result.tokens_per_s =
+            seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * c.steps) / seconds : 0;
     }
     return result;
 }

@@ -1,7 +1,8 @@
 // One run of the runtime: W ranks (threads of this process, one BLAS thread each) execute a
 // Schedule for N optimizer steps on a real model, each with its own counting allocator, and
-// report what they measured. On CUDA, rank 0 of W runs on one GPU (collectives emulated). Rank r trains on rows [r*B, (r+1)*B) of each global batch of W*B
-// sequences, drawn from a deterministic synthetic token stream or a token file.
+// report what they measured. On CUDA, rank 0 of W runs on one GPU (collectives emulated). Rank r
+// trains on rows [r*B, (r+1)*B) of each global batch of W*B sequences, drawn from a deterministic
+// synthetic token stream or a token file.
 //
 //   RunConfig c{.model = load_model("tiny-gpt2"), .micro_batch = 2, .seq = 128, .world = 2, ...};
 //   RunResult r = run_schedule(c);   // r.ranks[0].peak_bytes, r.losses, r.oom
@@ -24,26 +25,26 @@ enum class Device { cpu, cuda };
 struct RunConfig {
     Device device = Device::cpu;  // cuda: rank 0 of W on one GPU, collectives emulated
     ModelConfig model;
-    std::uint64_t micro_batch = 1;  // B, per rank
-    std::uint64_t seq = 0;          // S
-    std::uint64_t world = 1;        // W
+    std::uint64_t micro_batch = 1;          // B, per rank
+    std::uint64_t seq = 0;                  // S
+    std::uint64_t world = 1;                // W
     Precision precision = Precision::fp32;  // fp32 or bf16-mixed
     Attention attention = Attention::flash;
     Schedule schedule;
     std::uint64_t steps = 1;
-    std::uint64_t seed = 1234;      // weights, data and dropout
+    std::uint64_t seed = 1234;           // weights, data and dropout
     std::uint64_t memory_cap_bytes = 0;  // per rank; 0: none
-    std::string data_path;          // little-endian int32 token ids; empty: synthetic
-    bool keep_gradients = false;    // record every step's gradient shards (for --check-gradients)
+    std::string data_path;               // little-endian int32 token ids; empty: synthetic
+    bool keep_gradients = false;  // record every step's gradient shards (for --check-gradients)
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // after each step
 };
 
 struct RankResult {
-    std::uint64_t peak_bytes = 0;              // allocator high-water mark over all steps
-    std::vector<ActionMemory> timeline;        // the last step's
+    std::uint64_t peak_bytes = 0;                 // allocator high-water mark over all steps
+    std::vector<ActionMemory> timeline;           // the last step's
     std::vector<std::vector<SavedTensor>> saved;  // per stage, after its first forward
-    std::uint64_t pool_used_high_bytes = 0;       // CUDA: the pool's own high-water mark; 0 on the CPU
-    std::uint64_t pool_reserved_high_bytes = 0;   // CUDA: what the pool held from the device
+    std::uint64_t pool_used_high_bytes = 0;  // CUDA: the pool's own high-water mark; 0 on the CPU
+    std::uint64_t pool_reserved_high_bytes = 0;  // CUDA: what the pool held from the device
 };
 
 struct OomReport {

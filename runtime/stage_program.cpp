@@ -17,12 +17,15 @@ std::uint64_t TensorSpec::numel() const {
 
 namespace {
 
-
 template <class T>
 class Builder {
-public:
+  public:
     Builder(const ModelConfig& m, const Shape& s, Model<T>& out)
-        : m_(m), s_(s), out_(out), k_(out.backend.get()), N_(s.batch * s.seq),
+        : m_(m),
+          s_(s),
+          out_(out),
+          k_(out.backend.get()),
+          N_(s.batch * s.seq),
           act_(std::is_same_v<T, float> ? DType::f32 : DType::bf16) {}
 
     void build() {
@@ -33,7 +36,7 @@ public:
         head();
     }
 
-private:
+  private:
     // ---- stage and tensor bookkeeping ----
     void begin(std::string name, std::size_t unit) {
         out_.stages.push_back({});
@@ -46,12 +49,23 @@ private:
         st().tensors.push_back({std::move(name), std::move(shape), d, grad});
         return static_cast<int>(st().tensors.size() - 1);
     }
-    int act(const std::string& name, std::uint64_t width) { return tensor(name, {N_, width}, act_); }
+    int act(const std::string& name, std::uint64_t width) {
+        return tensor(name, {N_, width}, act_);
+    }
     int stat(const std::string& name, std::vector<std::uint64_t> shape) {
         return tensor(name, std::move(shape), DType::f32, false);
     }
-    ProgramOp& op(std::string name, std::vector<int> in, std::vector<int> out, std::vector<int> saved) {
-        st().ops.push_back({std::move(name), std::move(in), std::move(out), std::move(saved), false, 0, 0, {}, {}});
+    ProgramOp& op(std::string name, std::vector<int> in, std::vector<int> out,
+                  std::vector<int> saved) {
+        st().ops.push_back({std::move(name),
+                            std::move(in),
+                            std::move(out),
+                            std::move(saved),
+                            false,
+                            0,
+                            0,
+                            {},
+                            {}});
         return st().ops.back();
     }
     std::uint64_t param(const std::string& name, std::uint64_t numel, Init init) {
@@ -85,7 +99,8 @@ private:
                 be->rmsnorm_forward(a.v<T>(y), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), N, H);
             };
             st().ops.back().backward = [=](const OpArgs& a) {
-                be->rmsnorm_backward(a.g<T>(x), a.dp<T>(w), a.g<T>(y), a.v<T>(x), a.p<T>(w), a.v<float>(rstd), N, H);
+                be->rmsnorm_backward(a.g<T>(x), a.dp<T>(w), a.g<T>(y), a.v<T>(x), a.p<T>(w),
+                                     a.v<float>(rstd), N, H);
             };
             return y;
         }
@@ -94,33 +109,36 @@ private:
         const int rstd = stat(name + ".rstd", {N});
         op(name, {x}, {y, mean, rstd}, {x, mean, rstd});
         st().ops.back().forward = [=](const OpArgs& a) {
-            be->layernorm_forward(a.v<T>(y), a.v<float>(mean), a.v<float>(rstd), a.v<T>(x), a.p<T>(w), a.p<T>(b), N, H);
+            be->layernorm_forward(a.v<T>(y), a.v<float>(mean), a.v<float>(rstd), a.v<T>(x),
+                                  a.p<T>(w), a.p<T>(b), N, H);
         };
         st().ops.back().backward = [=](const OpArgs& a) {
-            be->layernorm_backward(a.g<T>(x), a.dp<T>(w), a.dp<T>(b), a.g<T>(y), a.v<T>(x), a.p<T>(w),
-                                       a.v<float>(mean), a.v<float>(rstd), N, H);
+            be->layernorm_backward(a.g<T>(x), a.dp<T>(w), a.dp<T>(b), a.g<T>(y), a.v<T>(x),
+                                   a.p<T>(w), a.v<float>(mean), a.v<float>(rstd), N, H);
         };
         return y;
     }
 
     // weight_offset: a weight that exists already (GPT-2's head reuses the token embedding).
-    int linear(const std::string& name, int x, std::uint64_t n_out, bool bias, const std::uint64_t* weight_offset = nullptr) {
+    int linear(const std::string& name, int x, std::uint64_t n_out, bool bias,
+               const std::uint64_t* weight_offset = nullptr) {
         const Backend<T>* be = k_;
         const std::uint64_t N = N_, I = st().tensors[x].shape.back(), O = n_out;
         const int y = act(name + ".out", O);
-        const std::uint64_t w = weight_offset ? *weight_offset : param(name + ".weight", O * I, Init::normal);
+        const std::uint64_t w =
+            weight_offset ? *weight_offset : param(name + ".weight", O * I, Init::normal);
         const bool has_b = bias;
         const std::uint64_t b = has_b ? param(name + ".bias", O, Init::zeros) : 0;
         ProgramOp& o = op(name, {x}, {y}, {x});
         o.fwd_workspace_bytes = be->linear_forward_workspace(N, I, O);
         o.bwd_workspace_bytes = be->linear_backward_workspace(N, I, O);
         o.forward = [=](const OpArgs& a) {
-            be->linear_forward(a.v<T>(y), a.v<T>(x), a.p<T>(w), has_b ? a.p<T>(b) : nullptr, N, I, O,
-                                   a.workspace);
+            be->linear_forward(a.v<T>(y), a.v<T>(x), a.p<T>(w), has_b ? a.p<T>(b) : nullptr, N, I,
+                               O, a.workspace);
         };
         o.backward = [=](const OpArgs& a) {
-            be->linear_backward(a.g<T>(x), a.dp<T>(w), has_b ? a.dp<T>(b) : nullptr, a.g<T>(y), a.v<T>(x),
-                                    a.p<T>(w), N, I, O, a.workspace);
+            be->linear_backward(a.g<T>(x), a.dp<T>(w), has_b ? a.dp<T>(b) : nullptr, a.g<T>(y),
+                                a.v<T>(x), a.p<T>(w), N, I, O, a.workspace);
         };
         return y;
     }
@@ -160,15 +178,20 @@ private:
         const std::uint64_t B = s_.batch, S = s_.seq, D = m_.head_dim;
         const int y = act(name + ".out", heads * D);
         ProgramOp& o = op(name, {x}, {y}, {});
-        o.forward = [=](const OpArgs& a) { be->rotary_forward(a.v<T>(y), a.v<T>(x), B, S, heads, D); };
-        o.backward = [=](const OpArgs& a) { be->rotary_backward(a.g<T>(x), a.g<T>(y), B, S, heads, D); };
+        o.forward = [=](const OpArgs& a) {
+            be->rotary_forward(a.v<T>(y), a.v<T>(x), B, S, heads, D);
+        };
+        o.backward = [=](const OpArgs& a) {
+            be->rotary_backward(a.g<T>(x), a.g<T>(y), B, S, heads, D);
+        };
         return y;
     }
 
     // q, k, v: three tensors, or one fused (B*S, 3H) tensor when k and v are -1.
     int attention(int q, int k, int v) {
         const Backend<T>* be = k_;
-        const std::uint64_t A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim, B = s_.batch, S = s_.seq;
+        const std::uint64_t A = m_.n_heads, KV = m_.n_kv_heads, D = m_.head_dim, B = s_.batch,
+                            S = s_.seq;
         const bool fused = k < 0;
         AttentionShape sh{B, S, A, KV, D, A * D, KV * D, KV * D};
         std::uint64_t k_off = 0, v_off = 0;
@@ -195,9 +218,10 @@ private:
                                             a.v<T>(vt) + v_off, sh, key(a, a.row0), a.workspace);
             };
             o.backward = [=](const OpArgs& a) {
-                be->eager_attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y), a.v<T>(q),
-                                             a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, a.v<T>(probs), sh,
-                                             key(a, a.row0), a.workspace);
+                be->eager_attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off,
+                                             a.g<T>(y), a.v<T>(q), a.v<T>(kt) + k_off,
+                                             a.v<T>(vt) + v_off, a.v<T>(probs), sh, key(a, a.row0),
+                                             a.workspace);
             };
             return y;
         }
@@ -209,13 +233,13 @@ private:
         o.fwd_workspace_bytes = be->attention_forward_workspace(sh);
         o.bwd_workspace_bytes = be->attention_backward_workspace(sh);
         o.forward = [=](const OpArgs& a) {
-            be->attention_forward(a.v<T>(y), a.v<float>(lse), a.v<T>(q), a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, sh,
-                                      key(a, a.row0), a.workspace);
+            be->attention_forward(a.v<T>(y), a.v<float>(lse), a.v<T>(q), a.v<T>(kt) + k_off,
+                                  a.v<T>(vt) + v_off, sh, key(a, a.row0), a.workspace);
         };
         o.backward = [=](const OpArgs& a) {
-            be->attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y), a.v<T>(q),
-                                       a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, a.v<T>(y), a.v<float>(lse), sh,
-                                       key(a, a.row0), a.workspace);
+            be->attention_backward(a.g<T>(q), a.g<T>(kt) + k_off, a.g<T>(vt) + v_off, a.g<T>(y),
+                                   a.v<T>(q), a.v<T>(kt) + k_off, a.v<T>(vt) + v_off, a.v<T>(y),
+                                   a.v<float>(lse), sh, key(a, a.row0), a.workspace);
         };
         return y;
     }
@@ -234,11 +258,12 @@ private:
         ProgramOp& o = op("embedding", {ids}, {e}, {ids});
         o.bwd_workspace_bytes = be->embedding_backward_workspace(N);
         o.forward = [=](const OpArgs& a) {
-            be->embedding_forward(a.v<T>(e), a.v<std::int32_t>(ids), a.p<T>(wte), pos ? a.p<T>(wpe) : nullptr, N, S, H);
+            be->embedding_forward(a.v<T>(e), a.v<std::int32_t>(ids), a.p<T>(wte),
+                                  pos ? a.p<T>(wpe) : nullptr, N, S, H);
         };
         o.backward = [=](const OpArgs& a) {
-            be->embedding_backward(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e), a.v<std::int32_t>(ids), N, S, H,
-                                   a.workspace);
+            be->embedding_backward(a.dp<T>(wte), pos ? a.dp<T>(wpe) : nullptr, a.g<T>(e),
+                                   a.v<std::int32_t>(ids), N, S, H, a.workspace);
         };
         st().output = dropout("drop", e, m_.embd_dropout);
     }
@@ -255,15 +280,19 @@ private:
         const std::uint64_t H = m_.hidden;
         const int qkv = linear("attn.qkv", norm("ln_1", x), 3 * H, m_.attn_bias);
         const int ctx = attention(qkv, -1, -1);
-        const int proj = dropout("attn.resid_dropout", linear("attn.proj", ctx, H, m_.attn_bias), m_.resid_dropout);
+        const int proj = dropout("attn.resid_dropout", linear("attn.proj", ctx, H, m_.attn_bias),
+                                 m_.resid_dropout);
         const int r1 = add("residual_1", proj, x);
         const int fc = linear("mlp.fc", norm("ln_2", r1), m_.ffn, m_.mlp_bias);
         const std::uint64_t n = N_ * m_.ffn;
         const int g = act("mlp.gelu.out", m_.ffn);
         ProgramOp& o = op("mlp.gelu", {fc}, {g}, {fc});
         o.forward = [=](const OpArgs& a) { be->gelu_forward(a.v<T>(g), a.v<T>(fc), n); };
-        o.backward = [=](const OpArgs& a) { be->gelu_backward(a.g<T>(fc), a.g<T>(g), a.v<T>(fc), n); };
-        const int down = dropout("mlp.dropout", linear("mlp.proj", g, H, m_.mlp_bias), m_.resid_dropout);
+        o.backward = [=](const OpArgs& a) {
+            be->gelu_backward(a.g<T>(fc), a.g<T>(g), a.v<T>(fc), n);
+        };
+        const int down =
+            dropout("mlp.dropout", linear("mlp.proj", g, H, m_.mlp_bias), m_.resid_dropout);
         return add("residual_2", down, r1);
     }
 
@@ -282,7 +311,9 @@ private:
         const std::uint64_t n = N_ * m_.ffn;
         const int y = act("mlp.swiglu.out", m_.ffn);
         ProgramOp& o = op("mlp.swiglu", {gate, up}, {y}, {gate, up});
-        o.forward = [=](const OpArgs& a) { be->swiglu_forward(a.v<T>(y), a.v<T>(gate), a.v<T>(up), n); };
+        o.forward = [=](const OpArgs& a) {
+            be->swiglu_forward(a.v<T>(y), a.v<T>(gate), a.v<T>(up), n);
+        };
         o.backward = [=](const OpArgs& a) {
             be->swiglu_backward(a.g<T>(gate), a.g<T>(up), a.g<T>(y), a.v<T>(gate), a.v<T>(up), n);
         };
@@ -313,16 +344,18 @@ private:
         const int lse = stat("loss.lse", {N});
         // The loss is the mean over the global batch: each rank contributes its sum / (W*B*S).
         const double scale = 1.0 / static_cast<double>(s_.world * N);
-        ProgramOp& o = op("loss.cross_entropy", {logits, targets}, {loss, lse}, {logits, targets, lse});
+        ProgramOp& o =
+            op("loss.cross_entropy", {logits, targets}, {loss, lse}, {logits, targets, lse});
         o.forward = [=](const OpArgs& a) {
             const double sum = be->cross_entropy_forward(a.v<float>(lse), a.v<T>(logits),
-                                                             a.v<std::int32_t>(targets), N, V);
+                                                         a.v<std::int32_t>(targets), N, V);
             const float mean_part = static_cast<float>(sum * scale);
-            be->upload(a.v<float>(loss), &mean_part, sizeof mean_part);  // backend memory: never written by the host
+            be->upload(a.v<float>(loss), &mean_part,
+                       sizeof mean_part);  // backend memory: never written by the host
         };
         o.backward = [=](const OpArgs& a) {
-            be->cross_entropy_backward(a.g<T>(logits), a.v<T>(logits), a.v<float>(lse), a.v<std::int32_t>(targets),
-                                           N, V, static_cast<float>(scale));
+            be->cross_entropy_backward(a.g<T>(logits), a.v<T>(logits), a.v<float>(lse),
+                                       a.v<std::int32_t>(targets), N, V, static_cast<float>(scale));
         };
         st().output = loss;
     }
@@ -340,7 +373,8 @@ private:
 }  // namespace
 
 template <class T>
-Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend) {
+Model<T> build_model(const ModelConfig& m, const Shape& shape,
+                     std::shared_ptr<const Backend<T>> backend) {
     check_buildable(m, shape);
     Model<T> out;
     out.backend = std::move(backend);
@@ -348,8 +382,8 @@ Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<c
     return out;
 }
 
-void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit, std::uint64_t begin,
-                        std::uint64_t end, float* out) {
+void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit,
+                        std::uint64_t begin, std::uint64_t end, float* out) {
     for (const ParamSpec& s : u.params) {
         const std::uint64_t lo = std::max(begin, s.offset), hi = std::min(end, s.offset + s.numel);
         for (std::uint64_t j = lo; j < hi; ++j) {
@@ -357,15 +391,19 @@ void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t uni
             if (s.init == Init::normal) {
                 // Box-Muller on two counter-based uniforms.
                 const std::uint64_t stream = seed * 1000003ull + unit;
-                const double u1 = 1.0 - uniform01(seed, stream, 2 * j), u2 = uniform01(seed, stream, 2 * j + 1);
-                v = static_cast<float>(0.02 * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+                const double u1 = 1.0 - uniform01(seed, stream, 2 * j),
+                             u2 = uniform01(seed, stream, 2 * j + 1);
+                v = static_cast<float>(0.02 * std::sqrt(-2.0 * std::log(u1)) *
+                                       std::cos(2.0 * M_PI * u2));
             }
             out[j - begin] = v;
         }
     }
 }
 
-template Model<float> build_model<float>(const ModelConfig&, const Shape&, std::shared_ptr<const Backend<float>>);
-template Model<bf16> build_model<bf16>(const ModelConfig&, const Shape&, std::shared_ptr<const Backend<bf16>>);
+template Model<float> build_model<float>(const ModelConfig&, const Shape&,
+                                         std::shared_ptr<const Backend<float>>);
+template Model<bf16> build_model<bf16>(const ModelConfig&, const Shape&,
+                                       std::shared_ptr<const Backend<bf16>>);
 
 }  // namespace remat::rt

@@ -45,10 +45,22 @@ struct OpArgs {
     std::uint64_t row0 = 0;                    // global index of this rank's first sequence
     const std::int32_t* targets = nullptr;     // this rank's (B, S) next-token targets, on the host
 
-    template <class X> X* v(int t) const { return (*values)[t]->as<X>(); }
-    template <class X> X* g(int t) const { return (*grads)[t]->as<X>(); }
-    template <class X> const X* p(std::size_t offset) const { return static_cast<const X*>(params) + offset; }
-    template <class X> X* dp(std::size_t offset) const { return static_cast<X*>(dparams) + offset; }
+    template <class X>
+    X* v(int t) const {
+        return (*values)[t]->as<X>();
+    }
+    template <class X>
+    X* g(int t) const {
+        return (*grads)[t]->as<X>();
+    }
+    template <class X>
+    const X* p(std::size_t offset) const {
+        return static_cast<const X*>(params) + offset;
+    }
+    template <class X>
+    X* dp(std::size_t offset) const {
+        return static_cast<X*>(dparams) + offset;
+    }
 };
 
 struct ProgramOp {
@@ -79,10 +91,10 @@ struct UnitLayout {
 };
 
 struct Shape {
-    std::uint64_t batch = 1;  // B: sequences per rank
-    std::uint64_t seq = 1;    // S
-    std::uint64_t world = 1;  // W: for the loss scale (mean over the global batch)
-    std::uint64_t seed = 0;   // dropout
+    std::uint64_t batch = 1;                 // B: sequences per rank
+    std::uint64_t seq = 1;                   // S
+    std::uint64_t world = 1;                 // W: for the loss scale (mean over the global batch)
+    std::uint64_t seed = 0;                  // dropout
     Attention attention = Attention::flash;  // the attention core the blocks run
 };
 
@@ -90,19 +102,20 @@ struct Shape {
 template <class T>
 struct Model {
     std::vector<StageProgram> stages;
-    std::vector<UnitLayout> units;  // 0: embedding, final norm, head; k: block k
+    std::vector<UnitLayout> units;              // 0: embedding, final norm, head; k: block k
     std::shared_ptr<const Backend<T>> backend;  // what the ops call
 };
 
 // Throws InputError when the runtime cannot build m at this shape (check_buildable in
 // runtime/limits.hpp: architecture, rotary fraction, head size, context).
 template <class T>
-Model<T> build_model(const ModelConfig& m, const Shape& shape, std::shared_ptr<const Backend<T>> backend);
+Model<T> build_model(const ModelConfig& m, const Shape& shape,
+                     std::shared_ptr<const Backend<T>> backend);
 
 // Initial values of elements [begin, end) of a unit's flat parameters (GPT-2's: normal(0, 0.02)
 // weights, norm weights 1, biases 0) into out. Each element is a pure function of (seed, unit,
 // index), so a rank computes its shard alone and every W gives the same model.
-void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit, std::uint64_t begin,
-                        std::uint64_t end, float* out);
+void initial_parameters(const UnitLayout& u, std::uint64_t seed, std::size_t unit,
+                        std::uint64_t begin, std::uint64_t end, float* out);
 
 }  // namespace remat::rt

@@ -54,7 +54,8 @@ std::vector<T> random_values(std::mt19937_64& rng, std::size_t n) {
 }
 
 template <class T>
-void check_close(const char* what, const std::vector<T>& ref, const std::vector<T>& got, Tolerance tol) {
+void check_close(const char* what, const std::vector<T>& ref, const std::vector<T>& got,
+                 Tolerance tol) {
     REQUIRE(ref.size() == got.size());
     std::size_t failures = 0;
     for (std::size_t k = 0; k < ref.size(); ++k) {
@@ -63,7 +64,8 @@ void check_close(const char* what, const std::vector<T>& ref, const std::vector<
         if (!(std::abs(g - r) <= tol.atol + tol.rtol * std::abs(r)) && ++failures <= 5)
             FAIL_CHECK(what << "[" << k << "]: reference " << r << ", got " << g);
     }
-    CHECK_MESSAGE(failures == 0, what << ": " << failures << " of " << ref.size() << " elements off");
+    CHECK_MESSAGE(failures == 0,
+                  what << ": " << failures << " of " << ref.size() << " elements off");
 }
 
 // Where q, k and v lie in one buffer, as in kernels_test: either GPT-2's fused (B, S, 3*A*D)
@@ -73,7 +75,8 @@ struct AttentionLayout {
     AttentionShape shape;
     std::size_t q_offset, k_offset, v_offset, size;
 
-    AttentionLayout(std::size_t B, std::size_t S, std::size_t A, std::size_t KV, std::size_t D, bool fused) {
+    AttentionLayout(std::size_t B, std::size_t S, std::size_t A, std::size_t KV, std::size_t D,
+                    bool fused) {
         if (fused) {
             shape = {B, S, A, KV, D, 3 * A * D, 3 * A * D, 3 * A * D};
             q_offset = 0;
@@ -128,7 +131,8 @@ struct AttentionInputs {
 // The CPU kernels' scratch for a forward or a backward of shape s (both cores use the same).
 template <class T>
 std::vector<float> cpu_scratch(const AttentionShape& s) {
-    return std::vector<float>(std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
+    return std::vector<float>(
+        std::max(cpu::attention_forward_scratch<T>(s), cpu::attention_backward_scratch<T>(s)));
 }
 
 // The flash core's CPU results on one case: out, lse, and dx0 plus the gradients.
@@ -147,9 +151,10 @@ struct AttentionReference : AttentionInputs<T> {
         cpu::attention_forward<T>(out.data(), lse.data(), in + L.q_offset, in + L.k_offset,
                                   in + L.v_offset, s, c.dropout, scratch.data());
         dx = this->dx0;
-        cpu::attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
-                                   this->dout.data(), in + L.q_offset, in + L.k_offset,
-                                   in + L.v_offset, out.data(), lse.data(), s, c.dropout, scratch.data());
+        cpu::attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset,
+                                   dx.data() + L.v_offset, this->dout.data(), in + L.q_offset,
+                                   in + L.k_offset, in + L.v_offset, out.data(), lse.data(), s,
+                                   c.dropout, scratch.data());
     }
 };
 
@@ -169,18 +174,19 @@ struct EagerAttentionReference : AttentionInputs<T> {
         cpu::eager_attention_forward<T>(out.data(), probs.data(), in + L.q_offset, in + L.k_offset,
                                         in + L.v_offset, s, c.dropout, scratch.data());
         dx = this->dx0;
-        cpu::eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
-                                         this->dout.data(), in + L.q_offset, in + L.k_offset,
-                                         in + L.v_offset, probs.data(), s, c.dropout, scratch.data());
+        cpu::eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset,
+                                         dx.data() + L.v_offset, this->dout.data(), in + L.q_offset,
+                                         in + L.k_offset, in + L.v_offset, probs.data(), s,
+                                         c.dropout, scratch.data());
     }
 };
 
 // One line that names a case, for INFO() in the tests that loop over cases.
 inline std::string describe(const AttentionCase& c) {
     const AttentionShape& s = c.layout.shape;
-    return "B " + std::to_string(s.B) + " S " + std::to_string(s.S) + " A " + std::to_string(s.A) + " KV " +
-           std::to_string(s.KV) + " D " + std::to_string(s.D) + " q_stride " + std::to_string(s.q_stride) +
-           " dropout " + std::to_string(c.dropout.p);
+    return "B " + std::to_string(s.B) + " S " + std::to_string(s.S) + " A " + std::to_string(s.A) +
+           " KV " + std::to_string(s.KV) + " D " + std::to_string(s.D) + " q_stride " +
+           std::to_string(s.q_stride) + " dropout " + std::to_string(c.dropout.p);
 }
 
 }  // namespace remat::test

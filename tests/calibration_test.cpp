@@ -2,28 +2,29 @@
 // trip and its errors, step times by hand from hand-written rates, every planner path (evaluate,
 // the optimal planner's DP, pareto, max-batch, recommend) on the question's model, and the
 // preset model's figures unchanged without a file.
-#include <doctest/doctest.h>
+#include "planner/simulate/calibration.hpp"
 
+#include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
 
-#include "planner/simulate/calibration.hpp"
 #include "planner/config/error.hpp"
 #include "planner/search/pareto.hpp"
 #include "planner/search/recommend.hpp"
 #include "planner/search/search.hpp"
-#include "tools/cli_options.hpp"
 #include "tests/gemm_op.hpp"
+#include "tools/cli_options.hpp"
 
 using namespace remat;
 
 namespace {
 
 std::string temp_file(const std::string& name, const std::string& text) {
-    const auto dir = std::filesystem::temp_directory_path() / ("remat_calibration_test_" + std::to_string(::getpid()));
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("remat_calibration_test_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     const auto p = dir / name;
     std::ofstream(p) << text;
@@ -76,19 +77,25 @@ void check_equal(const Calibration& a, const Calibration& b) {
     CHECK(a.source == b.source);
     REQUIRE(a.fp32.has_value() == b.fp32.has_value());
     REQUIRE(a.bf16.has_value() == b.bf16.has_value());
-    if (a.fp32) CHECK((a.fp32->gemm_flops == b.fp32->gemm_flops && a.fp32->attention_flops == b.fp32->attention_flops));
-    if (a.bf16) CHECK((a.bf16->gemm_flops == b.bf16->gemm_flops && a.bf16->attention_flops == b.bf16->attention_flops));
+    if (a.fp32)
+        CHECK((a.fp32->gemm_flops == b.fp32->gemm_flops &&
+               a.fp32->attention_flops == b.fp32->attention_flops));
+    if (a.bf16)
+        CHECK((a.bf16->gemm_flops == b.bf16->gemm_flops &&
+               a.bf16->attention_flops == b.bf16->attention_flops));
     CHECK(a.memory_bandwidth == b.memory_bandwidth);
     CHECK(a.launch_s == b.launch_s);
     REQUIRE(a.measurements.size() == b.measurements.size());
     for (std::size_t k = 0; k < a.measurements.size(); ++k) {
         const auto &x = a.measurements[k], &y = b.measurements[k];
         CHECK((x.benchmark == y.benchmark && x.storage == y.storage && x.shape == y.shape));
-        CHECK((x.flops == y.flops && x.bytes == y.bytes && x.seconds == y.seconds && x.calls == y.calls));
+        CHECK((x.flops == y.flops && x.bytes == y.bytes && x.seconds == y.seconds &&
+               x.calls == y.calls));
     }
 }
 
-Question question(const std::string& model, const std::string& calibration, const std::string& precision = "bf16-mixed") {
+Question question(const std::string& model, const std::string& calibration,
+                  const std::string& precision = "bf16-mixed") {
     cli::CommonArgs a;
     a.model = model;
     a.precision = precision;
@@ -101,216 +108,263 @@ using op_fixtures::gemm;
 }  // namespace
 
 TEST_SUITE("calibration") {
-TEST_CASE("calibration::the JSON file round-trips") {
-    SUBCASE("both storage rows and the measurements") {
-        const Calibration c = sample_calibration();
-        check_equal(calibration_from_json(calibration_json(c), "memory"), c);
-        const std::string path = temp_file("round_trip.json", "");
-        save_calibration(c, path);
-        check_equal(load_calibration(path), c);
-    }
-    SUBCASE("one row, no measurements") {
-        Calibration c = sample_calibration();
-        c.fp32.reset();
-        c.measurements.clear();
-        const std::string path = temp_file("one_row.json", "");
-        save_calibration(c, path);
-        check_equal(load_calibration(path), c);
-    }
-    SUBCASE("a hand-written file without source or measurements") {
-        const Calibration c = load_calibration(temp_file("hand.json", k_hand_written));
-        CHECK(c.bf16->gemm_flops == k_gemm);
-        CHECK(c.fp32->attention_flops == k_attention_fp32);
-        CHECK(c.launch_s == k_launch);
-        CHECK(c.measurements.empty());
-    }
-}
-
-TEST_CASE("calibration::a bad file is one InputError that names the file and the fix") {
-    const std::string good = k_hand_written;
-    auto with = [&](const std::string& from, const std::string& to) {
-        std::string t = good;
-        t.replace(t.find(from), from.size(), to);
-        return t;
-    };
-    const std::vector<std::pair<std::string, std::string>> cases = {
-        {"{\"format\": ", "malformed JSON"},
-        {"{\"gemm_flops\": 1}", "not a remat calibration file"},
-        {with("\"backend\": \"cuda\",", ""), "\"backend\" is missing"},
-        {with("\"gemm_flops\": 400e12", "\"gemm_flops\": -4"), "\"bf16.gemm_flops\" must be a positive number of FLOP/s, not -4"},
-        {with("\"gemm_flops\": 400e12", "\"gemm_flops\": \"fast\""), "\"bf16.gemm_flops\" must be a positive number"},
-        {with("\"gemm_flops\": 400e12", "\"gemm_flop\": 400e12"), "\"bf16.gemm_flops\" is missing"},
-        {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"lanch_s\": 1"), "unknown key \"lanch_s\""},
-        {with("\"memory_bandwidth_bytes_per_s\": 2e12", "\"memory_bandwidth_bytes_per_s\": 0"),
-         "\"memory_bandwidth_bytes_per_s\" must be a positive number of bytes/s"},
-        {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"measurements\": {}"), "\"measurements\" must be an array"},
-        // Finite but absurd: each made every step time infinite (fuzz_calibration regressions).
-        {with("\"gemm_flops\": 400e12", "\"gemm_flops\": 1e-300"), "\"bf16.gemm_flops\" must be at least 1 FLOP/s, not 1e-300"},
-        {with("\"memory_bandwidth_bytes_per_s\": 2e12", "\"memory_bandwidth_bytes_per_s\": 0.5"),
-         "\"memory_bandwidth_bytes_per_s\" must be at least 1 bytes/s, not 0.5"},
-        {with("\"launch_s\": 10e-6", "\"launch_s\": 1e307"), "\"launch_s\" must be at most 1 second, not 1e+307"},
-        // An unknown key is named with JSON's escapes: one line.
-        {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"a\\nb\": 1"), "unknown key \"a\\nb\""},
-        {with(R"("fp32": {"gemm_flops": 40e12, "attention_flops": 20e12},
-  "bf16": {"gemm_flops": 400e12, "attention_flops": 200e12},)", ""),
-         "no compute rates"},
-    };
-    SUBCASE("malformed, incomplete, misspelt or out of range") {
-        for (std::size_t k = 0; k < cases.size(); ++k) {
-            const std::string path = temp_file("bad" + std::to_string(k) + ".json", cases[k].first);
-            const std::string message = input_error([&] { load_calibration(path); });
-            CAPTURE(cases[k].first);
-            CHECK_MESSAGE(message.find(path) != std::string::npos, message);
-            CHECK_MESSAGE(message.find(cases[k].second) != std::string::npos, message);
-            CHECK_MESSAGE(message.find("remat calibrate") != std::string::npos, message);
-            CHECK_MESSAGE(message.find_first_of("\n\r") == std::string::npos, message);
+    TEST_CASE("calibration::the JSON file round-trips") {
+        SUBCASE("both storage rows and the measurements") {
+            const Calibration c = sample_calibration();
+            check_equal(calibration_from_json(calibration_json(c), "memory"), c);
+            const std::string path = temp_file("round_trip.json", "");
+            save_calibration(c, path);
+            check_equal(load_calibration(path), c);
+        }
+        SUBCASE("one row, no measurements") {
+            Calibration c = sample_calibration();
+            c.fp32.reset();
+            c.measurements.clear();
+            const std::string path = temp_file("one_row.json", "");
+            save_calibration(c, path);
+            check_equal(load_calibration(path), c);
+        }
+        SUBCASE("a hand-written file without source or measurements") {
+            const Calibration c = load_calibration(temp_file("hand.json", k_hand_written));
+            CHECK(c.bf16->gemm_flops == k_gemm);
+            CHECK(c.fp32->attention_flops == k_attention_fp32);
+            CHECK(c.launch_s == k_launch);
+            CHECK(c.measurements.empty());
         }
     }
-    SUBCASE("a file that is not there") {
-        const std::string message = input_error([] { load_calibration("/nonexistent/cal.json"); });
-        CHECK(message.find("cannot read calibration file '/nonexistent/cal.json'") != std::string::npos);
-        CHECK(message.find("remat calibrate --device cpu|cuda -o /nonexistent/cal.json") != std::string::npos);
-    }
-    SUBCASE("a precision whose storage row the file lacks") {
-        const std::string path = temp_file("fp32_only.json", with(R"("bf16": {"gemm_flops": 400e12, "attention_flops": 200e12},)", ""));
-        const std::string message = input_error([&] { question("gpt2", path, "fp16-mixed"); });
-        CHECK_MESSAGE(message == "--calibration '" + path + "' has no bf16 rates, which --precision fp16-mixed needs; "
-                                 "calibrate with --precision bf16-mixed, or plan with --precision fp32", message);
-        CHECK(input_error([&] { question("gpt2", path, "fp32"); }).empty());
-    }
-}
 
-TEST_CASE("calibration::measured rates replace peak × efficiency: llama2-7b q_proj by hand") {
-    const GpuSpec h100 = load_gpu("h100-80gb");
-    const StepTimeModel m = calibrated_model(load_calibration(temp_file("q_proj.json", k_hand_written)));
-    const Op q = gemm(4096, 4096, 4096);  // B = 1, S = 4096, H = 4096
-    // Forward: 2·4096³ = 137.439 GFLOP / 400 TFLOP/s = 343.597 µs; 3 × 4096² × 2 bytes =
-    // 100.663 MB / 2 TB/s = 50.332 µs; one launch, 10 µs: 403.929 µs.
-    CHECK(op_time_s(q, false, h100, Precision::bf16_mixed, m) * 1e6 == doctest::Approx(403.929).epsilon(1e-6));
-    // Backward: 274.878 GFLOP / 400 TFLOP/s = 687.195 µs; 201.327 MB / 2 TB/s = 100.663 µs;
-    // two launches, 20 µs: 807.858 µs.
-    CHECK(op_time_s(q, true, h100, Precision::bf16_mixed, m) * 1e6 == doctest::Approx(807.858).epsilon(1e-6));
-    // fp32 reads the fp32 row: 137.439 GFLOP / 40 TFLOP/s = 3435.974 µs (+ the same bytes'
-    // 50.332 µs, as this op's bytes are bf16-sized, + 10 µs).
-    CHECK(op_time_s(q, false, h100, Precision::fp32, m) * 1e6 == doctest::Approx(3496.306).epsilon(1e-6));
-    // Flash attention at its own rate: 4·A·D·S(S+1)/2 with A = 32, D = 128, S = 4096 is
-    // 137.473 GFLOP / 200 TFLOP/s = 687.363 µs, no bytes, one launch: 697.363 µs.
-    Op attention;
-    attention.op_class = OpClass::attention;
-    attention.fwd_flops = 4.0 * 32 * 128 * 4096.0 * 4097 / 2;
-    CHECK(op_time_s(attention, false, h100, Precision::bf16_mixed, m) * 1e6 == doctest::Approx(697.3625).epsilon(1e-6));
-    // A memory-class op's few FLOPs go at the GEMM rate: 8 per element of a 4096² layer norm is
-    // 134.218 MFLOP / 400 TFLOP/s = 0.336 µs, + 67.109 MB / 2 TB/s = 33.554 µs, + 10 µs.
-    Op norm;
-    norm.op_class = OpClass::memory;
-    norm.fwd_flops = 8.0 * 4096 * 4096;
-    norm.fwd_bytes = 2.0 * 2 * 4096 * 4096;
-    CHECK(op_time_s(norm, false, h100, Precision::bf16_mixed, m) * 1e6 == doctest::Approx(43.890).epsilon(1e-5));
-    // The optimizer streams 28 bytes per parameter at the measured bandwidth: 7e9 × 28 / 2 TB/s.
-    CHECK(optimizer_time_s(7'000'000'000, Optimizer::adamw, h100, m) == doctest::Approx(0.098).epsilon(1e-12));
-}
+    TEST_CASE("calibration::a bad file is one InputError that names the file and the fix") {
+        const std::string good = k_hand_written;
+        auto with = [&](const std::string& from, const std::string& to) {
+            std::string t = good;
+            t.replace(t.find(from), from.size(), to);
+            return t;
+        };
+        const std::vector<std::pair<std::string, std::string>> cases = {
+            {"{\"format\": ", "malformed JSON"},
+            {"{\"gemm_flops\": 1}", "not a remat calibration file"},
+            {with("\"backend\": \"cuda\",", ""), "\"backend\" is missing"},
+            {with("\"gemm_flops\": 400e12", "\"gemm_flops\": -4"),
+             "\"bf16.gemm_flops\" must be a positive number of FLOP/s, not -4"},
+            {with("\"gemm_flops\": 400e12", "\"gemm_flops\": \"fast\""),
+             "\"bf16.gemm_flops\" must be a positive number"},
+            {with("\"gemm_flops\": 400e12", "\"gemm_flop\": 400e12"),
+             "\"bf16.gemm_flops\" is missing"},
+            {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"lanch_s\": 1"),
+             "unknown key \"lanch_s\""},
+            {with("\"memory_bandwidth_bytes_per_s\": 2e12", "\"memory_bandwidth_bytes_per_s\": 0"),
+             "\"memory_bandwidth_bytes_per_s\" must be a positive number of bytes/s"},
+            {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"measurements\": {}"),
+             "\"measurements\" must be an array"},
+            // Finite but absurd: each made every step time infinite (fuzz_calibration regressions).
+            {with("\"gemm_flops\": 400e12", "\"gemm_flops\": 1e-300"),
+             "\"bf16.gemm_flops\" must be at least 1 FLOP/s, not 1e-300"},
+            {with("\"memory_bandwidth_bytes_per_s\": 2e12",
+                  "\"memory_bandwidth_bytes_per_s\": 0.5"),
+             "\"memory_bandwidth_bytes_per_s\" must be at least 1 bytes/s, not 0.5"},
+            {with("\"launch_s\": 10e-6", "\"launch_s\": 1e307"),
+             "\"launch_s\" must be at most 1 second, not 1e+307"},
+            // An unknown key is named with JSON's escapes: one line.
+            {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"a\\nb\": 1"),
+             "unknown key \"a\\nb\""},
+            {with(R"("fp32": {"gemm_flops": 40e12, "attention_flops": 20e12},
+  "bf16": {"gemm_flops": 400e12, "attention_flops": 200e12},)",
+                  ""),
+             "no compute rates"},
+        };
+        SUBCASE("malformed, incomplete, misspelt or out of range") {
+            for (std::size_t k = 0; k < cases.size(); ++k) {
+                const std::string path =
+                    temp_file("bad" + std::to_string(k) + ".json", cases[k].first);
+                const std::string message = input_error([&] { load_calibration(path); });
+                CAPTURE(cases[k].first);
+                CHECK_MESSAGE(message.find(path) != std::string::npos, message);
+                CHECK_MESSAGE(message.find(cases[k].second) != std::string::npos, message);
+                CHECK_MESSAGE(message.find("remat calibrate") != std::string::npos, message);
+                CHECK_MESSAGE(message.find_first_of("\n\r") == std::string::npos, message);
+            }
+        }
+        SUBCASE("a file that is not there") {
+            const std::string message =
+                input_error([] { load_calibration("/nonexistent/cal.json"); });
+            CHECK(message.find("cannot read calibration file '/nonexistent/cal.json'") !=
+                  std::string::npos);
+            CHECK(message.find("remat calibrate --device cpu|cuda -o /nonexistent/cal.json") !=
+                  std::string::npos);
+        }
+        SUBCASE("a precision whose storage row the file lacks") {
+            const std::string path = temp_file(
+                "fp32_only.json",
+                with(R"("bf16": {"gemm_flops": 400e12, "attention_flops": 200e12},)", ""));
+            const std::string message = input_error([&] { question("gpt2", path, "fp16-mixed"); });
+            CHECK_MESSAGE(
+                message ==
+                    "--calibration '" + path +
+                        "' has no bf16 rates, which --precision fp16-mixed needs; "
+                        "calibrate with --precision bf16-mixed, or plan with --precision fp32",
+                message);
+            CHECK(input_error([&] { question("gpt2", path, "fp32"); }).empty());
+        }
+    }
 
-TEST_CASE("calibration::a plan with a hand-written file: gpt2's step by hand") {
-    // gpt2, B = 1, S = 1024, bf16-mixed, DDP on one GPU, strategy none: every op runs forward
-    // once and backward once, then AdamW. With one rate R for GEMMs and attention (the file's
-    // attention rate set to its GEMM rate; memory-class FLOPs go at the GEMM rate anyway):
-    //   step = Σ (fwd_flops + bwd_flops) / R + (Σ (fwd_bytes + bwd_bytes) + 28·P) / bw + 3·n_ops·launch
-    const std::string text = R"({"format": "remat-calibration-1", "backend": "cuda", "device": "by hand",
+    TEST_CASE("calibration::measured rates replace peak × efficiency: llama2-7b q_proj by hand") {
+        const GpuSpec h100 = load_gpu("h100-80gb");
+        const StepTimeModel m =
+            calibrated_model(load_calibration(temp_file("q_proj.json", k_hand_written)));
+        const Op q = gemm(4096, 4096, 4096);  // B = 1, S = 4096, H = 4096
+        // Forward: 2·4096³ = 137.439 GFLOP / 400 TFLOP/s = 343.597 µs; 3 × 4096² × 2 bytes =
+        // 100.663 MB / 2 TB/s = 50.332 µs; one launch, 10 µs: 403.929 µs.
+        CHECK(op_time_s(q, false, h100, Precision::bf16_mixed, m) * 1e6 ==
+              doctest::Approx(403.929).epsilon(1e-6));
+        // Backward: 274.878 GFLOP / 400 TFLOP/s = 687.195 µs; 201.327 MB / 2 TB/s = 100.663 µs;
+        // two launches, 20 µs: 807.858 µs.
+        CHECK(op_time_s(q, true, h100, Precision::bf16_mixed, m) * 1e6 ==
+              doctest::Approx(807.858).epsilon(1e-6));
+        // fp32 reads the fp32 row: 137.439 GFLOP / 40 TFLOP/s = 3435.974 µs (+ the same bytes'
+        // 50.332 µs, as this op's bytes are bf16-sized, + 10 µs).
+        CHECK(op_time_s(q, false, h100, Precision::fp32, m) * 1e6 ==
+              doctest::Approx(3496.306).epsilon(1e-6));
+        // Flash attention at its own rate: 4·A·D·S(S+1)/2 with A = 32, D = 128, S = 4096 is
+        // 137.473 GFLOP / 200 TFLOP/s = 687.363 µs, no bytes, one launch: 697.363 µs.
+        Op attention;
+        attention.op_class = OpClass::attention;
+        attention.fwd_flops = 4.0 * 32 * 128 * 4096.0 * 4097 / 2;
+        CHECK(op_time_s(attention, false, h100, Precision::bf16_mixed, m) * 1e6 ==
+              doctest::Approx(697.3625).epsilon(1e-6));
+        // A memory-class op's few FLOPs go at the GEMM rate: 8 per element of a 4096² layer norm is
+        // 134.218 MFLOP / 400 TFLOP/s = 0.336 µs, + 67.109 MB / 2 TB/s = 33.554 µs, + 10 µs.
+        Op norm;
+        norm.op_class = OpClass::memory;
+        norm.fwd_flops = 8.0 * 4096 * 4096;
+        norm.fwd_bytes = 2.0 * 2 * 4096 * 4096;
+        CHECK(op_time_s(norm, false, h100, Precision::bf16_mixed, m) * 1e6 ==
+              doctest::Approx(43.890).epsilon(1e-5));
+        // The optimizer streams 28 bytes per parameter at the measured bandwidth: 7e9 × 28 / 2
+        // TB/s.
+        CHECK(optimizer_time_s(7'000'000'000, Optimizer::adamw, h100, m) ==
+              doctest::Approx(0.098).epsilon(1e-12));
+    }
+
+    TEST_CASE("calibration::a plan with a hand-written file: gpt2's step by hand") {
+        // gpt2, B = 1, S = 1024, bf16-mixed, DDP on one GPU, strategy none: every op runs forward
+        // once and backward once, then AdamW. With one rate R for GEMMs and attention (the file's
+        // attention rate set to its GEMM rate; memory-class FLOPs go at the GEMM rate anyway):
+        //   step = Σ (fwd_flops + bwd_flops) / R + (Σ (fwd_bytes + bwd_bytes) + 28·P) / bw +
+        //   3·n_ops·launch
+        const std::string text =
+            R"({"format": "remat-calibration-1", "backend": "cuda", "device": "by hand",
       "bf16": {"gemm_flops": 400e12, "attention_flops": 400e12},
       "memory_bandwidth_bytes_per_s": 2e12, "launch_s": 10e-6})";
-    const Question q = question("gpt2", temp_file("gpt2.json", text));
-    const Evaluation e = evaluate(q, parse_strategy("none"));
-    double flops = 0, bytes = 0, n_ops = 0;
-    for (const Stage& s : e.chain.stages) {
-        const StageGraph& g = e.chain.graphs[s.graph];
-        for (OpVertex v : g.order()) {
-            flops += g.op(v).fwd_flops + g.op(v).bwd_flops;
-            bytes += g.op(v).fwd_bytes + g.op(v).bwd_bytes;
-            ++n_ops;
+        const Question q = question("gpt2", temp_file("gpt2.json", text));
+        const Evaluation e = evaluate(q, parse_strategy("none"));
+        double flops = 0, bytes = 0, n_ops = 0;
+        for (const Stage& s : e.chain.stages) {
+            const StageGraph& g = e.chain.graphs[s.graph];
+            for (OpVertex v : g.order()) {
+                flops += g.op(v).fwd_flops + g.op(v).bwd_flops;
+                bytes += g.op(v).fwd_bytes + g.op(v).bwd_bytes;
+                ++n_ops;
+            }
         }
+        const double P = static_cast<double>(parameter_count(q.model));
+        const double by_hand =
+            flops / k_gemm + (bytes + 28 * P) / k_bandwidth + 3 * n_ops * k_launch;
+        CAPTURE(flops);
+        CAPTURE(bytes);
+        CAPTURE(n_ops);
+        CHECK(e.result.step_time_s == doctest::Approx(by_hand).epsilon(1e-12));
+        CHECK(e.result.tokens_per_s == doctest::Approx(1024 / by_hand).epsilon(1e-12));
+        // The preset's model gives another figure (0.01155 s, docs/step-time.md).
+        CHECK(e.result.step_time_s !=
+              doctest::Approx(
+                  evaluate(question("gpt2", ""), parse_strategy("none")).result.step_time_s));
     }
-    const double P = static_cast<double>(parameter_count(q.model));
-    const double by_hand = flops / k_gemm + (bytes + 28 * P) / k_bandwidth + 3 * n_ops * k_launch;
-    CAPTURE(flops);
-    CAPTURE(bytes);
-    CAPTURE(n_ops);
-    CHECK(e.result.step_time_s == doctest::Approx(by_hand).epsilon(1e-12));
-    CHECK(e.result.tokens_per_s == doctest::Approx(1024 / by_hand).epsilon(1e-12));
-    // The preset's model gives another figure (0.01155 s, docs/step-time.md).
-    CHECK(e.result.step_time_s != doctest::Approx(evaluate(question("gpt2", ""), parse_strategy("none")).result.step_time_s));
-}
 
-TEST_CASE("calibration::every planner path times with the question's model") {
-    const std::string path = temp_file("paths.json", k_hand_written);
-    Question q = question("gpt2", path);
-    q.context.capacity_bytes = 8ull << 30;  // tight enough for the strategies to differ
-    SUBCASE("the optimal planner's DP agrees with the replay") {
-        const Evaluation e = evaluate(q, parse_strategy("optimal"));
-        REQUIRE(e.plan.optimal.has_value());
-        CHECK(e.plan.optimal->step_time_s == doctest::Approx(e.result.step_time_s).epsilon(1e-12));
-    }
-    SUBCASE("pareto's points are replays under the calibration") {
-        const ParetoFrontier f = pareto_frontier(q);
-        REQUIRE(!f.points.empty());
-        // The last point keeps everything: none's step.
-        CHECK(f.points.back().step_time_s ==
-              doctest::Approx(evaluate(q, parse_strategy("none")).result.step_time_s).epsilon(1e-12));
-        // A heuristic's point is its replay, as `remat plan` gives it.
-        int heuristics = 0;
-        for (const ParetoPoint& p : f.points) {
-            if (p.source == "optimal") continue;
-            CAPTURE(p.source);
-            CHECK(p.step_time_s == doctest::Approx(evaluate(q, parse_strategy(p.source)).result.step_time_s).epsilon(1e-12));
-            ++heuristics;
+    TEST_CASE("calibration::every planner path times with the question's model") {
+        const std::string path = temp_file("paths.json", k_hand_written);
+        Question q = question("gpt2", path);
+        q.context.capacity_bytes = 8ull << 30;  // tight enough for the strategies to differ
+        SUBCASE("the optimal planner's DP agrees with the replay") {
+            const Evaluation e = evaluate(q, parse_strategy("optimal"));
+            REQUIRE(e.plan.optimal.has_value());
+            CHECK(e.plan.optimal->step_time_s ==
+                  doctest::Approx(e.result.step_time_s).epsilon(1e-12));
         }
-        CHECK(heuristics > 0);
+        SUBCASE("pareto's points are replays under the calibration") {
+            const ParetoFrontier f = pareto_frontier(q);
+            REQUIRE(!f.points.empty());
+            // The last point keeps everything: none's step.
+            CHECK(f.points.back().step_time_s ==
+                  doctest::Approx(evaluate(q, parse_strategy("none")).result.step_time_s)
+                      .epsilon(1e-12));
+            // A heuristic's point is its replay, as `remat plan` gives it.
+            int heuristics = 0;
+            for (const ParetoPoint& p : f.points) {
+                if (p.source == "optimal") continue;
+                CAPTURE(p.source);
+                CHECK(p.step_time_s ==
+                      doctest::Approx(evaluate(q, parse_strategy(p.source)).result.step_time_s)
+                          .epsilon(1e-12));
+                ++heuristics;
+            }
+            CHECK(heuristics > 0);
+        }
+        SUBCASE("max-batch") {
+            const MaxBatch m = max_micro_batch(q, parse_strategy("full"));
+            REQUIRE(m.max_micro_batch > 0);
+            Question at = q;
+            at.options.micro_batch = m.max_micro_batch;
+            CHECK(m.tokens_per_s ==
+                  doctest::Approx(evaluate(at, parse_strategy("full")).result.tokens_per_s)
+                      .epsilon(1e-12));
+        }
+        SUBCASE("recommend") {
+            Question rq = q;
+            rq.options.seq = 256;
+            const Recommendation r = recommend(rq, {std::uint64_t{64}, {}});
+            REQUIRE(!r.ranked.empty());
+            const Candidate& best = r.ranked.front();
+            Question at = rq;
+            at.options.micro_batch = best.micro_batch;
+            at.options.grad_accumulation = best.grad_accumulation;
+            at.context.offload_checkpoints = best.offload;
+            at.context.budget_bytes = r.budget_bytes;
+            CHECK(best.step_time_s ==
+                  doctest::Approx(evaluate(at, best.strategy).result.step_time_s).epsilon(1e-12));
+        }
     }
-    SUBCASE("max-batch") {
-        const MaxBatch m = max_micro_batch(q, parse_strategy("full"));
-        REQUIRE(m.max_micro_batch > 0);
-        Question at = q;
-        at.options.micro_batch = m.max_micro_batch;
-        CHECK(m.tokens_per_s == doctest::Approx(evaluate(at, parse_strategy("full")).result.tokens_per_s).epsilon(1e-12));
-    }
-    SUBCASE("recommend") {
-        Question rq = q;
-        rq.options.seq = 256;
-        const Recommendation r = recommend(rq, {std::uint64_t{64}, {}});
-        REQUIRE(!r.ranked.empty());
-        const Candidate& best = r.ranked.front();
-        Question at = rq;
-        at.options.micro_batch = best.micro_batch;
-        at.options.grad_accumulation = best.grad_accumulation;
-        at.context.offload_checkpoints = best.offload;
-        at.context.budget_bytes = r.budget_bytes;
-        CHECK(best.step_time_s == doctest::Approx(evaluate(at, best.strategy).result.step_time_s).epsilon(1e-12));
-    }
-}
 
-TEST_CASE("calibration::without a file every figure is the preset model's (docs/step-time.md)") {
-    const Question q = question("llama2-7b", "");
-    const StepTimeModel m = q.context.time_model, preset;
-    CHECK((!m.fp32_measured && !m.bf16_measured && !m.measured_bandwidth));
-    CHECK((m.gemm_efficiency == preset.gemm_efficiency && m.attention_efficiency == preset.attention_efficiency &&
-           m.memory_efficiency == preset.memory_efficiency && m.launch_s == preset.launch_s));
-    // The tables of docs/step-time.md, written before calibrations existed.
-    auto tokens = [](const std::string& model, const std::string& precision, std::uint64_t B, const std::string& strategy) {
-        cli::CommonArgs a;
-        a.model = model;
-        a.precision = precision;
-        a.micro_batch = static_cast<std::int64_t>(B);
-        if (model == "llama2-7b") {
-            a.seq = 4096;
-            a.sharding = "fsdp";
-            a.world_size = 8;
-        }
-        return evaluate(cli::make_question(a), parse_strategy(strategy)).result.tokens_per_s;
-    };
-    CHECK(tokens("llama2-7b", "bf16-mixed", 1, "none") == doctest::Approx(9332.994).epsilon(1e-6));
-    CHECK(tokens("llama2-7b", "bf16-mixed", 1, "selective") == doctest::Approx(9110.123).epsilon(1e-6));
-    CHECK(tokens("llama2-7b", "bf16-mixed", 1, "full") == doctest::Approx(7089.948).epsilon(1e-6));
-    CHECK(tokens("llama2-7b", "fp32", 1, "none") == doctest::Approx(1094.638).epsilon(1e-6));
-    CHECK(tokens("gpt2", "bf16-mixed", 1, "none") == doctest::Approx(88652.574).epsilon(1e-6));
-    CHECK(tokens("gpt2", "bf16-mixed", 32, "none") == doctest::Approx(152697.521).epsilon(1e-6));
-}
+    TEST_CASE(
+        "calibration::without a file every figure is the preset model's (docs/step-time.md)") {
+        const Question q = question("llama2-7b", "");
+        const StepTimeModel m = q.context.time_model, preset;
+        CHECK((!m.fp32_measured && !m.bf16_measured && !m.measured_bandwidth));
+        CHECK((m.gemm_efficiency == preset.gemm_efficiency &&
+               m.attention_efficiency == preset.attention_efficiency &&
+               m.memory_efficiency == preset.memory_efficiency && m.launch_s == preset.launch_s));
+        // The tables of docs/step-time.md, written before calibrations existed.
+        auto tokens = [](const std::string& model, const std::string& precision, std::uint64_t B,
+                         const std::string& strategy) {
+            cli::CommonArgs a;
+            a.model = model;
+            a.precision = precision;
+            a.micro_batch = static_cast<std::int64_t>(B);
+            if (model == "llama2-7b") {
+                a.seq = 4096;
+                a.sharding = "fsdp";
+                a.world_size = 8;
+            }
+            return evaluate(cli::make_question(a), parse_strategy(strategy)).result.tokens_per_s;
+        };
+        CHECK(tokens("llama2-7b", "bf16-mixed", 1, "none") ==
+              doctest::Approx(9332.994).epsilon(1e-6));
+        CHECK(tokens("llama2-7b", "bf16-mixed", 1, "selective") ==
+              doctest::Approx(9110.123).epsilon(1e-6));
+        CHECK(tokens("llama2-7b", "bf16-mixed", 1, "full") ==
+              doctest::Approx(7089.948).epsilon(1e-6));
+        CHECK(tokens("llama2-7b", "fp32", 1, "none") == doctest::Approx(1094.638).epsilon(1e-6));
+        CHECK(tokens("gpt2", "bf16-mixed", 1, "none") == doctest::Approx(88652.574).epsilon(1e-6));
+        CHECK(tokens("gpt2", "bf16-mixed", 32, "none") ==
+              doctest::Approx(152697.521).epsilon(1e-6));
+    }
 }

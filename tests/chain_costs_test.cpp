@@ -5,13 +5,13 @@
 // family's grammar, independently of the planner's own code. Both walk a stage's ops with the
 // same walk (planner/simulate/stage_walk.hpp); what this holds equal is the counting around it:
 // the costs relative to an action's start, and the progress terms, against the replay's ledger.
-#include <doctest/doctest.h>
+#include "planner/strategy/chain_costs.hpp"
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 
 #include <random>
 
-#include "planner/strategy/chain_costs.hpp"
 #include "planner/config/model.hpp"
 #include "planner/simulate/simulate.hpp"
 
@@ -26,7 +26,9 @@ struct FamilyGenerator {
     Schedule out;
 
     bool coin(int one_in) { return std::uniform_int_distribution<int>(0, one_in - 1)(rng) == 0; }
-    std::size_t pick(std::size_t lo, std::size_t hi) { return std::uniform_int_distribution<std::size_t>(lo, hi)(rng); }
+    std::size_t pick(std::size_t lo, std::size_t hi) {
+        return std::uniform_int_distribution<std::size_t>(lo, hi)(rng);
+    }
     void act(ActionKind kind, std::size_t i, bool recompute, bool offload = false) {
         out.actions.push_back({kind, static_cast<std::uint32_t>(i), recompute, offload});
     }
@@ -64,22 +66,27 @@ Chain chain_for(const char* model, Profile prof, Precision p, Sharding sh, std::
 
 }  // namespace
 
-TEST_CASE("chain_costs::stage-level accounting equals the op-level replay on random schedules of the family") {
+TEST_CASE(
+    "chain_costs::stage-level accounting equals the op-level replay on random schedules of the "
+    "family") {
     const GpuSpec gpu = load_gpu("h100-80gb");
     std::mt19937_64 rng(20261122);
     int checked = 0, over_counted = 0;
     for (const char* model : {"tiny-gpt2", "tiny-llama", "gpt2"})
         for (Profile prof : {Profile::sdpa, Profile::hf_eager, Profile::megatron})
             for (Precision p : {Precision::fp32, Precision::bf16_mixed, Precision::bf16})
-                for (Sharding sh : {Sharding::none, Sharding::fsdp, Sharding::fsdp_grad_op, Sharding::zero1,
-                                    Sharding::zero2, Sharding::zero3, Sharding::megatron}) {
-                    const std::uint64_t w = sh == Sharding::none || sh == Sharding::megatron ? 1 : 4;
+                for (Sharding sh :
+                     {Sharding::none, Sharding::fsdp, Sharding::fsdp_grad_op, Sharding::zero1,
+                      Sharding::zero2, Sharding::zero3, Sharding::megatron}) {
+                    const std::uint64_t w =
+                        sh == Sharding::none || sh == Sharding::megatron ? 1 : 4;
                     // DDP with autocast: the planner's accounting holds checkpointed stages'
                     // weight copies to their backward, an upper bound of the replay.
                     const bool upper_bound = sh == Sharding::none && p == Precision::bf16_mixed;
                     for (int trial = 0; trial < 12; ++trial) {
                         // A third of the trials accumulate gradients over 3 micro-steps.
-                        const Chain c = chain_for(model, prof, p, sh, w, 2, 128, trial % 3 == 2 ? 3 : 1);
+                        const Chain c =
+                            chain_for(model, prof, p, sh, w, 2, 128, trial % 3 == 2 ? 3 : 1);
                         const ChainCosts k = chain_costs(c, gpu);
                         FamilyGenerator gen{k, rng, true, {}};
                         gen.seq(0, k.size() - 1, true);
@@ -89,9 +96,11 @@ TEST_CASE("chain_costs::stage-level accounting equals the op-level replay on ran
                         plan.keeps = keeps_of(plan.schedule, k.size());
                         const SimResult r = simulate(c, plan, gpu, Reserve{});
                         const CostsResult m = simulate_costs(k, plan.schedule);
-                        const CostsResult held = simulate_costs(k, plan.schedule, CastModel::held_to_backward);
-                        INFO(fmt::format("{} {} {} {} trial {} accumulation {}", model, profile_name(prof),
-                                         precision_name(p), sharding_name(sh), trial, c.options.grad_accumulation));
+                        const CostsResult held =
+                            simulate_costs(k, plan.schedule, CastModel::held_to_backward);
+                        INFO(fmt::format("{} {} {} {} trial {} accumulation {}", model,
+                                         profile_name(prof), precision_name(p), sharding_name(sh),
+                                         trial, c.options.grad_accumulation));
                         CHECK(m.allocator_peak_bytes == r.allocator_peak_bytes);
                         CHECK(k.casts_over_counted() == upper_bound);
                         if (upper_bound)
@@ -100,7 +109,8 @@ TEST_CASE("chain_costs::stage-level accounting equals the op-level replay on ran
                             CHECK(held.allocator_peak_bytes == r.allocator_peak_bytes);
                         over_counted += held.allocator_peak_bytes > r.allocator_peak_bytes;
                         CHECK(m.step_time_s == doctest::Approx(r.step_time_s).epsilon(1e-12));
-                        CHECK(m.recompute_flops == doctest::Approx(r.recompute_flops).epsilon(1e-12));
+                        CHECK(m.recompute_flops ==
+                              doctest::Approx(r.recompute_flops).epsilon(1e-12));
                         ++checked;
                     }
                 }

@@ -3,7 +3,6 @@
 // files (cli_test.cpp, cli_calibrate_test.cpp); REMAT_BINARY comes from tests/CMakeLists.txt.
 #pragma once
 #include <doctest/doctest.h>
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +29,8 @@ inline std::string slurp(const std::filesystem::path& p) {
 
 inline std::filesystem::path temp_dir() {
     static const auto dir = [] {
-        auto d = std::filesystem::temp_directory_path() / ("remat_cli_test_" + std::to_string(::getpid()));
+        auto d = std::filesystem::temp_directory_path() /
+                 ("remat_cli_test_" + std::to_string(::getpid()));
         std::filesystem::create_directories(d);
         return d;
     }();
@@ -39,7 +39,8 @@ inline std::filesystem::path temp_dir() {
 
 inline Run run_remat(const std::string& args) {
     const auto out = temp_dir() / "out.txt", err = temp_dir() / "err.txt";
-    const std::string cmd = std::string(REMAT_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
+    const std::string cmd =
+        std::string(REMAT_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
     const int status = std::system(cmd.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
 }

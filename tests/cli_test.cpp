@@ -1,16 +1,14 @@
 // The real `remat` binary: exit codes, one-line errors, --json documents.
 #include <doctest/doctest.h>
-
-#include <algorithm>
-
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,145 +17,163 @@
 using namespace cli_process;
 
 TEST_SUITE("cli") {
-TEST_CASE("cli::models lists the presets") {
-    const Run r = run_remat("models");
-    CHECK(r.code == 0);
-    for (const char* name : {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
-        CHECK(r.out.find(name) != std::string::npos);
-    const Run j = run_remat("models --json");
-    CHECK(nlohmann::json::parse(j.out).at("models").size() == 11);
-}
+    TEST_CASE("cli::models lists the presets") {
+        const Run r = run_remat("models");
+        CHECK(r.code == 0);
+        for (const char* name :
+             {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
+            CHECK(r.out.find(name) != std::string::npos);
+        const Run j = run_remat("models --json");
+        CHECK(nlohmann::json::parse(j.out).at("models").size() == 11);
+    }
 
-TEST_CASE("cli::plan --json has the documented fields") {
-    const Run r = run_remat("plan --model gpt2 --strategy sqrt --json");
-    REQUIRE(r.code == 0);
-    const auto j = nlohmann::json::parse(r.out);
-    for (const char* key : {"params", "peak_bytes", "capacity_bytes", "fits", "breakdown", "stages", "schedule",
-                            "recompute_flops", "step_time_s", "tokens_per_s", "timeline"})
-        CHECK_MESSAGE(j.contains(key), key);
-    for (const char* key : {"parameters_bytes", "gradients_bytes", "optimizer_bytes", "unsharded_parameters_bytes",
-                            "activations_bytes", "temporaries_bytes", "reserve_bytes"})
-        CHECK_MESSAGE(j.at("breakdown").contains(key), key);
-    CHECK(j.at("params") == 124439808);
-    CHECK(j.at("fits") == (j.at("peak_bytes") <= j.at("capacity_bytes")));
-    std::uint64_t sum = 0;
-    for (const auto& [k, v] : j.at("breakdown").items()) sum += v.get<std::uint64_t>();
-    CHECK(sum == j.at("peak_bytes").get<std::uint64_t>());
-    CHECK(j.at("stages").size() == 12 + 3);
-    CHECK(j.at("stages")[1].at("keeps") == "input");
-    CHECK(j.at("stages")[1].at("kind") == "block");
-    CHECK(j.at("stages")[0].at("kind") == "embedding");
-    CHECK(j.at("recompute_flops").get<double>() > 0);
-}
+    TEST_CASE("cli::plan --json has the documented fields") {
+        const Run r = run_remat("plan --model gpt2 --strategy sqrt --json");
+        REQUIRE(r.code == 0);
+        const auto j = nlohmann::json::parse(r.out);
+        for (const char* key :
+             {"params", "peak_bytes", "capacity_bytes", "fits", "breakdown", "stages", "schedule",
+              "recompute_flops", "step_time_s", "tokens_per_s", "timeline"})
+            CHECK_MESSAGE(j.contains(key), key);
+        for (const char* key : {"parameters_bytes", "gradients_bytes", "optimizer_bytes",
+                                "unsharded_parameters_bytes", "activations_bytes",
+                                "temporaries_bytes", "reserve_bytes"})
+            CHECK_MESSAGE(j.at("breakdown").contains(key), key);
+        CHECK(j.at("params") == 124439808);
+        CHECK(j.at("fits") == (j.at("peak_bytes") <= j.at("capacity_bytes")));
+        std::uint64_t sum = 0;
+        for (const auto& [k, v] : j.at("breakdown").items()) sum += v.get<std::uint64_t>();
+        CHECK(sum == j.at("peak_bytes").get<std::uint64_t>());
+        CHECK(j.at("stages").size() == 12 + 3);
+        CHECK(j.at("stages")[1].at("keeps") == "input");
+        CHECK(j.at("stages")[1].at("kind") == "block");
+        CHECK(j.at("stages")[0].at("kind") == "embedding");
+        CHECK(j.at("recompute_flops").get<double>() > 0);
+    }
 
-TEST_CASE("cli::a configuration that does not fit is an answer, not an error") {
-    const Run r = run_remat("plan --model llama2-70b --json");
-    CHECK(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out).at("fits") == false);
-    const Run h = run_remat("plan --model llama2-70b");
-    CHECK(h.out.find("DOES NOT FIT") != std::string::npos);
-}
+    TEST_CASE("cli::a configuration that does not fit is an answer, not an error") {
+        const Run r = run_remat("plan --model llama2-70b --json");
+        CHECK(r.code == 0);
+        CHECK(nlohmann::json::parse(r.out).at("fits") == false);
+        const Run h = run_remat("plan --model llama2-70b");
+        CHECK(h.out.find("DOES NOT FIT") != std::string::npos);
+    }
 
-TEST_CASE("cli::max-batch --json") {
-    const Run r = run_remat("max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies none,full --json");
-    REQUIRE(r.code == 0);
-    const auto j = nlohmann::json::parse(r.out);
-    REQUIRE(j.at("results").size() == 2);
-    CHECK(j.at("results")[0].at("strategy") == "none");
-    CHECK(j.at("results")[1].at("max_micro_batch").get<int>() > j.at("results")[0].at("max_micro_batch").get<int>());
-    CHECK(run_remat("max-batch --model llama2-70b --strategies full --json").out.find("\"max_micro_batch\": 0") != std::string::npos);
-}
+    TEST_CASE("cli::max-batch --json") {
+        const Run r = run_remat(
+            "max-batch --model llama2-7b --sharding fsdp --world-size 8 --strategies none,full "
+            "--json");
+        REQUIRE(r.code == 0);
+        const auto j = nlohmann::json::parse(r.out);
+        REQUIRE(j.at("results").size() == 2);
+        CHECK(j.at("results")[0].at("strategy") == "none");
+        CHECK(j.at("results")[1].at("max_micro_batch").get<int>() >
+              j.at("results")[0].at("max_micro_batch").get<int>());
+        CHECK(run_remat("max-batch --model llama2-70b --strategies full --json")
+                  .out.find("\"max_micro_batch\": 0") != std::string::npos);
+    }
 
-TEST_CASE("cli::plan reads a Hugging Face config.json by content") {
-    const auto path = write_temp("my-llama.json",
-                                 R"({"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 4,
+    TEST_CASE("cli::plan reads a Hugging Face config.json by content") {
+        const auto path =
+            write_temp("my-llama.json",
+                       R"({"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 4,
                                      "num_attention_heads": 16, "intermediate_size": 5632})");
-    const Run r = run_remat("plan --model " + path + " --seq 512 --json");
-    CHECK(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out).at("stages").size() == 7);
-}
+        const Run r = run_remat("plan --model " + path + " --seq 512 --json");
+        CHECK(r.code == 0);
+        CHECK(nlohmann::json::parse(r.out).at("stages").size() == 7);
+    }
 
-TEST_CASE("cli::a reserve may be zero") {
-    const Run r = run_remat("plan --model gpt2 --reserve-context 0 --reserve-workspace 0 --fragmentation 0 --json");
-    REQUIRE(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out).at("breakdown").at("reserve_bytes") == 0);
-}
+    TEST_CASE("cli::a reserve may be zero") {
+        const Run r = run_remat(
+            "plan --model gpt2 --reserve-context 0 --reserve-workspace 0 --fragmentation 0 --json");
+        REQUIRE(r.code == 0);
+        CHECK(nlohmann::json::parse(r.out).at("breakdown").at("reserve_bytes") == 0);
+    }
 
-// The eager core saves B * A * S * S probabilities per block where flash saves out and lse:
-// for gpt2 (12 layers, 12 heads) at B 1, S 1024 in bf16, 12 * 12 * 2 MiB = 288 MiB more before
-// what each saves of its own.
-TEST_CASE("cli::--attention eager keeps the probabilities, and recommend's args carry it") {
-    const auto flash = nlohmann::json::parse(run_remat("plan --model gpt2 --profile remat --json").out);
-    const Run r = run_remat("plan --model gpt2 --profile remat --attention eager --json");
-    REQUIRE(r.code == 0);
-    const auto eager = nlohmann::json::parse(r.out);
-    CHECK(eager.at("question").at("attention") == "eager");
-    CHECK(flash.at("question").at("attention") == "flash");
-    CHECK(eager.at("breakdown").at("activations_bytes").get<std::uint64_t>() >
-          flash.at("breakdown").at("activations_bytes").get<std::uint64_t>() + (200ull << 20));
-    const auto rec = nlohmann::json::parse(run_remat("recommend --model gpt2 --profile remat --attention eager --json").out);
-    const auto args = rec.at("best").at("args").get<std::vector<std::string>>();
-    CHECK(std::find(args.begin(), args.end(), "eager") != args.end());
-}
+    // The eager core saves B * A * S * S probabilities per block where flash saves out and lse:
+    // for gpt2 (12 layers, 12 heads) at B 1, S 1024 in bf16, 12 * 12 * 2 MiB = 288 MiB more before
+    // what each saves of its own.
+    TEST_CASE("cli::--attention eager keeps the probabilities, and recommend's args carry it") {
+        const auto flash =
+            nlohmann::json::parse(run_remat("plan --model gpt2 --profile remat --json").out);
+        const Run r = run_remat("plan --model gpt2 --profile remat --attention eager --json");
+        REQUIRE(r.code == 0);
+        const auto eager = nlohmann::json::parse(r.out);
+        CHECK(eager.at("question").at("attention") == "eager");
+        CHECK(flash.at("question").at("attention") == "flash");
+        CHECK(eager.at("breakdown").at("activations_bytes").get<std::uint64_t>() >
+              flash.at("breakdown").at("activations_bytes").get<std::uint64_t>() + (200ull << 20));
+        const auto rec = nlohmann::json::parse(
+            run_remat("recommend --model gpt2 --profile remat --attention eager --json").out);
+        const auto args = rec.at("best").at("args").get<std::vector<std::string>>();
+        CHECK(std::find(args.begin(), args.end(), "eager") != args.end());
+    }
 
-TEST_CASE("cli::--gpu-memory overrides the capacity") {
-    const auto j = nlohmann::json::parse(run_remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
-    CHECK(j.at("capacity_bytes") == 24ull << 30);
-}
+    TEST_CASE("cli::--gpu-memory overrides the capacity") {
+        const auto j =
+            nlohmann::json::parse(run_remat("plan --model gpt2 --gpu-memory 24GiB --json").out);
+        CHECK(j.at("capacity_bytes") == 24ull << 30);
+    }
 
-TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
-    check_rejected("plan --model lama2-7b", "llama2-7b");
-    check_rejected("plan --model gpt2 --gpu h100", "h100-80gb");
-    check_rejected("plan --model gpt2 --strategy sqr", "sqrt");
-    check_rejected("plan --model gpt2 --profile eager", "hf-eager");
-    check_rejected("plan --model gpt2 --profile remat --attention lazy", "eager");
-    check_rejected("plan --model gpt2 --attention eager", "applies to profiles remat and remat-cuda");
-    check_rejected("plan --model gpt2 --precision bf17", "bf16");
-    check_rejected("plan --model gpt2 --sharding zero4", "zero");
-    check_rejected("plan --model gpt2 --strategy every-0", "positive decimal integer");
-    check_rejected("plan --model gpt2 --strategy segments-13", "1 <= K <= 12");
-    check_rejected("plan --model gpt2 --micro-batch 0", "--micro-batch");
-    check_rejected("plan --model gpt2 --micro-batch -4", "--micro-batch");
-    check_rejected("plan --model gpt2 --seq 0", "--seq");
-    check_rejected("plan --model gpt2 --world-size 0", "--world-size");
-    check_rejected("plan --model gpt2 --gpu-memory 24XB", "--gpu-memory");
-    check_rejected("plan --model gpt2 --fragmentation 1.5", "--fragmentation");
-    check_rejected("plan --model gpt2 --no-such-option", "no-such-option");
-    check_rejected("plan --micro-batch 2", "--model");
-    check_rejected("plan --model gpt2 --strategy all", "unknown strategy");
-    check_rejected("dot --model gpt2 --json", "not JSON");
-    check_rejected("plan --model gpt2 --reserve-context -1MiB", "--reserve-context");
-    check_rejected("", "subcommand");
-    check_rejected("max-batch --model gpt2 --strategies none,,full", "empty name");
-    check_rejected("plan --model gpt2 --grad-accumulation 0", "--grad-accumulation");
-    check_rejected("plan --model gpt2 --strategy optimal --memory-slots -1", "--memory-slots");
-    check_rejected("plan --model gpt2 --memory-budget 1XB", "--memory-budget");
-    check_rejected("recommend --model gpt2 --micro-batch 4", "drop --micro-batch");
-    check_rejected("recommend --model gpt2 --world-size 2 --global-batch 7", "multiple of --world-size 2");
-    check_rejected("recommend --model gpt2 --global-batch 0", "--global-batch");
-    check_rejected("recommend --model gpt2 --global-batch 8 --grad-accumulation 2", "drop --grad-accumulation");
-    check_rejected("recommend --model gpt2 --offload-checkpoints", "drop --offload-checkpoints");
-    const auto bad = write_temp("bad.json", "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 768,,\n}\n");
-    check_rejected("plan --model " + bad, "bad.json:3:");
-    const auto odd = write_temp("odd.json", R"({"model_type": "gpt2", "n_embd": 770, "n_head": 12})");
-    check_rejected("plan --model " + odd, "not divisible");
-}
+    TEST_CASE("cli::invalid input is one line on stderr and exit code 2") {
+        check_rejected("plan --model lama2-7b", "llama2-7b");
+        check_rejected("plan --model gpt2 --gpu h100", "h100-80gb");
+        check_rejected("plan --model gpt2 --strategy sqr", "sqrt");
+        check_rejected("plan --model gpt2 --profile eager", "hf-eager");
+        check_rejected("plan --model gpt2 --profile remat --attention lazy", "eager");
+        check_rejected("plan --model gpt2 --attention eager",
+                       "applies to profiles remat and remat-cuda");
+        check_rejected("plan --model gpt2 --precision bf17", "bf16");
+        check_rejected("plan --model gpt2 --sharding zero4", "zero");
+        check_rejected("plan --model gpt2 --strategy every-0", "positive decimal integer");
+        check_rejected("plan --model gpt2 --strategy segments-13", "1 <= K <= 12");
+        check_rejected("plan --model gpt2 --micro-batch 0", "--micro-batch");
+        check_rejected("plan --model gpt2 --micro-batch -4", "--micro-batch");
+        check_rejected("plan --model gpt2 --seq 0", "--seq");
+        check_rejected("plan --model gpt2 --world-size 0", "--world-size");
+        check_rejected("plan --model gpt2 --gpu-memory 24XB", "--gpu-memory");
+        check_rejected("plan --model gpt2 --fragmentation 1.5", "--fragmentation");
+        check_rejected("plan --model gpt2 --no-such-option", "no-such-option");
+        check_rejected("plan --micro-batch 2", "--model");
+        check_rejected("plan --model gpt2 --strategy all", "unknown strategy");
+        check_rejected("dot --model gpt2 --json", "not JSON");
+        check_rejected("plan --model gpt2 --reserve-context -1MiB", "--reserve-context");
+        check_rejected("", "subcommand");
+        check_rejected("max-batch --model gpt2 --strategies none,,full", "empty name");
+        check_rejected("plan --model gpt2 --grad-accumulation 0", "--grad-accumulation");
+        check_rejected("plan --model gpt2 --strategy optimal --memory-slots -1", "--memory-slots");
+        check_rejected("plan --model gpt2 --memory-budget 1XB", "--memory-budget");
+        check_rejected("recommend --model gpt2 --micro-batch 4", "drop --micro-batch");
+        check_rejected("recommend --model gpt2 --world-size 2 --global-batch 7",
+                       "multiple of --world-size 2");
+        check_rejected("recommend --model gpt2 --global-batch 0", "--global-batch");
+        check_rejected("recommend --model gpt2 --global-batch 8 --grad-accumulation 2",
+                       "drop --grad-accumulation");
+        check_rejected("recommend --model gpt2 --offload-checkpoints",
+                       "drop --offload-checkpoints");
+        const auto bad =
+            write_temp("bad.json", "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 768,,\n}\n");
+        check_rejected("plan --model " + bad, "bad.json:3:");
+        const auto odd =
+            write_temp("odd.json", R"({"model_type": "gpt2", "n_embd": 770, "n_head": 12})");
+        check_rejected("plan --model " + odd, "not divisible");
+    }
 
-TEST_CASE("cli::--help teaches and exits 0") {
-    const Run r = run_remat("plan --help");
-    CHECK(r.code == 0);
-    CHECK(r.out.find("--strategy") != std::string::npos);
-    CHECK(r.out.find("--memory-budget") != std::string::npos);
-}
+    TEST_CASE("cli::--help teaches and exits 0") {
+        const Run r = run_remat("plan --help");
+        CHECK(r.code == 0);
+        CHECK(r.out.find("--strategy") != std::string::npos);
+        CHECK(r.out.find("--memory-budget") != std::string::npos);
+    }
 
-TEST_CASE("cli::dot writes DOT that Graphviz renders") {
-    const auto file = (temp_dir() / "plan.dot").string();
-    CHECK(run_remat("dot --model tiny-gpt2 --strategies none,sqrt -o " + file).code == 0);
-    const std::string text = slurp(file);
-    CHECK(text.find("digraph") != std::string::npos);
-    const std::string cmd = "dot -Tsvg " + file + " -o " + (temp_dir() / "plan.svg").string();
-    CHECK(std::system(cmd.c_str()) == 0);
-}
+    TEST_CASE("cli::dot writes DOT that Graphviz renders") {
+        const auto file = (temp_dir() / "plan.dot").string();
+        CHECK(run_remat("dot --model tiny-gpt2 --strategies none,sqrt -o " + file).code == 0);
+        const std::string text = slurp(file);
+        CHECK(text.find("digraph") != std::string::npos);
+        const std::string cmd = "dot -Tsvg " + file + " -o " + (temp_dir() / "plan.svg").string();
+        CHECK(std::system(cmd.c_str()) == 0);
+    }
 }
 
 namespace {
@@ -180,27 +196,36 @@ TEST_CASE("cli::pareto --json: a frontier from the leanest schedule to no recomp
     const auto& points = j.at("points");
     REQUIRE(points.size() > 5);
     for (std::size_t i = 1; i < points.size(); ++i) {
-        CHECK(points[i].at("peak_bytes").get<std::uint64_t>() > points[i - 1].at("peak_bytes").get<std::uint64_t>());
-        CHECK(points[i].at("step_time_s").get<double>() < points[i - 1].at("step_time_s").get<double>());
+        CHECK(points[i].at("peak_bytes").get<std::uint64_t>() >
+              points[i - 1].at("peak_bytes").get<std::uint64_t>());
+        CHECK(points[i].at("step_time_s").get<double>() <
+              points[i - 1].at("step_time_s").get<double>());
     }
     CHECK(points.back().at("recompute_flops").get<double>() == 0);
     const auto none = nlohmann::json::parse(run_remat("plan " + q + " --strategy none --json").out);
-    CHECK(points.back().at("step_time_s").get<double>() == doctest::Approx(none.at("step_time_s").get<double>()));
+    CHECK(points.back().at("step_time_s").get<double>() ==
+          doctest::Approx(none.at("step_time_s").get<double>()));
     const auto full = nlohmann::json::parse(run_remat("plan " + q + " --strategy full --json").out);
-    CHECK(points.front().at("peak_bytes").get<std::uint64_t>() <= full.at("peak_bytes").get<std::uint64_t>());
+    CHECK(points.front().at("peak_bytes").get<std::uint64_t>() <=
+          full.at("peak_bytes").get<std::uint64_t>());
     // Any point's budget gives optimal a plan at least as fast within that budget.
     for (std::size_t i : {std::size_t{0}, points.size() / 2, points.size() - 1}) {
         const auto peak = points[i].at("peak_bytes").get<std::uint64_t>();
-        const auto o = nlohmann::json::parse(
-            run_remat("plan " + q + " --strategy optimal --memory-budget " + std::to_string(peak) + "B --json").out);
+        const auto o =
+            nlohmann::json::parse(run_remat("plan " + q + " --strategy optimal --memory-budget " +
+                                            std::to_string(peak) + "B --json")
+                                      .out);
         CHECK(o.at("peak_bytes").get<std::uint64_t>() <= peak);
-        CHECK(o.at("step_time_s").get<double>() <= points[i].at("step_time_s").get<double>() * (1 + 1e-12));
+        CHECK(o.at("step_time_s").get<double>() <=
+              points[i].at("step_time_s").get<double>() * (1 + 1e-12));
     }
     const Run text = run_remat("pareto " + q);
     CHECK(text.out.find("non-dominated") != std::string::npos);
 }
 
-TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args reproduce it with remat plan") {
+TEST_CASE(
+    "cli::recommend --json: the best fits, ranks first, and its args reproduce it with remat "
+    "plan") {
     const Run r = run_remat("recommend --model gpt2 --gpu-memory 16GiB --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
@@ -209,7 +234,9 @@ TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args repro
     CHECK(j.at("best") == c[0]);
     for (std::size_t i = 0; i < c.size(); ++i) {
         CHECK(c[i].at("peak_bytes").get<std::uint64_t>() <= 16ull << 30);
-        if (i) CHECK(c[i].at("tokens_per_s").get<double>() <= c[i - 1].at("tokens_per_s").get<double>());
+        if (i)
+            CHECK(c[i].at("tokens_per_s").get<double>() <=
+                  c[i - 1].at("tokens_per_s").get<double>());
     }
     std::set<std::string> strategies;
     for (const auto& x : c) strategies.insert(x.at("strategy").get<std::string>());
@@ -218,20 +245,25 @@ TEST_CASE("cli::recommend --json: the best fits, ranks first, and its args repro
     for (std::size_t i : {std::size_t{0}, c.size() / 2, c.size() - 1}) {
         const auto p = plan_json_of(c[i].at("args").get<std::vector<std::string>>());
         CHECK(p.at("peak_bytes") == c[i].at("peak_bytes"));
-        CHECK(p.at("tokens_per_s").get<double>() == doctest::Approx(c[i].at("tokens_per_s").get<double>()));
+        CHECK(p.at("tokens_per_s").get<double>() ==
+              doctest::Approx(c[i].at("tokens_per_s").get<double>()));
         CHECK(p.at("strategy") == c[i].at("strategy"));
     }
     // A larger micro-batch of the same strategy raises tokens/s while nothing is recomputed.
     double previous = 0;
     for (int b : {1, 2, 4, 8}) {
-        const auto p = nlohmann::json::parse(run_remat("plan --model gpt2 --strategy none --json --micro-batch " + std::to_string(b)).out);
+        const auto p = nlohmann::json::parse(
+            run_remat("plan --model gpt2 --strategy none --json --micro-batch " + std::to_string(b))
+                .out);
         CHECK(p.at("tokens_per_s").get<double>() > previous);
         previous = p.at("tokens_per_s").get<double>();
     }
 }
 
 TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
-    const Run r = run_remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB --json");
+    const Run r = run_remat(
+        "recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB "
+        "--json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     REQUIRE(!j.at("candidates").empty());
@@ -241,17 +273,21 @@ TEST_CASE("cli::recommend --global-batch accumulates gradients to reach it") {
     const auto p = plan_json_of(best.at("args").get<std::vector<std::string>>());
     CHECK(p.at("peak_bytes") == best.at("peak_bytes"));
     CHECK(p.at("question").at("grad_accumulation") == best.at("grad_accumulation"));
-    const Run text = run_remat("recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory 8GiB");
+    const Run text = run_remat(
+        "recommend --model gpt2 --sharding fsdp --world-size 4 --global-batch 64 --gpu-memory "
+        "8GiB");
     CHECK(text.out.find("reproduce the best") != std::string::npos);
 }
 
 TEST_CASE("cli::run --json holds measured against predicted") {
-    const Run r = run_remat("run --model tiny-gpt2 --seq 32 --micro-batch 2 --world-size 2 --strategy sqrt "
-                        "--check-gradients --json");
+    const Run r = run_remat(
+        "run --model tiny-gpt2 --seq 32 --micro-batch 2 --world-size 2 --strategy sqrt "
+        "--check-gradients --json");
     REQUIRE(r.code == 0);
     const auto j = nlohmann::json::parse(r.out);
     REQUIRE(j["ranks"].size() == 2);
-    for (const auto& rank : j["ranks"]) CHECK(rank["measured_peak_bytes"] == rank["predicted_peak_bytes"]);
+    for (const auto& rank : j["ranks"])
+        CHECK(rank["measured_peak_bytes"] == rank["predicted_peak_bytes"]);
     CHECK(j["timeline"].size() > 5);
     CHECK(j["timeline"].back()["action"] == "optimizer");
     for (const auto& a : j["timeline"]) CHECK(a["measured_bytes"] == a["predicted_bytes"]);
@@ -264,13 +300,15 @@ TEST_CASE("cli::run --json holds measured against predicted") {
 }
 
 TEST_CASE("cli::run past --memory-cap is one line and exit code 3") {
-    const Run r = run_remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB");
+    const Run r = run_remat(
+        "run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB");
     CHECK(r.code == 3);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.find("out of memory: ") != std::string::npos);
     CHECK(r.err.find("cap 41943040 bytes (--memory-cap)") != std::string::npos);
     CHECK(r.err.find(", op ") != std::string::npos);
-    const Run j = run_remat("run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB --json");
+    const Run j = run_remat(
+        "run --model tiny-gpt2 --seq 128 --micro-batch 5 --world-size 2 --memory-cap 40MiB --json");
     CHECK(j.code == 3);
     CHECK(nlohmann::json::parse(j.out)["oom"]["cap_bytes"] == 41943040);
 }
@@ -295,8 +333,11 @@ TEST_CASE("cli::run and validate reject what the runtime does not execute") {
 
 TEST_CASE("cli::validate sweeps and writes JSON") {
     const auto out = (temp_dir() / "validation.json").string();
-    const Run r = run_remat("validate --models tiny-llama --strategies none,optimal --micro-batches 1 --world-sizes 1,2 "
-                        "--precisions bf16-mixed --seqs 32 -o " + out);
+    const Run r = run_remat(
+        "validate --models tiny-llama --strategies none,optimal --micro-batches 1 --world-sizes "
+        "1,2 "
+        "--precisions bf16-mixed --seqs 32 -o " +
+        out);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("4 runs; worst relative error 0.000%") != std::string::npos);
     const auto j = nlohmann::json::parse(slurp(out));

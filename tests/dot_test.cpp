@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "planner/chain/chain.hpp"
+#include "planner/config/model.hpp"
+#include "planner/config/units.hpp"
 #include "planner/simulate/gpu.hpp"
 #include "planner/simulate/memory.hpp"
-#include "planner/config/model.hpp"
 #include "planner/strategy/strategy.hpp"
-#include "planner/config/units.hpp"
 
 namespace {
 

@@ -36,7 +36,8 @@ struct ThreadedBlock {
 
 // Runs program(block, tile, row, smem) over the grid (tiles x rows), one tile at a time.
 template <class Program>
-void run_grid(std::size_t tiles, std::size_t rows, std::size_t smem_bytes, int threads, Program program) {
+void run_grid(std::size_t tiles, std::size_t rows, std::size_t smem_bytes, int threads,
+              Program program) {
     std::vector<unsigned char> smem(smem_bytes);
     for (std::size_t row = 0; row < rows; ++row) {
         for (std::size_t tile = 0; tile < tiles; ++tile) {
@@ -48,7 +49,9 @@ void run_grid(std::size_t tiles, std::size_t rows, std::size_t smem_bytes, int t
             std::barrier<> barrier(threads);
             std::vector<std::jthread> pool;
             for (int t = 0; t < threads; ++t)
-                pool.emplace_back([&, t] { program(ThreadedBlock{t, threads, &barrier}, tile, row, smem.data()); });
+                pool.emplace_back([&, t] {
+                    program(ThreadedBlock{t, threads, &barrier}, tile, row, smem.data());
+                });
         }
     }
 }
@@ -69,10 +72,16 @@ void check_case(const AttentionCase& c, int threads, flash::Tiles tiles = {}) {
 
     std::vector<T> out(L.out_size());
     std::vector<float> lse(L.lse_size());
-    const flash::ForwardArgs<T> f{out.data(), lse.data(), ref.x.data() + L.q_offset, ref.x.data() + L.k_offset,
-                                  ref.x.data() + L.v_offset, s, c.dropout, tiles};
-    run_grid(ceil_div(s.S, tiles.rows), s.B * s.A, flash::ForwardLayout(D, sizeof(T), tiles).bytes, threads,
-             [&](const auto& blk, std::size_t tile, std::size_t bh, unsigned char* smem) {
+    const flash::ForwardArgs<T> f{out.data(),
+                                  lse.data(),
+                                  ref.x.data() + L.q_offset,
+                                  ref.x.data() + L.k_offset,
+                                  ref.x.data() + L.v_offset,
+                                  s,
+                                  c.dropout,
+                                  tiles};
+    run_grid(ceil_div(s.S, tiles.rows), s.B * s.A, flash::ForwardLayout(D, sizeof(T), tiles).bytes,
+             threads, [&](const auto& blk, std::size_t tile, std::size_t bh, unsigned char* smem) {
                  flash::forward_tile(blk, product, f, tile, bh, smem);
              });
     check_close("out", ref.out, out, tolerance<T>());
@@ -82,16 +91,26 @@ void check_case(const AttentionCase& c, int threads, flash::Tiles tiles = {}) {
     // The backward reads the CPU's out and lse, so that it is judged on its own.
     std::vector<T> dx = ref.dx0;
     std::vector<float> delta(L.lse_size(), std::nanf(""));
-    const flash::BackwardArgs<T> g{dx.data() + L.q_offset,    dx.data() + L.k_offset,    dx.data() + L.v_offset,
-                                   ref.dout.data(),           ref.x.data() + L.q_offset, ref.x.data() + L.k_offset,
-                                   ref.x.data() + L.v_offset, ref.out.data(),            ref.lse.data(),
-                                   delta.data(),              s,                         c.dropout,
+    const flash::BackwardArgs<T> g{dx.data() + L.q_offset,
+                                   dx.data() + L.k_offset,
+                                   dx.data() + L.v_offset,
+                                   ref.dout.data(),
+                                   ref.x.data() + L.q_offset,
+                                   ref.x.data() + L.k_offset,
+                                   ref.x.data() + L.v_offset,
+                                   ref.out.data(),
+                                   ref.lse.data(),
+                                   delta.data(),
+                                   s,
+                                   c.dropout,
                                    tiles};
-    run_grid(ceil_div(s.S, tiles.rows), s.B * s.A, flash::BackwardLayout(D, sizeof(T), tiles, false).bytes, threads,
+    run_grid(ceil_div(s.S, tiles.rows), s.B * s.A,
+             flash::BackwardLayout(D, sizeof(T), tiles, false).bytes, threads,
              [&](const auto& blk, std::size_t tile, std::size_t bh, unsigned char* smem) {
                  flash::dq_tile(blk, product, g, tile, bh, smem);
              });
-    run_grid(ceil_div(s.S, tiles.cols), s.B * s.KV, flash::BackwardLayout(D, sizeof(T), tiles, true).bytes, threads,
+    run_grid(ceil_div(s.S, tiles.cols), s.B * s.KV,
+             flash::BackwardLayout(D, sizeof(T), tiles, true).bytes, threads,
              [&](const auto& blk, std::size_t tile, std::size_t bkv, unsigned char* smem) {
                  flash::dkv_tile(blk, product, g, tile, bkv, smem);
              });
@@ -109,7 +128,8 @@ TEST_SUITE("flash") {
     }
     TEST_CASE("flash::programs with the smaller tiles a GPU with less shared memory gets") {
         // Square and oblong: a query tile that starts inside a key tile and the reverse.
-        for (const flash::Tiles tiles : {flash::Tiles{32, 32}, flash::Tiles{16, 32}, flash::Tiles{32, 16}}) {
+        for (const flash::Tiles tiles :
+             {flash::Tiles{32, 32}, flash::Tiles{16, 32}, flash::Tiles{32, 16}}) {
             for (const AttentionCase& c : attention_cases()) {
                 check_case<float>(c, 1, tiles);
                 check_case<remat::rt::bf16>(c, 1, tiles);
@@ -117,8 +137,10 @@ TEST_SUITE("flash") {
         }
     }
     TEST_CASE("flash::programs give the same result when a block's threads run its phases") {
-        // GQA, fused strided qkv, dropout, a ragged second tile: every phase's split across threads.
-        const AttentionCase c{AttentionLayout(1, 70, 4, 2, 16, true), remat::rt::DropoutKey{0.1f, 7, 9, 5}, 17};
+        // GQA, fused strided qkv, dropout, a ragged second tile: every phase's split across
+        // threads.
+        const AttentionCase c{AttentionLayout(1, 70, 4, 2, 16, true),
+                              remat::rt::DropoutKey{0.1f, 7, 9, 5}, 17};
         check_case<float>(c, flash::block_threads);
     }
 }

@@ -112,8 +112,9 @@ struct LinearRun {
 // dinp, dw and dbias start from dinp0, dw0 and dbias0, so a backward that overwrites instead of
 // accumulating fails the cross-type checks too.
 template <class T>
-LinearRun run_linear(const Vec& inp, const Vec& w, const Vec& bias, const Vec& dout, const Vec& dinp0,
-                     const Vec& dw0, const Vec& dbias0, std::size_t N, std::size_t I, std::size_t O) {
+LinearRun run_linear(const Vec& inp, const Vec& w, const Vec& bias, const Vec& dout,
+                     const Vec& dinp0, const Vec& dw0, const Vec& dbias0, std::size_t N,
+                     std::size_t I, std::size_t O) {
     const auto inp_t = from_double<T>(inp), w_t = from_double<T>(w), bias_t = from_double<T>(bias);
     std::vector<float> staging(
         std::max(linear_forward_staging<T>(N, I, O), linear_backward_staging<T>(N, I, O)));
@@ -187,16 +188,17 @@ struct EagerRun {
 };
 
 template <class T>
-EagerRun run_eager_attention(const AttentionLayout& L, const Vec& x, const Vec& dout, const DropoutKey& key,
-                             const Vec& dx0 = {}) {
+EagerRun run_eager_attention(const AttentionLayout& L, const Vec& x, const Vec& dout,
+                             const DropoutKey& key, const Vec& dx0 = {}) {
     using A = acc_t<T>;
     const AttentionShape& s = L.shape;
     const auto xt = from_double<T>(x);
     std::vector<T> out(L.out_size()), probs(s.B * s.A * s.S * s.S);
     const std::size_t fwd_n = attention_forward_scratch<T>(s);
     auto scratch = guarded<A>(fwd_n);
-    eager_attention_forward<T>(out.data(), probs.data(), xt.data() + L.q_offset, xt.data() + L.k_offset,
-                               xt.data() + L.v_offset, s, key, scratch.data());
+    eager_attention_forward<T>(out.data(), probs.data(), xt.data() + L.q_offset,
+                               xt.data() + L.k_offset, xt.data() + L.v_offset, s, key,
+                               scratch.data());
     check_guard(scratch, fwd_n);
     EagerRun run{to_double(out), to_double(probs), {}};
     if (dout.empty()) return run;
@@ -204,9 +206,10 @@ EagerRun run_eager_attention(const AttentionLayout& L, const Vec& x, const Vec& 
     const auto dout_t = from_double<T>(dout);
     const std::size_t bwd_n = attention_backward_scratch<T>(s);
     auto bscratch = guarded<A>(bwd_n);
-    eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset, dx.data() + L.v_offset,
-                                dout_t.data(), xt.data() + L.q_offset, xt.data() + L.k_offset,
-                                xt.data() + L.v_offset, probs.data(), s, key, bscratch.data());
+    eager_attention_backward<T>(dx.data() + L.q_offset, dx.data() + L.k_offset,
+                                dx.data() + L.v_offset, dout_t.data(), xt.data() + L.q_offset,
+                                xt.data() + L.k_offset, xt.data() + L.v_offset, probs.data(), s,
+                                key, bscratch.data());
     check_guard(bscratch, bwd_n);
     run.dx = to_double(dx);
     return run;
@@ -711,7 +714,8 @@ TEST_SUITE("kernels") {
 
     TEST_CASE("kernels::eager attention") {
         const std::size_t B = 2, S = 5, A = 4, KV = 2, D = 4;
-        SUBCASE("forward equals the naive reference; probs are the causal softmax, before dropout") {
+        SUBCASE(
+            "forward equals the naive reference; probs are the causal softmax, before dropout") {
             for (bool fused : {false, true})
                 for (float p : {0.0f, 0.3f}) {
                     CAPTURE(fused);
@@ -750,8 +754,9 @@ TEST_SUITE("kernels") {
                 const DropoutKey key{0.3f, 42, 7, 1};
                 const Vec dx0 = random_vec(rng, L.size);
                 const EagerRun run = run_eager_attention<double>(L, x, weights, key, dx0);
-                check_gradient("dqkv", x, minus(run.dx, dx0),
-                               [&] { return weighted_sum(run_eager_attention<double>(L, x, {}, key).out, weights); });
+                check_gradient("dqkv", x, minus(run.dx, dx0), [&] {
+                    return weighted_sum(run_eager_attention<double>(L, x, {}, key).out, weights);
+                });
             }
         }
         SUBCASE("bf16 agrees with float") {

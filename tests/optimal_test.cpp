@@ -2,19 +2,19 @@
 // schedule of the family on random chains of up to 7 stages, each replayed stage by stage; then
 // on real chains against every heuristic at that heuristic's own peak, with the chosen schedule
 // replayed op by op by the same simulator as every other strategy.
-#include <doctest/doctest.h>
+#include "planner/strategy/optimal.hpp"
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <functional>
 #include <random>
 
-#include "planner/strategy/chain_costs.hpp"
-#include "planner/strategy/optimal.hpp"
 #include "planner/search/pareto.hpp"
 #include "planner/search/search.hpp"
 #include "planner/simulate/simulate.hpp"
+#include "planner/strategy/chain_costs.hpp"
 #include "planner/strategy/strategy.hpp"
 
 using namespace remat;
@@ -47,9 +47,12 @@ void enumerate(const ChainCosts& k, std::size_t s, std::size_t t, bool first_pas
         for (int off = 0; off <= (offload && k.stages[s].x > 0 ? 1 : 0); ++off) {
             acc.resize(mark);
             acc.push_back(a(ActionKind::F_ck, s, !first_pass, off));
-            for (std::size_t j = s + 1; j < sp; ++j) acc.push_back(a(ActionKind::F_none, j, !first_pass));
-            enumerate(k, sp, t, first_pass, offload,
-                      [&](std::vector<Action>& v) { enumerate(k, s, sp - 1, false, offload, done, v); }, acc);
+            for (std::size_t j = s + 1; j < sp; ++j)
+                acc.push_back(a(ActionKind::F_none, j, !first_pass));
+            enumerate(
+                k, sp, t, first_pass, offload,
+                [&](std::vector<Action>& v) { enumerate(k, s, sp - 1, false, offload, done, v); },
+                acc);
         }
     acc.resize(mark);
 }
@@ -62,18 +65,23 @@ struct Outcome {
 std::vector<Outcome> all_schedules(const ChainCosts& k, bool offload) {
     std::vector<Outcome> out;
     std::vector<Action> acc;
-    enumerate(k, 0, k.size() - 1, true, offload,
-              [&](std::vector<Action>& v) {
-                  const CostsResult r = simulate_costs(k, Schedule{v});
-                  out.push_back({r.allocator_peak_bytes, r.step_time_s});
-              },
-              acc);
+    enumerate(
+        k, 0, k.size() - 1, true, offload,
+        [&](std::vector<Action>& v) {
+            const CostsResult r = simulate_costs(k, Schedule{v});
+            out.push_back({r.allocator_peak_bytes, r.step_time_s});
+        },
+        acc);
     return out;
 }
 
 ChainCosts random_chain(std::mt19937_64& rng, std::size_t n, bool uniform) {
-    auto u = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
-    auto r = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+    auto u = [&](std::uint64_t lo, std::uint64_t hi) {
+        return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
+    };
+    auto r = [&](double lo, double hi) {
+        return std::uniform_real_distribution<double>(lo, hi)(rng);
+    };
     ChainCosts k;
     k.base = u(0, 1000);
     k.pair_gather = u(0, 50);
@@ -109,8 +117,12 @@ ChainCosts random_chain(std::mt19937_64& rng, std::size_t n, bool uniform) {
     const std::int64_t slope = static_cast<std::int64_t>(u(0, 40)) - 20;
     for (std::size_t i = 0; i < n; ++i) {
         StageCosts s = uniform && i > 0 && i + 1 < n ? proto : make();
-        const auto pos = static_cast<std::int64_t>(uniform ? 200 + slope * static_cast<std::int64_t>(i) : u(0, 200));
-        auto env = [&] { return static_cast<std::uint64_t>(pos + static_cast<std::int64_t>(uniform ? 0 : u(0, 60))); };
+        const auto pos = static_cast<std::int64_t>(
+            uniform ? 200 + slope * static_cast<std::int64_t>(i) : u(0, 200));
+        auto env = [&] {
+            return static_cast<std::uint64_t>(pos +
+                                              static_cast<std::int64_t>(uniform ? 0 : u(0, 60)));
+        };
         s.env_first = u(0, 100);
         s.env_rec = env();
         s.env_rsel = uniform ? s.env_rec + 7 : env();
@@ -136,14 +148,17 @@ TEST_CASE("optimal::equals brute force over every schedule of the family on rand
                     std::sort(outcomes.begin(), outcomes.end(),
                               [](const Outcome& a, const Outcome& b) { return a.peak < b.peak; });
                     const OptimalPlanner dp(k, outcomes.back().peak - k.base, {0, offload});
-                    INFO(fmt::format("n {} trial {} uniform {} offload {} schedules {}", n, trial, uniform, offload,
-                                     outcomes.size()));
-                    CHECK_FALSE(dp.fastest_within(outcomes.front().peak - 1).has_value());  // below the leanest
-                    // Every distinct peak as a budget; the best brute-force time is a running minimum.
+                    INFO(fmt::format("n {} trial {} uniform {} offload {} schedules {}", n, trial,
+                                     uniform, offload, outcomes.size()));
+                    CHECK_FALSE(dp.fastest_within(outcomes.front().peak - 1)
+                                    .has_value());  // below the leanest
+                    // Every distinct peak as a budget; the best brute-force time is a running
+                    // minimum.
                     double best = 1e300;
                     for (std::size_t i = 0; i < outcomes.size(); ++i) {
                         best = std::min(best, outcomes[i].time);
-                        if (i + 1 < outcomes.size() && outcomes[i + 1].peak == outcomes[i].peak) continue;
+                        if (i + 1 < outcomes.size() && outcomes[i + 1].peak == outcomes[i].peak)
+                            continue;
                         const auto pick = dp.fastest_within(outcomes[i].peak);
                         REQUIRE(pick.has_value());
                         const FrontierPoint& fp = dp.frontier()[*pick];
@@ -161,8 +176,8 @@ TEST_CASE("optimal::equals brute force over every schedule of the family on rand
 
 namespace {
 
-Question question(const char* model, Sharding sh, Precision p, Profile prof, std::uint64_t b, std::uint64_t s,
-                  std::uint64_t w) {
+Question question(const char* model, Sharding sh, Precision p, Profile prof, std::uint64_t b,
+                  std::uint64_t s, std::uint64_t w) {
     Question q;
     q.model = load_model(model);
     q.gpu = load_gpu("h100-80gb");
@@ -205,9 +220,11 @@ bool casts_upper_bound(const Case& cs) {
     return cs.precision == Precision::bf16_mixed && cs.sharding == Sharding::none;
 }
 
-TEST_CASE("optimal::the exact DP alone is never slower than any heuristic at that heuristic's own peak") {
+TEST_CASE(
+    "optimal::the exact DP alone is never slower than any heuristic at that heuristic's own peak") {
     for (const Case& cs : cases) {
-        const Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
+        const Question q =
+            question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
         const Evaluation none = evaluate(q, {StrategyKind::none, 0});
         const ChainCosts k = chain_costs(none.chain, q.gpu);
         const OptimalPlanner dp(k, none.result.allocator_peak_bytes - k.base, {0, false});
@@ -215,13 +232,14 @@ TEST_CASE("optimal::the exact DP alone is never slower than any heuristic at tha
         for (const StrategySpec& h : all_strategies()) {
             if (h.kind == StrategyKind::optimal) continue;
             const Evaluation he = evaluate(q, h);
-            INFO(fmt::format("{} {} {} {} vs {}", cs.model, sharding_name(cs.sharding), precision_name(cs.precision),
-                             profile_name(cs.profile), h.name()));
+            INFO(fmt::format("{} {} {} {} vs {}", cs.model, sharding_name(cs.sharding),
+                             precision_name(cs.precision), profile_name(cs.profile), h.name()));
             // Compared where the DP's model is exact; under the cast upper bound, at the
             // heuristic's peak in the DP's own accounting (what it searches by).
             const std::uint64_t at =
                 casts_upper_bound(cs)
-                    ? simulate_costs(k, he.plan.schedule, CastModel::held_to_backward).allocator_peak_bytes
+                    ? simulate_costs(k, he.plan.schedule, CastModel::held_to_backward)
+                          .allocator_peak_bytes
                     : he.result.allocator_peak_bytes;
             const auto pick = dp.fastest_within(at);
             REQUIRE(pick.has_value());
@@ -230,10 +248,13 @@ TEST_CASE("optimal::the exact DP alone is never slower than any heuristic at tha
     }
 }
 
-TEST_CASE("optimal::is never slower than any heuristic at that heuristic's own peak, and the replay agrees") {
+TEST_CASE(
+    "optimal::is never slower than any heuristic at that heuristic's own peak, and the replay "
+    "agrees") {
     for (const Case& cs : cases)
         for (std::uint32_t slots : {auto_memory_slots, 64u}) {
-            Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
+            Question q =
+                question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
             q.context.memory_slots = slots;
             for (const StrategySpec& h : all_strategies()) {
                 if (h.kind == StrategyKind::optimal) continue;
@@ -243,20 +264,23 @@ TEST_CASE("optimal::is never slower than any heuristic at that heuristic's own p
                 at.context.budget_bytes = he.result.peak_bytes;
                 const Evaluation oe = evaluate(at, {StrategyKind::optimal, 0});
                 INFO(fmt::format("{} {} {} {} slots {} vs {}", cs.model, sharding_name(cs.sharding),
-                                 precision_name(cs.precision), profile_name(cs.profile), slots, h.name()));
+                                 precision_name(cs.precision), profile_name(cs.profile), slots,
+                                 h.name()));
                 REQUIRE(oe.plan.optimal);
                 CHECK(oe.plan.optimal->fits);
                 CHECK(oe.result.peak_bytes <= he.result.peak_bytes);
                 CHECK(oe.result.step_time_s <= he.result.step_time_s * (1 + 1e-12));
                 // The planned value is the replay's (under DDP with autocast too: the DP's
                 // points carry their replayed peaks).
-                CHECK(oe.result.step_time_s == doctest::Approx(oe.plan.optimal->step_time_s).epsilon(1e-12));
+                CHECK(oe.result.step_time_s ==
+                      doctest::Approx(oe.plan.optimal->step_time_s).epsilon(1e-12));
                 CHECK(oe.result.allocator_peak_bytes == oe.plan.optimal->allocator_peak_bytes);
             }
         }
 }
 
-TEST_CASE("optimal::at none's peak recomputes nothing, and its step time never rises with the budget") {
+TEST_CASE(
+    "optimal::at none's peak recomputes nothing, and its step time never rises with the budget") {
     for (const Case& cs : cases) {
         Question q = question(cs.model, cs.sharding, cs.precision, cs.profile, cs.b, cs.s, cs.w);
         const Evaluation none = evaluate(q, {StrategyKind::none, 0});
@@ -264,13 +288,15 @@ TEST_CASE("optimal::at none's peak recomputes nothing, and its step time never r
         const Evaluation at_none = evaluate(q, {StrategyKind::optimal, 0});
         INFO(std::string(cs.model));
         CHECK(at_none.result.recompute_flops == 0);
-        CHECK(at_none.result.step_time_s == doctest::Approx(none.result.step_time_s).epsilon(1e-12));
+        CHECK(at_none.result.step_time_s ==
+              doctest::Approx(none.result.step_time_s).epsilon(1e-12));
         const Evaluation full = evaluate(q, {StrategyKind::full, 0});
         double previous = 1e300;
         for (int k = 0; k <= 12; ++k) {
             const double f = k / 12.0;
-            q.context.budget_bytes = static_cast<std::uint64_t>(
-                static_cast<double>(full.result.peak_bytes) * (1 - f) + static_cast<double>(none.result.peak_bytes) * f);
+            q.context.budget_bytes =
+                static_cast<std::uint64_t>(static_cast<double>(full.result.peak_bytes) * (1 - f) +
+                                           static_cast<double>(none.result.peak_bytes) * f);
             const Evaluation e = evaluate(q, {StrategyKind::optimal, 0});
             CHECK(e.plan.optimal->fits);
             CHECK(e.result.peak_bytes <= *q.context.budget_bytes);
@@ -284,7 +310,8 @@ namespace {
 
 double binomial(std::uint64_t n, std::uint64_t k) {
     double r = 1;
-    for (std::uint64_t i = 1; i <= k; ++i) r = r * static_cast<double>(n - k + i) / static_cast<double>(i);
+    for (std::uint64_t i = 1; i <= k; ++i)
+        r = r * static_cast<double>(n - k + i) / static_cast<double>(i);
     return r;
 }
 
@@ -325,12 +352,14 @@ TEST_CASE("optimal::matches Griewank and Walther's binomial bound on homogeneous
             const auto pick = dp.fastest_within(K + (s + 2) * X);
             INFO(fmt::format("l {} snapshots {}", l, s));
             REQUIRE(pick.has_value());
-            CHECK(dp.frontier()[*pick].step_time_s - static_cast<double>(l) == revolve_forwards(l, s));
+            CHECK(dp.frontier()[*pick].step_time_s - static_cast<double>(l) ==
+                  revolve_forwards(l, s));
             // One byte less than s snapshots: it must do no better than s - 1 snapshots.
             if (s > 1) {
                 const auto less = dp.fastest_within(K + (s + 2) * X - 1);
                 REQUIRE(less.has_value());
-                CHECK(dp.frontier()[*less].step_time_s - static_cast<double>(l) == revolve_forwards(l, s - 1));
+                CHECK(dp.frontier()[*less].step_time_s - static_cast<double>(l) ==
+                      revolve_forwards(l, s - 1));
             }
             ++checked;
         }
@@ -383,7 +412,8 @@ TEST_CASE("optimal::fits exactly when the replayed peak is within the budget") {
         };
         // From four steps below the leanest point to the last one.
         const std::uint64_t lo = pf.points.front().peak_bytes, hi = pf.points.back().peak_bytes;
-        const std::uint64_t step = std::max<std::uint64_t>(1, (hi - lo) / 40), start = lo - std::min(lo, 4 * step);
+        const std::uint64_t step = std::max<std::uint64_t>(1, (hi - lo) / 40),
+                            start = lo - std::min(lo, 4 * step);
         for (std::uint64_t budget = start; budget <= hi; budget += step) check(budget);
         for (const ParetoPoint& p : pf.points) {
             const Evaluation e = check(p.peak_bytes);
@@ -395,7 +425,8 @@ TEST_CASE("optimal::fits exactly when the replayed peak is within the budget") {
     }
     CHECK(over_counted == 3);
     // The reported budget itself.
-    Question q = question("tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 1, 1024, 1);
+    Question q =
+        question("tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 1, 1024, 1);
     q.context.reserve = Reserve{0, 0, 0};
     q.context.budget_bytes = std::uint64_t{66} << 20;
     const Evaluation e = evaluate(q, {StrategyKind::optimal, 0});

@@ -3,7 +3,6 @@
 // micro-batch and the sequence, the peak never falls below the model states, and the peak's
 // breakdown sums to the peak exactly. Seeded, so a failure names a question that reproduces.
 #include <doctest/doctest.h>
-
 #include <fmt/format.h>
 
 #include <array>
@@ -23,10 +22,10 @@ struct Question {
     RunOptions options;
     StrategySpec strategy;
     std::string describe() const {
-        return fmt::format("{} B {} S {} {} {} {} x{} {} {}", model, options.micro_batch, options.seq,
-                           profile_name(options.profile), precision_name(options.precision),
-                           sharding_name(options.sharding), options.world_size, optimizer_name(options.optimizer),
-                           strategy.name());
+        return fmt::format("{} B {} S {} {} {} {} x{} {} {}", model, options.micro_batch,
+                           options.seq, profile_name(options.profile),
+                           precision_name(options.precision), sharding_name(options.sharding),
+                           options.world_size, optimizer_name(options.optimizer), strategy.name());
     }
 };
 
@@ -87,52 +86,57 @@ void check_grows(const Question& small, const Outcome& a, const Question& large,
 }  // namespace
 
 TEST_SUITE("properties") {
-TEST_CASE("properties::peaks and FLOPs over random questions") {
-    const GpuSpec gpu = load_gpu("h100-80gb");
-    const std::array<const char*, 5> models = {"tiny-gpt2", "tiny-llama", "gpt2", "llama-1b", "pythia-6.9b"};
-    const std::array<Profile, 4> profiles = {Profile::sdpa, Profile::hf_eager, Profile::megatron, Profile::remat};
-    const std::array<Precision, 4> precisions = {Precision::fp32, Precision::bf16_mixed, Precision::fp16_mixed,
-                                                 Precision::bf16};
-    const std::array<Sharding, 8> shardings = {Sharding::none,  Sharding::fsdp,  Sharding::fsdp_grad_op,
-                                               Sharding::zero1, Sharding::zero2, Sharding::zero3,
-                                               Sharding::megatron, Sharding::megatron_distopt};
-    const std::array<std::uint64_t, 4> worlds = {1, 2, 4, 8};
-    const std::array<std::uint64_t, 4> seqs = {32, 64, 128, 256};
-    const std::array<Optimizer, 2> optimizers = {Optimizer::adamw, Optimizer::sgd};
-    const std::vector<StrategySpec> strategies = all_strategies();
-    std::mt19937_64 rng(20261203);
-    int checked = 0, refused = 0;
-    while (checked < 400) {
-        Question q;
-        q.model = pick(rng, models);
-        q.options.micro_batch = std::uniform_int_distribution<std::uint64_t>(1, 4)(rng);
-        q.options.seq = pick(rng, seqs);
-        q.options.profile = pick(rng, profiles);
-        q.options.precision = pick(rng, precisions);
-        q.options.sharding = pick(rng, shardings);
-        q.options.world_size = pick(rng, worlds);
-        q.options.optimizer = pick(rng, optimizers);
-        q.strategy = strategies[std::uniform_int_distribution<std::size_t>(0, strategies.size() - 1)(rng)];
-        Question wider = q, longer = q;
-        wider.options.micro_batch += std::uniform_int_distribution<std::uint64_t>(1, 3)(rng);
-        longer.options.seq *= 2;
-        Outcome base, w, l;
-        try {
-            base = replay(q, gpu);
-        } catch (const InputError&) {
-            ++refused;  // a combination the planner refuses (a profile without that precision, ...)
-            REQUIRE(refused < 1000);
-            continue;
+    TEST_CASE("properties::peaks and FLOPs over random questions") {
+        const GpuSpec gpu = load_gpu("h100-80gb");
+        const std::array<const char*, 5> models = {"tiny-gpt2", "tiny-llama", "gpt2", "llama-1b",
+                                                   "pythia-6.9b"};
+        const std::array<Profile, 4> profiles = {Profile::sdpa, Profile::hf_eager,
+                                                 Profile::megatron, Profile::remat};
+        const std::array<Precision, 4> precisions = {Precision::fp32, Precision::bf16_mixed,
+                                                     Precision::fp16_mixed, Precision::bf16};
+        const std::array<Sharding, 8> shardings = {
+            Sharding::none,  Sharding::fsdp,  Sharding::fsdp_grad_op, Sharding::zero1,
+            Sharding::zero2, Sharding::zero3, Sharding::megatron,     Sharding::megatron_distopt};
+        const std::array<std::uint64_t, 4> worlds = {1, 2, 4, 8};
+        const std::array<std::uint64_t, 4> seqs = {32, 64, 128, 256};
+        const std::array<Optimizer, 2> optimizers = {Optimizer::adamw, Optimizer::sgd};
+        const std::vector<StrategySpec> strategies = all_strategies();
+        std::mt19937_64 rng(20261203);
+        int checked = 0, refused = 0;
+        while (checked < 400) {
+            Question q;
+            q.model = pick(rng, models);
+            q.options.micro_batch = std::uniform_int_distribution<std::uint64_t>(1, 4)(rng);
+            q.options.seq = pick(rng, seqs);
+            q.options.profile = pick(rng, profiles);
+            q.options.precision = pick(rng, precisions);
+            q.options.sharding = pick(rng, shardings);
+            q.options.world_size = pick(rng, worlds);
+            q.options.optimizer = pick(rng, optimizers);
+            q.strategy = strategies[std::uniform_int_distribution<std::size_t>(
+                0, strategies.size() - 1)(rng)];
+            Question wider = q, longer = q;
+            wider.options.micro_batch += std::uniform_int_distribution<std::uint64_t>(1, 3)(rng);
+            longer.options.seq *= 2;
+            Outcome base, w, l;
+            try {
+                base = replay(q, gpu);
+            } catch (const InputError&) {
+                ++refused;  // a combination the planner refuses (a profile without that precision,
+                            // ...)
+                REQUIRE(refused < 1000);
+                continue;
+            }
+            w = replay(wider, gpu);
+            l = replay(longer, gpu);
+            check_invariants(q, base);
+            check_invariants(wider, w);
+            check_invariants(longer, l);
+            check_grows(q, base, wider, w);
+            check_grows(q, base, longer, l);
+            ++checked;
         }
-        w = replay(wider, gpu);
-        l = replay(longer, gpu);
-        check_invariants(q, base);
-        check_invariants(wider, w);
-        check_invariants(longer, l);
-        check_grows(q, base, wider, w);
-        check_grows(q, base, longer, l);
-        ++checked;
+        MESSAGE(
+            fmt::format("{} questions checked, {} refused combinations skipped", checked, refused));
     }
-    MESSAGE(fmt::format("{} questions checked, {} refused combinations skipped", checked, refused));
-}
 }

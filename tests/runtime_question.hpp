@@ -12,8 +12,8 @@
 namespace remat::test {
 
 inline Question runtime_test_question(rt::Device device, const std::string& model, std::uint64_t B,
-                                           std::uint64_t S, std::uint64_t W, Precision precision,
-                                           Attention attention) {
+                                      std::uint64_t S, std::uint64_t W, Precision precision,
+                                      Attention attention) {
     Question q;
     q.model = load_model(model);
     q.gpu = load_gpu("h100-80gb");
@@ -33,8 +33,8 @@ inline Question runtime_test_question(rt::Device device, const std::string& mode
 // because at W 1 not one sequence fits in 24 GiB (the test could only fail); the CPU suite
 // checks that each capacity has a micro-batch that fits (tests/runtime_test.cpp).
 inline Question gpu_max_batch_question(const std::string& cap) {
-    Question q = runtime_test_question(rt::Device::cuda, "gpt2-xl", 1, 1024, 8, Precision::bf16_mixed,
-                                       Attention::flash);
+    Question q = runtime_test_question(rt::Device::cuda, "gpt2-xl", 1, 1024, 8,
+                                       Precision::bf16_mixed, Attention::flash);
     q.context.capacity_bytes = parse_bytes(cap, "--gpu-memory");
     q.context.reserve.fragmentation = 0;
     return q;

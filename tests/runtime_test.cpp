@@ -2,7 +2,8 @@
 // rank's peak and every action's live bytes; losses and gradients of checkpointed runs against
 // `none`; W ranks against one rank with W times the rows; the maximum micro-batch under a cap.
 // The two sides are independent: the runtime builds its ops from the model config alone
-// (runtime/stage_program.cpp), the planner from its own description (planner/graph/profile_remat.cpp).
+// (runtime/stage_program.cpp), the planner from its own description
+// (planner/graph/profile_remat.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -25,8 +26,8 @@ namespace {
 
 const std::string data_dir = std::string(REMAT_SOURCE_DIR) + "/tests/data/";
 
-Question question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W, Precision p,
-                  Attention attention = Attention::flash) {
+Question question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W,
+                  Precision p, Attention attention = Attention::flash) {
     return test::runtime_test_question(rt::Device::cpu, model, B, S, W, p, attention);
 }
 
@@ -41,35 +42,35 @@ RunSettings one_step() {
 TEST_CASE("runtime::saved tensors match the remat profile tensor by tensor") {
     for (const std::string model : {"tiny-gpt2", "tiny-llama"})
         for (Precision p : {Precision::fp32, Precision::bf16_mixed})
-        for (Attention attention : {Attention::flash, Attention::eager}) {
-            CAPTURE(model);
-            CAPTURE(precision_name(p));
-            CAPTURE(attention_name(attention));
-            const Question q = question(model, 2, 32, 1, p, attention);
-            const RunReport r = run_and_compare(q, parse_strategy("none"), one_step());
-            const Chain& c = r.prediction.chain;
-            const auto& measured = r.run.ranks.front().saved;
-            REQUIRE(measured.size() == c.stages.size());
-            for (std::size_t i = 0; i < c.stages.size(); ++i) {
-                const StageGraph& g = c.graph_of(i);
-                std::set<std::string> predicted, got;
-                for (TensorId t : g.saved_storages()) {
-                    const Tensor& x = g.tensor(t);
-                    std::ostringstream s;
-                    s << x.name << " " << dtype_name(x.dtype) << " " << x.bytes();
-                    for (auto d : x.shape) s << " " << d;
-                    predicted.insert(s.str());
+            for (Attention attention : {Attention::flash, Attention::eager}) {
+                CAPTURE(model);
+                CAPTURE(precision_name(p));
+                CAPTURE(attention_name(attention));
+                const Question q = question(model, 2, 32, 1, p, attention);
+                const RunReport r = run_and_compare(q, parse_strategy("none"), one_step());
+                const Chain& c = r.prediction.chain;
+                const auto& measured = r.run.ranks.front().saved;
+                REQUIRE(measured.size() == c.stages.size());
+                for (std::size_t i = 0; i < c.stages.size(); ++i) {
+                    const StageGraph& g = c.graph_of(i);
+                    std::set<std::string> predicted, got;
+                    for (TensorId t : g.saved_storages()) {
+                        const Tensor& x = g.tensor(t);
+                        std::ostringstream s;
+                        s << x.name << " " << dtype_name(x.dtype) << " " << x.bytes();
+                        for (auto d : x.shape) s << " " << d;
+                        predicted.insert(s.str());
+                    }
+                    for (const auto& x : measured[i]) {
+                        std::ostringstream s;
+                        s << x.name << " " << dtype_name(x.dtype) << " " << x.bytes;
+                        for (auto d : x.shape) s << " " << d;
+                        got.insert(s.str());
+                    }
+                    CAPTURE(c.stages[i].name);
+                    CHECK(got == predicted);
                 }
-                for (const auto& x : measured[i]) {
-                    std::ostringstream s;
-                    s << x.name << " " << dtype_name(x.dtype) << " " << x.bytes;
-                    for (auto d : x.shape) s << " " << d;
-                    got.insert(s.str());
-                }
-                CAPTURE(c.stages[i].name);
-                CHECK(got == predicted);
             }
-        }
 }
 
 // Every strategy, both precisions, W = 1, 2, 4: each rank's peak and rank 0's live bytes after
@@ -92,11 +93,16 @@ static void check_memory(const std::string& model, std::uint64_t B, std::uint64_
                 worst = std::max({worst, r.peak_error, r.action_error});
             }
     }
-    MESSAGE(model << " B=" << B << " S=" << S << " " << attention_name(attention) << ": worst relative error " << worst);
+    MESSAGE(model << " B=" << B << " S=" << S << " " << attention_name(attention)
+                  << ": worst relative error " << worst);
 }
 
-TEST_CASE("runtime::measured memory matches the prediction: tiny-gpt2") { check_memory("tiny-gpt2", 2, 64); }
-TEST_CASE("runtime::measured memory matches the prediction: tiny-llama") { check_memory("tiny-llama", 2, 64); }
+TEST_CASE("runtime::measured memory matches the prediction: tiny-gpt2") {
+    check_memory("tiny-gpt2", 2, 64);
+}
+TEST_CASE("runtime::measured memory matches the prediction: tiny-llama") {
+    check_memory("tiny-llama", 2, 64);
+}
 // The eager core saves the probabilities (B, A, S, S) instead of out and lse.
 TEST_CASE("runtime::measured memory matches the prediction, eager attention: tiny-gpt2") {
     check_memory("tiny-gpt2", 2, 64, Attention::eager);
@@ -123,7 +129,8 @@ static void check_checkpointing(const std::vector<std::string>& strategies, Atte
                 RunSettings s;
                 s.steps = 2;
                 s.check_gradients = true;
-                const RunReport r = run_and_compare(question(model, 2, 32, 2, p, attention), parse_strategy(strategy), s);
+                const RunReport r = run_and_compare(question(model, 2, 32, 2, p, attention),
+                                                    parse_strategy(strategy), s);
                 REQUIRE(r.gradients_match.has_value());
                 CHECK_MESSAGE(*r.gradients_match, r.gradient_difference);
             }
@@ -134,7 +141,8 @@ TEST_CASE("runtime::checkpointed losses and gradients are bitwise equal to none'
     check_checkpointing({"full", "every-2", "selective", "sqrt"}, Attention::flash);
 }
 
-TEST_CASE("runtime::checkpointed losses and gradients are bitwise equal to none's, eager attention") {
+TEST_CASE(
+    "runtime::checkpointed losses and gradients are bitwise equal to none's, eager attention") {
     check_checkpointing({"full", "selective"}, Attention::eager);
 }
 
@@ -149,8 +157,10 @@ TEST_CASE("runtime::W ranks with micro-batch b give one rank's losses with W*b")
             CAPTURE(W);
             RunSettings s;
             s.steps = 4;
-            const RunReport ranks = run_and_compare(question(model, 1, 32, W, Precision::fp32), parse_strategy("sqrt"), s);
-            const RunReport one = run_and_compare(question(model, W, 32, 1, Precision::fp32), parse_strategy("sqrt"), s);
+            const RunReport ranks = run_and_compare(question(model, 1, 32, W, Precision::fp32),
+                                                    parse_strategy("sqrt"), s);
+            const RunReport one = run_and_compare(question(model, W, 32, 1, Precision::fp32),
+                                                  parse_strategy("sqrt"), s);
             REQUIRE(ranks.run.losses.size() == 4);
             for (std::size_t k = 0; k < 4; ++k) {
                 const double ref = one.run.losses[k];
@@ -187,19 +197,23 @@ TEST_CASE("runtime::the predicted maximum micro-batch runs and the next one runs
 TEST_CASE("runtime::the GPU maximum-micro-batch test has a micro-batch that fits") {
     for (const std::string cap : {"24GiB", "40GiB"}) {
         CAPTURE(cap);
-        CHECK(max_micro_batch(test::gpu_max_batch_question(cap), parse_strategy("none")).max_micro_batch > 0);
+        CHECK(max_micro_batch(test::gpu_max_batch_question(cap), parse_strategy("none"))
+                  .max_micro_batch > 0);
     }
 }
 
 // On CUDA, memory a library or a kernel's first launch asks of the device outside the pool can
 // be refused; the run reports it as the out-of-memory line of the action and op that were running.
-TEST_CASE("runtime::the device refusing memory outside the allocator reads as the out-of-memory line") {
+TEST_CASE(
+    "runtime::the device refusing memory outside the allocator reads as the out-of-memory line") {
     rt::CountingAllocator a(0);
     a.set_context("B(3)", "attn.core");
     const rt::BufferRef x = rt::make_buffer(a, 1000);
-    const rt::OutOfMemory e = a.refused(rt::DeviceOutOfMemory("cublasGemmEx(...) (kernels_gemm.cu:42)"));
+    const rt::OutOfMemory e =
+        a.refused(rt::DeviceOutOfMemory("cublasGemmEx(...) (kernels_gemm.cu:42)"));
     CHECK(std::string(e.what()) ==
-          "out of memory: cublasGemmEx(...) (kernels_gemm.cu:42) outside the allocator with 1000 bytes live, the "
+          "out of memory: cublasGemmEx(...) (kernels_gemm.cu:42) outside the allocator with 1000 "
+          "bytes live, the "
           "device has no more, in B(3), op attn.core");
     CHECK(e.cap_bytes == 0);
     CHECK(e.live_bytes == 1000);
@@ -207,7 +221,8 @@ TEST_CASE("runtime::the device refusing memory outside the allocator reads as th
 }
 
 TEST_CASE("runtime::a token file feeds the run") {
-    const auto path = std::filesystem::temp_directory_path() / ("remat_tokens_" + std::to_string(::getpid()) + ".bin");
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("remat_tokens_" + std::to_string(::getpid()) + ".bin");
     {
         std::ofstream out(path, std::ios::binary);
         for (std::int32_t t = 0; t < 5000; ++t) {
@@ -218,14 +233,16 @@ TEST_CASE("runtime::a token file feeds the run") {
     RunSettings s;
     s.steps = 2;
     s.data_path = path.string();
-    const RunReport r = run_and_compare(question("tiny-gpt2", 2, 32, 1, Precision::fp32), parse_strategy("none"), s);
+    const RunReport r = run_and_compare(question("tiny-gpt2", 2, 32, 1, Precision::fp32),
+                                        parse_strategy("none"), s);
     CHECK(r.run.losses.size() == 2);
     {
         std::ofstream out(path, std::ios::binary);
         const std::int32_t bad = 5000;
         for (int k = 0; k < 100; ++k) out.write(reinterpret_cast<const char*>(&bad), sizeof bad);
     }
-    CHECK_THROWS_AS(run_and_compare(question("tiny-gpt2", 2, 32, 1, Precision::fp32), parse_strategy("none"), s),
+    CHECK_THROWS_AS(run_and_compare(question("tiny-gpt2", 2, 32, 1, Precision::fp32),
+                                    parse_strategy("none"), s),
                     InputError);
     std::filesystem::remove(path);
 }
@@ -234,12 +251,15 @@ TEST_CASE("runtime::a token file feeds the run") {
 // policy and the selective rule (decisions with no sizes in them), never the planner's graphs,
 // chain, memory model or simulator.
 TEST_CASE("runtime::includes no planner code beyond the config and the Schedule") {
-    const std::set<std::string> allowed = {"planner/config/model.hpp", "planner/config/options.hpp", "planner/config/schedule.hpp",
-                                           "planner/config/fsdp_units.hpp", "planner/config/error.hpp",
-                                           "planner/config/dtype.hpp", "planner/config/selective.hpp"};
+    const std::set<std::string> allowed = {
+        "planner/config/model.hpp",    "planner/config/options.hpp",
+        "planner/config/schedule.hpp", "planner/config/fsdp_units.hpp",
+        "planner/config/error.hpp",    "planner/config/dtype.hpp",
+        "planner/config/selective.hpp"};
     const std::regex include(R"re(#include "(planner/[^"]+)")re");
     std::size_t files = 0;
-    for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(REMAT_SOURCE_DIR) + "/runtime")) {
+    for (const auto& e : std::filesystem::recursive_directory_iterator(
+             std::string(REMAT_SOURCE_DIR) + "/runtime")) {
         if (!e.is_regular_file()) continue;
         ++files;
         std::ifstream in(e.path());

@@ -3,15 +3,15 @@
 // so max-batch's answer is the replay's across models, sharding modes, precisions, offload and
 // gradient accumulation; sizes too large to count stop the search instead of failing it; and
 // recommend's work is bounded by the largest micro-batch at which anything fits.
-#include <doctest/doctest.h>
+#include "planner/search/search.hpp"
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 
 #include "planner/config/checked.hpp"
 #include "planner/search/recommend.hpp"
-#include "planner/search/search.hpp"
 
 using namespace remat;
 
@@ -28,12 +28,18 @@ struct Setting {
 };
 
 const Setting settings[] = {
-    {"llama2-7b", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 4096, 8, 1, false, "h100-80gb"},
-    {"llama2-70b", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 4096, 64, 1, false, "h100-80gb"},
-    {"gpt2", Sharding::none, Precision::bf16_mixed, Profile::hf_eager, 1024, 1, 1, false, "rtx4090-24gb"},
-    {"gpt2-medium", Sharding::zero2, Precision::fp16_mixed, Profile::sdpa, 1024, 4, 2, true, "l4-24gb"},
-    {"llama-1b", Sharding::fsdp_grad_op, Precision::bf16, Profile::megatron, 2048, 4, 1, true, "a100-40gb"},
-    {"pythia-6.9b", Sharding::zero3, Precision::bf16_mixed, Profile::hf_eager, 2048, 8, 3, false, "a100-80gb"},
+    {"llama2-7b", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 4096, 8, 1, false,
+     "h100-80gb"},
+    {"llama2-70b", Sharding::fsdp, Precision::bf16_mixed, Profile::sdpa, 4096, 64, 1, false,
+     "h100-80gb"},
+    {"gpt2", Sharding::none, Precision::bf16_mixed, Profile::hf_eager, 1024, 1, 1, false,
+     "rtx4090-24gb"},
+    {"gpt2-medium", Sharding::zero2, Precision::fp16_mixed, Profile::sdpa, 1024, 4, 2, true,
+     "l4-24gb"},
+    {"llama-1b", Sharding::fsdp_grad_op, Precision::bf16, Profile::megatron, 2048, 4, 1, true,
+     "a100-40gb"},
+    {"pythia-6.9b", Sharding::zero3, Precision::bf16_mixed, Profile::hf_eager, 2048, 8, 3, false,
+     "a100-80gb"},
     {"tiny-llama", Sharding::none, Precision::fp32, Profile::remat, 512, 1, 1, true, "l4-24gb"},
 };
 
@@ -54,14 +60,16 @@ Question question(const Setting& st) {
 }
 
 std::string describe(const Setting& st) {
-    return fmt::format("{} {} {} {} seq {} x{} accumulation {}{} on {}", st.model, sharding_name(st.sharding),
-                       precision_name(st.precision), profile_name(st.profile), st.seq, st.world, st.accumulation,
+    return fmt::format("{} {} {} {} seq {} x{} accumulation {}{} on {}", st.model,
+                       sharding_name(st.sharding), precision_name(st.precision),
+                       profile_name(st.profile), st.seq, st.world, st.accumulation,
                        st.offload ? " offload" : "", st.gpu);
 }
 
 }  // namespace
 
-TEST_CASE("search::max_micro_batch is the replay's answer: fits at b, not at b + 1, for every strategy") {
+TEST_CASE(
+    "search::max_micro_batch is the replay's answer: fits at b, not at b + 1, for every strategy") {
     int answers = 0;
     for (const Setting& st : settings) {
         const Question q = question(st);
@@ -106,7 +114,8 @@ TEST_CASE("search::plan_fits answers evaluate()'s question without the op-level 
         const std::uint64_t around = std::max<std::uint64_t>(full.max_micro_batch, 1);
         for (const StrategySpec& spec : all_strategies()) {
             if (!strategy_applies(spec, q.model.n_layers)) continue;
-            for (std::uint64_t b : {std::uint64_t{1}, around / 2 + 1, around, around + 1, 2 * around + 1}) {
+            for (std::uint64_t b :
+                 {std::uint64_t{1}, around / 2 + 1, around, around + 1, 2 * around + 1}) {
                 Question at = q;
                 at.options.micro_batch = b;
                 INFO(describe(st), " ", spec.name(), " micro-batch ", b);
@@ -126,10 +135,11 @@ TEST_CASE("search::a micro-batch too large to count does not fit, and the search
     // Eager attention's scores are (B, A, S, S): at a million tokens one sequence is 64 TB and
     // a few hundred thousand sequences pass 2^63 bytes. With a GPU as large as can be counted
     // the search grows until then, and answers.
-    Question q = question({"llama2-7b", Sharding::none, Precision::bf16_mixed, Profile::hf_eager, 1000000, 1, 1,
-                           false, "h100-80gb"});
+    Question q = question({"llama2-7b", Sharding::none, Precision::bf16_mixed, Profile::hf_eager,
+                           1000000, 1, 1, false, "h100-80gb"});
     q.context.capacity_bytes = max_count;
-    for (const StrategySpec& spec : {StrategySpec{StrategyKind::full, 0}, StrategySpec{StrategyKind::optimal, 0}}) {
+    for (const StrategySpec& spec :
+         {StrategySpec{StrategyKind::full, 0}, StrategySpec{StrategyKind::optimal, 0}}) {
         INFO(spec.name());
         const MaxBatch m = max_micro_batch(q, spec);
         CHECK(m.max_micro_batch > 0);
@@ -150,19 +160,21 @@ TEST_CASE("search::a micro-batch too large to count does not fit, and the search
 }
 
 TEST_CASE("search::the search stops at max_search_micro_batch and says so") {
-    Question q = question({"tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 64, 1, 1, false,
-                           "h100-80gb"});
+    Question q = question({"tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 64, 1,
+                           1, false, "h100-80gb"});
     q.context.capacity_bytes = max_count;
     const MaxBatch m = max_micro_batch(q, {StrategyKind::none, 0});
     CHECK(m.max_micro_batch == max_search_micro_batch);
     CHECK(m.search_limit_reached);
 }
 
-TEST_CASE("recommend::candidates stop at the largest micro-batch anything fits, whatever the batch or memory") {
+TEST_CASE(
+    "recommend::candidates stop at the largest micro-batch anything fits, whatever the batch or "
+    "memory") {
     // A global batch of 2^62 sequences: its divisors are the powers of two, and trial division
     // to its square root would take minutes. Only those up to what fits are tried.
-    Question q = question({"tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 1024, 1, 1, false,
-                           "l4-24gb"});
+    Question q = question({"tiny-gpt2", Sharding::none, Precision::bf16_mixed, Profile::sdpa, 1024,
+                           1, 1, false, "l4-24gb"});
     const Recommendation r = recommend(q, {std::uint64_t{1} << 62, {}});
     REQUIRE_FALSE(r.ranked.empty());
     std::uint64_t largest = 0;

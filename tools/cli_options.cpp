@@ -2,33 +2,50 @@
 
 #include <fmt/format.h>
 
-
-#include "planner/simulate/calibration.hpp"
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
+#include "planner/simulate/calibration.hpp"
 
 namespace remat::cli {
 
 std::string_view flag_of(Input input) {
     switch (input) {
-        case Input::attention: return "--attention";
-        case Input::calibration: return "--calibration";
-        case Input::data: return "--data";
-        case Input::device: return "--device";
-        case Input::global_batch: return "--global-batch";
-        case Input::grad_accumulation: return "--grad-accumulation";
-        case Input::memory_cap: return "--memory-cap";
-        case Input::memory_slots: return "--memory-slots";
-        case Input::micro_batch: return "--micro-batch";
-        case Input::offload_checkpoints: return "--offload-checkpoints";
-        case Input::optimizer: return "--optimizer";
-        case Input::output: return "-o";
-        case Input::precision: return "--precision";
-        case Input::seq: return "--seq";
-        case Input::sharding: return "--sharding";
-        case Input::steps: return "--steps";
-        case Input::strategies: return "--strategies";
-        case Input::world_size: return "--world-size";
+        case Input::attention:
+            return "--attention";
+        case Input::calibration:
+            return "--calibration";
+        case Input::data:
+            return "--data";
+        case Input::device:
+            return "--device";
+        case Input::global_batch:
+            return "--global-batch";
+        case Input::grad_accumulation:
+            return "--grad-accumulation";
+        case Input::memory_cap:
+            return "--memory-cap";
+        case Input::memory_slots:
+            return "--memory-slots";
+        case Input::micro_batch:
+            return "--micro-batch";
+        case Input::offload_checkpoints:
+            return "--offload-checkpoints";
+        case Input::optimizer:
+            return "--optimizer";
+        case Input::output:
+            return "-o";
+        case Input::precision:
+            return "--precision";
+        case Input::seq:
+            return "--seq";
+        case Input::sharding:
+            return "--sharding";
+        case Input::steps:
+            return "--steps";
+        case Input::strategies:
+            return "--strategies";
+        case Input::world_size:
+            return "--world-size";
     }
     return "";
 }
@@ -52,54 +69,65 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
         ->required();
     app.add_option("--gpu", a.gpu, "GPU preset (see `remat models`)")->capture_default_str();
     app.add_option("--gpu-memory", a.gpu_memory,
-                   "Override the GPU's capacity: a number and a unit, any case, e.g. 24GiB or 24G (2^30 bytes each), "
+                   "Override the GPU's capacity: a number and a unit, any case, e.g. 24GiB or 24G "
+                   "(2^30 bytes each), "
                    "40GB (10^9), 4096B");
     app.add_option("--micro-batch", a.micro_batch, "Sequences per micro-batch per GPU (B)")
         ->check(decimal())
         ->capture_default_str();
-    app.add_option("--seq", a.seq, "Sequence length (S); default: the model's context length")->check(decimal());
+    app.add_option("--seq", a.seq, "Sequence length (S); default: the model's context length")
+        ->check(decimal());
     app.add_option("--precision", a.precision, "fp32 | bf16-mixed | fp16-mixed | bf16")
         ->capture_default_str();
     app.add_option("--sharding", a.sharding,
                    "none (DDP) | fsdp | fsdp-grad-op | zero1 | zero2 | zero3 | megatron | "
                    "megatron-distopt")
         ->capture_default_str();
-    app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")->check(decimal())->capture_default_str();
+    app.add_option("--world-size", a.world_size, "Data-parallel ranks (W)")
+        ->check(decimal())
+        ->capture_default_str();
     app.add_option("--grad-accumulation", a.grad_accumulation,
                    "Micro-batches per optimizer step; gradients of earlier ones stay live")
         ->check(decimal())
         ->capture_default_str();
-    app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")->capture_default_str();
+    app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")
+        ->capture_default_str();
     app.add_option("--profile", a.profile,
-                   "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron | remat (remat run's own runtime)")
+                   "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron | "
+                   "remat (remat run's own runtime)")
         ->capture_default_str();
     app.add_option("--attention", a.attention,
-                   "Attention core of remat's runtime (profiles remat, remat-cuda): flash (saves q, k, v, out, lse) | "
+                   "Attention core of remat's runtime (profiles remat, remat-cuda): flash (saves "
+                   "q, k, v, out, lse) | "
                    "eager (materialized scores, saves the S x S probabilities)")
         ->capture_default_str();
-    app.add_option("--memory-budget", a.memory_budget,
-                   "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
+    app.add_option(
+        "--memory-budget", a.memory_budget,
+        "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
     app.add_option("--memory-slots", a.memory_slots,
-                   "optimal, pareto: memory resolution, SLOTS slots over what keeping everything needs (default 1024; 256 past 128 stages; 0: exact)")
+                   "optimal, pareto: memory resolution, SLOTS slots over what keeping everything "
+                   "needs (default 1024; 256 past 128 stages; 0: exact)")
         ->check(decimal());
-    app.add_flag("--offload-checkpoints", a.offload_checkpoints,
-                 "Checkpoints live in host memory (PCIe copies overlap compute); optimal may choose it");
+    app.add_flag(
+        "--offload-checkpoints", a.offload_checkpoints,
+        "Checkpoints live in host memory (PCIe copies overlap compute); optimal may choose it");
     app.add_option("--reserve-context", a.reserve_context,
                    "CUDA context bytes outside the allocator (default 300MiB)");
     app.add_option("--reserve-workspace", a.reserve_workspace,
                    "cuBLAS workspace bytes (default 32MiB on sm90, 8519680 before)");
-    app.add_option("--fragmentation", a.fragmentation,
-                   "Allocator fragmentation margin as a fraction of the allocator peak (default 0.05)");
+    app.add_option(
+        "--fragmentation", a.fragmentation,
+        "Allocator fragmentation margin as a fraction of the allocator peak (default 0.05)");
     app.add_option("--calibration", a.calibration,
-                   "Step times from the rates measured by `remat calibrate` (FILE) instead of the GPU preset's peaks");
+                   "Step times from the rates measured by `remat calibrate` (FILE) instead of the "
+                   "GPU preset's peaks");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
 }
 
 namespace {
 
 std::uint64_t positive(std::int64_t v, const char* option) {
-    if (v <= 0)
-        throw InputError(fmt::format("{} {} must be a positive integer", option, v));
+    if (v <= 0) throw InputError(fmt::format("{} {} must be a positive integer", option, v));
     return static_cast<std::uint64_t>(v);
 }
 
@@ -112,7 +140,8 @@ Question question_of(const CommonArgs& a) {
     q.options.seq = a.seq ? positive(*a.seq, "--seq") : q.model.context;
     if (q.model.learned_positions && q.options.seq > q.model.context)
         throw InputError(fmt::format("--seq {} exceeds {}'s {} learned positions; use --seq <= {}",
-                                     q.options.seq, q.model.name, q.model.context, q.model.context));
+                                     q.options.seq, q.model.name, q.model.context,
+                                     q.model.context));
     q.options.world_size = positive(a.world_size, "--world-size");
     q.options.grad_accumulation = positive(a.grad_accumulation, "--grad-accumulation");
     q.options.precision = parse_precision(a.precision);
@@ -123,24 +152,29 @@ Question question_of(const CommonArgs& a) {
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
-        q.context.reserve.cuda_context_bytes = parse_bytes(a.reserve_context, "--reserve-context", true);
+        q.context.reserve.cuda_context_bytes =
+            parse_bytes(a.reserve_context, "--reserve-context", true);
     if (!a.reserve_workspace.empty())
-        q.context.reserve.workspace_bytes = parse_bytes(a.reserve_workspace, "--reserve-workspace", true);
+        q.context.reserve.workspace_bytes =
+            parse_bytes(a.reserve_workspace, "--reserve-workspace", true);
     if (a.fragmentation) {
         if (!(*a.fragmentation >= 0 && *a.fragmentation < 1))
-            throw InputError(fmt::format("--fragmentation {} must be a fraction in [0, 1), e.g. 0.05",
-                                         *a.fragmentation));
+            throw InputError(fmt::format(
+                "--fragmentation {} must be a fraction in [0, 1), e.g. 0.05", *a.fragmentation));
         q.context.reserve.fragmentation = *a.fragmentation;
     }
-    if (!a.memory_budget.empty()) q.context.budget_bytes = parse_bytes(a.memory_budget, "--memory-budget");
+    if (!a.memory_budget.empty())
+        q.context.budget_bytes = parse_bytes(a.memory_budget, "--memory-budget");
     if (a.memory_slots) {
         if (*a.memory_slots < 0 || *a.memory_slots > 1'000'000)
-            throw InputError(fmt::format("--memory-slots {} must be between 0 (exact) and 1000000", *a.memory_slots));
+            throw InputError(fmt::format("--memory-slots {} must be between 0 (exact) and 1000000",
+                                         *a.memory_slots));
         q.context.memory_slots = static_cast<std::uint32_t>(*a.memory_slots);
     }
     q.context.offload_checkpoints = a.offload_checkpoints;
     if (a.offload_checkpoints && !(q.gpu.host_link_bandwidth > 0))
-        throw InputError(fmt::format("--offload-checkpoints: GPU preset '{}' has no host_link_bandwidth", q.gpu.name));
+        throw InputError(fmt::format(
+            "--offload-checkpoints: GPU preset '{}' has no host_link_bandwidth", q.gpu.name));
     if (!a.calibration.empty()) {
         const Calibration c = load_calibration(a.calibration);
         check_covers(c, q.options.precision, a.calibration);
@@ -162,18 +196,19 @@ Question make_question(const CommonArgs& a) {
     }
 }
 
-std::vector<std::string> plan_args(const CommonArgs& a, const Question& q, std::uint64_t micro_batch,
-                                   std::uint64_t grad_accumulation, const std::string& strategy, bool offload) {
+std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
+                                   std::uint64_t micro_batch, std::uint64_t grad_accumulation,
+                                   const std::string& strategy, bool offload) {
     const RunOptions& o = q.options;
-    std::vector<std::string> out = {"--model",      a.model,
-                                    "--gpu",        a.gpu,
+    std::vector<std::string> out = {"--model",       a.model,
+                                    "--gpu",         a.gpu,
                                     "--micro-batch", std::to_string(micro_batch),
-                                    "--seq",        std::to_string(o.seq),
-                                    "--precision",  std::string(precision_name(o.precision)),
-                                    "--profile",    std::string(profile_name(o.profile)),
-                                    "--sharding",   std::string(sharding_name(o.sharding)),
-                                    "--world-size", std::to_string(o.world_size),
-                                    "--optimizer",  std::string(optimizer_name(o.optimizer))};
+                                    "--seq",         std::to_string(o.seq),
+                                    "--precision",   std::string(precision_name(o.precision)),
+                                    "--profile",     std::string(profile_name(o.profile)),
+                                    "--sharding",    std::string(sharding_name(o.sharding)),
+                                    "--world-size",  std::to_string(o.world_size),
+                                    "--optimizer",   std::string(optimizer_name(o.optimizer))};
     if (o.attention != Attention::flash) {
         out.push_back("--attention");
         out.push_back(std::string(attention_name(o.attention)));

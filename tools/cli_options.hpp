@@ -50,7 +50,8 @@ void add_common_options(CLI::App& app, CommonArgs& args);
 Question make_question(const CommonArgs& args);
 // The arguments after `remat plan` that reproduce one configuration of this question: the
 // question's own options, with the micro-batch, accumulation, strategy and offload given.
-std::vector<std::string> plan_args(const CommonArgs& args, const Question& q, std::uint64_t micro_batch,
-                                   std::uint64_t grad_accumulation, const std::string& strategy, bool offload);
+std::vector<std::string> plan_args(const CommonArgs& args, const Question& q,
+                                   std::uint64_t micro_batch, std::uint64_t grad_accumulation,
+                                   const std::string& strategy, bool offload);
 
 }  // namespace remat::cli

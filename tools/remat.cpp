@@ -3,9 +3,9 @@
 // glue: every decision lives in planner/, every execution in runtime/. This file holds the
 // options and their help; each subcommand's body is in tools/commands.cpp (validate's sweep in
 // tools/validation.cpp).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "planner/config/checked.hpp"
@@ -32,9 +32,11 @@ int main(int argc, char** argv) {
         "  remat recommend --model llama2-7b --sharding fsdp --world-size 8 --global-batch 512\n"
         "  remat pareto --model llama2-7b --sharding fsdp --world-size 8 --micro-batch 8\n"
         "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n"
-        "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt --check-gradients\n"
+        "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt "
+        "--check-gradients\n"
         "  remat validate --device cpu\n"
-        "  remat calibrate --device cuda -o h200.json && remat plan --model llama2-7b --calibration h200.json\n"
+        "  remat calibrate --device cuda -o h200.json && remat plan --model llama2-7b "
+        "--calibration h200.json\n"
         "  remat devices\n",
         "remat"};
     app.require_subcommand(1);
@@ -48,97 +50,139 @@ int main(int argc, char** argv) {
     models->add_flag("--json", models_json_flag, "Machine-readable output");
 
     bool devices_json = false;
-    auto* devices = app.add_subcommand("devices", "List the backends compiled in and the GPUs visible");
+    auto* devices =
+        app.add_subcommand("devices", "List the backends compiled in and the GPUs visible");
     devices->add_flag("--json", devices_json, "Machine-readable output");
 
-    auto* plan = app.add_subcommand("plan", "Predict peak memory, step time and the schedule of one strategy");
+    auto* plan = app.add_subcommand(
+        "plan", "Predict peak memory, step time and the schedule of one strategy");
     add_common_options(*plan, common);
-    plan->add_option("--strategy", strategy,
-                     "none | full | every-N | segments-K | sqrt | greedy-budget | selective | optimal")
+    plan->add_option(
+            "--strategy", strategy,
+            "none | full | every-N | segments-K | sqrt | greedy-budget | selective | optimal")
         ->capture_default_str();
     plan->add_flag("--saved", saved, "List the tensors each stage saves for backward");
     plan->add_flag("--schedule", schedule, "Print the schedule's actions");
     plan->add_flag("--timeline", timeline, "Print live memory after each action");
 
-    auto* max_batch = app.add_subcommand("max-batch", "Largest micro-batch that fits, per strategy");
+    auto* max_batch =
+        app.add_subcommand("max-batch", "Largest micro-batch that fits, per strategy");
     add_common_options(*max_batch, common);
-    max_batch->add_option("--strategies", strategies, "Comma-separated strategies, or all")->capture_default_str();
+    max_batch->add_option("--strategies", strategies, "Comma-separated strategies, or all")
+        ->capture_default_str();
 
     std::optional<std::int64_t> global_batch;
-    auto* rec = app.add_subcommand(
-        "recommend", "The fastest configuration that fits: every micro-batch x every strategy (+ offload), top five");
+    auto* rec = app.add_subcommand("recommend",
+                                   "The fastest configuration that fits: every micro-batch x every "
+                                   "strategy (+ offload), top five");
     add_common_options(*rec, common);
     rec->add_option("--global-batch", global_batch,
-                    "Sequences per optimizer step over all ranks: each micro-batch b accumulates N/(b*W) micro-steps")
+                    "Sequences per optimizer step over all ranks: each micro-batch b accumulates "
+                    "N/(b*W) micro-steps")
         ->check(decimal());
 
     bool all_points = false;
-    auto* pareto = app.add_subcommand(
-        "pareto", "The memory/time frontier: every non-dominated (peak, step time) schedule, leanest to none");
+    auto* pareto = app.add_subcommand("pareto",
+                                      "The memory/time frontier: every non-dominated (peak, step "
+                                      "time) schedule, leanest to none");
     add_common_options(*pareto, common);
     pareto->add_flag("--all", all_points, "Print every point (default: at most 24, evenly spaced)");
 
-    auto* dot = app.add_subcommand("dot", "Draw the plan as Graphviz DOT (blue: kept, red: recomputed)");
+    auto* dot =
+        app.add_subcommand("dot", "Draw the plan as Graphviz DOT (blue: kept, red: recomputed)");
     add_common_options(*dot, common);
-    dot->add_option("--strategies,--strategy", strategies, "Comma-separated strategies (one cluster each), or all")
+    dot->add_option("--strategies,--strategy", strategies,
+                    "Comma-separated strategies (one cluster each), or all")
         ->capture_default_str();
     dot->add_option("-o,--output", output, "Write to FILE instead of stdout");
     dot->add_flag("--ops", ops, "Expand blocks into their op graphs, saved tensors marked");
 
     RunFlags run_flags;
-    auto* run = app.add_subcommand(
-        "run", "Execute a plan on real blocks (W ranks as threads) and hold the measured memory against the prediction");
+    auto* run = app.add_subcommand("run",
+                                   "Execute a plan on real blocks (W ranks as threads) and hold "
+                                   "the measured memory against the prediction");
     add_common_options(*run, common);
-    run->add_option("--strategy", run_flags.strategy, "As for plan: none | full | every-N | ... | optimal")
+    run->add_option("--strategy", run_flags.strategy,
+                    "As for plan: none | full | every-N | ... | optimal")
         ->capture_default_str();
-    run->add_option("--device", run_flags.device, "cpu (the reference backend, all W ranks) | cuda (rank 0 of W on GPU 0)")
+    run->add_option("--device", run_flags.device,
+                    "cpu (the reference backend, all W ranks) | cuda (rank 0 of W on GPU 0)")
         ->capture_default_str();
-    run->add_option("--steps", run_flags.steps, "Optimizer steps to run")->check(decimal())->capture_default_str();
+    run->add_option("--steps", run_flags.steps, "Optimizer steps to run")
+        ->check(decimal())
+        ->capture_default_str();
     run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")
         ->check(decimal())
         ->capture_default_str();
-    run->add_option("--data", run_flags.data, "Token file: little-endian int32 ids (default: a synthetic stream)");
-    run->add_option("--memory-cap", run_flags.memory_cap,
-                    "Cap each rank's allocator, e.g. 64MiB: an allocation beyond it stops the run (exit 3)");
+    run->add_option("--data", run_flags.data,
+                    "Token file: little-endian int32 ids (default: a synthetic stream)");
+    run->add_option(
+        "--memory-cap", run_flags.memory_cap,
+        "Cap each rank's allocator, e.g. 64MiB: an allocation beyond it stops the run (exit 3)");
     run->add_flag("--check-gradients", run_flags.check_gradients,
                   "Also run none; losses and every gradient must be bitwise equal (exit 4 if not)");
-    run->add_flag("--timeline", run_flags.timeline, "Print predicted and measured bytes for every action");
+    run->add_flag("--timeline", run_flags.timeline,
+                  "Print predicted and measured bytes for every action");
     run->footer(
-        "The run uses --sharding fsdp unless told otherwise (--world-size 1 included). It predicts with --profile remat\n"
-        "and no reserve on the CPU, and with --profile remat-cuda and the GPU's reserve on CUDA. Exit codes: 0 done,\n"
-        "2 bad input, 3 out of memory under --memory-cap (or, before starting, predicted to need more host memory\n"
+        "The run uses --sharding fsdp unless told otherwise (--world-size 1 included). It predicts "
+        "with --profile remat\n"
+        "and no reserve on the CPU, and with --profile remat-cuda and the GPU's reserve on CUDA. "
+        "Exit codes: 0 done,\n"
+        "2 bad input, 3 out of memory under --memory-cap (or, before starting, predicted to need "
+        "more host memory\n"
         "than this machine has available), 4 gradients differ.");
 
     ValidateFlags vf;
-    auto* validate = app.add_subcommand(
-        "validate", "Sweep strategies x micro-batches x world sizes x precisions x sequence lengths: predicted vs measured");
+    auto* validate = app.add_subcommand("validate",
+                                        "Sweep strategies x micro-batches x world sizes x "
+                                        "precisions x sequence lengths: predicted vs measured");
     validate->add_option("--device", vf.device, "cpu | cuda")->capture_default_str();
-    validate->add_option("--models", vf.models, "Comma-separated models (cpu: tiny-gpt2,tiny-llama; cuda: gpt2-xl,llama-1b)");
-    validate->add_option("--strategies", vf.strategies, "Comma-separated strategies, or all (cpu: all; cuda: none,full,sqrt)");
-    validate->add_option("--micro-batches", vf.micro_batches, "Per-rank micro-batches (cpu: 1,2; cuda: 1)");
-    validate->add_option("--world-sizes", vf.world_sizes, "fsdp ranks (cpu: 1,2,4 as threads; cuda: 1,8, rank 0 emulated)");
-    validate->add_option("--precisions", vf.precisions, "fp32, bf16-mixed (cpu: both; cuda: bf16-mixed)");
+    validate->add_option(
+        "--models", vf.models,
+        "Comma-separated models (cpu: tiny-gpt2,tiny-llama; cuda: gpt2-xl,llama-1b)");
+    validate->add_option("--strategies", vf.strategies,
+                         "Comma-separated strategies, or all (cpu: all; cuda: none,full,sqrt)");
+    validate->add_option("--micro-batches", vf.micro_batches,
+                         "Per-rank micro-batches (cpu: 1,2; cuda: 1)");
+    validate->add_option("--world-sizes", vf.world_sizes,
+                         "fsdp ranks (cpu: 1,2,4 as threads; cuda: 1,8, rank 0 emulated)");
+    validate->add_option("--precisions", vf.precisions,
+                         "fp32, bf16-mixed (cpu: both; cuda: bf16-mixed)");
     validate->add_option("--seqs", vf.seqs, "Sequence lengths (cpu: 64,256; cuda: 1024)");
-    validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)")->check(decimal());
-    validate->add_option("--tolerance", vf.tolerance, "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
-    validate->add_option("--gpu", vf.gpu, "GPU preset for the predicted step times, the reserve and MFU's peak")
+    validate->add_option("--steps", vf.steps, "Optimizer steps per run (cpu: 1; cuda: 3)")
+        ->check(decimal());
+    validate->add_option(
+        "--tolerance", vf.tolerance,
+        "Largest relative error that passes, exit 4 beyond (cpu: 0.01; cuda: 0.02)");
+    validate
+        ->add_option("--gpu", vf.gpu,
+                     "GPU preset for the predicted step times, the reserve and MFU's peak")
         ->capture_default_str();
-    validate->add_option("--attention", vf.attention, "The blocks' attention core: flash | eager (saves the S x S probabilities)")
+    validate
+        ->add_option("--attention", vf.attention,
+                     "The blocks' attention core: flash | eager (saves the S x S probabilities)")
         ->capture_default_str();
     validate->add_option("--calibration", vf.calibration,
-                         "Predict step times from a `remat calibrate` file (of this device) instead of the GPU preset");
-    validate->add_option("-o,--output", vf.output,
-                         "Also write the JSON document to FILE and a markdown table beside it (cuda default: "
-                         "docs/validation/<gpu>.json, <gpu>-eager.json with --attention eager)");
+                         "Predict step times from a `remat calibrate` file (of this device) "
+                         "instead of the GPU preset");
+    validate->add_option(
+        "-o,--output", vf.output,
+        "Also write the JSON document to FILE and a markdown table beside it (cuda default: "
+        "docs/validation/<gpu>.json, <gpu>-eager.json with --attention eager)");
     validate->add_flag("--json", vf.json, "Print the JSON document instead of the table");
 
     CalibrateFlags cf;
     auto* calibrate = app.add_subcommand(
-        "calibrate", "Measure the device's GEMM, attention and memory rates; write a file for --calibration");
-    calibrate->add_option("--device", cf.device, "cpu (one BLAS thread, as each rank of remat run) | cuda (GPU 0)")
+        "calibrate",
+        "Measure the device's GEMM, attention and memory rates; write a file for --calibration");
+    calibrate
+        ->add_option("--device", cf.device,
+                     "cpu (one BLAS thread, as each rank of remat run) | cuda (GPU 0)")
         ->capture_default_str();
     calibrate->add_option("--precision", cf.precision, "fp32 | bf16-mixed (default: both)");
-    calibrate->add_option("-o,--output", cf.output, "The calibration file to write (JSON, docs/json.md)")->required();
+    calibrate
+        ->add_option("-o,--output", cf.output, "The calibration file to write (JSON, docs/json.md)")
+        ->required();
     calibrate->add_flag("--json", cf.json, "Print the file's document instead of the table");
 
     try {
@@ -157,11 +201,14 @@ int main(int argc, char** argv) {
         if (*models) return run_models(models_json_flag);
         if (*devices) return run_devices(devices_json);
         if (*plan) return run_plan(common, strategy, saved, schedule, timeline);
-        if (*max_batch) return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
+        if (*max_batch)
+            return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
         if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
         if (*pareto) return run_pareto(common, all_points);
         if (*dot) return run_dot(common, strategies, output, ops);
-        if (*run) return run_run(common, run_flags, run->count("--sharding") > 0, run->count("--profile") > 0);
+        if (*run)
+            return run_run(common, run_flags, run->count("--sharding") > 0,
+                           run->count("--profile") > 0);
         if (*validate) return run_validate(vf);
         if (*calibrate) return run_calibrate(cf);
     } catch (const cli::HostMemoryError& e) {
@@ -170,8 +217,12 @@ int main(int argc, char** argv) {
     } catch (const SizeOverflow& e) {
         // Sizes grow with the micro-batch and the sequence: name them as the question had them.
         std::cerr << "remat: " << one_line(e.what())
-                  << fmt::format("; the question is too large to count (--micro-batch {}, --seq {}); use smaller values",
-                                 common.micro_batch, common.seq ? std::to_string(*common.seq) : "defaulting to the model's context")
+                  << fmt::format(
+                         "; the question is too large to count (--micro-batch {}, --seq {}); use "
+                         "smaller values",
+                         common.micro_batch,
+                         common.seq ? std::to_string(*common.seq)
+                                    : "defaulting to the model's context")
                   << "\n";
         return 2;
     } catch (const InputError& e) {

@@ -30,10 +30,14 @@ namespace {
 
 std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
     switch (k) {
-        case Keep::all: return s.all_bytes;
-        case Keep::selective: return s.selective_bytes;
-        case Keep::input: return s.input_bytes;
-        case Keep::none: return 0;
+        case Keep::all:
+            return s.all_bytes;
+        case Keep::selective:
+            return s.selective_bytes;
+        case Keep::input:
+            return s.input_bytes;
+        case Keep::none:
+            return 0;
     }
     return 0;
 }
@@ -45,9 +49,12 @@ std::string header(const Question& q, bool with_micro_batch = true) {
         "{} ({} params) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), q.gpu.name,
         format_bytes(q.context.capacity_bytes),
-        with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq, precision_name(o.precision),
-        profile_name(o.profile), o.attention == Attention::eager ? " (eager attention)" : "", sharding_name(o.sharding), o.world_size, optimizer_name(o.optimizer),
-        o.grad_accumulation > 1 ? fmt::format(", {} micro-batches per step", o.grad_accumulation) : std::string());
+        with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq,
+        precision_name(o.precision), profile_name(o.profile),
+        o.attention == Attention::eager ? " (eager attention)" : "", sharding_name(o.sharding),
+        o.world_size, optimizer_name(o.optimizer),
+        o.grad_accumulation > 1 ? fmt::format(", {} micro-batches per step", o.grad_accumulation)
+                                : std::string());
 }
 
 }  // namespace
@@ -55,10 +62,14 @@ std::string header(const Question& q, bool with_micro_batch = true) {
 json optimal_json(const Plan& p) {
     if (!p.optimal) return nullptr;
     const OptimalInfo& o = *p.optimal;
-    return {{"budget_bytes", o.budget_bytes},     {"fits_budget", o.fits},
-            {"planned_allocator_peak_bytes", o.allocator_peak_bytes}, {"planned_step_time_s", o.step_time_s},
-            {"frontier_points", o.frontier_points}, {"slot_bytes", o.slot_bytes},
-            {"exact", o.slot_bytes == 0},            {"solve_s", o.solve_s},
+    return {{"budget_bytes", o.budget_bytes},
+            {"fits_budget", o.fits},
+            {"planned_allocator_peak_bytes", o.allocator_peak_bytes},
+            {"planned_step_time_s", o.step_time_s},
+            {"frontier_points", o.frontier_points},
+            {"slot_bytes", o.slot_bytes},
+            {"exact", o.slot_bytes == 0},
+            {"solve_s", o.solve_s},
             {"incumbent", o.incumbent.empty() ? json(nullptr) : json(o.incumbent)}};
 }
 
@@ -79,44 +90,48 @@ json plan_json(const Question& q, const Evaluation& e) {
     }
     json schedule = json::array();
     for (const Action& a : e.plan.schedule.actions)
-        schedule.push_back({{"action", action_kind_name(a.kind)}, {"stage", a.stage}, {"recompute", a.recompute},
+        schedule.push_back({{"action", action_kind_name(a.kind)},
+                            {"stage", a.stage},
+                            {"recompute", a.recompute},
                             {"offload", a.offload}});
     json timeline = json::array();
     for (const auto& t : r.timeline)
-        timeline.push_back({{"action", t.action}, {"live_bytes", t.live_bytes}, {"peak_bytes", t.peak_bytes}});
+        timeline.push_back(
+            {{"action", t.action}, {"live_bytes", t.live_bytes}, {"peak_bytes", t.peak_bytes}});
     const Reserve& rv = q.context.reserve;
-    return {{"question", question_json(q)},
-            {"strategy", e.plan.strategy},
-            {"params", parameter_count(q.model)},
-            {"peak_bytes", r.peak_bytes},
-            {"allocator_peak_bytes", r.allocator_peak_bytes},
-            {"capacity_bytes", q.context.capacity_bytes},
-            {"fits", e.fits},
-            {"peak_action", r.peak_action},
-            {"peak_op", r.peak_op},
-            {"breakdown",
-             {{"parameters_bytes", b.parameters_bytes},
-              {"gradients_bytes", b.gradients_bytes},
-              {"optimizer_bytes", b.optimizer_bytes},
-              {"unsharded_parameters_bytes", b.unsharded_parameters_bytes},
-              {"activations_bytes", b.activations_bytes},
-              {"temporaries_bytes", b.temporaries_bytes},
-              {"reserve_bytes", b.reserve_bytes}}},
-            {"reserve",
-             {{"cuda_context_bytes", rv.cuda_context_bytes},
-              {"workspace_bytes", rv.workspace_bytes},
-              {"fragmentation", rv.fragmentation},
-              {"fragmentation_bytes", b.reserve_bytes - rv.cuda_context_bytes - rv.workspace_bytes}}},
-            {"stages", stages},
-            {"schedule", schedule},
-            {"timeline", timeline},
-            {"forward_flops", r.forward_flops},
-            {"recompute_flops", r.recompute_flops},
-            {"backward_flops", r.backward_flops},
-            {"step_time_s", r.step_time_s},
-            {"tokens_per_s", r.tokens_per_s},
-            {"offloads_checkpoints", offloads(e.plan.schedule)},
-            {"optimal", optimal_json(e.plan)}};
+    return {
+        {"question", question_json(q)},
+        {"strategy", e.plan.strategy},
+        {"params", parameter_count(q.model)},
+        {"peak_bytes", r.peak_bytes},
+        {"allocator_peak_bytes", r.allocator_peak_bytes},
+        {"capacity_bytes", q.context.capacity_bytes},
+        {"fits", e.fits},
+        {"peak_action", r.peak_action},
+        {"peak_op", r.peak_op},
+        {"breakdown",
+         {{"parameters_bytes", b.parameters_bytes},
+          {"gradients_bytes", b.gradients_bytes},
+          {"optimizer_bytes", b.optimizer_bytes},
+          {"unsharded_parameters_bytes", b.unsharded_parameters_bytes},
+          {"activations_bytes", b.activations_bytes},
+          {"temporaries_bytes", b.temporaries_bytes},
+          {"reserve_bytes", b.reserve_bytes}}},
+        {"reserve",
+         {{"cuda_context_bytes", rv.cuda_context_bytes},
+          {"workspace_bytes", rv.workspace_bytes},
+          {"fragmentation", rv.fragmentation},
+          {"fragmentation_bytes", b.reserve_bytes - rv.cuda_context_bytes - rv.workspace_bytes}}},
+        {"stages", stages},
+        {"schedule", schedule},
+        {"timeline", timeline},
+        {"forward_flops", r.forward_flops},
+        {"recompute_flops", r.recompute_flops},
+        {"backward_flops", r.backward_flops},
+        {"step_time_s", r.step_time_s},
+        {"tokens_per_s", r.tokens_per_s},
+        {"offloads_checkpoints", offloads(e.plan.schedule)},
+        {"optimal", optimal_json(e.plan)}};
 }
 
 json saved_json(const Chain& c) {
@@ -126,14 +141,19 @@ json saved_json(const Chain& c) {
         json tensors = json::array();
         for (TensorId s : g.saved_storages()) {
             const Tensor& t = g.tensor(s);
-            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", dtype_name(t.dtype)}, {"bytes", t.bytes()}});
+            tensors.push_back({{"name", t.name},
+                               {"shape", t.shape},
+                               {"dtype", dtype_name(t.dtype)},
+                               {"bytes", t.bytes()}});
         }
-        out.push_back({{"stage", c.stages[i].name}, {"tensors", tensors}, {"total_bytes", g.saved_bytes()}});
+        out.push_back(
+            {{"stage", c.stages[i].name}, {"tensors", tensors}, {"total_bytes", g.saved_bytes()}});
     }
     return out;
 }
 
-std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule, bool timeline) {
+std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule,
+                      bool timeline) {
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
     std::string out = "remat plan: " + header(q);
@@ -142,13 +162,18 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     if (const auto& o = e.plan.optimal) {
         out += fmt::format("  optimal within {}: {} ({} frontier points, {}, solved in {})\n",
                            format_bytes(o->budget_bytes),
-                           o->fits ? "the fastest schedule of the family" : "NOTHING FITS, the leanest schedule shown",
+                           o->fits ? "the fastest schedule of the family"
+                                   : "NOTHING FITS, the leanest schedule shown",
                            o->frontier_points,
-                           o->slot_bytes ? fmt::format("memory slots of {}", format_bytes(o->slot_bytes)) : std::string("exact"),
+                           o->slot_bytes
+                               ? fmt::format("memory slots of {}", format_bytes(o->slot_bytes))
+                               : std::string("exact"),
                            format_seconds(o->solve_s));
         if (!o->incumbent.empty())
-            out += fmt::format("  the heuristic {} replayed faster within the budget than the DP's pick (see docs/optimal.md): its schedule is used\n",
-                               o->incumbent);
+            out += fmt::format(
+                "  the heuristic {} replayed faster within the budget than the DP's pick (see "
+                "docs/optimal.md): its schedule is used\n",
+                o->incumbent);
     }
     out += "\n";
     out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
@@ -156,42 +181,56 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     // A --memory-budget below the GPU's capacity is a second limit: say how the peak stands to it
     // too, so that "NOTHING FITS" within the budget and "FITS" on the GPU read as two answers.
     if (const auto budget = q.context.budget_bytes; budget && *budget != q.context.capacity_bytes)
-        out += fmt::format("  budget      {:>12}  {}\n", format_bytes(*budget),
-                           r.peak_bytes <= *budget ? "within --memory-budget" : "OVER --memory-budget");
-    out += fmt::format("  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",
-                       format_bytes(r.allocator_peak_bytes));
-    // An allocation outside any op (a unit gather, a parameter's gradient) is named by what it holds.
-    out += fmt::format("  where       {} {}\n\n", r.peak_action,
-                       r.peak_op.empty() ? fmt::format("(allocating {})", r.peak_category) : r.peak_op);
+        out += fmt::format(
+            "  budget      {:>12}  {}\n", format_bytes(*budget),
+            r.peak_bytes <= *budget ? "within --memory-budget" : "OVER --memory-budget");
+    out += fmt::format(
+        "  allocator   {:>12}  (peak minus reserve: what torch.cuda.max_memory_allocated sees)\n",
+        format_bytes(r.allocator_peak_bytes));
+    // An allocation outside any op (a unit gather, a parameter's gradient) is named by what it
+    // holds.
+    out += fmt::format(
+        "  where       {} {}\n\n", r.peak_action,
+        r.peak_op.empty() ? fmt::format("(allocating {})", r.peak_category) : r.peak_op);
     out += "breakdown at the peak\n";
     const std::pair<const char*, std::uint64_t> rows[] = {
-        {"parameters", b.parameters_bytes},          {"gradients", b.gradients_bytes},
-        {"optimizer state", b.optimizer_bytes},      {"unsharded parameters", b.unsharded_parameters_bytes},
-        {"activations", b.activations_bytes},        {"temporaries", b.temporaries_bytes},
+        {"parameters", b.parameters_bytes},
+        {"gradients", b.gradients_bytes},
+        {"optimizer state", b.optimizer_bytes},
+        {"unsharded parameters", b.unsharded_parameters_bytes},
+        {"activations", b.activations_bytes},
+        {"temporaries", b.temporaries_bytes},
         {"reserve", b.reserve_bytes}};
-    for (const auto& [name, bytes] : rows) out += fmt::format("  {:<22}{:>12}\n", name, format_bytes(bytes));
+    for (const auto& [name, bytes] : rows)
+        out += fmt::format("  {:<22}{:>12}\n", name, format_bytes(bytes));
     const Reserve& rv = q.context.reserve;
-    out += fmt::format("  (reserve = CUDA context {} + cuBLAS workspace {} + fragmentation {:.0f}% of the allocator peak)\n\n",
-                       format_bytes(rv.cuda_context_bytes), format_bytes(rv.workspace_bytes), rv.fragmentation * 100);
-    out += fmt::format("compute    forward {}, recompute {}, backward {}\n", format_flops(r.forward_flops),
-                       format_flops(r.recompute_flops), format_flops(r.backward_flops));
+    out += fmt::format(
+        "  (reserve = CUDA context {} + cuBLAS workspace {} + fragmentation {:.0f}% of the "
+        "allocator peak)\n\n",
+        format_bytes(rv.cuda_context_bytes), format_bytes(rv.workspace_bytes),
+        rv.fragmentation * 100);
+    out += fmt::format("compute    forward {}, recompute {}, backward {}\n",
+                       format_flops(r.forward_flops), format_flops(r.recompute_flops),
+                       format_flops(r.backward_flops));
     out += fmt::format("step time  {} per optimizer step{}  ->  {:.0f} tokens/s per GPU\n\n",
                        format_seconds(r.step_time_s),
-                       q.options.grad_accumulation > 1 ? fmt::format(" ({} micro-batches)", q.options.grad_accumulation)
-                                                       : std::string(),
+                       q.options.grad_accumulation > 1
+                           ? fmt::format(" ({} micro-batches)", q.options.grad_accumulation)
+                           : std::string(),
                        r.tokens_per_s);
-    out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps", "input x",
-                       "all x̄", "kept");
+    out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps",
+                       "input x", "all x̄", "kept");
     const auto& st = e.chain.stages;
     for (std::size_t i = 0; i < st.size(); ++i) {
         // Runs of identical consecutive blocks print as one row.
         std::size_t j = i;
-        while (j + 1 < st.size() && st[j + 1].kind == StageKind::block && st[i].kind == StageKind::block &&
-               e.plan.keeps[j + 1] == e.plan.keeps[i])
+        while (j + 1 < st.size() && st[j + 1].kind == StageKind::block &&
+               st[i].kind == StageKind::block && e.plan.keeps[j + 1] == e.plan.keeps[i])
             ++j;
         const std::string name = j == i ? st[i].name : fmt::format("blocks {}-{}", i - 1, j - 1);
-        out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", name, stage_kind_name(st[i].kind),
-                           keep_name(e.plan.keeps[i]), format_bytes(st[i].input_bytes), format_bytes(st[i].all_bytes),
+        out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", name,
+                           stage_kind_name(st[i].kind), keep_name(e.plan.keeps[i]),
+                           format_bytes(st[i].input_bytes), format_bytes(st[i].all_bytes),
                            format_bytes(stage_kept_bytes(st[i], e.plan.keeps[i]) * (j - i + 1)));
         i = j;
     }
@@ -199,11 +238,13 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
         out += "\nsaved for backward (unique storages; every block is identical)\n";
         for (std::size_t gi = 0; gi < e.chain.graphs.size(); ++gi) {
             const StageGraph& g = e.chain.graphs[gi];
-            static constexpr const char* names[] = {"embedding", "each block", "final norm", "head"};
+            static constexpr const char* names[] = {"embedding", "each block", "final norm",
+                                                    "head"};
             out += fmt::format("  {}: {}\n", names[gi], format_bytes(g.saved_bytes()));
             for (TensorId s : g.saved_storages()) {
                 const Tensor& t = g.tensor(s);
-                out += fmt::format("    {:<36} {:<22} {:<9} {:>12}\n", t.name, fmt::format("({})", fmt::join(t.shape, ", ")),
+                out += fmt::format("    {:<36} {:<22} {:<9} {:>12}\n", t.name,
+                                   fmt::format("({})", fmt::join(t.shape, ", ")),
                                    dtype_name(t.dtype), format_bytes(t.bytes()));
             }
         }
@@ -223,9 +264,11 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
         out += "\n";
     }
     if (timeline) {
-        out += fmt::format("\ntimeline (allocator-visible bytes)\n  {:<14} {:>12} {:>12}\n", "action", "after", "peak during");
+        out += fmt::format("\ntimeline (allocator-visible bytes)\n  {:<14} {:>12} {:>12}\n",
+                           "action", "after", "peak during");
         for (const auto& t : r.timeline)
-            out += fmt::format("  {:<14} {:>12} {:>12}\n", t.action, format_bytes(t.live_bytes), format_bytes(t.peak_bytes));
+            out += fmt::format("  {:<14} {:>12} {:>12}\n", t.action, format_bytes(t.live_bytes),
+                               format_bytes(t.peak_bytes));
     }
     return out;
 }
@@ -245,14 +288,16 @@ json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
 
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results) {
     std::string out = "remat max-batch: " + header(q, false) + "\n";
-    out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak", "tokens/s per GPU");
+    out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak",
+                       "tokens/s per GPU");
     bool limited = false;
     for (const auto& m : results) {
         limited = limited || m.search_limit_reached;
         const std::string b = m.search_limit_reached ? fmt::format(">= {}", m.max_micro_batch)
                                                      : std::to_string(m.max_micro_batch);
-        out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), b, format_bytes(m.peak_bytes),
-                           m.max_micro_batch ? fmt::format("{:.0f}", m.tokens_per_s) : std::string("-"));
+        out += fmt::format(
+            "{:<16} {:>15} {:>12} {:>16}\n", m.strategy.name(), b, format_bytes(m.peak_bytes),
+            m.max_micro_batch ? fmt::format("{:.0f}", m.tokens_per_s) : std::string("-"));
     }
     out += "\npeak at the max micro-batch (at 1 when nothing fits), reserve included\n";
     if (limited)
@@ -265,35 +310,48 @@ json models_json() {
     json models = json::array(), gpus = json::array();
     for (const auto& name : model_preset_names()) {
         const ModelConfig m = load_model(name);
-        models.push_back({{"name", name}, {"arch", arch_name(m.arch)}, {"params", parameter_count(m)},
-                          {"layers", m.n_layers}, {"hidden", m.hidden}, {"heads", m.n_heads},
-                          {"kv_heads", m.n_kv_heads}, {"ffn", m.ffn}, {"vocab", m.vocab}, {"context", m.context}});
+        models.push_back({{"name", name},
+                          {"arch", arch_name(m.arch)},
+                          {"params", parameter_count(m)},
+                          {"layers", m.n_layers},
+                          {"hidden", m.hidden},
+                          {"heads", m.n_heads},
+                          {"kv_heads", m.n_kv_heads},
+                          {"ffn", m.ffn},
+                          {"vocab", m.vocab},
+                          {"context", m.context}});
     }
     for (const auto& name : gpu_preset_names()) {
         const GpuSpec g = load_gpu(name);
-        gpus.push_back({{"name", name}, {"description", g.description}, {"capacity_bytes", g.capacity_bytes},
-                        {"bf16_flops", g.bf16_flops}, {"fp32_flops", g.fp32_flops},
-                        {"memory_bandwidth", g.memory_bandwidth}, {"host_link_bandwidth", g.host_link_bandwidth}});
+        gpus.push_back({{"name", name},
+                        {"description", g.description},
+                        {"capacity_bytes", g.capacity_bytes},
+                        {"bf16_flops", g.bf16_flops},
+                        {"fp32_flops", g.fp32_flops},
+                        {"memory_bandwidth", g.memory_bandwidth},
+                        {"host_link_bandwidth", g.host_link_bandwidth}});
     }
     return {{"models", models}, {"gpus", gpus}};
 }
 
 std::string models_text() {
-    std::string out = fmt::format("models\n  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", "name", "arch",
-                                  "params", "L", "H", "A (KV)", "F", "V", "context");
+    std::string out =
+        fmt::format("models\n  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", "name",
+                    "arch", "params", "L", "H", "A (KV)", "F", "V", "context");
     for (const auto& name : model_preset_names()) {
         const ModelConfig m = load_model(name);
-        out += fmt::format("  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", name, arch_name(m.arch),
-                           fmt::group_digits(parameter_count(m)), m.n_layers, m.hidden,
-                           fmt::format("{} ({})", m.n_heads, m.n_kv_heads), m.ffn, m.vocab, m.context);
+        out += fmt::format("  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", name,
+                           arch_name(m.arch), fmt::group_digits(parameter_count(m)), m.n_layers,
+                           m.hidden, fmt::format("{} ({})", m.n_heads, m.n_kv_heads), m.ffn,
+                           m.vocab, m.context);
     }
-    out += fmt::format("\ngpus\n  {:<13} {:<30} {:>11} {:>12} {:>12} {:>11}\n", "name", "description", "capacity",
-                       "bf16 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s");
+    out += fmt::format("\ngpus\n  {:<13} {:<30} {:>11} {:>12} {:>12} {:>11}\n", "name",
+                       "description", "capacity", "bf16 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s");
     for (const auto& name : gpu_preset_names()) {
         const GpuSpec g = load_gpu(name);
-        out += fmt::format("  {:<13} {:<30} {:>11} {:>12.1f} {:>12.1f} {:>11.0f}\n", name, g.description,
-                           format_bytes(g.capacity_bytes), g.bf16_flops / 1e12, g.fp32_flops / 1e12,
-                           g.memory_bandwidth / 1e9);
+        out += fmt::format("  {:<13} {:<30} {:>11} {:>12.1f} {:>12.1f} {:>11.0f}\n", name,
+                           g.description, format_bytes(g.capacity_bytes), g.bf16_flops / 1e12,
+                           g.fp32_flops / 1e12, g.memory_bandwidth / 1e9);
     }
     out += "\n--model also takes a path to a remat preset JSON or a Hugging Face config.json\n";
     return out;
@@ -309,23 +367,23 @@ json pareto_json(const Question& q, const ParetoFrontier& f) {
                           {"tokens_per_s", p.tokens_per_s},
                           {"fits", p.peak_bytes <= q.context.capacity_bytes},
                           {"source", p.source}});
-    return {{"question", question_json(q)},
-            {"offload_checkpoints", q.context.offload_checkpoints},
-            {"slot_bytes", f.slot_bytes},
-            {"exact", f.slot_bytes == 0},
-            {"solve_s", f.solve_s},
-            {"points", points}};
+    return {{"question", question_json(q)}, {"offload_checkpoints", q.context.offload_checkpoints},
+            {"slot_bytes", f.slot_bytes},   {"exact", f.slot_bytes == 0},
+            {"solve_s", f.solve_s},         {"points", points}};
 }
 
 std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points) {
     std::string out = "remat pareto: " + header(q);
-    out += fmt::format("{} non-dominated (peak, step time) points{}, from the leanest schedule to no recomputation\n",
-                       f.points.size(), q.context.offload_checkpoints ? " (checkpoint offload allowed)" : "");
+    out += fmt::format(
+        "{} non-dominated (peak, step time) points{}, from the leanest schedule to no "
+        "recomputation\n",
+        f.points.size(), q.context.offload_checkpoints ? " (checkpoint offload allowed)" : "");
     out += fmt::format("DP solved in {} ({})\n\n", format_seconds(f.solve_s),
-                       f.slot_bytes ? fmt::format("memory slots of {}", format_bytes(f.slot_bytes)) : std::string("exact"));
+                       f.slot_bytes ? fmt::format("memory slots of {}", format_bytes(f.slot_bytes))
+                                    : std::string("exact"));
     const double none_time = f.points.empty() ? 0 : f.points.back().step_time_s;
-    out += fmt::format("{:>12} {:>12} {:>10} {:>16} {:>12}  {}\n", "peak", "step time", "vs fastest", "tokens/s per GPU",
-                       "recompute", "point");
+    out += fmt::format("{:>12} {:>12} {:>10} {:>16} {:>12}  {}\n", "peak", "step time",
+                       "vs fastest", "tokens/s per GPU", "recompute", "point");
     // At most 24 rows unless asked: evenly spaced, the first and the last always shown.
     const std::size_t n = f.points.size(), rows = all_points ? n : std::min<std::size_t>(n, 24);
     std::size_t last = n;
@@ -334,26 +392,38 @@ std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_poi
         if (i == last) continue;
         last = i;
         const ParetoPoint& p = f.points[i];
-        out += fmt::format("{:>12} {:>12} {:>+9.1f}% {:>16.0f} {:>12}  {}{}\n", format_bytes(p.peak_bytes),
-                           format_seconds(p.step_time_s), (p.step_time_s / none_time - 1) * 100, p.tokens_per_s,
+        out += fmt::format("{:>12} {:>12} {:>+9.1f}% {:>16.0f} {:>12}  {}{}\n",
+                           format_bytes(p.peak_bytes), format_seconds(p.step_time_s),
+                           (p.step_time_s / none_time - 1) * 100, p.tokens_per_s,
                            format_flops(p.recompute_flops), p.source,
                            p.peak_bytes > q.context.capacity_bytes ? "  (over capacity)" : "");
     }
-    if (rows < n) out += fmt::format("({} of {} points shown; --all for every point, --json for data)\n", rows, n);
-    out += "\npeak includes the reserve; `remat plan --strategy optimal --memory-budget PEAK` gives a point's schedule\n";
+    if (rows < n)
+        out += fmt::format("({} of {} points shown; --all for every point, --json for data)\n",
+                           rows, n);
+    out +=
+        "\npeak includes the reserve; `remat plan --strategy optimal --memory-budget PEAK` gives a "
+        "point's schedule\n";
     return out;
 }
 
 namespace {
 
-std::string variant_name(const Candidate& c) { return c.strategy.name() + (c.offload ? " +offload" : ""); }
+std::string variant_name(const Candidate& c) {
+    return c.strategy.name() + (c.offload ? " +offload" : "");
+}
 
 json candidate_json(const Candidate& c, const std::vector<std::string>& args) {
-    return {{"strategy", c.strategy.name()},     {"offload_checkpoints", c.offload},
-            {"micro_batch", c.micro_batch},      {"grad_accumulation", c.grad_accumulation},
-            {"tokens_per_s", c.tokens_per_s},    {"peak_bytes", c.peak_bytes},
-            {"step_time_s", c.step_time_s},      {"recompute_share", c.recompute_share},
-            {"offloads", offloads(c.schedule)},  {"same_schedule_as", c.same_as},
+    return {{"strategy", c.strategy.name()},
+            {"offload_checkpoints", c.offload},
+            {"micro_batch", c.micro_batch},
+            {"grad_accumulation", c.grad_accumulation},
+            {"tokens_per_s", c.tokens_per_s},
+            {"peak_bytes", c.peak_bytes},
+            {"step_time_s", c.step_time_s},
+            {"recompute_share", c.recompute_share},
+            {"offloads", offloads(c.schedule)},
+            {"same_schedule_as", c.same_as},
             {"args", args}};
 }
 
@@ -375,11 +445,12 @@ std::vector<const Candidate*> best_per_variant(const Recommendation& r) {
 std::string why(const Candidate& c, const Candidate& best) {
     std::vector<std::string> reasons;
     if (c.micro_batch < best.micro_batch)
-        reasons.push_back(fmt::format("micro-batch {} < {}: lower GEMM efficiency, launches less amortized",
-                                      c.micro_batch, best.micro_batch));
+        reasons.push_back(
+            fmt::format("micro-batch {} < {}: lower GEMM efficiency, launches less amortized",
+                        c.micro_batch, best.micro_batch));
     if (c.recompute_share > best.recompute_share + 0.005)
-        reasons.push_back(fmt::format("recomputes {:.1f}% of its FLOPs (best: {:.1f}%)", c.recompute_share * 100,
-                                      best.recompute_share * 100));
+        reasons.push_back(fmt::format("recomputes {:.1f}% of its FLOPs (best: {:.1f}%)",
+                                      c.recompute_share * 100, best.recompute_share * 100));
     if (c.micro_batch > best.micro_batch && c.recompute_share > best.recompute_share)
         reasons.push_back("its larger micro-batch fits only with more recomputation");
     if (reasons.empty()) reasons.push_back("a slower schedule at this micro-batch");
@@ -397,36 +468,47 @@ json recommend_json(const Question& q, const Recommendation& r,
     return {{"question", question},
             {"budget_bytes", r.budget_bytes},
             {"evaluated", r.evaluated},
-            {"best", r.ranked.empty() ? json(nullptr) : candidate_json(r.ranked.front(), args(r.ranked.front()))},
+            {"best", r.ranked.empty() ? json(nullptr)
+                                      : candidate_json(r.ranked.front(), args(r.ranked.front()))},
             {"candidates", candidates}};
 }
 
-std::string recommend_text(const Question& q, const Recommendation& r, std::optional<std::uint64_t> global_batch,
+std::string recommend_text(const Question& q, const Recommendation& r,
+                           std::optional<std::uint64_t> global_batch,
                            const std::function<std::vector<std::string>(const Candidate&)>& args) {
     std::string out = "remat recommend: " + header(q, false);
-    out += fmt::format("{} configurations planned and replayed{}; peak must stay within {}\n\n", r.evaluated,
-                       global_batch ? fmt::format(" for a global batch of {} sequences", *global_batch) : std::string(),
-                       format_bytes(r.budget_bytes));
+    out += fmt::format(
+        "{} configurations planned and replayed{}; peak must stay within {}\n\n", r.evaluated,
+        global_batch ? fmt::format(" for a global batch of {} sequences", *global_batch)
+                     : std::string(),
+        format_bytes(r.budget_bytes));
     if (r.ranked.empty()) {
-        out += "NOTHING FITS: not even micro-batch 1 with full recomputation and offload.\n"
-               "Shard further (--sharding fsdp --world-size N), shorten --seq, or use a larger GPU.\n";
+        out +=
+            "NOTHING FITS: not even micro-batch 1 with full recomputation and offload.\n"
+            "Shard further (--sharding fsdp --world-size N), shorten --seq, or use a larger GPU.\n";
         return out;
     }
     const auto top = best_per_variant(r);
     const Candidate& best = *top.front();
-    out += fmt::format("{:<4} {:<26} {:>6} {:>6} {:>11} {:>10} {:>11} {:>10} {:>8}\n", "rank", "strategy", "micro",
-                       "accum", "peak", "recompute", "step time", "tokens/s", "vs #1");
+    out += fmt::format("{:<4} {:<26} {:>6} {:>6} {:>11} {:>10} {:>11} {:>10} {:>8}\n", "rank",
+                       "strategy", "micro", "accum", "peak", "recompute", "step time", "tokens/s",
+                       "vs #1");
     for (std::size_t i = 0; i < std::min<std::size_t>(5, top.size()); ++i) {
         const Candidate& c = *top[i];
-        out += fmt::format("{:<4} {:<26} {:>6} {:>6} {:>11} {:>9.1f}% {:>11} {:>10.0f} {:>+7.1f}%\n", i + 1,
-                           variant_name(c), c.micro_batch, c.grad_accumulation, format_bytes(c.peak_bytes),
-                           c.recompute_share * 100, format_seconds(c.step_time_s), c.tokens_per_s,
-                           (c.tokens_per_s / best.tokens_per_s - 1) * 100);
-        out += fmt::format("     {}{}\n", i == 0 ? std::string("the most tokens/s per GPU that fits") : why(c, best),
-                           c.same_as.empty() ? std::string()
-                                             : fmt::format(" (same schedule: {})", fmt::join(c.same_as, ", ")));
+        out += fmt::format(
+            "{:<4} {:<26} {:>6} {:>6} {:>11} {:>9.1f}% {:>11} {:>10.0f} {:>+7.1f}%\n", i + 1,
+            variant_name(c), c.micro_batch, c.grad_accumulation, format_bytes(c.peak_bytes),
+            c.recompute_share * 100, format_seconds(c.step_time_s), c.tokens_per_s,
+            (c.tokens_per_s / best.tokens_per_s - 1) * 100);
+        out += fmt::format(
+            "     {}{}\n",
+            i == 0 ? std::string("the most tokens/s per GPU that fits") : why(c, best),
+            c.same_as.empty() ? std::string()
+                              : fmt::format(" (same schedule: {})", fmt::join(c.same_as, ", ")));
     }
-    out += fmt::format("\n(best micro-batch of each strategy shown; --json lists all {} that fit)\n", r.ranked.size());
+    out +=
+        fmt::format("\n(best micro-batch of each strategy shown; --json lists all {} that fit)\n",
+                    r.ranked.size());
     out += fmt::format("\nreproduce the best:\n  remat plan {}\n", fmt::join(args(best), " "));
     return out;
 }

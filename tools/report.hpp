@@ -1,11 +1,10 @@
 // What the CLI prints: human tables (binary units, aligned) and --json documents (docs/json.md).
 #pragma once
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <functional>
-#include <optional>
 
 #include "planner/search/pareto.hpp"
 #include "planner/search/recommend.hpp"
@@ -15,15 +14,18 @@ namespace remat::cli {
 
 nlohmann::json question_json(const Question& q);
 nlohmann::json plan_json(const Question& q, const Evaluation& e);
-std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule, bool timeline);
+std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule,
+                      bool timeline);
 nlohmann::json saved_json(const Chain& c);
 nlohmann::json max_batch_json(const Question& q, const std::vector<MaxBatch>& results);
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results);
 std::string models_text();
 // args(candidate): the `remat plan` arguments that reproduce it.
-nlohmann::json recommend_json(const Question& q, const Recommendation& r,
-                              const std::function<std::vector<std::string>(const Candidate&)>& args);
-std::string recommend_text(const Question& q, const Recommendation& r, std::optional<std::uint64_t> global_batch,
+nlohmann::json recommend_json(
+    const Question& q, const Recommendation& r,
+    const std::function<std::vector<std::string>(const Candidate&)>& args);
+std::string recommend_text(const Question& q, const Recommendation& r,
+                           std::optional<std::uint64_t> global_batch,
                            const std::function<std::vector<std::string>(const Candidate&)>& args);
 nlohmann::json pareto_json(const Question& q, const ParetoFrontier& f);
 std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points);

@@ -1,12 +1,12 @@
 #include "tools/report_run.hpp"
 
-#include <algorithm>
-#include <cstdio>
 #include <fmt/format.h>
 
-#include "runtime/devices.hpp"
+#include <algorithm>
+#include <cstdio>
 
 #include "planner/config/units.hpp"
+#include "runtime/devices.hpp"
 #include "tools/report.hpp"
 
 namespace remat::cli {
@@ -17,7 +17,8 @@ namespace {
 
 std::string signed_pct(std::uint64_t measured, std::uint64_t predicted) {
     if (predicted == 0) return measured == 0 ? "+0.00%" : "inf";
-    const double e = (static_cast<double>(measured) - static_cast<double>(predicted)) / static_cast<double>(predicted);
+    const double e = (static_cast<double>(measured) - static_cast<double>(predicted)) /
+                     static_cast<double>(predicted);
     return fmt::format("{:+.2f}%", 100 * e);
 }
 
@@ -35,8 +36,13 @@ std::string source_commit() {
 }
 
 json oom_json(const rt::OomReport& o) {
-    return {{"message", o.message}, {"requested_bytes", o.requested_bytes}, {"live_bytes", o.live_bytes},
-            {"cap_bytes", o.cap_bytes}, {"action", o.action}, {"op", o.op}, {"rank", o.rank}};
+    return {{"message", o.message},
+            {"requested_bytes", o.requested_bytes},
+            {"live_bytes", o.live_bytes},
+            {"cap_bytes", o.cap_bytes},
+            {"action", o.action},
+            {"op", o.op},
+            {"rank", o.rank}};
 }
 
 // What each stage of rank 0 kept after its first forward, as the runtime allocated it.
@@ -48,10 +54,16 @@ json saved_json(const RunReport& r) {
         json tensors = json::array();
         std::uint64_t total = 0;
         for (const auto& t : saved[i]) {
-            tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", dtype_name(t.dtype)}, {"bytes", t.bytes}});
+            tensors.push_back({{"name", t.name},
+                               {"shape", t.shape},
+                               {"dtype", dtype_name(t.dtype)},
+                               {"bytes", t.bytes}});
             total += t.bytes;
         }
-        stages.push_back({{"stage", i}, {"name", r.prediction.chain.stages[i].name}, {"tensors", tensors}, {"total_bytes", total}});
+        stages.push_back({{"stage", i},
+                          {"name", r.prediction.chain.stages[i].name},
+                          {"tensors", tensors},
+                          {"total_bytes", total}});
     }
     return stages;
 }
@@ -87,7 +99,8 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
             {"seconds", r.run.seconds},
             {"tokens_per_s", r.run.tokens_per_s},
             {"gradients_match", r.gradients_match ? json(*r.gradients_match) : json(nullptr)},
-            {"gradient_difference", r.gradient_difference.empty() ? json(nullptr) : json(r.gradient_difference)},
+            {"gradient_difference",
+             r.gradient_difference.empty() ? json(nullptr) : json(r.gradient_difference)},
             {"oom", r.run.oom ? oom_json(*r.run.oom) : json(nullptr)},
             {"saved", saved_json(r)}};
 }
@@ -95,45 +108,59 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
 std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline) {
     const auto& o = q.options;
     std::string out = fmt::format(
-        "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, {}, {} step{}\n",
-        q.model.name, fmt::group_digits(parameter_count(q.model)), o.micro_batch, o.seq, precision_name(o.precision),
-        o.world_size, r.prediction.plan.strategy, device_name(s.device), s.steps, s.steps == 1 ? "" : "s");
+        "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, "
+        "{}, {} step{}\n",
+        q.model.name, fmt::group_digits(parameter_count(q.model)), o.micro_batch, o.seq,
+        precision_name(o.precision), o.world_size, r.prediction.plan.strategy,
+        device_name(s.device), s.steps, s.steps == 1 ? "" : "s");
     if (r.run.oom) return out;  // the out-of-memory line goes to stderr
     out += "\nrank  predicted peak   measured peak     error\n";
     for (std::size_t k = 0; k < r.run.ranks.size(); ++k)
-        out += fmt::format("{:>4}  {:>14}  {:>14}  {:>8}\n", k, format_bytes(r.prediction.result.allocator_peak_bytes),
-                           format_bytes(measured_peak(r.run.ranks[k])),
-                           signed_pct(measured_peak(r.run.ranks[k]), r.prediction.result.allocator_peak_bytes));
+        out += fmt::format(
+            "{:>4}  {:>14}  {:>14}  {:>8}\n", k,
+            format_bytes(r.prediction.result.allocator_peak_bytes),
+            format_bytes(measured_peak(r.run.ranks[k])),
+            signed_pct(measured_peak(r.run.ranks[k]), r.prediction.result.allocator_peak_bytes));
     if (s.device == rt::Device::cuda)
-        out += fmt::format("(the pool's used high-water mark over all steps; pool reserved {}; rank 0 of {} runs, its\n"
-                           "collectives emulated; context and libraries held {} before the first allocation,\n"
-                           "against a predicted reserve of {} + {} + {:.0f}% fragmentation)\n",
-                           format_bytes(r.run.ranks.front().pool_reserved_high_bytes), o.world_size,
-                           format_bytes(r.run.device_overhead_bytes), format_bytes(q.context.reserve.cuda_context_bytes),
-                           format_bytes(q.context.reserve.workspace_bytes), 100 * q.context.reserve.fragmentation);
+        out += fmt::format(
+            "(the pool's used high-water mark over all steps; pool reserved {}; rank 0 of {} runs, "
+            "its\n"
+            "collectives emulated; context and libraries held {} before the first allocation,\n"
+            "against a predicted reserve of {} + {} + {:.0f}% fragmentation)\n",
+            format_bytes(r.run.ranks.front().pool_reserved_high_bytes), o.world_size,
+            format_bytes(r.run.device_overhead_bytes),
+            format_bytes(q.context.reserve.cuda_context_bytes),
+            format_bytes(q.context.reserve.workspace_bytes), 100 * q.context.reserve.fragmentation);
     else
-        out += "(allocator-visible bytes, the peak over all steps; on the CPU the prediction has no reserve)\n";
+        out +=
+            "(allocator-visible bytes, the peak over all steps; on the CPU the prediction has no "
+            "reserve)\n";
     if (timeline) {
-        out += "\naction           predicted live   measured live   predicted peak   measured peak\n";
+        out +=
+            "\naction           predicted live   measured live   predicted peak   measured peak\n";
         for (const auto& a : r.timeline)
-            out += fmt::format("{:<14} {:>16} {:>15} {:>16} {:>15}\n", a.action, format_bytes(a.predicted_bytes),
-                               format_bytes(a.measured_bytes), format_bytes(a.predicted_peak_bytes),
+            out += fmt::format("{:<14} {:>16} {:>15} {:>16} {:>15}\n", a.action,
+                               format_bytes(a.predicted_bytes), format_bytes(a.measured_bytes),
+                               format_bytes(a.predicted_peak_bytes),
                                format_bytes(a.measured_peak_bytes));
     }
-    out += fmt::format("\n{} actions on rank 0: worst error {:.3f}% (live after and peak during each action){}\n",
-                       r.timeline.size(), 100 * r.worst_action_error(), timeline ? "" : "; --timeline lists them");
+    out += fmt::format(
+        "\n{} actions on rank 0: worst error {:.3f}% (live after and peak during each action){}\n",
+        r.timeline.size(), 100 * r.worst_action_error(), timeline ? "" : "; --timeline lists them");
     std::string losses;
     for (double l : r.run.losses) losses += fmt::format(" {:.6f}", l);
     out += fmt::format("losses (mean over the global batch, per step):{}\n", losses);
-    out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s, r.run.seconds, s.steps);
+    out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s,
+                       r.run.seconds, s.steps);
     if (r.gradients_match)
-        out += *r.gradients_match ? "gradients and losses: bitwise equal to none's\n"
-                                  : "gradients and losses differ from none's: " + r.gradient_difference + "\n";
+        out += *r.gradients_match
+                   ? "gradients and losses: bitwise equal to none's\n"
+                   : "gradients and losses differ from none's: " + r.gradient_difference + "\n";
     return out;
 }
 
-json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance, rt::Device device,
-                   Attention attention) {
+json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, double tolerance,
+                   rt::Device device, Attention attention) {
     json runs = json::array();
     double worst = 0;
     for (const auto& r : rows) {
@@ -167,11 +194,16 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
             {"driver", driver.empty() ? json(nullptr) : json(driver)},
             {"commit", source_commit()},
             {"attention", attention_name(attention)},
-            {"steps", steps}, {"tolerance", tolerance}, {"worst_error", worst}, {"runs", runs}};
+            {"steps", steps},
+            {"tolerance", tolerance},
+            {"worst_error", worst},
+            {"runs", runs}};
 }
 
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance) {
-    std::string out = "model       strategy        B  W     S  precision   predicted peak   measured peak   peak err  action err\n";
+    std::string out =
+        "model       strategy        B  W     S  precision   predicted peak   measured peak   peak "
+        "err  action err\n";
     double worst = 0;
     const SweepResult* worst_row = nullptr;
     for (const auto& r : rows) {
@@ -180,41 +212,55 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
             worst = e;
             worst_row = &r;
         }
-        out += fmt::format("{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}%\n", r.point.model,
-                           r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
-                           precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
-                           format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error);
+        out += fmt::format(
+            "{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}%\n",
+            r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
+            precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
+            format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error);
     }
     if (worst_row)
-        out += fmt::format("\n{} runs; worst relative error {:.3f}% ({} {} B={} W={} S={} {}), tolerance {:.1f}%: {}\n",
-                           rows.size(), 100 * worst, worst_row->point.model, worst_row->strategy,
-                           worst_row->point.micro_batch, worst_row->point.world_size, worst_row->point.seq,
-                           precision_name(worst_row->point.precision), 100 * tolerance,
-                           worst <= tolerance ? "pass" : "FAIL");
+        out += fmt::format(
+            "\n{} runs; worst relative error {:.3f}% ({} {} B={} W={} S={} {}), tolerance {:.1f}%: "
+            "{}\n",
+            rows.size(), 100 * worst, worst_row->point.model, worst_row->strategy,
+            worst_row->point.micro_batch, worst_row->point.world_size, worst_row->point.seq,
+            precision_name(worst_row->point.precision), 100 * tolerance,
+            worst <= tolerance ? "pass" : "FAIL");
     return out;
 }
 
 std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohmann::json& doc) {
-    std::string out = fmt::format("# Validation on {} ({})\n\n", doc["gpu"].get<std::string>(), doc["device"].get<std::string>());
-    out += fmt::format("Commit `{}`{}, {} step(s) per run, tolerance {:.1f}%: worst error {:.3f}%. Peaks are "
-                       "allocator-visible ({}); MFU counts 6·P·tokens + 12·L·H·S·tokens FLOPs against the GPU "
-                       "preset's peak. JSON beside this file.\n\n",
-                       doc["commit"].get<std::string>(),
-                       doc["driver"].is_null() ? std::string() : ", driver CUDA " + doc["driver"].get<std::string>(),
-                       doc["steps"].get<std::uint64_t>(), 100 * doc["tolerance"].get<double>(),
-                       100 * doc["worst_error"].get<double>(),
-                       doc["device"] == "cuda" ? "the CUDA pool's used high-water mark" : "the counting allocator's");
-    out += "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | error | "
-           "predicted step | measured step | tokens/s | MFU |\n";
-    out += "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    std::string out = fmt::format("# Validation on {} ({})\n\n", doc["gpu"].get<std::string>(),
+                                  doc["device"].get<std::string>());
+    out += fmt::format(
+        "Commit `{}`{}, {} step(s) per run, tolerance {:.1f}%: worst error {:.3f}%. Peaks are "
+        "allocator-visible ({}); MFU counts 6·P·tokens + 12·L·H·S·tokens FLOPs against the GPU "
+        "preset's peak. JSON beside this file.\n\n",
+        doc["commit"].get<std::string>(),
+        doc["driver"].is_null() ? std::string()
+                                : ", driver CUDA " + doc["driver"].get<std::string>(),
+        doc["steps"].get<std::uint64_t>(), 100 * doc["tolerance"].get<double>(),
+        100 * doc["worst_error"].get<double>(),
+        doc["device"] == "cuda" ? "the CUDA pool's used high-water mark"
+                                : "the counting allocator's");
+    out +=
+        "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | "
+        "error | "
+        "predicted step | measured step | tokens/s | MFU |\n";
+    out +=
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        "---: |\n";
     for (const auto& r : rows)
-        out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s | {:.0f} | {} |\n",
-                           r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
-                           precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
-                           format_bytes(r.measured_peak_bytes),
-                           r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
-                           100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s, r.measured_step_time_s,
-                           r.tokens_per_s, r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
+        out += fmt::format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s | {:.0f} "
+            "| {} |\n",
+            r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
+            precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
+            format_bytes(r.measured_peak_bytes),
+            r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
+            100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s,
+            r.measured_step_time_s, r.tokens_per_s,
+            r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
     return out;
 }
 

@@ -1,9 +1,10 @@
 #include "tools/validation.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <fmt/format.h>
 #include <fstream>
 #include <iostream>
 
@@ -23,7 +24,8 @@ namespace {
 
 double rel(std::uint64_t measured, std::uint64_t predicted) {
     if (predicted == 0) return measured == 0 ? 0.0 : INFINITY;
-    return std::fabs(static_cast<double>(measured) - static_cast<double>(predicted)) / static_cast<double>(predicted);
+    return std::fabs(static_cast<double>(measured) - static_cast<double>(predicted)) /
+           static_cast<double>(predicted);
 }
 
 rt::RunConfig run_config(const Question& q, const Schedule& schedule, const RunSettings& s) {
@@ -54,8 +56,9 @@ std::string first_difference(const rt::RunResult& a, const rt::RunResult& b) {
             for (std::size_t u = 0; u < a.grads[s][r].size(); ++u)
                 for (std::size_t j = 0; j < a.grads[s][r][u].size(); ++j)
                     if (a.grads[s][r][u][j] != b.grads[s][r][u][j])
-                        return fmt::format("step {} rank {} unit {} gradient element {}: {:.9g} vs none's {:.9g}", s,
-                                           r, u, j, a.grads[s][r][u][j], b.grads[s][r][u][j]);
+                        return fmt::format(
+                            "step {} rank {} unit {} gradient element {}: {:.9g} vs none's {:.9g}",
+                            s, r, u, j, a.grads[s][r][u][j], b.grads[s][r][u][j]);
     return {};
 }
 
@@ -67,14 +70,16 @@ std::uint64_t measured_peak(const rt::RankResult& r) {
 
 double RunReport::worst_peak_error() const {
     double worst = 0;
-    for (const auto& r : run.ranks) worst = std::max(worst, rel(measured_peak(r), prediction.result.allocator_peak_bytes));
+    for (const auto& r : run.ranks)
+        worst = std::max(worst, rel(measured_peak(r), prediction.result.allocator_peak_bytes));
     return worst;
 }
 
 double RunReport::worst_action_error() const {
     double worst = 0;
     for (const auto& a : timeline)
-        worst = std::max({worst, rel(a.measured_bytes, a.predicted_bytes), rel(a.measured_peak_bytes, a.predicted_peak_bytes)});
+        worst = std::max({worst, rel(a.measured_bytes, a.predicted_bytes),
+                          rel(a.measured_peak_bytes, a.predicted_peak_bytes)});
     return worst;
 }
 
@@ -107,10 +112,12 @@ void check_host_memory(const Question& q, const Evaluation& prediction, const Ru
     const std::uint64_t need = checked_mul(per_rank, q.options.world_size);
     if (need <= *available) return;
     throw HostMemoryError(fmt::format(
-        "the run needs {} of host memory ({} rank{} x {} {}) and this machine has {} available; use a smaller "
+        "the run needs {} of host memory ({} rank{} x {} {}) and this machine has {} available; "
+        "use a smaller "
         "--micro-batch, --seq, --world-size or model, or bound each rank with --memory-cap",
-        format_bytes(need), q.options.world_size, q.options.world_size == 1 ? "" : "s", format_bytes(per_rank),
-        per_rank == peak ? "predicted peak" : "--memory-cap", format_bytes(*available)));
+        format_bytes(need), q.options.world_size, q.options.world_size == 1 ? "" : "s",
+        format_bytes(per_rank), per_rank == peak ? "predicted peak" : "--memory-cap",
+        format_bytes(*available)));
 }
 
 }  // namespace
@@ -124,23 +131,30 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
     c.keep_gradients = s.check_gradients;
     report.run = rt::run_schedule(c);
     if (report.run.oom) {
-        report.run.oom->message = flagged(report.run.oom->text);  // the CLI's line names the cap's flag
+        report.run.oom->message =
+            flagged(report.run.oom->text);  // the CLI's line names the cap's flag
         return report;
     }
     const auto& predicted = report.prediction.result.timeline;
     const auto& measured = report.run.ranks.front().timeline;
     if (predicted.size() != measured.size())
-        throw std::logic_error(fmt::format("prediction has {} actions, the run {}", predicted.size(), measured.size()));
+        throw std::logic_error(fmt::format("prediction has {} actions, the run {}",
+                                           predicted.size(), measured.size()));
     for (std::size_t a = 0; a < predicted.size(); ++a)
-        report.timeline.push_back({measured[a].action, predicted[a].live_bytes, measured[a].live_bytes,
-                                   predicted[a].peak_bytes, measured[a].peak_bytes});
+        report.timeline.push_back({measured[a].action, predicted[a].live_bytes,
+                                   measured[a].live_bytes, predicted[a].peak_bytes,
+                                   measured[a].peak_bytes});
     if (s.check_gradients) {
-        rt::RunConfig reference = run_config(q, schedule_from_keeps(std::vector<Keep>(report.prediction.chain.stages.size(), Keep::all)), s);
+        rt::RunConfig reference = run_config(q,
+                                             schedule_from_keeps(std::vector<Keep>(
+                                                 report.prediction.chain.stages.size(), Keep::all)),
+                                             s);
         reference.keep_gradients = true;
         reference.progress = nullptr;
         const rt::RunResult none = rt::run_schedule(reference);
-        report.gradient_difference = none.oom ? "the `none` reference ran out of memory under --memory-cap"
-                                              : first_difference(report.run, none);
+        report.gradient_difference =
+            none.oom ? "the `none` reference ran out of memory under --memory-cap"
+                     : first_difference(report.run, none);
         report.gradients_match = report.gradient_difference.empty();
     }
     return report;
@@ -152,10 +166,12 @@ namespace remat::cli {
 
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq) {
     const double tokens = flop_product(micro_batch, seq);
-    return 6.0 * static_cast<double>(parameter_count(m)) * tokens + flop_product(12, m.n_layers, m.hidden, seq) * tokens;
+    return 6.0 * static_cast<double>(parameter_count(m)) * tokens +
+           flop_product(12, m.n_layers, m.hidden, seq) * tokens;
 }
 
-SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps, rt::Device device) {
+SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
+                           rt::Device device) {
     Question q = base;
     q.model = load_model(p.model);
     q.options.micro_batch = p.micro_batch;
@@ -165,7 +181,8 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     q = runtime_question(q, device);
     SweepResult r;
     r.point = p;
-    if (p.strategy.kind == StrategyKind::greedy_budget || p.strategy.kind == StrategyKind::optimal) {
+    if (p.strategy.kind == StrategyKind::greedy_budget ||
+        p.strategy.kind == StrategyKind::optimal) {
         const std::uint64_t lo = evaluate(q, parse_strategy("full")).result.peak_bytes;
         const std::uint64_t hi = evaluate(q, parse_strategy("none")).result.peak_bytes;
         q.context.budget_bytes = r.budget_bytes = lo + (hi - lo) / 2;
@@ -176,12 +193,14 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
-    for (const auto& rank : rep.run.ranks) r.measured_peak_bytes = std::max(r.measured_peak_bytes, measured_peak(rank));
+    for (const auto& rank : rep.run.ranks)
+        r.measured_peak_bytes = std::max(r.measured_peak_bytes, measured_peak(rank));
     r.peak_error = rep.worst_peak_error();
     r.action_error = rep.worst_action_error();
     r.tokens_per_s = rep.run.tokens_per_s;
     for (const auto& rank : rep.run.ranks)
-        r.measured_reserved_bytes = std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
+        r.measured_reserved_bytes =
+            std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
     r.predicted_step_time_s = rep.prediction.result.step_time_s;
     r.measured_step_time_s = rep.run.seconds / static_cast<double>(steps);
     r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);

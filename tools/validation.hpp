@@ -36,7 +36,7 @@ struct RunSettings {
 
 struct ActionComparison {
     std::string action;
-    std::uint64_t predicted_bytes = 0, measured_bytes = 0;        // live after the action
+    std::uint64_t predicted_bytes = 0, measured_bytes = 0;            // live after the action
     std::uint64_t predicted_peak_bytes = 0, measured_peak_bytes = 0;  // during it
 };
 
@@ -46,8 +46,8 @@ struct RunReport {
     std::vector<ActionComparison> timeline;  // rank 0, last step
     std::optional<bool> gradients_match;     // with check_gradients
     std::string gradient_difference;         // the first difference, when they do not match
-    double worst_peak_error() const;         // over ranks, relative to the prediction (measured_peak)
-    double worst_action_error() const;       // over actions (live after, peak during), relative
+    double worst_peak_error() const;    // over ranks, relative to the prediction (measured_peak)
+    double worst_action_error() const;  // over actions (live after, peak during), relative
 };
 
 // The question the runtime answers. CPU: profile `remat` and no reserve (a CPU has no CUDA
@@ -59,7 +59,8 @@ rt::Device parse_device(const std::string& name);  // "cpu" | "cuda"
 std::string_view device_name(rt::Device d);
 // On the CPU, first checks the predicted peaks of all ranks (each bounded by --memory-cap when
 // set) against the memory this machine has available; throws HostMemoryError if they do not fit.
-RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const RunSettings& settings);
+RunReport run_and_compare(const Question& q, const StrategySpec& strategy,
+                          const RunSettings& settings);
 
 }  // namespace remat::cli
 
@@ -77,17 +78,17 @@ struct SweepPoint {
 };
 struct SweepResult {
     SweepPoint point;
-    std::string strategy;                   // the plan's name
-    std::uint64_t predicted_peak_bytes = 0;  // allocator-visible
-    std::uint64_t measured_peak_bytes = 0;   // the largest over ranks
-    double peak_error = 0, action_error = 0;  // relative, worst over ranks / actions
-    double tokens_per_s = 0;                 // per rank
-    std::uint64_t budget_bytes = 0;          // greedy-budget and optimal only
+    std::string strategy;                       // the plan's name
+    std::uint64_t predicted_peak_bytes = 0;     // allocator-visible
+    std::uint64_t measured_peak_bytes = 0;      // the largest over ranks
+    double peak_error = 0, action_error = 0;    // relative, worst over ranks / actions
+    double tokens_per_s = 0;                    // per rank
+    std::uint64_t budget_bytes = 0;             // greedy-budget and optimal only
     std::uint64_t measured_reserved_bytes = 0;  // CUDA: the pool's reserved high-water mark
-    double predicted_step_time_s = 0;        // the planner's, per optimizer step
-    double measured_step_time_s = 0;         // wall time per step, the mean over the run's steps
-    double model_flops = 0;                  // per step per rank: model_flops_per_step()
-    double mfu = 0;                          // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
+    double predicted_step_time_s = 0;           // the planner's, per optimizer step
+    double measured_step_time_s = 0;            // wall time per step, the mean over the run's steps
+    double model_flops = 0;                     // per step per rank: model_flops_per_step()
+    double mfu = 0;  // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
 
 // FLOPs of one training step on one rank, as MFU counts them (PaLM, Chowdhery et al. 2022,

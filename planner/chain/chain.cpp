@@ -1,7 +1,8 @@
 #include "planner/chain/chain.hpp"
 
-#include <cassert>
 #include <fmt/format.h>
+
+#include <cassert>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
@@ -76,20 +77,23 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastD
     r.profile = options.profile;
     r.attention = options.attention;
     r.autocast_device = device;
-    for (StageKind kind : {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
+    for (StageKind kind :
+         {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
         r.kind = kind;
         c.graphs.push_back(build_stage_graph(r));
     }
     c.stages.push_back(describe(c.graphs[0], "embedding", StageKind::embedding, 0,
                                 embedding_parameter_count(model)));
-    const Stage block = describe(c.graphs[1], "block", StageKind::block, 1, block_parameter_count(model));
+    const Stage block =
+        describe(c.graphs[1], "block", StageKind::block, 1, block_parameter_count(model));
     for (std::uint64_t i = 0; i < model.n_layers; ++i) {
         c.stages.push_back(block);
         c.stages.back().name = fmt::format("block {}", i);
     }
-    c.stages.push_back(describe(c.graphs[2], "final norm", StageKind::norm, 2,
-                                final_norm_parameter_count(model)));
-    c.stages.push_back(describe(c.graphs[3], "head", StageKind::head, 3, head_parameter_count(model)));
+    c.stages.push_back(
+        describe(c.graphs[2], "final norm", StageKind::norm, 2, final_norm_parameter_count(model)));
+    c.stages.push_back(
+        describe(c.graphs[3], "head", StageKind::head, 3, head_parameter_count(model)));
     return c;
 }
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "planner/graph/graph.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
 #include "planner/config/selective.hpp"
+#include "planner/graph/graph.hpp"
 #include "planner/graph/profiles.hpp"
 
 namespace remat {
@@ -20,13 +20,13 @@ namespace remat {
 struct Stage {
     std::string name;  // "embedding", "block 3", "final norm", "head"
     StageKind kind = StageKind::block;
-    std::size_t graph = 0;             // index into Chain::graphs
-    std::uint64_t input_bytes = 0;     // x: the stage input, what a checkpoint keeps
-    std::uint64_t all_bytes = 0;       // x̄: unique storages saved for backward
-    std::uint64_t selective_bytes = 0; // kept by F_sel (attention core dropped)
-    std::uint64_t params = 0;          // parameters owned by this stage
+    std::size_t graph = 0;              // index into Chain::graphs
+    std::uint64_t input_bytes = 0;      // x: the stage input, what a checkpoint keeps
+    std::uint64_t all_bytes = 0;        // x̄: unique storages saved for backward
+    std::uint64_t selective_bytes = 0;  // kept by F_sel (attention core dropped)
+    std::uint64_t params = 0;           // parameters owned by this stage
     double fwd_flops = 0, bwd_flops = 0;
-    double core_fwd_flops = 0;         // the attention core's share (selective recompute)
+    double core_fwd_flops = 0;  // the attention core's share (selective recompute)
 };
 
 struct Chain {

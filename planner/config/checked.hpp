@@ -23,7 +23,8 @@
 
 namespace remat {
 
-inline constexpr std::uint64_t max_count = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+inline constexpr std::uint64_t max_count =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
 // A size past max_count. The message says what overflowed; the CLI adds the inputs to reduce.
 struct SizeOverflow : InputError {

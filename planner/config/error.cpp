@@ -82,12 +82,19 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
 void append_escaped(std::string& out, std::string_view text, bool quotes) {
     for (const char ch : text) {
         const auto c = static_cast<unsigned char>(ch);
-        if (c == '\n') out += "\\n";
-        else if (c == '\t') out += "\\t";
-        else if (c == '\r') out += "\\r";
-        else if (quotes && (c == '\'' || c == '\\')) { out += '\\'; out += ch; }
-        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-        else out += ch;
+        if (c == '\n')
+            out += "\\n";
+        else if (c == '\t')
+            out += "\\t";
+        else if (c == '\r')
+            out += "\\r";
+        else if (quotes && (c == '\'' || c == '\\')) {
+            out += '\\';
+            out += ch;
+        } else if (c < 0x20 || c == 0x7f)
+            out += fmt::format("\\x{:02x}", c);
+        else
+            out += ch;
     }
 }
 
@@ -142,9 +149,7 @@ std::string one_line(std::string_view message) {
     return out;
 }
 
-void throw_size_overflow() {
-    throw SizeOverflow("a size exceeds 2^63 - 1 bytes or elements");
-}
+void throw_size_overflow() { throw SizeOverflow("a size exceeds 2^63 - 1 bytes or elements"); }
 
 void throw_unknown(const std::string& what, const std::string& given,
                    const std::vector<std::string>& valid) {

@@ -64,7 +64,7 @@ struct InputError : std::runtime_error {
     // The message with its placeholders, as it was thrown.
     const std::string& text() const { return text_; }
 
-private:
+  private:
     std::string text_;
 };
 

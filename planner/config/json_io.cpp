@@ -18,7 +18,7 @@ namespace {
 std::string key_being_read(std::string_view text) {
     std::string last_key;
     const nlohmann::json::parser_callback_t track = [&](int, nlohmann::json::parse_event_t event,
-                                                         nlohmann::json& parsed) {
+                                                        nlohmann::json& parsed) {
         if (event == nlohmann::json::parse_event_t::key) last_key = parsed.get<std::string>();
         return true;
     };
@@ -35,7 +35,8 @@ std::string json_key(const std::string& key) {
     return nlohmann::json(key).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-nlohmann::json parse_json_text(std::string_view text, const std::string& origin, std::string_view fix) {
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
+                               std::string_view fix) {
     try {
         return nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
@@ -59,9 +60,10 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
         std::string reason = e.what();
         if (auto p = reason.find("] "); p != std::string::npos) reason = reason.substr(p + 2);
         const std::string key = key_being_read(text);
-        const std::string where = key.empty() ? "" : fmt::format(" in the value of {}", json_key(key));
-        throw InputError(fmt::format("{}: malformed JSON{}: {} (a number must fit a double); {}", origin, where,
-                                     reason, fix));
+        const std::string where =
+            key.empty() ? "" : fmt::format(" in the value of {}", json_key(key));
+        throw InputError(fmt::format("{}: malformed JSON{}: {} (a number must fit a double); {}",
+                                     origin, where, reason, fix));
     }
 }
 

@@ -1,9 +1,8 @@
 // Reading JSON text with errors that name the file and line, as users need to fix it.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace remat {
 
@@ -16,6 +15,7 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
                                std::string_view fix = "fix the file or pass a preset name");
 // Throws InputError if the path is missing or a directory, cannot be read or is malformed; `fix`
 // ends a malformed file's message.
-nlohmann::json read_json_file(const std::string& path, std::string_view fix = "fix the file or pass a preset name");
+nlohmann::json read_json_file(const std::string& path,
+                              std::string_view fix = "fix the file or pass a preset name");
 
 }  // namespace remat

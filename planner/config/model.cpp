@@ -21,8 +21,8 @@ Activation parse_activation(const std::string& s, const std::string& origin) {
     if (s == "gelu_pytorch_tanh" || s == "gelu_tanh") return Activation::gelu_tanh;
     if (s == "silu" || s == "swish") return Activation::silu;
     throw InputError(fmt::format(
-        "{}: activation {} is not supported; use gelu_new, gelu, gelu_pytorch_tanh or silu",
-        origin, quote(s)));
+        "{}: activation {} is not supported; use gelu_new, gelu, gelu_pytorch_tanh or silu", origin,
+        quote(s)));
 }
 
 // What a bad value looked like, short enough for one line.
@@ -31,7 +31,8 @@ std::string shown(const json& v) {
     return d.size() > 40 ? d.substr(0, 37) + "..." : d;
 }
 
-[[noreturn]] void wrong_value(const std::string& origin, const char* key, const char* expected, const json& v) {
+[[noreturn]] void wrong_value(const std::string& origin, const char* key, const char* expected,
+                              const json& v) {
     throw InputError(fmt::format("{}: \"{}\" must be {}, got {}", origin, key, expected, shown(v)));
 }
 
@@ -51,7 +52,8 @@ std::uint64_t size_field(const json& j, const char* key, const std::string& orig
     wrong_value(origin, key, "a positive integer", v);
 }
 
-std::uint64_t size_or(const json& j, const char* key, std::uint64_t fallback, const std::string& origin) {
+std::uint64_t size_or(const json& j, const char* key, std::uint64_t fallback,
+                      const std::string& origin) {
     return absent(j, key) ? fallback : size_field(j, key, origin);
 }
 
@@ -61,7 +63,8 @@ std::string string_field(const json& j, const char* key, const std::string& orig
     return v.get<std::string>();
 }
 
-std::string string_or(const json& j, const char* key, const std::string& fallback, const std::string& origin) {
+std::string string_or(const json& j, const char* key, const std::string& fallback,
+                      const std::string& origin) {
     return absent(j, key) ? fallback : string_field(j, key, origin);
 }
 
@@ -106,7 +109,8 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
         m.n_heads = size_or(j, "n_head", 12, origin);
         m.n_kv_heads = m.n_heads;
         m.ffn = size_or(j, "n_inner", 4 * m.hidden, origin);
-        m.activation = parse_activation(string_or(j, "activation_function", "gelu_new", origin), origin);
+        m.activation =
+            parse_activation(string_or(j, "activation_function", "gelu_new", origin), origin);
         m.attn_dropout = rate_or(j, "attn_pdrop", 0.1, origin);
         m.resid_dropout = rate_or(j, "resid_pdrop", 0.1, origin);
         m.embd_dropout = rate_or(j, "embd_pdrop", 0.1, origin);
@@ -142,7 +146,8 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
         m.ffn = size_or(j, "intermediate_size", 24576, origin);
         m.context = size_or(j, "max_position_embeddings", 2048, origin);
         m.activation = parse_activation(string_or(j, "hidden_act", "gelu", origin), origin);
-        m.rotary_pct = absent(j, "rotary_pct") ? 0.25 : fraction_field(j, "rotary_pct", true, origin);
+        m.rotary_pct =
+            absent(j, "rotary_pct") ? 0.25 : fraction_field(j, "rotary_pct", true, origin);
         m.attn_dropout = rate_or(j, "attention_dropout", 0.0, origin);
         m.resid_dropout = rate_or(j, "hidden_dropout", 0.0, origin);
         m.embd_dropout = m.resid_dropout;  // GPTNeoXModel.emb_dropout uses hidden_dropout
@@ -151,9 +156,9 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
         m.attn_bias = bool_or(j, "attention_bias", true, origin);
         m.mlp_bias = true;
     } else {
-        throw InputError(fmt::format(
-            "{}: model_type {} is not supported; use gpt2, llama, mistral or gpt_neox", origin,
-            quote(type)));
+        throw InputError(
+            fmt::format("{}: model_type {} is not supported; use gpt2, llama, mistral or gpt_neox",
+                        origin, quote(type)));
     }
     return m;
 }
@@ -162,7 +167,8 @@ Arch parse_arch(const std::string& s, const std::string& origin) {
     if (s == "gpt2") return Arch::gpt2;
     if (s == "llama") return Arch::llama;
     if (s == "gpt_neox") return Arch::gpt_neox;
-    throw InputError(fmt::format("{}: arch {} is not one of gpt2, llama, gpt_neox", origin, quote(s)));
+    throw InputError(
+        fmt::format("{}: arch {} is not one of gpt2, llama, gpt_neox", origin, quote(s)));
 }
 
 // remat's own preset format: every field explicit, nothing defaulted.
@@ -179,7 +185,8 @@ ModelConfig from_preset(const json& j, const std::string& origin) {
     m.context = size_field(j, "context", origin);
     const auto norm = string_field(j, "norm", origin);
     if (norm != "layernorm" && norm != "rmsnorm")
-        throw InputError(fmt::format("{}: norm {} must be layernorm or rmsnorm", origin, quote(norm)));
+        throw InputError(
+            fmt::format("{}: norm {} must be layernorm or rmsnorm", origin, quote(norm)));
     m.norm = norm == "rmsnorm" ? NormKind::rmsnorm : NormKind::layernorm;
     m.activation = parse_activation(string_field(j, "activation", origin), origin);
     m.tied_embeddings = bool_field(j, "tied_embeddings", origin);
@@ -200,19 +207,26 @@ ModelConfig from_preset(const json& j, const std::string& origin) {
 
 std::string_view arch_name(Arch a) {
     switch (a) {
-        case Arch::gpt2: return "gpt2";
-        case Arch::llama: return "llama";
-        case Arch::gpt_neox: return "gpt_neox";
+        case Arch::gpt2:
+            return "gpt2";
+        case Arch::llama:
+            return "llama";
+        case Arch::gpt_neox:
+            return "gpt_neox";
     }
     return "?";
 }
 
 std::string_view activation_name(Activation a) {
     switch (a) {
-        case Activation::gelu_new: return "gelu_new";
-        case Activation::gelu: return "gelu";
-        case Activation::gelu_tanh: return "gelu_pytorch_tanh";
-        case Activation::silu: return "silu";
+        case Activation::gelu_new:
+            return "gelu_new";
+        case Activation::gelu:
+            return "gelu";
+        case Activation::gelu_tanh:
+            return "gelu_pytorch_tanh";
+        case Activation::silu:
+            return "silu";
     }
     return "?";
 }
@@ -228,7 +242,8 @@ ModelConfig model_from_json(const json& j, const std::string& origin) {
     } else {
         throw InputError(fmt::format(
             "{}: neither a remat preset (\"format\": \"remat-model\") nor a Hugging Face "
-            "config.json (\"model_type\")", origin));
+            "config.json (\"model_type\")",
+            origin));
     }
     if (m.head_dim == 0 && m.n_heads > 0) m.head_dim = m.hidden / m.n_heads;
     validate_model(m);
@@ -241,37 +256,43 @@ void validate_model(const ModelConfig& m) {
         m.vocab == 0 || m.context == 0)
         throw InputError(fmt::format("model {}: every size must be positive", n));
     if (m.n_layers > max_layers)
-        throw InputError(fmt::format("model {}: {} layers is more than remat plans (at most {}); check the config",
-                                     n, m.n_layers, max_layers));
+        throw InputError(fmt::format(
+            "model {}: {} layers is more than remat plans (at most {}); check the config", n,
+            m.n_layers, max_layers));
     try {
         (void)parameter_count(m);
     } catch (const SizeOverflow&) {
-        throw InputError(fmt::format("model {}: its parameter count exceeds 2^63 - 1; check its sizes", n));
+        throw InputError(
+            fmt::format("model {}: its parameter count exceeds 2^63 - 1; check its sizes", n));
     }
     // (After the count: head_dim * n_heads is one of its checked products.)
     if (m.hidden % m.n_heads != 0 && m.head_dim * m.n_heads != m.hidden)
         throw InputError(fmt::format(
             "model {}: hidden size {} is not divisible by {} heads; pick a head count that "
-            "divides it", n, m.hidden, m.n_heads));
+            "divides it",
+            n, m.hidden, m.n_heads));
     // GPT-2 and GPT-NeoX split one fused q/k/v projection of width 3 * hidden into heads
     // (transformers' GPT2Attention and GPTNeoXAttention: head_dim = hidden / heads, no key for it).
     if (m.arch != Arch::llama && m.head_dim * m.n_heads != m.hidden)
-        throw InputError(fmt::format("model {}: {} heads of head_dim {} must make hidden size {} ({} splits its fused "
-                                     "q/k/v projection); drop head_dim or make it {}",
-                                     n, m.n_heads, m.head_dim, m.hidden, arch_name(m.arch), m.hidden / m.n_heads));
-    if (m.n_heads % m.n_kv_heads != 0)
         throw InputError(fmt::format(
-            "model {}: {} attention heads are not a multiple of {} key/value heads", n,
-            m.n_heads, m.n_kv_heads));
+            "model {}: {} heads of head_dim {} must make hidden size {} ({} splits its fused "
+            "q/k/v projection); drop head_dim or make it {}",
+            n, m.n_heads, m.head_dim, m.hidden, arch_name(m.arch), m.hidden / m.n_heads));
+    if (m.n_heads % m.n_kv_heads != 0)
+        throw InputError(
+            fmt::format("model {}: {} attention heads are not a multiple of {} key/value heads", n,
+                        m.n_heads, m.n_kv_heads));
     if (!(m.rotary_pct >= 0.0 && m.rotary_pct <= 1.0))
         throw InputError(fmt::format("model {}: rotary_pct {} must be in [0, 1]", n, m.rotary_pct));
     // transformers' Llama and Mistral rotate whole heads; only GPT-NeoX has a partial rotary.
     if (m.arch == Arch::llama && m.rotary_pct != 1.0)
-        throw InputError(fmt::format("model {}: llama rotates whole heads; rotary_pct must be 1.0, not {}", n,
-                                     m.rotary_pct));
+        throw InputError(
+            fmt::format("model {}: llama rotates whole heads; rotary_pct must be 1.0, not {}", n,
+                        m.rotary_pct));
     if (m.arch == Arch::gpt2 && m.rotary_pct != 0.0)
-        throw InputError(fmt::format("model {}: gpt2 has learned positions, no rotary; rotary_pct must be 0, not {}",
-                                     n, m.rotary_pct));
+        throw InputError(fmt::format(
+            "model {}: gpt2 has learned positions, no rotary; rotary_pct must be 0, not {}", n,
+            m.rotary_pct));
 }
 
 std::uint64_t block_parameter_count(const ModelConfig& m) {
@@ -288,7 +309,8 @@ std::uint64_t block_parameter_count(const ModelConfig& m) {
 }
 
 std::uint64_t embedding_parameter_count(const ModelConfig& m) {
-    return checked_add(checked_mul(m.vocab, m.hidden), m.learned_positions ? checked_mul(m.context, m.hidden) : 0);
+    return checked_add(checked_mul(m.vocab, m.hidden),
+                       m.learned_positions ? checked_mul(m.context, m.hidden) : 0);
 }
 
 std::uint64_t final_norm_parameter_count(const ModelConfig& m) {
@@ -300,7 +322,8 @@ std::uint64_t head_parameter_count(const ModelConfig& m) {
 }
 
 std::uint64_t parameter_count(const ModelConfig& m) {
-    return checked_add(embedding_parameter_count(m), checked_mul(m.n_layers, block_parameter_count(m)),
+    return checked_add(embedding_parameter_count(m),
+                       checked_mul(m.n_layers, block_parameter_count(m)),
                        final_norm_parameter_count(m), head_parameter_count(m));
 }
 
@@ -321,11 +344,14 @@ ModelConfig load_model(const std::string& name_or_path) {
             return model_from_json(parse_json_text(p.json, "models/" + name_or_path + ".json"),
                                    name_or_path);
     std::error_code ec;
-    if (std::filesystem::exists(name_or_path, ec)) return model_from_json(read_json_file(name_or_path), name_or_path);
+    if (std::filesystem::exists(name_or_path, ec))
+        return model_from_json(read_json_file(name_or_path), name_or_path);
     // Something that looks like a path is a file that is not there, not a misspelt preset.
     if (name_or_path.find('/') != std::string::npos || name_or_path.ends_with(".json"))
-        throw InputError(fmt::format("cannot open model file {}: no such file; check the path, or pass a preset "
-                                     "name (remat models)", quote(name_or_path)));
+        throw InputError(
+            fmt::format("cannot open model file {}: no such file; check the path, or pass a preset "
+                        "name (remat models)",
+                        quote(name_or_path)));
     throw_unknown("model", name_or_path, model_preset_names());
 }
 

@@ -5,13 +5,13 @@
 //   ModelConfig m = load_model("path/config.json");   // a preset-format or HF config.json
 //   std::uint64_t n = parameter_count(m);             // exact, as HF counts it
 //
-// It does not know batch, sequence or precision: those are run options (planner/config/options.hpp).
+// It does not know batch, sequence or precision: those are run options
+// (planner/config/options.hpp).
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace remat {
 
@@ -40,10 +40,10 @@ struct ModelConfig {
     bool parallel_residual = false;  // gpt_neox: attention and MLP read the same input
     bool attn_bias = false;          // biases on qkv and output projection
     bool mlp_bias = false;
-    double attn_dropout = 0.0;       // on attention probabilities
-    double resid_dropout = 0.0;      // on attention and MLP outputs
-    double embd_dropout = 0.0;       // on the embedding output
-    std::string source;              // where the numbers come from
+    double attn_dropout = 0.0;   // on attention probabilities
+    double resid_dropout = 0.0;  // on attention and MLP outputs
+    double embd_dropout = 0.0;   // on the embedding output
+    std::string source;          // where the numbers come from
 };
 
 std::string_view arch_name(Arch a);

@@ -32,7 +32,8 @@ constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
                                         {Sharding::megatron, "megatron"},
                                         {Sharding::megatron_distopt, "megatron-distopt"}}};
 constexpr Names<Optimizer, 2> optimizers{{{Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}}};
-constexpr Names<Attention, 2> attentions{{{Attention::flash, "flash"}, {Attention::eager, "eager"}}};
+constexpr Names<Attention, 2> attentions{
+    {{Attention::flash, "flash"}, {Attention::eager, "eager"}}};
 
 template <typename E, std::size_t N>
 std::string_view name_of(const Names<E, N>& names, E e) {
@@ -51,12 +52,14 @@ std::vector<std::string> all_names(const Names<E, N>& names) {
 // Names as people type them: any case, '_' for '-' (FSDP's FULL_SHARD, bf16_mixed).
 std::string normalized(const std::string& s) {
     std::string out;
-    for (char c : s) out += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char c : s)
+        out += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return out;
 }
 
 template <typename E, std::size_t N, std::size_t M = 0>
-E parse_name(const Names<E, N>& names, const std::string& s, const char* what, const Names<E, M>& aliases = {}) {
+E parse_name(const Names<E, N>& names, const std::string& s, const char* what,
+             const Names<E, M>& aliases = {}) {
     const std::string n = normalized(s);
     for (const auto& [value, name] : names)
         if (name == n) return value;
@@ -74,7 +77,8 @@ constexpr Names<Sharding, 7> sharding_aliases{{{Sharding::none, "ddp"},
                                                {Sharding::zero1, "zero-1"},
                                                {Sharding::zero2, "zero-2"},
                                                {Sharding::zero3, "zero-3"}}};
-constexpr Names<Precision, 2> precision_aliases{{{Precision::fp32, "float32"}, {Precision::bf16, "bfloat16"}}};
+constexpr Names<Precision, 2> precision_aliases{
+    {{Precision::fp32, "float32"}, {Precision::bf16, "bfloat16"}}};
 
 }  // namespace
 
@@ -87,13 +91,16 @@ Precision parse_precision(const std::string& s) {
     // "fp16" alone is ambiguous: Hugging Face's --fp16 is autocast (fp16-mixed); remat models no
     // pure-fp16 training (it needs loss scaling and fp32 master weights anyway).
     if (const std::string n = normalized(s); n == "fp16" || n == "float16")
-        throw InputError(fmt::format("precision {}: use fp16-mixed (fp32 weights with fp16 autocast, what Hugging "
-                                     "Face's --fp16 and torch.autocast(dtype=torch.float16) run)",
-                                     quote(s)));
+        throw InputError(fmt::format(
+            "precision {}: use fp16-mixed (fp32 weights with fp16 autocast, what Hugging "
+            "Face's --fp16 and torch.autocast(dtype=torch.float16) run)",
+            quote(s)));
     return parse_name(precisions, s, "precision", precision_aliases);
 }
 Profile parse_profile(const std::string& s) { return parse_name(profiles, s, "profile"); }
-Sharding parse_sharding(const std::string& s) { return parse_name(shardings, s, "sharding", sharding_aliases); }
+Sharding parse_sharding(const std::string& s) {
+    return parse_name(shardings, s, "sharding", sharding_aliases);
+}
 Optimizer parse_optimizer(const std::string& s) { return parse_name(optimizers, s, "optimizer"); }
 Attention parse_attention(const std::string& s) { return parse_name(attentions, s, "attention"); }
 std::vector<std::string> precision_names() { return all_names(precisions); }

@@ -1,18 +1,25 @@
 #include "planner/config/schedule.hpp"
 
-#include <cassert>
 #include <fmt/format.h>
+
+#include <cassert>
 
 namespace remat {
 
 std::string_view action_kind_name(ActionKind k) {
     switch (k) {
-        case ActionKind::F_all: return "F_all";
-        case ActionKind::F_ck: return "F_ck";
-        case ActionKind::F_none: return "F_none";
-        case ActionKind::F_sel: return "F_sel";
-        case ActionKind::R_sel: return "R_sel";
-        case ActionKind::B: return "B";
+        case ActionKind::F_all:
+            return "F_all";
+        case ActionKind::F_ck:
+            return "F_ck";
+        case ActionKind::F_none:
+            return "F_none";
+        case ActionKind::F_sel:
+            return "F_sel";
+        case ActionKind::R_sel:
+            return "R_sel";
+        case ActionKind::B:
+            return "B";
     }
     return "?";
 }
@@ -24,10 +31,14 @@ std::string action_label(const Action& a) {
 
 std::string_view keep_name(Keep k) {
     switch (k) {
-        case Keep::all: return "all";
-        case Keep::selective: return "selective";
-        case Keep::input: return "input";
-        case Keep::none: return "none";
+        case Keep::all:
+            return "all";
+        case Keep::selective:
+            return "selective";
+        case Keep::input:
+            return "input";
+        case Keep::none:
+            return "none";
     }
     return "?";
 }
@@ -43,11 +54,20 @@ std::vector<Keep> keeps_of(const Schedule& s, std::size_t n) {
     for (const Action& a : s.actions) {
         if (a.kind == ActionKind::B) break;
         switch (a.kind) {
-            case ActionKind::F_all: keeps[a.stage] = Keep::all; break;
-            case ActionKind::F_sel: keeps[a.stage] = Keep::selective; break;
-            case ActionKind::F_ck: keeps[a.stage] = Keep::input; break;
-            case ActionKind::F_none: keeps[a.stage] = Keep::none; break;
-            default: break;
+            case ActionKind::F_all:
+                keeps[a.stage] = Keep::all;
+                break;
+            case ActionKind::F_sel:
+                keeps[a.stage] = Keep::selective;
+                break;
+            case ActionKind::F_ck:
+                keeps[a.stage] = Keep::input;
+                break;
+            case ActionKind::F_none:
+                keeps[a.stage] = Keep::none;
+                break;
+            default:
+                break;
         }
     }
     return keeps;
@@ -59,7 +79,8 @@ Schedule schedule_from_keeps(const std::vector<Keep>& keeps, bool offload) {
     for (std::uint32_t i = 0; i < n; ++i) {
         static constexpr ActionKind forward[] = {ActionKind::F_all, ActionKind::F_sel,
                                                  ActionKind::F_ck, ActionKind::F_none};
-        s.actions.push_back({forward[static_cast<int>(keeps[i])], i, false, offload && keeps[i] == Keep::input});
+        s.actions.push_back(
+            {forward[static_cast<int>(keeps[i])], i, false, offload && keeps[i] == Keep::input});
     }
     for (std::uint32_t i = n; i-- > 0;) {
         if (keeps[i] == Keep::all) {
@@ -76,7 +97,8 @@ Schedule schedule_from_keeps(const std::vector<Keep>& keeps, bool offload) {
             }
             for (std::uint32_t j = start; j <= i; ++j)
                 s.actions.push_back({ActionKind::F_all, j, true});
-            for (std::uint32_t j = i + 1; j-- > start;) s.actions.push_back({ActionKind::B, j, false});
+            for (std::uint32_t j = i + 1; j-- > start;)
+                s.actions.push_back({ActionKind::B, j, false});
             i = start;
         }
     }

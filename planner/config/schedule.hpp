@@ -29,7 +29,8 @@ struct Action {
     bool offload = false;
     bool operator==(const Action&) const = default;
 };
-std::string action_label(const Action& a);  // "F_ck(3)", "F_all(3)*" for a recompute, "F_ck(3)^" offloaded
+std::string action_label(
+    const Action& a);  // "F_ck(3)", "F_all(3)*" for a recompute, "F_ck(3)^" offloaded
 
 // What a stage keeps after its first forward.
 enum class Keep : std::uint8_t { all, selective, input, none };
@@ -42,13 +43,13 @@ struct Schedule {
 
 // What the optimal planner reports beside its Plan.
 struct OptimalInfo {
-    std::uint64_t budget_bytes = 0;            // the peak_bytes it had to stay within
-    bool fits = false;                         // false: nothing fits; the leanest schedule is given
-    std::uint64_t allocator_peak_bytes = 0;    // the DP's value (the replay must agree)
-    double step_time_s = 0;                    // the DP's value (the replay must agree)
+    std::uint64_t budget_bytes = 0;          // the peak_bytes it had to stay within
+    bool fits = false;                       // false: nothing fits; the leanest schedule is given
+    std::uint64_t allocator_peak_bytes = 0;  // the DP's value (the replay must agree)
+    double step_time_s = 0;                  // the DP's value (the replay must agree)
     std::size_t frontier_points = 0;
-    std::uint64_t slot_bytes = 0;              // 0: exact
-    double solve_s = 0;                        // DP time (cost extraction excluded)
+    std::uint64_t slot_bytes = 0;  // 0: exact
+    double solve_s = 0;            // DP time (cost extraction excluded)
     // Set when a heuristic's schedule, replayed, beat the DP's pick within the budget (memory
     // slots thin the frontier; DDP + autocast is modelled by an upper bound): its name.
     std::string incumbent;

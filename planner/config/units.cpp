@@ -16,7 +16,8 @@ std::string format_bytes(std::uint64_t bytes) {
 }
 
 std::string format_flops(double flops) {
-    static constexpr const char* units[] = {"FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP"};
+    static constexpr const char* units[] = {"FLOP",  "kFLOP", "MFLOP", "GFLOP",
+                                            "TFLOP", "PFLOP", "EFLOP"};
     int u = 0;
     while (flops >= 1000.0 && u < 6) {
         flops /= 1000.0;

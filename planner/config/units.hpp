@@ -5,8 +5,8 @@
 
 namespace remat {
 
-std::string format_bytes(std::uint64_t bytes);   // "1.50 GiB", "512 B"
-std::string format_flops(double flops);          // "12.3 TFLOP"
-std::string format_seconds(double seconds);      // "412.5 ms"
+std::string format_bytes(std::uint64_t bytes);  // "1.50 GiB", "512 B"
+std::string format_flops(double flops);         // "12.3 TFLOP"
+std::string format_seconds(double seconds);     // "412.5 ms"
 
 }  // namespace remat

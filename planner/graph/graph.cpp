@@ -23,8 +23,8 @@ TensorId StageGraph::push(Tensor t) {
     try {
         (void)t.bytes();
     } catch (const SizeOverflow&) {
-        throw SizeOverflow(fmt::format("tensor '{}' of shape ({}) {} has more than 2^63 - 1 bytes", t.name,
-                                       fmt::join(t.shape, ", "), dtype_name(t.dtype)));
+        throw SizeOverflow(fmt::format("tensor '{}' of shape ({}) {} has more than 2^63 - 1 bytes",
+                                       t.name, fmt::join(t.shape, ", "), dtype_name(t.dtype)));
     }
     tensors_.push_back(std::move(t));
     producer_.push_back(-1);

@@ -31,8 +31,8 @@ struct Tensor {
     std::string name;                  // "attn.probs"
     std::vector<std::uint64_t> shape;  // e.g. (B, A, S, S)
     DType dtype = DType::f32;
-    TensorId view_of = no_tensor;      // a view counts as its storage
-    bool needs_grad = true;            // false for masks, indices, statistics
+    TensorId view_of = no_tensor;  // a view counts as its storage
+    bool needs_grad = true;        // false for masks, indices, statistics
     // Shared across stages (rotary cos/sin): produced once by the embedding stage, so a block
     // that saves it adds no bytes of its own.
     bool shared = false;
@@ -51,7 +51,7 @@ struct Op {
     std::vector<TensorId> outputs;  // activations written
     std::vector<TensorId> saved;    // kept for backward (inputs, outputs or internal)
     double fwd_flops = 0, bwd_flops = 0;
-    double fwd_bytes = 0, bwd_bytes = 0;  // memory traffic
+    double fwd_bytes = 0, bwd_bytes = 0;    // memory traffic
     std::uint64_t fwd_workspace_bytes = 0;  // scratch alive only while the op runs
     std::uint64_t bwd_workspace_bytes = 0;
     // Megatron's selective recomputation drops and recomputes these ops' internals.
@@ -62,11 +62,12 @@ struct TensorEdge {
     TensorId tensor = no_tensor;
 };
 
-using OpGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, Op, TensorEdge>;
+using OpGraph =
+    boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, Op, TensorEdge>;
 using OpVertex = boost::graph_traits<OpGraph>::vertex_descriptor;
 
 class StageGraph {
-public:
+  public:
     TensorId add_input(std::string name, std::vector<std::uint64_t> shape, DType dtype,
                        bool needs_grad = true);
     // An input made once per step and shared by every block (rotary cos/sin): no bytes here.
@@ -82,7 +83,7 @@ public:
     const Op& op(OpVertex v) const { return graph_[v]; }
     const std::vector<Tensor>& tensors() const { return tensors_; }
     const Tensor& tensor(TensorId t) const { return tensors_[t]; }
-    TensorId storage(TensorId t) const;             // follows view_of to the owner
+    TensorId storage(TensorId t) const;  // follows view_of to the owner
     const std::vector<TensorId>& inputs() const { return inputs_; }
     TensorId input() const { return inputs_.front(); }  // the chain input (x)
     TensorId output() const { return output_; }
@@ -96,7 +97,7 @@ public:
     double fwd_flops() const;
     double bwd_flops() const;
 
-private:
+  private:
     TensorId push(Tensor t);
     OpGraph graph_;
     std::vector<Tensor> tensors_;

@@ -1,8 +1,7 @@
 // The Hugging Face families' shared pieces (hf-eager, sdpa): the attention core, flash or
 // eager, and the rotary embedding, op by op after transformers' modeling code.
-#include "planner/graph/families.hpp"
-
 #include "planner/config/checked.hpp"
+#include "planner/graph/families.hpp"
 
 namespace remat::family {
 
@@ -74,7 +73,8 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         add_core(b.make(name + ".scale_value", OpClass::memory, {}, {scale}, {}));
         add_core(b.make(name + ".scale", OpClass::memory, {scores, scale}, {scaled}, {scale}));
     } else {
-        add_core(b.make(name + ".scale", OpClass::memory, {scores}, {scaled}, {}));  // * python float
+        add_core(
+            b.make(name + ".scale", OpClass::memory, {scores}, {scaled}, {}));  // * python float
     }
     const TensorId masked = g.add_tensor(name + ".scores_masked", ss, low);
     add_core(b.make(name + ".mask", OpClass::memory, {scaled}, {masked}, {}));
@@ -92,12 +92,14 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         const TensorId y = g.add_tensor(name + ".probs_dropped", ss, b.dtype(p));
         const DType mask_t = b.policy().device == AutocastDevice::cuda ? DType::b8 : b.dtype(p);
         // GPT2Attention.attn_dropout is a module; Llama and NeoX call F.dropout.
-        const std::string dn = name + (softmax_kind == EagerSoftmax::gpt2 ? ".attn_dropout" : ".dropout");
+        const std::string dn =
+            name + (softmax_kind == EagerSoftmax::gpt2 ? ".attn_dropout" : ".dropout");
         const TensorId mask = g.add_tensor(dn + ".mask", ss, mask_t, false);
         add_core(b.make(dn, OpClass::memory, {p}, {y, mask}, {mask}));
         p = y;
     }
-    if (b.policy().autocast && b.dtype(p) != low) p = core_copy(name + ".probs_dropped", p, low, ss);
+    if (b.policy().autocast && b.dtype(p) != low)
+        p = core_copy(name + ".probs_dropped", p, low, ss);
     const TensorId v = operand(name + ".value", in.v, in.v_contiguous);
     const TensorId ctx = g.add_tensor(name + ".av", {d.B, d.A, d.S, d.D}, low);
     Op av = b.make(name + ".pv", OpClass::gemm, {p, v}, {ctx}, {p, v});

@@ -1,7 +1,6 @@
 // Hugging Face's LlamaDecoderLayer (modeling_llama.py) for hf-eager and sdpa.
-#include "planner/graph/families.hpp"
-
 #include "planner/config/checked.hpp"
+#include "planner/graph/families.hpp"
 
 namespace remat::family {
 

@@ -1,9 +1,8 @@
 // Megatron-LM's transformer layer (Korthikanti et al. 2022, section 4.1).
 // Every activation is 2 bytes and every dropout mask 1 byte whatever the precision mode, as
 // in Megatron's fused kernels; LayerNorm statistics are ignored, as the paper does.
-#include "planner/graph/families.hpp"
-
 #include "planner/config/checked.hpp"
+#include "planner/graph/families.hpp"
 
 namespace remat::family {
 

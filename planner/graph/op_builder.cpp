@@ -8,10 +8,14 @@ namespace remat {
 
 DTypePolicy dtype_policy(Precision p, AutocastDevice device) {
     switch (p) {
-        case Precision::fp32: return {false, DType::f32, DType::f32, device};
-        case Precision::bf16_mixed: return {true, DType::bf16, DType::f32, device};
-        case Precision::fp16_mixed: return {true, DType::f16, DType::f32, device};
-        case Precision::bf16: return {false, DType::bf16, DType::bf16, device};
+        case Precision::fp32:
+            return {false, DType::f32, DType::f32, device};
+        case Precision::bf16_mixed:
+            return {true, DType::bf16, DType::f32, device};
+        case Precision::fp16_mixed:
+            return {true, DType::f16, DType::f32, device};
+        case Precision::bf16:
+            return {false, DType::bf16, DType::bf16, device};
     }
     return {};
 }
@@ -117,8 +121,9 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
     g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
     const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
     // torch 1.13's mean saves its input; current PyTorch computes its backward from sizes.
-    g_.add_op(make(name + ".mean", OpClass::memory, {sq}, {var},
-                   p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
+    g_.add_op(make(
+        name + ".mean", OpClass::memory, {sq}, {var},
+        p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
     const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
     g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
     const TensorId normed = g_.add_tensor(name + ".normalized", shape(x), DType::f32);

@@ -6,16 +6,16 @@
 #include <string>
 #include <vector>
 
-#include "planner/graph/graph.hpp"
 #include "planner/config/options.hpp"
+#include "planner/graph/graph.hpp"
 #include "planner/graph/stage_request.hpp"
 
 namespace remat {
 
 struct DTypePolicy {
-    bool autocast = false;      // fp32 weights, per-op casts (bf16-mixed, fp16-mixed)
-    DType low = DType::f32;     // dtype GEMMs compute in
-    DType param = DType::f32;   // weights' dtype (and thus embedding outputs')
+    bool autocast = false;     // fp32 weights, per-op casts (bf16-mixed, fp16-mixed)
+    DType low = DType::f32;    // dtype GEMMs compute in
+    DType param = DType::f32;  // weights' dtype (and thus embedding outputs')
     AutocastDevice device = AutocastDevice::cuda;
 };
 DTypePolicy dtype_policy(Precision p, AutocastDevice device);
@@ -23,7 +23,7 @@ DTypePolicy dtype_policy(Precision p, AutocastDevice device);
 using Shape = std::vector<std::uint64_t>;
 
 class OpBuilder {
-public:
+  public:
     OpBuilder(StageGraph& g, DTypePolicy policy) : g_(g), p_(policy) {}
     StageGraph& graph() { return g_; }
     const DTypePolicy& policy() const { return p_; }
@@ -61,7 +61,7 @@ public:
     std::uint64_t rows(TensorId t) const;  // product of all dims but the last
     std::uint64_t bytes(TensorId t) const { return g_.tensor(t).bytes(); }
 
-private:
+  private:
     StageGraph& g_;
     DTypePolicy p_;
 };

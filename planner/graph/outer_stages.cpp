@@ -1,8 +1,7 @@
 // The stages around the blocks for every profile but remat's own: embedding, final norm, and
 // the head with its loss (Hugging Face's ForCausalLMLoss, or Megatron's fused cross entropy).
-#include "planner/graph/families.hpp"
-
 #include "planner/config/checked.hpp"
+#include "planner/graph/families.hpp"
 
 namespace remat::family {
 
@@ -65,18 +64,21 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     const TensorId flat = b.view("logits_flat", lf, {checked_mul(d.B, d.S), d.V});
     // labels padded with -100 then shifted: a (B, S) slice of a (B, S+1) tensor, contiguous
     // (a copy) unless B = 1, where the saved target is a view of the padded labels.
-    const TensorId padded = g.add_tensor("loss.labels_padded", {d.B, checked_add(d.S, 1)}, DType::i64, false);
+    const TensorId padded =
+        g.add_tensor("loss.labels_padded", {d.B, checked_add(d.S, 1)}, DType::i64, false);
     g.add_op(b.make("loss.pad_labels", OpClass::memory, {}, {padded}, {}));
     TensorId target = b.view("loss.target", padded, {d.B, d.S});
     if (d.B > 1) target = b.copy("loss.target", target, DType::i64);
-    const TensorId ls = g.add_tensor("loss.log_softmax", {checked_mul(d.B, d.S), d.V}, b.autocast_fp32_op(b.dtype(flat)));
+    const TensorId ls = g.add_tensor("loss.log_softmax", {checked_mul(d.B, d.S), d.V},
+                                     b.autocast_fp32_op(b.dtype(flat)));
     Op op = b.make("loss.log_softmax", OpClass::memory, {flat}, {ls}, {ls});
     op.fwd_flops = flop_product(5, d.B, d.S, d.V);
     op.bwd_flops = op.fwd_flops;
     g.add_op(std::move(op));
     const TensorId loss = g.add_tensor("loss", {}, DType::f32);
     const TensorId total_weight = g.add_tensor("loss.total_weight", {}, DType::f32, false);
-    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight}, {target, total_weight}));
+    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight},
+                    {target, total_weight}));
     return loss;
 }
 

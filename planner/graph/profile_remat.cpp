@@ -6,15 +6,15 @@
 // token ids int32. Dropout regenerates its mask from a counter-based RNG, so it saves nothing.
 // Attention is flash-style: it saves q, k, v, its output and the log-sum-exp. On the CPU backend
 // its S x S scores live in per-(batch, head) fp32 scratch; the CUDA backend's fused kernels never
-// form them (the backward's only workspace is one fp32 per query row). On the CPU backend (`remat`),
-// under bf16-mixed every GEMM converts its operands into fp32 staging buffers (OpenBLAS has no
-// bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
+// form them (the backward's only workspace is one fp32 per query row). On the CPU backend
+// (`remat`), under bf16-mixed every GEMM converts its operands into fp32 staging buffers (OpenBLAS
+// has no bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/graph/profile_remat.hpp"
+
+#include <cmath>
 
 #include "planner/config/checked.hpp"
 #include "planner/graph/op_builder.hpp"
-
-#include <cmath>
 
 namespace remat {
 namespace {
@@ -23,16 +23,25 @@ using Shape = std::vector<std::uint64_t>;
 
 // The CPU attention's per-(batch, head) fp32 scratch: `n_ss` S x S matrices and `n_rows` rows of
 // S x D (forward: P and q, k, v, out; backward: P, dP and q, k, v, dout, dq, dk, dv).
-std::uint64_t cpu_attention_scratch_bytes(std::uint64_t n_rows, std::uint64_t S, std::uint64_t D, std::uint64_t n_ss) {
+std::uint64_t cpu_attention_scratch_bytes(std::uint64_t n_rows, std::uint64_t S, std::uint64_t D,
+                                          std::uint64_t n_ss) {
     return checked_mul(4, checked_add(checked_mul(n_ss, S, S), checked_mul(n_rows, S, D)));
 }
 
 class RematStage {
-public:
-    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p, RematBackend be,
-               Attention attention)
-        : g_(g), ops_(g, DTypePolicy{}), m_(m), B_(B), S_(S), N_(checked_mul(B, S)), act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
-          backend_(be), attention_(attention), staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
+  public:
+    RematStage(StageGraph& g, const ModelConfig& m, std::uint64_t B, std::uint64_t S, Precision p,
+               RematBackend be, Attention attention)
+        : g_(g),
+          ops_(g, DTypePolicy{}),
+          m_(m),
+          B_(B),
+          S_(S),
+          N_(checked_mul(B, S)),
+          act_(p == Precision::fp32 ? DType::f32 : DType::bf16),
+          backend_(be),
+          attention_(attention),
+          staged_(p != Precision::fp32 && be == RematBackend::cpu) {}
 
     TensorId embedding() {
         const TensorId ids = g_.add_input("input_ids", {B_, S_}, DType::i32, false);
@@ -63,19 +72,21 @@ public:
         const TensorId logits = linear("lm_head", x, m_.vocab);
         const TensorId loss = g_.add_tensor("loss", {1}, DType::f32);
         const TensorId lse = stat("loss.lse", {N_});
-        Op ce = make("loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse}, {logits, targets, lse});
+        Op ce = make("loss.cross_entropy", OpClass::memory, {logits, targets}, {loss, lse},
+                     {logits, targets, lse});
         ce.fwd_flops = ce.bwd_flops = flop_product(5, N_, m_.vocab);
         g_.add_op(std::move(ce));
         return loss;
     }
 
-private:
+  private:
     TensorId gpt2_block(TensorId x) {
         const std::uint64_t H = m_.hidden;
         const TensorId h1 = norm("ln_1", x);
         const TensorId qkv = linear("attn.qkv", h1, checked_mul(3, H));
         const TensorId ctx = attention({qkv});
-        const TensorId proj = dropout("attn.resid_dropout", linear("attn.proj", ctx, H), m_.resid_dropout);
+        const TensorId proj =
+            dropout("attn.resid_dropout", linear("attn.proj", ctx, H), m_.resid_dropout);
         const TensorId r1 = add("residual_1", proj, x);
         const TensorId fc = linear("mlp.fc", norm("ln_2", r1), m_.ffn);
         const TensorId g = act("mlp.gelu.out", {N_, m_.ffn});
@@ -103,10 +114,15 @@ private:
         return add("residual_2", linear("mlp.down_proj", a, H), r1);
     }
 
-    TensorId act(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), act_); }
-    TensorId stat(const std::string& name, Shape s) { return g_.add_tensor(name, std::move(s), DType::f32, false); }
+    TensorId act(const std::string& name, Shape s) {
+        return g_.add_tensor(name, std::move(s), act_);
+    }
+    TensorId stat(const std::string& name, Shape s) {
+        return g_.add_tensor(name, std::move(s), DType::f32, false);
+    }
 
-    // An op with the builders' default traffic (OpBuilder::make; dtypes here are the profile's own).
+    // An op with the builders' default traffic (OpBuilder::make; dtypes here are the profile's
+    // own).
     Op make(const std::string& name, OpClass c, std::vector<TensorId> in, std::vector<TensorId> out,
             std::vector<TensorId> saved) {
         return ops_.make(name, c, std::move(in), std::move(out), std::move(saved));
@@ -143,7 +159,8 @@ private:
         o.fwd_bytes += w_bytes;
         o.bwd_bytes += 2 * w_bytes;
         if (staged_) {
-            const std::uint64_t in_elems = checked_mul(N_, n_in), w_elems = checked_mul(n_out, n_in),
+            const std::uint64_t in_elems = checked_mul(N_, n_in),
+                                w_elems = checked_mul(n_out, n_in),
                                 out_elems = checked_mul(N_, n_out);
             o.fwd_workspace_bytes = checked_mul(4, checked_add(in_elems, w_elems, out_elems));
             o.bwd_workspace_bytes =
@@ -227,7 +244,8 @@ private:
             const std::uint64_t e = dtype_bytes(act_);
             const std::uint64_t ass = checked_mul(A, S, S);
             o.fwd_workspace_bytes = checked_mul(4 + e, ass);
-            o.bwd_workspace_bytes = checked_add(checked_mul(4, ass), checked_mul(2 * e, ass), checked_mul(8, S, KV, D));
+            o.bwd_workspace_bytes =
+                checked_add(checked_mul(4, ass), checked_mul(2 * e, ass), checked_mul(8, S, KV, D));
         } else {
             o.fwd_workspace_bytes = cpu_attention_scratch_bytes(4, S, D, 1);
             o.bwd_workspace_bytes = cpu_attention_scratch_bytes(7, S, D, 2);
@@ -249,14 +267,23 @@ private:
 }  // namespace
 
 void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
-                       std::uint64_t seq, Precision precision, RematBackend backend, Attention attention) {
+                       std::uint64_t seq, Precision precision, RematBackend backend,
+                       Attention attention) {
     RematStage st(g, m, batch, seq, precision, backend, attention);
     TensorId out = no_tensor;
     switch (kind) {
-        case StageKind::embedding: out = st.embedding(); break;
-        case StageKind::block: out = st.block(); break;
-        case StageKind::norm: out = st.final_norm(); break;
-        case StageKind::head: out = st.head(); break;
+        case StageKind::embedding:
+            out = st.embedding();
+            break;
+        case StageKind::block:
+            out = st.block();
+            break;
+        case StageKind::norm:
+            out = st.final_norm();
+            break;
+        case StageKind::head:
+            out = st.head();
+            break;
     }
     g.finish(out);
 }

@@ -2,9 +2,9 @@
 #pragma once
 #include <cstdint>
 
-#include "planner/graph/graph.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
+#include "planner/graph/graph.hpp"
 #include "planner/graph/stage_request.hpp"
 
 namespace remat {
@@ -15,6 +15,7 @@ enum class RematBackend { cpu, cuda };
 
 // Builds stage `kind` of model `m` into `g` (finished) for the runtime's op decomposition.
 void build_remat_stage(StageGraph& g, StageKind kind, const ModelConfig& m, std::uint64_t batch,
-                       std::uint64_t seq, Precision precision, RematBackend backend, Attention attention);
+                       std::uint64_t seq, Precision precision, RematBackend backend,
+                       Attention attention);
 
 }  // namespace remat

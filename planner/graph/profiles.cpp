@@ -20,7 +20,8 @@ StageGraph build_stage_graph(const StageRequest& r) {
     StageGraph g;
     if (r.profile == Profile::remat || r.profile == Profile::remat_cuda) {
         build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision,
-                          r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda, r.attention);
+                          r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda,
+                          r.attention);
         return g;
     }
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.
@@ -28,9 +29,15 @@ StageGraph build_stage_graph(const StageRequest& r) {
     OpBuilder b(g, dtype_policy(p, r.autocast_device));
     TensorId out = no_tensor;
     switch (r.kind) {
-        case StageKind::embedding: out = embedding_stage(b, d, m, r.profile); break;
-        case StageKind::norm: out = norm_stage(b, d, m, r.profile); break;
-        case StageKind::head: out = head_stage(b, d, m, r.profile); break;
+        case StageKind::embedding:
+            out = embedding_stage(b, d, m, r.profile);
+            break;
+        case StageKind::norm:
+            out = norm_stage(b, d, m, r.profile);
+            break;
+        case StageKind::head:
+            out = head_stage(b, d, m, r.profile);
+            break;
         case StageKind::block:
             if (r.profile == Profile::megatron) {
                 out = megatron_block(b, d, m);

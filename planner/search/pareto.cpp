@@ -13,16 +13,24 @@ ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress
     const Chain chain = build_chain(q.model, q.options);
     const ChainCosts costs = chain_costs(chain, q.gpu, q.context.time_model);
     const std::uint64_t keep_all = keep_all_need(costs);
-    const double tokens = static_cast<double>(q.options.micro_batch * q.options.seq * q.options.grad_accumulation);
+    const double tokens =
+        static_cast<double>(q.options.micro_batch * q.options.seq * q.options.grad_accumulation);
     auto point = [&](std::uint64_t allocator, double time, double rflops, std::string source) {
-        return ParetoPoint{allocator + reserve_bytes(q.context.reserve, allocator), allocator, time, rflops,
-                           time > 0 ? tokens / time : 0, std::move(source)};
+        return ParetoPoint{allocator + reserve_bytes(q.context.reserve, allocator),
+                           allocator,
+                           time,
+                           rflops,
+                           time > 0 ? tokens / time : 0,
+                           std::move(source)};
     };
 
     const auto t0 = std::chrono::steady_clock::now();
     OptimalProgress solving;
-    if (progress) solving = [&](std::size_t done, std::size_t total) { progress("solving", done, total); };
-    const OptimalPlanner dp(costs, keep_all, {q.context.memory_slots, q.context.offload_checkpoints, keep_all}, solving);
+    if (progress)
+        solving = [&](std::size_t done, std::size_t total) { progress("solving", done, total); };
+    const OptimalPlanner dp(costs, keep_all,
+                            {q.context.memory_slots, q.context.offload_checkpoints, keep_all},
+                            solving);
     out.solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.slot_bytes = dp.slot_bytes();
     std::vector<ParetoPoint> all;

@@ -15,7 +15,7 @@
 namespace remat {
 
 struct ParetoPoint {
-    std::uint64_t peak_bytes = 0;            // allocator peak + reserve
+    std::uint64_t peak_bytes = 0;  // allocator peak + reserve
     std::uint64_t allocator_peak_bytes = 0;
     double step_time_s = 0;
     double recompute_flops = 0;

@@ -1,8 +1,9 @@
 #include "planner/search/recommend.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <set>
 
 #include "planner/config/checked.hpp"
@@ -72,8 +73,16 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
             const Evaluation e = evaluate(t, v.spec);
             const SimResult& r = e.result;
             const double all = r.forward_flops + r.recompute_flops + r.backward_flops;
-            Candidate c{v.spec, v.offload, b, t.options.grad_accumulation, r.peak_bytes, r.step_time_s, r.tokens_per_s,
-                        all > 0 ? r.recompute_flops / all : 0, e.plan.schedule, {}};
+            Candidate c{v.spec,
+                        v.offload,
+                        b,
+                        t.options.grad_accumulation,
+                        r.peak_bytes,
+                        r.step_time_s,
+                        r.tokens_per_s,
+                        all > 0 ? r.recompute_flops / all : 0,
+                        e.plan.schedule,
+                        {}};
             return {c, r.peak_bytes <= out.budget_bytes};
         } catch (const SizeOverflow&) {
             if (b == 1) throw;
@@ -93,9 +102,11 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
             ++out.evaluated;
             return plan_fits(lean, {StrategyKind::optimal, 0}, b, out.budget_bytes);
         },
-        per_rank ? std::min(per_rank, max_search_micro_batch) : max_search_micro_batch, limit_reached);
-    const std::vector<std::uint64_t> sizes =
-        upper == 0 ? std::vector<std::uint64_t>{} : per_rank ? divisors(per_rank, upper) : ladder(upper);
+        per_rank ? std::min(per_rank, max_search_micro_batch) : max_search_micro_batch,
+        limit_reached);
+    const std::vector<std::uint64_t> sizes = upper == 0 ? std::vector<std::uint64_t>{}
+                                             : per_rank ? divisors(per_rank, upper)
+                                                        : ladder(upper);
 
     for (std::size_t k = 0; k < variants.size(); ++k) {
         if (options.progress) options.progress(k, variants.size());
@@ -129,10 +140,12 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
         }
     }
     if (options.progress) options.progress(variants.size(), variants.size());
-    std::stable_sort(out.ranked.begin(), out.ranked.end(), [](const Candidate& a, const Candidate& b) {
-        if (a.tokens_per_s != b.tokens_per_s) return a.tokens_per_s > b.tokens_per_s;
-        return a.peak_bytes < b.peak_bytes;
-    });
+    std::stable_sort(out.ranked.begin(), out.ranked.end(),
+                     [](const Candidate& a, const Candidate& b) {
+                         if (a.tokens_per_s != b.tokens_per_s)
+                             return a.tokens_per_s > b.tokens_per_s;
+                         return a.peak_bytes < b.peak_bytes;
+                     });
     // One entry per distinct configuration: a strategy that lands on another's schedule (the
     // optimum is often a heuristic's) is folded into the first, in all_strategies() order.
     std::vector<Candidate> distinct;

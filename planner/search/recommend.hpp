@@ -22,9 +22,9 @@ struct Candidate {
     std::uint64_t micro_batch = 0;
     std::uint64_t grad_accumulation = 1;
     std::uint64_t peak_bytes = 0;
-    double step_time_s = 0;       // per optimizer step
-    double tokens_per_s = 0;      // per GPU
-    double recompute_share = 0;   // recompute FLOPs / all FLOPs of the step
+    double step_time_s = 0;      // per optimizer step
+    double tokens_per_s = 0;     // per GPU
+    double recompute_share = 0;  // recompute FLOPs / all FLOPs of the step
     Schedule schedule;
     // Other strategies that produced the very same schedule at this micro-batch.
     std::vector<std::string> same_as;
@@ -37,9 +37,9 @@ struct RecommendOptions {
 };
 
 struct Recommendation {
-    std::vector<Candidate> ranked;     // every distinct configuration that fits, most tokens/s first
-    std::size_t evaluated = 0;         // configurations planned and replayed
-    std::uint64_t budget_bytes = 0;    // what peak_bytes had to stay within
+    std::vector<Candidate> ranked;   // every distinct configuration that fits, most tokens/s first
+    std::size_t evaluated = 0;       // configurations planned and replayed
+    std::uint64_t budget_bytes = 0;  // what peak_bytes had to stay within
 };
 
 // The micro-batches tried: every size up to 8, then steps of about 25%, and each strategy's

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <optional>
 
-#include "planner/strategy/chain_costs.hpp"
 #include "planner/config/checked.hpp"
+#include "planner/strategy/chain_costs.hpp"
 #include "planner/strategy/optimal.hpp"
 
 namespace remat {
@@ -27,7 +27,7 @@ namespace {
 // family, tests/chain_costs_test.cpp), and for optimal the DP within the budget, then the
 // heuristics plan_optimal would take instead.
 class FitTest {
-public:
+  public:
     FitTest(const Question& q, std::uint64_t b, std::uint64_t limit) : q_(q) {
         Question t = q;
         t.options.micro_batch = b;
@@ -47,36 +47,45 @@ public:
 
     bool fits(const StrategySpec& spec) {
         switch (spec.kind) {
-            case StrategyKind::optimal: return optimal_fits();
+            case StrategyKind::optimal:
+                return optimal_fits();
             // Greedy keeps a prefix of blocks whole when full recomputation fits its budget (the
             // limit) and is full recomputation otherwise: it fits exactly when full does.
-            case StrategyKind::greedy_budget: return heuristic_fits({StrategyKind::full, 0}, ctx_.offload_checkpoints);
-            default: return heuristic_fits(spec, ctx_.offload_checkpoints);
+            case StrategyKind::greedy_budget:
+                return heuristic_fits({StrategyKind::full, 0}, ctx_.offload_checkpoints);
+            default:
+                return heuristic_fits(spec, ctx_.offload_checkpoints);
         }
     }
 
-private:
+  private:
     bool heuristic_fits(StrategySpec spec, bool offload) {
         // every-N past the last block checkpoints block 0 alone, as every-L (plan_optimal's
         // incumbents include it on short models).
-        if (spec.kind == StrategyKind::every_n) spec.n = std::min<std::uint64_t>(spec.n, chain_.n_blocks());
+        if (spec.kind == StrategyKind::every_n)
+            spec.n = std::min<std::uint64_t>(spec.n, chain_.n_blocks());
         PlanContext h = ctx_;
         h.offload_checkpoints = offload;
         const Plan p = make_plan(chain_, spec, h);
-        if (!stage_level_) return simulate(chain_, p, q_.gpu, ctx_.reserve, ctx_.time_model).allocator_peak_bytes <= allocator_;
+        if (!stage_level_)
+            return simulate(chain_, p, q_.gpu, ctx_.reserve, ctx_.time_model)
+                       .allocator_peak_bytes <= allocator_;
         return simulate_costs(costs_, p.schedule).allocator_peak_bytes <= allocator_;
     }
 
-    // As plan_optimal decides (planner/strategy/strategy.cpp): the DP's fastest point within the budget,
-    // else the heuristics' schedules replayed, with and without offload where it is enabled.
+    // As plan_optimal decides (planner/strategy/strategy.cpp): the DP's fastest point within the
+    // budget, else the heuristics' schedules replayed, with and without offload where it is
+    // enabled.
     bool optimal_fits() {
         const bool off = ctx_.offload_checkpoints;
         // Full recomputation first: the leanest heuristic as a rule, and cheap.
         if (!stage_level_) throw_size_overflow();  // as plan_optimal's own chain_costs would
-        if (heuristic_fits({StrategyKind::full, 0}, false) || (off && heuristic_fits({StrategyKind::full, 0}, true)))
+        if (heuristic_fits({StrategyKind::full, 0}, false) ||
+            (off && heuristic_fits({StrategyKind::full, 0}, true)))
             return true;
         const std::uint64_t keep_all = keep_all_need(costs_);
-        const std::uint64_t cap = allocator_ > costs_.base ? std::min(allocator_ - costs_.base, keep_all) : 0;
+        const std::uint64_t cap =
+            allocator_ > costs_.base ? std::min(allocator_ - costs_.base, keep_all) : 0;
         const OptimalPlanner dp(costs_, cap, {ctx_.memory_slots, off, keep_all});
         if (dp.fastest_within(allocator_)) return true;
         for (const StrategySpec& h : all_strategies()) {
@@ -101,7 +110,8 @@ private:
 
 }  // namespace
 
-bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_batch, std::uint64_t limit_bytes) {
+bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_batch,
+               std::uint64_t limit_bytes) {
     return FitTest(q, micro_batch, limit_bytes).fits(spec);
 }
 
@@ -154,7 +164,8 @@ MaxBatch max_micro_batch(const Question& q, const StrategySpec& spec) {
     bool limit_reached = false;
     std::uint64_t b = 0;
     // The fits test without the op-level replay where it answers the same question.
-    const bool fast = !q.context.budget_bytes || *q.context.budget_bytes == q.context.capacity_bytes;
+    const bool fast =
+        !q.context.budget_bytes || *q.context.budget_bytes == q.context.capacity_bytes;
     if (fast) {
         b = largest_fitting(
             [&](std::uint64_t m) {

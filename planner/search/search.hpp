@@ -53,7 +53,8 @@ MaxBatch max_micro_batch(const Question& q, const StrategySpec& spec);
 // Whether spec's plan at micro_batch stays within limit_bytes (peak, reserve included; plans
 // budgeted at it): evaluate()'s question where limit_bytes is its capacity and budget, answered
 // without the op-level replay.
-bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_batch, std::uint64_t limit_bytes);
+bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_batch,
+               std::uint64_t limit_bytes);
 
 // The largest b in [1, limit] with fits(b), fits shrinking as b grows: doubling, then bisection.
 // A size too large to count (SizeOverflow) at b > 1 does not fit; at b = 1 it is rethrown.

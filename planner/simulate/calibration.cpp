@@ -62,8 +62,8 @@ class Fields {
     double rate(const char* key, const char* unit) {
         const double x = number(key, unit);
         if (x < 1)
-            throw InputError(fmt::format("{}: {} must be at least 1 {}, not {}; {}", origin_, name(key), unit,
-                                         at(key).dump(), k_rewrite));
+            throw InputError(fmt::format("{}: {} must be at least 1 {}, not {}; {}", origin_,
+                                         name(key), unit, at(key).dump(), k_rewrite));
         return x;
     }
     // Seconds per kernel launch: from 0 up to 1 s. More is a typo, and the step-time model adds
@@ -71,16 +71,17 @@ class Fields {
     double launch(const char* key) {
         const double x = number(key, "seconds", true);
         if (x > 1)
-            throw InputError(fmt::format("{}: {} must be at most 1 second, not {}; {}", origin_, name(key),
-                                         at(key).dump(), k_rewrite));
+            throw InputError(fmt::format("{}: {} must be at most 1 second, not {}; {}", origin_,
+                                         name(key), at(key).dump(), k_rewrite));
         return x;
     }
     // A positive integer (a count of calls), at most 2^63 - 1.
     std::uint64_t count(const char* key) {
         const json& v = at(key);
-        if (!v.is_number_unsigned() || v.get<std::uint64_t>() == 0 || v.get<std::uint64_t>() > max_count)
-            throw InputError(fmt::format("{}: {} must be a positive integer, not {}; {}", origin_, name(key),
-                                         v.dump(), k_rewrite));
+        if (!v.is_number_unsigned() || v.get<std::uint64_t>() == 0 ||
+            v.get<std::uint64_t>() > max_count)
+            throw InputError(fmt::format("{}: {} must be a positive integer, not {}; {}", origin_,
+                                         name(key), v.dump(), k_rewrite));
         return v.get<std::uint64_t>();
     }
     void no_others() const {
@@ -190,9 +191,10 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
 Calibration load_calibration(const std::string& path) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec))
-        throw InputError(fmt::format("cannot read calibration file {}: no such file; check the path, or write it "
-                                     "with `remat calibrate --device cpu|cuda -o {}`",
-                                     quote(path), path));
+        throw InputError(fmt::format(
+            "cannot read calibration file {}: no such file; check the path, or write it "
+            "with `remat calibrate --device cpu|cuda -o {}`",
+            quote(path), path));
     return calibration_from_json(read_json_file(path, k_rewrite), path);
 }
 

@@ -12,7 +12,8 @@ GraphFacts facts_of(const StageGraph& g, const GpuSpec& gpu, Precision precision
     const std::size_t n = g.tensors().size();
     f.bytes.assign(n, 0);
     for (TensorId t = 0; t < n; ++t)
-        if (g.tensor(t).view_of == no_tensor && !g.tensor(t).shared) f.bytes[t] = g.tensor(t).bytes();
+        if (g.tensor(t).view_of == no_tensor && !g.tensor(t).shared)
+            f.bytes[t] = g.tensor(t).bytes();
     f.uses_all.assign(n, 0);
     f.uses_core.assign(n, 0);
     f.saved.assign(n, false);

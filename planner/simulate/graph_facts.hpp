@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "planner/simulate/gpu.hpp"
-#include "planner/graph/graph.hpp"
 #include "planner/config/options.hpp"
+#include "planner/graph/graph.hpp"
+#include "planner/simulate/gpu.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
@@ -28,10 +28,10 @@ struct GraphFacts {
         std::uint64_t fwd_ws = 0, bwd_ws = 0;
         const std::string* name = nullptr;
     };
-    std::vector<OpStep> steps;              // program order
-    std::vector<std::uint64_t> bytes;       // per storage; 0 for views and shared tensors
-    std::vector<int> uses_all;              // forward consumers per storage
-    std::vector<int> uses_core;             // consumers among attention-core ops
+    std::vector<OpStep> steps;         // program order
+    std::vector<std::uint64_t> bytes;  // per storage; 0 for views and shared tensors
+    std::vector<int> uses_all;         // forward consumers per storage
+    std::vector<int> uses_core;        // consumers among attention-core ops
     std::vector<bool> saved, sel_kept, sel_dropped;
     std::vector<bool> external;  // stage inputs other than x (shared rotary tables): always there
     TensorId input = no_tensor, output = no_tensor;

@@ -108,7 +108,8 @@ ModelStates model_states(const Chain& c) {
     // FSDP and ZeRO-3 shard per unit, with padding.
     ModelStates total;
     for (const Unit& u : fsdp_units(c)) {
-        const auto s = model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
+        const auto s =
+            model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
         add_to(total.parameters_bytes, s.parameters_bytes);
         add_to(total.gradients_bytes, s.gradients_bytes);
         add_to(total.optimizer_bytes, s.optimizer_bytes);
@@ -148,9 +149,12 @@ std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
     if (!rule.autocast_weight_cache) return 0;
     const Chain& c = *c_;
     const Stage& s = c.stages[i];
-    const std::uint64_t low = c.options.precision == Precision::fp16_mixed ||
-                                      c.options.precision == Precision::bf16_mixed ? 2 : 0;
-    if (s.kind == StageKind::block) return checked_mul(low, s.params - 2 * final_norm_parameter_count(c.model));
+    const std::uint64_t low =
+        c.options.precision == Precision::fp16_mixed || c.options.precision == Precision::bf16_mixed
+            ? 2
+            : 0;
+    if (s.kind == StageKind::block)
+        return checked_mul(low, s.params - 2 * final_norm_parameter_count(c.model));
     if (s.kind == StageKind::head) return checked_mul(low, c.model.vocab, c.model.hidden);
     return 0;
 }

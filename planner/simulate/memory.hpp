@@ -16,10 +16,10 @@ namespace remat {
 
 // Bytes per parameter of each kind of state, before sharding.
 struct StateBytesPerParam {
-    double parameters = 0;   // the persistent copy a rank holds
+    double parameters = 0;  // the persistent copy a rank holds
     double gradients = 0;
-    double optimizer = 0;    // Adam moments (and fp32 master weights where the framework keeps them)
-    double compute = 0;      // dtype of the unsharded (gathered) parameters used by the math
+    double optimizer = 0;  // Adam moments (and fp32 master weights where the framework keeps them)
+    double compute = 0;    // dtype of the unsharded (gathered) parameters used by the math
 };
 StateBytesPerParam state_bytes_per_param(Sharding s, Precision p, Optimizer o);
 
@@ -28,11 +28,13 @@ struct ShardingRule {
     bool parameters_sharded = false;
     bool gradients_sharded = false;
     bool optimizer_sharded = false;
-    bool gather_per_unit = false;        // FSDP / ZeRO-3 all-gather a unit before using it
-    bool reshard_after_forward = true;   // false for fsdp-grad-op (SHARD_GRAD_OP)
-    bool grads_allocated_in_backward = false;  // PyTorch: p.grad appears in backward, set_to_none after the step
+    bool gather_per_unit = false;       // FSDP / ZeRO-3 all-gather a unit before using it
+    bool reshard_after_forward = true;  // false for fsdp-grad-op (SHARD_GRAD_OP)
+    bool grads_allocated_in_backward =
+        false;  // PyTorch: p.grad appears in backward, set_to_none after the step
     bool autocast_weight_cache = false;  // DDP + autocast: low-precision weight copies per forward
-    bool foreach_adam_temp = false;      // torch.optim.AdamW(foreach=True) allocates a param-sized temporary
+    bool foreach_adam_temp =
+        false;  // torch.optim.AdamW(foreach=True) allocates a param-sized temporary
 };
 ShardingRule sharding_rule(Sharding s, Precision p);
 
@@ -51,7 +53,9 @@ struct ModelStates {
     std::uint64_t parameters_bytes = 0;
     std::uint64_t gradients_bytes = 0;
     std::uint64_t optimizer_bytes = 0;
-    std::uint64_t total() const { return checked_add(parameters_bytes, gradients_bytes, optimizer_bytes); }
+    std::uint64_t total() const {
+        return checked_add(parameters_bytes, gradients_bytes, optimizer_bytes);
+    }
 };
 // Persistent per-rank states of a steady step (the gradients as they exist at the end of
 // backward).
@@ -85,17 +89,19 @@ struct StepTerms {
     std::uint64_t accumulated_grad_bytes() const;
     // Whether this micro-step's backward creates the persistent gradients (not accumulating
     // into ones that exist): without accumulation, where PyTorch makes p.grad in backward.
-    bool grads_made_in_backward() const { return rule.grads_allocated_in_backward && micro_steps == 1; }
+    bool grads_made_in_backward() const {
+        return rule.grads_allocated_in_backward && micro_steps == 1;
+    }
     std::uint64_t micro_steps = 1;  // gradient accumulation
 
-private:
+  private:
     const Chain* c_;
 };
 
 struct Reserve {
-    std::uint64_t cuda_context_bytes = 0;     // CUDA context + kernels (lazy loading)
-    std::uint64_t workspace_bytes = 0;        // cuBLAS workspace, one handle and stream
-    double fragmentation = 0;                 // margin as a fraction of the allocator peak
+    std::uint64_t cuda_context_bytes = 0;  // CUDA context + kernels (lazy loading)
+    std::uint64_t workspace_bytes = 0;     // cuBLAS workspace, one handle and stream
+    double fragmentation = 0;              // margin as a fraction of the allocator peak
 };
 Reserve default_reserve(const GpuSpec& gpu);
 std::uint64_t reserve_bytes(const Reserve& r, std::uint64_t allocator_peak_bytes);

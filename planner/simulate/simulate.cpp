@@ -1,7 +1,8 @@
 #include "planner/simulate/simulate.hpp"
 
-#include <cassert>
 #include <fmt/format.h>
+
+#include <cassert>
 #include <stdexcept>
 
 #include "planner/config/fsdp_units.hpp"
@@ -19,7 +20,7 @@ std::vector<std::size_t> stage_units(const Chain& c) {
 }
 
 class Replay {
-public:
+  public:
     Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
         : c_(c),
           plan_(plan),
@@ -43,8 +44,7 @@ public:
         held_prev_.assign(n + 1, false);
         held_next_.assign(n + 1, false);
         bgrad_live_.assign(n + 1, 0);
-        for (std::size_t i = 0; i < n; ++i)
-            boundary_bytes_[i] = facts(i).bytes[facts(i).input];
+        for (std::size_t i = 0; i < n; ++i) boundary_bytes_[i] = facts(i).bytes[facts(i).input];
         boundary_bytes_[n] = facts(n - 1).bytes[facts(n - 1).output];
         unsharded_grad_live_.assign(terms_.units.size(), false);
         shard_grad_live_.assign(terms_.units.size(), false);
@@ -102,7 +102,7 @@ public:
         return result_;
     }
 
-private:
+  private:
     const GraphFacts& facts(std::size_t stage) const { return facts_[c_.stages[stage].graph]; }
 
     // An op's workspace: allocated for the op alone.

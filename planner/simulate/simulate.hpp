@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "planner/chain/chain.hpp"
+#include "planner/config/schedule.hpp"
 #include "planner/simulate/gpu.hpp"
 #include "planner/simulate/ledger.hpp"
 #include "planner/simulate/memory.hpp"
-#include "planner/config/schedule.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
@@ -29,7 +29,8 @@ struct SimResult {
     std::uint64_t allocator_peak_bytes = 0;  // what a runtime's allocator would report
     std::string peak_action;                 // "B(32)"
     std::string peak_op;                     // "self_attn.sdpa" or "optimizer.step"
-    std::string peak_category;               // what the allocation that set it was: "gradients", "activations", ...
+    std::string
+        peak_category;  // what the allocation that set it was: "gradients", "activations", ...
     Breakdown at_peak;
     std::vector<TimelinePoint> timeline;
     double forward_flops = 0;

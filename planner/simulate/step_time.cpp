@@ -8,7 +8,8 @@ namespace {
 
 // Bytes/s that memory-bound work reaches: measured, or the datasheet's × memory_efficiency.
 double attained_bandwidth(const GpuSpec& gpu, const StepTimeModel& m) {
-    return m.measured_bandwidth ? *m.measured_bandwidth : gpu.memory_bandwidth * m.memory_efficiency;
+    return m.measured_bandwidth ? *m.measured_bandwidth
+                                : gpu.memory_bandwidth * m.memory_efficiency;
 }
 
 }  // namespace
@@ -17,13 +18,17 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
                  const StepTimeModel& m) {
     const double flops = backward ? op.bwd_flops : op.fwd_flops;
     const double bytes = backward ? op.bwd_bytes : op.fwd_bytes;
-    const std::optional<MeasuredCompute>& measured = precision == Precision::fp32 ? m.fp32_measured : m.bf16_measured;
+    const std::optional<MeasuredCompute>& measured =
+        precision == Precision::fp32 ? m.fp32_measured : m.bf16_measured;
     double compute_s = 0;
     if (measured) {
-        assert(measured->gemm_flops > 0 && measured->attention_flops > 0 && "load_calibration checks the rates");
-        // The calibration measures no elementwise compute rate; memory-class ops are bandwidth-bound,
-        // so their small compute term is charged at the GEMM rate of the same storage.
-        compute_s = flops / (op.op_class == OpClass::attention ? measured->attention_flops : measured->gemm_flops);
+        assert(measured->gemm_flops > 0 && measured->attention_flops > 0 &&
+               "load_calibration checks the rates");
+        // The calibration measures no elementwise compute rate; memory-class ops are
+        // bandwidth-bound, so their small compute term is charged at the GEMM rate of the same
+        // storage.
+        compute_s = flops / (op.op_class == OpClass::attention ? measured->attention_flops
+                                                               : measured->gemm_flops);
     } else {
         // PyTorch runs fp32 matmuls without TF32 by default (allow_tf32 = False for matmul).
         const double peak = precision == Precision::fp32 ? gpu.fp32_flops : gpu.bf16_flops;

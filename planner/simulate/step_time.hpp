@@ -8,35 +8,41 @@
 // cost time in proportion to how little work each byte feeds, so a larger micro-batch (more
 // rows per weight byte, fewer launches per token) runs closer to peak. See docs/step-time.md.
 //
-// A calibration (planner/simulate/calibration.hpp, `remat calibrate`) sets the measured fields: each
-// measured rate replaces the preset's peak × efficiency it stands for; the form stays the same.
+// A calibration (planner/simulate/calibration.hpp, `remat calibrate`) sets the measured fields:
+// each measured rate replaces the preset's peak × efficiency it stands for; the form stays the
+// same.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <optional>
 
-#include "planner/simulate/gpu.hpp"
-#include "planner/graph/graph.hpp"
 #include "planner/config/options.hpp"
+#include "planner/graph/graph.hpp"
+#include "planner/simulate/gpu.hpp"
 
 namespace remat {
 
 // Achieved compute rates of one storage type, measured on the device.
 struct MeasuredCompute {
-    double gemm_flops = 0;       // FLOP/s of large linear forwards
-    double attention_flops = 0;  // FLOP/s of attention forward, FLOPs counted as the planner does (causal half)
+    double gemm_flops = 0;  // FLOP/s of large linear forwards
+    double attention_flops =
+        0;  // FLOP/s of attention forward, FLOPs counted as the planner does (causal half)
 };
 
 struct StepTimeModel {
-    double gemm_efficiency = 0.80;       // of dense peak at unbounded intensity (bf16 tensor cores, or fp32 without TF32)
+    double gemm_efficiency =
+        0.80;  // of dense peak at unbounded intensity (bf16 tensor cores, or fp32 without TF32)
     double attention_efficiency = 0.50;  // flash attention forward/backward
     double memory_efficiency = 0.75;     // of datasheet bandwidth, elementwise and reductions
     double launch_s = 4e-6;              // per kernel launch (a calibration sets the measured one)
 
     // From a calibration; unset: the preset's peaks × the efficiencies above.
-    std::optional<MeasuredCompute> fp32_measured;  // replaces fp32_flops × efficiency under --precision fp32
-    std::optional<MeasuredCompute> bf16_measured;  // replaces bf16_flops × efficiency under every other mode
-    std::optional<double> measured_bandwidth;      // bytes/s; replaces memory_bandwidth × memory_efficiency
+    std::optional<MeasuredCompute>
+        fp32_measured;  // replaces fp32_flops × efficiency under --precision fp32
+    std::optional<MeasuredCompute>
+        bf16_measured;  // replaces bf16_flops × efficiency under every other mode
+    std::optional<double>
+        measured_bandwidth;  // bytes/s; replaces memory_bandwidth × memory_efficiency
 };
 
 double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision precision,

@@ -1,7 +1,8 @@
 #include "planner/strategy/chain_costs.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <stdexcept>
 
 #include "planner/config/checked.hpp"
@@ -132,7 +133,8 @@ std::uint64_t backward_pass(const GraphFacts& f, bool selective, bool holds_inpu
 }  // namespace
 
 bool ChainCosts::casts_over_counted() const {
-    return std::any_of(stages.begin(), stages.end(), [](const StageCosts& s) { return s.cast > 0; });
+    return std::any_of(stages.begin(), stages.end(),
+                       [](const StageCosts& s) { return s.cast > 0; });
 }
 
 ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& tm) {
@@ -148,8 +150,10 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
     for (std::size_t i = 0; i < n; ++i) {
         const GraphFacts& f = F(i);
         if (f.saved[f.output])
-            throw std::logic_error(fmt::format("chain costs: stage {} keeps its own output, which the "
-                                               "optimal planner does not model", c.stages[i].name));
+            throw std::logic_error(
+                fmt::format("chain costs: stage {} keeps its own output, which the "
+                            "optimal planner does not model",
+                            c.stages[i].name));
         StageCosts& s = k.stages[i];
         s.x = f.bytes[f.input];
         s.dx = c.graph_of(i).tensor(f.input).needs_grad ? s.x : 0;
@@ -174,7 +178,8 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
     for (std::size_t i = 0; i < n; ++i) {
         const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
         for (int path = 0; path < 2; ++path)
-            k.stages[i].bwd_peak[path] = backward_pass(F(i), path == 1, k.stages[i].fwd[path].holds_input, dx_out);
+            k.stages[i].bwd_peak[path] =
+                backward_pass(F(i), path == 1, k.stages[i].fwd[path].holds_input, dx_out);
     }
 
     // Progress-dependent terms, as the replay's gather_for, backward and parameter_gradients
@@ -182,11 +187,14 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
     const bool per_unit = rule.gather_per_unit;
     const bool grad_op = per_unit && !rule.reshard_after_forward;
     auto block = [&](std::size_t i) { return i < n && k.stages[i].block; };
-    auto ub = [&](std::size_t i) { return per_unit && block(i) ? T.unit_bytes(unit_of_stage(c, i)) : 0; };
+    auto ub = [&](std::size_t i) {
+        return per_unit && block(i) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
+    };
     const std::uint64_t root = per_unit ? T.unit_bytes(0) : 0;
     std::vector<std::uint64_t> blocks_upto(n, 0), casts_upto(n, 0), made_after(n + 1, 0);
     for (std::size_t i = 0; i < n; ++i) {
-        blocks_upto[i] = checked_add(i ? blocks_upto[i - 1] : 0, per_unit && block(i) ? T.unit_bytes(i) : 0);
+        blocks_upto[i] =
+            checked_add(i ? blocks_upto[i - 1] : 0, per_unit && block(i) ? T.unit_bytes(i) : 0);
         casts_upto[i] = checked_add(i ? casts_upto[i - 1] : 0, T.cast_bytes(i));
     }
     // Gradients this backward creates and keeps (not accumulated into ones that exist).
@@ -205,40 +213,51 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
         // After the head's backward (the first), the root unit's unsharded gradients stay
         // until the embedding's backward reduces them.
-        const std::uint64_t progress = checked_add(made_after[i + 1], i + 1 < n ? root_grads : 0, loss, dx_out);
+        const std::uint64_t progress =
+            checked_add(made_after[i + 1], i + 1 < n ? root_grads : 0, loss, dx_out);
         const std::uint64_t gather_b =
             checked_add(root, grad_op ? blocks_upto[i] : checked_add(ub(i), i > 0 ? ub(i - 1) : 0));
-        s.env_first = checked_add(root, grad_op ? blocks_upto[std::min(i + 1, n - 1)] : checked_add(ub(i), ub(i + 1)),
-                                  casts_upto[i]);
+        s.env_first = checked_add(
+            root, grad_op ? blocks_upto[std::min(i + 1, n - 1)] : checked_add(ub(i), ub(i + 1)),
+            casts_upto[i]);
         s.env_rec = checked_add(root, grad_op ? blocks_upto[i] : 0, casts_upto[i], progress);
         s.env_rsel = checked_add(root, grad_op ? blocks_upto[i] : ub(i), casts_upto[i], progress);
         s.env_b = checked_add(gather_b, casts_upto[i], progress);
-        s.b_start = rule.gradients_sharded && (block(i) || i == n - 1) ? T.unit_bytes(unit_of_stage(c, i)) : 0;
-        s.env_after_b = checked_add(gather_b, i ? casts_upto[i - 1] : 0, made_after[i + 1], loss, s.dx,
-                                    rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_bytes(i) : 0) : 0);
+        s.b_start = rule.gradients_sharded && (block(i) || i == n - 1)
+                        ? T.unit_bytes(unit_of_stage(c, i))
+                        : 0;
+        s.env_after_b = checked_add(
+            gather_b, i ? casts_upto[i - 1] : 0, made_after[i + 1], loss, s.dx,
+            rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_bytes(i) : 0) : 0);
         s.cast = T.cast_bytes(i);
-        if (rule.grads_allocated_in_backward && !rule.gradients_sharded) s.b_spike = T.ddp_grad_bytes(i);
+        if (rule.grads_allocated_in_backward && !rule.gradients_sharded)
+            s.b_spike = T.ddp_grad_bytes(i);
         if (rule.gradients_sharded && (block(i) || i == 0)) {
             const std::size_t u = unit_of_stage(c, i);
-            s.b_spike = checked_add(T.reduce_scatter_bytes(u), shard_grads ? T.shard_grad_bytes(u) : 0);
+            s.b_spike =
+                checked_add(T.reduce_scatter_bytes(u), shard_grads ? T.shard_grad_bytes(u) : 0);
         }
     }
     k.pair_gather = per_unit && !grad_op ? ub(1) : 0;
 
     const ModelStates states = model_states(c);
     k.base = checked_add(states.parameters_bytes, states.optimizer_bytes,
-                         rule.grads_allocated_in_backward ? 0 : states.gradients_bytes, T.accumulated_grad_bytes());
-    const std::uint64_t final_grads = checked_add(made_after[0], shard_grads ? T.shard_grad_bytes(0) : 0);
+                         rule.grads_allocated_in_backward ? 0 : states.gradients_bytes,
+                         T.accumulated_grad_bytes());
+    const std::uint64_t final_grads =
+        checked_add(made_after[0], shard_grads ? T.shard_grad_bytes(0) : 0);
     k.optimizer_need = checked_add(final_grads, k.stages[0].dx, T.optimizer_temp_bytes());
     // Every need the optimal planner forms is a sum of these terms (a progress term, what
     // stages keep, one transient); checked once here, so that its sums cannot wrap.
     std::uint64_t env = 0, transient = 0, kept = 0;
     for (const StageCosts& s : k.stages) {
-        env = std::max({env, s.env_first, checked_add(s.env_rec, k.pair_gather, k.pair_gather), s.env_rsel,
-                        checked_add(s.env_b, s.b_start), checked_add(s.env_after_b, s.b_spike)});
+        env = std::max({env, s.env_first, checked_add(s.env_rec, k.pair_gather, k.pair_gather),
+                        s.env_rsel, checked_add(s.env_b, s.b_start),
+                        checked_add(s.env_after_b, s.b_spike)});
         for (const ForwardCost& f : s.fwd) transient = std::max(transient, f.peak);
         transient = std::max({transient, s.rsel_peak, s.bwd_peak[0], s.bwd_peak[1]});
-        kept = checked_add(kept, s.x, std::max(s.fwd[0].keep, checked_add(s.fwd[1].keep, s.rsel_keep)));
+        kept = checked_add(kept, s.x,
+                           std::max(s.fwd[0].keep, checked_add(s.fwd[1].keep, s.rsel_keep)));
     }
     checked_add(k.base, env, kept, transient, k.optimizer_need);
     k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu, tm);
@@ -252,7 +271,7 @@ namespace {
 // Sums over stage prefixes that change one stage at a time (autocast copies freed at the end of
 // forward): a Fenwick tree.
 class PrefixSums {
-public:
+  public:
     explicit PrefixSums(std::size_t n) : tree_(n + 1, 0) {}
     void add(std::size_t i, std::int64_t v) {
         for (std::size_t j = i + 1; j < tree_.size(); j += j & (~j + 1)) tree_[j] += v;
@@ -263,7 +282,7 @@ public:
         return r;
     }
 
-private:
+  private:
     std::vector<std::int64_t> tree_;
 };
 
@@ -272,7 +291,8 @@ private:
 CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel casts) {
     const std::size_t n = k.size();
     std::vector<std::uint64_t> kept(n, 0);
-    std::vector<char> holds(n, 0), frontier(n, 0), on_host(n, 0), done(n, 0), path(n, 0), forwarded(n, 0);
+    std::vector<char> holds(n, 0), frontier(n, 0), on_host(n, 0), done(n, 0), path(n, 0),
+        forwarded(n, 0);
     std::vector<char> first_keeps(n, 0), cast_freed(n, 0);
     // What the stages keep and the inputs they hold, summed as they change (resident(i) of each).
     std::uint64_t resident = 0;
@@ -325,7 +345,8 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel
             case ActionKind::F_sel:
             case ActionKind::F_ck:
             case ActionKind::F_none: {
-                static constexpr Keep keep_of[] = {Keep::all, Keep::input, Keep::none, Keep::selective};
+                static constexpr Keep keep_of[] = {Keep::all, Keep::input, Keep::none,
+                                                   Keep::selective};
                 const Keep kind = keep_of[static_cast<int>(act.kind)];
                 if (on_host[i]) {
                     on_host[i] = 0;
@@ -336,8 +357,9 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel
                 if (!holds[i] && !frontier[i]) fail(act, "reads an input that is gone");
                 remake_cast(i);
                 const ForwardCost& f = s.fwd[static_cast<int>(kind)];
-                const std::uint64_t env =
-                    act.recompute ? k.env_rec_of(i, next_b[a]) - freed_upto(next_b[a]) : s.env_first;
+                const std::uint64_t env = act.recompute
+                                              ? k.env_rec_of(i, next_b[a]) - freed_upto(next_b[a])
+                                              : s.env_first;
                 peak = std::max(peak, env + resident + f.peak);
                 time += s.t_fwd;
                 if (act.recompute) rflops += s.f_fwd;
@@ -345,7 +367,9 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel
                 frontier[i] = 0;
                 holds[i] = f.holds_input;
                 kept[i] = f.keep;
-                path[i] = kind == Keep::all ? 0 : kind == Keep::selective ? 1 : 3;  // 3: nothing for B
+                path[i] = kind == Keep::all         ? 0
+                          : kind == Keep::selective ? 1
+                                                    : 3;  // 3: nothing for B
                 forwarded[i] = 1;
                 if (act.offload) {
                     holds[i] = 0;
@@ -370,8 +394,10 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel
                 rflops += s.f_core;
                 break;
             case ActionKind::B: {
-                if (!forwarded[i] || path[i] == 1 || path[i] == 3) fail(act, "finds what backward needs gone");
-                peak = std::max(peak, s.env_b - freed_upto(i) + resident + s.b_start + s.bwd_peak[path[i] == 2 ? 1 : 0]);
+                if (!forwarded[i] || path[i] == 1 || path[i] == 3)
+                    fail(act, "finds what backward needs gone");
+                peak = std::max(peak, s.env_b - freed_upto(i) + resident + s.b_start +
+                                          s.bwd_peak[path[i] == 2 ? 1 : 0]);
                 const std::uint64_t mine = kept[i] + (holds[i] ? s.x : 0);
                 const std::uint64_t before = i > 0 ? freed_upto(i - 1) : 0;
                 peak = std::max(peak, s.env_after_b - before + (resident - mine) + s.b_spike);
@@ -390,7 +416,9 @@ CostsResult simulate_costs(const ChainCosts& k, const Schedule& sched, CastModel
 }
 
 std::uint64_t keep_all_need(const ChainCosts& k) {
-    return simulate_costs(k, schedule_from_keeps(std::vector<Keep>(k.size(), Keep::all))).allocator_peak_bytes - k.base;
+    return simulate_costs(k, schedule_from_keeps(std::vector<Keep>(k.size(), Keep::all)))
+               .allocator_peak_bytes -
+           k.base;
 }
 
 }  // namespace remat

@@ -19,22 +19,22 @@
 #include <vector>
 
 #include "planner/chain/chain.hpp"
-#include "planner/simulate/gpu.hpp"
 #include "planner/config/schedule.hpp"
+#include "planner/simulate/gpu.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
 
 // A forward's cost: the peak above the level it starts at (input live), and what it leaves.
 struct ForwardCost {
-    std::uint64_t peak = 0;   // internal tensors and the output, at their high-water mark
-    std::uint64_t keep = 0;   // stage-internal bytes kept after it (the output not included)
-    bool holds_input = false; // whether the stage keeps its input x
+    std::uint64_t peak = 0;    // internal tensors and the output, at their high-water mark
+    std::uint64_t keep = 0;    // stage-internal bytes kept after it (the output not included)
+    bool holds_input = false;  // whether the stage keeps its input x
 };
 
 struct StageCosts {
-    std::uint64_t x = 0;    // the stage input (a checkpoint's size)
-    std::uint64_t dx = 0;   // its gradient; 0 when the input needs none (token ids)
+    std::uint64_t x = 0;               // the stage input (a checkpoint's size)
+    std::uint64_t dx = 0;              // its gradient; 0 when the input needs none (token ids)
     std::array<ForwardCost, 4> fwd{};  // indexed by Keep: all, selective, input, none
     bool has_core = false;             // selective applies (an attention core to drop)
     std::uint64_t rsel_peak = 0;       // R_sel: above its start
@@ -62,11 +62,13 @@ struct ChainCosts {
     std::uint64_t pair_gather = 0;     // FSDP: one block unit gathered per distinct block in {i, t}
     std::uint64_t optimizer_need = 0;  // the optimizer step's peak, above base
     double t_optimizer = 0;
-    double host_bandwidth = 0;         // bytes/s per direction, for offloaded checkpoints
-    double micro_steps = 1;            // gradient accumulation: micro-steps per optimizer step
+    double host_bandwidth = 0;  // bytes/s per direction, for offloaded checkpoints
+    double micro_steps = 1;     // gradient accumulation: micro-steps per optimizer step
 
     // The optimizer step's time from one micro-step's (stage times summed).
-    double step_time_s(double micro_step_s) const { return micro_steps * micro_step_s + t_optimizer; }
+    double step_time_s(double micro_step_s) const {
+        return micro_steps * micro_step_s + t_optimizer;
+    }
 
     std::size_t size() const { return stages.size(); }
     // A recompute forward of stage i while stage t is the next to run backward.
@@ -95,9 +97,10 @@ struct CostsResult {
 // saved tensor and made again at their recompute (the op-level replay's, planner/simulate).
 enum class CastModel { held_to_backward, as_replayed };
 
-// The stage-level replay of a schedule of the planner's family (see planner/strategy/optimal.hpp), in
-// time linear in its length. Throws std::logic_error on a schedule that reads what is gone.
-CostsResult simulate_costs(const ChainCosts& k, const Schedule& s, CastModel casts = CastModel::as_replayed);
+// The stage-level replay of a schedule of the planner's family (see planner/strategy/optimal.hpp),
+// in time linear in its length. Throws std::logic_error on a schedule that reads what is gone.
+CostsResult simulate_costs(const ChainCosts& k, const Schedule& s,
+                           CastModel casts = CastModel::as_replayed);
 // What keeping everything needs above base: no schedule is worth more memory.
 std::uint64_t keep_all_need(const ChainCosts& k);
 

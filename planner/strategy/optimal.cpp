@@ -1,16 +1,17 @@
 #include "planner/strategy/optimal.hpp"
 
-#include "planner/config/checked.hpp"
-#include "planner/config/error.hpp"
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <cstdlib>
 #include <cstddef>
-#include <fmt/format.h>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
+
+#include "planner/config/checked.hpp"
+#include "planner/config/error.hpp"
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -24,12 +25,17 @@ enum Option : std::uint64_t { opt_all = 0, opt_sel = 1, opt_ck = 2, opt_off = 3 
 // A back-pointer, packed: option (2 bits) | split offset s' - s (20) | a (21) | b (21), a and b
 // the points taken from the two sub-frontiers (a alone for A and S).
 constexpr unsigned offset_shift = 2, a_shift = 22, b_shift = 43;
-constexpr std::uint64_t max_offset = (std::uint64_t{1} << 20) - 1, max_index = (std::uint64_t{1} << 21) - 1;
+constexpr std::uint64_t max_offset = (std::uint64_t{1} << 20) - 1,
+                        max_index = (std::uint64_t{1} << 21) - 1;
 
-std::uint64_t choice_of(Option o, std::size_t split_offset) { return o | split_offset << offset_shift; }
+std::uint64_t choice_of(Option o, std::size_t split_offset) {
+    return o | split_offset << offset_shift;
+}
 Option option_of(std::uint64_t back) { return static_cast<Option>(back & 3); }
 std::size_t offset_of(std::uint64_t back) { return (back >> offset_shift) & max_offset; }
-std::uint32_t a_of(std::uint64_t back) { return static_cast<std::uint32_t>((back >> a_shift) & max_index); }
+std::uint32_t a_of(std::uint64_t back) {
+    return static_cast<std::uint32_t>((back >> a_shift) & max_index);
+}
 std::uint32_t b_of(std::uint64_t back) { return static_cast<std::uint32_t>(back >> b_shift); }
 std::uint64_t with_points(std::uint64_t choice, std::uint64_t a, std::uint64_t b) {
     return choice | a << a_shift | b << b_shift;
@@ -59,9 +65,10 @@ void merge_into(std::vector<Cand>& cur, const std::vector<Cand>& add, std::vecto
     scratch.clear();
     std::size_t i = 0, j = 0;
     while (i < cur.size() || j < add.size()) {
-        const bool take_cur = j == add.size() ||
-                              (i < cur.size() && (cur[i].need < add[j].need ||
-                                                  (cur[i].need == add[j].need && cur[i].time <= add[j].time)));
+        const bool take_cur =
+            j == add.size() ||
+            (i < cur.size() && (cur[i].need < add[j].need ||
+                                (cur[i].need == add[j].need && cur[i].time <= add[j].time)));
         push(scratch, take_cur ? cur[i++] : add[j++]);
     }
     cur.swap(scratch);
@@ -100,16 +107,19 @@ bool same_stage(const StageCosts& a, const StageCosts& b) {
         if (!fwd_eq(a.fwd[kind], b.fwd[kind])) return false;
     return a.x == b.x && a.dx == b.dx && a.has_core == b.has_core && a.rsel_peak == b.rsel_peak &&
            a.rsel_keep == b.rsel_keep && a.bwd_peak == b.bwd_peak && a.t_fwd == b.t_fwd &&
-           a.t_core == b.t_core && a.t_bwd == b.t_bwd && a.f_fwd == b.f_fwd && a.f_core == b.f_core &&
-           a.block == b.block && a.b_start == b.b_start && a.b_spike == b.b_spike;
+           a.t_core == b.t_core && a.t_bwd == b.t_bwd && a.f_fwd == b.f_fwd &&
+           a.f_core == b.f_core && a.block == b.block && a.b_start == b.b_start &&
+           a.b_spike == b.b_spike;
 }
 
-std::int64_t diff(std::uint64_t a, std::uint64_t b) { return static_cast<std::int64_t>(a) - static_cast<std::int64_t>(b); }
+std::int64_t diff(std::uint64_t a, std::uint64_t b) {
+    return static_cast<std::int64_t>(a) - static_cast<std::int64_t>(b);
+}
 
 // The largest value over a range of positions, in O(1) after O(n log n): the sweeps of option C
 // (the F_none forwards between a checkpoint and its split), without walking every stage.
 class RangeMax {
-public:
+  public:
     explicit RangeMax(std::vector<std::uint64_t> v) {
         levels_.push_back(std::move(v));
         for (std::size_t w = 1; 2 * w <= levels_[0].size(); w *= 2) {
@@ -126,7 +136,7 @@ public:
         return std::max(levels_[level][lo], levels_[level][hi + 1 - w]);
     }
 
-private:
+  private:
     std::vector<std::vector<std::uint64_t>> levels_;
 };
 
@@ -149,7 +159,8 @@ struct OptimalPlanner::Store {
             memory.reset(std::aligned_alloc(align, bytes));
             if (!memory) throw std::bad_alloc();
 #ifdef __linux__
-            if (align == page) madvise(memory.get(), bytes, MADV_HUGEPAGE);  // advice: no error to handle
+            if (align == page)
+                madvise(memory.get(), bytes, MADV_HUGEPAGE);  // advice: no error to handle
 #endif
             auto* base = static_cast<std::byte*>(memory.get());
             need = reinterpret_cast<std::uint64_t*>(base);
@@ -166,7 +177,8 @@ struct OptimalPlanner::Store {
         std::uint32_t chunk, offset, size;
     };
     // Chunks double from 4096 points (96 KiB) to 262144 (6 MiB): short chains stay small.
-    static constexpr std::size_t first_chunk = 4096, last_chunk = Chunk::page / sizeof(std::uint64_t);
+    static constexpr std::size_t first_chunk = 4096,
+                                 last_chunk = Chunk::page / sizeof(std::uint64_t);
     std::vector<std::unique_ptr<Chunk>> chunks;
     std::vector<Span> spans;
     RangeMax seq_body, top_body;
@@ -175,7 +187,8 @@ struct OptimalPlanner::Store {
 
     Chunk& room_for(std::size_t points) {
         if (chunks.empty() || chunks.back()->size + points > chunks.back()->capacity) {
-            const std::size_t next = chunks.empty() ? first_chunk : std::min(2 * chunks.back()->capacity, last_chunk);
+            const std::size_t next =
+                chunks.empty() ? first_chunk : std::min(2 * chunks.back()->capacity, last_chunk);
             chunks.push_back(std::make_unique<Chunk>(std::max(next, points)));
         }
         return *chunks.back();
@@ -185,7 +198,7 @@ struct OptimalPlanner::Store {
 // A subproblem's candidates: exact, a Pareto frontier merged option by option; slotted, the
 // fastest candidate of each memory slot, kept in O(1) and made a frontier at the end.
 class OptimalPlanner::Collector {
-public:
+  public:
     Collector(std::uint64_t slot, std::uint64_t cap) : slot_(slot) {
         if (!slot_) return;
         const std::size_t slots = static_cast<std::size_t>(cap / slot_) + 1;
@@ -256,14 +269,14 @@ public:
         return it != out_.begin() && std::prev(it)->time <= time;
     }
 
-private:
+  private:
     static constexpr double empty = std::numeric_limits<double>::infinity();
     // need / slot_ without a 64-bit division: a double estimate (exact to one slot while the
     // quotient is below 2^52), corrected. Needs stay below 2^63 (sizes are checked), so the
     // conversions are the signed ones, one instruction each.
     static std::size_t slot_of(std::uint64_t need, std::uint64_t slot, double inverse) {
-        auto q = static_cast<std::uint64_t>(
-            static_cast<std::int64_t>(static_cast<double>(static_cast<std::int64_t>(need)) * inverse));
+        auto q = static_cast<std::uint64_t>(static_cast<std::int64_t>(
+            static_cast<double>(static_cast<std::int64_t>(need)) * inverse));
         while (q > 0 && q * slot > need) --q;
         while ((q + 1) * slot <= need) ++q;
         return static_cast<std::size_t>(q);
@@ -272,8 +285,8 @@ private:
     std::uint64_t slot_;
     double inverse_ = 0;
     std::vector<std::uint64_t> need_, back_;  // by slot
-    std::vector<double> time_;                 // by slot; empty: no candidate
-    std::size_t lo_ = 0, hi_ = 0;              // the slots filled
+    std::vector<double> time_;                // by slot; empty: no candidate
+    std::size_t lo_ = 0, hi_ = 0;             // the slots filled
     std::vector<Cand> out_, list_, scratch_;
 };
 
@@ -296,8 +309,8 @@ void shift_clamp(const F& f, std::uint64_t add, const Adds& a, std::uint64_t cap
 // side or of both. Once one side has no point left, the rest is the other side's tail, which
 // is where most of the work is (the short side of a split runs out first).
 template <class F, class Emit>
-void combine(const F& f1, std::uint64_t add1, const F& f2, std::uint64_t add2, const Adds& a, std::uint64_t cap,
-             Emit&& emit) {
+void combine(const F& f1, std::uint64_t add1, const F& f2, std::uint64_t add2, const Adds& a,
+             std::uint64_t cap, Emit&& emit) {
     const std::uint32_t n1 = f1.size, n2 = f2.size;
     if (n1 == 0 || n2 == 0) return;
     add1 += f1.shift;
@@ -336,7 +349,9 @@ void combine(const F& f1, std::uint64_t add1, const F& f2, std::uint64_t add2, c
 }
 
 std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
-    return a > std::numeric_limits<std::uint64_t>::max() - b ? std::numeric_limits<std::uint64_t>::max() : a + b;
+    return a > std::numeric_limits<std::uint64_t>::max() - b
+               ? std::numeric_limits<std::uint64_t>::max()
+               : a + b;
 }
 
 }  // namespace
@@ -348,7 +363,8 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
     : k_(k), opt_(options), progress_(progress), cap_(cap_bytes), n_(k.size()) {
     assert(n_ >= 1);
     if (n_ > max_offset)
-        throw std::length_error(fmt::format("optimal planner: {} stages, at most {}", n_, max_offset));
+        throw std::length_error(
+            fmt::format("optimal planner: {} stages, at most {}", n_, max_offset));
     const std::uint32_t slots = opt_.memory_slots == auto_memory_slots
                                     ? (n_ <= long_chain ? 1024 : 256)
                                     : opt_.memory_slots;
@@ -421,7 +437,8 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
         for (std::size_t t = b1_ + 1; t + 1 < n_; ++t) suf_[t - b1_ - 1].assign(t - b0_ + 1, none);
     }
 
-    for (const std::vector<Id>& row : pre_) total_ += static_cast<std::size_t>(std::count(row.begin(), row.end(), Id{0}));
+    for (const std::vector<Id>& row : pre_)
+        total_ += static_cast<std::size_t>(std::count(row.begin(), row.end(), Id{0}));
     for (const std::vector<Id>& column : suf_) total_ += column.size();
     total_ += (run ? b1_ - b0_ + 1 : 0) + n_;
 
@@ -462,7 +479,8 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
     const std::vector<double> rflops = rflops_of(indices);
     std::vector<Final> out;
     for (std::size_t i = 0; i < finals.size(); ++i)
-        out.push_back({k.base + finals[i].need, finals[i].time, rflops[i] * k.micro_steps, indices[i]});
+        out.push_back(
+            {k.base + finals[i].need, finals[i].time, rflops[i] * k.micro_steps, indices[i]});
     if (over_counted) {
         // Each point's peak as replayed; then the points within the cap that no other beats.
         for (Final& f : out) {
@@ -475,7 +493,8 @@ OptimalPlanner::OptimalPlanner(const ChainCosts& k, std::uint64_t cap_bytes, Opt
         });
         std::vector<Final> kept;
         for (const Final& f : out)
-            if (f.peak - k.base <= cap && (kept.empty() || f.time < kept.back().time)) kept.push_back(f);
+            if (f.peak - k.base <= cap && (kept.empty() || f.time < kept.back().time))
+                kept.push_back(f);
         out = std::move(kept);
         cap_ = cap;
     }
@@ -552,7 +571,8 @@ OptimalPlanner::Id OptimalPlanner::store(Collector& col) {
                              static_cast<std::uint32_t>(f.size())});
     ++subproblems_;
     stored_ += f.size();
-    if (progress_ && (subproblems_ % std::max<std::size_t>(1, total_ / 100) == 0 || subproblems_ == total_))
+    if (progress_ &&
+        (subproblems_ % std::max<std::size_t>(1, total_ / 100) == 0 || subproblems_ == total_))
         progress_(subproblems_, total_);
     return static_cast<Id>(store_->spans.size() - 1);
 }
@@ -632,7 +652,9 @@ OptimalPlanner::Id OptimalPlanner::build_seq(std::size_t s, std::size_t t, Colle
         seq_options(s, t, col, sink);
         col.take(sink);
     } else {
-        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
+        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) {
+            col.add(need, time, back);
+        };
         seq_options(s, t, col, emit);
     }
     col.end();
@@ -646,7 +668,9 @@ OptimalPlanner::Id OptimalPlanner::build_top(std::size_t s, Collector& col) {
         top_options(s, col, sink);
         col.take(sink);
     } else {
-        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) { col.add(need, time, back); };
+        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) {
+            col.add(need, time, back);
+        };
         top_options(s, col, emit);
     }
     col.end();
@@ -666,8 +690,10 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
             floor = std::max(floor, st.env_rsel + r + st.rsel_peak);
             r2 += st.rsel_keep;
         }
-        floor = std::max({floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
-        const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0), choice_of(sel ? opt_sel : opt_all, 0)};
+        floor = std::max(
+            {floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
+        const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0),
+                     choice_of(sel ? opt_sel : opt_all, 0)};
         if (s == t) {
             if (floor <= cap_) emit(floor, a.time, a.choice);
         } else {
@@ -676,7 +702,8 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
         col.end_option();
     }
     // C (and C^): checkpoint x_s, sweep forward to s', recurse on both sides.
-    const std::uint64_t c0 = k_.env_rec_of(s, t) + st.x + st.fwd[static_cast<int>(Keep::input)].peak;
+    const std::uint64_t c0 =
+        k_.env_rec_of(s, t) + st.x + st.fwd[static_cast<int>(Keep::input)].peak;
     const std::uint64_t env_t = k_.stages[t].env_rec + (k_.stages[t].block ? k_.pair_gather : 0);
     for (std::uint32_t o : offsets_) {
         const std::size_t sp = s + o;
@@ -687,7 +714,8 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
             sweep_keep = std::max(sweep_keep, body + st.x);
             sweep_off = std::max(sweep_off, body);
         }
-        const bool keep_fits = sweep_keep <= cap_, off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
+        const bool keep_fits = sweep_keep <= cap_,
+                   off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
         if (!keep_fits && !off_fits) break;  // the sweeps only grow with s'
         const auto t_sweep = static_cast<double>(t_prefix_[sp] - t_prefix_[s]);
         const View s1 = seq(sp, t), s2 = seq(s, sp - 1);
@@ -695,7 +723,8 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
         if (!slot_) {
             const double best_time = t_sweep + s1.time[s1.size - 1] + s2.time[s2.size - 1];
             const std::uint64_t lean2 = s2.need[0] + s2.shift, lean1 = s1.need[0] + s1.shift;
-            if (keep_fits && col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
+            if (keep_fits &&
+                col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
                 (!off_fits || col.dominated(std::max({sweep_off, lean1, lean2}), best_time)))
                 continue;
         }
@@ -704,7 +733,8 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
             col.end_option();
         }
         if (off_fits) {
-            const double copies = k_.copy_excess_s(s, st.t_fwd) + k_.copy_excess_s(s, k_.stages[sp].t_bwd);
+            const double copies =
+                k_.copy_excess_s(s, st.t_fwd) + k_.copy_excess_s(s, k_.stages[sp].t_bwd);
             combine(s1, 0, s2, 0, {sweep_off, t_sweep + copies, choice_of(opt_off, o)}, cap_, emit);
             col.end_option();
         }
@@ -723,8 +753,10 @@ void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
             floor = std::max(floor, st.env_rsel + r + st.rsel_peak);
             r2 += st.rsel_keep;
         }
-        floor = std::max({floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
-        const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0), choice_of(sel ? opt_sel : opt_all, 0)};
+        floor = std::max(
+            {floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
+        const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0),
+                     choice_of(sel ? opt_sel : opt_all, 0)};
         if (s + 1 == n_) {
             if (floor <= cap_) emit(floor, a.time, a.choice);
         } else {
@@ -742,7 +774,8 @@ void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
             sweep_keep = std::max(sweep_keep, body + st.x);
             sweep_off = std::max(sweep_off, body);
         }
-        const bool keep_fits = sweep_keep <= cap_, off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
+        const bool keep_fits = sweep_keep <= cap_,
+                   off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
         if (!keep_fits && !off_fits) break;
         const auto t_sweep = static_cast<double>(t_prefix_[sp] - t_prefix_[s]);
         const View s1 = view(top_[sp]), s2 = seq(s, sp - 1);
@@ -750,7 +783,8 @@ void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
         if (!slot_) {
             const double best_time = t_sweep + s1.time[s1.size - 1] + s2.time[s2.size - 1];
             const std::uint64_t lean2 = s2.need[0] + s2.shift, lean1 = s1.need[0];
-            if (keep_fits && col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
+            if (keep_fits &&
+                col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
                 (!off_fits || col.dominated(std::max({sweep_off, lean1, lean2}), best_time)))
                 continue;
         }
@@ -759,7 +793,8 @@ void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
             col.end_option();
         }
         if (off_fits) {
-            const double copies = k_.copy_excess_s(s, st.t_fwd) + k_.copy_excess_s(s, k_.stages[sp].t_bwd);
+            const double copies =
+                k_.copy_excess_s(s, st.t_fwd) + k_.copy_excess_s(s, k_.stages[sp].t_bwd);
             combine(s1, 0, s2, 0, {sweep_off, t_sweep + copies, choice_of(opt_off, o)}, cap_, emit);
             col.end_option();
         }
@@ -768,7 +803,8 @@ void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
 
 std::optional<std::size_t> OptimalPlanner::fastest_within(std::uint64_t budget) const {
     std::optional<std::size_t> best;
-    for (std::size_t i = 0; i < points_.size() && points_[i].allocator_peak_bytes <= budget; ++i) best = i;
+    for (std::size_t i = 0; i < points_.size() && points_[i].allocator_peak_bytes <= budget; ++i)
+        best = i;
     return best;
 }
 
@@ -808,16 +844,20 @@ void OptimalPlanner::emit(std::uint32_t top_point, Schedule& out) const {
         if (option == opt_all || option == opt_sel) {
             act(option == opt_sel ? ActionKind::F_sel : ActionKind::F_all, s, !top);
             stack.push_back({Item::action, ActionKind::B, false, u32(s), 0, 0});
-            if (option == opt_sel) stack.push_back({Item::action, ActionKind::R_sel, true, u32(s), 0, 0});
-            if (top && s + 1 < n_) stack.push_back({Item::top, ActionKind::B, false, u32(s + 1), 0, a_of(back)});
-            if (!top && s < t) stack.push_back({Item::seq, ActionKind::B, false, u32(s + 1), u32(t), a_of(back)});
+            if (option == opt_sel)
+                stack.push_back({Item::action, ActionKind::R_sel, true, u32(s), 0, 0});
+            if (top && s + 1 < n_)
+                stack.push_back({Item::top, ActionKind::B, false, u32(s + 1), 0, a_of(back)});
+            if (!top && s < t)
+                stack.push_back({Item::seq, ActionKind::B, false, u32(s + 1), u32(t), a_of(back)});
             continue;
         }
         const std::size_t split = s + offset_of(back);
         act(ActionKind::F_ck, s, !top, option == opt_off);
         for (std::size_t j = s + 1; j < split; ++j) act(ActionKind::F_none, j, !top);
         stack.push_back({Item::seq, ActionKind::B, false, u32(s), u32(split - 1), b_of(back)});
-        stack.push_back({top ? Item::top : Item::seq, ActionKind::B, false, u32(split), u32(t), a_of(back)});
+        stack.push_back(
+            {top ? Item::top : Item::seq, ActionKind::B, false, u32(split), u32(t), a_of(back)});
     }
 }
 

@@ -23,8 +23,8 @@
 #include <optional>
 #include <vector>
 
-#include "planner/strategy/chain_costs.hpp"
 #include "planner/config/schedule.hpp"
+#include "planner/strategy/chain_costs.hpp"
 
 namespace remat {
 
@@ -52,7 +52,7 @@ struct FrontierPoint {
 };
 
 class OptimalPlanner {
-public:
+  public:
     // cap_bytes: the most memory above the base worth considering (the budget, or what keeping
     // everything needs); larger points are pruned.
     OptimalPlanner(const ChainCosts& costs, std::uint64_t cap_bytes, OptimalOptions options,
@@ -66,12 +66,12 @@ public:
     const std::vector<FrontierPoint>& frontier() const { return points_; }
     std::optional<std::size_t> fastest_within(std::uint64_t allocator_budget_bytes) const;
     Schedule schedule_of(std::size_t point) const;
-    bool exact() const { return slot_ == 0; }   // no frontier point thinned away
+    bool exact() const { return slot_ == 0; }  // no frontier point thinned away
     std::uint64_t slot_bytes() const { return slot_; }
     std::size_t subproblems() const { return subproblems_; }
     std::size_t stored_points() const { return stored_; }  // over every subproblem's frontier
 
-private:
+  private:
     class Collector;
     struct Store;
     // A stored frontier, and one read with the shift of its range (runs of identical blocks).
@@ -109,12 +109,12 @@ private:
     //   suffix columns (b0 <= s, t > b1): by t, then s - b0.
     // Without a run, b0 = n - 1 and every range is a prefix row.
     std::size_t b0_ = 0, b1_ = 0;
-    std::int64_t slope_ = 0;  // env change per position inside the run
-    std::vector<Id> seq_run_;                  // by length
-    std::vector<std::vector<Id>> pre_, suf_;   // none: not built (no subproblem reads it)
+    std::int64_t slope_ = 0;                  // env change per position inside the run
+    std::vector<Id> seq_run_;                 // by length
+    std::vector<std::vector<Id>> pre_, suf_;  // none: not built (no subproblem reads it)
     std::vector<Id> top_;
-    std::vector<char> split_ok_;               // by offset s' - s
-    std::vector<std::uint32_t> offsets_;       // the offsets split_ok_ allows, ascending
+    std::vector<char> split_ok_;                    // by offset s' - s
+    std::vector<std::uint32_t> offsets_;            // the offsets split_ok_ allows, ascending
     std::vector<long double> f_prefix_, t_prefix_;  // forward FLOPs and seconds of stages 0..i-1
     std::unique_ptr<Store> store_;
     std::vector<FrontierPoint> points_;

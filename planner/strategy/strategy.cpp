@@ -1,30 +1,38 @@
 #include "planner/strategy/strategy.hpp"
 
-#include <algorithm>
-#include <limits>
-#include <cmath>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+
 #include "planner/config/error.hpp"
+#include "planner/simulate/simulate.hpp"
 #include "planner/strategy/chain_costs.hpp"
 #include "planner/strategy/optimal.hpp"
-#include "planner/simulate/simulate.hpp"
-
-#include <chrono>
-#include <memory>
 
 namespace remat {
 
 std::string StrategySpec::name() const {
     switch (kind) {
-        case StrategyKind::none: return "none";
-        case StrategyKind::full: return "full";
-        case StrategyKind::every_n: return fmt::format("every-{}", n);
-        case StrategyKind::segments_k: return fmt::format("segments-{}", n);
-        case StrategyKind::sqrt: return "sqrt";
-        case StrategyKind::greedy_budget: return "greedy-budget";
-        case StrategyKind::selective: return "selective";
-        case StrategyKind::optimal: return "optimal";
+        case StrategyKind::none:
+            return "none";
+        case StrategyKind::full:
+            return "full";
+        case StrategyKind::every_n:
+            return fmt::format("every-{}", n);
+        case StrategyKind::segments_k:
+            return fmt::format("segments-{}", n);
+        case StrategyKind::sqrt:
+            return "sqrt";
+        case StrategyKind::greedy_budget:
+            return "greedy-budget";
+        case StrategyKind::selective:
+            return "selective";
+        case StrategyKind::optimal:
+            return "optimal";
     }
     return "?";
 }
@@ -34,9 +42,11 @@ namespace {
 std::uint64_t parse_count(const std::string& text, const std::string& whole) {
     const auto v = decimal_count(text);
     if (!v || *v == 0)
-        throw InputError(fmt::format(
-            "strategy {}: the count must be a positive decimal integer (every-N and segments-K with 1 <= N, K <= "
-            "number of blocks)", quote(whole)));
+        throw InputError(
+            fmt::format("strategy {}: the count must be a positive decimal integer (every-N and "
+                        "segments-K with 1 <= N, K <= "
+                        "number of blocks)",
+                        quote(whole)));
     return *v;
 }
 
@@ -49,17 +59,19 @@ StrategySpec parse_strategy(const std::string& text) {
     if (text == "greedy-budget") return {StrategyKind::greedy_budget, 0};
     if (text == "selective") return {StrategyKind::selective, 0};
     if (text == "optimal") return {StrategyKind::optimal, 0};
-    if (text.rfind("every-", 0) == 0) return {StrategyKind::every_n, parse_count(text.substr(6), text)};
+    if (text.rfind("every-", 0) == 0)
+        return {StrategyKind::every_n, parse_count(text.substr(6), text)};
     if (text.rfind("segments-", 0) == 0)
         return {StrategyKind::segments_k, parse_count(text.substr(9), text)};
-    throw_unknown("strategy", text,
-                  {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective", "optimal"});
+    throw_unknown(
+        "strategy", text,
+        {"none", "full", "every-N", "segments-K", "sqrt", "greedy-budget", "selective", "optimal"});
 }
 
 std::vector<StrategySpec> all_strategies() {
-    return {{StrategyKind::none, 0},      {StrategyKind::full, 0},
-            {StrategyKind::every_n, 2},   {StrategyKind::every_n, 4},
-            {StrategyKind::sqrt, 0},      {StrategyKind::segments_k, 4},
+    return {{StrategyKind::none, 0},          {StrategyKind::full, 0},
+            {StrategyKind::every_n, 2},       {StrategyKind::every_n, 4},
+            {StrategyKind::sqrt, 0},          {StrategyKind::segments_k, 4},
             {StrategyKind::greedy_budget, 0}, {StrategyKind::selective, 0},
             {StrategyKind::optimal, 0}};
 }
@@ -70,7 +82,8 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
     std::size_t start = 0;
     while (start <= text.size()) {
         const std::size_t comma = text.find(',', start);
-        const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        const std::string item =
+            text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         if (item.empty())
             throw InputError(fmt::format("{} {}: empty name in the list", named(Input::strategies),
                                          quote(text)));
@@ -85,16 +98,18 @@ std::vector<StrategySpec> parse_strategy_list(const std::string& text) {
 }
 
 bool strategy_applies(const StrategySpec& s, std::uint64_t n_blocks) {
-    return (s.kind != StrategyKind::segments_k && s.kind != StrategyKind::every_n) || s.n <= n_blocks;
+    return (s.kind != StrategyKind::segments_k && s.kind != StrategyKind::every_n) ||
+           s.n <= n_blocks;
 }
 
 void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks) {
     // One rule for both counts: every-N past the last block would checkpoint block 0 alone,
     // which is every-L; segments-K past it would make empty segments.
     if (!strategy_applies(s, n_blocks))
-        throw InputError(fmt::format("strategy '{}': the model has {} blocks; use {} with 1 <= {} <= {}", s.name(),
-                                     n_blocks, s.kind == StrategyKind::every_n ? "every-N" : "segments-K",
-                                     s.kind == StrategyKind::every_n ? "N" : "K", n_blocks));
+        throw InputError(fmt::format(
+            "strategy '{}': the model has {} blocks; use {} with 1 <= {} <= {}", s.name(), n_blocks,
+            s.kind == StrategyKind::every_n ? "every-N" : "segments-K",
+            s.kind == StrategyKind::every_n ? "N" : "K", n_blocks));
 }
 
 namespace {
@@ -137,13 +152,20 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
         dp = std::make_unique<OptimalPlanner>(costs, keep_all, options, ctx.progress);
         pick = 0;
     }
-    const double solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double solve_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     Plan p;
     p.strategy = "optimal";
     p.schedule = dp->schedule_of(*pick);
     const FrontierPoint& point = dp->frontier()[*pick];
-    p.optimal = OptimalInfo{budget, fits, point.allocator_peak_bytes, point.step_time_s, dp->frontier().size(),
-                            dp->slot_bytes(), solve_s, {}};
+    p.optimal = OptimalInfo{budget,
+                            fits,
+                            point.allocator_peak_bytes,
+                            point.step_time_s,
+                            dp->frontier().size(),
+                            dp->slot_bytes(),
+                            solve_s,
+                            {}};
     // Incumbents: every heuristic's schedule, replayed op by op. Where memory slots thinned the
     // frontier, or the DP's cast model over-counts (DDP + autocast), one may fit and be faster;
     // the answer is then that schedule, so optimal is never worse than a heuristic at its peak.
@@ -151,8 +173,8 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     double best = point.step_time_s;
     // Sums over the stages in another order differ by rounding: about n ulps (1e-13 at 3,000
     // stages). Within that a heuristic is a tie, not faster.
-    const double tie = std::max(1e-12, 8.0 * static_cast<double>(c.stages.size()) *
-                                           std::numeric_limits<double>::epsilon());
+    const double tie = std::max(
+        1e-12, 8.0 * static_cast<double>(c.stages.size()) * std::numeric_limits<double>::epsilon());
     std::uint64_t best_peak = point.allocator_peak_bytes;
     for (const StrategySpec& h : all_strategies()) {
         if (h.kind == StrategyKind::optimal) continue;
@@ -213,20 +235,26 @@ Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext&
     const std::uint64_t L = c.n_blocks();
     const bool off = ctx.offload_checkpoints;
     switch (spec.kind) {
-        case StrategyKind::optimal: break;
-        case StrategyKind::none: return finish(c, spec.name(), std::vector<Keep>(L, Keep::all), off);
-        case StrategyKind::full: return finish(c, spec.name(), std::vector<Keep>(L, Keep::input), off);
-        case StrategyKind::selective: return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective), off);
+        case StrategyKind::optimal:
+            break;
+        case StrategyKind::none:
+            return finish(c, spec.name(), std::vector<Keep>(L, Keep::all), off);
+        case StrategyKind::full:
+            return finish(c, spec.name(), std::vector<Keep>(L, Keep::input), off);
+        case StrategyKind::selective:
+            return finish(c, spec.name(), std::vector<Keep>(L, Keep::selective), off);
         case StrategyKind::every_n: {
             // As the seeds' code: `if i % N == 0: x = checkpoint(layer, x) else: x = layer(x)`.
             std::vector<Keep> k(L, Keep::all);
             for (std::uint64_t b = 0; b < L; b += spec.n) k[b] = Keep::input;
             return finish(c, spec.name(), k, off);
         }
-        case StrategyKind::segments_k: return finish(c, spec.name(), segments(L, spec.n), off);
+        case StrategyKind::segments_k:
+            return finish(c, spec.name(), segments(L, spec.n), off);
         case StrategyKind::sqrt: {
             // Chen et al. 2016: segments of ceil(sqrt(L)) blocks.
-            const auto len = static_cast<std::uint64_t>(std::ceil(std::sqrt(static_cast<double>(L))));
+            const auto len =
+                static_cast<std::uint64_t>(std::ceil(std::sqrt(static_cast<double>(L))));
             std::vector<Keep> k(L, Keep::none);
             for (std::uint64_t b = 0; b < L; b += len) k[b] = Keep::input;
             return finish(c, spec.name(), k, off);
@@ -239,7 +267,9 @@ Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext&
             const std::uint64_t budget = ctx.budget_bytes.value_or(ctx.capacity_bytes);
             std::vector<Keep> k(L, Keep::input);
             auto peak_of = [&](const std::vector<Keep>& keeps) {
-                return simulate(c, finish(c, spec.name(), keeps, off), *ctx.gpu, ctx.reserve, ctx.time_model).peak_bytes;
+                return simulate(c, finish(c, spec.name(), keeps, off), *ctx.gpu, ctx.reserve,
+                                ctx.time_model)
+                    .peak_bytes;
             };
             if (peak_of(k) <= budget) {
                 // Largest prefix of stored blocks that fits; peaks grow with the prefix.
@@ -248,7 +278,10 @@ Plan plan_heuristic(const Chain& c, const StrategySpec& spec, const PlanContext&
                     const std::uint64_t mid = (lo + hi + 1) / 2;
                     std::vector<Keep> trial(L, Keep::input);
                     for (std::uint64_t b = 0; b < mid; ++b) trial[b] = Keep::all;
-                    if (peak_of(trial) <= budget) lo = mid; else hi = mid - 1;
+                    if (peak_of(trial) <= budget)
+                        lo = mid;
+                    else
+                        hi = mid - 1;
                 }
                 for (std::uint64_t b = 0; b < lo; ++b) k[b] = Keep::all;
             }

@@ -11,14 +11,23 @@
 #include <vector>
 
 #include "planner/chain/chain.hpp"
+#include "planner/config/schedule.hpp"
 #include "planner/simulate/gpu.hpp"
 #include "planner/simulate/memory.hpp"
-#include "planner/config/schedule.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
 
-enum class StrategyKind { none, full, every_n, segments_k, sqrt, greedy_budget, selective, optimal };
+enum class StrategyKind {
+    none,
+    full,
+    every_n,
+    segments_k,
+    sqrt,
+    greedy_budget,
+    selective,
+    optimal
+};
 
 struct StrategySpec {
     StrategyKind kind = StrategyKind::none;
@@ -31,15 +40,17 @@ StrategySpec parse_strategy(const std::string& text);
 std::vector<StrategySpec> parse_strategy_list(const std::string& text);
 std::vector<StrategySpec> all_strategies();
 // Range checks that need the model (more segments than blocks, ...).
-bool strategy_applies(const StrategySpec& s, std::uint64_t n_blocks);  // every-N, segments-K: count <= blocks
+bool strategy_applies(const StrategySpec& s,
+                      std::uint64_t n_blocks);  // every-N, segments-K: count <= blocks
 void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks);
 
 struct PlanContext {
     const GpuSpec* gpu = nullptr;
     Reserve reserve;
-    std::uint64_t capacity_bytes = 0;         // the GPU's memory (after --gpu-memory)
-    std::optional<std::uint64_t> budget_bytes;  // --memory-budget; greedy's and optimal's default is capacity
-    bool offload_checkpoints = false;         // heuristics: every checkpoint to host; optimal: may offload
+    std::uint64_t capacity_bytes = 0;  // the GPU's memory (after --gpu-memory)
+    std::optional<std::uint64_t>
+        budget_bytes;  // --memory-budget; greedy's and optimal's default is capacity
+    bool offload_checkpoints = false;  // heuristics: every checkpoint to host; optimal: may offload
     std::uint32_t memory_slots = ~std::uint32_t{0};  // optimal's resolution (auto_memory_slots)
     StepTimeModel time_model;  // the preset's by default; --calibration sets measured rates
     // optimal: called as the DP's subproblems are solved (done, total); the CLI shows it.

@@ -139,8 +139,8 @@ namespace {
 // Both attention cores, forward: the flash core writes lse (probs null), the eager core the
 // probabilities rounded to T (lse null), and multiplies V by those rounded values.
 template <class T>
-void forward_core(T* out, acc_t<T>* lse, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
-                  const DropoutKey& dropout, acc_t<T>* scratch) {
+void forward_core(T* out, acc_t<T>* lse, T* probs, const T* q, const T* k, const T* v,
+                  const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
@@ -192,9 +192,9 @@ void forward_core(T* out, acc_t<T>* lse, T* probs, const T* q, const T* k, const
 // and takes delta = dO . O (probs null); the eager core reads the saved probabilities and sums
 // delta = rowsum(P * dP) through the dropout mask (out and lse null).
 template <class T>
-void backward_core(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                   const acc_t<T>* lse, const T* probs, const AttentionShape& s, const DropoutKey& dropout,
-                   acc_t<T>* scratch) {
+void backward_core(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                   const T* out, const acc_t<T>* lse, const T* probs, const AttentionShape& s,
+                   const DropoutKey& dropout, acc_t<T>* scratch) {
     using A = acc_t<T>;
     const std::size_t S = s.S, D = s.D, group = s.A / s.KV;
     assert(s.KV > 0 && s.A % s.KV == 0 && "query heads must be a multiple of key/value heads");
@@ -230,7 +230,8 @@ void backward_core(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, c
                     A delta = 0;
                     if (prow) {
                         for (std::size_t j = 0; j <= i; ++j)
-                            delta += load(prow[j]) * dropout_factor(dropout, base + i * S + j, keep_scale) * dp[j];
+                            delta += load(prow[j]) *
+                                     dropout_factor(dropout, base + i * S + j, keep_scale) * dp[j];
                     } else {
                         // rowsum(dP * P) through the dropout mask equals dO_i . O_i, because O
                         // was formed from the dropped probabilities.
@@ -239,7 +240,8 @@ void backward_core(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, c
                             delta += load(dout_h[i * o_stride + d]) * load(out_h[i * o_stride + d]);
                     }
                     for (std::size_t j = 0; j <= i; ++j) {
-                        const A prob = prow ? load(prow[j]) : std::exp(p[j] - lse[(b * s.A + h) * S + i]);
+                        const A prob =
+                            prow ? load(prow[j]) : std::exp(p[j] - lse[(b * s.A + h) * S + i]);
                         const A mask = dropout_factor(dropout, base + i * S + j, keep_scale);
                         p[j] = prob * mask;
                         dp[j] = prob * (dp[j] * mask - delta);
@@ -271,45 +273,49 @@ std::size_t attention_backward_scratch(const AttentionShape& s) {
 }
 
 template <class T>
-void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
-                       const DropoutKey& dropout, acc_t<T>* scratch) {
+void attention_forward(T* out, acc_t<T>* lse, const T* q, const T* k, const T* v,
+                       const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
     forward_core<T>(out, lse, nullptr, q, k, v, s, dropout, scratch);
 }
 
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const acc_t<T>* lse, const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* out, const acc_t<T>* lse, const AttentionShape& s,
+                        const DropoutKey& dropout, acc_t<T>* scratch) {
     backward_core<T>(dq, dk, dv, dout, q, k, v, out, lse, nullptr, s, dropout, scratch);
 }
 
 template <class T>
-void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& s,
-                             const DropoutKey& dropout, acc_t<T>* scratch) {
+void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                             const AttentionShape& s, const DropoutKey& dropout,
+                             acc_t<T>* scratch) {
     forward_core<T>(out, nullptr, probs, q, k, v, s, dropout, scratch);
 }
 
 template <class T>
-void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                              const T* probs, const AttentionShape& s, const DropoutKey& dropout, acc_t<T>* scratch) {
+void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
+                              const T* v, const T* probs, const AttentionShape& s,
+                              const DropoutKey& dropout, acc_t<T>* scratch) {
     backward_core<T>(dq, dk, dv, dout, q, k, v, nullptr, nullptr, probs, s, dropout, scratch);
 }
 
-#define REMAT_INSTANTIATE(T)                                                                 \
-    template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,     \
-                                    std::size_t);                                            \
-    template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,    \
-                                     std::size_t);                                           \
-    template std::size_t attention_forward_scratch<T>(const AttentionShape&);                \
-    template void attention_forward<T>(T*, acc_t<T>*, const T*, const T*, const T*,          \
-                                       const AttentionShape&, const DropoutKey&, acc_t<T>*); \
-    template std::size_t attention_backward_scratch<T>(const AttentionShape&);               \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
-                                        const T*, const acc_t<T>*, const AttentionShape&,    \
-                                        const DropoutKey&, acc_t<T>*);                       \
-    template void eager_attention_forward<T>(T*, T*, const T*, const T*, const T*,           \
+#define REMAT_INSTANTIATE(T)                                                                       \
+    template void rotary_forward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,           \
+                                    std::size_t);                                                  \
+    template void rotary_backward<T>(T*, const T*, std::size_t, std::size_t, std::size_t,          \
+                                     std::size_t);                                                 \
+    template std::size_t attention_forward_scratch<T>(const AttentionShape&);                      \
+    template void attention_forward<T>(T*, acc_t<T>*, const T*, const T*, const T*,                \
+                                       const AttentionShape&, const DropoutKey&, acc_t<T>*);       \
+    template std::size_t attention_backward_scratch<T>(const AttentionShape&);                     \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
+                                        const T*, const acc_t<T>*, const AttentionShape&,          \
+                                        const DropoutKey&, acc_t<T>*);                             \
+    template void eager_attention_forward<T>(T*, T*, const T*, const T*, const T*,                 \
                                              const AttentionShape&, const DropoutKey&, acc_t<T>*); \
-    template void eager_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
-                                              const T*, const AttentionShape&, const DropoutKey&, acc_t<T>*);
+    template void eager_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                              const T*, const AttentionShape&, const DropoutKey&,  \
+                                              acc_t<T>*);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(bf16)
 REMAT_INSTANTIATE(double)

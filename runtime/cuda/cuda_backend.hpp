@@ -17,7 +17,7 @@ namespace remat::rt {
 
 template <class T>
 class CudaBackendBase : public Backend<T> {
-public:
+  public:
     virtual cudaStream_t stream() const = 0;
     virtual CudaPool& pool() const = 0;
 };

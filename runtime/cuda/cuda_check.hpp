@@ -15,22 +15,23 @@ struct CudaError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void throw_cuda(const char* call, const char* what, const char* file, int line, bool out_of_memory);
+[[noreturn]] void throw_cuda(const char* call, const char* what, const char* file, int line,
+                             bool out_of_memory);
 
 }  // namespace remat::rt
 
-#define CUDA_CHECK(call)                                                                            \
-    do {                                                                                            \
-        const cudaError_t remat_err_ = (call);                                                      \
-        if (remat_err_ != cudaSuccess)                                                              \
-            ::remat::rt::throw_cuda(#call, cudaGetErrorString(remat_err_), __FILE__, __LINE__,      \
-                                    remat_err_ == cudaErrorMemoryAllocation);                       \
+#define CUDA_CHECK(call)                                                                       \
+    do {                                                                                       \
+        const cudaError_t remat_err_ = (call);                                                 \
+        if (remat_err_ != cudaSuccess)                                                         \
+            ::remat::rt::throw_cuda(#call, cudaGetErrorString(remat_err_), __FILE__, __LINE__, \
+                                    remat_err_ == cudaErrorMemoryAllocation);                  \
     } while (0)
 
-#define CUBLAS_CHECK(call)                                                                          \
-    do {                                                                                            \
-        const cublasStatus_t remat_st_ = (call);                                                    \
-        if (remat_st_ != CUBLAS_STATUS_SUCCESS)                                                     \
-            ::remat::rt::throw_cuda(#call, cublasGetStatusString(remat_st_), __FILE__, __LINE__,    \
-                                    remat_st_ == CUBLAS_STATUS_ALLOC_FAILED);                       \
+#define CUBLAS_CHECK(call)                                                                       \
+    do {                                                                                         \
+        const cublasStatus_t remat_st_ = (call);                                                 \
+        if (remat_st_ != CUBLAS_STATUS_SUCCESS)                                                  \
+            ::remat::rt::throw_cuda(#call, cublasGetStatusString(remat_st_), __FILE__, __LINE__, \
+                                    remat_st_ == CUBLAS_STATUS_ALLOC_FAILED);                    \
     } while (0)

@@ -21,7 +21,8 @@ DeviceParts<T> cuda_parts(std::size_t world) {
         std::size_t free_now = 0, total = 0;
         CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
         const std::uint64_t used = total - free_now, pool = b->pool().reserved_bytes();
-        return PoolStats{b->pool().used_high_bytes(), b->pool().reserved_high_bytes(), used > pool ? used - pool : 0};
+        return PoolStats{b->pool().used_high_bytes(), b->pool().reserved_high_bytes(),
+                         used > pool ? used - pool : 0};
     };
     p.backend = std::move(backend);
     p.ranks_run = 1;

@@ -60,15 +60,20 @@ __device__ __forceinline__ E st(float x) {
         return x;
 }
 
-__device__ __forceinline__ std::size_t thread_index() { return std::size_t{blockIdx.x} * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ std::size_t thread_count() { return std::size_t{gridDim.x} * blockDim.x; }
+__device__ __forceinline__ std::size_t thread_index() {
+    return std::size_t{blockIdx.x} * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ std::size_t thread_count() {
+    return std::size_t{gridDim.x} * blockDim.x;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
 }
 __device__ __forceinline__ float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    for (int offset = 16; offset > 0; offset /= 2)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
     return v;
 }
 
@@ -111,12 +116,14 @@ inline int blas_int(std::size_t n) {
 // row-major matrix read column-major is its transpose, so this asks cuBLAS for
 // C^T = op(B)^T op(A)^T: B comes first, and the roles of M and N swap.
 template <class T>
-void gemm(cublasHandle_t h, bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K, float alpha,
-          const T* A, std::size_t lda, const T* B, std::size_t ldb, float beta, T* C, std::size_t ldc) {
-    CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N),
-                              blas_int(M), blas_int(K), &alpha, B, Gemm<T>::data_type, blas_int(ldb), A,
-                              Gemm<T>::data_type, blas_int(lda), &beta, C, Gemm<T>::data_type, blas_int(ldc),
-                              Gemm<T>::compute, CUBLAS_GEMM_DEFAULT));
+void gemm(cublasHandle_t h, bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K,
+          float alpha, const T* A, std::size_t lda, const T* B, std::size_t ldb, float beta, T* C,
+          std::size_t ldc) {
+    CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N), blas_int(M),
+                              blas_int(K), &alpha, B, Gemm<T>::data_type, blas_int(ldb), A,
+                              Gemm<T>::data_type, blas_int(lda), &beta, C, Gemm<T>::data_type,
+                              blas_int(ldc), Gemm<T>::compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace remat::rt::cuda::detail

@@ -1,14 +1,16 @@
 // Backends and visible GPUs in a build with the CUDA backend. Runtime API only: on a machine
 // without a driver, cudaGetDeviceCount fails and the list is empty.
+#include "runtime/devices.hpp"
+
 #include <fmt/format.h>
 
 #include "runtime/allocator.hpp"
 #include "runtime/cuda/cuda_check.hpp"
-#include "runtime/devices.hpp"
 
 namespace remat::rt {
 
-void throw_cuda(const char* call, const char* what, const char* file, int line, bool out_of_memory) {
+void throw_cuda(const char* call, const char* what, const char* file, int line,
+                bool out_of_memory) {
     if (out_of_memory) throw DeviceOutOfMemory(fmt::format("{} ({}:{})", call, file, line));
     throw CudaError(fmt::format("CUDA error: {} failed: {} ({}:{})", call, what, file, line));
 }

@@ -18,10 +18,10 @@
 //
 // The semantics are the CPU kernels': q(B, S, A, D), k and v (B, S, KV, D) with row strides,
 // out (B, S, A, D) contiguous, lse (B, A, S) fp32, dropout index of probability (b, h, i, j) =
-// ((index0 + b) * A + h) * S * S + i * S + j, backward accumulating (+=) into dq, dk and dv with one
-// rounding per stored element. Where the two differ: under bf16 the probabilities and the
-// score gradients are rounded to bf16 before the tensor-core products (FlashAttention does the
-// same); the GPU test's tolerance says what that costs.
+// ((index0 + b) * A + h) * S * S + i * S + j, backward accumulating (+=) into dq, dk and dv with
+// one rounding per stored element. Where the two differ: under bf16 the probabilities and the score
+// gradients are rounded to bf16 before the tensor-core products (FlashAttention does the same); the
+// GPU test's tolerance says what that costs.
 //
 // Programs and grids (one block per tile; the kernels put the heads on grid x, the tiles on y):
 //   forward_tile   grid (B * A, ceil(S / tiles.rows)): a tile of query rows walks the key tiles
@@ -53,7 +53,8 @@ namespace remat::rt::flash {
 // Eight warps: a 64 x 64 tile's sixteen 16 x 16 products go two to a warp, and the backward, whose
 // shared memory allows one block per SM at D = 64, still has eight warps to hide latency.
 constexpr int block_threads = 256;
-constexpr int row_parts = 4;  // the forward's softmax splits each row of a tile into this many items
+constexpr int row_parts =
+    4;  // the forward's softmax splits each row of a tile into this many items
 
 // A tile: `rows` query rows by `cols` keys, each a multiple of 16 (the tensor cores' tile). The
 // launcher takes the largest that fits the GPU's shared memory (64 x 64 for bf16 at D = 64).
@@ -81,12 +82,14 @@ E st(float x) {
 #endif
 
 REMAT_HD constexpr int imin(int a, int b) { return a < b ? a : b; }
-REMAT_HD constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+REMAT_HD constexpr std::size_t round_up(std::size_t n, std::size_t to) {
+    return (n + to - 1) / to * to;
+}
 
 // Where a tile's shared arrays lie: byte offsets, each 128-byte aligned (WMMA needs 32). Rows are
 // padded (+8 elements for E, +4 for fp32) so that a column walk does not hit one bank.
 class SharedLayout {
-public:
+  public:
     REMAT_HD std::size_t take(std::size_t n_bytes) {
         const std::size_t at = bytes;
         bytes += round_up(n_bytes, 128);
@@ -97,11 +100,12 @@ public:
 
 struct TileShape {
     Tiles tiles;
-    int ld_e;    // stride of (rows, D) tiles in E
-    int ld_p;    // stride of (rows, tiles.cols) tiles in E
-    int ld_f;    // stride of (rows, tiles.cols) tiles in fp32
-    int ld_fd;   // stride of (rows, D) tiles in fp32
-    REMAT_HD TileShape(int D, Tiles t) : tiles(t), ld_e(D + 8), ld_p(t.cols + 8), ld_f(t.cols + 4), ld_fd(D + 4) {}
+    int ld_e;   // stride of (rows, D) tiles in E
+    int ld_p;   // stride of (rows, tiles.cols) tiles in E
+    int ld_f;   // stride of (rows, tiles.cols) tiles in fp32
+    int ld_fd;  // stride of (rows, D) tiles in fp32
+    REMAT_HD TileShape(int D, Tiles t)
+        : tiles(t), ld_e(D + 8), ld_p(t.cols + 8), ld_f(t.cols + 4), ld_fd(D + 4) {}
 };
 
 struct ForwardLayout : TileShape {
@@ -130,7 +134,8 @@ struct ForwardLayout : TileShape {
 struct BackwardLayout : TileShape {
     std::size_t q, dout, k, v, s, dp, p, ds, acc0, acc1, lse, delta;
     std::size_t bytes;
-    REMAT_HD BackwardLayout(int D, std::size_t e_size, Tiles t, bool two_accumulators) : TileShape(D, t) {
+    REMAT_HD BackwardLayout(int D, std::size_t e_size, Tiles t, bool two_accumulators)
+        : TileShape(D, t) {
         SharedLayout L;
         q = L.take(e_size * t.rows * ld_e);
         dout = L.take(e_size * t.rows * ld_e);
@@ -176,7 +181,12 @@ struct Frame {
     float scale;  // 1 / sqrt(D)
     float keep;   // 1 / (1 - p): what a kept probability is multiplied by
     REMAT_HD explicit Frame(const AttentionShape& a, const DropoutKey& key)
-        : S(a.S), A(a.A), KV(a.KV), D(a.D), group(a.A / a.KV), scale(1.0f / sqrtf(static_cast<float>(a.D))),
+        : S(a.S),
+          A(a.A),
+          KV(a.KV),
+          D(a.D),
+          group(a.A / a.KV),
+          scale(1.0f / sqrtf(static_cast<float>(a.D))),
           keep(key.p > 0.0f ? 1.0f / (1.0f - key.p) : 1.0f) {}
 };
 
@@ -188,8 +198,8 @@ REMAT_TILE X* at(unsigned char* smem, std::size_t offset) {
 // dst(n_rows, D) in shared memory, stride ld = the first `valid` rows of src, `stride` apart;
 // the rest zero, so padded rows add nothing to any product.
 template <class E, class Blk>
-REMAT_TILE void load_rows(const Blk& blk, E* dst, int ld, const E* src, std::size_t stride, int valid, int n_rows,
-                          int D) {
+REMAT_TILE void load_rows(const Blk& blk, E* dst, int ld, const E* src, std::size_t stride,
+                          int valid, int n_rows, int D) {
     for (int x = blk.tid; x < n_rows * D; x += blk.threads) {
         const int r = x / D, d = x % D;
         dst[r * ld + d] = r < valid ? src[static_cast<std::size_t>(r) * stride + d] : st<E>(0.0f);
@@ -200,14 +210,17 @@ REMAT_TILE void load_rows(const Blk& blk, E* dst, int ld, const E* src, std::siz
 // and the GPU's for fp32 (exact comparisons: no TF32) and for head sizes WMMA cannot tile.
 struct ScalarProduct {
     template <class Blk, class E, class OpA, class OpB>
-    REMAT_TILE void operator()(const Blk& blk, float* C, int ldc, const E* A, int lda, OpA, const E* B, int ldb, OpB,
-                               int M, int N, int K, bool accumulate) const {
+    REMAT_TILE void operator()(const Blk& blk, float* C, int ldc, const E* A, int lda, OpA,
+                               const E* B, int ldb, OpB, int M, int N, int K,
+                               bool accumulate) const {
         for (int x = blk.tid; x < M * N; x += blk.threads) {
             const int i = x / N, j = x % N;
             float sum = accumulate ? C[i * ldc + j] : 0.0f;
             for (int kk = 0; kk < K; ++kk) {
-                const float a = ld(std::is_same_v<OpA, Transposed> ? A[kk * lda + i] : A[i * lda + kk]);
-                const float b = ld(std::is_same_v<OpB, Transposed> ? B[j * ldb + kk] : B[kk * ldb + j]);
+                const float a =
+                    ld(std::is_same_v<OpA, Transposed> ? A[kk * lda + i] : A[i * lda + kk]);
+                const float b =
+                    ld(std::is_same_v<OpB, Transposed> ? B[j * ldb + kk] : B[kk * ldb + j]);
                 sum += a * b;
             }
             C[i * ldc + j] = sum;
@@ -218,8 +231,8 @@ struct ScalarProduct {
 // ---- forward ----
 
 template <class E, class Blk, class Product>
-REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const ForwardArgs<E>& f, std::size_t tile_i,
-                             std::size_t bh, unsigned char* smem) {
+REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const ForwardArgs<E>& f,
+                             std::size_t tile_i, std::size_t bh, unsigned char* smem) {
     const Frame fr(f.a, f.dropout);
     const int D = static_cast<int>(fr.D);
     const ForwardLayout L(D, sizeof(E), f.tiles);
@@ -241,7 +254,8 @@ REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const Forwa
     const int rows = imin(tile_rows, static_cast<int>(fr.S - i0));
     const std::uint64_t drop_base = ((f.dropout.index0 + b) * fr.A + h) * fr.S * fr.S;
 
-    load_rows(blk, Qs, L.ld_e, f.q + (b * fr.S + i0) * f.a.q_stride + h * fr.D, f.a.q_stride, rows, tile_rows, D);
+    load_rows(blk, Qs, L.ld_e, f.q + (b * fr.S + i0) * f.a.q_stride + h * fr.D, f.a.q_stride, rows,
+              tile_rows, D);
     for (int x = blk.tid; x < tile_rows * D; x += blk.threads) Os[(x / D) * L.ld_fd + x % D] = 0.0f;
     for (int r = blk.tid; r < tile_rows; r += blk.threads) {
         m_cur[r] = -INFINITY;
@@ -253,10 +267,13 @@ REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const Forwa
     for (std::size_t j0 = 0; j0 < key_end; j0 += tile_cols) {
         const int cols = imin(tile_cols, static_cast<int>(fr.S - j0));
         const std::size_t kv_row = b * fr.S + j0;
-        load_rows(blk, Ks, L.ld_e, f.k + kv_row * f.a.k_stride + kvh * fr.D, f.a.k_stride, cols, tile_cols, D);
-        load_rows(blk, Vs, L.ld_e, f.v + kv_row * f.a.v_stride + kvh * fr.D, f.a.v_stride, cols, tile_cols, D);
+        load_rows(blk, Ks, L.ld_e, f.k + kv_row * f.a.k_stride + kvh * fr.D, f.a.k_stride, cols,
+                  tile_cols, D);
+        load_rows(blk, Vs, L.ld_e, f.v + kv_row * f.a.v_stride + kvh * fr.D, f.a.v_stride, cols,
+                  tile_cols, D);
         blk.sync();
-        product(blk, Ss, L.ld_f, Qs, L.ld_e, Plain{}, Ks, L.ld_e, Transposed{}, tile_rows, tile_cols, D, false);
+        product(blk, Ss, L.ld_f, Qs, L.ld_e, Plain{}, Ks, L.ld_e, Transposed{}, tile_rows,
+                tile_cols, D, false);
         blk.sync();
         // Row (r) sees column (c) when both are inside S and the key is not after the query.
         auto visible = [&](int r, int c) { return r < rows && c < cols && j0 + c <= i0 + r; };
@@ -298,7 +315,8 @@ REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const Forwa
             }
         }
         blk.sync();
-        product(blk, Os, L.ld_fd, Ps, L.ld_p, Plain{}, Vs, L.ld_e, Plain{}, tile_rows, D, tile_cols, true);
+        product(blk, Os, L.ld_fd, Ps, L.ld_p, Plain{}, Vs, L.ld_e, Plain{}, tile_rows, D, tile_cols,
+                true);
         float* swap = m_cur;
         m_cur = m_next;
         m_next = swap;
@@ -310,7 +328,8 @@ REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const Forwa
         const int r = x / D, d = x % D;
         out[static_cast<std::size_t>(r) * fr.A * fr.D + d] = st<E>(Os[r * L.ld_fd + d] / l[r]);
     }
-    for (int r = blk.tid; r < rows; r += blk.threads) f.lse[(b * fr.A + h) * fr.S + i0 + r] = m_cur[r] + logf(l[r]);
+    for (int r = blk.tid; r < rows; r += blk.threads)
+        f.lse[(b * fr.A + h) * fr.S + i0 + r] = m_cur[r] + logf(l[r]);
 }
 
 // ---- backward ----
@@ -320,9 +339,10 @@ REMAT_TILE void forward_tile(const Blk& blk, const Product& product, const Forwa
 // probability P (into Ps, only when Ps is given) and the score gradient times the scale
 // dS = P (dP mask - delta) / sqrt(D) (into dSs).
 template <class E, class Blk, class Product>
-REMAT_TILE void score_gradients(const Blk& blk, const Product& product, const BackwardLayout& L, const Frame& fr,
-                                const DropoutKey& key, std::size_t b, std::size_t h, std::size_t i0, int rows,
-                                std::size_t j0, int cols, unsigned char* smem, bool with_probabilities) {
+REMAT_TILE void score_gradients(const Blk& blk, const Product& product, const BackwardLayout& L,
+                                const Frame& fr, const DropoutKey& key, std::size_t b,
+                                std::size_t h, std::size_t i0, int rows, std::size_t j0, int cols,
+                                unsigned char* smem, bool with_probabilities) {
     const int D = static_cast<int>(fr.D);
     const int tile_rows = L.tiles.rows, tile_cols = L.tiles.cols;
     const E* Qs = at<E>(smem, L.q);
@@ -335,8 +355,10 @@ REMAT_TILE void score_gradients(const Blk& blk, const Product& product, const Ba
     E* dSs = at<E>(smem, L.ds);
     const float* lse = at<float>(smem, L.lse);
     const float* delta = at<float>(smem, L.delta);
-    product(blk, Ss, L.ld_f, Qs, L.ld_e, Plain{}, Ks, L.ld_e, Transposed{}, tile_rows, tile_cols, D, false);
-    product(blk, dPs, L.ld_f, dOs, L.ld_e, Plain{}, Vs, L.ld_e, Transposed{}, tile_rows, tile_cols, D, false);
+    product(blk, Ss, L.ld_f, Qs, L.ld_e, Plain{}, Ks, L.ld_e, Transposed{}, tile_rows, tile_cols, D,
+            false);
+    product(blk, dPs, L.ld_f, dOs, L.ld_e, Plain{}, Vs, L.ld_e, Transposed{}, tile_rows, tile_cols,
+            D, false);
     blk.sync();
     const std::uint64_t drop_base = ((key.index0 + b) * fr.A + h) * fr.S * fr.S;
     for (int x = blk.tid; x < tile_rows * tile_cols; x += blk.threads) {
@@ -357,15 +379,15 @@ REMAT_TILE void score_gradients(const Blk& blk, const Product& product, const Ba
 // The query tile's q and dout, and its rows' lse and delta (from `delta`, or computed here as
 // rowsum(dout * out) and written there when `compute_delta`).
 template <class E, class Blk>
-REMAT_TILE void load_query_tile(const Blk& blk, const BackwardLayout& L, const BackwardArgs<E>& g, const Frame& fr,
-                                std::size_t b, std::size_t h, std::size_t i0, int rows, unsigned char* smem,
-                                bool compute_delta) {
+REMAT_TILE void load_query_tile(const Blk& blk, const BackwardLayout& L, const BackwardArgs<E>& g,
+                                const Frame& fr, std::size_t b, std::size_t h, std::size_t i0,
+                                int rows, unsigned char* smem, bool compute_delta) {
     const int D = static_cast<int>(fr.D);
     const int tile_rows = L.tiles.rows;
     const std::size_t o_stride = fr.A * fr.D;
     const E* dout = g.dout + (b * fr.S + i0) * o_stride + h * fr.D;
-    load_rows(blk, at<E>(smem, L.q), L.ld_e, g.q + (b * fr.S + i0) * g.a.q_stride + h * fr.D, g.a.q_stride, rows,
-              tile_rows, D);
+    load_rows(blk, at<E>(smem, L.q), L.ld_e, g.q + (b * fr.S + i0) * g.a.q_stride + h * fr.D,
+              g.a.q_stride, rows, tile_rows, D);
     load_rows(blk, at<E>(smem, L.dout), L.ld_e, dout, o_stride, rows, tile_rows, D);
     float* lse = at<float>(smem, L.lse);
     float* delta = at<float>(smem, L.delta);
@@ -379,7 +401,8 @@ REMAT_TILE void load_query_tile(const Blk& blk, const BackwardLayout& L, const B
         if (compute_delta) {
             const E* o = g.out + (b * fr.S + i0 + r) * o_stride + h * fr.D;
             float sum = 0.0f;
-            for (int d = 0; d < D; ++d) sum += ld(dout[static_cast<std::size_t>(r) * o_stride + d]) * ld(o[d]);
+            for (int d = 0; d < D; ++d)
+                sum += ld(dout[static_cast<std::size_t>(r) * o_stride + d]) * ld(o[d]);
             delta[r] = sum;
             g.delta[row0 + r] = sum;
         } else {
@@ -390,7 +413,8 @@ REMAT_TILE void load_query_tile(const Blk& blk, const BackwardLayout& L, const B
 
 // dst rows (`stride` apart) += the fp32 accumulator's first `valid` rows: one rounding each.
 template <class E, class Blk>
-REMAT_TILE void add_rows(const Blk& blk, E* dst, std::size_t stride, const float* acc, int ld_acc, int valid, int D) {
+REMAT_TILE void add_rows(const Blk& blk, E* dst, std::size_t stride, const float* acc, int ld_acc,
+                         int valid, int D) {
     for (int x = blk.tid; x < valid * D; x += blk.threads) {
         const int r = x / D, d = x % D;
         E& e = dst[static_cast<std::size_t>(r) * stride + d];
@@ -399,8 +423,8 @@ REMAT_TILE void add_rows(const Blk& blk, E* dst, std::size_t stride, const float
 }
 
 template <class E, class Blk, class Product>
-REMAT_TILE void dq_tile(const Blk& blk, const Product& product, const BackwardArgs<E>& g, std::size_t tile_i,
-                        std::size_t bh, unsigned char* smem) {
+REMAT_TILE void dq_tile(const Blk& blk, const Product& product, const BackwardArgs<E>& g,
+                        std::size_t tile_i, std::size_t bh, unsigned char* smem) {
     const Frame fr(g.a, g.dropout);
     const int D = static_cast<int>(fr.D);
     const BackwardLayout L(D, sizeof(E), g.tiles, false);
@@ -410,28 +434,30 @@ REMAT_TILE void dq_tile(const Blk& blk, const Product& product, const BackwardAr
     const int rows = imin(tile_rows, static_cast<int>(fr.S - i0));
     float* dQs = at<float>(smem, L.acc0);
     load_query_tile(blk, L, g, fr, b, h, i0, rows, smem, true);
-    for (int x = blk.tid; x < tile_rows * D; x += blk.threads) dQs[(x / D) * L.ld_fd + x % D] = 0.0f;
+    for (int x = blk.tid; x < tile_rows * D; x += blk.threads)
+        dQs[(x / D) * L.ld_fd + x % D] = 0.0f;
     const std::size_t key_end = i0 + rows;
     for (std::size_t j0 = 0; j0 < key_end; j0 += tile_cols) {
         const int cols = imin(tile_cols, static_cast<int>(fr.S - j0));
         const std::size_t kv_row = b * fr.S + j0;
-        load_rows(blk, at<E>(smem, L.k), L.ld_e, g.k + kv_row * g.a.k_stride + kvh * fr.D, g.a.k_stride, cols,
-                  tile_cols, D);
-        load_rows(blk, at<E>(smem, L.v), L.ld_e, g.v + kv_row * g.a.v_stride + kvh * fr.D, g.a.v_stride, cols,
-                  tile_cols, D);
+        load_rows(blk, at<E>(smem, L.k), L.ld_e, g.k + kv_row * g.a.k_stride + kvh * fr.D,
+                  g.a.k_stride, cols, tile_cols, D);
+        load_rows(blk, at<E>(smem, L.v), L.ld_e, g.v + kv_row * g.a.v_stride + kvh * fr.D,
+                  g.a.v_stride, cols, tile_cols, D);
         blk.sync();
         score_gradients<E>(blk, product, L, fr, g.dropout, b, h, i0, rows, j0, cols, smem, false);
         // dQ += dS K
-        product(blk, dQs, L.ld_fd, at<E>(smem, L.ds), L.ld_p, Plain{}, at<E>(smem, L.k), L.ld_e, Plain{}, tile_rows,
-                D, tile_cols, true);
+        product(blk, dQs, L.ld_fd, at<E>(smem, L.ds), L.ld_p, Plain{}, at<E>(smem, L.k), L.ld_e,
+                Plain{}, tile_rows, D, tile_cols, true);
         blk.sync();
     }
-    add_rows(blk, g.dq + (b * fr.S + i0) * g.a.q_stride + h * fr.D, g.a.q_stride, dQs, L.ld_fd, rows, D);
+    add_rows(blk, g.dq + (b * fr.S + i0) * g.a.q_stride + h * fr.D, g.a.q_stride, dQs, L.ld_fd,
+             rows, D);
 }
 
 template <class E, class Blk, class Product>
-REMAT_TILE void dkv_tile(const Blk& blk, const Product& product, const BackwardArgs<E>& g, std::size_t tile_j,
-                         std::size_t bkv, unsigned char* smem) {
+REMAT_TILE void dkv_tile(const Blk& blk, const Product& product, const BackwardArgs<E>& g,
+                         std::size_t tile_j, std::size_t bkv, unsigned char* smem) {
     const Frame fr(g.a, g.dropout);
     const int D = static_cast<int>(fr.D);
     const BackwardLayout L(D, sizeof(E), g.tiles, true);
@@ -442,10 +468,10 @@ REMAT_TILE void dkv_tile(const Blk& blk, const Product& product, const BackwardA
     float* dKs = at<float>(smem, L.acc0);
     float* dVs = at<float>(smem, L.acc1);
     const std::size_t kv_row = b * fr.S + j0;
-    load_rows(blk, at<E>(smem, L.k), L.ld_e, g.k + kv_row * g.a.k_stride + kvh * fr.D, g.a.k_stride, cols, tile_cols,
-              D);
-    load_rows(blk, at<E>(smem, L.v), L.ld_e, g.v + kv_row * g.a.v_stride + kvh * fr.D, g.a.v_stride, cols, tile_cols,
-              D);
+    load_rows(blk, at<E>(smem, L.k), L.ld_e, g.k + kv_row * g.a.k_stride + kvh * fr.D, g.a.k_stride,
+              cols, tile_cols, D);
+    load_rows(blk, at<E>(smem, L.v), L.ld_e, g.v + kv_row * g.a.v_stride + kvh * fr.D, g.a.v_stride,
+              cols, tile_cols, D);
     for (int x = blk.tid; x < tile_cols * D; x += blk.threads) {
         dKs[(x / D) * L.ld_fd + x % D] = 0.0f;
         dVs[(x / D) * L.ld_fd + x % D] = 0.0f;
@@ -456,12 +482,13 @@ REMAT_TILE void dkv_tile(const Blk& blk, const Product& product, const BackwardA
             const int rows = imin(tile_rows, static_cast<int>(fr.S - i0));
             load_query_tile(blk, L, g, fr, b, h, i0, rows, smem, false);
             blk.sync();
-            score_gradients<E>(blk, product, L, fr, g.dropout, b, h, i0, rows, j0, cols, smem, true);
+            score_gradients<E>(blk, product, L, fr, g.dropout, b, h, i0, rows, j0, cols, smem,
+                               true);
             // dV += P^T dO, dK += dS^T Q
-            product(blk, dVs, L.ld_fd, at<E>(smem, L.p), L.ld_p, Transposed{}, at<E>(smem, L.dout), L.ld_e, Plain{},
-                    tile_cols, D, tile_rows, true);
-            product(blk, dKs, L.ld_fd, at<E>(smem, L.ds), L.ld_p, Transposed{}, at<E>(smem, L.q), L.ld_e, Plain{},
-                    tile_cols, D, tile_rows, true);
+            product(blk, dVs, L.ld_fd, at<E>(smem, L.p), L.ld_p, Transposed{}, at<E>(smem, L.dout),
+                    L.ld_e, Plain{}, tile_cols, D, tile_rows, true);
+            product(blk, dKs, L.ld_fd, at<E>(smem, L.ds), L.ld_p, Transposed{}, at<E>(smem, L.q),
+                    L.ld_e, Plain{}, tile_cols, D, tile_rows, true);
             blk.sync();
         }
     }

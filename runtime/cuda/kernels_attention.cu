@@ -42,8 +42,9 @@ struct DeviceBlock {
 // are multiples of 8 (bf16) and 4 (fp32): flash::SharedLayout and TileShape's padding keep both.
 struct WmmaProduct {
     template <class Blk, class OpA, class OpB>
-    __device__ void operator()(const Blk& blk, float* C, int ldc, const __nv_bfloat16* A, int lda, OpA,
-                               const __nv_bfloat16* B, int ldb, OpB, int M, int N, int K, bool accumulate) const {
+    __device__ void operator()(const Blk& blk, float* C, int ldc, const __nv_bfloat16* A, int lda,
+                               OpA, const __nv_bfloat16* B, int ldb, OpB, int M, int N, int K,
+                               bool accumulate) const {
         namespace w = nvcuda::wmma;
         constexpr bool ta = std::is_same_v<OpA, fl::Transposed>;
         constexpr bool tb = std::is_same_v<OpB, fl::Transposed>;
@@ -70,7 +71,9 @@ struct WmmaProduct {
     }
 };
 
-__device__ DeviceBlock this_block() { return {static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x)}; }
+__device__ DeviceBlock this_block() {
+    return {static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x)};
+}
 
 // Grids are (heads, tiles). Query tiles run last-first: the last see the most keys, and starting
 // the longest blocks first shortens the tail.
@@ -96,8 +99,8 @@ __global__ void __launch_bounds__(fl::block_threads) dkv_kernel(fl::BackwardArgs
 // A grid dimension, or a clear error past CUDA's limit (x: 2^31 - 1; y: 65535).
 unsigned grid_dim(std::size_t n, std::size_t limit, const char* what) {
     if (n > limit)
-        throw CudaError("attention: " + std::string(what) + " = " + std::to_string(n) + " exceeds CUDA's grid limit of " +
-                        std::to_string(limit));
+        throw CudaError("attention: " + std::string(what) + " = " + std::to_string(n) +
+                        " exceeds CUDA's grid limit of " + std::to_string(limit));
     return static_cast<unsigned>(n);
 }
 constexpr std::size_t grid_x_limit = INT_MAX, grid_y_limit = 65535;
@@ -107,7 +110,8 @@ std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 // The shared memory each of the three programs needs at tile t, the largest of them.
 template <class E>
 std::size_t shared_bytes(int D, fl::Tiles t) {
-    return std::max({fl::ForwardLayout(D, sizeof(E), t).bytes, fl::BackwardLayout(D, sizeof(E), t, false).bytes,
+    return std::max({fl::ForwardLayout(D, sizeof(E), t).bytes,
+                     fl::BackwardLayout(D, sizeof(E), t, false).bytes,
                      fl::BackwardLayout(D, sizeof(E), t, true).bytes});
 }
 
@@ -121,13 +125,16 @@ fl::Tiles choose_tiles(std::size_t D) {
     const int d = static_cast<int>(D);
     for (const int t : {64, 32, 16})
         if (shared_bytes<E>(d, {t, t}) <= static_cast<std::size_t>(limit)) return {t, t};
-    throw CudaError("attention: head size " + std::to_string(D) + " needs " + std::to_string(shared_bytes<E>(d, {16, 16})) +
-                    " bytes of shared memory per block at the smallest tile; this GPU allows " + std::to_string(limit));
+    throw CudaError("attention: head size " + std::to_string(D) + " needs " +
+                    std::to_string(shared_bytes<E>(d, {16, 16})) +
+                    " bytes of shared memory per block at the smallest tile; this GPU allows " +
+                    std::to_string(limit));
 }
 
 template <class Args>
 void launch(void (*kernel)(Args), dim3 grid, std::size_t smem, const Args& args, cudaStream_t s) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
     kernel<<<grid, fl::block_threads, smem, s>>>(args);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -138,7 +145,8 @@ bool wmma_tiles(const AttentionShape& a) { return a.D % 16 == 0; }
 
 void check_shape(const AttentionShape& a, const DropoutKey& dropout) {
     assert(a.KV > 0 && a.A % a.KV == 0 && "query heads must be a multiple of key/value heads");
-    assert(dropout.p >= 0.0f && dropout.p < 1.0f && "attention dropout probability must lie in [0, 1)");
+    assert(dropout.p >= 0.0f && dropout.p < 1.0f &&
+           "attention dropout probability must lie in [0, 1)");
     (void)a;
     (void)dropout;
 }
@@ -153,8 +161,8 @@ std::uint64_t attention_forward_workspace(const AttentionShape&) {
 }
 
 template <class T>
-void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const AttentionShape& a,
-                       const DropoutKey& dropout, void*, cudaStream_t s) {
+void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v,
+                       const AttentionShape& a, const DropoutKey& dropout, void*, cudaStream_t s) {
     check_shape(a, dropout);
     if (a.B == 0 || a.S == 0 || a.A == 0 || a.D == 0) return;
     using E = device_t<T>;
@@ -175,15 +183,17 @@ std::uint64_t attention_backward_workspace(const AttentionShape& a) {
 }
 
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const float* lse, const AttentionShape& a, const DropoutKey& dropout, void* workspace,
-                        cudaStream_t s) {
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* out, const float* lse, const AttentionShape& a,
+                        const DropoutKey& dropout, void* workspace, cudaStream_t s) {
     check_shape(a, dropout);
     if (a.B == 0 || a.S == 0 || a.A == 0 || a.D == 0) return;
     using E = device_t<T>;
     const fl::Tiles tiles = choose_tiles<E>(a.D);
-    const fl::BackwardArgs<E> g{dev(dq),  dev(dk),  dev(dv), dev(dout), dev(q),  dev(k), dev(v),
-                                dev(out), lse,      static_cast<float*>(workspace), a, dropout, tiles};
+    const fl::BackwardArgs<E> g{
+        dev(dq), dev(dk), dev(dv),  dev(dout), dev(q),
+        dev(k),  dev(v),  dev(out), lse,       static_cast<float*>(workspace),
+        a,       dropout, tiles};
     const int D = static_cast<int>(a.D);
     const dim3 dq_grid(grid_dim(a.B * a.A, grid_x_limit, "batch x heads"),
                        grid_dim(ceil_div(a.S, tiles.rows), grid_y_limit, "query tiles"));
@@ -202,13 +212,15 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     launch(dkv_kernel<E, fl::ScalarProduct>, dkv_grid, dkv_smem, g, s);
 }
 
-#define REMAT_INSTANTIATE(T)                                                                                       \
-    template std::uint64_t attention_forward_workspace<T>(const AttentionShape&);                                  \
-    template void attention_forward<T>(T*, float*, const T*, const T*, const T*, const AttentionShape&,            \
-                                       const DropoutKey&, void*, cudaStream_t);                                    \
-    template std::uint64_t attention_backward_workspace<T>(const AttentionShape&);                                 \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const float*, \
-                                        const AttentionShape&, const DropoutKey&, void*, cudaStream_t);
+#define REMAT_INSTANTIATE(T)                                                                \
+    template std::uint64_t attention_forward_workspace<T>(const AttentionShape&);           \
+    template void attention_forward<T>(T*, float*, const T*, const T*, const T*,            \
+                                       const AttentionShape&, const DropoutKey&, void*,     \
+                                       cudaStream_t);                                       \
+    template std::uint64_t attention_backward_workspace<T>(const AttentionShape&);          \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
+                                        const T*, const float*, const AttentionShape&,      \
+                                        const DropoutKey&, void*, cudaStream_t);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(rt::bf16)
 #undef REMAT_INSTANTIATE

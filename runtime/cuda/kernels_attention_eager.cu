@@ -39,16 +39,17 @@ using namespace detail;
 // pointers), C in fp32 or T; types and compute mode from detail::Gemm<T>, so fp32 never uses
 // TF32. cuBLAS is column-major, so it is asked for C^T = op(B)^T op(A)^T, as detail::gemm does.
 template <class T, class C>
-void gemm_batched(cublasHandle_t h, bool ta, bool tb, std::size_t M, std::size_t N, std::size_t K, float alpha,
-                  const device_t<T>* A, std::size_t lda, std::size_t stride_a, const device_t<T>* B, std::size_t ldb,
-                  std::size_t stride_b, float beta, C* Cm, std::size_t ldc, std::size_t stride_c, std::size_t batch) {
+void gemm_batched(cublasHandle_t h, bool ta, bool tb, std::size_t M, std::size_t N, std::size_t K,
+                  float alpha, const device_t<T>* A, std::size_t lda, std::size_t stride_a,
+                  const device_t<T>* B, std::size_t ldb, std::size_t stride_b, float beta, C* Cm,
+                  std::size_t ldc, std::size_t stride_c, std::size_t batch) {
     const cudaDataType_t c_type = std::is_same_v<C, float> ? CUDA_R_32F : Gemm<T>::data_type;
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                            blas_int(N), blas_int(M), blas_int(K), &alpha, B, Gemm<T>::data_type,
-                                            blas_int(ldb), static_cast<long long>(stride_b), A, Gemm<T>::data_type,
-                                            blas_int(lda), static_cast<long long>(stride_a), &beta, Cm, c_type,
-                                            blas_int(ldc), static_cast<long long>(stride_c), blas_int(batch),
-                                            Gemm<T>::compute, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N), blas_int(M),
+        blas_int(K), &alpha, B, Gemm<T>::data_type, blas_int(ldb), static_cast<long long>(stride_b),
+        A, Gemm<T>::data_type, blas_int(lda), static_cast<long long>(stride_a), &beta, Cm, c_type,
+        blas_int(ldc), static_cast<long long>(stride_c), blas_int(batch), Gemm<T>::compute,
+        CUBLAS_GEMM_DEFAULT));
 }
 
 void bind(cublasHandle_t h, cudaStream_t s) {
@@ -82,14 +83,16 @@ __global__ void softmax_kernel(E* probs, E* pk, const float* scores, Rows r) {
     for (std::size_t j = threadIdx.x; j < r.S; j += blockDim.x) {
         const E e = st<E>(j <= i ? expf(s[j] - l) : 0.0f);
         p[j] = e;
-        d[j] = j <= i && dropout_keep(r.key.seed, r.key.stream, index + j, r.key.p) ? e : st<E>(0.0f);
+        d[j] =
+            j <= i && dropout_keep(r.key.seed, r.key.stream, index + j, r.key.p) ? e : st<E>(0.0f);
     }
 }
 
 // One block per (head, row i): from the saved P and dPd = dO V^T, delta = rowsum(P * mask * dPd),
 // dS = P (mask dPd - delta) / sqrt(D) and Pk = P where kept, both as GEMM operands.
 template <class E>
-__global__ void softmax_backward_kernel(E* ds, E* pk, const E* probs, const float* dpd, Rows r, float scale) {
+__global__ void softmax_backward_kernel(E* ds, E* pk, const E* probs, const float* dpd, Rows r,
+                                        float scale) {
     const std::size_t row = blockIdx.x, i = row % r.S;
     const E* p = probs + row * r.S;
     const float* g = dpd + row * r.S;
@@ -114,7 +117,8 @@ __global__ void softmax_backward_kernel(E* ds, E* pk, const E* probs, const floa
 
 // dst rows (`stride` apart, `width` elements each) += src (rows, width) fp32: one rounding each.
 template <class E>
-__global__ void add_rows_kernel(E* dst, std::size_t stride, const float* src, std::size_t rows, std::size_t width) {
+__global__ void add_rows_kernel(E* dst, std::size_t stride, const float* src, std::size_t rows,
+                                std::size_t width) {
     for (std::size_t x = thread_index(); x < rows * width; x += thread_count()) {
         E& e = dst[(x / width) * stride + x % width];
         e = st<E>(ld(e) + src[x]);
@@ -128,7 +132,8 @@ unsigned row_blocks(std::size_t n) {
 
 Rows rows_of(const AttentionShape& a, const DropoutKey& key, std::size_t b) {
     assert(key.p >= 0.0f && key.p < 1.0f && "attention dropout probability must lie in [0, 1)");
-    return {a.A, a.S, (key.index0 + b) * a.A * a.S * a.S, key, key.p > 0.0f ? 1.0f / (1.0f - key.p) : 1.0f};
+    return {a.A, a.S, (key.index0 + b) * a.A * a.S * a.S, key,
+            key.p > 0.0f ? 1.0f / (1.0f - key.p) : 1.0f};
 }
 
 }  // namespace
@@ -139,8 +144,9 @@ std::uint64_t eager_attention_forward_workspace(const AttentionShape& a) {
 }
 
 template <class T>
-void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& a,
-                             const DropoutKey& dropout, void* workspace, cublasHandle_t h, cudaStream_t s) {
+void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                             const AttentionShape& a, const DropoutKey& dropout, void* workspace,
+                             cublasHandle_t h, cudaStream_t s) {
     assert(a.KV > 0 && a.A % a.KV == 0 && "query heads must be a multiple of key/value heads");
     if (a.B == 0 || a.S == 0 || a.A == 0 || a.D == 0) return;
     using E = device_t<T>;
@@ -156,15 +162,15 @@ void eager_attention_forward(T* out, T* probs, const T* q, const T* k, const T* 
         E* pb = dev(probs) + b * A * SS;
         // Head h = kvh * group + g reads key/value head kvh: batched over kvh for each g.
         for (std::size_t g = 0; g < group; ++g)
-            gemm_batched<T>(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb, a.k_stride, D, 0.0f,
-                         scores + g * SS, S, group * SS, KV);
+            gemm_batched<T>(h, false, true, S, S, D, scale, qb + g * D, a.q_stride, group * D, kb,
+                            a.k_stride, D, 0.0f, scores + g * SS, S, group * SS, KV);
         const Rows rows = rows_of(a, dropout, b);
         softmax_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(pb, pk, scores, rows);
         CUDA_CHECK(cudaGetLastError());
         E* ob = dev(out) + b * S * A * D;
         for (std::size_t g = 0; g < group; ++g)  // out = keep * Pk V
-            gemm_batched<T>(h, false, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, vb, a.v_stride, D, 0.0f,
-                         ob + g * D, A * D, group * D, KV);
+            gemm_batched<T>(h, false, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, vb,
+                            a.v_stride, D, 0.0f, ob + g * D, A * D, group * D, KV);
     }
 }
 
@@ -174,8 +180,9 @@ std::uint64_t eager_attention_backward_workspace(const AttentionShape& a) {
 }
 
 template <class T>
-void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
-                              const AttentionShape& a, const DropoutKey& dropout, void* workspace, cublasHandle_t h,
+void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
+                              const T* v, const T* probs, const AttentionShape& a,
+                              const DropoutKey& dropout, void* workspace, cublasHandle_t h,
                               cudaStream_t s) {
     assert(a.KV > 0 && a.A % a.KV == 0 && "query heads must be a multiple of key/value heads");
     if (a.B == 0 || a.S == 0 || a.A == 0 || a.D == 0) return;
@@ -197,39 +204,41 @@ void eager_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, co
         const E* pb = dev(probs) + b * A * SS;
         E* dqb = dev(dq) + b * S * a.q_stride;
         for (std::size_t g = 0; g < group; ++g)  // dPd = dO V^T
-            gemm_batched<T>(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb, a.v_stride, D, 0.0f,
-                         dpd + g * SS, S, group * SS, KV);
+            gemm_batched<T>(h, false, true, S, S, D, 1.0f, dob + g * D, A * D, group * D, vb,
+                            a.v_stride, D, 0.0f, dpd + g * SS, S, group * SS, KV);
         const Rows rows = rows_of(a, dropout, b);
         softmax_backward_kernel<<<row_blocks(A * S), block_threads, 0, s>>>(ds, pk, pb, dpd, rows,
-                                                                           scale);
+                                                                            scale);
         CUDA_CHECK(cudaGetLastError());
         for (std::size_t g = 0; g < group; ++g) {
-            const float sum = g == 0 ? 0.0f : 1.0f;  // the first query head of each group starts the sums
+            const float sum =
+                g == 0 ? 0.0f : 1.0f;  // the first query head of each group starts the sums
             // dq += dS K; dK (+)= dS^T Q; dV (+)= keep Pk^T dO
-            gemm_batched<T>(h, false, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, kb, a.k_stride, D, 1.0f,
-                         dqb + g * D, a.q_stride, group * D, KV);
-            gemm_batched<T>(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D, a.q_stride, group * D,
-                         sum, dK, KV * D, D, KV);
-            gemm_batched<T>(h, true, false, S, D, S, rows.keep, pk + g * SS, S, group * SS, dob + g * D, A * D, group * D, sum,
-                         dV, KV * D, D, KV);
+            gemm_batched<T>(h, false, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, kb,
+                            a.k_stride, D, 1.0f, dqb + g * D, a.q_stride, group * D, KV);
+            gemm_batched<T>(h, true, false, S, D, S, 1.0f, ds + g * SS, S, group * SS, qb + g * D,
+                            a.q_stride, group * D, sum, dK, KV * D, D, KV);
+            gemm_batched<T>(h, true, false, S, D, S, rows.keep, pk + g * SS, S, group * SS,
+                            dob + g * D, A * D, group * D, sum, dV, KV * D, D, KV);
         }
-        add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dk) + b * S * a.k_stride, a.k_stride, dK,
-                                                                        S, KV * D);
+        add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dk) + b * S * a.k_stride,
+                                                                       a.k_stride, dK, S, KV * D);
         CUDA_CHECK(cudaGetLastError());
-        add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dv) + b * S * a.v_stride, a.v_stride, dV,
-                                                                        S, KV * D);
+        add_rows_kernel<<<grid_for(S * KV * D), block_threads, 0, s>>>(dev(dv) + b * S * a.v_stride,
+                                                                       a.v_stride, dV, S, KV * D);
         CUDA_CHECK(cudaGetLastError());
     }
 }
 
-#define REMAT_INSTANTIATE(T)                                                                                        \
-    template std::uint64_t eager_attention_forward_workspace<T>(const AttentionShape&);                             \
-    template void eager_attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&,           \
-                                             const DropoutKey&, void*, cublasHandle_t, cudaStream_t);               \
-    template std::uint64_t eager_attention_backward_workspace<T>(const AttentionShape&);                            \
-    template void eager_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,        \
-                                              const AttentionShape&, const DropoutKey&, void*, cublasHandle_t,      \
-                                              cudaStream_t);
+#define REMAT_INSTANTIATE(T)                                                                      \
+    template std::uint64_t eager_attention_forward_workspace<T>(const AttentionShape&);           \
+    template void eager_attention_forward<T>(T*, T*, const T*, const T*, const T*,                \
+                                             const AttentionShape&, const DropoutKey&, void*,     \
+                                             cublasHandle_t, cudaStream_t);                       \
+    template std::uint64_t eager_attention_backward_workspace<T>(const AttentionShape&);          \
+    template void eager_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
+                                              const T*, const AttentionShape&, const DropoutKey&, \
+                                              void*, cublasHandle_t, cudaStream_t);
 REMAT_INSTANTIATE(float)
 REMAT_INSTANTIATE(rt::bf16)
 #undef REMAT_INSTANTIATE

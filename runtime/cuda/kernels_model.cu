@@ -48,8 +48,8 @@ __global__ void embedding_forward_kernel(E* out, const std::int32_t* ids, const 
 
 // One thread per row n: next[n] = the next row with the same id (N if none). Every row starts as
 // the first of its id; the next row is marked not first. Run after first[] is set to 1.
-__global__ void link_occurrences_kernel(std::int32_t* next, std::int32_t* first, const std::int32_t* ids,
-                                        std::size_t N) {
+__global__ void link_occurrences_kernel(std::int32_t* next, std::int32_t* first,
+                                        const std::int32_t* ids, std::size_t N) {
     for (std::size_t n = thread_index(); n < N; n += thread_count()) {
         std::size_t m = n + 1;
         while (m < N && ids[m] != ids[n]) ++m;
@@ -74,7 +74,8 @@ __global__ void embedding_backward_wte_kernel(E* dwte, const E* dout, const std:
         const std::size_t i = idx % H;
         E* d = dwte + static_cast<std::size_t>(ids[n]) * H + i;
         float acc = ld(*d);
-        for (std::size_t m = n; m < N; m = static_cast<std::size_t>(next[m])) acc = ld(st<E>(acc + ld(dout[m * H + i])));
+        for (std::size_t m = n; m < N; m = static_cast<std::size_t>(next[m]))
+            acc = ld(st<E>(acc + ld(dout[m * H + i])));
         *d = st<E>(acc);
     }
 }
@@ -139,12 +140,13 @@ __global__ void cross_entropy_forward_kernel(float* lse, const E* logits, std::s
 // double, each thread taking rows tid, tid + blockDim, ... and the block adding the threads'
 // sums pairwise in a fixed tree: the same bits every run.
 template <class E>
-__global__ void loss_sum_kernel(double* loss_sum, const float* lse, const E* logits, const std::int32_t* targets,
-                                std::size_t N, std::size_t V) {
+__global__ void loss_sum_kernel(double* loss_sum, const float* lse, const E* logits,
+                                const std::int32_t* targets, std::size_t N, std::size_t V) {
     __shared__ double partial[block_threads];
     double sum = 0.0;
     for (std::size_t row = threadIdx.x; row < N; row += blockDim.x)
-        sum += static_cast<double>(lse[row] - ld(logits[row * V + static_cast<std::size_t>(targets[row])]));
+        sum += static_cast<double>(lse[row] -
+                                   ld(logits[row * V + static_cast<std::size_t>(targets[row])]));
     partial[threadIdx.x] = sum;
     __syncthreads();
     for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {

@@ -36,7 +36,9 @@ void* CudaPool::take(std::size_t bytes) {
 
 void CudaPool::give(void* p, std::size_t) noexcept { cudaFreeAsync(p, stream_); }
 
-void CudaPool::zero(void* p, std::size_t bytes) { CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_)); }
+void CudaPool::zero(void* p, std::size_t bytes) {
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+}
 
 std::uint64_t CudaPool::used_high_bytes() const {
     std::uint64_t v = 0;

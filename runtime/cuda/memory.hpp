@@ -16,7 +16,7 @@
 namespace remat::rt {
 
 class CudaPool final : public MemorySource {
-public:
+  public:
     CudaPool(int device, cudaStream_t stream);
     ~CudaPool() override;
     CudaPool(const CudaPool&) = delete;
@@ -26,11 +26,12 @@ public:
     void give(void* p, std::size_t bytes) noexcept override;
     void zero(void* p, std::size_t bytes) override;
 
-    std::uint64_t used_high_bytes() const;      // bytes of live allocations, high-water mark
-    std::uint64_t reserved_high_bytes() const;  // bytes the pool held from the device, high-water mark
-    std::uint64_t reserved_bytes() const;       // bytes the pool holds now
+    std::uint64_t used_high_bytes() const;  // bytes of live allocations, high-water mark
+    std::uint64_t reserved_high_bytes()
+        const;                             // bytes the pool held from the device, high-water mark
+    std::uint64_t reserved_bytes() const;  // bytes the pool holds now
 
-private:
+  private:
     cudaMemPool_t pool_{};
     cudaStream_t stream_{};
 };

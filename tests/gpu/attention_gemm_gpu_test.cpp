@@ -185,8 +185,9 @@ void check_attention(const AttentionCase& c) {
     const DeviceArray<T> d_out(L.out_size());
     const DeviceArray<float> d_lse(L.lse_size());
     const Workspace fws(gpu::attention_forward_workspace<T>(s));
-    gpu::attention_forward<T>(d_out.get(), d_lse.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
-                              d_x.get() + L.v_offset, s, c.dropout, fws.get(), stream.get());
+    gpu::attention_forward<T>(d_out.get(), d_lse.get(), d_x.get() + L.q_offset,
+                              d_x.get() + L.k_offset, d_x.get() + L.v_offset, s, c.dropout,
+                              fws.get(), stream.get());
     stream.sync();
     check_close("out", ref.out, d_out.download(), tolerance<T>());
     // lse is fp32 on both sides, from the same (bf16-exact) inputs: the fp32 tolerance holds for
@@ -198,10 +199,10 @@ void check_attention(const AttentionCase& c) {
     const DeviceArray<T> d_dx(ref.dx0), d_dout(ref.dout), d_out_ref(ref.out);
     const DeviceArray<float> d_lse_ref(ref.lse);
     const Workspace bws(gpu::attention_backward_workspace<T>(s));
-    gpu::attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset, d_dx.get() + L.v_offset,
-                               d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
-                               d_x.get() + L.v_offset, d_out_ref.get(), d_lse_ref.get(), s, c.dropout, bws.get(),
-                               stream.get());
+    gpu::attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset,
+                               d_dx.get() + L.v_offset, d_dout.get(), d_x.get() + L.q_offset,
+                               d_x.get() + L.k_offset, d_x.get() + L.v_offset, d_out_ref.get(),
+                               d_lse_ref.get(), s, c.dropout, bws.get(), stream.get());
     stream.sync();
     const std::vector<T> dx = d_dx.download();
     check_close("dqkv", ref.dx, dx, tolerance<T>());
@@ -209,10 +210,10 @@ void check_attention(const AttentionCase& c) {
 
     // Deterministic: no atomics, so a second backward from the same start gives the same bits.
     const DeviceArray<T> d_dx2(ref.dx0);
-    gpu::attention_backward<T>(d_dx2.get() + L.q_offset, d_dx2.get() + L.k_offset, d_dx2.get() + L.v_offset,
-                               d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
-                               d_x.get() + L.v_offset, d_out_ref.get(), d_lse_ref.get(), s, c.dropout, bws.get(),
-                               stream.get());
+    gpu::attention_backward<T>(d_dx2.get() + L.q_offset, d_dx2.get() + L.k_offset,
+                               d_dx2.get() + L.v_offset, d_dout.get(), d_x.get() + L.q_offset,
+                               d_x.get() + L.k_offset, d_x.get() + L.v_offset, d_out_ref.get(),
+                               d_lse_ref.get(), s, c.dropout, bws.get(), stream.get());
     stream.sync();
     const std::vector<T> dx2 = d_dx2.download();
     CHECK(std::memcmp(dx.data(), dx2.data(), dx.size() * sizeof(T)) == 0);
@@ -235,8 +236,9 @@ void check_eager_attention(const AttentionCase& c) {
     const DeviceArray<T> d_x(ref.x);
     const DeviceArray<T> d_out(L.out_size()), d_probs(ref.probs.size());
     const Workspace fws(gpu::eager_attention_forward_workspace<T>(s));
-    gpu::eager_attention_forward<T>(d_out.get(), d_probs.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
-                                    d_x.get() + L.v_offset, s, c.dropout, fws.get(), blas.get(), stream.get());
+    gpu::eager_attention_forward<T>(d_out.get(), d_probs.get(), d_x.get() + L.q_offset,
+                                    d_x.get() + L.k_offset, d_x.get() + L.v_offset, s, c.dropout,
+                                    fws.get(), blas.get(), stream.get());
     stream.sync();
     check_close("out", ref.out, d_out.download(), tolerance<T>());
     check_close("probs", ref.probs, d_probs.download(), tolerance<T>());
@@ -245,10 +247,10 @@ void check_eager_attention(const AttentionCase& c) {
     // The backward reads the CPU's probabilities, so that it is judged on its own.
     const DeviceArray<T> d_dx(ref.dx0), d_dout(ref.dout), d_probs_ref(ref.probs);
     const Workspace bws(gpu::eager_attention_backward_workspace<T>(s));
-    gpu::eager_attention_backward<T>(d_dx.get() + L.q_offset, d_dx.get() + L.k_offset, d_dx.get() + L.v_offset,
-                                     d_dout.get(), d_x.get() + L.q_offset, d_x.get() + L.k_offset,
-                                     d_x.get() + L.v_offset, d_probs_ref.get(), s, c.dropout, bws.get(), blas.get(),
-                                     stream.get());
+    gpu::eager_attention_backward<T>(
+        d_dx.get() + L.q_offset, d_dx.get() + L.k_offset, d_dx.get() + L.v_offset, d_dout.get(),
+        d_x.get() + L.q_offset, d_x.get() + L.k_offset, d_x.get() + L.v_offset, d_probs_ref.get(),
+        s, c.dropout, bws.get(), blas.get(), stream.get());
     stream.sync();
     check_close("dqkv", ref.dx, d_dx.download(), tolerance<T>());
     bws.check_guard();

@@ -2,14 +2,14 @@
 // measured pool peaks against the `remat-cuda` prediction, the maximum micro-batch under a cap,
 // checkpointed losses against none's, and the speed floor.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 
-#include "planner/simulate/calibration.hpp"
 #include "planner/search/search.hpp"
+#include "planner/simulate/calibration.hpp"
 #include "tests/runtime_question.hpp"
 #include "tools/validation.hpp"
 
@@ -20,7 +20,8 @@ namespace {
 
 Question gpu_question(const std::string& model, std::uint64_t B, std::uint64_t S, std::uint64_t W,
                       Attention attention = Attention::flash) {
-    return test::runtime_test_question(rt::Device::cuda, model, B, S, W, Precision::bf16_mixed, attention);
+    return test::runtime_test_question(rt::Device::cuda, model, B, S, W, Precision::bf16_mixed,
+                                       attention);
 }
 
 }  // namespace
@@ -32,20 +33,23 @@ TEST_CASE("gpu::pool peaks match the remat-cuda prediction") {
         std::string model;
         std::uint64_t S;
     };
-    for (const Config& c : {Config{"gpt2-xl", 1024}, Config{"llama-1b", 1024}, Config{"llama-1b", 4096}})
+    for (const Config& c :
+         {Config{"gpt2-xl", 1024}, Config{"llama-1b", 1024}, Config{"llama-1b", 4096}})
         for (const std::string strategy : {"none", "full", "sqrt"})
             for (std::uint64_t W : {1, 8}) {
                 const Question base = gpu_question(c.model, 1, c.S, W);
-                const SweepResult r = validate_point(base, {c.model, parse_strategy(strategy), 1, W, c.S, Precision::bf16_mixed}, 2,
-                                                     rt::Device::cuda);
+                const SweepResult r = validate_point(
+                    base, {c.model, parse_strategy(strategy), 1, W, c.S, Precision::bf16_mixed}, 2,
+                    rt::Device::cuda);
                 CAPTURE(c.model);
                 CAPTURE(c.S);
                 CAPTURE(strategy);
                 CAPTURE(W);
                 CHECK(r.peak_error <= 0.02);
                 MESSAGE(c.model << " S=" << c.S << " " << strategy << " W=" << W << ": predicted "
-                                << r.predicted_peak_bytes << " measured " << r.measured_peak_bytes << " reserved "
-                                << r.measured_reserved_bytes << " step " << r.measured_step_time_s << " s (predicted "
+                                << r.predicted_peak_bytes << " measured " << r.measured_peak_bytes
+                                << " reserved " << r.measured_reserved_bytes << " step "
+                                << r.measured_step_time_s << " s (predicted "
                                 << r.predicted_step_time_s << " s)");
             }
 }
@@ -55,13 +59,15 @@ TEST_CASE("gpu::pool peaks match the remat-cuda prediction, eager attention") {
     for (const std::string model : {"gpt2-xl", "llama-1b"})
         for (const std::string strategy : {"none", "full"}) {
             const Question base = gpu_question(model, 1, 1024, 1, Attention::eager);
-            const SweepResult r = validate_point(base, {model, parse_strategy(strategy), 1, 1, 1024, Precision::bf16_mixed},
-                                                 2, rt::Device::cuda);
+            const SweepResult r = validate_point(
+                base, {model, parse_strategy(strategy), 1, 1, 1024, Precision::bf16_mixed}, 2,
+                rt::Device::cuda);
             CAPTURE(model);
             CAPTURE(strategy);
             CHECK(r.peak_error <= 0.02);
-            MESSAGE(model << " eager " << strategy << ": predicted " << r.predicted_peak_bytes << " measured "
-                          << r.measured_peak_bytes << " step " << r.measured_step_time_s << " s");
+            MESSAGE(model << " eager " << strategy << ": predicted " << r.predicted_peak_bytes
+                          << " measured " << r.measured_peak_bytes << " step "
+                          << r.measured_step_time_s << " s");
         }
 }
 
@@ -75,7 +81,8 @@ TEST_CASE("gpu::the predicted maximum micro-batch runs and the next one runs out
         RunSettings s;
         s.device = rt::Device::cuda;
         s.steps = 1;
-        s.memory_cap_bytes = q.context.capacity_bytes - q.context.reserve.cuda_context_bytes - q.context.reserve.workspace_bytes;
+        s.memory_cap_bytes = q.context.capacity_bytes - q.context.reserve.cuda_context_bytes -
+                             q.context.reserve.workspace_bytes;
         q.options.micro_batch = m.max_micro_batch;
         CAPTURE(cap);
         CHECK_FALSE(run_and_compare(q, parse_strategy("none"), s).run.oom.has_value());
@@ -113,8 +120,9 @@ TEST_CASE("gpu::checkpointed losses and gradients equal none's, bitwise") {
 // on an H100 (FLOPs: 6 * P * tokens + 12 * L * H * S * tokens).
 TEST_CASE("gpu::gpt2-xl reaches 35% MFU without checkpointing") {
     const Question base = gpu_question("gpt2-xl", 4, 1024, 1);
-    const SweepResult r = validate_point(base, {"gpt2-xl", parse_strategy("none"), 4, 1, 1024, Precision::bf16_mixed}, 3,
-                                         rt::Device::cuda);
+    const SweepResult r =
+        validate_point(base, {"gpt2-xl", parse_strategy("none"), 4, 1, 1024, Precision::bf16_mixed},
+                       3, rt::Device::cuda);
     MESSAGE("gpt2-xl B=4 S=1024: " << r.tokens_per_s << " tokens/s, MFU " << 100 * r.mfu << "%");
     CHECK(r.mfu >= 0.35);
 }
@@ -122,28 +130,34 @@ TEST_CASE("gpu::gpt2-xl reaches 35% MFU without checkpointing") {
 // With the GPU's own calibration, predicted step times within 10% of measured, and the
 // configurations ranked alike by predicted and measured tokens/s.
 TEST_CASE("gpu::calibrated step times match and rank configurations alike") {
-    const std::string file = (std::filesystem::temp_directory_path() / "remat-gpu-calibration.json").string();
+    const std::string file =
+        (std::filesystem::temp_directory_path() / "remat-gpu-calibration.json").string();
     // REMAT_BINARY in the environment wins: the GPU bundle runs where the build directory is not.
     const char* env = std::getenv("REMAT_BINARY");
     const std::string binary = env && *env ? env : REMAT_BINARY;
-    const std::string command = fmt::format("'{}' calibrate --device cuda -o '{}' > /dev/null", binary, file);
+    const std::string command =
+        fmt::format("'{}' calibrate --device cuda -o '{}' > /dev/null", binary, file);
     REQUIRE(std::system(command.c_str()) == 0);
     Question base = gpu_question("gpt2-xl", 1, 1024, 1);
     base.context.time_model = calibrated_model(load_calibration(file));
     std::vector<SweepResult> rows;
     for (const std::string strategy : {"none", "full", "sqrt"})
         for (std::uint64_t B : {1, 4}) {
-            rows.push_back(validate_point(base, {"gpt2-xl", parse_strategy(strategy), B, 1, 1024, Precision::bf16_mixed}, 3,
-                                          rt::Device::cuda));
+            rows.push_back(validate_point(
+                base, {"gpt2-xl", parse_strategy(strategy), B, 1, 1024, Precision::bf16_mixed}, 3,
+                rt::Device::cuda));
             const SweepResult& r = rows.back();
             CAPTURE(strategy);
             CAPTURE(B);
-            CHECK(std::fabs(r.measured_step_time_s - r.predicted_step_time_s) <= 0.10 * r.measured_step_time_s);
+            CHECK(std::fabs(r.measured_step_time_s - r.predicted_step_time_s) <=
+                  0.10 * r.measured_step_time_s);
         }
     for (std::size_t a = 0; a < rows.size(); ++a)
         for (std::size_t b = 0; b < rows.size(); ++b) {
-            const double pa = static_cast<double>(rows[a].point.micro_batch) / rows[a].predicted_step_time_s;
-            const double pb = static_cast<double>(rows[b].point.micro_batch) / rows[b].predicted_step_time_s;
+            const double pa =
+                static_cast<double>(rows[a].point.micro_batch) / rows[a].predicted_step_time_s;
+            const double pb =
+                static_cast<double>(rows[b].point.micro_batch) / rows[b].predicted_step_time_s;
             if (pa > pb) CHECK(rows[a].tokens_per_s >= rows[b].tokens_per_s);
         }
 }
