@@ -645,45 +645,62 @@ std::vector<double> OptimalPlanner::rflops_of(const std::vector<std::uint32_t>& 
     return out;
 }
 
+// The subproblem a stage's options are built for: stages s..last, every stage before s counted
+// in `env` (the model states and checkpoints outside it), `rest(i)` the frontier of stages
+// i..last, `body(a, b)` the peak of sweeping stages a..b forward without keeping them. A chain
+// suffix (build_seq) and the top level (build_top, the whole step from s on) differ only there.
+namespace {
+template <class Rest, class Body>
+struct Subproblem {
+    std::size_t last;
+    std::uint64_t env;
+    Rest rest;
+    Body body;
+};
+}  // namespace
+
 OptimalPlanner::Id OptimalPlanner::build_seq(std::size_t s, std::size_t t, Collector& col) {
-    col.begin();
-    if (slot_) {
-        Collector::Slots sink = col.slots();
-        seq_options(s, t, col, sink);
-        col.take(sink);
-    } else {
-        auto emit = [&](std::uint64_t need, double time, std::uint64_t back) {
-            col.add(need, time, back);
-        };
-        seq_options(s, t, col, emit);
-    }
-    col.end();
-    return store(col);
+    const std::uint64_t env_t = k_.stages[t].env_rec + (k_.stages[t].block ? k_.pair_gather : 0);
+    return build(s,
+                 Subproblem{t, k_.env_rec_of(s, t), [this, t](std::size_t i) { return seq(i, t); },
+                            [this, env_t](std::size_t a, std::size_t b) {
+                                return env_t + store_->seq_body.of(a, b);
+                            }},
+                 col);
 }
 
 OptimalPlanner::Id OptimalPlanner::build_top(std::size_t s, Collector& col) {
+    return build(
+        s,
+        Subproblem{n_ - 1, k_.stages[s].env_first, [this](std::size_t i) { return view(top_[i]); },
+                   [this](std::size_t a, std::size_t b) { return store_->top_body.of(a, b); }},
+        col);
+}
+
+template <class Sub>
+OptimalPlanner::Id OptimalPlanner::build(std::size_t s, const Sub& sub, Collector& col) {
     col.begin();
     if (slot_) {
         Collector::Slots sink = col.slots();
-        top_options(s, col, sink);
+        options(s, sub, col, sink);
         col.take(sink);
     } else {
         auto emit = [&](std::uint64_t need, double time, std::uint64_t back) {
             col.add(need, time, back);
         };
-        top_options(s, col, emit);
+        options(s, sub, col, emit);
     }
     col.end();
     return store(col);
 }
 
-template <class Emit>
-void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, Emit& emit) {
+template <class Sub, class Emit>
+void OptimalPlanner::options(std::size_t s, const Sub& sub, Collector& col, Emit& emit) {
     const StageCosts& st = k_.stages[s];
     // A and S: keep stage s (whole, or all but its attention core).
     for (int sel = 0; sel <= (st.has_core ? 1 : 0); ++sel) {
         const ForwardCost& fc = st.fwd[sel ? 1 : 0];
-        const std::uint64_t cf = k_.env_rec_of(s, t) + st.x + fc.peak;
+        const std::uint64_t cf = sub.env + st.x + fc.peak;
         const std::uint64_t r = fc.keep + (fc.holds_input ? st.x : 0);
         std::uint64_t floor = cf, r2 = r;
         if (sel) {
@@ -694,23 +711,21 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
             {floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
         const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0),
                      choice_of(sel ? opt_sel : opt_all, 0)};
-        if (s == t) {
+        if (s == sub.last) {
             if (floor <= cap_) emit(floor, a.time, a.choice);
         } else {
-            shift_clamp(seq(s + 1, t), r, a, cap_, emit);
+            shift_clamp(sub.rest(s + 1), r, a, cap_, emit);
         }
         col.end_option();
     }
     // C (and C^): checkpoint x_s, sweep forward to s', recurse on both sides.
-    const std::uint64_t c0 =
-        k_.env_rec_of(s, t) + st.x + st.fwd[static_cast<int>(Keep::input)].peak;
-    const std::uint64_t env_t = k_.stages[t].env_rec + (k_.stages[t].block ? k_.pair_gather : 0);
+    const std::uint64_t c0 = sub.env + st.x + st.fwd[static_cast<int>(Keep::input)].peak;
     for (std::uint32_t o : offsets_) {
         const std::size_t sp = s + o;
-        if (sp > t) break;
+        if (sp > sub.last) break;
         std::uint64_t sweep_keep = c0, sweep_off = c0;
         if (sp - 1 > s) {
-            const std::uint64_t body = env_t + store_->seq_body.of(s + 1, sp - 1);
+            const std::uint64_t body = sub.body(s + 1, sp - 1);
             sweep_keep = std::max(sweep_keep, body + st.x);
             sweep_off = std::max(sweep_off, body);
         }
@@ -718,71 +733,11 @@ void OptimalPlanner::seq_options(std::size_t s, std::size_t t, Collector& col, E
                    off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
         if (!keep_fits && !off_fits) break;  // the sweeps only grow with s'
         const auto t_sweep = static_cast<double>(t_prefix_[sp] - t_prefix_[s]);
-        const View s1 = seq(sp, t), s2 = seq(s, sp - 1);
+        const View s1 = sub.rest(sp), s2 = seq(s, sp - 1);
         if (s1.size == 0 || s2.size == 0) continue;
         if (!slot_) {
             const double best_time = t_sweep + s1.time[s1.size - 1] + s2.time[s2.size - 1];
             const std::uint64_t lean2 = s2.need[0] + s2.shift, lean1 = s1.need[0] + s1.shift;
-            if (keep_fits &&
-                col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
-                (!off_fits || col.dominated(std::max({sweep_off, lean1, lean2}), best_time)))
-                continue;
-        }
-        if (keep_fits) {
-            combine(s1, st.x, s2, 0, {sweep_keep, t_sweep, choice_of(opt_ck, o)}, cap_, emit);
-            col.end_option();
-        }
-        if (off_fits) {
-            const double copies =
-                k_.copy_excess_s(s, st.t_fwd) + k_.copy_excess_s(s, k_.stages[sp].t_bwd);
-            combine(s1, 0, s2, 0, {sweep_off, t_sweep + copies, choice_of(opt_off, o)}, cap_, emit);
-            col.end_option();
-        }
-    }
-}
-
-template <class Emit>
-void OptimalPlanner::top_options(std::size_t s, Collector& col, Emit& emit) {
-    const StageCosts& st = k_.stages[s];
-    for (int sel = 0; sel <= (st.has_core ? 1 : 0); ++sel) {
-        const ForwardCost& fc = st.fwd[sel ? 1 : 0];
-        const std::uint64_t cf = st.env_first + st.x + fc.peak;
-        const std::uint64_t r = fc.keep + (fc.holds_input ? st.x : 0);
-        std::uint64_t floor = cf, r2 = r;
-        if (sel) {
-            floor = std::max(floor, st.env_rsel + r + st.rsel_peak);
-            r2 += st.rsel_keep;
-        }
-        floor = std::max(
-            {floor, st.env_b + r2 + st.b_start + st.bwd_peak[sel], st.env_after_b + st.b_spike});
-        const Adds a{floor, st.t_fwd + st.t_bwd + (sel ? st.t_core : 0),
-                     choice_of(sel ? opt_sel : opt_all, 0)};
-        if (s + 1 == n_) {
-            if (floor <= cap_) emit(floor, a.time, a.choice);
-        } else {
-            shift_clamp(view(top_[s + 1]), r, a, cap_, emit);
-        }
-        col.end_option();
-    }
-    const std::uint64_t c0 = st.env_first + st.x + st.fwd[static_cast<int>(Keep::input)].peak;
-    for (std::uint32_t o : offsets_) {
-        const std::size_t sp = s + o;
-        if (sp >= n_) break;
-        std::uint64_t sweep_keep = c0, sweep_off = c0;
-        if (sp - 1 > s) {
-            const std::uint64_t body = store_->top_body.of(s + 1, sp - 1);
-            sweep_keep = std::max(sweep_keep, body + st.x);
-            sweep_off = std::max(sweep_off, body);
-        }
-        const bool keep_fits = sweep_keep <= cap_,
-                   off_fits = opt_.offload && st.x > 0 && sweep_off <= cap_;
-        if (!keep_fits && !off_fits) break;
-        const auto t_sweep = static_cast<double>(t_prefix_[sp] - t_prefix_[s]);
-        const View s1 = view(top_[sp]), s2 = seq(s, sp - 1);
-        if (s1.size == 0 || s2.size == 0) continue;
-        if (!slot_) {
-            const double best_time = t_sweep + s1.time[s1.size - 1] + s2.time[s2.size - 1];
-            const std::uint64_t lean2 = s2.need[0] + s2.shift, lean1 = s1.need[0];
             if (keep_fits &&
                 col.dominated(std::max({sweep_keep, lean1 + st.x, lean2}), best_time) &&
                 (!off_fits || col.dominated(std::max({sweep_off, lean1, lean2}), best_time)))

@@ -90,10 +90,10 @@ class OptimalPlanner {
     void mark_needed_prefix();
     Id build_seq(std::size_t s, std::size_t t, Collector& col);
     Id build_top(std::size_t s, Collector& col);
-    template <class Emit>
-    void seq_options(std::size_t s, std::size_t t, Collector& col, Emit& emit);
-    template <class Emit>
-    void top_options(std::size_t s, Collector& col, Emit& emit);
+    template <class Sub>
+    Id build(std::size_t s, const Sub& sub, Collector& col);
+    template <class Sub, class Emit>
+    void options(std::size_t s, const Sub& sub, Collector& col, Emit& emit);
     Id store(Collector& col);
     void emit(std::uint32_t top_point, Schedule& out) const;  // from top_[0]'s point
 
