@@ -657,6 +657,9 @@ struct Subproblem {
     Rest rest;
     Body body;
 };
+// Spelled out for clang 14, which does not deduce an aggregate's arguments (C++20's P1816).
+template <class Rest, class Body>
+Subproblem(std::size_t, std::uint64_t, Rest, Body) -> Subproblem<Rest, Body>;
 }  // namespace
 
 OptimalPlanner::Id OptimalPlanner::build_seq(std::size_t s, std::size_t t, Collector& col) {
