@@ -1,6 +1,6 @@
 // The hf-eager profile against what PyTorch autograd really saves for equivalent Hugging Face
 // eager blocks, tensor by tensor. The measurements are committed test data, regenerated with
-//   /usr/bin/python3 tests/data/measure_saved_tensors.py > tests/data/hf_eager_saved.json
+//   /usr/bin/python3 tests/torch/measure_saved_tensors.py > tests/data/hf_eager_saved.json
 // (Debian's torch 1.13 on CPU; see tests/data/README.md). The graphs are built for that PyTorch
 // (AutocastDevice::cpu): its autocast lists and kernel dtypes, which differ from CUDA's.
 #include <doctest/doctest.h>
