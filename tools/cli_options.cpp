@@ -92,6 +92,14 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
         ->capture_default_str();
     app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")
         ->capture_default_str();
+    app.add_option("--optimizer-impl", a.optimizer_impl,
+                   "torch.optim's implementation: foreach (current PyTorch's default on CUDA) | "
+                   "for-loop (torch 1.13's default) | fused; they differ in step temporaries")
+        ->capture_default_str();
+    app.add_option("--torch", a.torch,
+                   "Which PyTorch hf-eager and sdpa follow where versions differ: cuda (current "
+                   "PyTorch on CUDA) | cpu-1.13 (Debian's torch 1.13 on CPU; docs/torch.md)")
+        ->capture_default_str();
     app.add_option("--profile", a.profile,
                    "Implementation whose saved tensors are modelled: sdpa | hf-eager | megatron | "
                    "remat (remat run's own runtime)")
@@ -147,6 +155,8 @@ Question question_of(const CommonArgs& a) {
     q.options.precision = parse_precision(a.precision);
     q.options.sharding = parse_sharding(a.sharding);
     q.options.optimizer = parse_optimizer(a.optimizer);
+    q.options.optimizer_impl = parse_optimizer_impl(a.optimizer_impl);
+    q.options.torch = parse_torch(a.torch);
     q.options.profile = parse_profile(a.profile);
     q.options.attention = parse_attention(a.attention);
     q.context.capacity_bytes = q.gpu.capacity_bytes;
@@ -212,6 +222,14 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     if (o.attention != Attention::flash) {
         out.push_back("--attention");
         out.push_back(std::string(attention_name(o.attention)));
+    }
+    if (o.optimizer_impl != OptimizerImpl::foreach) {
+        out.push_back("--optimizer-impl");
+        out.push_back(std::string(optimizer_impl_name(o.optimizer_impl)));
+    }
+    if (o.torch != TorchFlavor::cuda) {
+        out.push_back("--torch");
+        out.push_back(std::string(torch_name(o.torch)));
     }
     auto add = [&](const char* option, const std::string& value) {
         if (value.empty()) return;

@@ -29,6 +29,8 @@ struct CommonArgs {
     std::int64_t world_size = 1;
     std::int64_t grad_accumulation = 1;
     std::string optimizer = "adamw";
+    std::string optimizer_impl = "foreach";
+    std::string torch = "cuda";
     std::string profile = "sdpa";
     std::string attention = "flash";
     std::string memory_budget;

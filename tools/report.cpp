@@ -23,7 +23,9 @@ json question_json(const Question& q) {
             {"sharding", sharding_name(o.sharding)},
             {"world_size", o.world_size},
             {"grad_accumulation", o.grad_accumulation},
-            {"optimizer", optimizer_name(o.optimizer)}};
+            {"optimizer", optimizer_name(o.optimizer)},
+            {"optimizer_impl", optimizer_impl_name(o.optimizer_impl)},
+            {"torch", torch_name(o.torch)}};
 }
 
 namespace {

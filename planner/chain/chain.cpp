@@ -57,7 +57,7 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
 
 }  // namespace
 
-Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastDevice device) {
+Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     assert(options.seq > 0 && "resolve the sequence length before building the chain");
     if (options.attention != Attention::flash && options.profile != Profile::remat &&
         options.profile != Profile::remat_cuda)
@@ -76,7 +76,8 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options, AutocastD
     r.precision = options.precision;
     r.profile = options.profile;
     r.attention = options.attention;
-    r.autocast_device = device;
+    r.autocast_device =
+        options.torch == TorchFlavor::cpu_1_13 ? AutocastDevice::cpu : AutocastDevice::cuda;
     for (StageKind kind :
          {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
         r.kind = kind;

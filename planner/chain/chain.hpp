@@ -38,8 +38,7 @@ struct Chain {
     const StageGraph& graph_of(std::size_t stage) const { return graphs[stages[stage].graph]; }
 };
 
-Chain build_chain(const ModelConfig& model, const RunOptions& options,
-                  AutocastDevice device = AutocastDevice::cuda);
+Chain build_chain(const ModelConfig& model, const RunOptions& options);
 
 // Megatron's selective rule (planner/config/selective.hpp) over g's storages: a view counts as
 // its storage, and shared storages (rotary cos/sin) are never kept.

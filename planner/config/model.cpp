@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -319,6 +320,22 @@ std::uint64_t final_norm_parameter_count(const ModelConfig& m) {
 
 std::uint64_t head_parameter_count(const ModelConfig& m) {
     return m.tied_embeddings ? 0 : checked_mul(m.vocab, m.hidden);
+}
+
+std::uint64_t largest_parameter_tensor(const ModelConfig& m) {
+    const std::uint64_t H = m.hidden, F = m.ffn, D = m.head_dim;
+    const std::uint64_t q = checked_mul(m.n_heads, D), kv = checked_mul(m.n_kv_heads, D);
+    // GPT-2 and NeoX fuse q, k and v into one weight; Llama keeps them apart.
+    const std::uint64_t attn =
+        m.arch == Arch::llama ? checked_mul(H, std::max(q, kv)) : checked_mul(H, q + 2 * kv);
+    std::uint64_t largest = std::max({checked_mul(m.vocab, H), checked_mul(H, F), attn});
+    if (m.learned_positions) largest = std::max(largest, checked_mul(m.context, H));
+    return largest;
+}
+
+std::uint64_t hf_buffer_bytes(const ModelConfig& m) {
+    if (m.arch != Arch::gpt2) return 0;
+    return checked_mul(m.n_layers, checked_mul(m.context, m.context));
 }
 
 std::uint64_t parameter_count(const ModelConfig& m) {

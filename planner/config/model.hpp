@@ -56,6 +56,14 @@ std::uint64_t embedding_parameter_count(const ModelConfig& m);
 std::uint64_t final_norm_parameter_count(const ModelConfig& m);
 std::uint64_t head_parameter_count(const ModelConfig& m);  // 0 when tied
 std::uint64_t parameter_count(const ModelConfig& m);
+// The elements of the model's largest parameter tensor (the embedding or head V x H, GPT-2's
+// positions, a block's widest weight): what torch.optim's for-loop step sizes its temporaries by.
+std::uint64_t largest_parameter_tensor(const ModelConfig& m);
+// Bytes of module buffers the Hugging Face model holds for the whole run: GPT-2's causal-mask
+// buffer `attn.bias`, bool [1, 1, P, P] per block (transformers' GPT2Attention.__init__,
+// register_buffer("bias", torch.tril(...))). Rotary inv_freq buffers (head_dim / 2 floats) are
+// left out: tens of bytes.
+std::uint64_t hf_buffer_bytes(const ModelConfig& m);
 // Head dims that rotary embeddings rotate: int(head_dim * rotary_pct), as transformers'
 // GPTNeoXAttention computes rotary_ndims (truncated); 0 means no rotary inputs at all.
 std::uint64_t rotary_dims(const ModelConfig& m);

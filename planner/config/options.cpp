@@ -34,6 +34,11 @@ constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
 constexpr Names<Optimizer, 2> optimizers{{{Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}}};
 constexpr Names<Attention, 2> attentions{
     {{Attention::flash, "flash"}, {Attention::eager, "eager"}}};
+constexpr Names<OptimizerImpl, 3> optimizer_impls{{{OptimizerImpl::foreach, "foreach"},
+                                                   {OptimizerImpl::for_loop, "for-loop"},
+                                                   {OptimizerImpl::fused, "fused"}}};
+constexpr Names<TorchFlavor, 2> torches{
+    {{TorchFlavor::cuda, "cuda"}, {TorchFlavor::cpu_1_13, "cpu-1.13"}}};
 
 template <typename E, std::size_t N>
 std::string_view name_of(const Names<E, N>& names, E e) {
@@ -87,6 +92,8 @@ std::string_view profile_name(Profile p) { return name_of(profiles, p); }
 std::string_view sharding_name(Sharding s) { return name_of(shardings, s); }
 std::string_view optimizer_name(Optimizer o) { return name_of(optimizers, o); }
 std::string_view attention_name(Attention a) { return name_of(attentions, a); }
+std::string_view optimizer_impl_name(OptimizerImpl i) { return name_of(optimizer_impls, i); }
+std::string_view torch_name(TorchFlavor t) { return name_of(torches, t); }
 Precision parse_precision(const std::string& s) {
     // "fp16" alone is ambiguous: Hugging Face's --fp16 is autocast (fp16-mixed); remat models no
     // pure-fp16 training (it needs loss scaling and fp32 master weights anyway).
@@ -103,6 +110,10 @@ Sharding parse_sharding(const std::string& s) {
 }
 Optimizer parse_optimizer(const std::string& s) { return parse_name(optimizers, s, "optimizer"); }
 Attention parse_attention(const std::string& s) { return parse_name(attentions, s, "attention"); }
+OptimizerImpl parse_optimizer_impl(const std::string& s) {
+    return parse_name(optimizer_impls, s, "optimizer implementation");
+}
+TorchFlavor parse_torch(const std::string& s) { return parse_name(torches, s, "torch"); }
 std::vector<std::string> precision_names() { return all_names(precisions); }
 std::vector<std::string> profile_names() { return all_names(profiles); }
 std::vector<std::string> sharding_names() { return all_names(shardings); }

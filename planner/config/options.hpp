@@ -20,6 +20,15 @@ enum class Optimizer { adamw, sgd };
 // in backward; eager materializes the scores with a causal softmax and saves the probabilities
 // (B, A, S, S), as eager PyTorch code does.
 enum class Attention { flash, eager };
+// How torch.optim runs the step (torch/optim/adamw.py, sgd.py): foreach (_multi_tensor_*, one
+// kernel per op over all parameters; current PyTorch's default on CUDA), for-loop
+// (_single_tensor_*, parameter by parameter; torch 1.13's default), fused (one kernel, CUDA).
+// They differ in the temporaries the step allocates (docs/torch.md).
+enum class OptimizerImpl { foreach, for_loop, fused };
+// Which PyTorch the hf-eager and sdpa profiles follow where their behaviours differ
+// (docs/torch.md lists each difference and its source): current PyTorch on CUDA, or Debian's
+// torch 1.13 on CPU, which the tests measure.
+enum class TorchFlavor { cuda, cpu_1_13 };
 
 struct RunOptions {
     std::uint64_t micro_batch = 1;  // B
@@ -33,6 +42,8 @@ struct RunOptions {
     Sharding sharding = Sharding::none;
     Optimizer optimizer = Optimizer::adamw;
     Attention attention = Attention::flash;
+    OptimizerImpl optimizer_impl = OptimizerImpl::foreach;
+    TorchFlavor torch = TorchFlavor::cuda;
 };
 
 std::string_view precision_name(Precision p);
@@ -40,11 +51,15 @@ std::string_view profile_name(Profile p);
 std::string_view sharding_name(Sharding s);
 std::string_view optimizer_name(Optimizer o);
 std::string_view attention_name(Attention a);
+std::string_view optimizer_impl_name(OptimizerImpl i);
+std::string_view torch_name(TorchFlavor t);
 Precision parse_precision(const std::string& s);
 Profile parse_profile(const std::string& s);
 Sharding parse_sharding(const std::string& s);
 Optimizer parse_optimizer(const std::string& s);
 Attention parse_attention(const std::string& s);
+OptimizerImpl parse_optimizer_impl(const std::string& s);
+TorchFlavor parse_torch(const std::string& s);
 std::vector<std::string> precision_names();
 std::vector<std::string> profile_names();
 std::vector<std::string> sharding_names();

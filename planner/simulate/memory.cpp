@@ -1,5 +1,6 @@
 #include "planner/simulate/memory.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 
@@ -41,7 +42,7 @@ ShardingRule sharding_rule(Sharding s, Precision p) {
         case Sharding::none:
             r.grads_allocated_in_backward = true;
             r.autocast_weight_cache = mixed;
-            r.foreach_adam_temp = true;
+            r.torch_optimizer = true;
             break;
         case Sharding::fsdp:
         case Sharding::fsdp_grad_op:
@@ -49,7 +50,7 @@ ShardingRule sharding_rule(Sharding s, Precision p) {
             r.gather_per_unit = true;
             r.reshard_after_forward = s == Sharding::fsdp;
             r.grads_allocated_in_backward = true;
-            r.foreach_adam_temp = true;
+            r.torch_optimizer = true;
             break;
         case Sharding::zero3:
             r.parameters_sharded = true;
@@ -102,18 +103,23 @@ ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Opti
 
 ModelStates model_states(const Chain& c) {
     const auto& o = c.options;
-    if (!sharding_rule(o.sharding, o.precision).gather_per_unit)
-        return model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
-                                o.world_size);
-    // FSDP and ZeRO-3 shard per unit, with padding.
     ModelStates total;
-    for (const Unit& u : fsdp_units(c)) {
-        const auto s =
-            model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
-        add_to(total.parameters_bytes, s.parameters_bytes);
-        add_to(total.gradients_bytes, s.gradients_bytes);
-        add_to(total.optimizer_bytes, s.optimizer_bytes);
+    if (!sharding_rule(o.sharding, o.precision).gather_per_unit) {
+        total = model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
+                                 o.world_size);
+    } else {
+        // FSDP and ZeRO-3 shard per unit, with padding.
+        for (const Unit& u : fsdp_units(c)) {
+            const auto s =
+                model_states_for(u.params, o.sharding, o.precision, o.optimizer, o.world_size);
+            add_to(total.parameters_bytes, s.parameters_bytes);
+            add_to(total.gradients_bytes, s.gradients_bytes);
+            add_to(total.optimizer_bytes, s.optimizer_bytes);
+        }
     }
+    // The Hugging Face modules' buffers (not sharded: FSDP and ZeRO shard parameters only).
+    if (o.profile == Profile::hf_eager || o.profile == Profile::sdpa)
+        add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
     return total;
 }
 
@@ -181,8 +187,46 @@ std::uint64_t StepTerms::accumulated_grad_bytes() const {
 }
 
 std::uint64_t StepTerms::optimizer_temp_bytes() const {
-    if (!rule.foreach_adam_temp || c_->options.optimizer != Optimizer::adamw) return 0;
-    return checked_round(bpp.parameters * static_cast<double>(local_params));
+    const RunOptions& o = c_->options;
+    if (!rule.torch_optimizer || o.optimizer != Optimizer::adamw) return 0;
+    const double per = bpp.parameters;
+    // remat run's runtime steps as current PyTorch's foreach does.
+    const bool runtime = o.profile == Profile::remat || o.profile == Profile::remat_cuda;
+    switch (runtime ? OptimizerImpl::foreach : o.optimizer_impl) {
+        case OptimizerImpl::foreach:
+            // torch/optim/adam.py _multi_tensor_adam: exp_avg_sq_sqrt = _foreach_sqrt(...), then
+            // divided and eps added in place. torch 1.13 adamw.py _multi_tensor_adamw: denom =
+            // _foreach_add(exp_avg_sq_sqrt, eps), a second one, while the first lives.
+            return checked_round((!runtime && o.torch == TorchFlavor::cpu_1_13 ? 2 : 1) * per *
+                                 static_cast<double>(local_params));
+        case OptimizerImpl::for_loop: {
+            // _single_tensor_adamw: denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps):
+            // sqrt's result and the quotient, both as large as one parameter, live together.
+            std::uint64_t largest = 0;
+            if (rule.gather_per_unit || rule.parameters_sharded)
+                for (const Unit& u : units) largest = std::max(largest, u.shard_params);
+            else
+                largest = largest_parameter_tensor(c_->model);
+            return checked_round(2 * per * static_cast<double>(largest));
+        }
+        case OptimizerImpl::fused:
+            return 0;  // torch._fused_adamw_ updates in one kernel
+    }
+    return 0;
+}
+
+std::uint64_t StepTerms::tied_embedding_grad_bytes() const {
+    const Chain& c = *c_;
+    const Profile p = c.options.profile;
+    if (!c.model.tied_embeddings || (p != Profile::hf_eager && p != Profile::sdpa)) return 0;
+    if (!rule.grads_allocated_in_backward || rule.gradients_sharded) return 0;
+    // Current PyTorch (torch/csrc/autograd/input_buffer.cpp, accumulate): the head's gradient,
+    // first to arrive, is contiguous and unshared, so the embedding's is added into it in place:
+    // one V x H temporary. torch 1.13's accumulate always adds out of place (old_var + var): the
+    // embedding's gradient and the sum live together before the head's is freed.
+    const std::uint64_t copies = c.options.torch == TorchFlavor::cpu_1_13 ? 2 : 1;
+    return checked_round(bpp.gradients *
+                         static_cast<double>(checked_mul(copies, c.model.vocab, c.model.hidden)));
 }
 
 Reserve default_reserve(const GpuSpec& gpu) {

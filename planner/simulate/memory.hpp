@@ -33,8 +33,7 @@ struct ShardingRule {
     bool grads_allocated_in_backward =
         false;  // PyTorch: p.grad appears in backward, set_to_none after the step
     bool autocast_weight_cache = false;  // DDP + autocast: low-precision weight copies per forward
-    bool foreach_adam_temp =
-        false;  // torch.optim.AdamW(foreach=True) allocates a param-sized temporary
+    bool torch_optimizer = false;  // the step is torch.optim's (its temporaries: optimizer_temp_bytes)
 };
 ShardingRule sharding_rule(Sharding s, Precision p);
 
@@ -81,8 +80,16 @@ struct StepTerms {
     std::uint64_t cast_bytes(std::size_t stage) const;
     // DDP: p.grad created by a stage's backward (a tied embedding's by the head's).
     std::uint64_t ddp_grad_bytes(std::size_t stage) const;
-    // torch.optim.AdamW(foreach=True): one parameter-sized temporary in the step; 0 otherwise.
+    // The largest temporary torch.optim's step allocates (AdamW; SGD with momentum has none),
+    // by --optimizer-impl and --torch (docs/torch.md): foreach, current PyTorch: one
+    // parameter-sized temporary; foreach, torch 1.13: two; for-loop: two as large as the
+    // largest parameter tensor (or flat shard); fused: none. 0 for frameworks with their own step.
     std::uint64_t optimizer_temp_bytes() const;
+    // A tied embedding's own gradient (dense V x H, torch's embedding_dense_backward), made in
+    // the embedding's backward and summed into the head's by autograd's InputBuffer: in place
+    // on current PyTorch (one V x H temporary of B(0)), out of place on torch 1.13 (two). 0 when
+    // untied, or where the step is not PyTorch's DDP-style one.
+    std::uint64_t tied_embedding_grad_bytes() const;
     // Gradient accumulation, where PyTorch creates p.grad in backward (DDP, FSDP): the
     // gradients the earlier micro-steps left, live from the replayed micro-step's start (DDP's
     // every p.grad; FSDP's sharded gradients, reduce-scattered every micro-step). 0 otherwise.

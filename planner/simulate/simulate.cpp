@@ -339,6 +339,11 @@ class Replay {
             ledger_.alloc(made ? Category::gradients : Category::temporaries,
                           terms_.ddp_grad_bytes(i));
             if (!made) ledger_.release(Category::temporaries, terms_.ddp_grad_bytes(i));
+            if (c_.stages[i].kind == StageKind::embedding)
+                if (const std::uint64_t tied = terms_.tied_embedding_grad_bytes()) {
+                    ledger_.alloc(Category::temporaries, tied);
+                    ledger_.release(Category::temporaries, tied);
+                }
             return;
         }
         if (!rule_.gradients_sharded) return;

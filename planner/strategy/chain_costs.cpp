@@ -230,8 +230,14 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
             gather_b, i ? casts_upto[i - 1] : 0, made_after[i + 1], loss, s.dx,
             rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_bytes(i) : 0) : 0);
         s.cast = T.cast_bytes(i);
-        if (rule.grads_allocated_in_backward && !rule.gradients_sharded)
+        if (rule.grads_allocated_in_backward && !rule.gradients_sharded) {
             s.b_spike = T.ddp_grad_bytes(i);
+            // The tied embedding's own gradient, summed into the head's (simulate.cpp).
+            if (const std::uint64_t tied = T.tied_embedding_grad_bytes();
+                tied && c.stages[i].kind == StageKind::embedding)
+                s.b_spike = T.grads_made_in_backward() ? checked_add(s.b_spike, tied)
+                                                       : std::max(s.b_spike, tied);
+        }
         if (rule.gradients_sharded && (block(i) || i == 0)) {
             const std::size_t u = unit_of_stage(c, i);
             s.b_spike =

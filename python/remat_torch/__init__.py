@@ -1,0 +1,203 @@
+"""remat_torch: a remat plan, applied to a PyTorch model through PyTorch's own checkpointing API.
+
+    import remat_torch
+    plan = remat_torch.plan("config.json", micro_batch=4, seq=1024, strategy="sqrt",
+                            precision="bf16-mixed", profile="hf-eager")
+    remat_torch.apply_plan(model, plan)        # model: a Hugging Face GPT-2, Llama, Mistral or NeoX
+
+plan() runs the `remat` binary with --json (the CLI is the one implementation of the planner)
+and returns its document. apply_plan() reads which blocks the plan checkpoints:
+- a block checkpointed alone goes through
+  torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing
+  with CheckpointImpl.NO_REENTRANT and a check_fn built from the plan (the recipe FSDP users
+  follow, and which works under FSDP);
+- a segment of consecutive blocks recomputed from one checkpoint (sqrt, segments-K, optimal)
+  is one non-reentrant torch.utils.checkpoint over those blocks: the segment's first block runs
+  the whole segment, the others pass their input through (the model's forward still iterates
+  its blocks, and its state_dict keys do not change).
+Only pure Python and torch are needed; PYTHONPATH=python is enough.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+__all__ = ["plan", "apply_plan", "find_blocks", "segments", "PlanError"]
+
+BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers")
+
+
+class PlanError(ValueError):
+    """A plan that cannot be applied to this model, or a remat that cannot be run."""
+
+
+def _remat_binary(binary):
+    if binary:
+        return binary
+    env = os.environ.get("REMAT")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = os.path.join(os.path.dirname(os.path.dirname(here)), "build", "bin", "remat")
+    if os.path.exists(built):
+        return built
+    found = shutil.which("remat")
+    if found:
+        return found
+    raise PlanError("remat_torch: no remat binary: build it (cmake -S . -B build && cmake --build build), "
+                    "put it on PATH, or set REMAT=/path/to/remat")
+
+
+def plan(config_or_model, binary=None, **question):
+    """Runs `remat plan --json` and returns the plan (a dict).
+
+    config_or_model: a preset name, a remat model JSON or a Hugging Face config.json path.
+    question: remat plan's flags with '_' for '-', e.g. micro_batch=4, seq=1024,
+    strategy="optimal", memory_budget="20GiB", offload_checkpoints=True."""
+    exe = _remat_binary(binary)
+    cmd = [exe, "plan", "--model", str(config_or_model), "--json"]
+    for key, value in question.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is not False and value is not None:
+            cmd += [flag, str(value)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise PlanError(f"remat_torch: cannot run {exe}: {e.strerror}; set REMAT=/path/to/remat") from None
+    if done.returncode != 0:
+        raise PlanError(done.stderr.strip() or f"remat_torch: {' '.join(cmd)} exited with {done.returncode}")
+    return json.loads(done.stdout)
+
+
+def find_blocks(model, blocks=None):
+    """The model's list of transformer blocks: `blocks` if given, else the first of
+    transformer.h (GPT-2), model.layers (Llama, Mistral), gpt_neox.layers (NeoX)."""
+    if blocks is not None:
+        return blocks
+    for path in BLOCK_PATHS:
+        m = model
+        for part in path.split("."):
+            m = getattr(m, part, None)
+            if m is None:
+                break
+        if m is not None:
+            return m
+    raise PlanError(f"remat_torch: no transformer blocks found in {type(model).__name__} (looked for "
+                    f"{', '.join(BLOCK_PATHS)}); pass blocks=<the model's nn.ModuleList of blocks>")
+
+
+def _load(plan_or_file):
+    if isinstance(plan_or_file, dict):
+        return plan_or_file
+    with open(plan_or_file) as f:
+        return json.load(f)
+
+
+def segments(plan_doc):
+    """The plan's checkpointed runs of blocks, as (first, last) block indices (0-based, inclusive).
+
+    The plan's stages are the embedding, the blocks, the final norm and the head. A stage that
+    keeps only its input starts a segment; the stages after it that keep nothing belong to it."""
+    stages = plan_doc["stages"]
+    if any(s.get("offload") for s in plan_doc.get("schedule", [])):
+        raise PlanError("remat_torch: this plan offloads checkpoints to host memory, which apply_plan does "
+                        "not apply yet; plan without --offload-checkpoints")
+    runs, i = [], 0
+    while i < len(stages):
+        s = stages[i]
+        if s["keeps"] == "input":
+            j = i
+            while j + 1 < len(stages) and stages[j + 1]["keeps"] == "none":
+                j += 1
+            outside = [stages[k]["name"] for k in range(i, j + 1) if stages[k]["kind"] != "block"]
+            if outside:
+                raise PlanError(f"remat_torch: the plan recomputes {', '.join(outside)}, which is not a "
+                                "transformer block; apply_plan checkpoints blocks only")
+            runs.append((i, j))
+            i = j + 1
+        elif s["keeps"] == "none":
+            raise PlanError(f"remat_torch: stage {s['name']} keeps nothing but follows no checkpoint")
+        elif s["keeps"] == "selective":
+            raise PlanError("remat_torch: selective recomputation needs torch's selective activation "
+                            "checkpointing (torch >= 2.4, torch.utils.checkpoint.create_selective_checkpoint_"
+                            "contexts), which apply_plan does not use yet; plan with another strategy")
+        else:
+            i += 1
+    first_block = next(k for k, s in enumerate(stages) if s["kind"] == "block")
+    return [(a - first_block, b - first_block) for a, b in runs]
+
+
+def _check_model(plan_doc, blocks):
+    n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
+    if n != len(blocks):
+        model = plan_doc.get("question", {}).get("model", "?")
+        raise PlanError(f"remat_torch: the plan is for {model} with {n} blocks, but this model has "
+                        f"{len(blocks)} blocks; plan for this model's config")
+
+
+def apply_plan(model, plan, blocks=None):
+    """Applies a remat plan (the dict or JSON file of `remat plan --json`) to model in place.
+
+    blocks: the model's transformer blocks (found by itself for Hugging Face GPT-2, Llama,
+    Mistral and NeoX). Returns the list of (first, last) block runs it checkpointed."""
+    try:
+        import torch  # noqa: F401
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+    except ImportError as e:
+        raise PlanError(f"remat_torch: PyTorch is needed ({e}); install torch (Debian: apt-get install "
+                        "python3-torch)") from None
+    import functools
+
+    plan_doc = _load(plan)
+    blocks = find_blocks(model, blocks)
+    _check_model(plan_doc, blocks)
+    runs = segments(plan_doc)
+    singles = {id(blocks[a]) for a, b in runs if a == b}
+    if singles:
+        wrapper = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+        try:
+            apply_activation_checkpointing(model, checkpoint_wrapper_fn=wrapper, check_fn=lambda m: id(m) in singles)
+        except ValueError:
+            # Debian's torch 1.13 under Python 3.11: apply_activation_checkpointing imports
+            # torch.distributed.fsdp, whose dataclasses Python 3.11 rejects ("mutable default").
+            # Wrap the same modules in place, as its recursive wrap would.
+            for k in range(len(blocks)):
+                if id(blocks[k]) in singles:
+                    blocks[k] = wrapper(blocks[k])
+    for a, b in runs:
+        if a == b:
+            continue
+        _wrap_segment(blocks, a, b)
+    return runs
+
+
+def _wrap_segment(blocks, first, last):
+    import torch.utils.checkpoint as cp
+
+    originals = [blocks[k].forward for k in range(first, last + 1)]
+    rest = {"tail": None}  # what a block returns besides the hidden states (HF: a tuple)
+
+    def run_segment(hidden_states, *args, **kwargs):
+        out = hidden_states
+        for fwd in originals:
+            res = fwd(out, *args, **kwargs)
+            if isinstance(res, tuple):
+                out, rest["tail"] = res[0], res[1:]
+            else:
+                out, rest["tail"] = res, None
+        return out
+
+    def head_forward(hidden_states, *args, **kwargs):
+        out = cp.checkpoint(run_segment, hidden_states, *args, use_reentrant=False, **kwargs)
+        return out if rest["tail"] is None else (out,) + rest["tail"]
+
+    def pass_through(hidden_states, *args, **kwargs):
+        return hidden_states if rest["tail"] is None else (hidden_states,) + rest["tail"]
+
+    blocks[first].forward = head_forward
+    for k in range(first + 1, last + 1):
+        blocks[k].forward = pass_through

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Measure the live tensor bytes of a real PyTorch training step, exactly.
+
+    /usr/bin/python3 tests/torch/measure_step.py CONFIG.json --micro-batch B --seq S
+        [--precision fp32|bf16-mixed] [--optimizer adamw|sgd] [--optimizer-impl foreach|for-loop]
+        [--plan PLAN.json]
+
+builds the model of CONFIG.json (hf_models.py), applies the plan of `remat plan --json`
+through the bridge (python/remat_torch: what a user's training code gets), runs one training
+step to create the optimizer state, then measures a second, steady one: forward, the loss
+(ForCausalLMLoss), backward, optimizer step, zero_grad(set_to_none=True). It prints one JSON
+document: the peak of the whole step, of forward + backward, and the live bytes at each stage
+boundary of forward and backward, in the order they happen, each with the high-water mark
+since the boundary before it.
+
+How bytes are counted: c10 allocates every CPU storage through posix_memalign. alloc_probe.c,
+preloaded, counts the bytes of every block it hands out until it is freed (see its header).
+The script compiles the probe with `cc` on first use and re-executes itself with LD_PRELOAD.
+The counts are the tensors' storage bytes, exactly; Python objects (malloc) are not in them.
+
+Boundaries. Stages are numbered as remat numbers them: 0 the embedding, 1..L the blocks, L+1
+the final norm, L+2 the head with the loss. A forward boundary F(i) is read when stage i's
+forward is done (for the embedding: when block 1 starts); a backward boundary B(i) when the
+gradient of stage i's input is complete (a tensor hook on that input, which autograd's engine
+runs before the node that consumes the gradient), and B(0) when backward() returns.
+Forwards that run during backward are recomputations (a checkpointed block), marked with "*".
+"""
+
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+PROBE_SOURCE = os.path.join(HERE, "alloc_probe.c")
+TENSORS, HOST, OTHER, ALL = 0, 1, 2, -1
+
+
+def probe_path():
+    src = open(PROBE_SOURCE, "rb").read()
+    digest = hashlib.sha256(src).hexdigest()[:16]
+    out = os.path.join(tempfile.gettempdir(), f"remat-alloc-probe-{digest}.so")
+    if not os.path.exists(out):
+        tmp = out + f".{os.getpid()}"
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", tmp, PROBE_SOURCE, "-ldl", "-lpthread"], check=True)
+        os.replace(tmp, out)
+    return out
+
+
+def load_probe():
+    """The preloaded probe, or None when this process was started without it."""
+    try:
+        lib = ctypes.CDLL(None)
+        lib.remat_probe_active
+    except AttributeError:
+        return None
+    for name in ("remat_probe_live", "remat_probe_peak"):
+        getattr(lib, name).restype = ctypes.c_uint64
+        getattr(lib, name).argtypes = [ctypes.c_int]
+    lib.remat_probe_host.argtypes = [ctypes.c_int]
+    return lib
+
+
+def reexec_with_probe():
+    so = probe_path()
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = so + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    env["REMAT_PROBE_CHILD"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+class Recorder:
+    """Reads the probe at stage boundaries; stages are numbered as remat numbers them."""
+
+    def __init__(self, probe, n_blocks, runs):
+        self.probe = probe
+        # a segment's first block runs the whole segment; the others pass their input through,
+        # so a segment's inner boundaries cannot be read, and its first block ends at its last
+        self.interior = {k for a, b in runs for k in range(a + 1, b + 1)}
+        self.ends = {a: b for a, b in runs}
+        self.L = n_blocks
+        self.events = []
+        self.phase = "idle"  # idle | forward | backward
+        self.fwd_bwd_peak = 0
+
+    def read(self, kind, stage):
+        star = self.phase == "backward" and kind == "F"
+        self.events.append({"action": f"{kind}({stage}){'*' if star else ''}",
+                            "live_bytes": self.probe.remat_probe_live(TENSORS),
+                            "peak_bytes": self.probe.remat_probe_peak(TENSORS),
+                            "host_bytes": self.probe.remat_probe_live(HOST)})
+        self.fwd_bwd_peak = max(self.fwd_bwd_peak, self.events[-1]["peak_bytes"])
+        self.probe.remat_probe_reset_peak()  # each event's peak is the high-water mark since the last
+
+    def grad_hook(self, stage):
+        def hook(grad):
+            if self.phase == "backward":
+                self.read("B", stage)
+        return hook
+
+    def attach(self, model, blocks, final_norm):
+        import torch
+
+        def block_pre(i):
+            def pre(module, args):
+                x = args[0]
+                if i in self.interior:
+                    return
+                if i == 0 and self.phase == "forward":
+                    self.read("F", 0)  # the embedding's forward is done
+                if torch.is_grad_enabled() and x.requires_grad and self.phase == "forward":
+                    x.register_hook(self.grad_hook(i + 1))
+            return pre
+
+        def block_post(i):
+            def post(module, args, out):
+                if self.phase != "idle" and i not in self.interior:
+                    self.read("F", self.ends.get(i, i) + 1)
+            return post
+
+        for i, b in enumerate(blocks):
+            b.register_forward_pre_hook(block_pre(i))
+            b.register_forward_hook(block_post(i))
+
+        def norm_pre(module, args):
+            if torch.is_grad_enabled() and args[0].requires_grad and self.phase == "forward":
+                args[0].register_hook(self.grad_hook(self.L + 1))
+
+        def norm_post(module, args, out):
+            if self.phase == "forward":
+                self.read("F", self.L + 1)
+                out.register_hook(self.grad_hook(self.L + 2))
+
+        final_norm.register_forward_pre_hook(norm_pre)
+        final_norm.register_forward_hook(norm_post)
+
+
+def final_norm_of(model):
+    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
+        m = model
+        try:
+            for part in path.split("."):
+                m = getattr(m, part)
+            return m
+        except AttributeError:
+            continue
+    raise ValueError("no final norm found")
+
+
+def measure(args, probe):
+    import torch
+
+    import hf_models
+    import remat_torch
+
+    torch.manual_seed(1234)
+    torch.set_num_threads(args.threads)
+    with open(args.config) as f:
+        config = json.load(f)
+    model = hf_models.build_model(config)
+    model.train()
+    plan = None
+    if args.plan:
+        with open(args.plan) as f:
+            plan = json.load(f)
+        runs = remat_torch.apply_plan(model, plan)
+    else:
+        runs = []
+    blocks = remat_torch.find_blocks(model)
+    rec = Recorder(probe, len(blocks), runs)
+    rec.attach(model, blocks, final_norm_of(model))
+
+    V = model.config.vocab_size
+    params = [p for p in model.parameters()]
+    foreach = args.optimizer_impl == "foreach"
+    if args.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    else:
+        opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=foreach)
+    g = torch.Generator().manual_seed(7)
+
+    def step(measured):
+        input_ids = torch.randint(0, V, (args.micro_batch, args.seq), generator=g)
+        labels = input_ids
+        out = {}
+        if measured:
+            probe.remat_probe_reset_peak()
+            out["start_bytes"] = probe.remat_probe_live(TENSORS)
+            rec.events.clear()
+            rec.fwd_bwd_peak = 0
+        rec.phase = "forward" if measured else "idle"
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed"
+               else torch.autocast("cpu", enabled=False))
+        with ctx:
+            loss = model(input_ids, labels)
+        if measured:
+            rec.read("F", rec.L + 2)
+            rec.phase = "backward"
+        loss.backward()
+        del loss
+        if measured:
+            rec.read("B", 0)
+            rec.phase = "idle"
+            out["forward_backward_peak_bytes"] = rec.fwd_bwd_peak
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        del input_ids, labels
+        if measured:
+            out["optimizer_peak_bytes"] = probe.remat_probe_peak(TENSORS)
+            out["step_peak_bytes"] = max(rec.fwd_bwd_peak, out["optimizer_peak_bytes"])
+            out["end_bytes"] = probe.remat_probe_live(TENSORS)
+            out["host_peak_bytes"] = probe.remat_probe_peak(HOST)
+            out["other_peak_bytes"] = probe.remat_probe_peak(OTHER)
+            out["boundaries"] = list(rec.events)
+        return out
+
+    step(False)
+    result = step(True)
+    result.update({
+        "config": os.path.basename(args.config), "micro_batch": args.micro_batch, "seq": args.seq,
+        "precision": args.precision, "optimizer": args.optimizer, "optimizer_impl": args.optimizer_impl,
+        "strategy": plan.get("strategy") if plan else "none", "torch_version": torch.__version__,
+        "params": sum(p.numel() for p in params),
+    })
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="a Hugging Face config.json (model_type gpt2, llama, mistral, gpt_neox)")
+    ap.add_argument("--micro-batch", type=int, required=True)
+    ap.add_argument("--seq", type=int, required=True)
+    ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
+    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    ap.add_argument("--optimizer-impl", choices=["foreach", "for-loop"], default="for-loop",
+                    help="torch.optim's implementation (torch 1.13 on CPU defaults to for-loop)")
+    ap.add_argument("--plan", help="the JSON of `remat plan --json` to apply with remat_torch.apply_plan")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    probe = load_probe()
+    if probe is None:
+        if os.environ.get("REMAT_PROBE_CHILD"):
+            sys.exit("measure_step.py: the allocation probe did not load (LD_PRELOAD); is `cc` a working C compiler?")
+        reexec_with_probe()
+    json.dump(measure(args, probe), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Hold remat's predictions against real PyTorch training steps.
+
+    /usr/bin/python3 tests/torch/sweep.py [--size ci|full] [--remat build/bin/remat]
+        [--json OUT.json] [--markdown OUT.md] [--tolerance 0.01] [--only SUBSTRING]
+
+For each case: writes the model's Hugging Face config.json, asks `remat plan --json` (profile
+hf-eager, --torch cpu-1.13, the case's strategy, precision and optimizer), measures the same
+step with measure_step.py (the plan applied through remat_torch.apply_plan), and compares
+the whole-step peak, the forward + backward peak and every stage boundary both sides have
+(a segment's inner boundaries are not readable in PyTorch; see measure_step.py). Relative
+error = (predicted - measured) / measured. Exits 1 when any error exceeds --tolerance.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def gpt2(L, H, A, V, P=256, drop=0.0, tied=True):
+    return {"model_type": "gpt2", "n_layer": L, "n_embd": H, "n_head": A, "vocab_size": V, "n_positions": P,
+            "activation_function": "gelu_new", "resid_pdrop": drop, "embd_pdrop": drop, "attn_pdrop": drop,
+            "tie_word_embeddings": tied}
+
+
+def llama(L, H, A, KV, F, V, drop=0.0, tied=False):
+    return {"model_type": "llama", "num_hidden_layers": L, "hidden_size": H, "num_attention_heads": A,
+            "num_key_value_heads": KV, "intermediate_size": F, "vocab_size": V, "max_position_embeddings": 2048,
+            "attention_dropout": drop, "tie_word_embeddings": tied}
+
+
+def neox(L, H, A, V, drop=0.0, parallel=True):
+    return {"model_type": "gpt_neox", "num_hidden_layers": L, "hidden_size": H, "num_attention_heads": A,
+            "intermediate_size": 4 * H, "vocab_size": V, "max_position_embeddings": 2048, "rotary_pct": 0.25,
+            "attention_dropout": drop, "hidden_dropout": drop, "use_parallel_residual": parallel}
+
+
+def cases(size):
+    """(name, config, micro_batch, seq, precision, optimizer, impl, strategy, extra remat flags)"""
+    out = []
+    models = {
+        "gpt2-tied-4k": gpt2(4, 64, 4, 4096),
+        "gpt2-tied-32k-drop": gpt2(4, 64, 4, 32000, drop=0.1),
+        "gpt2-untied-8k": gpt2(4, 96, 4, 8192, tied=False),
+        "llama-gqa-8k": llama(4, 64, 4, 2, 176, 8192),
+        "llama-tied-4k-drop": llama(4, 64, 4, 4, 176, 4096, drop=0.1, tied=True),
+        "neox-6k": neox(4, 64, 4, 6144),
+        "neox-serial-50k-drop": neox(3, 64, 4, 50304, drop=0.1, parallel=False),
+    }
+    strategies = ["none", "full", "every-2", "sqrt", "segments-2"]
+    shapes = [(1, 64), (4, 128)] if size == "ci" else [(1, 64), (2, 128), (8, 256)]
+    for name, cfg in models.items():
+        for B, S in shapes:
+            for strat in strategies:
+                out.append((name, cfg, B, S, "fp32", "adamw", "for-loop", strat, []))
+            out.append((name, cfg, B, S, "bf16-mixed", "adamw", "for-loop", "none", []))
+            out.append((name, cfg, B, S, "fp32", "sgd", "for-loop", "every-3", []))
+            out.append((name, cfg, B, S, "fp32", "adamw", "foreach", "full", []))
+    return out
+
+
+def remat_plan(remat, cfg_path, B, S, prec, opt, impl, strat, extra):
+    cmd = [remat, "plan", "--model", cfg_path, "--micro-batch", str(B), "--seq", str(S), "--precision", prec,
+           "--optimizer", opt, "--optimizer-impl", impl, "--torch", "cpu-1.13", "--profile", "hf-eager",
+           "--strategy", strat, "--json"] + extra
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"sweep.py: {' '.join(cmd)}: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def rel(pred, meas):
+    return (pred - meas) / meas if meas else 0.0
+
+
+def compare(plan, meas):
+    timeline = [t for t in plan["timeline"] if t["action"] != "optimizer"]
+    predicted = {}
+    for t in timeline:
+        a = t["action"]
+        if a.endswith("*") or a.startswith("R_sel"):
+            continue
+        kind = "B" if a.startswith("B(") else "F"
+        predicted[f"{kind}({a[a.index('(') + 1:a.index(')')]})"] = t["live_bytes"]
+    bounds = []
+    for e in meas["boundaries"]:
+        if e["action"] in predicted:
+            bounds.append({"at": e["action"], "predicted": predicted[e["action"]], "measured": e["live_bytes"],
+                           "error": rel(predicted[e["action"]], e["live_bytes"])})
+    fb = max(t["peak_bytes"] for t in timeline)
+    return {
+        "step": {"predicted": plan["allocator_peak_bytes"], "measured": meas["step_peak_bytes"],
+                 "error": rel(plan["allocator_peak_bytes"], meas["step_peak_bytes"])},
+        "forward_backward": {"predicted": fb, "measured": meas["forward_backward_peak_bytes"],
+                             "error": rel(fb, meas["forward_backward_peak_bytes"])},
+        "boundaries": bounds,
+        "worst_boundary": max(bounds, key=lambda b: abs(b["error"])) if bounds else None,
+        "predicted_peak_at": plan["peak_action"] + (" " + plan["peak_op"] if plan["peak_op"] else ""),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=["ci", "full"], default="ci")
+    ap.add_argument("--remat", default=os.path.join(ROOT, "build", "bin", "remat"))
+    ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--markdown")
+    ap.add_argument("--tolerance", type=float, default=0.01)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    todo = [c for c in cases(args.size) if args.only in f"{c[0]} B{c[2]} S{c[3]} {c[4]} {c[5]} {c[6]} {c[7]}"]
+    results = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, (name, cfg, B, S, prec, opt, impl, strat, extra) in enumerate(todo):
+            cfg_path = os.path.join(tmp, f"{name}.json")
+            with open(cfg_path, "w") as f:
+                json.dump(cfg, f)
+            plan = remat_plan(args.remat, cfg_path, B, S, prec, opt, impl, strat, extra)
+            plan_path = os.path.join(tmp, "plan.json")
+            with open(plan_path, "w") as f:
+                json.dump(plan, f)
+            cmd = [sys.executable, os.path.join(HERE, "measure_step.py"), cfg_path, "--micro-batch", str(B),
+                   "--seq", str(S), "--precision", prec, "--optimizer", opt, "--optimizer-impl", impl,
+                   "--plan", plan_path]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"sweep.py: {' '.join(cmd)}: {done.stderr.strip()}")
+            meas = json.loads(done.stdout)
+            r = {"model": name, "micro_batch": B, "seq": S, "precision": prec, "optimizer": opt,
+                 "optimizer_impl": impl, "strategy": strat, **compare(plan, meas)}
+            results.append(r)
+            wb = r["worst_boundary"]
+            sys.stderr.write(f"[{n + 1}/{len(todo)}] {name} B{B} S{S} {prec} {opt}/{impl} {strat}: step "
+                             f"{r['step']['error']:+.3%} fwd+bwd {r['forward_backward']['error']:+.3%} worst boundary "
+                             f"{wb['at'] if wb else '-'} {wb['error'] if wb else 0:+.3%}\n")
+    worst = {k: max((abs(r[k]["error"]) for r in results), default=0.0) for k in ("step", "forward_backward")}
+    worst["boundary"] = max((abs(r["worst_boundary"]["error"]) for r in results if r["worst_boundary"]), default=0.0)
+    doc = {"generated_by": "/usr/bin/python3 tests/torch/sweep.py " + " ".join(sys.argv[1:]),
+           "size": args.size, "cases": len(results), "seconds": round(time.time() - t0, 1),
+           "tolerance": args.tolerance, "worst_abs_error": worst, "results": results}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(doc))
+    print(f"sweep.py: {len(results)} cases, worst |error|: step {worst['step']:.3%}, forward+backward "
+          f"{worst['forward_backward']:.3%}, boundary {worst['boundary']:.3%} (tolerance {args.tolerance:.1%})")
+    sys.exit(1 if max(worst.values()) > args.tolerance else 0)
+
+
+def markdown(doc):
+    lines = ["| model | B | S | precision | optimizer | strategy | step: predicted | measured | error | "
+             "fwd+bwd error | worst boundary | predicted peak at |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in doc["results"]:
+        wb = r["worst_boundary"]
+        lines.append(f"| {r['model']} | {r['micro_batch']} | {r['seq']} | {r['precision']} | "
+                     f"{r['optimizer']} ({r['optimizer_impl']}) | {r['strategy']} | {r['step']['predicted']:,} | "
+                     f"{r['step']['measured']:,} | {r['step']['error']:+.3%} | {r['forward_backward']['error']:+.3%} | "
+                     f"{wb['at'] + ' ' + format(wb['error'], '+.3%') if wb else '-'} | {r['predicted_peak_at']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
