@@ -229,6 +229,20 @@ std::uint64_t StepTerms::tied_embedding_grad_bytes() const {
                          static_cast<double>(checked_mul(copies, c.model.vocab, c.model.hidden)));
 }
 
+std::uint64_t StepTerms::eager_mask_bytes() const {
+    const Chain& c = *c_;
+    if (c.options.profile != Profile::hf_eager || c.model.arch == Arch::gpt2) return 0;
+    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
+    return checked_mul(dtype, c.options.seq, c.options.seq);
+}
+
+std::uint64_t StepTerms::checkpoint_rng_bytes() const {
+    const Profile p = c_->options.profile;
+    if (c_->options.torch != TorchFlavor::cpu_1_13 || (p != Profile::hf_eager && p != Profile::sdpa))
+        return 0;
+    return 5056;  // aten/src/ATen/CPUGeneratorImpl.cpp: sizeof(CPUGeneratorImplState)
+}
+
 Reserve default_reserve(const GpuSpec& gpu) {
     Reserve r;
     // PyTorch >= 1.13 loads CUDA modules lazily: the context costs about 300 MiB

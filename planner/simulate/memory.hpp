@@ -90,6 +90,15 @@ struct StepTerms {
     // on current PyTorch (one V x H temporary of B(0)), out of place on torch 1.13 (two). 0 when
     // untied, or where the step is not PyTorch's DDP-style one.
     std::uint64_t tied_embedding_grad_bytes() const;
+    // Eager attention's causal mask, [B, 1, S, S] expanded from one S x S storage in the
+    // weights' dtype, that transformers' Llama and NeoX models build once per forward
+    // (_update_causal_mask). It lives through forward, and a non-reentrant checkpoint holds it
+    // as an input until that block's backward. 0 for GPT-2 (its mask is a buffer) and sdpa.
+    std::uint64_t eager_mask_bytes() const;
+    // torch.utils.checkpoint(preserve_rng_state=True) keeps torch.get_rng_state(), the CPU
+    // generator's 5056-byte state, per checkpoint until its backward: device memory only on a
+    // CPU (--torch cpu-1.13); on CUDA it is a host tensor. 0 otherwise.
+    std::uint64_t checkpoint_rng_bytes() const;
     // Gradient accumulation, where PyTorch creates p.grad in backward (DDP, FSDP): the
     // gradients the earlier micro-steps left, live from the replayed micro-step's start (DDP's
     // every p.grad; FSDP's sharded gradients, reduce-scattered every micro-step). 0 otherwise.

@@ -51,6 +51,13 @@ class Replay {
         cast_live_.assign(n, false);
         backward_done_.assign(n, false);
         on_host_.assign(n, false);
+        rng_live_.assign(n, false);
+        // The first checkpointed block holds the eager mask longest (backward runs from the
+        // last stage down); without one, the mask goes when forward ends.
+        for (std::size_t i = 0; i < n && mask_holder_ == n; ++i)
+            if (c_.stages[i].kind == StageKind::block && plan_.keeps[i] == Keep::input)
+                mask_holder_ = i;
+        if (mask_holder_ == n) mask_holder_ = no_holder;
     }
 
     SimResult run(const Reserve& reserve) {
@@ -170,7 +177,14 @@ class Replay {
             ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
     }
 
+    void release_mask() {
+        if (!mask_live_) return;
+        mask_live_ = false;
+        ledger_.release(Category::activations, terms_.eager_mask_bytes());
+    }
+
     void end_of_forward() {
+        if (mask_holder_ == no_holder) release_mask();
         // Leaving autocast clears its cache: copies that no saved tensor holds are freed.
         for (std::size_t i = 0; i < c_.stages.size(); ++i) {
             const Keep k = plan_.keeps[i];
@@ -243,6 +257,16 @@ class Replay {
             time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
         }
         if (!held_next_[i]) boundary_maybe_free(i);
+        if (!act.recompute && c_.stages[i].kind == StageKind::embedding)
+            if (const std::uint64_t m = terms_.eager_mask_bytes()) {
+                mask_live_ = true;
+                ledger_.alloc(Category::activations, m);
+            }
+        if (!act.recompute && act.kind == ActionKind::F_ck)
+            if (const std::uint64_t rng = terms_.checkpoint_rng_bytes()) {
+                rng_live_[i] = true;
+                ledger_.alloc(Category::activations, rng);
+            }
         // The output feeds the next forward, unless this recomputes the last stage of a
         // segment whose successor has already run backward: then nothing reads it.
         if (i + 1 < frontier_.size()) {
@@ -327,6 +351,11 @@ class Replay {
             cast_live_[i] = false;
             ledger_.release(Category::unsharded, stage_cast_bytes(i));
         }
+        if (rng_live_[i]) {
+            rng_live_[i] = false;
+            ledger_.release(Category::activations, terms_.checkpoint_rng_bytes());
+        }
+        if (i == mask_holder_) release_mask();
         parameter_gradients(i, u);
         backward_done_[i] = true;
     }
@@ -392,7 +421,10 @@ class Replay {
     std::vector<std::uint64_t> boundary_bytes_;
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> unsharded_grad_live_, shard_grad_live_, cast_live_;
-    std::vector<bool> backward_done_, on_host_;
+    std::vector<bool> backward_done_, on_host_, rng_live_;
+    static constexpr std::size_t no_holder = static_cast<std::size_t>(-1);
+    std::size_t mask_holder_ = c_.stages.size();  // the stage whose backward frees the mask
+    bool mask_live_ = false;
     double previous_action_s_ = 0;
     double time_s_ = 0;
     SimResult result_;
