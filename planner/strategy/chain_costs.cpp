@@ -165,7 +165,9 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
             s.t_bwd += st.bwd_s;
             s.f_fwd += st.fwd_flops;
             if (st.core) {
-                s.has_core = true;
+                // Selective needs torch's selective activation checkpointing (torch >= 2.4),
+                // which torch 1.13 lacks: optimal does not choose it there.
+                s.has_core = c.options.torch != TorchFlavor::cpu_1_13;
                 s.t_core += st.fwd_s;
                 s.f_core += st.fwd_flops;
             }

@@ -179,6 +179,8 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     for (const StrategySpec& h : all_strategies()) {
         if (h.kind == StrategyKind::optimal) continue;
         if (h.kind == StrategyKind::segments_k && h.n > c.n_blocks()) continue;
+        // torch 1.13 has no selective activation checkpointing (chain_costs.cpp, has_core).
+        if (h.kind == StrategyKind::selective && c.options.torch == TorchFlavor::cpu_1_13) continue;
         for (bool off : {false, true}) {
             if (off && !ctx.offload_checkpoints) continue;
             PlanContext hctx = ctx;

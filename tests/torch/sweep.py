@@ -61,12 +61,19 @@ def cases(size):
             for strat in strategies:
                 out.append((name, cfg, B, S, "fp32", "adamw", "for-loop", strat, []))
             out.append((name, cfg, B, S, "bf16-mixed", "adamw", "for-loop", "none", []))
+            out.append((name, cfg, B, S, "bf16-mixed", "adamw", "for-loop", "sqrt", []))
+            out.append((name, cfg, B, S, "fp32", "adamw", "for-loop", "optimal", ["--memory-budget", "midway"]))
             out.append((name, cfg, B, S, "fp32", "sgd", "for-loop", "every-3", []))
             out.append((name, cfg, B, S, "fp32", "adamw", "foreach", "full", []))
     return out
 
 
 def remat_plan(remat, cfg_path, B, S, prec, opt, impl, strat, extra):
+    if extra[-2:] == ["--memory-budget", "midway"]:
+        # halfway between keeping everything and full recomputation: optimal must choose
+        lo = remat_plan(remat, cfg_path, B, S, prec, opt, impl, "full", [])["peak_bytes"]
+        hi = remat_plan(remat, cfg_path, B, S, prec, opt, impl, "none", [])["peak_bytes"]
+        extra = extra[:-1] + [f"{(lo + hi) // 2}B"]
     cmd = [remat, "plan", "--model", cfg_path, "--micro-batch", str(B), "--seq", str(S), "--precision", prec,
            "--optimizer", opt, "--optimizer-impl", impl, "--torch", "cpu-1.13", "--profile", "hf-eager",
            "--strategy", strat, "--json"] + extra
