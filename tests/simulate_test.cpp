@@ -51,10 +51,14 @@ TEST_SUITE("simulate") {
                 CAPTURE(model);
                 CAPTURE(profile_name(prof));
                 const Chain c = chain_of(model, 2, 256, Precision::fp32, Sharding::none, 1, prof);
+                // Hugging Face's GPT-2 holds its causal mask as a bool buffer per block.
+                const std::uint64_t buffers =
+                    prof == Profile::megatron ? 0 : hf_buffer_bytes(c.model);
                 const std::uint64_t states =
                     model_states_for(parameter_count(c.model), Sharding::none, Precision::fp32,
                                      Optimizer::adamw, 1)
-                        .total();
+                        .total() +
+                    buffers;
                 const std::uint64_t grads = 4 * parameter_count(c.model);  // not yet allocated
                 const std::uint64_t loss = 4;                              // the scalar loss
                 std::uint64_t none = 0, full = 0, sel = 0;
@@ -113,9 +117,11 @@ TEST_SUITE("simulate") {
         // Recomputed stages leave nothing behind: a segment's recomputed output is freed.
         Setup s;
         const Chain c = chain_of("gpt2", 8, 1024, Precision::fp32);
+        // (sdpa: Hugging Face's GPT-2 holds its causal mask as a bool buffer per block)
         const std::uint64_t states = model_states_for(parameter_count(c.model), Sharding::none,
                                                       Precision::fp32, Optimizer::adamw, 1)
-                                         .total();
+                                         .total() +
+                                     hf_buffer_bytes(c.model);
         for (const auto& spec : all_strategies()) {
             CAPTURE(spec.name());
             const SimResult r = simulate(c, make_plan(c, spec, s.ctx), s.gpu, s.ctx.reserve);

@@ -231,6 +231,10 @@ std::uint64_t StepTerms::tied_embedding_grad_bytes() const {
 
 std::uint64_t StepTerms::eager_mask_bytes() const {
     const Chain& c = *c_;
+    // Modelled under --torch cpu-1.13 only, for now: its lifetime depends on where the first
+    // checkpoint is, which the optimal planner's stage costs cannot express yet; on CUDA it is
+    // left out (S x S x 4 bytes; docs/torch.md).
+    if (c.options.torch != TorchFlavor::cpu_1_13) return 0;
     if (c.options.profile != Profile::hf_eager || c.model.arch == Arch::gpt2) return 0;
     const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
     return checked_mul(dtype, c.options.seq, c.options.seq);

@@ -93,7 +93,8 @@ struct StepTerms {
     // Eager attention's causal mask, [B, 1, S, S] expanded from one S x S storage in the
     // weights' dtype, that transformers' Llama and NeoX models build once per forward
     // (_update_causal_mask). It lives through forward, and a non-reentrant checkpoint holds it
-    // as an input until that block's backward. 0 for GPT-2 (its mask is a buffer) and sdpa.
+    // as an input until that block's backward. 0 for GPT-2 (its mask is a buffer) and sdpa,
+    // and for now 0 unless --torch cpu-1.13 (memory.cpp says why).
     std::uint64_t eager_mask_bytes() const;
     // torch.utils.checkpoint(preserve_rng_state=True) keeps torch.get_rng_state(), the CPU
     // generator's 5056-byte state, per checkpoint until its backward: device memory only on a
