@@ -14,6 +14,7 @@
 #include "planner/dot/dot.hpp"
 #include "runtime/devices.hpp"
 #include "tools/calibrate.hpp"
+#include "tools/emit_torch.hpp"
 #include "tools/progress.hpp"
 #include "tools/report.hpp"
 #include "tools/report_run.hpp"
@@ -73,7 +74,12 @@ int run_devices(bool json) {
 }
 
 int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
-             bool timeline) {
+             bool timeline, const std::string& emit) {
+    if (!emit.empty() && emit != "torch")
+        throw InputError(
+            fmt::format("--emit {}: the one target is torch (--emit torch)", quote(emit)));
+    if (!emit.empty() && a.json)
+        throw InputError("--emit torch prints Python, --json prints JSON: choose one");
     Question q = make_question(a);
     const StrategySpec spec = parse_strategy(strategy);
     validate_strategy(spec, q.model.n_layers);
@@ -83,7 +89,9 @@ int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool 
             progress.show(fmt::format("optimal: subproblem {}/{}", done, total));
         };
     const Evaluation e = evaluate(q, spec);
-    if (a.json) {
+    if (!emit.empty()) {
+        std::cout << torch_code(q, e);
+    } else if (a.json) {
         auto j = plan_json(q, e);
         if (saved) j["saved"] = saved_json(e.chain);
         print_json(j);

@@ -4,7 +4,7 @@
 // validate` is run_validate in tools/validation.hpp.
 //
 //   CommonArgs a;  ...                      // filled by add_common_options and CLI11
-//   return run_plan(a, "sqrt", false, false, false);
+//   return run_plan(a, "sqrt", false, false, false, "");
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -17,7 +17,7 @@ namespace remat::cli {
 int run_models(bool json);
 int run_devices(bool json);
 int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
-             bool timeline);
+             bool timeline, const std::string& emit);
 int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given);
 int run_pareto(const CommonArgs& a, bool all_points);
 // Exit code 3 when nothing fits.

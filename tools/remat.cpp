@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
     CommonArgs common;
     std::string strategy = "none", strategies = "all", output;
     bool saved = false, schedule = false, timeline = false, ops = false, models_json_flag = false;
+    std::string emit;  // plan --emit
 
     auto* models = app.add_subcommand("models", "List the built-in model and GPU presets");
     models->add_flag("--json", models_json_flag, "Machine-readable output");
@@ -64,6 +65,9 @@ int main(int argc, char** argv) {
     plan->add_flag("--saved", saved, "List the tensors each stage saves for backward");
     plan->add_flag("--schedule", schedule, "Print the schedule's actions");
     plan->add_flag("--timeline", timeline, "Print live memory after each action");
+    plan->add_option("--emit", emit,
+                     "torch: print the Python lines that apply this plan to a model "
+                     "(python/remat_torch, the bridge)");
 
     auto* max_batch =
         app.add_subcommand("max-batch", "Largest micro-batch that fits, per strategy");
@@ -200,7 +204,7 @@ int main(int argc, char** argv) {
     try {
         if (*models) return run_models(models_json_flag);
         if (*devices) return run_devices(devices_json);
-        if (*plan) return run_plan(common, strategy, saved, schedule, timeline);
+        if (*plan) return run_plan(common, strategy, saved, schedule, timeline, emit);
         if (*max_batch)
             return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
         if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);

@@ -242,7 +242,8 @@ std::uint64_t StepTerms::eager_mask_bytes() const {
 
 std::uint64_t StepTerms::checkpoint_rng_bytes() const {
     const Profile p = c_->options.profile;
-    if (c_->options.torch != TorchFlavor::cpu_1_13 || (p != Profile::hf_eager && p != Profile::sdpa))
+    if (c_->options.torch != TorchFlavor::cpu_1_13 ||
+        (p != Profile::hf_eager && p != Profile::sdpa))
         return 0;
     return 5056;  // aten/src/ATen/CPUGeneratorImpl.cpp: sizeof(CPUGeneratorImplState)
 }

@@ -33,7 +33,8 @@ struct ShardingRule {
     bool grads_allocated_in_backward =
         false;  // PyTorch: p.grad appears in backward, set_to_none after the step
     bool autocast_weight_cache = false;  // DDP + autocast: low-precision weight copies per forward
-    bool torch_optimizer = false;  // the step is torch.optim's (its temporaries: optimizer_temp_bytes)
+    bool torch_optimizer =
+        false;  // the step is torch.optim's (its temporaries: optimizer_temp_bytes)
 };
 ShardingRule sharding_rule(Sharding s, Precision p);
 

@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 
-__all__ = ["plan", "apply_plan", "find_blocks", "segments", "PlanError"]
+__all__ = ["plan", "apply_plan", "apply_segments", "find_blocks", "segments", "PlanError"]
 
 BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers")
 
@@ -130,19 +130,23 @@ def segments(plan_doc):
     return [(a - first_block, b - first_block) for a, b in runs]
 
 
-def _check_model(plan_doc, blocks):
-    n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
-    if n != len(blocks):
-        model = plan_doc.get("question", {}).get("model", "?")
-        raise PlanError(f"remat_torch: the plan is for {model} with {n} blocks, but this model has "
-                        f"{len(blocks)} blocks; plan for this model's config")
-
-
 def apply_plan(model, plan, blocks=None):
     """Applies a remat plan (the dict or JSON file of `remat plan --json`) to model in place.
 
     blocks: the model's transformer blocks (found by itself for Hugging Face GPT-2, Llama,
     Mistral and NeoX). Returns the list of (first, last) block runs it checkpointed."""
+    plan_doc = _load(plan)
+    n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
+    return apply_segments(model, segments(plan_doc), n_blocks=n, blocks=blocks,
+                          planned_for=plan_doc.get("question", {}).get("model", "?"))
+
+
+def apply_segments(model, runs, n_blocks, blocks=None, planned_for="the plan's model"):
+    """Checkpoints the given (first, last) runs of blocks (what `remat plan --emit torch` prints).
+
+    A run of one block goes through apply_activation_checkpointing (NO_REENTRANT); a longer
+    run is one non-reentrant checkpoint over its blocks. n_blocks: the block count the plan
+    was made for, checked against the model's."""
     try:
         import torch  # noqa: F401
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
@@ -152,10 +156,11 @@ def apply_plan(model, plan, blocks=None):
                         "python3-torch)") from None
     import functools
 
-    plan_doc = _load(plan)
     blocks = find_blocks(model, blocks)
-    _check_model(plan_doc, blocks)
-    runs = segments(plan_doc)
+    if n_blocks != len(blocks):
+        raise PlanError(f"remat_torch: the plan is for {planned_for} with {n_blocks} blocks, but this model has "
+                        f"{len(blocks)} blocks; plan for this model's config")
+    runs = [tuple(r) for r in runs]
     singles = {id(blocks[a]) for a, b in runs if a == b}
     if singles:
         wrapper = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
@@ -169,9 +174,8 @@ def apply_plan(model, plan, blocks=None):
                 if id(blocks[k]) in singles:
                     blocks[k] = wrapper(blocks[k])
     for a, b in runs:
-        if a == b:
-            continue
-        _wrap_segment(blocks, a, b)
+        if a != b:
+            _wrap_segment(blocks, a, b)
     return runs
 
 

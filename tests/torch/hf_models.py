@@ -11,8 +11,8 @@ from_hf_config), so that both sides read one file the same way.
 import torch
 import torch.nn as nn
 
-from hf_modules import (CausalLMHead, Cfg, GPT2Block, GPT2Embeddings, GPTNeoXLayer, LlamaDecoderLayer,
-                        LlamaRMSNorm, LlamaRotaryEmbedding, for_causal_lm_loss)
+from hf_modules import (Cfg, GPT2Block, GPT2Embeddings, GPTNeoXLayer, LlamaDecoderLayer, LlamaRMSNorm,
+                        LlamaRotaryEmbedding, for_causal_lm_loss, randomize_params)  # noqa: F401 (re-exported)
 
 
 def causal_mask(B, S, dtype):

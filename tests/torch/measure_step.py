@@ -246,6 +246,10 @@ def main():
     ap.add_argument("--plan", help="the JSON of `remat plan --json` to apply with remat_torch.apply_plan")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("measure_step.py: needs PyTorch: apt-get install python3-torch, and run it with /usr/bin/python3")
     probe = load_probe()
     if probe is None:
         if os.environ.get("REMAT_PROBE_CHILD"):
