@@ -346,3 +346,28 @@ TEST_CASE("cli::validate sweeps and writes JSON") {
     CHECK(j["runs"][2]["budget_bytes"].get<std::uint64_t>() > 0);
     CHECK(j["worst_error"].get<double>() <= j["tolerance"].get<double>());
 }
+
+TEST_SUITE("cli") {
+    TEST_CASE("cli::--torch, --optimizer-impl and --emit torch") {
+        const Run j =
+            run_remat("plan --model tiny-gpt2 --torch cpu-1.13 --optimizer-impl for-loop --json");
+        REQUIRE(j.code == 0);
+        CHECK(j.out.find("\"optimizer_impl\": \"for-loop\"") != std::string::npos);
+        CHECK(j.out.find("\"torch\": \"cpu-1.13\"") != std::string::npos);
+        const Run bad = run_remat("plan --model tiny-gpt2 --optimizer-impl loop");
+        CHECK(bad.code == 2);
+        CHECK(bad.err.find("foreach, for-loop, fused") != std::string::npos);
+        const Run t = run_remat("plan --model tiny-gpt2 --torch rocm");
+        CHECK(t.code == 2);
+        CHECK(t.err.find("cuda, cpu-1.13") != std::string::npos);
+        const Run e = run_remat("plan --model tiny-gpt2 --strategy every-2 --emit torch");
+        REQUIRE(e.code == 0);
+        CHECK(e.out.find("remat_torch.apply_segments(model, [(0, 0), (2, 2)], n_blocks=4)") !=
+              std::string::npos);
+        CHECK(run_remat("plan --model tiny-gpt2 --emit torch --json").code == 2);
+        CHECK(run_remat("plan --model tiny-gpt2 --emit tensorflow").code == 2);
+        const Run sel = run_remat("plan --model tiny-gpt2 --strategy selective --emit torch");
+        CHECK(sel.code == 2);
+        CHECK(sel.err.find("selective") != std::string::npos);
+    }
+}

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include "planner/config/checked.hpp"
 #include "planner/config/model.hpp"
 
 using namespace remat;
@@ -74,5 +75,66 @@ TEST_SUITE("memory") {
     TEST_CASE("memory::default_reserve uses the cuBLAS workspace of the GPU generation") {
         CHECK(default_reserve(load_gpu("h100-80gb")).workspace_bytes == 32ull << 20);
         CHECK(default_reserve(load_gpu("a100-80gb")).workspace_bytes == 8519680ull);
+    }
+}
+
+// The PyTorch step's temporaries by implementation and torch (docs/torch.md; each figure was
+// also measured whole-step by tests/torch/sweep.py, within 0.3%).
+TEST_SUITE("memory") {
+    TEST_CASE("memory::the optimizer step's temporary follows torch.optim's implementation") {
+        ModelConfig m = load_model("tiny-gpt2");
+        RunOptions o;
+        o.seq = 128;
+        o.precision = Precision::fp32;
+        o.profile = Profile::hf_eager;
+        const std::uint64_t P = parameter_count(m);
+        const std::uint64_t largest = checked_mul(m.vocab, m.hidden);  // the tied wte
+        REQUIRE(largest_parameter_tensor(m) == largest);
+        auto temp = [&](OptimizerImpl impl, TorchFlavor t) {
+            o.optimizer_impl = impl;
+            o.torch = t;
+            return StepTerms(build_chain(m, o)).optimizer_temp_bytes();
+        };
+        // _multi_tensor_adam: one sqrt temporary; torch 1.13's _multi_tensor_adamw: two.
+        CHECK(temp(OptimizerImpl::foreach, TorchFlavor::cuda) == 4 * P);
+        CHECK(temp(OptimizerImpl::foreach, TorchFlavor::cpu_1_13) == 8 * P);
+        // _single_tensor_adamw: sqrt and the quotient of the largest parameter.
+        CHECK(temp(OptimizerImpl::for_loop, TorchFlavor::cuda) == 8 * largest);
+        CHECK(temp(OptimizerImpl::for_loop, TorchFlavor::cpu_1_13) == 8 * largest);
+        CHECK(temp(OptimizerImpl::fused, TorchFlavor::cuda) == 0);
+        o.optimizer = Optimizer::sgd;
+        CHECK(temp(OptimizerImpl::foreach, TorchFlavor::cuda) == 0);
+    }
+
+    TEST_CASE("memory::a tied embedding's gradient is summed in place, except on torch 1.13") {
+        ModelConfig m = load_model("tiny-gpt2");
+        REQUIRE(m.tied_embeddings);
+        RunOptions o;
+        o.seq = 128;
+        o.precision = Precision::bf16_mixed;  // gradients stay fp32 (parameters are fp32)
+        o.profile = Profile::hf_eager;
+        const std::uint64_t vh = checked_mul(m.vocab, m.hidden);
+        CHECK(StepTerms(build_chain(m, o)).tied_embedding_grad_bytes() == 4 * vh);
+        o.torch = TorchFlavor::cpu_1_13;
+        CHECK(StepTerms(build_chain(m, o)).tied_embedding_grad_bytes() == 8 * vh);
+        o.profile = Profile::megatron;  // not PyTorch's engine summing
+        CHECK(StepTerms(build_chain(m, o)).tied_embedding_grad_bytes() == 0);
+        m.tied_embeddings = false;
+        o.profile = Profile::hf_eager;
+        CHECK(StepTerms(build_chain(m, o)).tied_embedding_grad_bytes() == 0);
+    }
+
+    TEST_CASE("memory::GPT-2's causal-mask buffers are counted with the parameters") {
+        const ModelConfig m = load_model("tiny-gpt2");
+        RunOptions o;
+        o.seq = 128;
+        o.precision = Precision::fp32;
+        o.profile = Profile::sdpa;
+        const std::uint64_t with = model_states(build_chain(m, o)).parameters_bytes;
+        o.profile = Profile::remat;
+        const std::uint64_t without = model_states(build_chain(m, o)).parameters_bytes;
+        // transformers' GPT2Attention: register_buffer("bias", bool [1, 1, P, P]) per block
+        CHECK(with - without == m.n_layers * m.context * m.context);
+        CHECK(hf_buffer_bytes(load_model("tiny-llama")) == 0);
     }
 }
