@@ -201,8 +201,9 @@ def measure(args, probe):
                else torch.autocast("cpu", enabled=False))
         with ctx:
             loss = model(input_ids, labels)
+            if measured:
+                rec.read("F", rec.L + 2)  # inside autocast: leaving it frees its weight cache
         if measured:
-            rec.read("F", rec.L + 2)
             rec.phase = "backward"
         loss.backward()
         del loss
