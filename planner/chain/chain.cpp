@@ -59,8 +59,7 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
 
 Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     assert(options.seq > 0 && "resolve the sequence length before building the chain");
-    if (options.attention != Attention::flash && options.profile != Profile::remat &&
-        options.profile != Profile::remat_cuda)
+    if (options.attention != Attention::flash && !runtime_profile(options.profile))
         throw InputError(
             fmt::format("{} {}: applies to profiles remat and remat-cuda (profile {} fixes its "
                         "own attention; hf-eager is eager PyTorch's)",

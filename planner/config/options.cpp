@@ -87,6 +87,9 @@ constexpr Names<Precision, 2> precision_aliases{
 
 }  // namespace
 
+bool runtime_profile(Profile p) { return p == Profile::remat || p == Profile::remat_cuda; }
+bool hf_profile(Profile p) { return p == Profile::hf_eager || p == Profile::sdpa; }
+
 std::string_view precision_name(Precision p) { return name_of(precisions, p); }
 std::string_view profile_name(Profile p) { return name_of(profiles, p); }
 std::string_view sharding_name(Sharding s) { return name_of(shardings, s); }

@@ -46,6 +46,12 @@ struct RunOptions {
     TorchFlavor torch = TorchFlavor::cuda;
 };
 
+// Profiles that describe remat's own runtime (remat run executes them).
+bool runtime_profile(Profile p);
+// Profiles that describe Hugging Face transformers' code run by PyTorch (its autograd engine,
+// torch.optim, the modules' buffers).
+bool hf_profile(Profile p);
+
 std::string_view precision_name(Precision p);
 std::string_view profile_name(Profile p);
 std::string_view sharding_name(Sharding s);

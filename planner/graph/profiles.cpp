@@ -18,7 +18,7 @@ StageGraph build_stage_graph(const StageRequest& r) {
     const ModelConfig& m = *r.model;
     const Dims d = dims_of(r);
     StageGraph g;
-    if (r.profile == Profile::remat || r.profile == Profile::remat_cuda) {
+    if (runtime_profile(r.profile)) {
         build_remat_stage(g, r.kind, m, r.batch, r.seq, r.precision,
                           r.profile == Profile::remat ? RematBackend::cpu : RematBackend::cuda,
                           r.attention);

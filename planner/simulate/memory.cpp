@@ -118,8 +118,7 @@ ModelStates model_states(const Chain& c) {
         }
     }
     // The Hugging Face modules' buffers (not sharded: FSDP and ZeRO shard parameters only).
-    if (o.profile == Profile::hf_eager || o.profile == Profile::sdpa)
-        add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
+    if (hf_profile(o.profile)) add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
     return total;
 }
 
@@ -191,7 +190,7 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
     if (!rule.torch_optimizer || o.optimizer != Optimizer::adamw) return 0;
     const double per = bpp.parameters;
     // remat run's runtime steps as current PyTorch's foreach does.
-    const bool runtime = o.profile == Profile::remat || o.profile == Profile::remat_cuda;
+    const bool runtime = runtime_profile(o.profile);
     switch (runtime ? OptimizerImpl::foreach : o.optimizer_impl) {
         case OptimizerImpl::foreach:
             // torch/optim/adam.py _multi_tensor_adam: exp_avg_sq_sqrt = _foreach_sqrt(...), then
@@ -217,8 +216,7 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
 
 std::uint64_t StepTerms::tied_embedding_grad_bytes() const {
     const Chain& c = *c_;
-    const Profile p = c.options.profile;
-    if (!c.model.tied_embeddings || (p != Profile::hf_eager && p != Profile::sdpa)) return 0;
+    if (!c.model.tied_embeddings || !hf_profile(c.options.profile)) return 0;
     if (!rule.grads_allocated_in_backward || rule.gradients_sharded) return 0;
     // Current PyTorch (torch/csrc/autograd/input_buffer.cpp, accumulate): the head's gradient,
     // first to arrive, is contiguous and unshared, so the embedding's is added into it in place:
@@ -241,10 +239,7 @@ std::uint64_t StepTerms::eager_mask_bytes() const {
 }
 
 std::uint64_t StepTerms::checkpoint_rng_bytes() const {
-    const Profile p = c_->options.profile;
-    if (c_->options.torch != TorchFlavor::cpu_1_13 ||
-        (p != Profile::hf_eager && p != Profile::sdpa))
-        return 0;
+    if (c_->options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c_->options.profile)) return 0;
     return 5056;  // aten/src/ATen/CPUGeneratorImpl.cpp: sizeof(CPUGeneratorImplState)
 }
 

@@ -54,10 +54,9 @@ class Replay {
         rng_live_.assign(n, false);
         // The first checkpointed block holds the eager mask longest (backward runs from the
         // last stage down); without one, the mask goes when forward ends.
-        for (std::size_t i = 0; i < n && mask_holder_ == n; ++i)
+        for (std::size_t i = 0; i < n && mask_holder_ == no_holder; ++i)
             if (c_.stages[i].kind == StageKind::block && plan_.keeps[i] == Keep::input)
                 mask_holder_ = i;
-        if (mask_holder_ == n) mask_holder_ = no_holder;
     }
 
     SimResult run(const Reserve& reserve) {
@@ -423,7 +422,7 @@ class Replay {
     std::vector<bool> unsharded_grad_live_, shard_grad_live_, cast_live_;
     std::vector<bool> backward_done_, on_host_, rng_live_;
     static constexpr std::size_t no_holder = static_cast<std::size_t>(-1);
-    std::size_t mask_holder_ = c_.stages.size();  // the stage whose backward frees the mask
+    std::size_t mask_holder_ = no_holder;  // the stage whose backward frees the mask
     bool mask_live_ = false;
     double previous_action_s_ = 0;
     double time_s_ = 0;
