@@ -36,20 +36,34 @@ class GPT2Model(GPT2Embeddings):
         return self.ln_f(hidden_states)
 
 
-class GPT2LMHeadModel(nn.Module):
-    blocks_path = "transformer.h"
+class CausalLM(nn.Module):
+    """body (transformers' base model) + head (a bias-free V x H linear, tied to the body's
+    embedding when the config says so) + ForCausalLMLoss, under transformers' attribute names."""
 
-    def __init__(self, c):
+    body_name, head_name, embedding_name, final_norm_name = "", "", "", ""
+
+    def __init__(self, c, body):
         super().__init__()
         self.config = c
-        self.transformer = GPT2Model(c)
-        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        setattr(self, self.body_name, body)
+        setattr(self, self.head_name, nn.Linear(c.hidden_size, c.vocab_size, bias=False))
         if c.tie_word_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
+            getattr(self, self.head_name).weight = getattr(body, self.embedding_name).weight
+
+    def final_norm(self):
+        return getattr(getattr(self, self.body_name), self.final_norm_name)
 
     def forward(self, input_ids, labels):
-        hidden_states = self.transformer(input_ids)
-        return for_causal_lm_loss(self.lm_head(hidden_states), labels, self.config.vocab_size)
+        hidden_states = getattr(self, self.body_name)(input_ids)
+        logits = getattr(self, self.head_name)(hidden_states)
+        return for_causal_lm_loss(logits, labels, self.config.vocab_size)
+
+
+class GPT2LMHeadModel(CausalLM):
+    body_name, head_name, embedding_name, final_norm_name = "transformer", "lm_head", "wte", "ln_f"
+
+    def __init__(self, c):
+        super().__init__(c, GPT2Model(c))
 
 
 class LlamaModel(nn.Module):
@@ -72,20 +86,11 @@ class LlamaModel(nn.Module):
         return self.norm(hidden_states)
 
 
-class LlamaForCausalLM(nn.Module):
-    blocks_path = "model.layers"
+class LlamaForCausalLM(CausalLM):
+    body_name, head_name, embedding_name, final_norm_name = "model", "lm_head", "embed_tokens", "norm"
 
     def __init__(self, c):
-        super().__init__()
-        self.config = c
-        self.model = LlamaModel(c)
-        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-        if c.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def forward(self, input_ids, labels):
-        hidden_states = self.model(input_ids)
-        return for_causal_lm_loss(self.lm_head(hidden_states), labels, self.config.vocab_size)
+        super().__init__(c, LlamaModel(c))
 
 
 class GPTNeoXModel(nn.Module):
@@ -110,20 +115,11 @@ class GPTNeoXModel(nn.Module):
         return self.final_layer_norm(hidden_states)
 
 
-class GPTNeoXForCausalLM(nn.Module):
-    blocks_path = "gpt_neox.layers"
+class GPTNeoXForCausalLM(CausalLM):
+    body_name, head_name, embedding_name, final_norm_name = "gpt_neox", "embed_out", "embed_in", "final_layer_norm"
 
     def __init__(self, c):
-        super().__init__()
-        self.config = c
-        self.gpt_neox = GPTNeoXModel(c)
-        self.embed_out = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-        if c.tie_word_embeddings:
-            self.embed_out.weight = self.gpt_neox.embed_in.weight
-
-    def forward(self, input_ids, labels):
-        hidden_states = self.gpt_neox(input_ids)
-        return for_causal_lm_loss(self.embed_out(hidden_states), labels, self.config.vocab_size)
+        super().__init__(c, GPTNeoXModel(c))
 
 
 def _get(j, key, default):

@@ -143,18 +143,6 @@ class Recorder:
         final_norm.register_forward_hook(norm_post)
 
 
-def final_norm_of(model):
-    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
-        m = model
-        try:
-            for part in path.split("."):
-                m = getattr(m, part)
-            return m
-        except AttributeError:
-            continue
-    raise ValueError("no final norm found")
-
-
 def measure(args, probe):
     import torch
 
@@ -176,7 +164,7 @@ def measure(args, probe):
         runs = []
     blocks = remat_torch.find_blocks(model)
     rec = Recorder(probe, len(blocks), runs)
-    rec.attach(model, blocks, final_norm_of(model))
+    rec.attach(model, blocks, model.final_norm())
 
     V = model.config.vocab_size
     params = [p for p in model.parameters()]
