@@ -159,7 +159,8 @@ TEST_SUITE("hardening") {
     TEST_CASE("hardening::files: missing, directories, and what is not a model") {
         check_rejected("plan --model /nonexistent/config.json",
                        "cannot open model file '/nonexistent/config.json'");
-        check_rejected("plan --model " + temp_dir().string(), "is a directory");
+        // A folder is a checkpoint directory: its config.json is read, or named as missing.
+        check_rejected("plan --model " + temp_dir().string(), "has no config.json");
         check_rejected("plan --model gpt2 --calibration " + temp_dir().string(), "is a directory");
         // A name that is not a path is still a preset lookup.
         check_rejected("plan --model gtp2", "closest valid: gpt2");

@@ -28,6 +28,8 @@ std::string_view flag_of(Input input) {
             return "--memory-slots";
         case Input::micro_batch:
             return "--micro-batch";
+        case Input::moe_capacity_factor:
+            return "--moe-capacity-factor";
         case Input::offload_checkpoints:
             return "--offload-checkpoints";
         case Input::optimizer:
@@ -36,6 +38,8 @@ std::string_view flag_of(Input input) {
             return "-o";
         case Input::precision:
             return "--precision";
+        case Input::profile:
+            return "--profile";
         case Input::seq:
             return "--seq";
         case Input::sharding:
@@ -64,8 +68,9 @@ CLI::Validator decimal() {
 
 void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--model", a.model,
-                   "Preset name (see `remat models`), a remat preset JSON, or a Hugging Face "
-                   "config.json (model_type gpt2, llama, mistral, gpt_neox)")
+                   "Preset name (see `remat models`), a Hugging Face checkpoint folder or its "
+                   "config.json (model_type gpt2, llama, mistral, qwen2, gemma, gemma2, phi3, "
+                   "mixtral, falcon, gpt_neox), or a remat preset JSON")
         ->required();
     app.add_option("--gpu", a.gpu, "GPU preset (see `remat models`)")->capture_default_str();
     app.add_option("--gpu-memory", a.gpu_memory,
@@ -109,6 +114,9 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "q, k, v, out, lse) | "
                    "eager (materialized scores, saves the S x S probabilities)")
         ->capture_default_str();
+    app.add_option("--moe-capacity-factor", a.moe_capacity_factor,
+                   "Mixture of experts: the busiest expert's tokens as a multiple of an even "
+                   "share (default 1: balanced routing; at most experts / experts per token)");
     app.add_option(
         "--memory-budget", a.memory_budget,
         "Peak budget for greedy-budget and optimal (default: the GPU's capacity), e.g. 60GiB");
@@ -159,6 +167,14 @@ Question question_of(const CommonArgs& a) {
     q.options.torch = parse_torch(a.torch);
     q.options.profile = parse_profile(a.profile);
     q.options.attention = parse_attention(a.attention);
+    if (a.moe_capacity_factor) {
+        if (q.model.n_experts == 0)
+            throw InputError(fmt::format(
+                "--moe-capacity-factor: model '{}' has no experts (it is not a mixture of "
+                "experts); drop the option",
+                q.model.name));
+        q.options.moe_capacity_factor = *a.moe_capacity_factor;
+    }
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
@@ -230,6 +246,10 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     if (o.torch != TorchFlavor::cuda) {
         out.push_back("--torch");
         out.push_back(std::string(torch_name(o.torch)));
+    }
+    if (a.moe_capacity_factor) {
+        out.push_back("--moe-capacity-factor");
+        out.push_back(fmt::format("{}", *a.moe_capacity_factor));
     }
     auto add = [&](const char* option, const std::string& value) {
         if (value.empty()) return;

@@ -33,6 +33,7 @@ struct CommonArgs {
     std::string torch = "cuda";
     std::string profile = "sdpa";
     std::string attention = "flash";
+    std::optional<double> moe_capacity_factor;
     std::string memory_budget;
     std::string reserve_context;
     std::string reserve_workspace;

@@ -65,6 +65,19 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
                         "own attention; hf-eager is eager PyTorch's)",
                         named(Input::attention), attention_name(options.attention),
                         profile_name(options.profile)));
+    if (runtime_profile(options.profile) &&
+        !(model.arch == Arch::gpt2 ||
+          (model.arch == Arch::llama && model.activation == Activation::silu)))
+        throw InputError(fmt::format(
+            "{} {}: describes remat's own runtime, which builds gpt2 and llama (SwiGLU) blocks; "
+            "plan model '{}' ({}) with the hf-eager or sdpa profile",
+            named(Input::profile), profile_name(options.profile), model.name,
+            arch_name(model.arch)));
+    if (options.profile == Profile::megatron && model.n_experts > 0)
+        throw InputError(fmt::format(
+            "{} megatron: Korthikanti et al.'s accounting is for dense layers; model '{}' is a "
+            "mixture of experts: plan it with the hf-eager or sdpa profile",
+            named(Input::profile), model.name));
     Chain c;
     c.model = model;
     c.options = options;
@@ -75,6 +88,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     r.precision = options.precision;
     r.profile = options.profile;
     r.attention = options.attention;
+    r.moe_capacity_factor = options.moe_capacity_factor;
     r.autocast_device =
         options.torch == TorchFlavor::cpu_1_13 ? AutocastDevice::cpu : AutocastDevice::cuda;
     for (StageKind kind :

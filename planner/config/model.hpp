@@ -15,11 +15,15 @@
 
 namespace remat {
 
-enum class Arch { gpt2, llama, gpt_neox };
-enum class NormKind { layernorm, rmsnorm };
+// The Hugging Face model_type families remat reads (mistral reads as llama: same modules).
+enum class Arch { gpt2, llama, gpt_neox, qwen2, gemma, gemma2, phi3, mixtral, falcon };
+// rmsnorm: LlamaRMSNorm (weight * normalized.to(input dtype)); rmsnorm_offset: GemmaRMSNorm
+// ((normalized * (1 + weight)) in fp32, then cast), same parameters, different saved tensors.
+enum class NormKind { layernorm, rmsnorm, rmsnorm_offset };
 // gelu_new: HF NewGELUActivation (tanh formula in python ops); gelu: exact erf GELU (one op);
-// gelu_tanh: F.gelu(approximate="tanh") (one op); silu: SwiGLU gate (llama family).
-enum class Activation { gelu_new, gelu, gelu_tanh, silu };
+// gelu_tanh: F.gelu(approximate="tanh") (one op); gelu_fast: HF FastGELUActivation (python
+// ops); silu: F.silu (one op). Whether the MLP is gated is ModelConfig::gated_mlp.
+enum class Activation { gelu_new, gelu, gelu_tanh, gelu_fast, silu };
 
 struct ModelConfig {
     std::string name;
@@ -38,8 +42,28 @@ struct ModelConfig {
     bool learned_positions = false;  // gpt2's wpe table; others use rotary
     double rotary_pct = 0.0;         // fraction of head_dim rotated (gpt_neox: 0.25)
     bool parallel_residual = false;  // gpt_neox: attention and MLP read the same input
-    bool attn_bias = false;          // biases on qkv and output projection
+    bool attn_bias = false;          // biases on the q, k, v projections
+    bool attn_out_bias = false;      // bias on the attention output projection
     bool mlp_bias = false;
+    // act(gate(x)) * up(x) with three matrices (llama, gemma, phi3, mixtral's experts) instead
+    // of act(fc(x)) with two; transformers' LlamaMLP is gated whatever hidden_act says.
+    bool gated_mlp = false;
+    bool fused_qkv = false;          // one q/k/v weight (gpt2, gpt_neox, phi3, falcon)
+    bool fused_gate_up = false;      // one gate/up weight, chunked (phi3)
+    bool scaled_embeddings = false;  // gemma: embeddings * sqrt(hidden), a 0-dim tensor
+    bool sandwich_norms = false;     // gemma2: norms after attention and MLP too (4 per block)
+    // falcon-7b: attention and MLP read one input_layernorm (parallel_residual, 1 norm/block).
+    bool shared_block_norm = false;
+    double attn_softcap = 0.0;   // gemma2: tanh soft-capping of attention scores (0: none)
+    double final_softcap = 0.0;  // gemma2: tanh soft-capping of the logits (0: none)
+    // Mixture of experts (mixtral): n_experts MLPs of width ffn, each token routed to
+    // experts_per_token of them by a linear router. 0 experts: a dense MLP.
+    std::uint64_t n_experts = 0;
+    std::uint64_t experts_per_token = 0;
+    // Keys read and accepted that change no memory: the sliding window (a mask pattern; eager
+    // attention still materializes S x S) and rope_scaling (the cos/sin values, not sizes).
+    std::uint64_t sliding_window = 0;
+    std::string rope_scaling;    // its "rope_type"/"type", or "" when absent
     double attn_dropout = 0.0;   // on attention probabilities
     double resid_dropout = 0.0;  // on attention and MLP outputs
     double embd_dropout = 0.0;   // on the embedding output
@@ -52,6 +76,8 @@ std::string_view activation_name(Activation a);
 // Parameters of one transformer block, and of the whole model, counted as HF counts them
 // (tied embeddings once).
 std::uint64_t block_parameter_count(const ModelConfig& m);
+// Elements per block in norms (LayerNorm weight and bias, RMSNorm weight).
+std::uint64_t block_norm_count(const ModelConfig& m);
 std::uint64_t embedding_parameter_count(const ModelConfig& m);
 std::uint64_t final_norm_parameter_count(const ModelConfig& m);
 std::uint64_t head_parameter_count(const ModelConfig& m);  // 0 when tied
@@ -68,7 +94,9 @@ std::uint64_t hf_buffer_bytes(const ModelConfig& m);
 // GPTNeoXAttention computes rotary_ndims (truncated); 0 means no rotary inputs at all.
 std::uint64_t rotary_dims(const ModelConfig& m);
 
-// A preset name or a path to a JSON file; throws InputError naming the problem.
+// A preset name, a path to a JSON file, or a folder holding config.json (the model is then named
+// after the folder, as it is for any file named config.json); throws InputError naming the
+// problem.
 ModelConfig load_model(const std::string& name_or_path);
 // Parse JSON text that is either remat's preset format ("format": "remat-model") or a Hugging
 // Face config.json (recognized by "model_type"); `origin` names it in error messages.

@@ -44,6 +44,9 @@ struct RunOptions {
     Attention attention = Attention::flash;
     OptimizerImpl optimizer_impl = OptimizerImpl::foreach;
     TorchFlavor torch = TorchFlavor::cuda;
+    // Mixture-of-experts routing: 1.0 spreads the tokens evenly over the experts; c > 1 gives
+    // the busiest expert c times its even share (planner/graph/stage_request.hpp).
+    double moe_capacity_factor = 1.0;
 };
 
 // Profiles that describe remat's own runtime (remat run executes them).

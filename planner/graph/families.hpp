@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
@@ -33,8 +34,11 @@ enum class EagerSoftmax { gpt2, fp32_then_query_dtype };
 
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D). (hf_attention.cpp)
+// `softcap` > 0: gemma2's tanh soft-capping of the eager scores (the sdpa path ignores it, as
+// transformers' sdpa_attention_forward does).
 TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
-                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind);
+                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind,
+                   double softcap = 0.0);
 
 // Rotary embedding on (B, heads, S, D) with `pct` of each head rotated. (hf_attention.cpp)
 TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos, TensorId sin,
@@ -48,7 +52,13 @@ struct SharedInputs {
 SharedInputs add_rotary_inputs(StageGraph& g, const Dims& d, const ModelConfig& m, DType dt);
 
 TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
-TensorId hf_llama_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+// Llama-style decoders (hf_decoder.cpp): llama, mistral, qwen2, gemma, gemma2, phi3, mixtral.
+TensorId hf_decoder_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile,
+                          const std::vector<std::uint64_t>& expert_tokens);
+// Mixtral's sparse MoE block on (B, S, H); expert e gets expert_tokens[e] tokens. (hf_moe.cpp)
+TensorId hf_moe(OpBuilder& b, const std::string& name, TensorId x, const Dims& d,
+                const ModelConfig& m, const std::vector<std::uint64_t>& expert_tokens);
+TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
 TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
 
 // ---- Megatron-LM (megatron.cpp) ----

@@ -8,7 +8,7 @@ namespace remat::family {
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D).
 TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
-                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind) {
+                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind, double softcap) {
     StageGraph& g = b.graph();
     const DType low = b.policy().autocast ? b.policy().low : b.dtype(in.q);
     const double causal_pairs = flop_product(d.S) * (flop_product(d.S) + 1) / 2.0;
@@ -76,8 +76,18 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         add_core(
             b.make(name + ".scale", OpClass::memory, {scores}, {scaled}, {}));  // * python float
     }
+    TensorId unmasked = scaled;
+    if (softcap > 0.0) {
+        // attn_weights / softcap; torch.tanh (saves its output); * softcap (python floats).
+        const TensorId div = g.add_tensor(name + ".softcap_div", ss, low);
+        add_core(b.make(name + ".softcap_div", OpClass::memory, {scaled}, {div}, {}));
+        const TensorId th = g.add_tensor(name + ".softcap_tanh", ss, low);
+        add_core(b.make(name + ".softcap_tanh", OpClass::memory, {div}, {th}, {th}));
+        unmasked = g.add_tensor(name + ".softcapped", ss, low);
+        add_core(b.make(name + ".softcap_mul", OpClass::memory, {th}, {unmasked}, {}));
+    }
     const TensorId masked = g.add_tensor(name + ".scores_masked", ss, low);
-    add_core(b.make(name + ".mask", OpClass::memory, {scaled}, {masked}, {}));
+    add_core(b.make(name + ".mask", OpClass::memory, {unmasked}, {masked}, {}));
     const DType probs_t = softmax_kind == EagerSoftmax::gpt2 ? b.autocast_fp32_op(low) : DType::f32;
     const TensorId probs = g.add_tensor(name + ".probs", ss, probs_t);
     Op sm = b.make(name + ".softmax", OpClass::memory, {masked}, {probs}, {probs});

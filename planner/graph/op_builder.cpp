@@ -135,6 +135,90 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
     return y;
 }
 
+TensorId OpBuilder::rmsnorm_offset(const std::string& name, TensorId x) {
+    // GemmaRMSNorm: output = self._norm(x.float()); output = output * (1.0 + self.weight.float());
+    // return output.type_as(x), where _norm(x) = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)
+    // + eps). The product keeps the fp32 normalized tensor and the (1 + weight) vector.
+    const Shape s = shape(x);
+    const DType in = dtype(x);
+    const TensorId h = in == DType::f32 ? view(name + ".input_fp32", x, s)
+                                        : copy(name + ".input_fp32", x, DType::f32);
+    Shape stat = s;
+    stat.back() = 1;
+    const TensorId sq = g_.add_tensor(name + ".squared", s, DType::f32);
+    g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
+    const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
+    g_.add_op(make(
+        name + ".mean", OpClass::memory, {sq}, {var},
+        p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
+    const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
+    g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
+    const TensorId normed = g_.add_tensor(name + ".normalized", s, DType::f32);
+    g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
+    // 1.0 + weight.float(): made from the parameter in every call, one fp32 row of H.
+    const TensorId scale = g_.add_tensor(name + ".weight_plus_one", {s.back()}, DType::f32);
+    g_.add_op(make(name + ".weight_plus_one", OpClass::memory, {}, {scale}, {}));
+    const TensorId scaled = g_.add_tensor(name + ".scaled", s, DType::f32);
+    g_.add_op(
+        make(name + ".weight_mul", OpClass::memory, {normed, scale}, {scaled}, {normed, scale}));
+    return cast(name + ".output", scaled, in);
+}
+
+TensorId OpBuilder::norm(const std::string& name, TensorId x, NormKind kind) {
+    switch (kind) {
+        case NormKind::layernorm:
+            return layernorm(name, x);
+        case NormKind::rmsnorm:
+            return rmsnorm_hf(name, x);
+        case NormKind::rmsnorm_offset:
+            return rmsnorm_offset(name, x);
+    }
+    return no_tensor;
+}
+
+TensorId OpBuilder::activation(const std::string& name, TensorId x, Activation a) {
+    switch (a) {
+        case Activation::gelu_new:
+            return gelu_new(name, x);
+        case Activation::gelu_fast:
+            return gelu_fast(name, x);
+        case Activation::silu:
+            return unary_saving_input(name, x, 5);
+        case Activation::gelu:
+        case Activation::gelu_tanh:
+            return unary_saving_input(name, x, 8);
+    }
+    return no_tensor;
+}
+
+TensorId OpBuilder::gelu_fast(const std::string& name, TensorId x) {
+    // 0.5 * input * (1.0 + torch.tanh(input * 0.7978845608 * (1.0 + 0.044715 * input * input)))
+    // in Python's order: half = 0.5 * x; a = x * c1; b = 0.044715 * x; c = b * x (saves b and
+    // x); d = 1 + c; e = a * d (saves a and d); t = tanh(e) (saves t); u = 1 + t;
+    // y = half * u (saves half and u). None of these ops is on an autocast list.
+    const Shape s = shape(x);
+    const DType in = dtype(x);
+    auto fresh = [&](const std::string& n, std::vector<TensorId> from,
+                     std::vector<TensorId> saved) {
+        const TensorId y = g_.add_tensor(name + "." + n, s, in);
+        g_.add_op(make(name + "." + n, OpClass::memory, std::move(from), {y}, std::move(saved)));
+        return y;
+    };
+    const TensorId half = fresh("half_input", {x}, {});
+    const TensorId a = fresh("input_scaled", {x}, {});
+    const TensorId b = fresh("input_c", {x}, {});
+    const TensorId xin = view(name + ".input", x, s);
+    const TensorId c = fresh("square_c", {b, xin}, {b, xin});
+    const TensorId d = fresh("inner", {c}, {});
+    const TensorId e = fresh("tanh_arg", {a, d}, {a, d});
+    const TensorId t = g_.add_tensor(name + ".tanh", s, in);
+    g_.add_op(make(name + ".tanh", OpClass::memory, {e}, {t}, {t}));
+    const TensorId u = fresh("tanh_plus_one", {t}, {});
+    const TensorId y = g_.add_tensor(name + ".output", s, in);
+    g_.add_op(make(name + ".mul", OpClass::memory, {half, u}, {y}, {half, u}));
+    return y;
+}
+
 TensorId OpBuilder::gelu_new(const std::string& name, TensorId x) {
     // 0.5 * x * (1.0 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3.0)))), evaluated left to right
     // as Python does: half = 0.5 * x first, then the tanh term, then half * (1 + t).

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
 #include "planner/graph/graph.hpp"
 #include "planner/graph/stage_request.hpp"
@@ -40,7 +41,15 @@ class OpBuilder {
     // Saves x and per-row mean and rstd (fp32 on CUDA; x's dtype on CPU).
     TensorId layernorm(const std::string& name, TensorId x, bool save_stats = true);
     TensorId rmsnorm_hf(const std::string& name, TensorId x);  // HF LlamaRMSNorm, op by op
-    TensorId gelu_new(const std::string& name, TensorId x);    // HF NewGELUActivation
+    // HF GemmaRMSNorm: (normalized * (1 + weight)) in fp32, then cast to x's dtype.
+    TensorId rmsnorm_offset(const std::string& name, TensorId x);
+    // The model's norm kind: layernorm, rmsnorm_hf or rmsnorm_offset.
+    TensorId norm(const std::string& name, TensorId x, NormKind kind);
+    TensorId gelu_new(const std::string& name, TensorId x);   // HF NewGELUActivation
+    TensorId gelu_fast(const std::string& name, TensorId x);  // HF FastGELUActivation
+    // The MLP's activation: the python-op GELUs above, or one op saving its input (F.gelu,
+    // F.gelu(approximate="tanh"), F.silu).
+    TensorId activation(const std::string& name, TensorId x, Activation a);
     TensorId unary_saving_input(const std::string& name, TensorId x, double flops_per_elem);
     // Saves its mask: bool on CUDA; on CPU (torch 1.13) the scaled noise in x's dtype.
     TensorId dropout(const std::string& name, TensorId x, double p);

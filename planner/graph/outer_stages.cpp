@@ -1,5 +1,7 @@
 // The stages around the blocks for every profile but remat's own: embedding, final norm, and
 // the head with its loss (Hugging Face's ForCausalLMLoss, or Megatron's fused cross entropy).
+#include <string>
+
 #include "planner/config/checked.hpp"
 #include "planner/graph/families.hpp"
 
@@ -25,8 +27,39 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
         const TensorId sin = g.add_tensor("rope.sin", {1, d.S, rd}, b.policy().param, false);
         g.add_op(b.make("rotary_emb", OpClass::memory, {}, {cos, sin}, {cos, sin}));
     }
+    if (m.scaled_embeddings && profile != Profile::megatron) {
+        // GemmaModel: hidden_states * torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype).
+        // The 0-dim normalizer is made on the host (no device argument): MulBackward0 saves it,
+        // a device tensor only when the model runs on the CPU.
+        const TensorId scaled = g.add_tensor("normalizer_mul", b.shape(y), b.dtype(y));
+        if (b.policy().device == AutocastDevice::cpu) {
+            const TensorId normalizer = g.add_tensor("normalizer", {}, b.dtype(y), false);
+            g.add_op(b.make("normalizer", OpClass::memory, {}, {normalizer}, {}));
+            g.add_op(
+                b.make("normalizer_mul", OpClass::memory, {y, normalizer}, {scaled}, {normalizer}));
+        } else {
+            g.add_op(b.make("normalizer_mul", OpClass::memory, {y}, {scaled}, {}));
+        }
+        y = scaled;
+    }
     return b.dropout(m.arch == Arch::gpt_neox ? "emb_dropout" : "drop", y, m.embd_dropout);
 }
+
+namespace {
+
+std::string final_norm_name(const ModelConfig& m) {
+    switch (m.arch) {
+        case Arch::gpt2:
+        case Arch::falcon:
+            return "ln_f";
+        case Arch::gpt_neox:
+            return "final_layer_norm";
+        default:
+            return "norm";
+    }
+}
+
+}  // namespace
 
 TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
     StageGraph& g = b.graph();
@@ -35,8 +68,7 @@ TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
         return b.layernorm("final_layernorm", x, false);
     }
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
-    if (m.norm == NormKind::rmsnorm) return b.rmsnorm_hf("norm", x);
-    return b.layernorm(m.arch == Arch::gpt_neox ? "final_layer_norm" : "ln_f", x);
+    return b.norm(final_norm_name(m), x, m.norm);
 }
 
 TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
@@ -57,7 +89,16 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
         return loss;
     }
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
-    const TensorId logits = b.linear(m.arch == Arch::gpt_neox ? "embed_out" : "lm_head", x, d.V);
+    TensorId logits = b.linear(m.arch == Arch::gpt_neox ? "embed_out" : "lm_head", x, d.V);
+    if (m.final_softcap > 0.0) {
+        // Gemma2ForCausalLM: logits / cap; torch.tanh (saves its output); * cap.
+        const TensorId div = g.add_tensor("softcap_div", bsv, b.dtype(logits));
+        g.add_op(b.make("softcap_div", OpClass::memory, {logits}, {div}, {}));
+        const TensorId th = g.add_tensor("softcap_tanh", bsv, b.dtype(logits));
+        g.add_op(b.make("softcap_tanh", OpClass::memory, {div}, {th}, {th}));
+        logits = g.add_tensor("softcapped", bsv, b.dtype(logits));
+        g.add_op(b.make("softcap_mul", OpClass::memory, {th}, {logits}, {}));
+    }
     // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
     // log_softmax saves its fp32 output, nll_loss the targets.
     const TensorId lf = b.cast("logits_fp32", logits, DType::f32);

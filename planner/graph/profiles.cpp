@@ -43,10 +43,12 @@ StageGraph build_stage_graph(const StageRequest& r) {
                 out = megatron_block(b, d, m);
             } else if (m.arch == Arch::gpt2) {
                 out = hf_gpt2_block(b, d, m, r.profile);
-            } else if (m.arch == Arch::llama) {
-                out = hf_llama_block(b, d, m, r.profile);
-            } else {
+            } else if (m.arch == Arch::gpt_neox) {
                 out = hf_neox_block(b, d, m, r.profile);
+            } else if (m.arch == Arch::falcon) {
+                out = hf_falcon_block(b, d, m, r.profile);
+            } else {
+                out = hf_decoder_block(b, d, m, r.profile, expert_tokens(r));
             }
             break;
     }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
@@ -30,6 +31,16 @@ struct StageRequest {
     Profile profile = Profile::sdpa;
     Attention attention = Attention::flash;  // remat and remat-cuda only
     AutocastDevice autocast_device = AutocastDevice::cuda;
+    // Mixture of experts: how tokens are spread over the experts. Balanced (1.0) gives each
+    // expert T * k / E of the T = B * S tokens; a factor c > 1 gives the busiest expert
+    // c * T * k / E and spreads the rest evenly. `expert_counts`, when set, overrides both (a
+    // measured routing).
+    double moe_capacity_factor = 1.0;
+    std::vector<std::uint64_t> expert_counts;
 };
+
+// The tokens each expert receives under the request's routing (empty for a dense model).
+// Throws InputError when the factor is below 1 or asks an expert to take a token twice.
+std::vector<std::uint64_t> expert_tokens(const StageRequest& r);
 
 }  // namespace remat

@@ -1,0 +1,50 @@
+// Hugging Face's FalconDecoderLayer (modeling_falcon.py) for hf-eager and sdpa: one fused
+// query_key_value projection split by _split_heads, rotary on q and k, attention, and the MLP in
+// parallel with attention (falcon-7b: one input_layernorm for both; new_decoder_architecture:
+// ln_attn and ln_mlp) or after it (parallel_attn false: post_attention_layernorm).
+#include "planner/config/checked.hpp"
+#include "planner/graph/families.hpp"
+
+namespace remat::family {
+
+TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
+    StageGraph& g = b.graph();
+    const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
+    const SharedInputs rope = add_rotary_inputs(g, d, m, b.policy().param);
+    const bool two_norms = m.parallel_residual && !m.shared_block_norm;
+    const TensorId h_attn = b.layernorm(two_norms ? "ln_attn" : "input_layernorm", x);
+    const TensorId h_mlp = two_norms ? b.layernorm("ln_mlp", x) : h_attn;
+    const std::uint64_t width = checked_mul(checked_add(d.A, checked_mul(2, d.KV)), d.D);
+    const TensorId qkv = b.linear("self_attention.query_key_value", h_attn, width);
+    // _split_heads then transpose(1, 2).reshape: q is a strided slice of the fused output, so the
+    // reshape copies it; k and v come out of advanced indexing (multi-query) or a broadcast that
+    // flatten materializes (new_decoder_architecture), copies either way.
+    const TensorId q =
+        b.copy("self_attention.query_layer", qkv, b.dtype(qkv), {d.B, d.A, d.S, d.D});
+    const TensorId k = b.copy("self_attention.key_layer", qkv, b.dtype(qkv), {d.B, d.KV, d.S, d.D});
+    const TensorId v =
+        b.copy("self_attention.value_layer", qkv, b.dtype(qkv), {d.B, d.KV, d.S, d.D});
+    const TensorId qr = rotary(b, "self_attention.rope_q", q, rope.cos, rope.sin, 1.0);
+    const TensorId kr = rotary(b, "self_attention.rope_k", k, rope.cos, rope.sin, 1.0);
+    // The eager matmuls broadcast k and v over the heads when there are fewer of them: the
+    // expanded operands are materialized, as repeat_kv's copies are.
+    const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, true}, d, profile,
+                                   0.0, true, EagerSoftmax::fp32_then_query_dtype);
+    const TensorId a = b.linear("self_attention.dense", ctx, d.H);
+    if (m.parallel_residual) {
+        const TensorId mlp_out = b.linear(
+            "mlp.dense_4h_to_h",
+            b.activation("mlp.act", b.linear("mlp.dense_h_to_4h", h_mlp, d.F), m.activation), d.H);
+        const TensorId sum = b.add("mlp_plus_attention", mlp_out, a);
+        return b.add("residual", x, b.dropout("hidden_dropout", sum, m.resid_dropout));
+    }
+    // dropout_add(attention_output, residual, config.attention_dropout)
+    const TensorId r1 = b.add("residual_1", x, b.dropout("attention_dropout", a, m.attn_dropout));
+    const TensorId h2 = b.layernorm("post_attention_layernorm", r1);
+    const TensorId mlp_out = b.linear(
+        "mlp.dense_4h_to_h",
+        b.activation("mlp.act", b.linear("mlp.dense_h_to_4h", h2, d.F), m.activation), d.H);
+    return b.add("residual_2", r1, b.dropout("hidden_dropout", mlp_out, m.resid_dropout));
+}
+
+}  // namespace remat::family
