@@ -84,6 +84,10 @@ TEST_SUITE("profile") {
         const json data = read_json_file(REMAT_SOURCE_DIR "/tests/data/hf_eager_saved.json");
         int n_cases = 0;
         for (const json& c : data.at("cases")) {
+            // Cases with a "config" (qwen2, gemma, gemma2, phi3, mixtral, falcon, gpt_neox with
+            // gelu_fast) describe their model by a config.json for the HF config reader; model_of
+            // knows only the three original architectures, so they are checked elsewhere.
+            if (c.contains("config")) continue;
             const ModelConfig m = model_of(c);
             StageRequest r;
             r.kind = kind_of(c.at("stage"));

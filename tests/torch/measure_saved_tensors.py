@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Measure which tensors PyTorch autograd saves for backward in Hugging Face
-style eager transformer stages (GPT-2, Llama, GPT-NeoX).
+style eager transformer stages (GPT-2, Llama, GPT-NeoX, Qwen2, Gemma, Gemma2,
+Phi-3, Mixtral, Falcon).
 
 Regenerate the committed test data with:
 
@@ -499,6 +500,243 @@ def head_case(arch, precision, B, S, H, V):
     return run_case(case, lambda: CausalLMHead(H, V, name), run)
 
 
+# ---------------- new families (each case carries an HF config.json-style "config") ----------------
+
+
+def rope_block_run(case, B, S, H, rot_dim, attn_path, build, moe=None):
+    """Runs a rotary decoder layer: cos/sin computed once (shared), the eager float causal mask."""
+    def run(m, dtype):
+        x = stage_input(B, S, H, dtype)
+        rope = LlamaRotaryEmbedding(rot_dim)
+        position_ids = torch.arange(S).unsqueeze(0)
+        cos, sin = rope(x, position_ids)
+        mask = causal_4d_mask(B, S, x.dtype)
+        with T.hooks():
+            label(x, "x")
+            label(cos, f"{attn_path}.rope.cos", shared=True)
+            label(sin, f"{attn_path}.rope.sin", shared=True)
+            out = m(x, attention_mask=mask, position_embeddings=(cos, sin))
+        if moe is not None:
+            case["expert_tokens"] = getattr(m, moe).expert_tokens
+        return [out]
+
+    return run_case(case, build, run)
+
+
+def cfg_of(config_json, **extra):
+    """The Cfg the modules read: the config.json keys plus the derived ones."""
+    return Cfg(**{**config_json, **extra})
+
+
+def qwen2_block_case(precision, B, S, H, A, KV, F_, p_drop):
+    j = {"model_type": "qwen2", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "intermediate_size": F_, "num_hidden_layers": 1, "vocab_size": 256, "hidden_act": "silu",
+         "rms_norm_eps": 1e-6, "attention_dropout": p_drop, "rope_theta": 10000.0, "tie_word_embeddings": False,
+         "use_sliding_window": False}
+    case = base_case("qwen2", "block", precision, B, S, H, A, KV, F_, None, p_drop, None, None, "silu",
+                     head_dim=H // A, config=j)
+    return rope_block_run(case, B, S, H, H // A, "self_attn", lambda: hf_modules.Qwen2DecoderLayer(cfg_of(j)))
+
+
+def gemma_block_case(precision, B, S, H, A, KV, F_, D, p_drop):
+    j = {"model_type": "gemma", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "head_dim": D, "intermediate_size": F_, "num_hidden_layers": 1, "vocab_size": 256,
+         "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+         "attention_bias": False, "attention_dropout": p_drop, "rope_theta": 10000.0, "tie_word_embeddings": True}
+    case = base_case("gemma", "block", precision, B, S, H, A, KV, F_, None, p_drop, None, None,
+                     "gelu_pytorch_tanh", head_dim=D, config=j)
+    return rope_block_run(case, B, S, H, D, "self_attn", lambda: hf_modules.GemmaDecoderLayer(cfg_of(j)))
+
+
+def gemma2_block_case(precision, B, S, H, A, KV, F_, D, p_drop, qpas, softcap=50.0):
+    j = {"model_type": "gemma2", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "head_dim": D, "intermediate_size": F_, "num_hidden_layers": 1, "vocab_size": 256,
+         "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+         "attention_bias": False, "attention_dropout": p_drop, "rope_theta": 10000.0,
+         "query_pre_attn_scalar": qpas, "attn_logit_softcapping": softcap, "final_logit_softcapping": 30.0,
+         "sliding_window": 4096, "tie_word_embeddings": True}
+    case = base_case("gemma2", "block", precision, B, S, H, A, KV, F_, None, p_drop, None, None,
+                     "gelu_pytorch_tanh", head_dim=D, query_pre_attn_scalar=qpas, attn_logit_softcapping=softcap,
+                     config=j)
+    return rope_block_run(case, B, S, H, D, "self_attn", lambda: hf_modules.Gemma2DecoderLayer(cfg_of(j)))
+
+
+def phi3_block_case(precision, B, S, H, A, KV, F_, p_drop):
+    j = {"model_type": "phi3", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "intermediate_size": F_, "num_hidden_layers": 1, "vocab_size": 256, "hidden_act": "silu",
+         "rms_norm_eps": 1e-5, "attention_dropout": p_drop, "resid_pdrop": p_drop, "embd_pdrop": 0.0,
+         "rope_theta": 10000.0, "tie_word_embeddings": False}
+    case = base_case("phi3", "block", precision, B, S, H, A, KV, F_, None, p_drop, p_drop, None, "silu",
+                     head_dim=H // A, config=j)
+    return rope_block_run(case, B, S, H, H // A, "self_attn", lambda: hf_modules.Phi3DecoderLayer(cfg_of(j)))
+
+
+def mixtral_block_case(precision, B, S, H, A, KV, F_, E, K, p_drop):
+    j = {"model_type": "mixtral", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "intermediate_size": F_, "num_hidden_layers": 1, "vocab_size": 256, "hidden_act": "silu",
+         "rms_norm_eps": 1e-5, "attention_dropout": p_drop, "rope_theta": 1e6, "num_local_experts": E,
+         "num_experts_per_tok": K, "router_jitter_noise": 0.0, "output_router_logits": False,
+         "tie_word_embeddings": False}
+    case = base_case("mixtral", "block", precision, B, S, H, A, KV, F_, None, p_drop, None, None, "silu",
+                     head_dim=H // A, num_experts=E, experts_per_token=K, config=j)
+    return rope_block_run(case, B, S, H, H // A, "self_attn", lambda: hf_modules.MixtralDecoderLayer(cfg_of(j)),
+                          moe="block_sparse_moe")
+
+
+FALCON_LAYOUTS = {
+    # (a) Falcon-7B: parallel attention + MLP on one shared input_layernorm, multi-query (1 kv head)
+    "7b": dict(new_decoder_architecture=False, multi_query=True, parallel_attn=True),
+    # (b) Falcon-40B/180B: kv-head groups, ln_attn + ln_mlp (num_ln_in_parallel_attn None -> 2)
+    "new_decoder": dict(new_decoder_architecture=True, multi_query=True, parallel_attn=True),
+    # (c) sequential: input_layernorm -> attention -> dropout_add -> post_attention_layernorm -> MLP
+    #     (multi_query=False: the [.., heads, 3, head_dim] split)
+    "sequential": dict(new_decoder_architecture=False, multi_query=False, parallel_attn=False),
+}
+
+
+def falcon_block_case(precision, B, S, H, A, layout, p_drop, kv=None, bias=False, activation="gelu"):
+    lay = FALCON_LAYOUTS[layout]
+    j = {"model_type": "falcon", "hidden_size": H, "num_attention_heads": A, "num_hidden_layers": 1,
+         "vocab_size": 256, **lay, "bias": bias, "alibi": False, "hidden_dropout": p_drop,
+         "attention_dropout": p_drop, "layer_norm_epsilon": 1e-5, "rope_theta": 10000.0,
+         "ffn_hidden_size": 4 * H, "activation": activation, "tie_word_embeddings": True}
+    if kv is not None:
+        j["num_kv_heads"] = kv
+    kv_eff = j.get("num_kv_heads", A) if (lay["new_decoder_architecture"] or not lay["multi_query"]) else 1
+    case = base_case("falcon", "block", precision, B, S, H, A, kv_eff, 4 * H, None, p_drop, p_drop, None, activation,
+                     head_dim=H // A, falcon_layout=layout, config=j)
+    cfg = cfg_of(j, num_kv_heads=j.get("num_kv_heads", A), num_ln_in_parallel_attn=None)
+    return rope_block_run(case, B, S, H, H // A, "self_attention", lambda: hf_modules.FalconDecoderLayer(cfg))
+
+
+def neox_fast_gelu_case(precision, B, S, H, A, F_):
+    j = {"model_type": "gpt_neox", "hidden_size": H, "num_attention_heads": A, "intermediate_size": F_,
+         "num_hidden_layers": 1, "vocab_size": 256, "hidden_act": "gelu_fast", "rotary_pct": 0.25,
+         "use_parallel_residual": True, "attention_dropout": 0.0, "hidden_dropout": 0.0, "layer_norm_eps": 1e-5,
+         "tie_word_embeddings": False}
+    head = H // A
+    case = base_case("gpt_neox", "block", precision, B, S, H, A, A, F_, None, 0.0, 0.0, None, "gelu_fast",
+                     head_dim=head, rotary_dims=int(head * 0.25), parallel_residual=True, config=j)
+    return rope_block_run(case, B, S, H, int(head * 0.25), "attention", lambda: GPTNeoXLayer(cfg_of(j)))
+
+
+def gemma_embedding_case(arch, precision, B, S, H, V):
+    j = {"model_type": arch, "hidden_size": H, "vocab_size": V, "num_hidden_layers": 1, "num_attention_heads": 4,
+         "num_key_value_heads": 4, "head_dim": H // 4, "intermediate_size": 2 * H, "tie_word_embeddings": True}
+    case = base_case(arch, "embedding", precision, B, S, H, V=V, config=j)
+
+    def run(m, dtype):
+        ids = token_ids(B, S, V, 7)
+        with T.hooks():
+            label(ids, "input_ids", model_input=True)
+            with scope("embed_tokens", {"EmbeddingBackward0.indices": "input_ids"}):
+                e = label(m["embed_tokens"](ids), "embed_tokens.output")
+            out = label(hf_modules.gemma_scale_embeddings(e, H), "output")
+        return [out]
+
+    return run_case(case, lambda: nn.ModuleDict({"embed_tokens": nn.Embedding(V, H)}), run)
+
+
+def gemma_final_norm_case(arch, precision, B, S, H):
+    j = {"model_type": arch, "hidden_size": H, "vocab_size": 256, "num_hidden_layers": 1, "num_attention_heads": 4,
+         "num_key_value_heads": 4, "head_dim": H // 4, "intermediate_size": 2 * H, "rms_norm_eps": 1e-6,
+         "tie_word_embeddings": True}
+    case = base_case(arch, "final_norm", precision, B, S, H, config=j)
+
+    def run(m, dtype):
+        x = stage_input(B, S, H, dtype)
+        with T.hooks():
+            label(x, "x")
+            out = label(m["norm"](x), "output")
+        return [out]
+
+    return run_case(case, lambda: nn.ModuleDict({"norm": hf_modules.GemmaRMSNorm(H, "norm", eps=1e-6)}), run)
+
+
+def gemma2_head_case(precision, B, S, H, V, cap=30.0):
+    j = {"model_type": "gemma2", "hidden_size": H, "vocab_size": V, "num_hidden_layers": 1, "num_attention_heads": 4,
+         "num_key_value_heads": 4, "head_dim": H // 4, "intermediate_size": 2 * H, "final_logit_softcapping": cap,
+         "tie_word_embeddings": True}
+    case = base_case("gemma2", "head", precision, B, S, H, V=V, final_logit_softcapping=cap, config=j)
+
+    def run(m, dtype):
+        x = stage_input(B, S, H, dtype)
+        labels = token_ids(B, S, V, 11)
+        with T.hooks():
+            label(x, "lm_head.input")
+            label(labels, "labels", model_input=True)
+            loss = m(x, labels)
+        return [loss]
+
+    return run_case(case, lambda: CausalLMHead(H, V, "lm_head", final_logit_softcapping=cap), run)
+
+
+def new_family_cases(precisions):
+    cases = []
+    qwen_shapes = [dict(B=2, S=24, H=64, A=4, F_=176), dict(B=3, S=40, H=96, A=8, F_=256)]
+    for shp in qwen_shapes:
+        A = shp["A"]
+        for prec in precisions:
+            for kv in (A, A // 2):
+                cases.append(qwen2_block_case(prec, KV=kv, p_drop=0.0, **shp))
+            cases.append(qwen2_block_case(prec, KV=A // 2, p_drop=0.1, **shp))
+
+    # head_dim != hidden / heads, as in gemma-7b (16 x 256 = 4096 vs 3072); kv 1 as in gemma-2b
+    gemma_shapes = [dict(B=2, S=24, H=64, A=4, F_=176, D=32), dict(B=3, S=40, H=96, A=4, F_=256, D=16)]
+    for shp in gemma_shapes:
+        for prec in precisions:
+            for kv in (shp["A"], 1):
+                cases.append(gemma_block_case(prec, KV=kv, p_drop=0.0, **shp))
+            cases.append(gemma_block_case(prec, KV=1, p_drop=0.1, **shp))
+
+    # query_pre_attn_scalar != head_dim, as in gemma-2-27b (144 vs 128)
+    gemma2_shapes = [dict(B=2, S=24, H=64, A=4, F_=176, D=32, qpas=24), dict(B=3, S=40, H=96, A=4, F_=256, D=16, qpas=16)]
+    for shp in gemma2_shapes:
+        A = shp["A"]
+        for prec in precisions:
+            for kv in (A, A // 2):
+                cases.append(gemma2_block_case(prec, KV=kv, p_drop=0.0, **shp))
+            cases.append(gemma2_block_case(prec, KV=A // 2, p_drop=0.1, **shp))
+
+    phi3_shapes = [dict(B=2, S=24, H=64, A=4, F_=176), dict(B=3, S=40, H=96, A=8, F_=256)]
+    for shp in phi3_shapes:
+        A = shp["A"]
+        for prec in precisions:
+            for kv in (A, A // 2):
+                cases.append(phi3_block_case(prec, KV=kv, p_drop=0.0, **shp))
+            cases.append(phi3_block_case(prec, KV=A // 2, p_drop=0.1, **shp))
+
+    mixtral_shapes = [dict(B=2, S=24, H=64, A=4, KV=2, F_=128), dict(B=3, S=40, H=96, A=8, KV=4, F_=192)]
+    for shp in mixtral_shapes:
+        for prec in precisions:
+            cases.append(mixtral_block_case(prec, E=4, K=2, p_drop=0.0, **shp))
+        cases.append(mixtral_block_case("fp32", E=4, K=2, p_drop=0.1, **shp))
+
+    falcon_shapes = [dict(B=2, S=24, H=64, A=4), dict(B=3, S=40, H=128, A=8)]
+    for shp in falcon_shapes:
+        for prec in precisions:
+            cases.append(falcon_block_case(prec, layout="7b", p_drop=0.0, **shp))
+            cases.append(falcon_block_case(prec, layout="new_decoder", p_drop=0.0, kv=2, **shp))
+            cases.append(falcon_block_case(prec, layout="sequential", p_drop=0.0, **shp))
+        cases.append(falcon_block_case("fp32", layout="7b", p_drop=0.1, **shp))
+        cases.append(falcon_block_case("fp32", layout="sequential", p_drop=0.1, **shp))
+    for prec in ("fp32", "bf16-mixed"):
+        cases.append(falcon_block_case(prec, layout="7b", p_drop=0.0, bias=True, **falcon_shapes[0]))
+
+    for prec in precisions:
+        cases.append(neox_fast_gelu_case(prec, B=2, S=24, H=64, A=4, F_=256))
+
+    stage_shapes = [dict(B=2, S=24, H=64, V=256), dict(B=3, S=40, H=96, V=1000)]
+    for shp in stage_shapes:
+        for prec in precisions:
+            for arch in ("gemma", "gemma2"):
+                cases.append(gemma_embedding_case(arch, prec, **shp))
+                cases.append(gemma_final_norm_case(arch, prec, shp["B"], shp["S"], shp["H"]))
+            cases.append(gemma2_head_case(prec, **shp))
+    cases.append(gemma2_head_case("fp32", B=1, S=24, H=64, V=256))
+    return cases
+
+
 # ---------------- CPU autocast observations ----------------
 
 
@@ -610,6 +848,8 @@ def main():
         # B == 1: the shifted labels are a view of the padded labels (no copy)
         cases.append(head_case(arch, "fp32", B=1, S=24, H=64, V=256))
 
+    cases += new_family_cases(precisions)
+
     doc = {
         "generated_by": REGEN_COMMAND,
         "torch_version": torch.__version__,
@@ -680,6 +920,37 @@ NOTES = [
     "WhereBackward0 saves a view of it. It is excluded: allocated once per model, not per step.",
     "'shared_input': true marks tensors computed once per model forward and shared by all layers (rotary "
     "cos/sin); they are not in total_bytes. 'model_input': true marks the token ids from the batch.",
+    "Cases of qwen2, gemma, gemma2, phi3, mixtral, falcon (and the gpt_neox gelu_fast block) carry 'config', a "
+    "Hugging Face config.json-style dict (model_type plus the keys the configuration class reads) describing "
+    "the measured stage; mixtral cases also carry 'expert_tokens', how many tokens each expert received "
+    "(routing is data-dependent, so per-expert shapes are too).",
+    "Gemma/Gemma2 RMSNorm computes (x.float() * rstd) * (1.0 + weight.float()) in fp32 and casts last "
+    "(.type_as(x)): it saves the fp32 normalized tensor '<norm>.normalized_fp32' [B,S,H] and the fp32 "
+    "'<norm>.weight_plus_one' [H] (a new tensor every forward), where Llama's RMSNorm saves the normalized "
+    "tensor in the input dtype. In fp32 / bf16-mixed the norm's output '.type_as(x)' is a no-op.",
+    "Gemma's embedding stage multiplies by normalizer = torch.tensor(sqrt(H), dtype=hidden dtype), a real 0-dim "
+    "tensor that MulBackward0 saves ('normalizer', 4 or 2 bytes); the embedding output itself is not saved.",
+    "Gemma2 soft-capping (attention scores and final logits): x / cap, tanh, * cap. Only tanh's result is "
+    "saved ('self_attn.scores_tanh' [B,A,S,S], 'logits_softcap.tanh' [B,S,V]) besides two float64 scalars.",
+    "Phi-3's fused gate_up_proj output [B,S,2F] is one storage saved twice through views (silu's input = gate "
+    "half, the mul's up half): 'mlp.gate_up_proj.output'. Its partial-rotary apply_rotary_pos_emb always "
+    "concatenates (an empty pass-through with partial_rotary_factor 1), so q/k after RoPE are new tensors.",
+    "Mixtral MoE (per-expert loop of transformers 4.5x): the router saves its input, the fp32 softmax result "
+    "[N,E] and topk's int64 indices [N,k]; the in-place renormalisation 'routing_weights /= sum' saves a CLONE "
+    "of the top-k values ('topk_weights_original', autograd copies self before an in-place op whose backward "
+    "needs it) and the sum [N,1]. Per expert e with n_e tokens: torch.where's nonzero() result [n_e,2] int64 "
+    "('experts.e.token_index', saved by both index ops and index_add_), the gathered tokens [n_e,H] "
+    "(w1/w3 input), act input, act output, w3 output, w2 input [n_e,F], w2 output [n_e,H], the indexed "
+    "routing weight [n_e,1] and the weighted output [n_e,H] (IndexAddBackward0.source). Only experts that "
+    "received tokens run.",
+    "Falcon multi-query (and new_decoder_architecture, whose _split_heads broadcasts k/v to all heads): "
+    "'query_layer @ key_layer.transpose(-1,-2)' broadcasts the 1 (or kv-group) key heads over all heads, and "
+    "matmul's expand + reshape materialises the broadcast: 'self_attention.key' and 'self_attention.value' "
+    "are [B*A,...] copies, as large as with full multi-head attention. The list indices [-2] / [-1] of "
+    "_split_heads become int64 index tensors saved by IndexBackward0 (8 bytes each). The eager rotary path "
+    "runs softmax in hidden_states.dtype (bf16 in bf16, no fp32 upcast) and has no attention dropout; "
+    "FalconLinear is 'input @ weight.T' then '+ bias', so with bias and CPU autocast the output is fp32 "
+    "(bf16 matmul + fp32 bias) and the next linear saves an extra bf16 copy of it.",
 ]
 
 
