@@ -263,6 +263,13 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
         if (!absent(j, "num_ln_in_parallel_attn"))
             n_ln = size_field(j, "num_ln_in_parallel_attn", origin);
         m.shared_block_norm = m.parallel_residual && n_ln != 2;
+        m.kv_by_index = new_arch || multi_query;
+        if (new_arch && !m.parallel_residual)
+            throw InputError(fmt::format(
+                "{}: new_decoder_architecture with parallel_attn false is not a layout "
+                "transformers runs (FalconDecoderLayer builds input/post norms but calls ln_attn); "
+                "set parallel_attn true",
+                origin));
         m.attn_bias = m.attn_out_bias = m.mlp_bias = bool_or(j, "bias", false, origin);
         m.fused_qkv = true;
         m.rotary_pct = 1.0;

@@ -54,6 +54,9 @@ struct ModelConfig {
     bool sandwich_norms = false;     // gemma2: norms after attention and MLP too (4 per block)
     // falcon-7b: attention and MLP read one input_layernorm (parallel_residual, 1 norm/block).
     bool shared_block_norm = false;
+    // falcon multi-query and new_decoder_architecture: k and v are picked out of the fused
+    // projection by advanced indexing (qkv[..., [-2], :]), which saves two int64 index tensors.
+    bool kv_by_index = false;
     double attn_softcap = 0.0;   // gemma2: tanh soft-capping of attention scores (0: none)
     double final_softcap = 0.0;  // gemma2: tanh soft-capping of the logits (0: none)
     // Mixture of experts (mixtral): n_experts MLPs of width ffn, each token routed to

@@ -30,7 +30,9 @@ struct Qkv {
 
 // How the eager code turns probabilities into the AV operand: GPT-2 casts to value's dtype
 // (`.type(value.dtype)`), Llama and GPT-NeoX take softmax in fp32 and cast to query's dtype.
-enum class EagerSoftmax { gpt2, fp32_then_query_dtype };
+// Falcon's softmax(scores + mask, dtype=hidden_states.dtype) keeps the hidden dtype (f32 under
+// autocast, where the f32 mask promotes the scores) and casts nothing after it.
+enum class EagerSoftmax { gpt2, fp32_then_query_dtype, hidden_dtype };
 
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D). (hf_attention.cpp)
@@ -41,8 +43,9 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
                    double softcap = 0.0);
 
 // Rotary embedding on (B, heads, S, D) with `pct` of each head rotated. (hf_attention.cpp)
+// `always_cat`: Phi-3's apply_rotary_pos_emb concatenates (rotated, pass) even when nothing passes.
 TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos, TensorId sin,
-                double pct);
+                double pct, bool always_cat = false);
 
 // The rotary cos and sin every block reads, shared inputs made once per step (none when the
 // model rotates no dims).

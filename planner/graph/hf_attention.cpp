@@ -81,21 +81,25 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         // attn_weights / softcap; torch.tanh (saves its output); * softcap (python floats).
         const TensorId div = g.add_tensor(name + ".softcap_div", ss, low);
         add_core(b.make(name + ".softcap_div", OpClass::memory, {scaled}, {div}, {}));
-        const TensorId th = g.add_tensor(name + ".softcap_tanh", ss, low);
+        const TensorId th = g.add_tensor(name + ".scores_tanh", ss, low);
         add_core(b.make(name + ".softcap_tanh", OpClass::memory, {div}, {th}, {th}));
         unmasked = g.add_tensor(name + ".softcapped", ss, low);
         add_core(b.make(name + ".softcap_mul", OpClass::memory, {th}, {unmasked}, {}));
     }
     const TensorId masked = g.add_tensor(name + ".scores_masked", ss, low);
     add_core(b.make(name + ".mask", OpClass::memory, {unmasked}, {masked}, {}));
-    const DType probs_t = softmax_kind == EagerSoftmax::gpt2 ? b.autocast_fp32_op(low) : DType::f32;
+    const DType probs_t = softmax_kind == EagerSoftmax::gpt2           ? b.autocast_fp32_op(low)
+                          : softmax_kind == EagerSoftmax::hidden_dtype ? b.policy().param
+                                                                       : DType::f32;
     const TensorId probs = g.add_tensor(name + ".probs", ss, probs_t);
     Op sm = b.make(name + ".softmax", OpClass::memory, {masked}, {probs}, {probs});
     sm.fwd_flops = 5.0 * static_cast<double>(g.tensor(probs).numel());
     sm.bwd_flops = sm.fwd_flops;
     add_core(std::move(sm));
     // .type(value.dtype) (GPT-2) or .to(query.dtype) (Llama, NeoX): a copy when dtypes differ.
-    const DType target = softmax_kind == EagerSoftmax::gpt2 ? b.dtype(in.v) : b.dtype(q_heads);
+    const DType target = softmax_kind == EagerSoftmax::gpt2           ? b.dtype(in.v)
+                         : softmax_kind == EagerSoftmax::hidden_dtype ? probs_t
+                                                                      : b.dtype(q_heads);
     TensorId p = probs;
     if (target != probs_t) p = core_copy(name + ".probs_dropped", probs, target, ss);
     if (attn_dropout > 0.0) {
@@ -109,7 +113,9 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         p = y;
     }
     if (b.policy().autocast && b.dtype(p) != low)
-        p = core_copy(name + ".probs_dropped", p, low, ss);
+        p = core_copy(
+            name + (softmax_kind == EagerSoftmax::hidden_dtype ? ".pv_probs" : ".probs_dropped"), p,
+            low, ss);
     const TensorId v = operand(name + ".value", in.v, in.v_contiguous);
     const TensorId ctx = g.add_tensor(name + ".av", {d.B, d.A, d.S, d.D}, low);
     Op av = b.make(name + ".pv", OpClass::gemm, {p, v}, {ctx}, {p, v});
@@ -124,7 +130,7 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
 // which are shared by every block (made once per step), so a block adds no bytes for them.
 // With no rotated dims (GPT-NeoX with rotary_pct 0) only cat((rotated, pass)) is left: a copy.
 TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos, TensorId sin,
-                double pct) {
+                double pct, bool always_cat) {
     StageGraph& g = b.graph();
     if (cos == no_tensor) return pct < 1.0 ? b.copy(name + ".cat_pass", x, b.dtype(x)) : x;
     const Shape s = b.shape(x);
@@ -137,7 +143,7 @@ TensorId rotary(OpBuilder& b, const std::string& name, TensorId x, TensorId cos,
     g.add_op(b.make(name + ".mul_sin", OpClass::memory, {rot, sin}, {rs}, {sin}));
     TensorId y = b.add(name + ".embed", xc, rs);
     // Partial rotary (GPT-NeoX): cat((rotated, pass)) promotes to the rotated part's dtype.
-    if (pct < 1.0) y = b.copy(name + ".cat_pass", y, b.dtype(y));
+    if (pct < 1.0 || always_cat) y = b.copy(name + ".cat_pass", y, b.dtype(y));
     return y;
 }
 

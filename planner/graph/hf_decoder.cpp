@@ -17,7 +17,7 @@ TensorId gated_mlp(OpBuilder& b, const Dims& d, const ModelConfig& m, TensorId h
         const TensorId gu = b.linear("mlp.gate_up_proj", h, checked_mul(2, d.F));
         const TensorId gate = b.view("mlp.gate", gu, {d.B, d.S, d.F});
         const TensorId up = b.view("mlp.up", gu, {d.B, d.S, d.F});
-        const TensorId act = b.activation("mlp.activation_fn", gate, m.activation);
+        const TensorId act = b.activation("mlp.act", gate, m.activation);
         const TensorId prod = b.mul("mlp.up_states", up, act);
         return b.linear("mlp.down_proj", prod, d.H);
     }
@@ -60,8 +60,9 @@ TensorId hf_decoder_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Pro
     const SharedInputs rope = add_rotary_inputs(g, d, m, b.policy().param);
     const TensorId h1 = b.norm("input_layernorm", x, m.norm);
     const Projected p = project_qkv(b, d, m, h1);
-    const TensorId qr = rotary(b, "self_attn.rope_q", p.q, rope.cos, rope.sin, 1.0);
-    const TensorId kr = rotary(b, "self_attn.rope_k", p.k, rope.cos, rope.sin, 1.0);
+    const bool cat = m.arch == Arch::phi3;
+    const TensorId qr = rotary(b, "self_attn.rope_q", p.q, rope.cos, rope.sin, 1.0, cat);
+    const TensorId kr = rotary(b, "self_attn.rope_k", p.k, rope.cos, rope.sin, 1.0, cat);
     // After rotary q and k are fresh tensors; v is a transposed view, whose (B*heads, S, D)
     // reshape is a view only when B == 1.
     Qkv in{qr, kr, p.v, true, true, d.B == 1};

@@ -7,15 +7,42 @@
 
 namespace remat::family {
 
+namespace {
+
+// FalconLinear: input @ weight.T, then + bias as a separate op. Under autocast the bf16 product
+// plus the fp32 bias promotes to fp32.
+TensorId falcon_linear(OpBuilder& b, const ModelConfig& m, const std::string& name, TensorId x,
+                       std::uint64_t n_out) {
+    const TensorId y = b.linear(name, x, n_out);
+    if (!m.attn_bias || !b.policy().autocast) return y;
+    StageGraph& g = b.graph();
+    const TensorId biased = g.add_tensor(name + ".biased", b.shape(y), DType::f32);
+    g.add_op(b.make(name + ".bias", OpClass::memory, {y}, {biased}, {}));
+    return biased;
+}
+
+}  // namespace
+
 TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
     StageGraph& g = b.graph();
+    auto linear = [&](const std::string& name, TensorId x, std::uint64_t n) {
+        return falcon_linear(b, m, name, x, n);
+    };
     const TensorId x = g.add_input("x", {d.B, d.S, d.H}, b.policy().param);
     const SharedInputs rope = add_rotary_inputs(g, d, m, b.policy().param);
     const bool two_norms = m.parallel_residual && !m.shared_block_norm;
     const TensorId h_attn = b.layernorm(two_norms ? "ln_attn" : "input_layernorm", x);
     const TensorId h_mlp = two_norms ? b.layernorm("ln_mlp", x) : h_attn;
     const std::uint64_t width = checked_mul(checked_add(d.A, checked_mul(2, d.KV)), d.D);
-    const TensorId qkv = b.linear("self_attention.query_key_value", h_attn, width);
+    const TensorId qkv = linear("self_attention.query_key_value", h_attn, width);
+    if (m.kv_by_index) {
+        // qkv[..., [-2], :] and qkv[..., [-1], :]: IndexBackward0 saves each index list, an
+        // int64 tensor of one element.
+        for (const char* n : {"self_attention.key_index", "self_attention.value_index"}) {
+            const TensorId index = g.add_tensor(n, {1}, DType::i64, false);
+            g.add_op(b.make(n, OpClass::memory, {qkv}, {index}, {index}));
+        }
+    }
     // _split_heads then transpose(1, 2).reshape: q is a strided slice of the fused output, so the
     // reshape copies it; k and v come out of advanced indexing (multi-query) or a broadcast that
     // flatten materializes (new_decoder_architecture), copies either way.
@@ -29,22 +56,22 @@ TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     // The eager matmuls broadcast k and v over the heads when there are fewer of them: the
     // expanded operands are materialized, as repeat_kv's copies are.
     const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, true}, d, profile,
-                                   0.0, true, EagerSoftmax::fp32_then_query_dtype);
-    const TensorId a = b.linear("self_attention.dense", ctx, d.H);
+                                   0.0, true, EagerSoftmax::hidden_dtype);
+    const TensorId a = linear("self_attention.dense", ctx, d.H);
     if (m.parallel_residual) {
-        const TensorId mlp_out = b.linear(
+        const TensorId mlp_out = linear(
             "mlp.dense_4h_to_h",
-            b.activation("mlp.act", b.linear("mlp.dense_h_to_4h", h_mlp, d.F), m.activation), d.H);
+            b.activation("mlp.act", linear("mlp.dense_h_to_4h", h_mlp, d.F), m.activation), d.H);
         const TensorId sum = b.add("mlp_plus_attention", mlp_out, a);
-        return b.add("residual", x, b.dropout("hidden_dropout", sum, m.resid_dropout));
+        return b.add("residual", x, b.dropout("mlp_dropout_add", sum, m.resid_dropout));
     }
     // dropout_add(attention_output, residual, config.attention_dropout)
-    const TensorId r1 = b.add("residual_1", x, b.dropout("attention_dropout", a, m.attn_dropout));
+    const TensorId r1 = b.add("residual_1", x, b.dropout("attn_dropout_add", a, m.attn_dropout));
     const TensorId h2 = b.layernorm("post_attention_layernorm", r1);
-    const TensorId mlp_out = b.linear(
-        "mlp.dense_4h_to_h",
-        b.activation("mlp.act", b.linear("mlp.dense_h_to_4h", h2, d.F), m.activation), d.H);
-    return b.add("residual_2", r1, b.dropout("hidden_dropout", mlp_out, m.resid_dropout));
+    const TensorId mlp_out =
+        linear("mlp.dense_4h_to_h",
+               b.activation("mlp.act", linear("mlp.dense_h_to_4h", h2, d.F), m.activation), d.H);
+    return b.add("residual_2", r1, b.dropout("mlp_dropout_add", mlp_out, m.resid_dropout));
 }
 
 }  // namespace remat::family

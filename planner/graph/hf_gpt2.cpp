@@ -25,8 +25,7 @@ TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     const TensorId r1 = b.add("residual_1", a, x);
     const TensorId h2 = b.layernorm("ln_2", r1);
     const TensorId fc = b.linear("mlp.c_fc", h2, d.F);
-    TensorId act = m.activation == Activation::gelu_new ? b.gelu_new("mlp.act", fc)
-                                                        : b.unary_saving_input("mlp.act", fc, 8);
+    const TensorId act = b.activation("mlp.act", fc, m.activation);
     const TensorId down = b.linear("mlp.c_proj", act, d.H);
     const TensorId mo = b.dropout("mlp.dropout", down, m.resid_dropout);
     return b.add("residual_2", mo, r1);

@@ -32,10 +32,10 @@ TensorId hf_moe(OpBuilder& b, const std::string& name, TensorId x, const Dims& d
     const TensorId top = g.add_tensor(name + ".topk_values", {T, k}, DType::f32);
     const TensorId selected = g.add_tensor(name + ".selected_experts", {T, k}, DType::i64, false);
     g.add_op(b.make(name + ".topk", OpClass::memory, {probs}, {top, selected}, {selected}));
-    const TensorId sum = g.add_tensor(name + ".routing_sum", {T, 1}, DType::f32);
+    const TensorId sum = g.add_tensor(name + ".topk_sum", {T, 1}, DType::f32);
     g.add_op(b.make(name + ".sum", OpClass::memory, {top}, {sum}, {}));
     // In-place div_: autograd saves a clone of the values it overwrites, and the divisor.
-    const TensorId before = g.add_tensor(name + ".topk_values_clone", {T, k}, DType::f32);
+    const TensorId before = g.add_tensor(name + ".topk_weights_original", {T, k}, DType::f32);
     g.add_op(b.make(name + ".renormalize", OpClass::memory, {top, sum}, {before}, {before, sum}));
     const TensorId weights = b.view(name + ".routing_weights", top, {T, k});
     const TensorId rw = b.cast(name + ".routing_weights_cast", weights, xt);
@@ -43,14 +43,18 @@ TensorId hf_moe(OpBuilder& b, const std::string& name, TensorId x, const Dims& d
     g.add_op(b.make(name + ".zeros", OpClass::memory, {}, {final_h}, {}));
     for (std::uint64_t e = 0; e < E; ++e) {
         const std::uint64_t n = expert_tokens.at(e);
+        if (n == 0) continue;  // transformers loops over the experts that were hit
         const std::string p = name + ".experts." + std::to_string(e);
-        const TensorId top_x = g.add_tensor(p + ".top_x", {n}, DType::i64, false);
-        const TensorId idx = g.add_tensor(p + ".idx", {n}, DType::i64, false);
-        g.add_op(b.make(p + ".where", OpClass::memory, {selected}, {top_x, idx}, {}));
-        const TensorId state = g.add_tensor(p + ".state", {n, d.H}, xt);
+        // torch.where(mask) is nonzero().unbind(1): idx and top_x are the columns of one
+        // (n, 2) int64 tensor.
+        const TensorId index = g.add_tensor(p + ".token_index", {n, 2}, DType::i64, false);
+        g.add_op(b.make(p + ".where", OpClass::memory, {selected}, {index}, {}));
+        const TensorId top_x = b.view(p + ".top_x", index, {n});
+        const TensorId idx = b.view(p + ".idx", index, {n});
+        const TensorId state = g.add_tensor(p + ".input", {n, d.H}, xt);
         g.add_op(b.make(p + ".index", OpClass::memory, {flat, top_x}, {state}, {top_x}));
         const TensorId w1 = b.linear(p + ".w1", state, d.F);
-        const TensorId act = b.activation(p + ".act_fn", w1, m.activation);
+        const TensorId act = b.activation(p + ".act", w1, m.activation);
         const TensorId w3 = b.linear(p + ".w3", state, d.F);
         const TensorId prod = b.mul(p + ".gated", act, w3);
         const TensorId w2 = b.linear(p + ".w2", prod, d.H);
@@ -58,9 +62,11 @@ TensorId hf_moe(OpBuilder& b, const std::string& name, TensorId x, const Dims& d
         g.add_op(
             b.make(p + ".index_weights", OpClass::memory, {rw, top_x, idx}, {wi}, {top_x, idx}));
         const TensorId y = b.mul(p + ".weighted", w2, wi);
-        const TensorId yc = b.cast(p + ".weighted_cast", y, xt);
-        // index_add_ in place on the running sum (no new tensor): saves the index.
-        g.add_op(b.make(p + ".index_add", OpClass::memory, {final_h, top_x, yc}, {}, {top_x}));
+        const TensorId yc =
+            b.view(p + ".weighted_output", b.cast(p + ".weighted_cast", y, xt), {n, d.H});
+        // index_add_ in place on the running sum (no new tensor): saves the index and the
+        // source (IndexAddBackward0).
+        g.add_op(b.make(p + ".index_add", OpClass::memory, {final_h, top_x, yc}, {}, {top_x, yc}));
     }
     return b.view(name + ".output", final_h, {d.B, d.S, d.H});
 }

@@ -24,9 +24,7 @@ TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     if (!m.parallel_residual) mlp_in = b.add("residual_1", a, x);
     const TensorId h2 = b.layernorm("post_attention_layernorm", mlp_in);
     const TensorId up = b.linear("mlp.dense_h_to_4h", h2, d.F);
-    const TensorId act = m.activation == Activation::gelu_new
-                             ? b.gelu_new("mlp.act", up)
-                             : b.unary_saving_input("mlp.act", up, 8);
+    const TensorId act = b.activation("mlp.act", up, m.activation);
     const TensorId down = b.linear("mlp.dense_4h_to_h", act, d.H);
     const TensorId mo = b.dropout("post_mlp_dropout", down, m.resid_dropout);
     if (!m.parallel_residual) return b.add("residual_2", mo, mlp_in);

@@ -153,12 +153,12 @@ TensorId OpBuilder::rmsnorm_offset(const std::string& name, TensorId x) {
         p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
     const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
     g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
-    const TensorId normed = g_.add_tensor(name + ".normalized", s, DType::f32);
+    const TensorId normed = g_.add_tensor(name + ".normalized_fp32", s, DType::f32);
     g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
     // 1.0 + weight.float(): made from the parameter in every call, one fp32 row of H.
     const TensorId scale = g_.add_tensor(name + ".weight_plus_one", {s.back()}, DType::f32);
     g_.add_op(make(name + ".weight_plus_one", OpClass::memory, {}, {scale}, {}));
-    const TensorId scaled = g_.add_tensor(name + ".scaled", s, DType::f32);
+    const TensorId scaled = g_.add_tensor(name + ".scaled_fp32", s, DType::f32);
     g_.add_op(
         make(name + ".weight_mul", OpClass::memory, {normed, scale}, {scaled}, {normed, scale}));
     return cast(name + ".output", scaled, in);
@@ -206,10 +206,10 @@ TensorId OpBuilder::gelu_fast(const std::string& name, TensorId x) {
     };
     const TensorId half = fresh("half_input", {x}, {});
     const TensorId a = fresh("input_scaled", {x}, {});
-    const TensorId b = fresh("input_c", {x}, {});
+    const TensorId b = fresh("input_x_0.044715", {x}, {});
     const TensorId xin = view(name + ".input", x, s);
     const TensorId c = fresh("square_c", {b, xin}, {b, xin});
-    const TensorId d = fresh("inner", {c}, {});
+    const TensorId d = fresh("poly", {c}, {});
     const TensorId e = fresh("tanh_arg", {a, d}, {a, d});
     const TensorId t = g_.add_tensor(name + ".tanh", s, in);
     g_.add_op(make(name + ".tanh", OpClass::memory, {e}, {t}, {t}));

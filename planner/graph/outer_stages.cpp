@@ -92,12 +92,12 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     TensorId logits = b.linear(m.arch == Arch::gpt_neox ? "embed_out" : "lm_head", x, d.V);
     if (m.final_softcap > 0.0) {
         // Gemma2ForCausalLM: logits / cap; torch.tanh (saves its output); * cap.
-        const TensorId div = g.add_tensor("softcap_div", bsv, b.dtype(logits));
-        g.add_op(b.make("softcap_div", OpClass::memory, {logits}, {div}, {}));
-        const TensorId th = g.add_tensor("softcap_tanh", bsv, b.dtype(logits));
-        g.add_op(b.make("softcap_tanh", OpClass::memory, {div}, {th}, {th}));
-        logits = g.add_tensor("softcapped", bsv, b.dtype(logits));
-        g.add_op(b.make("softcap_mul", OpClass::memory, {th}, {logits}, {}));
+        const TensorId div = g.add_tensor("logits_softcap.div", bsv, b.dtype(logits));
+        g.add_op(b.make("logits_softcap.div", OpClass::memory, {logits}, {div}, {}));
+        const TensorId th = g.add_tensor("logits_softcap.tanh", bsv, b.dtype(logits));
+        g.add_op(b.make("logits_softcap.tanh", OpClass::memory, {div}, {th}, {th}));
+        logits = g.add_tensor("logits_softcap.output", bsv, b.dtype(logits));
+        g.add_op(b.make("logits_softcap.mul", OpClass::memory, {th}, {logits}, {}));
     }
     // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
     // log_softmax saves its fp32 output, nll_loss the targets.
