@@ -355,7 +355,9 @@ std::string models_text() {
                            g.description, format_bytes(g.capacity_bytes), g.bf16_flops / 1e12,
                            g.fp32_flops / 1e12, g.memory_bandwidth / 1e9);
     }
-    out += "\n--model also takes a path to a remat preset JSON or a Hugging Face config.json\n";
+    out +=
+        "\n--model also takes a Hugging Face checkpoint folder, its config.json, or a remat "
+        "preset JSON\n";
     return out;
 }
 

@@ -159,7 +159,8 @@ void read_decoder(ModelConfig& m, const json& j, const DecoderDefaults& d, const
 ModelConfig from_hf_config(const json& j, const std::string& origin) {
     ModelConfig m;
     const auto type = string_field(j, "model_type", origin);
-    m.source = origin;
+    // remat's presets in this format say where the file comes from; other files are their path.
+    m.source = string_or(j, "remat_source", origin, origin);
     if (type == "gpt2") {
         m.arch = Arch::gpt2;
         m.norm = NormKind::layernorm;
@@ -197,11 +198,10 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
     } else if (type == "gemma" || type == "gemma2") {
         const bool g2 = type == "gemma2";
         m.arch = g2 ? Arch::gemma2 : Arch::gemma;
-        // GemmaMLP's act_fn is ACT2FN[hidden_activation] (gelu_pytorch_tanh when absent);
-        // hidden_act is the older key, used when hidden_activation is absent.
-        const char* key = absent(j, "hidden_activation") && !absent(j, "hidden_act")
-                              ? "hidden_act"
-                              : "hidden_activation";
+        // GemmaMLP's act_fn is ACT2FN[config.hidden_act] (transformers >= 4.48; 4.38-4.46 read
+        // hidden_activation), Gemma2MLP's ACT2FN[config.hidden_activation]. Exact and tanh GELU
+        // save the same tensor (their input), so the choice changes no memory.
+        const char* key = g2 ? "hidden_activation" : "hidden_act";
         read_decoder(
             m, j,
             g2 ? DecoderDefaults{256000, 2304, 9216, 26, 8, 4, 8192, "gelu_pytorch_tanh", true}
