@@ -264,6 +264,7 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
             n_ln = size_field(j, "num_ln_in_parallel_attn", origin);
         m.shared_block_norm = m.parallel_residual && n_ln != 2;
         m.kv_by_index = new_arch || multi_query;
+        m.kv_materialized = new_arch;
         if (new_arch && !m.parallel_residual)
             throw InputError(fmt::format(
                 "{}: new_decoder_architecture with parallel_attn false is not a layout "

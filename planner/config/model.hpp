@@ -57,6 +57,9 @@ struct ModelConfig {
     // falcon multi-query and new_decoder_architecture: k and v are picked out of the fused
     // projection by advanced indexing (qkv[..., [-2], :]), which saves two int64 index tensors.
     bool kv_by_index = false;
+    // falcon new_decoder_architecture: _split_heads broadcasts k and v to every query head and
+    // flatten materializes them, so attention sees A heads of k and v, not KV.
+    bool kv_materialized = false;
     double attn_softcap = 0.0;   // gemma2: tanh soft-capping of attention scores (0: none)
     double final_softcap = 0.0;  // gemma2: tanh soft-capping of the logits (0: none)
     // Mixture of experts (mixtral): n_experts MLPs of width ffn, each token routed to

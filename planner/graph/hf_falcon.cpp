@@ -48,14 +48,23 @@ TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     // flatten materializes (new_decoder_architecture), copies either way.
     const TensorId q =
         b.copy("self_attention.query_layer", qkv, b.dtype(qkv), {d.B, d.A, d.S, d.D});
-    const TensorId k = b.copy("self_attention.key_layer", qkv, b.dtype(qkv), {d.B, d.KV, d.S, d.D});
+    Dims ad = d;  // the heads attention sees
+    if (m.kv_materialized) ad.KV = d.A;
+    const TensorId k =
+        b.copy("self_attention.key_layer", qkv, b.dtype(qkv), {d.B, ad.KV, d.S, d.D});
     const TensorId v =
-        b.copy("self_attention.value_layer", qkv, b.dtype(qkv), {d.B, d.KV, d.S, d.D});
+        b.copy("self_attention.value_layer", qkv, b.dtype(qkv), {d.B, ad.KV, d.S, d.D});
     const TensorId qr = rotary(b, "self_attention.rope_q", q, rope.cos, rope.sin, 1.0);
     const TensorId kr = rotary(b, "self_attention.rope_k", k, rope.cos, rope.sin, 1.0);
     // The eager matmuls broadcast k and v over the heads when there are fewer of them: the
     // expanded operands are materialized, as repeat_kv's copies are.
-    const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, true}, d, profile,
+    // Under sdpa, Falcon passes k and v with their own head count and no enable_gqa: PyTorch's
+    // fused kernels need equal head counts (sdp_utils_cpp.h, check_batch_size_and_num_heads_dense:
+    // "both fused kernels require query, key and value to have the same num_heads"), so
+    // multi-query falcon runs SDPA's math path, which materializes the S x S probabilities as
+    // the eager code does. new_decoder_architecture has materialized A heads already: fused.
+    const Profile core = profile == Profile::sdpa && ad.KV != d.A ? Profile::hf_eager : profile;
+    const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, true}, ad, core,
                                    0.0, true, EagerSoftmax::hidden_dtype);
     const TensorId a = linear("self_attention.dense", ctx, d.H);
     if (m.parallel_residual) {
