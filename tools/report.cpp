@@ -12,21 +12,37 @@ using nlohmann::json;
 
 json question_json(const Question& q) {
     const auto& o = q.options;
-    return {{"model", q.model.name},
-            {"gpu", q.gpu.name},
-            {"capacity_bytes", q.context.capacity_bytes},
-            {"micro_batch", o.micro_batch},
-            {"seq", o.seq},
-            {"precision", precision_name(o.precision)},
-            {"profile", profile_name(o.profile)},
-            {"attention", attention_name(o.attention)},
-            {"sharding", sharding_name(o.sharding)},
-            {"world_size", o.world_size},
-            {"grad_accumulation", o.grad_accumulation},
-            {"optimizer", optimizer_name(o.optimizer)},
-            {"optimizer_impl", optimizer_impl_name(o.optimizer_impl)},
-            {"torch", torch_name(o.torch)}};
+    json j = {{"model", q.model.name},
+              {"gpu", q.gpu.name},
+              {"capacity_bytes", q.context.capacity_bytes},
+              {"micro_batch", o.micro_batch},
+              {"seq", o.seq},
+              {"precision", precision_name(o.precision)},
+              {"profile", profile_name(o.profile)},
+              {"attention", attention_name(o.attention)},
+              {"sharding", sharding_name(o.sharding)},
+              {"world_size", o.world_size},
+              {"grad_accumulation", o.grad_accumulation},
+              {"optimizer", optimizer_name(o.optimizer)},
+              {"optimizer_impl", optimizer_impl_name(o.optimizer_impl)},
+              {"torch", torch_name(o.torch)}};
+    if (q.model.n_experts > 0) j["moe_capacity_factor"] = o.moe_capacity_factor;
+    return j;
 }
+
+namespace {
+
+// A mixture of experts states its routing assumption wherever its question is shown.
+std::string routing_note(const Question& q) {
+    if (q.model.n_experts == 0) return "";
+    if (q.options.moe_capacity_factor == 1.0)
+        return fmt::format(", {} experts top-{} (balanced routing)", q.model.n_experts,
+                           q.model.experts_per_token);
+    return fmt::format(", {} experts top-{} (busiest expert {}x its share)", q.model.n_experts,
+                       q.model.experts_per_token, q.options.moe_capacity_factor);
+}
+
+}  // namespace
 
 namespace {
 
@@ -48,8 +64,8 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
 std::string header(const Question& q, bool with_micro_batch = true) {
     const auto& o = q.options;
     return fmt::format(
-        "{} ({} params) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}\n",
-        q.model.name, fmt::group_digits(parameter_count(q.model)), q.gpu.name,
+        "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}\n",
+        q.model.name, fmt::group_digits(parameter_count(q.model)), routing_note(q), q.gpu.name,
         format_bytes(q.context.capacity_bytes),
         with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq,
         precision_name(o.precision), profile_name(o.profile),
@@ -321,7 +337,9 @@ json models_json() {
                           {"kv_heads", m.n_kv_heads},
                           {"ffn", m.ffn},
                           {"vocab", m.vocab},
-                          {"context", m.context}});
+                          {"context", m.context},
+                          {"experts", m.n_experts},
+                          {"experts_per_token", m.experts_per_token}});
     }
     for (const auto& name : gpu_preset_names()) {
         const GpuSpec g = load_gpu(name);
@@ -342,10 +360,12 @@ std::string models_text() {
                     "arch", "params", "L", "H", "A (KV)", "F", "V", "context");
     for (const auto& name : model_preset_names()) {
         const ModelConfig m = load_model(name);
-        out += fmt::format("  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}\n", name,
-                           arch_name(m.arch), fmt::group_digits(parameter_count(m)), m.n_layers,
-                           m.hidden, fmt::format("{} ({})", m.n_heads, m.n_kv_heads), m.ffn,
-                           m.vocab, m.context);
+        out += fmt::format(
+            "  {:<13} {:<9} {:>16} {:>4} {:>6} {:>8} {:>6} {:>7} {:>8}{}\n", name,
+            arch_name(m.arch), fmt::group_digits(parameter_count(m)), m.n_layers, m.hidden,
+            fmt::format("{} ({})", m.n_heads, m.n_kv_heads), m.ffn, m.vocab, m.context,
+            m.n_experts ? fmt::format("  {} experts, top-{}", m.n_experts, m.experts_per_token)
+                        : std::string());
     }
     out += fmt::format("\ngpus\n  {:<13} {:<30} {:>11} {:>12} {:>12} {:>11}\n", "name",
                        "description", "capacity", "bf16 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s");
