@@ -20,11 +20,17 @@ TEST_SUITE("cli") {
     TEST_CASE("cli::models lists the presets") {
         const Run r = run_remat("models");
         CHECK(r.code == 0);
+        // The issue 16 presets: Llama-3-8B, Mistral-7B, Qwen2-7B, Gemma-7B, Mixtral-8x7B at least.
         for (const char* name :
-             {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "h100-80gb", "rtx4090-24gb"})
+             {"gpt2-xl", "llama2-70b", "pythia-6.9b", "tiny-llama", "llama3-8b", "mistral-7b",
+              "qwen2-7b", "gemma-7b", "mixtral-8x7b", "h100-80gb", "rtx4090-24gb"})
             CHECK(r.out.find(name) != std::string::npos);
+        CHECK(r.out.find("8 experts, top-2") != std::string::npos);
         const Run j = run_remat("models --json");
-        CHECK(nlohmann::json::parse(j.out).at("models").size() == 11);
+        const auto models = nlohmann::json::parse(j.out).at("models");
+        CHECK(models.size() == 20);
+        for (const auto& m : models)
+            if (m.at("name") == "mixtral-8x7b") CHECK(m.at("experts") == 8);
     }
 
     TEST_CASE("cli::plan --json has the documented fields") {
