@@ -33,6 +33,45 @@ TEST_SUITE("cli") {
             if (m.at("name") == "mixtral-8x7b") CHECK(m.at("experts") == 8);
     }
 
+    TEST_CASE("cli::every family plans, max-batches, recommends and draws") {
+        // Issue 16's families, at their published configs (the presets), both HF profiles.
+        for (const char* model : {"qwen2-7b", "gemma-7b", "gemma-2b", "phi3-mini", "mixtral-8x7b",
+                                  "falcon-7b", "gpt-neox-20b", "llama3-8b", "mistral-7b"}) {
+            CAPTURE(model);
+            const std::string q = std::string(" --model ") + model +
+                                  " --seq 512 --sharding fsdp --world-size 64 --gpu h100-80gb";
+            for (const char* profile : {"sdpa", "hf-eager"}) {
+                const Run p =
+                    run_remat("plan" + q + " --strategy sqrt --json --profile " + profile);
+                REQUIRE(p.code == 0);
+                const auto j = nlohmann::json::parse(p.out);
+                CHECK(j.at("fits") == true);
+                CHECK(j.at("question").at("model") == model);
+            }
+            const Run mb = run_remat("max-batch" + q + " --strategies none,full,optimal --json");
+            REQUIRE(mb.code == 0);
+            for (const auto& r : nlohmann::json::parse(mb.out).at("results"))
+                CHECK(r.at("max_micro_batch").get<std::uint64_t>() >= 1);
+            CHECK(run_remat("recommend" + q).code == 0);
+            const Run d = run_remat("dot" + q + " --strategies none,sqrt");
+            CHECK(d.code == 0);
+            CHECK(d.out.rfind("digraph", 0) == 0);
+        }
+    }
+
+    TEST_CASE("cli::--moe-capacity-factor is checked against the model and its routing") {
+        const std::string q = " --model mixtral-8x7b --seq 512 --sharding fsdp --world-size 64";
+        const Run ok = run_remat("plan" + q + " --moe-capacity-factor 2 --json");
+        REQUIRE(ok.code == 0);
+        CHECK(nlohmann::json::parse(ok.out).at("question").at("moe_capacity_factor") == 2.0);
+        check_rejected("plan" + q + " --moe-capacity-factor 5",
+                       "between 1 (balanced routing) and 4");
+        check_rejected("plan" + q + " --moe-capacity-factor 0.5", "--moe-capacity-factor 0.5");
+        check_rejected("plan --model llama3-8b --moe-capacity-factor 2", "has no experts");
+        check_rejected("plan --model mixtral-8x7b --profile megatron", "dense layers");
+        check_rejected("plan --model qwen2-7b --profile remat", "gpt2 and llama (SwiGLU)");
+    }
+
     TEST_CASE("cli::plan --json has the documented fields") {
         const Run r = run_remat("plan --model gpt2 --strategy sqrt --json");
         REQUIRE(r.code == 0);
