@@ -1,4 +1,4 @@
-// Fuzzes `--model FILE`: a Hugging Face config.json (gpt2, llama, mistral, gpt_neox) or remat's
+// Fuzzes `--model FILE`: a Hugging Face config.json (every family remat reads) or remat's
 // preset format ("format": "remat-model"), read as load_model reads a file (parse_json_text,
 // then model_from_json), and on through to a plan: the chain at micro-batch 1 and 2 and a short
 // sequence, planned with `none` and `full` and replayed by the simulator on the h100-80gb

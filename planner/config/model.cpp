@@ -481,6 +481,10 @@ void validate_model(const ModelConfig& m) {
             "model {}: {} experts with {} per token; a mixture of experts needs 1 <= experts per "
             "token <= experts",
             n, m.n_experts, m.experts_per_token));
+    if (m.n_experts > max_experts)
+        throw InputError(fmt::format(
+            "model {}: {} experts is more than remat plans (at most {}); check the config", n,
+            m.n_experts, max_experts));
     if (m.fused_gate_up && !m.gated_mlp)
         throw InputError(fmt::format("model {}: a fused gate/up projection needs a gated MLP", n));
     if (m.arch == Arch::gpt2 && m.rotary_pct != 0.0)

@@ -112,6 +112,10 @@ std::vector<std::string> model_preset_names();
 // The deepest model remat plans: deeper configs are refused (the chain has a stage per layer).
 inline constexpr std::uint64_t max_layers = 100'000;
 
+// The most experts a mixture of experts may have: each is its own ops in the block's graph
+// (transformers loops over them), and published MoEs have at most a few hundred.
+inline constexpr std::uint64_t max_experts = 1024;
+
 // Throws InputError if sizes are zero or inconsistent (hidden not divisible by heads, ...), or
 // past max_layers, or if the parameter count exceeds 2^63 - 1.
 void validate_model(const ModelConfig& m);

@@ -13,7 +13,12 @@ std::vector<std::uint64_t> expert_tokens(const StageRequest& r) {
     const ModelConfig& m = *r.model;
     const std::uint64_t E = m.n_experts, k = m.experts_per_token;
     if (E == 0) return {};
-    if (!r.expert_counts.empty()) return r.expert_counts;
+    if (!r.expert_counts.empty()) {
+        if (r.expert_counts.size() != E)
+            throw InputError(fmt::format("{} expert token counts for a model with {} experts",
+                                         r.expert_counts.size(), E));
+        return r.expert_counts;
+    }
     const std::uint64_t T = checked_mul(r.batch, r.seq), routed = checked_mul(T, k);
     const double c = r.moe_capacity_factor;
     const double most = static_cast<double>(E) / static_cast<double>(k);
