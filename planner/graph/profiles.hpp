@@ -3,8 +3,9 @@
 //
 //   hf-eager  Hugging Face eager modules (materialized attention scores, HF's GELU variant,
 //             dropout as configured, logits upcast to fp32 before the loss), dtypes as PyTorch
-//             autocast assigns them: hf_gpt2.cpp, hf_llama.cpp, hf_neox.cpp, with the attention
-//             core and rotary embedding they share in hf_attention.cpp.
+//             autocast assigns them: hf_gpt2.cpp, hf_decoder.cpp (llama, mistral, qwen2,
+//             gemma, gemma2, phi3, mixtral with hf_moe.cpp), hf_falcon.cpp, hf_neox.cpp, with
+//             the attention core and rotary embedding they share in hf_attention.cpp.
 //   sdpa      the same modules with attention through PyTorch's fused flash kernel, which
 //             saves q, k, v, the output, the log-sum-exp and the RNG state (derivatives.yaml,
 //             _scaled_dot_product_flash_attention); no S x S tensor.
