@@ -28,15 +28,16 @@ TEST_SUITE("cli") {
         CHECK(r.out.find("8 experts, top-2") != std::string::npos);
         const Run j = run_remat("models --json");
         const auto models = nlohmann::json::parse(j.out).at("models");
-        CHECK(models.size() == 20);
+        CHECK(models.size() == 21);
         for (const auto& m : models)
             if (m.at("name") == "mixtral-8x7b") CHECK(m.at("experts") == 8);
     }
 
     TEST_CASE("cli::every family plans, max-batches, recommends and draws") {
         // Issue 16's families, at their published configs (the presets), both HF profiles.
-        for (const char* model : {"qwen2-7b", "gemma-7b", "gemma-2b", "phi3-mini", "mixtral-8x7b",
-                                  "falcon-7b", "gpt-neox-20b", "llama3-8b", "mistral-7b"}) {
+        for (const char* model :
+             {"qwen2-7b", "gemma-7b", "gemma-2b", "phi3-mini", "mixtral-8x7b", "qwen1.5-moe-a2.7b",
+              "falcon-7b", "gpt-neox-20b", "llama3-8b", "mistral-7b"}) {
             CAPTURE(model);
             const std::string q = std::string(" --model ") + model +
                                   " --seq 512 --sharding fsdp --world-size 64 --gpu h100-80gb";

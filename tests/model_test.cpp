@@ -30,11 +30,18 @@ TEST_SUITE("model") {
         // ../shared/reference/ANCHORS.md, "Parameter counts of more families (published)"; the
         // presets are those models' Hugging Face config.json files, read by the same reader.
         const std::pair<const char*, std::uint64_t> anchors[] = {
-            {"llama3-8b", 8030261248ull},     {"mistral-7b", 7241732096ull},
-            {"qwen2-7b", 7615616512ull},      {"gemma-2b", 2506172416ull},
-            {"gemma-7b", 8537680896ull},      {"phi3-mini", 3821079552ull},
-            {"mixtral-8x7b", 46702792704ull}, {"falcon-7b", 6921720704ull},
-            {"gpt-neox-20b", 20554567680ull}};
+            {"llama3-8b", 8030261248ull},
+            {"mistral-7b", 7241732096ull},
+            {"qwen2-7b", 7615616512ull},
+            {"gemma-2b", 2506172416ull},
+            {"gemma-7b", 8537680896ull},
+            {"phi3-mini", 3821079552ull},
+            {"mixtral-8x7b", 46702792704ull},
+            {"falcon-7b", 6921720704ull},
+            {"gpt-neox-20b", 20554567680ull},
+            // Qwen/Qwen1.5-MoE-A2.7B: 14.3B on its model card; tests/torch/param_counts_test.py's
+            // module-built count is the same exact figure.
+            {"qwen1.5-moe-a2.7b", 14315784192ull}};
         for (const auto& [name, params] : anchors) {
             CAPTURE(name);
             const ModelConfig m = load_model(name);
@@ -106,6 +113,18 @@ TEST_SUITE("model") {
             CHECK_THROWS_WITH_AS(read(R"({"model_type": "mixtral", "num_local_experts": 2,
                 "num_experts_per_tok": 3})"),
                                  doctest::Contains("num_experts_per_tok 3"), InputError);
+        }
+        SUBCASE(
+            "qwen2_moe: routed experts of their own width, a shared expert, dense layers refused") {
+            const ModelConfig m = load_model("qwen1.5-moe-a2.7b");
+            CHECK(m.n_experts == 60);
+            CHECK(m.expert_ffn == 1408);
+            CHECK(m.shared_expert_ffn == 5632);
+            CHECK_FALSE(m.renormalize_topk);
+            CHECK_THROWS_WITH_AS(read(R"({"model_type": "qwen2_moe", "decoder_sparse_step": 2})"),
+                                 doctest::Contains("decoder_sparse_step"), InputError);
+            CHECK_THROWS_WITH_AS(read(R"({"model_type": "qwen2_moe", "mlp_only_layers": [0]})"),
+                                 doctest::Contains("mlp_only_layers"), InputError);
         }
         SUBCASE("falcon: multi-query 7b, new_decoder_architecture (40b), sequential") {
             const ModelConfig f7 = load_model("falcon-7b");

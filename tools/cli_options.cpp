@@ -70,7 +70,7 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--model", a.model,
                    "Preset name (see `remat models`), a Hugging Face checkpoint folder or its "
                    "config.json (model_type gpt2, llama, mistral, qwen2, gemma, gemma2, phi3, "
-                   "mixtral, falcon, gpt_neox), or a remat preset JSON")
+                   "mixtral, qwen2_moe, falcon, gpt_neox), or a remat preset JSON")
         ->required();
     app.add_option("--gpu", a.gpu, "GPU preset (see `remat models`)")->capture_default_str();
     app.add_option("--gpu-memory", a.gpu_memory,

@@ -17,7 +17,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* supported_model_types =
-    "gpt2, llama, mistral, qwen2, gemma, gemma2, phi3, mixtral, falcon or gpt_neox";
+    "gpt2, llama, mistral, qwen2, gemma, gemma2, phi3, mixtral, qwen2_moe, falcon or gpt_neox";
 
 Activation parse_activation(const std::string& s, const std::string& origin) {
     if (s == "gelu_new") return Activation::gelu_new;
@@ -235,10 +235,39 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
                      origin);
         m.n_experts = size_or(j, "num_local_experts", 8, origin);
         m.experts_per_token = size_or(j, "num_experts_per_tok", 2, origin);
+        m.expert_ffn = m.ffn;
+        m.renormalize_topk = true;
         if (m.experts_per_token > m.n_experts)
             throw InputError(fmt::format(
                 "{}: num_experts_per_tok {} is more than num_local_experts {}; lower it", origin,
                 m.experts_per_token, m.n_experts));
+    } else if (type == "qwen2_moe") {
+        // Qwen2MoeConfig, Qwen2MoeSparseMoeBlock: routed experts of moe_intermediate_size, one
+        // shared expert with a sigmoid gate, q/k/v biases as qwen2.
+        m.arch = Arch::qwen2_moe;
+        read_decoder(m, j, {151936, 2048, 5632, 24, 16, 16, 32768, "silu", false}, "hidden_act",
+                     origin);
+        m.attn_bias = bool_or(j, "qkv_bias", true, origin);
+        m.n_experts = size_or(j, "num_experts", 60, origin);
+        m.experts_per_token = size_or(j, "num_experts_per_tok", 4, origin);
+        m.expert_ffn = size_or(j, "moe_intermediate_size", 1408, origin);
+        m.shared_expert_ffn = size_or(j, "shared_expert_intermediate_size", 5632, origin);
+        m.renormalize_topk = bool_or(j, "norm_topk_prob", false, origin);
+        if (m.experts_per_token > m.n_experts)
+            throw InputError(
+                fmt::format("{}: num_experts_per_tok {} is more than num_experts {}; lower it",
+                            origin, m.experts_per_token, m.n_experts));
+        // Dense layers among the sparse ones would make blocks differ; remat's chain repeats one.
+        const bool every_layer_sparse =
+            size_or(j, "decoder_sparse_step", 1, origin) == 1 &&
+            (absent(j, "mlp_only_layers") ||
+             (j.at("mlp_only_layers").is_array() && j.at("mlp_only_layers").empty()));
+        if (!every_layer_sparse)
+            throw InputError(fmt::format(
+                "{}: decoder_sparse_step above 1 or mlp_only_layers mixes dense and sparse layers, "
+                "which remat does not model (its blocks are all alike); plan with every layer "
+                "sparse",
+                origin));
     } else if (type == "falcon" || type == "RefinedWeb" || type == "RefinedWebModel") {
         // FalconConfig, FalconAttention and FalconDecoderLayer (modeling_falcon.py).
         m.arch = Arch::falcon;
@@ -304,8 +333,9 @@ ModelConfig from_hf_config(const json& j, const std::string& origin) {
     return m;
 }
 
-constexpr Arch all_archs[] = {Arch::gpt2,   Arch::llama, Arch::gpt_neox, Arch::qwen2, Arch::gemma,
-                              Arch::gemma2, Arch::phi3,  Arch::mixtral,  Arch::falcon};
+constexpr Arch all_archs[] = {Arch::gpt2,      Arch::llama,  Arch::gpt_neox, Arch::qwen2,
+                              Arch::gemma,     Arch::gemma2, Arch::phi3,     Arch::mixtral,
+                              Arch::qwen2_moe, Arch::falcon};
 
 Arch parse_arch(const std::string& s, const std::string& origin) {
     for (Arch a : all_archs)
@@ -391,6 +421,8 @@ std::string_view arch_name(Arch a) {
             return "phi3";
         case Arch::mixtral:
             return "mixtral";
+        case Arch::qwen2_moe:
+            return "qwen2_moe";
         case Arch::falcon:
             return "falcon";
     }
@@ -458,7 +490,7 @@ void validate_model(const ModelConfig& m) {
     // classes read no head_dim key), so a head_dim that does not make hidden is refused.
     const bool own_head_dim = m.arch == Arch::llama || m.arch == Arch::qwen2 ||
                               m.arch == Arch::gemma || m.arch == Arch::gemma2 ||
-                              m.arch == Arch::mixtral;
+                              m.arch == Arch::mixtral || m.arch == Arch::qwen2_moe;
     if (!own_head_dim && m.head_dim * m.n_heads != m.hidden)
         throw InputError(fmt::format(
             "model {}: {} heads of head_dim {} must make hidden size {} ({} takes head_dim = "
@@ -481,6 +513,8 @@ void validate_model(const ModelConfig& m) {
             "model {}: {} experts with {} per token; a mixture of experts needs 1 <= experts per "
             "token <= experts",
             n, m.n_experts, m.experts_per_token));
+    if (m.n_experts > 0 && m.expert_ffn == 0)
+        throw InputError(fmt::format("model {}: its experts need a positive width", n));
     if (m.n_experts > max_experts)
         throw InputError(fmt::format(
             "model {}: {} experts is more than remat plans (at most {}); check the config", n,
@@ -508,8 +542,14 @@ std::uint64_t block_parameter_count(const ModelConfig& m) {
     if (m.attn_out_bias) attn = checked_add(attn, H);
     std::uint64_t mlp = checked_mul(m.gated_mlp ? 3 : 2, H, F);
     if (m.mlp_bias) mlp = checked_add(mlp, m.gated_mlp ? checked_mul(2, F) : F, H);
-    if (m.n_experts > 0)  // the experts, and the router (a bias-free H x E linear)
-        mlp = checked_add(checked_mul(m.n_experts, mlp), checked_mul(H, m.n_experts));
+    if (m.n_experts > 0) {
+        // The experts, the router (a bias-free H x E linear), and a shared expert with its
+        // H x 1 gate (qwen2_moe).
+        mlp = checked_add(checked_mul(m.n_experts, checked_mul(3, H, m.expert_ffn)),
+                          checked_mul(H, m.n_experts));
+        if (m.shared_expert_ffn > 0)
+            mlp = checked_add(mlp, checked_mul(3, H, m.shared_expert_ffn), H);
+    }
     return checked_add(block_norm_count(m), attn, mlp);
 }
 
@@ -532,7 +572,8 @@ std::uint64_t largest_parameter_tensor(const ModelConfig& m) {
     // GPT-2, NeoX, Phi-3 and Falcon fuse q, k and v into one weight; the others keep them apart.
     const std::uint64_t attn = m.fused_qkv ? checked_mul(H, checked_add(q, checked_mul(2, kv)))
                                            : checked_mul(H, std::max(q, kv));
-    const std::uint64_t mlp = checked_mul(m.fused_gate_up ? 2 : 1, H, F);
+    std::uint64_t mlp = checked_mul(m.fused_gate_up ? 2 : 1, H, F);
+    if (m.n_experts > 0) mlp = checked_mul(H, std::max(m.expert_ffn, m.shared_expert_ffn));
     std::uint64_t largest = std::max({checked_mul(m.vocab, H), mlp, attn});
     if (m.learned_positions) largest = std::max(largest, checked_mul(m.context, H));
     return largest;

@@ -16,7 +16,7 @@
 namespace remat {
 
 // The Hugging Face model_type families remat reads (mistral reads as llama: same modules).
-enum class Arch { gpt2, llama, gpt_neox, qwen2, gemma, gemma2, phi3, mixtral, falcon };
+enum class Arch { gpt2, llama, gpt_neox, qwen2, gemma, gemma2, phi3, mixtral, qwen2_moe, falcon };
 // rmsnorm: LlamaRMSNorm (weight * normalized.to(input dtype)); rmsnorm_offset: GemmaRMSNorm
 // ((normalized * (1 + weight)) in fp32, then cast), same parameters, different saved tensors.
 enum class NormKind { layernorm, rmsnorm, rmsnorm_offset };
@@ -62,10 +62,16 @@ struct ModelConfig {
     bool kv_materialized = false;
     double attn_softcap = 0.0;   // gemma2: tanh soft-capping of attention scores (0: none)
     double final_softcap = 0.0;  // gemma2: tanh soft-capping of the logits (0: none)
-    // Mixture of experts (mixtral): n_experts MLPs of width ffn, each token routed to
-    // experts_per_token of them by a linear router. 0 experts: a dense MLP.
+    // Mixture of experts (mixtral, qwen2_moe): n_experts gated MLPs of width expert_ffn, each
+    // token routed to experts_per_token of them by a linear router. 0 experts: a dense MLP.
     std::uint64_t n_experts = 0;
     std::uint64_t experts_per_token = 0;
+    std::uint64_t expert_ffn = 0;  // mixtral: ffn; qwen2_moe: moe_intermediate_size
+    bool renormalize_topk =
+        false;  // routing weights divided by their sum (mixtral; qwen2_moe's norm_topk_prob)
+    // qwen2_moe: one shared expert every token goes through, of this width, scaled by
+    // sigmoid(shared_expert_gate(x)); 0: none.
+    std::uint64_t shared_expert_ffn = 0;
     // Keys read and accepted that change no memory: the sliding window (a mask pattern; eager
     // attention still materializes S x S) and rope_scaling (the cos/sin values, not sizes).
     std::uint64_t sliding_window = 0;

@@ -55,10 +55,21 @@ struct SharedInputs {
 SharedInputs add_rotary_inputs(StageGraph& g, const Dims& d, const ModelConfig& m, DType dt);
 
 TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
-// Llama-style decoders (hf_decoder.cpp): llama, mistral, qwen2, gemma, gemma2, phi3, mixtral.
+// The gated MLP down(act(gate(x)) * up(x)) on x's last dim, ops in Python's order (gate, act, up,
+// product, down), each linear named prefix.<its name>. (hf_decoder.cpp)
+struct GatedNames {
+    const char *gate, *up, *down;
+};
+inline constexpr GatedNames llama_mlp_names{"gate_proj", "up_proj", "down_proj"};
+TensorId gated_mlp(OpBuilder& b, const std::string& prefix, TensorId x, std::uint64_t width,
+                   std::uint64_t out, Activation act, GatedNames names = llama_mlp_names);
+
+// Llama-style decoders (hf_decoder.cpp): llama, mistral, qwen2, gemma, gemma2, phi3, mixtral,
+// qwen2_moe.
 TensorId hf_decoder_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile,
                           const std::vector<std::uint64_t>& expert_tokens);
-// Mixtral's sparse MoE block on (B, S, H); expert e gets expert_tokens[e] tokens. (hf_moe.cpp)
+// Mixtral's and Qwen2-MoE's sparse MoE blocks on (B, S, H); expert e gets expert_tokens[e]
+// tokens. (hf_moe.cpp)
 TensorId hf_moe(OpBuilder& b, const std::string& name, TensorId x, const Dims& d,
                 const ModelConfig& m, const std::vector<std::uint64_t>& expert_tokens);
 TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);

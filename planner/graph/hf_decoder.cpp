@@ -3,29 +3,33 @@
 // saved tensors), GemmaDecoderLayer (GemmaRMSNorm, GeGLU, head_dim from the config),
 // Gemma2DecoderLayer (norms after attention and MLP too, soft-capped scores),
 // Phi3DecoderLayer (fused qkv_proj and gate_up_proj, residual dropouts) and
-// MixtralDecoderLayer (the MLP is a sparse mixture of experts, hf_moe.cpp).
+// MixtralDecoderLayer and Qwen2MoeDecoderLayer (the MLP is a sparse mixture of experts,
+// hf_moe.cpp).
 #include "planner/config/checked.hpp"
 #include "planner/graph/families.hpp"
 
 namespace remat::family {
+
+TensorId gated_mlp(OpBuilder& b, const std::string& prefix, TensorId x, std::uint64_t width,
+                   std::uint64_t out, Activation act, GatedNames n) {
+    // down_proj(act_fn(gate_proj(x)) * up_proj(x)): Python runs gate, act, up, then the product.
+    const TensorId gate = b.linear(prefix + "." + n.gate, x, width);
+    const TensorId a = b.activation(prefix + ".act", gate, act);
+    const TensorId up = b.linear(prefix + "." + n.up, x, width);
+    const TensorId prod = b.mul(prefix + ".gated", a, up);
+    return b.linear(prefix + "." + n.down, prod, out);
+}
+
 namespace {
 
-// The gated MLP: down(act(gate(x)) * up(x)). Phi-3 computes gate and up as one projection and
-// chunks it, so gate and up are views of one (B, S, 2F) storage, and multiplies up * act.
-TensorId gated_mlp(OpBuilder& b, const Dims& d, const ModelConfig& m, TensorId h) {
-    if (m.fused_gate_up) {
-        const TensorId gu = b.linear("mlp.gate_up_proj", h, checked_mul(2, d.F));
-        const TensorId gate = b.view("mlp.gate", gu, {d.B, d.S, d.F});
-        const TensorId up = b.view("mlp.up", gu, {d.B, d.S, d.F});
-        const TensorId act = b.activation("mlp.act", gate, m.activation);
-        const TensorId prod = b.mul("mlp.up_states", up, act);
-        return b.linear("mlp.down_proj", prod, d.H);
-    }
-    const TensorId gate = b.linear("mlp.gate_proj", h, d.F);
-    const TensorId up = b.linear("mlp.up_proj", h, d.F);
+// Phi-3 computes gate and up as one projection and chunks it, so gate and up are views of one
+// (B, S, 2F) storage, and multiplies up * act.
+TensorId fused_gated_mlp(OpBuilder& b, const Dims& d, const ModelConfig& m, TensorId h) {
+    const TensorId gu = b.linear("mlp.gate_up_proj", h, checked_mul(2, d.F));
+    const TensorId gate = b.view("mlp.gate", gu, {d.B, d.S, d.F});
+    const TensorId up = b.view("mlp.up", gu, {d.B, d.S, d.F});
     const TensorId act = b.activation("mlp.act", gate, m.activation);
-    b.view("mlp.up_proj.output", up, b.shape(up));
-    const TensorId prod = b.mul("mlp.gated", act, up);
+    const TensorId prod = b.mul("mlp.up_states", up, act);
     return b.linear("mlp.down_proj", prod, d.H);
 }
 
@@ -74,8 +78,10 @@ TensorId hf_decoder_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Pro
     const TensorId r1 = b.add("residual_1", x, a);
     const TensorId h2 = b.norm(
         m.sandwich_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm", r1, m.norm);
-    TensorId mlp = m.n_experts > 0 ? hf_moe(b, "block_sparse_moe", h2, d, m, expert_tokens)
-                                   : gated_mlp(b, d, m, h2);
+    TensorId mlp = m.n_experts > 0 ? hf_moe(b, m.arch == Arch::mixtral ? "block_sparse_moe" : "mlp",
+                                            h2, d, m, expert_tokens)
+                   : m.fused_gate_up ? fused_gated_mlp(b, d, m, h2)
+                                     : gated_mlp(b, "mlp", h2, d.F, d.H, m.activation);
     if (m.sandwich_norms) mlp = b.norm("post_feedforward_layernorm", mlp, m.norm);
     mlp = b.dropout("resid_mlp_dropout", mlp, m.resid_dropout);
     return b.add("residual_2", r1, mlp);

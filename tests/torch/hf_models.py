@@ -18,6 +18,7 @@ import torch.nn as nn
 from hf_modules import (Cfg, FalconDecoderLayer, Gemma2DecoderLayer, GemmaDecoderLayer, GemmaRMSNorm,  # noqa: F401
                         GPT2Block, GPT2Embeddings, GPTNeoXLayer, LlamaDecoderLayer, LlamaRMSNorm,
                         LlamaRotaryEmbedding, MixtralDecoderLayer, Phi3DecoderLayer, Qwen2DecoderLayer,
+                        Qwen2MoeDecoderLayer,
                         for_causal_lm_loss, gemma_scale_embeddings, logit_softcap,
                         randomize_params)  # (re-exported)
 
@@ -178,6 +179,10 @@ class MixtralModel(LlamaModel):
     layer_cls = MixtralDecoderLayer
 
 
+class Qwen2MoeModel(Qwen2Model):
+    layer_cls = Qwen2MoeDecoderLayer
+
+
 class _ModelLM(CausalLM):
     body_name, head_name, embedding_name, final_norm_name = "model", "lm_head", "embed_tokens", "norm"
     body_cls = None
@@ -206,6 +211,11 @@ class MixtralForCausalLM(_ModelLM):
     """The loss is the LM loss only: output_router_logits is false by default, so no load-balancing
     loss is added (the router logits are still computed in every layer)."""
     body_cls = MixtralModel
+
+
+class Qwen2MoeForCausalLM(_ModelLM):
+    """LM loss only, as Mixtral's (output_router_logits false by default)."""
+    body_cls = Qwen2MoeModel
 
 
 class FalconModel(nn.Module):
@@ -312,6 +322,15 @@ NEW_FAMILY_DEFAULTS = {
                     rope_theta=1e6, sliding_window=None, attention_dropout=0.0, num_experts_per_tok=2,
                     num_local_experts=8, output_router_logits=False, router_aux_loss_coef=0.001,
                     router_jitter_noise=0.0),
+    # Qwen2MoeConfig (configuration_qwen2_moe.py; every layer sparse: decoder_sparse_step 1, no
+    # mlp_only_layers, the only layout hf_models builds, as remat)
+    "qwen2_moe": dict(vocab_size=151936, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
+                      num_attention_heads=16, num_key_value_heads=16, hidden_act="silu",
+                      max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                      rope_theta=10000.0, use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+                      attention_dropout=0.0, decoder_sparse_step=1, moe_intermediate_size=1408,
+                      shared_expert_intermediate_size=5632, num_experts_per_tok=4, num_experts=60,
+                      norm_topk_prob=False, output_router_logits=False, mlp_only_layers=None),
     "falcon": dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
                    num_ln_in_parallel_attn=None, layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0,
                    num_kv_heads=None, alibi=False, new_decoder_architecture=False, multi_query=True,
@@ -335,7 +354,9 @@ def _new_family_config(t, j):
         d["rope_theta"] = j["rope_parameters"].get("rope_theta", d["rope_theta"])
     if t in ("phi3", "mixtral", "qwen2") and d["num_key_value_heads"] is None:
         d["num_key_value_heads"] = d["num_attention_heads"]
-    if t == "qwen2" and not d["use_sliding_window"]:
+    if t == "qwen2_moe" and (d["decoder_sparse_step"] != 1 or d["mlp_only_layers"]):
+        raise ValueError("hf_models: qwen2_moe with dense layers among the sparse ones is not built here")
+    if t in ("qwen2", "qwen2_moe") and not d["use_sliding_window"]:
         d["sliding_window"] = None  # Qwen2Config: sliding_window only with use_sliding_window
     if t == "falcon":
         if d["alibi"]:
@@ -357,7 +378,7 @@ def build_model(j):
     cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "mistral": LlamaForCausalLM,
            "gpt_neox": GPTNeoXForCausalLM, "qwen2": Qwen2ForCausalLM, "gemma": GemmaForCausalLM,
            "gemma2": Gemma2ForCausalLM, "phi3": Phi3ForCausalLM, "mixtral": MixtralForCausalLM,
-           "falcon": FalconForCausalLM}[c.model_type]
+           "qwen2_moe": Qwen2MoeForCausalLM, "falcon": FalconForCausalLM}[c.model_type]
     return cls(c)
 
 

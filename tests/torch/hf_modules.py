@@ -1079,6 +1079,114 @@ class MixtralDecoderLayer(nn.Module):
         return hidden_states
 
 
+class Qwen2MoeSparseMoeBlock(nn.Module):
+    """Qwen2MoeSparseMoeBlock (modeling_qwen2_moe.py): Mixtral's router and per-expert loop, except
+    that the top-k weights are renormalized only with norm_topk_prob, the experts are Qwen2MoeMLPs
+    (gate_proj / up_proj / down_proj of moe_intermediate_size), and a shared expert of
+    shared_expert_intermediate_size runs on every token, scaled by sigmoid(shared_expert_gate(x)):
+        shared_expert_output = self.shared_expert(hidden_states)
+        shared_expert_output = F.sigmoid(self.shared_expert_gate(hidden_states)) * shared_expert_output
+        final_hidden_states = final_hidden_states + shared_expert_output
+    After each forward, `expert_tokens` holds how many tokens each expert received."""
+
+    def __init__(self, config, path):
+        super().__init__()
+        self.path = path
+        self.hidden_dim = config.hidden_size
+        self.num_experts = config.num_experts
+        self.top_k = config.num_experts_per_tok
+        self.norm_topk_prob = config.norm_topk_prob
+        self.gate = nn.Linear(self.hidden_dim, self.num_experts, bias=False)
+        expert_cfg = Cfg(**{**config.__dict__, "intermediate_size": config.moe_intermediate_size})
+        self.experts = nn.ModuleList([LlamaMLP(expert_cfg, f"{path}.experts.{e}") for e in range(self.num_experts)])
+        shared_cfg = Cfg(**{**config.__dict__, "intermediate_size": config.shared_expert_intermediate_size})
+        self.shared_expert = LlamaMLP(shared_cfg, f"{path}.shared_expert")
+        self.shared_expert_gate = nn.Linear(self.hidden_dim, 1, bias=False)
+        self.expert_tokens = None
+
+    def forward(self, hidden_states):
+        p = self.path
+        batch_size, sequence_length, hidden_dim = hidden_states.shape
+        hidden_states = hidden_states.view(-1, hidden_dim)
+        with linear_scope(f"{p}.gate"):
+            router_logits = label(self.gate(hidden_states), f"{p}.router_logits")
+        with scope(f"{p}.router_softmax", {"SoftmaxBackward0.result": f"{p}.routing_probs"}):
+            routing_weights = label(F.softmax(router_logits, dim=1, dtype=torch.float), f"{p}.routing_probs")
+        with scope(f"{p}.topk", {"TopkBackward0.indices": f"{p}.selected_experts"}):
+            routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)
+        label(routing_weights, f"{p}.topk_weights")
+        label(selected_experts, f"{p}.selected_experts")
+        if self.norm_topk_prob:
+            denom = label(routing_weights.sum(dim=-1, keepdim=True), f"{p}.topk_sum")
+            with scope(f"{p}.renormalize", {"DivBackward0.other": f"{p}.topk_sum",
+                                            "DivBackward0.self": f"{p}.topk_weights_original",
+                                            "DivBackward0.result": f"{p}.routing_weights_fp32"}):
+                routing_weights /= denom
+            label(routing_weights, f"{p}.routing_weights_fp32")
+        routing_weights = label(routing_weights.to(hidden_states.dtype), f"{p}.routing_weights")
+
+        final_hidden_states = torch.zeros((batch_size * sequence_length, hidden_dim), dtype=hidden_states.dtype,
+                                          device=hidden_states.device)
+        expert_mask = torch.nn.functional.one_hot(selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
+        self.expert_tokens = [int(n) for n in expert_mask.sum(dim=(-1, -2))]
+        expert_hitted = (expert_mask.sum(dim=(-1, -2)) > 0).nonzero(as_tuple=True)[0].tolist()
+        for expert_idx in expert_hitted:
+            ep = f"{p}.experts.{expert_idx}"
+            expert_layer = self.experts[expert_idx]
+            idx, top_x = torch.where(expert_mask[expert_idx])
+            label(top_x, f"{ep}.token_index")  # idx and top_x: two columns of one nonzero() result
+            with scope(f"{ep}.gather", {"IndexBackward0.indices": f"{ep}.token_index"}):
+                current_state = label(hidden_states[None, top_x].reshape(-1, hidden_dim), f"{ep}.input")
+            out = expert_layer(current_state)
+            with scope(f"{ep}.routing_index", {"IndexBackward0.indices": f"{ep}.token_index"}):
+                weight = label(routing_weights[top_x, idx, None], f"{ep}.routing_weight")
+            with scope(f"{ep}.routing_mul", {"MulBackward0.self": f"{ep}.down_proj.output",
+                                             "MulBackward0.other": f"{ep}.routing_weight"}):
+                current_hidden_states = label(out * weight, f"{ep}.weighted_output")
+            with scope(f"{ep}.index_add", {"IndexAddBackward0.index": f"{ep}.token_index",
+                                           "IndexAddBackward0.source": f"{ep}.weighted_output"}):
+                final_hidden_states.index_add_(0, top_x, current_hidden_states.to(hidden_states.dtype))
+
+        shared_expert_output = self.shared_expert(hidden_states)
+        with linear_scope(f"{p}.shared_expert_gate"):
+            gate_logit = label(self.shared_expert_gate(hidden_states), f"{p}.shared_expert_gate.output")
+        with scope(f"{p}.shared_expert_gate.sigmoid", {"SigmoidBackward0.result": f"{p}.shared_expert_gate.sigmoid"}):
+            # F.sigmoid in transformers: the same op and SigmoidBackward0 (F.sigmoid only warns)
+            gate = label(torch.sigmoid(gate_logit), f"{p}.shared_expert_gate.sigmoid")
+        with scope(f"{p}.shared_mul", {"MulBackward0.self": f"{p}.shared_expert_gate.sigmoid",
+                                       "MulBackward0.other": f"{p}.shared_expert.down_proj.output"}):
+            shared_expert_output = label(gate * shared_expert_output, f"{p}.shared_expert_output")
+        final_hidden_states = final_hidden_states + shared_expert_output
+        final_hidden_states = final_hidden_states.reshape(batch_size, sequence_length, hidden_dim)
+        return final_hidden_states, router_logits
+
+
+class Qwen2MoeDecoderLayer(nn.Module):
+    """Qwen2MoeDecoderLayer with every layer sparse (decoder_sparse_step 1, no mlp_only_layers):
+    qwen2's attention (q/k/v biases), RMSNorms, and Qwen2MoeSparseMoeBlock as `mlp`."""
+
+    def __init__(self, config):
+        super().__init__()
+        config.qkv_bias, config.o_bias = True, False
+        self.self_attn = LlamaAttention(config, "self_attn")
+        self.mlp = Qwen2MoeSparseMoeBlock(config, "mlp")
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, "input_layernorm", eps=config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, "post_attention_layernorm",
+                                                     eps=config.rms_norm_eps)
+
+    def forward(self, hidden_states, attention_mask, position_embeddings):
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states, _ = self.self_attn(hidden_states=hidden_states, position_embeddings=position_embeddings,
+                                          attention_mask=attention_mask)
+        hidden_states = label(residual + hidden_states, "post_attention_layernorm.input")
+        residual = hidden_states
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states, _ = self.mlp(hidden_states)
+        hidden_states = label(residual + hidden_states, "output")
+        return hidden_states
+
+
 # ---------------- Falcon ----------------
 
 

@@ -583,6 +583,19 @@ def mixtral_block_case(precision, B, S, H, A, KV, F_, E, K, p_drop):
                           moe="block_sparse_moe")
 
 
+def qwen2_moe_block_case(precision, B, S, H, A, KV, F_, E, K, Fe, Fs, norm_topk, p_drop):
+    j = {"model_type": "qwen2_moe", "hidden_size": H, "num_attention_heads": A, "num_key_value_heads": KV,
+         "intermediate_size": F_, "moe_intermediate_size": Fe, "shared_expert_intermediate_size": Fs,
+         "num_hidden_layers": 1, "vocab_size": 256, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+         "attention_dropout": p_drop, "rope_theta": 1e6, "num_experts": E, "num_experts_per_tok": K,
+         "norm_topk_prob": norm_topk, "decoder_sparse_step": 1, "mlp_only_layers": [],
+         "output_router_logits": False, "tie_word_embeddings": False, "use_sliding_window": False}
+    case = base_case("qwen2_moe", "block", precision, B, S, H, A, KV, F_, None, p_drop, None, None, "silu",
+                     head_dim=H // A, num_experts=E, experts_per_token=K, config=j)
+    return rope_block_run(case, B, S, H, H // A, "self_attn", lambda: hf_modules.Qwen2MoeDecoderLayer(cfg_of(j)),
+                          moe="mlp")
+
+
 FALCON_LAYOUTS = {
     # (a) Falcon-7B: parallel attention + MLP on one shared input_layernorm, multi-query (1 kv head)
     "7b": dict(new_decoder_architecture=False, multi_query=True, parallel_attn=True),
@@ -711,6 +724,12 @@ def new_family_cases(precisions):
         for prec in precisions:
             cases.append(mixtral_block_case(prec, E=4, K=2, p_drop=0.0, **shp))
         cases.append(mixtral_block_case("fp32", E=4, K=2, p_drop=0.1, **shp))
+    qwen2_moe_shapes = [dict(B=2, S=24, H=64, A=4, KV=4, F_=176, Fe=48, Fs=128),
+                        dict(B=3, S=40, H=96, A=8, KV=4, F_=256, Fe=64, Fs=192)]
+    for shp in qwen2_moe_shapes:
+        for prec in precisions:
+            cases.append(qwen2_moe_block_case(prec, E=6, K=3, norm_topk=False, p_drop=0.0, **shp))
+        cases.append(qwen2_moe_block_case("fp32", E=6, K=3, norm_topk=True, p_drop=0.1, **shp))
 
     falcon_shapes = [dict(B=2, S=24, H=64, A=4), dict(B=3, S=40, H=128, A=8)]
     for shp in falcon_shapes:

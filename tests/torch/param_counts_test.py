@@ -30,6 +30,13 @@ PUBLISHED = {
                       "num_local_experts": 8, "num_experts_per_tok": 2}, 46_702_792_704),
     "Falcon-7B": ({"model_type": "falcon", "vocab_size": 65024, "hidden_size": 4544, "n_layer": 32, "n_head": 71,
                    "multi_query": True, "parallel_attn": True, "bias": False}, 6_921_720_704),
+    # Qwen/Qwen1.5-MoE-A2.7B's config.json; its model card gives 14.3B parameters, and remat's count
+    # (tests/model_test.cpp) is the same exact figure.
+    "Qwen1.5-MoE-A2.7B": ({"model_type": "qwen2_moe", "vocab_size": 151936, "hidden_size": 2048,
+                           "intermediate_size": 5632, "num_hidden_layers": 24, "num_attention_heads": 16,
+                           "num_key_value_heads": 16, "num_experts": 60, "num_experts_per_tok": 4,
+                           "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632},
+                          14_315_784_192),
     "GPT-NeoX-20B": ({"model_type": "gpt_neox", "vocab_size": 50432, "hidden_size": 6144, "num_hidden_layers": 44,
                       "num_attention_heads": 64, "intermediate_size": 24576}, 20_554_567_680),
 }
