@@ -51,8 +51,8 @@ TEST_SUITE("cli") {
             }
             const Run mb = run_remat("max-batch" + q + " --strategies none,full,optimal --json");
             REQUIRE(mb.code == 0);
-            for (const auto& r : nlohmann::json::parse(mb.out).at("results"))
-                CHECK(r.at("max_micro_batch").get<std::uint64_t>() >= 1);
+            const auto results = nlohmann::json::parse(mb.out).at("results");
+            for (const auto& r : results) CHECK(r.at("max_micro_batch").get<std::uint64_t>() >= 1);
             CHECK(run_remat("recommend" + q).code == 0);
             const Run d = run_remat("dot" + q + " --strategies none,sqrt");
             CHECK(d.code == 0);
