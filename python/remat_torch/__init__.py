@@ -3,7 +3,7 @@
     import remat_torch
     plan = remat_torch.plan("config.json", micro_batch=4, seq=1024, strategy="sqrt",
                             precision="bf16-mixed", profile="hf-eager")
-    remat_torch.apply_plan(model, plan)        # model: a Hugging Face GPT-2, Llama, Mistral or NeoX
+    remat_torch.apply_plan(model, plan)        # model: a Hugging Face causal LM (see find_blocks)
 
 plan() runs the `remat` binary with --json (the CLI is the one implementation of the planner)
 and returns its document. apply_plan() reads which blocks the plan checkpoints:
@@ -25,6 +25,8 @@ import subprocess
 
 __all__ = ["plan", "apply_plan", "apply_segments", "find_blocks", "segments", "PlanError"]
 
+# transformer.h: GPT-2, Falcon; model.layers: Llama, Mistral, Qwen2, Gemma, Gemma2, Phi-3, Mixtral;
+# gpt_neox.layers: GPT-NeoX
 BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers")
 
 
@@ -74,7 +76,8 @@ def plan(config_or_model, binary=None, **question):
 
 def find_blocks(model, blocks=None):
     """The model's list of transformer blocks: `blocks` if given, else the first of
-    transformer.h (GPT-2), model.layers (Llama, Mistral), gpt_neox.layers (NeoX)."""
+    transformer.h (GPT-2, Falcon), model.layers (Llama, Mistral, Qwen2, Gemma, Gemma2, Phi-3,
+    Mixtral), gpt_neox.layers (NeoX)."""
     if blocks is not None:
         return blocks
     for path in BLOCK_PATHS:
@@ -134,7 +137,7 @@ def apply_plan(model, plan, blocks=None):
     """Applies a remat plan (the dict or JSON file of `remat plan --json`) to model in place.
 
     blocks: the model's transformer blocks (found by itself for Hugging Face GPT-2, Llama,
-    Mistral and NeoX). Returns the list of (first, last) block runs it checkpointed."""
+    Mistral, NeoX, Qwen2, Gemma, Gemma2, Phi-3, Mixtral and Falcon). Returns the list of (first, last) block runs it checkpointed."""
     plan_doc = _load(plan)
     n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
     return apply_segments(model, segments(plan_doc), n_blocks=n, blocks=blocks,

@@ -5,7 +5,9 @@
         [--precision fp32|bf16-mixed] [--optimizer adamw|sgd] [--optimizer-impl foreach|for-loop]
         [--plan PLAN.json]
 
-builds the model of CONFIG.json (hf_models.py), applies the plan of `remat plan --json`
+builds the model of CONFIG.json (hf_models.py: model_type gpt2, llama, mistral, gpt_neox, qwen2,
+gemma, gemma2, phi3, mixtral, falcon; its blocks are transformer.h, model.layers or gpt_neox.layers
+and its final norm ln_f, norm or final_layer_norm), applies the plan of `remat plan --json`
 through the bridge (python/remat_torch: what a user's training code gets), runs one training
 step to create the optimizer state, then measures a second, steady one: forward, the loss
 (ForCausalLMLoss), backward, optimizer step, zero_grad(set_to_none=True). It prints one JSON
@@ -24,6 +26,10 @@ forward is done (for the embedding: when block 1 starts); a backward boundary B(
 gradient of stage i's input is complete (a tensor hook on that input, which autograd's engine
 runs before the node that consumes the gradient), and B(0) when backward() returns.
 Forwards that run during backward are recomputations (a checkpointed block), marked with "*".
+
+Mixtral: routing depends on the data and the (random) router weights, so the document also has
+"expert_tokens", per layer the tokens each expert received in the measured step's forward (a
+recomputation routes the same tokens again).
 """
 
 import argparse
@@ -147,6 +153,7 @@ def measure(args, probe):
     import torch
 
     import hf_models
+    import hf_modules
     import remat_torch
 
     torch.manual_seed(1234)
@@ -165,6 +172,8 @@ def measure(args, probe):
     blocks = remat_torch.find_blocks(model)
     rec = Recorder(probe, len(blocks), runs)
     rec.attach(model, blocks, model.final_norm())
+
+    moe_blocks = [m for m in model.modules() if isinstance(m, hf_modules.MixtralSparseMoeBlock)]
 
     V = model.config.vocab_size
     params = [p for p in model.parameters()]
@@ -191,6 +200,9 @@ def measure(args, probe):
             loss = model(input_ids, labels)
             if measured:
                 rec.read("F", rec.L + 2)  # inside autocast: leaving it frees its weight cache
+        if measured and moe_blocks:
+            # routing is data-dependent: what each layer's experts received in this step's forward
+            out["expert_tokens"] = [list(m.expert_tokens) for m in moe_blocks]
         if measured:
             rec.phase = "backward"
         loss.backward()
@@ -225,7 +237,8 @@ def measure(args, probe):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="a Hugging Face config.json (model_type gpt2, llama, mistral, gpt_neox)")
+    ap.add_argument("config", help="a Hugging Face config.json (model_type gpt2, llama, mistral, gpt_neox, qwen2, "
+                    "gemma, gemma2, phi3, mixtral, falcon)")
     ap.add_argument("--micro-batch", type=int, required=True)
     ap.add_argument("--seq", type=int, required=True)
     ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
