@@ -22,10 +22,12 @@ The counts are the tensors' storage bytes, exactly; Python objects (malloc) are 
 
 Boundaries. Stages are numbered as remat numbers them: 0 the embedding, 1..L the blocks, L+1
 the final norm, L+2 the head with the loss. A forward boundary F(i) is read when stage i's
-forward is done (for the embedding: when block 1 starts); a backward boundary B(i) when the
+forward is done and the next one starts (a block's input is held by the model's loop until the
+block's call returns); a backward boundary B(i) when the
 gradient of stage i's input is complete (a tensor hook on that input, which autograd's engine
 runs before the node that consumes the gradient), and B(0) when backward() returns.
-Forwards that run during backward are recomputations (a checkpointed block), marked with "*".
+Recomputations in backward read no boundary. Every boundary is read, a checkpointed segment's
+interior ones too: remat_torch runs each of a segment's blocks at its own call.
 
 Mixtral: routing depends on the data and the (random) router weights, so the document also has
 "expert_tokens", per layer the tokens each expert received in the measured step's forward (a
@@ -86,12 +88,10 @@ def reexec_with_probe():
 class Recorder:
     """Reads the probe at stage boundaries; stages are numbered as remat numbers them."""
 
-    def __init__(self, probe, n_blocks, runs):
+    def __init__(self, probe, n_blocks):
         self.probe = probe
-        # a segment's first block runs the whole segment; the others pass their input through,
-        # so a segment's inner boundaries cannot be read, and its first block ends at its last
-        self.interior = {k for a, b in runs for k in range(a + 1, b + 1)}
-        self.ends = {a: b for a, b in runs}
+        # every block runs at its own call, inside a checkpointed segment too (remat_torch spreads
+        # the segment's checkpoint over its blocks), so every boundary is read
         self.L = n_blocks
         self.events = []
         self.phase = "idle"  # idle | forward | backward
@@ -115,28 +115,23 @@ class Recorder:
     def attach(self, model, blocks, final_norm):
         import torch
 
+        # F(i) is read when the next stage starts: until the block's call returns, the model's loop
+        # still holds the block's input (a segment's interior blocks keep nothing else of it)
         def block_pre(i):
             def pre(module, args):
                 x = args[0]
-                if i in self.interior:
-                    return
-                if i == 0 and self.phase == "forward":
-                    self.read("F", 0)  # the embedding's forward is done
+                if self.phase == "forward":
+                    self.read("F", i)  # i == 0: the embedding's forward is done; else block i's
                 if torch.is_grad_enabled() and x.requires_grad and self.phase == "forward":
                     x.register_hook(self.grad_hook(i + 1))
             return pre
 
-        def block_post(i):
-            def post(module, args, out):
-                if self.phase != "idle" and i not in self.interior:
-                    self.read("F", self.ends.get(i, i) + 1)
-            return post
-
         for i, b in enumerate(blocks):
             b.register_forward_pre_hook(block_pre(i))
-            b.register_forward_hook(block_post(i))
 
         def norm_pre(module, args):
+            if self.phase == "forward":
+                self.read("F", self.L)
             if torch.is_grad_enabled() and args[0].requires_grad and self.phase == "forward":
                 args[0].register_hook(self.grad_hook(self.L + 1))
 
@@ -166,11 +161,9 @@ def measure(args, probe):
     if args.plan:
         with open(args.plan) as f:
             plan = json.load(f)
-        runs = remat_torch.apply_plan(model, plan)
-    else:
-        runs = []
+        remat_torch.apply_plan(model, plan)
     blocks = remat_torch.find_blocks(model)
-    rec = Recorder(probe, len(blocks), runs)
+    rec = Recorder(probe, len(blocks))
     rec.attach(model, blocks, model.final_norm())
 
     moe_blocks = [m for m in model.modules() if isinstance(m, hf_modules.MixtralSparseMoeBlock)]
