@@ -138,11 +138,12 @@ def cases(size):
 
 
 def remat_plan(remat, cfg_path, B, S, prec, opt, impl, strat, extra):
-    if extra[-2:] == ["--memory-budget", "midway"]:
-        # halfway between keeping everything and full recomputation: optimal must choose
+    if "midway" in extra:
+        # halfway between keeping everything and full recomputation: optimal must choose (the
+        # budget is that of balanced routing, whatever --moe-capacity-factor follows)
         lo = remat_plan(remat, cfg_path, B, S, prec, opt, impl, "full", [])["peak_bytes"]
         hi = remat_plan(remat, cfg_path, B, S, prec, opt, impl, "none", [])["peak_bytes"]
-        extra = extra[:-1] + [f"{(lo + hi) // 2}B"]
+        extra = [f"{(lo + hi) // 2}B" if e == "midway" else e for e in extra]
     cmd = [remat, "plan", "--model", cfg_path, "--micro-batch", str(B), "--seq", str(S), "--precision", prec,
            "--optimizer", opt, "--optimizer-impl", impl, "--torch", "cpu-1.13", "--profile", "hf-eager",
            "--strategy", strat, "--json"] + extra
