@@ -3,7 +3,7 @@
     import remat_torch
     plan = remat_torch.plan("config.json", micro_batch=4, seq=1024, strategy="sqrt",
                             precision="bf16-mixed", profile="hf-eager")
-    remat_torch.apply_plan(model, plan)        # model: a Hugging Face GPT-2, Llama, Mistral or NeoX
+    remat_torch.apply_plan(model, plan)        # model: a Hugging Face causal LM (see find_blocks)
 
 plan() runs the `remat` binary with --json (the CLI is the one implementation of the planner)
 and returns its document. apply_plan() reads which blocks the plan checkpoints:
@@ -25,6 +25,8 @@ import subprocess
 
 __all__ = ["plan", "apply_plan", "apply_segments", "find_blocks", "segments", "PlanError"]
 
+# transformer.h: GPT-2, Falcon; model.layers: Llama, Mistral, Qwen2, Gemma, Gemma2, Phi-3, Mixtral;
+# gpt_neox.layers: GPT-NeoX
 BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers")
 
 
@@ -74,7 +76,8 @@ def plan(config_or_model, binary=None, **question):
 
 def find_blocks(model, blocks=None):
     """The model's list of transformer blocks: `blocks` if given, else the first of
-    transformer.h (GPT-2), model.layers (Llama, Mistral), gpt_neox.layers (NeoX)."""
+    transformer.h (GPT-2, Falcon), model.layers (Llama, Mistral, Qwen2, Gemma, Gemma2, Phi-3,
+    Mixtral), gpt_neox.layers (NeoX)."""
     if blocks is not None:
         return blocks
     for path in BLOCK_PATHS:
@@ -134,7 +137,7 @@ def apply_plan(model, plan, blocks=None):
     """Applies a remat plan (the dict or JSON file of `remat plan --json`) to model in place.
 
     blocks: the model's transformer blocks (found by itself for Hugging Face GPT-2, Llama,
-    Mistral and NeoX). Returns the list of (first, last) block runs it checkpointed."""
+    Mistral, NeoX, Qwen2, Gemma, Gemma2, Phi-3, Mixtral and Falcon). Returns the list of (first, last) block runs it checkpointed."""
     plan_doc = _load(plan)
     n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
     return apply_segments(model, segments(plan_doc), n_blocks=n, blocks=blocks,
@@ -179,29 +182,123 @@ def apply_segments(model, runs, n_blocks, blocks=None, planned_for="the plan's m
     return runs
 
 
+def _autocast_state():
+    """The autocast settings a recomputation must run under (what torch.utils.checkpoint records)."""
+    import torch
+
+    return (torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype(), torch.is_autocast_cpu_enabled(),
+            torch.get_autocast_cpu_dtype(), torch.is_autocast_cache_enabled())
+
+
+class _SegmentRun:
+    """One forward of a checkpointed segment: torch 1.13's non-reentrant checkpoint
+    (torch.utils.checkpoint._checkpoint_without_reentrant), spread over the segment's blocks.
+
+    Each block runs at its own call, with its own arguments, under saved-tensor hooks that keep a
+    placeholder instead of each saved tensor. The first unpack in backward runs the whole segment
+    again from its input, with every block's recorded arguments and the forward's RNG and autocast
+    state, and fills the placeholders in the order the tensors were saved. It holds what torch's
+    checkpoint over the segment would: the segment's input, the blocks' other arguments, the RNG
+    state, until the saved tensors that reference it are gone."""
+
+    def __init__(self, forwards, hidden_states, preserve_rng_state=True):
+        import weakref
+
+        import torch
+        from torch.utils.checkpoint import get_device_states
+
+        self.forwards = forwards
+        self.input = hidden_states
+        self.calls = []  # (args, kwargs) of each block after the hidden states
+        self.autocast = _autocast_state()
+        self.preserve = preserve_rng_state
+        self.cpu_state = torch.get_rng_state() if preserve_rng_state else None
+        self.gpu_devices, self.gpu_states = [], []
+        if preserve_rng_state and torch.cuda._initialized:
+            self.gpu_devices, self.gpu_states = get_device_states(hidden_states)
+        self.storage = weakref.WeakKeyDictionary()
+        self.holders = []
+
+    def pack(self, x):
+        import weakref
+
+        class Holder:
+            pass
+
+        h = Holder()
+        self.holders.append(weakref.ref(h))
+        return h
+
+    def unpack(self, h):
+        if len(self.storage) == 0:
+            self._recompute()
+        if h not in self.storage:
+            raise RuntimeError("remat_torch: a tensor saved in a checkpointed segment was read twice without "
+                               "recomputation in between, which torch's non-reentrant checkpoint does not support")
+        return self.storage[h]
+
+    def _recompute(self):
+        import torch
+        from torch.utils.checkpoint import set_device_states
+
+        counter = 0
+
+        def inner_pack(inner):
+            nonlocal counter
+            counter += 1
+            if counter > len(self.holders):
+                return None
+            h = self.holders[counter - 1]()
+            if h is not None:  # its SavedVariable is alive: backward still reads it
+                self.storage[h] = inner.detach()
+            return None
+
+        def inner_unpack(packed):
+            raise RuntimeError("remat_torch: backward through a tensor the segment's recomputation made")
+
+        gpu_on, gpu_dtype, cpu_on, cpu_dtype, cache = self.autocast
+        with torch.random.fork_rng(devices=self.gpu_devices, enabled=self.preserve):
+            if self.preserve:
+                torch.set_rng_state(self.cpu_state)
+                if self.gpu_devices:
+                    set_device_states(self.gpu_devices, self.gpu_states)
+            with torch.enable_grad(), \
+                    torch.cuda.amp.autocast(enabled=gpu_on, dtype=gpu_dtype, cache_enabled=cache), \
+                    torch.cpu.amp.autocast(enabled=cpu_on, dtype=cpu_dtype, cache_enabled=cache), \
+                    torch.autograd.graph.saved_tensors_hooks(inner_pack, inner_unpack):
+                out = self.input
+                for fwd, (args, kwargs) in zip(self.forwards, self.calls):
+                    res = fwd(out, *args, **kwargs)
+                    out = res[0] if isinstance(res, tuple) else res
+
+
 def _wrap_segment(blocks, first, last):
-    import torch.utils.checkpoint as cp
+    """Blocks first..last become one checkpoint: each still runs at its own call with its own
+    arguments (layers may differ in them: Gemma2's and Qwen2's sliding-window layers get another
+    attention mask), and backward recomputes the whole segment once, from the segment's input."""
+    import torch
 
     originals = [blocks[k].forward for k in range(first, last + 1)]
-    rest = {"tail": None}  # what a block returns besides the hidden states (HF: a tuple)
+    current = {"run": None}
 
-    def run_segment(hidden_states, *args, **kwargs):
-        out = hidden_states
-        for fwd in originals:
-            res = fwd(out, *args, **kwargs)
-            if isinstance(res, tuple):
-                out, rest["tail"] = res[0], res[1:]
-            else:
-                out, rest["tail"] = res, None
-        return out
+    def make_forward(k):
+        fwd = originals[k]
 
-    def head_forward(hidden_states, *args, **kwargs):
-        out = cp.checkpoint(run_segment, hidden_states, *args, use_reentrant=False, **kwargs)
-        return out if rest["tail"] is None else (out,) + rest["tail"]
+        def forward(hidden_states, *args, **kwargs):
+            if not torch.is_grad_enabled():
+                return fwd(hidden_states, *args, **kwargs)
+            if k == 0:
+                current["run"] = _SegmentRun(originals, hidden_states)
+            run = current["run"]
+            if run is None or len(run.calls) != k:
+                raise PlanError("remat_torch: the blocks of a checkpointed segment were not called in order, "
+                                "first to last, once each")
+            run.calls.append((args, kwargs))
+            if k == len(originals) - 1:
+                current["run"] = None  # the saved tensors' hooks hold the run from here on
+            with torch.autograd.graph.saved_tensors_hooks(run.pack, run.unpack):
+                return fwd(hidden_states, *args, **kwargs)
+        return forward
 
-    def pass_through(hidden_states, *args, **kwargs):
-        return hidden_states if rest["tail"] is None else (hidden_states,) + rest["tail"]
-
-    blocks[first].forward = head_forward
-    for k in range(first + 1, last + 1):
-        blocks[k].forward = pass_through
+    for k in range(first, last + 1):
+        blocks[k].forward = make_forward(k - first)

@@ -3,7 +3,8 @@
 
     REMAT=build/bin/remat /usr/bin/python3 tests/torch/bridge_test.py
 
-For GPT-2, Llama and NeoX and each strategy: apply_plan leaves the state_dict keys and the
+For GPT-2, Llama, NeoX, Qwen2, Gemma2 (its sliding-window layers get another mask), Phi-3,
+Mixtral and Falcon and each strategy: apply_plan leaves the state_dict keys and the
 model's forward alone, the loss and every gradient are equal to the unwrapped model's (no
 dropout, so bit for bit), and the blocks the plan names are the ones checkpointed. Then the
 refusals: a plan for another block count, an offloading plan, selective, a missing binary.
@@ -36,6 +37,19 @@ CONFIGS = {
               "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 512},
     "gpt_neox": {"model_type": "gpt_neox", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
                  "intermediate_size": 128, "vocab_size": 512},
+    "qwen2": {"model_type": "qwen2", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 512, "tie_word_embeddings": True},
+    # sliding window 4 < seq 16 on the even layers: a segment's blocks get different masks
+    "gemma2": {"model_type": "gemma2", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 64, "vocab_size": 512,
+               "query_pre_attn_scalar": 16, "sliding_window": 4},
+    "phi3": {"model_type": "phi3", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
+             "intermediate_size": 64, "vocab_size": 512},
+    "mixtral": {"model_type": "mixtral", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 512, "num_local_experts": 4,
+                "num_experts_per_tok": 2},
+    "falcon": {"model_type": "falcon", "num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 4,
+               "vocab_size": 512, "new_decoder_architecture": True, "num_kv_heads": 2},
 }
 
 
@@ -101,6 +115,22 @@ class Bridge(unittest.TestCase):
         self.assertEqual(calls, [0, 1, 2, 3])
         loss.backward()
         self.assertEqual(calls[4:], [2, 0])  # blocks 0 and 2 ran again in backward, last first
+
+    def test_segment_blocks_run_at_their_own_calls(self):
+        # a segment's blocks each run when the model calls them, with their own arguments, and
+        # backward recomputes the segment once, first block to last
+        model = hf_models.build_model(CONFIGS["gemma2"])
+        self.assertEqual(remat_torch.apply_plan(model, self.plan("gemma2", "segments-2")), [(0, 1), (2, 3)])
+        calls, masks = [], []
+        for i, b in enumerate(model.model.layers):
+            b.self_attn.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+            b.register_forward_pre_hook(lambda m, a, kw=None, i=i: masks.append(i))
+        ids = torch.randint(0, 512, (2, 16))
+        loss = model(ids, ids)
+        self.assertEqual(calls, [0, 1, 2, 3])
+        self.assertEqual(masks, [0, 1, 2, 3])  # the model's own calls, one per block
+        loss.backward()
+        self.assertEqual(calls[4:], [2, 3, 0, 1])
 
     def test_plan_for_another_model_is_refused(self):
         cfg = dict(CONFIGS["gpt2"], n_layer=3)

@@ -5,7 +5,9 @@
         [--precision fp32|bf16-mixed] [--optimizer adamw|sgd] [--optimizer-impl foreach|for-loop]
         [--plan PLAN.json]
 
-builds the model of CONFIG.json (hf_models.py), applies the plan of `remat plan --json`
+builds the model of CONFIG.json (hf_models.py: model_type gpt2, llama, mistral, gpt_neox, qwen2,
+gemma, gemma2, phi3, mixtral, falcon; its blocks are transformer.h, model.layers or gpt_neox.layers
+and its final norm ln_f, norm or final_layer_norm), applies the plan of `remat plan --json`
 through the bridge (python/remat_torch: what a user's training code gets), runs one training
 step to create the optimizer state, then measures a second, steady one: forward, the loss
 (ForCausalLMLoss), backward, optimizer step, zero_grad(set_to_none=True). It prints one JSON
@@ -20,10 +22,16 @@ The counts are the tensors' storage bytes, exactly; Python objects (malloc) are 
 
 Boundaries. Stages are numbered as remat numbers them: 0 the embedding, 1..L the blocks, L+1
 the final norm, L+2 the head with the loss. A forward boundary F(i) is read when stage i's
-forward is done (for the embedding: when block 1 starts); a backward boundary B(i) when the
+forward is done and the next one starts (a block's input is held by the model's loop until the
+block's call returns); a backward boundary B(i) when the
 gradient of stage i's input is complete (a tensor hook on that input, which autograd's engine
 runs before the node that consumes the gradient), and B(0) when backward() returns.
-Forwards that run during backward are recomputations (a checkpointed block), marked with "*".
+Recomputations in backward read no boundary. Every boundary is read, a checkpointed segment's
+interior ones too: remat_torch runs each of a segment's blocks at its own call.
+
+Mixtral: routing depends on the data and the (random) router weights, so the document also has
+"expert_tokens", per layer the tokens each expert received in the measured step's forward (a
+recomputation routes the same tokens again).
 """
 
 import argparse
@@ -80,12 +88,10 @@ def reexec_with_probe():
 class Recorder:
     """Reads the probe at stage boundaries; stages are numbered as remat numbers them."""
 
-    def __init__(self, probe, n_blocks, runs):
+    def __init__(self, probe, n_blocks):
         self.probe = probe
-        # a segment's first block runs the whole segment; the others pass their input through,
-        # so a segment's inner boundaries cannot be read, and its first block ends at its last
-        self.interior = {k for a, b in runs for k in range(a + 1, b + 1)}
-        self.ends = {a: b for a, b in runs}
+        # every block runs at its own call, inside a checkpointed segment too (remat_torch spreads
+        # the segment's checkpoint over its blocks), so every boundary is read
         self.L = n_blocks
         self.events = []
         self.phase = "idle"  # idle | forward | backward
@@ -109,28 +115,23 @@ class Recorder:
     def attach(self, model, blocks, final_norm):
         import torch
 
+        # F(i) is read when the next stage starts: until the block's call returns, the model's loop
+        # still holds the block's input (a segment's interior blocks keep nothing else of it)
         def block_pre(i):
             def pre(module, args):
                 x = args[0]
-                if i in self.interior:
-                    return
-                if i == 0 and self.phase == "forward":
-                    self.read("F", 0)  # the embedding's forward is done
+                if self.phase == "forward":
+                    self.read("F", i)  # i == 0: the embedding's forward is done; else block i's
                 if torch.is_grad_enabled() and x.requires_grad and self.phase == "forward":
                     x.register_hook(self.grad_hook(i + 1))
             return pre
 
-        def block_post(i):
-            def post(module, args, out):
-                if self.phase != "idle" and i not in self.interior:
-                    self.read("F", self.ends.get(i, i) + 1)
-            return post
-
         for i, b in enumerate(blocks):
             b.register_forward_pre_hook(block_pre(i))
-            b.register_forward_hook(block_post(i))
 
         def norm_pre(module, args):
+            if self.phase == "forward":
+                self.read("F", self.L)
             if torch.is_grad_enabled() and args[0].requires_grad and self.phase == "forward":
                 args[0].register_hook(self.grad_hook(self.L + 1))
 
@@ -147,6 +148,7 @@ def measure(args, probe):
     import torch
 
     import hf_models
+    import hf_modules
     import remat_torch
 
     torch.manual_seed(1234)
@@ -159,12 +161,12 @@ def measure(args, probe):
     if args.plan:
         with open(args.plan) as f:
             plan = json.load(f)
-        runs = remat_torch.apply_plan(model, plan)
-    else:
-        runs = []
+        remat_torch.apply_plan(model, plan)
     blocks = remat_torch.find_blocks(model)
-    rec = Recorder(probe, len(blocks), runs)
+    rec = Recorder(probe, len(blocks))
     rec.attach(model, blocks, model.final_norm())
+
+    moe_blocks = [m for m in model.modules() if isinstance(m, hf_modules.MixtralSparseMoeBlock)]
 
     V = model.config.vocab_size
     params = [p for p in model.parameters()]
@@ -191,6 +193,9 @@ def measure(args, probe):
             loss = model(input_ids, labels)
             if measured:
                 rec.read("F", rec.L + 2)  # inside autocast: leaving it frees its weight cache
+        if measured and moe_blocks:
+            # routing is data-dependent: what each layer's experts received in this step's forward
+            out["expert_tokens"] = [list(m.expert_tokens) for m in moe_blocks]
         if measured:
             rec.phase = "backward"
         loss.backward()
@@ -225,7 +230,8 @@ def measure(args, probe):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="a Hugging Face config.json (model_type gpt2, llama, mistral, gpt_neox)")
+    ap.add_argument("config", help="a Hugging Face config.json (model_type gpt2, llama, mistral, gpt_neox, qwen2, "
+                    "gemma, gemma2, phi3, mixtral, falcon)")
     ap.add_argument("--micro-batch", type=int, required=True)
     ap.add_argument("--seq", type=int, required=True)
     ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
