@@ -36,10 +36,15 @@ enum class EagerSoftmax { gpt2, fp32_then_query_dtype, hidden_dtype };
 
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D). (hf_attention.cpp)
+// How k and v with fewer heads than q reach the matmuls: not at all (GPT-2, NeoX: equal heads),
+// through repeat_kv's expand + reshape (the Llama family), or broadcast by the matmul itself,
+// which casts them under autocast first (Falcon's multi-query).
+enum class KvExpand { none, repeat_kv, matmul_broadcast };
+
 // `softcap` > 0: gemma2's tanh soft-capping of the eager scores (the sdpa path ignores it, as
 // transformers' sdpa_attention_forward does).
 TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
-                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind,
+                   double attn_dropout, KvExpand kv, EagerSoftmax softmax_kind,
                    double softcap = 0.0);
 
 // Rotary embedding on (B, heads, S, D) with `pct` of each head rotated. (hf_attention.cpp)

@@ -8,7 +8,7 @@ namespace remat::family {
 // The attention core (Megatron's "core attention": QK^T, softmax, dropout, AV), flash or
 // eager. Returns the input of the output projection, (B, S, A*D).
 TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d, Profile profile,
-                   double attn_dropout, bool repeat_kv, EagerSoftmax softmax_kind, double softcap) {
+                   double attn_dropout, KvExpand kv, EagerSoftmax softmax_kind, double softcap) {
     StageGraph& g = b.graph();
     const DType low = b.policy().autocast ? b.policy().low : b.dtype(in.q);
     const double causal_pairs = flop_product(d.S) * (flop_product(d.S) + 1) / 2.0;
@@ -31,11 +31,25 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         return b.view(n, x, flat);
     };
     const TensorId q_heads = in.q;
-    if (repeat_kv && d.KV != d.A) {
-        // repeat_kv: expand + reshape materializes (B, A, S, D) copies of k and v.
-        in.k = core_copy(name + ".key_repeated", in.k, b.dtype(in.k), {d.B, d.A, d.S, d.D});
-        in.v = core_copy(name + ".value_repeated", in.v, b.dtype(in.v), {d.B, d.A, d.S, d.D});
-        in.k_contiguous = in.v_contiguous = true;
+    if (kv != KvExpand::none && d.KV != d.A) {
+        if (d.KV == 1) {
+            // One head: the expand is a stride-0 view and so is the reshape to A heads, so nothing
+            // is copied yet; the (B*A, S, D) operand is a view only when B == 1. The matmul's own
+            // broadcast (Falcon) casts the one-head tensor under autocast before expanding it.
+            auto expand = [&](TensorId x, const char* role) {
+                if (kv == KvExpand::matmul_broadcast && b.policy().autocast && b.dtype(x) != low)
+                    x = core_copy(name + "." + role + "_cast", x, low, b.shape(x));
+                return b.view(name + "." + role + "_repeated", x, {d.B, d.A, d.S, d.D});
+            };
+            in.k = expand(in.k, "key");
+            in.v = expand(in.v, "value");
+            in.k_contiguous = in.v_contiguous = d.B == 1;
+        } else {
+            // repeat_kv: expand + reshape materializes (B, A, S, D) copies of k and v.
+            in.k = core_copy(name + ".key_repeated", in.k, b.dtype(in.k), {d.B, d.A, d.S, d.D});
+            in.v = core_copy(name + ".value_repeated", in.v, b.dtype(in.v), {d.B, d.A, d.S, d.D});
+            in.k_contiguous = in.v_contiguous = true;
+        }
     }
     if (profile == Profile::sdpa) {
         // derivatives.yaml, _scaled_dot_product_flash_attention: backward saves query, key,

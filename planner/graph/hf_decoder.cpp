@@ -70,8 +70,9 @@ TensorId hf_decoder_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Pro
     // After rotary q and k are fresh tensors; v is a transposed view, whose (B*heads, S, D)
     // reshape is a view only when B == 1.
     Qkv in{qr, kr, p.v, true, true, d.B == 1};
-    const TensorId ctx = attention(b, "self_attn", in, d, profile, m.attn_dropout, true,
-                                   EagerSoftmax::fp32_then_query_dtype, m.attn_softcap);
+    const TensorId ctx =
+        attention(b, "self_attn", in, d, profile, m.attn_dropout, KvExpand::repeat_kv,
+                  EagerSoftmax::fp32_then_query_dtype, m.attn_softcap);
     TensorId a = b.linear("self_attn.o_proj", ctx, d.H);
     if (m.sandwich_norms) a = b.norm("post_attention_layernorm", a, m.norm);
     a = b.dropout("resid_attn_dropout", a, m.resid_dropout);

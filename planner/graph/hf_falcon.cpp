@@ -2,6 +2,8 @@
 // query_key_value projection split by _split_heads, rotary on q and k, attention, and the MLP in
 // parallel with attention (falcon-7b: one input_layernorm for both; new_decoder_architecture:
 // ln_attn and ln_mlp) or after it (parallel_attn false: post_attention_layernorm).
+#include <fmt/format.h>
+
 #include "planner/config/checked.hpp"
 #include "planner/graph/families.hpp"
 
@@ -9,13 +11,22 @@ namespace remat::family {
 
 namespace {
 
-// FalconLinear: input @ weight.T, then + bias as a separate op. Under autocast the bf16 product
-// plus the fp32 bias promotes to fp32.
+// FalconLinear: input @ weight.T, then + bias as a separate op. weight.T is a view, not a leaf,
+// so autocast does not cache its cast: every call makes a low-precision copy of the weight, which
+// the matmul saves for the input's gradient (named "<linear>.weight@<dtype>", as the measurement
+// names parameter copies). Under autocast the product plus the fp32 bias promotes to fp32.
 TensorId falcon_linear(OpBuilder& b, const ModelConfig& m, const std::string& name, TensorId x,
                        std::uint64_t n_out) {
+    StageGraph& g = b.graph();
+    if (b.policy().autocast) {
+        const std::uint64_t n_in = b.shape(x).back();
+        const TensorId w =
+            g.add_tensor(fmt::format("{}.weight@{}", name, dtype_name(b.policy().low)),
+                         {n_out, n_in}, b.policy().low, false);
+        g.add_op(b.make(name + ".weight_cast", OpClass::memory, {}, {w}, {w}));
+    }
     const TensorId y = b.linear(name, x, n_out);
     if (!m.attn_bias || !b.policy().autocast) return y;
-    StageGraph& g = b.graph();
     const TensorId biased = g.add_tensor(name + ".biased", b.shape(y), DType::f32);
     g.add_op(b.make(name + ".bias", OpClass::memory, {y}, {biased}, {}));
     return biased;
@@ -43,17 +54,22 @@ TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
             g.add_op(b.make(n, OpClass::memory, {qkv}, {index}, {index}));
         }
     }
-    // _split_heads then transpose(1, 2).reshape: q is a strided slice of the fused output, so the
-    // reshape copies it; k and v come out of advanced indexing (multi-query) or a broadcast that
-    // flatten materializes (new_decoder_architecture), copies either way.
-    const TensorId q =
-        b.copy("self_attention.query_layer", qkv, b.dtype(qkv), {d.B, d.A, d.S, d.D});
+    // _split_heads, then transpose(1, 2).reshape to the same shape (a view). q is a slice of the
+    // fused output (a view) except under new_decoder_architecture, whose flatten copies it. k and
+    // v are views too without multi-query (qkv[..., 1, :]); with it they come out of advanced
+    // indexing (qkv[..., [-2], :], a copy), which new_decoder_architecture then broadcasts to
+    // every head and flatten materializes.
     Dims ad = d;  // the heads attention sees
     if (m.kv_materialized) ad.KV = d.A;
-    const TensorId k =
-        b.copy("self_attention.key_layer", qkv, b.dtype(qkv), {d.B, ad.KV, d.S, d.D});
-    const TensorId v =
-        b.copy("self_attention.value_layer", qkv, b.dtype(qkv), {d.B, ad.KV, d.S, d.D});
+    const Shape q_shape{d.B, d.A, d.S, d.D}, kv_shape{d.B, ad.KV, d.S, d.D};
+    const TensorId q = m.kv_materialized
+                           ? b.copy("self_attention.query_layer", qkv, b.dtype(qkv), q_shape)
+                           : b.view("self_attention.query_layer", qkv, q_shape);
+    auto split = [&](const char* n) {
+        return m.kv_by_index ? b.copy(n, qkv, b.dtype(qkv), kv_shape) : b.view(n, qkv, kv_shape);
+    };
+    const TensorId k = split("self_attention.key_layer");
+    const TensorId v = split("self_attention.value_layer");
     const TensorId qr = rotary(b, "self_attention.rope_q", q, rope.cos, rope.sin, 1.0);
     const TensorId kr = rotary(b, "self_attention.rope_k", k, rope.cos, rope.sin, 1.0);
     // The eager matmuls broadcast k and v over the heads when there are fewer of them: the
@@ -64,8 +80,9 @@ TensorId hf_falcon_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     // multi-query falcon runs SDPA's math path, which materializes the S x S probabilities as
     // the eager code does. new_decoder_architecture has materialized A heads already: fused.
     const Profile core = profile == Profile::sdpa && ad.KV != d.A ? Profile::hf_eager : profile;
-    const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, true}, ad, core,
-                                   0.0, true, EagerSoftmax::hidden_dtype);
+    // v's (B*heads, S, D) reshape is a view only when B == 1 (then of whatever v is a view of).
+    const TensorId ctx = attention(b, "self_attention", {qr, kr, v, true, true, d.B == 1}, ad, core,
+                                   0.0, KvExpand::matmul_broadcast, EagerSoftmax::hidden_dtype);
     const TensorId a = linear("self_attention.dense", ctx, d.H);
     if (m.parallel_residual) {
         const TensorId mlp_out = linear(

@@ -19,7 +19,7 @@ TensorId hf_gpt2_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
            merges,
            merges};
     const TensorId ctx =
-        attention(b, "attn", in, d, profile, m.attn_dropout, false, EagerSoftmax::gpt2);
+        attention(b, "attn", in, d, profile, m.attn_dropout, KvExpand::none, EagerSoftmax::gpt2);
     const TensorId proj = b.linear("attn.c_proj", ctx, d.H);
     const TensorId a = b.dropout("attn.resid_dropout", proj, m.resid_dropout);
     const TensorId r1 = b.add("residual_1", a, x);

@@ -16,8 +16,9 @@ TensorId hf_neox_block(OpBuilder& b, const Dims& d, const ModelConfig& m, Profil
     const TensorId v = b.view("attention.v", qkv, {d.B, d.A, d.S, d.D});
     const TensorId qr = rotary(b, "attention.rope_q", q, rope.cos, rope.sin, m.rotary_pct);
     const TensorId kr = rotary(b, "attention.rope_k", k, rope.cos, rope.sin, m.rotary_pct);
-    const TensorId ctx = attention(b, "attention", {qr, kr, v, true, true, d.B == 1}, d, profile,
-                                   m.attn_dropout, false, EagerSoftmax::fp32_then_query_dtype);
+    const TensorId ctx =
+        attention(b, "attention", {qr, kr, v, true, true, d.B == 1}, d, profile, m.attn_dropout,
+                  KvExpand::none, EagerSoftmax::fp32_then_query_dtype);
     const TensorId dense = b.linear("attention.dense", ctx, d.H);
     const TensorId a = b.dropout("post_attention_dropout", dense, m.resid_dropout);
     TensorId mlp_in = x;

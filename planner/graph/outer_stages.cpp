@@ -118,8 +118,12 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     g.add_op(std::move(op));
     const TensorId loss = g.add_tensor("loss", {}, DType::f32);
     const TensorId total_weight = g.add_tensor("loss.total_weight", {}, DType::f32, false);
-    g.add_op(b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight},
-                    {target, total_weight}));
+    // The model's forward holds `logits` (its ...ForCausalLM.forward local) until the loss
+    // returns, so a low-precision logits tensor lives alongside its fp32 copy: nll reads it last.
+    Op nll = b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight},
+                    {target, total_weight});
+    if (logits != lf) nll.inputs.push_back(logits);  // held, not read: no traffic
+    g.add_op(std::move(nll));
     return loss;
 }
 

@@ -158,8 +158,12 @@ std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
         c.options.precision == Precision::fp16_mixed || c.options.precision == Precision::bf16_mixed
             ? 2
             : 0;
-    if (s.kind == StageKind::block)
-        return checked_mul(low, s.params - 2 * final_norm_parameter_count(c.model));
+    // FalconLinear multiplies by weight.T, which autocast does not cache (a non-leaf view): its
+    // copies are saved tensors in the block's graph instead (planner/graph/hf_falcon.cpp).
+    if (s.kind == StageKind::block && c.model.arch == Arch::falcon) return 0;
+    // Norms are not cast (layer_norm is not on autocast's lower-precision list, RMSNorm's
+    // multiply is no autocast op); linears' weights and biases are.
+    if (s.kind == StageKind::block) return checked_mul(low, s.params - block_norm_count(c.model));
     if (s.kind == StageKind::head) return checked_mul(low, c.model.vocab, c.model.hidden);
     return 0;
 }

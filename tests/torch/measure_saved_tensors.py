@@ -187,6 +187,7 @@ def analyse(module, outputs):
     params = {storage_ptr(p): n for n, p in module.named_parameters()}
     buffers = {storage_ptr(b): n for n, b in module.named_buffers()}
     param_list = list(module.named_parameters())
+    modules = dict(module.named_modules())
 
     storages = {}  # ptr -> info, in first-pack order
     for idx, rec in enumerate(T.packs):
@@ -229,10 +230,17 @@ def analyse(module, outputs):
                         copy_of = pname
                         break
         if copy_of is not None:
-            excluded.append({"name": f"{copy_of}@{dtype_name(t.dtype)}",
-                             "reason": f"autocast {dtype_name(t.dtype)} copy of parameter '{copy_of}' "
-                                       f"(weight memory held by the autocast cache, not an activation)",
-                             **entry_base})
+            owner = modules.get(copy_of.rsplit(".", 1)[0])
+            if isinstance(owner, hf_modules.FalconLinear):
+                # FalconLinear multiplies by weight.T, a non-leaf view: autocast casts it afresh at
+                # every call (it caches casts of leaves only), and the matmul saves the copy.
+                reason = (f"autocast {dtype_name(t.dtype)} copy of parameter '{copy_of}', NOT cached: "
+                          f"FalconLinear's `input @ weight.T` casts a non-leaf view at every call and the "
+                          f"matmul saves it, so it lives as a saved tensor (remat models it in the graph)")
+            else:
+                reason = (f"autocast {dtype_name(t.dtype)} copy of parameter '{copy_of}' "
+                          f"(weight memory held by the autocast cache, not an activation)")
+            excluded.append({"name": f"{copy_of}@{dtype_name(t.dtype)}", "reason": reason, **entry_base})
             continue
 
         labels = list(T.labels.get(ptr, []))
