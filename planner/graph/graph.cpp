@@ -66,6 +66,10 @@ TensorId StageGraph::storage(TensorId t) const {
 
 OpVertex StageGraph::add_op(Op op) {
     const OpVertex v = boost::add_vertex(op, graph_);
+    for (TensorId in : graph_[v].held) {
+        (void)in;
+        assert(in < tensors_.size() && "a held tensor must be a known tensor");
+    }
     for (TensorId in : graph_[v].inputs) {
         assert(in < tensors_.size() && "op input must be a known tensor");
         // A view is produced by whoever produced its storage.

@@ -50,6 +50,9 @@ struct Op {
     std::vector<TensorId> inputs;   // activations read (parameters are not tensors here)
     std::vector<TensorId> outputs;  // activations written
     std::vector<TensorId> saved;    // kept for backward (inputs, outputs or internal)
+    // Kept alive until this op by the code around it (a Python local), neither read nor given
+    // a gradient here: the head's low-precision logits, held while the loss runs.
+    std::vector<TensorId> held;
     double fwd_flops = 0, bwd_flops = 0;
     double fwd_bytes = 0, bwd_bytes = 0;    // memory traffic
     std::uint64_t fwd_workspace_bytes = 0;  // scratch alive only while the op runs

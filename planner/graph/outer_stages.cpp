@@ -122,7 +122,7 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     // returns, so a low-precision logits tensor lives alongside its fp32 copy: nll reads it last.
     Op nll = b.make("loss.nll", OpClass::memory, {ls, target}, {loss, total_weight},
                     {target, total_weight});
-    if (logits != lf) nll.inputs.push_back(logits);  // held, not read: no traffic
+    if (logits != lf) nll.held.push_back(logits);
     g.add_op(std::move(nll));
     return loss;
 }

@@ -40,6 +40,13 @@ GraphFacts facts_of(const StageGraph& g, const GpuSpec& gpu, Precision precision
             if (op.attention_core) ++f.uses_core[s];
             if (g.tensor(s).needs_grad && !g.tensor(s).shared) st.grad_in.push_back(s);
         }
+        // Held tensors live until the op like its inputs, with no gradient flowing to them.
+        for (TensorId s : unique_storages(op.held))
+            if (std::find(st.consume.begin(), st.consume.end(), s) == st.consume.end()) {
+                st.consume.push_back(s);
+                ++f.uses_all[s];
+                if (op.attention_core) ++f.uses_core[s];
+            }
         for (TensorId t : st.produce)
             if (g.tensor(t).needs_grad) st.grad_out.push_back(t);
         for (TensorId s : unique_storages(op.saved)) f.saved[s] = true;

@@ -242,6 +242,25 @@ std::uint64_t StepTerms::eager_mask_bytes() const {
     return checked_mul(dtype, c.options.seq, c.options.seq);
 }
 
+std::size_t StepTerms::eager_mask_count() const {
+    return eager_mask_bytes() && c_->model.arch == Arch::gemma2 ? 2 : 1;
+}
+
+std::size_t StepTerms::eager_mask_of_block(std::size_t b) const {
+    // Gemma2DecoderLayer.is_sliding = not bool(layer_idx % 2): mask 0 is the sliding one.
+    return eager_mask_count() == 2 ? b % 2 : 0;
+}
+
+std::uint64_t StepTerms::forward_held_embedding_bytes() const {
+    const Chain& c = *c_;
+    if (c.options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c.options.profile)) return 0;
+    const bool held =
+        c.model.scaled_embeddings || (c.model.arch == Arch::gpt_neox && c.model.embd_dropout > 0.0);
+    if (!held) return 0;
+    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
+    return checked_mul(dtype, c.options.micro_batch, c.options.seq, c.model.hidden);
+}
+
 std::uint64_t StepTerms::checkpoint_rng_bytes() const {
     if (c_->options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c_->options.profile)) return 0;
     return 5056;  // aten/src/ATen/CPUGeneratorImpl.cpp: sizeof(CPUGeneratorImplState)

@@ -97,6 +97,16 @@ struct StepTerms {
     // as an input until that block's backward. 0 for GPT-2 (its mask is a buffer) and sdpa,
     // and for now 0 unless --torch cpu-1.13 (memory.cpp says why).
     std::uint64_t eager_mask_bytes() const;
+    // How many such masks the forward builds: Gemma2 alternates sliding-window layers (even
+    // blocks) and full layers (odd), each kind with its own mask; 1 for the others.
+    std::size_t eager_mask_count() const;
+    // Which of them block b (0-based) reads.
+    std::size_t eager_mask_of_block(std::size_t b) const;
+    // A tensor the base model's forward holds as a local from the embedding until it returns
+    // (after the final norm), which nothing saves: Gemma's `inputs_embeds` (the scaled copy
+    // goes on), NeoX's when embedding dropout makes a new tensor. B x S x H in the weights'
+    // dtype; 0 otherwise, and, like the mask, 0 unless --torch cpu-1.13.
+    std::uint64_t forward_held_embedding_bytes() const;
     // torch.utils.checkpoint(preserve_rng_state=True) keeps torch.get_rng_state(), the CPU
     // generator's 5056-byte state, per checkpoint until its backward: device memory only on a
     // CPU (--torch cpu-1.13); on CUDA it is a host tensor. 0 otherwise.

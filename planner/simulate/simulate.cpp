@@ -20,6 +20,12 @@ std::vector<std::size_t> stage_units(const Chain& c) {
 }
 
 class Replay {
+    static constexpr std::size_t no_holder = static_cast<std::size_t>(-1);
+    struct HeldMask {
+        std::size_t holder = no_holder;  // the stage whose backward frees the mask
+        bool live = false;
+    };
+
   public:
     Replay(const Chain& c, const Plan& plan, const GpuSpec& gpu, const StepTimeModel& tm)
         : c_(c),
@@ -52,11 +58,14 @@ class Replay {
         backward_done_.assign(n, false);
         on_host_.assign(n, false);
         rng_live_.assign(n, false);
-        // The first checkpointed block holds the eager mask longest (backward runs from the
+        // The first checkpointed block reading a mask holds it longest (backward runs from the
         // last stage down); without one, the mask goes when forward ends.
-        for (std::size_t i = 0; i < n && mask_holder_ == no_holder; ++i)
-            if (c_.stages[i].kind == StageKind::block && plan_.keeps[i] == Keep::input)
-                mask_holder_ = i;
+        masks_.assign(terms_.eager_mask_count(), HeldMask{});
+        for (std::size_t i = 0, b = 0; i < n; ++i) {
+            if (c_.stages[i].kind != StageKind::block) continue;
+            HeldMask& m = masks_[terms_.eager_mask_of_block(b++)];
+            if (m.holder == no_holder && plan_.keeps[i] == Keep::input) m.holder = i;
+        }
     }
 
     SimResult run(const Reserve& reserve) {
@@ -176,14 +185,15 @@ class Replay {
             ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
     }
 
-    void release_mask() {
-        if (!mask_live_) return;
-        mask_live_ = false;
+    void release_mask(HeldMask& m) {
+        if (!m.live) return;
+        m.live = false;
         ledger_.release(Category::activations, terms_.eager_mask_bytes());
     }
 
     void end_of_forward() {
-        if (mask_holder_ == no_holder) release_mask();
+        for (HeldMask& m : masks_)
+            if (m.holder == no_holder) release_mask(m);
         // Leaving autocast clears its cache: copies that no saved tensor holds are freed.
         for (std::size_t i = 0; i < c_.stages.size(); ++i) {
             const Keep k = plan_.keeps[i];
@@ -256,11 +266,22 @@ class Replay {
             time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
         }
         if (!held_next_[i]) boundary_maybe_free(i);
-        if (!act.recompute && c_.stages[i].kind == StageKind::embedding)
-            if (const std::uint64_t m = terms_.eager_mask_bytes()) {
-                mask_live_ = true;
-                ledger_.alloc(Category::activations, m);
+        if (!act.recompute && c_.stages[i].kind == StageKind::embedding) {
+            if (const std::uint64_t bytes = terms_.eager_mask_bytes())
+                for (HeldMask& m : masks_) {
+                    m.live = true;
+                    ledger_.alloc(Category::activations, bytes);
+                }
+            if (const std::uint64_t bytes = terms_.forward_held_embedding_bytes()) {
+                embedding_held_ = true;
+                ledger_.alloc(Category::activations, bytes);
             }
+        }
+        // The base model's forward returns after the final norm, dropping its locals.
+        if (!act.recompute && c_.stages[i].kind == StageKind::norm && embedding_held_) {
+            embedding_held_ = false;
+            ledger_.release(Category::activations, terms_.forward_held_embedding_bytes());
+        }
         if (!act.recompute && act.kind == ActionKind::F_ck)
             if (const std::uint64_t rng = terms_.checkpoint_rng_bytes()) {
                 rng_live_[i] = true;
@@ -354,7 +375,8 @@ class Replay {
             rng_live_[i] = false;
             ledger_.release(Category::activations, terms_.checkpoint_rng_bytes());
         }
-        if (i == mask_holder_) release_mask();
+        for (HeldMask& m : masks_)
+            if (i == m.holder) release_mask(m);
         parameter_gradients(i, u);
         backward_done_[i] = true;
     }
@@ -421,9 +443,8 @@ class Replay {
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> unsharded_grad_live_, shard_grad_live_, cast_live_;
     std::vector<bool> backward_done_, on_host_, rng_live_;
-    static constexpr std::size_t no_holder = static_cast<std::size_t>(-1);
-    std::size_t mask_holder_ = no_holder;  // the stage whose backward frees the mask
-    bool mask_live_ = false;
+    std::vector<HeldMask> masks_;  // the eager masks (StepTerms::eager_mask_count)
+    bool embedding_held_ = false;  // StepTerms::forward_held_embedding_bytes is live
     double previous_action_s_ = 0;
     double time_s_ = 0;
     SimResult result_;
