@@ -247,8 +247,20 @@ class Replay {
         void keep(TensorId s) { r.storage_keep(i, s); }
     };
 
+    // The base model's forward returns after the final norm, before the head runs: its locals
+    // go (the held embedding, and the masks no checkpoint holds).
+    void base_model_returns() {
+        if (embedding_held_) {
+            embedding_held_ = false;
+            ledger_.release(Category::activations, terms_.forward_held_embedding_bytes());
+        }
+        for (HeldMask& m : masks_)
+            if (m.holder == no_holder) release_mask(m);
+    }
+
     void forward(std::size_t i, const Action& act) {
         const GraphFacts& f = facts(i);
+        if (!act.recompute && c_.stages[i].kind == StageKind::head) base_model_returns();
         if (on_host_[i]) {
             on_host_[i] = false;
             boundary_alloc(i);
@@ -277,11 +289,7 @@ class Replay {
                 ledger_.alloc(Category::activations, bytes);
             }
         }
-        // The base model's forward returns after the final norm, dropping its locals.
-        if (!act.recompute && c_.stages[i].kind == StageKind::norm && embedding_held_) {
-            embedding_held_ = false;
-            ledger_.release(Category::activations, terms_.forward_held_embedding_bytes());
-        }
+
         if (!act.recompute && act.kind == ActionKind::F_ck)
             if (const std::uint64_t rng = terms_.checkpoint_rng_bytes()) {
                 rng_live_[i] = true;

@@ -166,7 +166,8 @@ def measure(args, probe):
     rec = Recorder(probe, len(blocks))
     rec.attach(model, blocks, model.final_norm())
 
-    moe_blocks = [m for m in model.modules() if isinstance(m, hf_modules.MixtralSparseMoeBlock)]
+    moe_blocks = [m for m in model.modules()
+                  if isinstance(m, (hf_modules.MixtralSparseMoeBlock, hf_modules.Qwen2MoeSparseMoeBlock))]
 
     V = model.config.vocab_size
     params = [p for p in model.parameters()]
