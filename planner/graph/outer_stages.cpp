@@ -21,8 +21,11 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
         g.add_op(b.make("wpe", OpClass::memory, {pos}, {pe}, {pos}));
         y = b.add("embed_sum", y, pe);
     }
-    if (const std::uint64_t rd = rotary_dims(m); rd > 0 && profile != Profile::megatron) {
-        // The model computes cos/sin once per step; every block saves them (shared).
+    if (const std::uint64_t rd = rotary_dims(m);
+        rd > 0 && profile != Profile::megatron && b.policy().device == AutocastDevice::cuda) {
+        // The model computes cos/sin once per step; every block saves them (shared), counted
+        // here. Under --torch cpu-1.13 the replay holds them instead, until the first block's
+        // backward, the last that reads them (StepTerms::rotary_bytes).
         const TensorId cos = g.add_tensor("rope.cos", {1, d.S, rd}, b.policy().param, false);
         const TensorId sin = g.add_tensor("rope.sin", {1, d.S, rd}, b.policy().param, false);
         g.add_op(b.make("rotary_emb", OpClass::memory, {}, {cos, sin}, {cos, sin}));

@@ -261,6 +261,13 @@ std::uint64_t StepTerms::forward_held_embedding_bytes() const {
     return checked_mul(dtype, c.options.micro_batch, c.options.seq, c.model.hidden);
 }
 
+std::uint64_t StepTerms::rotary_bytes() const {
+    const Chain& c = *c_;
+    if (c.options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c.options.profile)) return 0;
+    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
+    return checked_mul(2, dtype, c.options.seq, rotary_dims(c.model));
+}
+
 std::uint64_t StepTerms::checkpoint_rng_bytes() const {
     if (c_->options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c_->options.profile)) return 0;
     return 5056;  // aten/src/ATen/CPUGeneratorImpl.cpp: sizeof(CPUGeneratorImplState)

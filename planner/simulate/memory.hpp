@@ -107,6 +107,10 @@ struct StepTerms {
     // goes on), NeoX's when embedding dropout makes a new tensor. B x S x H in the weights'
     // dtype; 0 otherwise, and, like the mask, 0 unless --torch cpu-1.13.
     std::uint64_t forward_held_embedding_bytes() const;
+    // The rotary cos and sin every block saves, made once per forward: from the embedding's
+    // forward until the first block's backward (the last reader). Under --torch cpu-1.13 only;
+    // on CUDA the embedding stage's graph counts them until its own backward.
+    std::uint64_t rotary_bytes() const;
     // torch.utils.checkpoint(preserve_rng_state=True) keeps torch.get_rng_state(), the CPU
     // generator's 5056-byte state, per checkpoint until its backward: device memory only on a
     // CPU (--torch cpu-1.13); on CUDA it is a host tensor. 0 otherwise.

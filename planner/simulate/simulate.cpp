@@ -58,13 +58,18 @@ class Replay {
         backward_done_.assign(n, false);
         on_host_.assign(n, false);
         rng_live_.assign(n, false);
-        // The first checkpointed block reading a mask holds it longest (backward runs from the
-        // last stage down); without one, the mask goes when forward ends.
+        // A non-reentrant checkpoint holds the arguments of every block it recomputes, masks
+        // included, until its backward: the first checkpoint over a block reading a mask holds it
+        // longest (backward runs from the last stage down); without one, the mask goes when the
+        // base model's forward returns.
         masks_.assign(terms_.eager_mask_count(), HeldMask{});
+        std::size_t head = no_holder;  // the checkpoint whose segment the stage is in
         for (std::size_t i = 0, b = 0; i < n; ++i) {
+            const Keep k = plan_.keeps[i];
+            head = k == Keep::input ? i : k == Keep::none ? head : no_holder;
             if (c_.stages[i].kind != StageKind::block) continue;
             HeldMask& m = masks_[terms_.eager_mask_of_block(b++)];
-            if (m.holder == no_holder && plan_.keeps[i] == Keep::input) m.holder = i;
+            if (m.holder == no_holder) m.holder = head;
         }
     }
 
@@ -288,6 +293,10 @@ class Replay {
                 embedding_held_ = true;
                 ledger_.alloc(Category::activations, bytes);
             }
+            if (const std::uint64_t bytes = terms_.rotary_bytes()) {
+                rotary_live_ = true;
+                ledger_.alloc(Category::activations, bytes);
+            }
         }
 
         if (!act.recompute && act.kind == ActionKind::F_ck)
@@ -385,6 +394,10 @@ class Replay {
         }
         for (HeldMask& m : masks_)
             if (i == m.holder) release_mask(m);
+        if (rotary_live_ && c_.stages[i].kind == StageKind::block && i == 1) {
+            rotary_live_ = false;
+            ledger_.release(Category::activations, terms_.rotary_bytes());
+        }
         parameter_gradients(i, u);
         backward_done_[i] = true;
     }
@@ -453,6 +466,7 @@ class Replay {
     std::vector<bool> backward_done_, on_host_, rng_live_;
     std::vector<HeldMask> masks_;  // the eager masks (StepTerms::eager_mask_count)
     bool embedding_held_ = false;  // StepTerms::forward_held_embedding_bytes is live
+    bool rotary_live_ = false;     // StepTerms::rotary_bytes is live
     double previous_action_s_ = 0;
     double time_s_ = 0;
     SimResult result_;
