@@ -1058,10 +1058,13 @@ class MixtralSparseMoeBlock(nn.Module):
 
 
 class MixtralDecoderLayer(nn.Module):
+    """MixtralDecoderLayer; Qwen2MoeDecoderLayer differs in the sparse block and its name."""
+    moe_name, moe_cls = "block_sparse_moe", None  # moe_cls: MixtralSparseMoeBlock (defined above)
+
     def __init__(self, config):
         super().__init__()
         self.self_attn = LlamaAttention(config, "self_attn")
-        self.block_sparse_moe = MixtralSparseMoeBlock(config, "block_sparse_moe")
+        setattr(self, self.moe_name, (self.moe_cls or MixtralSparseMoeBlock)(config, self.moe_name))
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, "input_layernorm", eps=config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, "post_attention_layernorm",
                                                      eps=config.rms_norm_eps)
@@ -1074,7 +1077,7 @@ class MixtralDecoderLayer(nn.Module):
         hidden_states = label(residual + hidden_states, "post_attention_layernorm.input")
         residual = hidden_states
         hidden_states = self.post_attention_layernorm(hidden_states)
-        hidden_states, _ = self.block_sparse_moe(hidden_states)
+        hidden_states, _ = getattr(self, self.moe_name)(hidden_states)
         hidden_states = label(residual + hidden_states, "output")
         return hidden_states
 
@@ -1161,30 +1164,14 @@ class Qwen2MoeSparseMoeBlock(nn.Module):
         return final_hidden_states, router_logits
 
 
-class Qwen2MoeDecoderLayer(nn.Module):
+class Qwen2MoeDecoderLayer(MixtralDecoderLayer):
     """Qwen2MoeDecoderLayer with every layer sparse (decoder_sparse_step 1, no mlp_only_layers):
     qwen2's attention (q/k/v biases), RMSNorms, and Qwen2MoeSparseMoeBlock as `mlp`."""
+    moe_name, moe_cls = "mlp", Qwen2MoeSparseMoeBlock
 
     def __init__(self, config):
-        super().__init__()
         config.qkv_bias, config.o_bias = True, False
-        self.self_attn = LlamaAttention(config, "self_attn")
-        self.mlp = Qwen2MoeSparseMoeBlock(config, "mlp")
-        self.input_layernorm = LlamaRMSNorm(config.hidden_size, "input_layernorm", eps=config.rms_norm_eps)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, "post_attention_layernorm",
-                                                     eps=config.rms_norm_eps)
-
-    def forward(self, hidden_states, attention_mask, position_embeddings):
-        residual = hidden_states
-        hidden_states = self.input_layernorm(hidden_states)
-        hidden_states, _ = self.self_attn(hidden_states=hidden_states, position_embeddings=position_embeddings,
-                                          attention_mask=attention_mask)
-        hidden_states = label(residual + hidden_states, "post_attention_layernorm.input")
-        residual = hidden_states
-        hidden_states = self.post_attention_layernorm(hidden_states)
-        hidden_states, _ = self.mlp(hidden_states)
-        hidden_states = label(residual + hidden_states, "output")
-        return hidden_states
+        super().__init__(config)
 
 
 # ---------------- Falcon ----------------
