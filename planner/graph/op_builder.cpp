@@ -109,15 +109,16 @@ TensorId OpBuilder::layernorm(const std::string& name, TensorId x, bool save_sta
     return y;
 }
 
-TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
-    // hidden = x.to(float32); var = hidden.pow(2).mean(-1, keepdim=True)
-    // hidden = hidden * torch.rsqrt(var + eps); return weight * hidden.to(input_dtype)
-    const DType in = dtype(x);
-    const TensorId h = dtype(x) == DType::f32 ? view(name + ".input_fp32", x, shape(x))
+TensorId OpBuilder::rms_normalized(const std::string& name, TensorId x,
+                                   const std::string& normalized) {
+    // hidden = x.to(float32) (x.float()); var = hidden.pow(2).mean(-1, keepdim=True);
+    // hidden * torch.rsqrt(var + eps), all fp32: the part LlamaRMSNorm and GemmaRMSNorm share.
+    const Shape s = shape(x);
+    const TensorId h = dtype(x) == DType::f32 ? view(name + ".input_fp32", x, s)
                                               : copy(name + ".input_fp32", x, DType::f32);
-    Shape stat = shape(x);
+    Shape stat = s;
     stat.back() = 1;
-    const TensorId sq = g_.add_tensor(name + ".squared", shape(x), DType::f32);
+    const TensorId sq = g_.add_tensor(name + ".squared", s, DType::f32);
     g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
     const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
     // torch 1.13's mean saves its input; current PyTorch computes its backward from sizes.
@@ -126,8 +127,15 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
         p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
     const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
     g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
-    const TensorId normed = g_.add_tensor(name + ".normalized", shape(x), DType::f32);
+    const TensorId normed = g_.add_tensor(name + "." + normalized, s, DType::f32);
     g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
+    return normed;
+}
+
+TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
+    // LlamaRMSNorm: return weight * hidden.to(input_dtype)
+    const DType in = dtype(x);
+    const TensorId normed = rms_normalized(name, x, "normalized");
     const TensorId back = in == DType::f32 ? normed : copy(name + ".normalized", normed, in);
     // weight * hidden: the weight is a parameter (not an activation); mul saves `back`.
     const TensorId y = g_.add_tensor(name + ".output", shape(x), promote(p_.param, in));
@@ -137,24 +145,11 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
 
 TensorId OpBuilder::rmsnorm_offset(const std::string& name, TensorId x) {
     // GemmaRMSNorm: output = self._norm(x.float()); output = output * (1.0 + self.weight.float());
-    // return output.type_as(x), where _norm(x) = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)
-    // + eps). The product keeps the fp32 normalized tensor and the (1 + weight) vector.
+    // return output.type_as(x). The product keeps the fp32 normalized tensor and the (1 + weight)
+    // vector.
     const Shape s = shape(x);
     const DType in = dtype(x);
-    const TensorId h = in == DType::f32 ? view(name + ".input_fp32", x, s)
-                                        : copy(name + ".input_fp32", x, DType::f32);
-    Shape stat = s;
-    stat.back() = 1;
-    const TensorId sq = g_.add_tensor(name + ".squared", s, DType::f32);
-    g_.add_op(make(name + ".pow", OpClass::memory, {h}, {sq}, {h}));
-    const TensorId var = g_.add_tensor(name + ".variance", stat, DType::f32);
-    g_.add_op(make(
-        name + ".mean", OpClass::memory, {sq}, {var},
-        p_.device == AutocastDevice::cpu ? std::vector<TensorId>{sq} : std::vector<TensorId>{}));
-    const TensorId r = g_.add_tensor(name + ".rstd", stat, DType::f32);
-    g_.add_op(make(name + ".rsqrt", OpClass::memory, {var}, {r}, {r}));
-    const TensorId normed = g_.add_tensor(name + ".normalized_fp32", s, DType::f32);
-    g_.add_op(make(name + ".mul", OpClass::memory, {h, r}, {normed}, {h, r}));
+    const TensorId normed = rms_normalized(name, x, "normalized_fp32");
     // 1.0 + weight.float(): made from the parameter in every call, one fp32 row of H.
     const TensorId scale = g_.add_tensor(name + ".weight_plus_one", {s.back()}, DType::f32);
     g_.add_op(make(name + ".weight_plus_one", OpClass::memory, {}, {scale}, {}));

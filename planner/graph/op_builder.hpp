@@ -71,6 +71,8 @@ class OpBuilder {
     std::uint64_t bytes(TensorId t) const { return g_.tensor(t).bytes(); }
 
   private:
+    // The fp32 x * rsqrt(mean(x^2) + eps) both RMSNorms compute, its product named `normalized`.
+    TensorId rms_normalized(const std::string& name, TensorId x, const std::string& normalized);
     StageGraph& g_;
     DTypePolicy p_;
 };
