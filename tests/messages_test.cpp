@@ -196,11 +196,10 @@ TEST_CASE("messages::a placeholder reads as its input's words, or a caller's nam
     CHECK(std::string(e.what()) == "output file 'x': cannot open");
     CHECK(e.message(cli::flag_of) == "-o 'x': cannot open");
     CHECK(std::string(InputError("no input").what()) == "no input");
-    for (const Input input :
-         {Input::attention, Input::calibration, Input::data, Input::device, Input::global_batch,
-          Input::memory_cap, Input::memory_slots, Input::micro_batch, Input::offload_checkpoints,
-          Input::output, Input::precision, Input::seq, Input::steps, Input::strategies,
-          Input::world_size}) {
+    // Every input (world_size is the enum's last).
+    for (std::size_t k = 0; k <= static_cast<std::size_t>(Input::world_size); ++k) {
+        const auto input = static_cast<Input>(k);
+        CAPTURE(input_words(input));
         CHECK(name_inputs(named(input)) == input_words(input));
         CHECK(std::string(cli::flag_of(input)).rfind('-', 0) == 0);
         CHECK(flags_in(std::string(input_words(input))).empty());

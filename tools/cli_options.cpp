@@ -1,9 +1,11 @@
 #include "tools/cli_options.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
+#include "planner/config/finetune.hpp"
 #include "planner/simulate/calibration.hpp"
 
 namespace remat::cli {
@@ -12,6 +14,8 @@ std::string_view flag_of(Input input) {
     switch (input) {
         case Input::attention:
             return "--attention";
+        case Input::base_dtype:
+            return "--base-dtype";
         case Input::calibration:
             return "--calibration";
         case Input::data:
@@ -22,6 +26,12 @@ std::string_view flag_of(Input input) {
             return "--global-batch";
         case Input::grad_accumulation:
             return "--grad-accumulation";
+        case Input::lora_dropout:
+            return "--lora-dropout";
+        case Input::lora_rank:
+            return "--lora-rank";
+        case Input::lora_targets:
+            return "--lora-targets";
         case Input::memory_cap:
             return "--memory-cap";
         case Input::memory_slots:
@@ -48,6 +58,8 @@ std::string_view flag_of(Input input) {
             return "--steps";
         case Input::strategies:
             return "--strategies";
+        case Input::train:
+            return "--train";
         case Input::world_size:
             return "--world-size";
     }
@@ -137,6 +149,25 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--calibration", a.calibration,
                    "Step times from the rates measured by `remat calibrate` (FILE) instead of the "
                    "GPU preset's peaks");
+    app.add_option("--train", a.train,
+                   "What trains: full (every weight) | lora (PEFT's LoRA adapters on a frozen "
+                   "base; docs/finetune.md)")
+        ->capture_default_str();
+    app.add_option("--lora-rank", a.lora_rank, "LoRA: the adapters' rank r (default 8, PEFT's)")
+        ->check(decimal());
+    app.add_option("--lora-alpha", a.lora_alpha,
+                   "LoRA: lora_alpha (default 16); scaling alpha / r takes no memory");
+    app.add_option("--lora-dropout", a.lora_dropout,
+                   "LoRA: dropout on the adapters' input (default 0: no mask is kept)");
+    app.add_option("--lora-targets", a.lora_targets,
+                   "LoRA: the module names PEFT targets, comma-separated (e.g. q_proj,v_proj), "
+                   "or all-linear (every block linear); default PEFT's for the model type");
+    app.add_option("--base-dtype", a.base_dtype,
+                   "LoRA: the frozen base's storage: fp32 | bf16 | fp16 | int8 (bitsandbytes "
+                   "LLM.int8) | nf4 (QLoRA); default the precision's weights (fp32, bf16 under "
+                   "bf16)");
+    app.add_flag("--no-double-quant", a.no_double_quant,
+                 "nf4: without bitsandbytes' double quantization of the absmax constants");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
 }
 
@@ -145,6 +176,52 @@ namespace {
 std::uint64_t positive(std::int64_t v, const char* option) {
     if (v <= 0) throw InputError(fmt::format("{} {} must be a positive integer", option, v));
     return static_cast<std::uint64_t>(v);
+}
+
+std::vector<std::string> comma_list(const std::string& text, const char* option) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t comma = text.find(',', start);
+        std::string item = text.substr(start, comma - start);
+        if (item.empty())
+            throw InputError(
+                fmt::format("{} {}: empty name in the list; give names separated by commas", option,
+                            quote(text)));
+        out.push_back(std::move(item));
+        if (comma == std::string::npos) return out;
+        start = comma + 1;
+    }
+}
+
+// --train and its LoRA options into q.options (targets resolved: PEFT's default or all-linear).
+void fine_tuning(const CommonArgs& a, Question& q) {
+    RunOptions& o = q.options;
+    o.train = parse_training(a.train);
+    if (o.train == Training::full) {
+        const char* given = a.lora_rank               ? "--lora-rank"
+                            : a.lora_alpha            ? "--lora-alpha"
+                            : a.lora_dropout          ? "--lora-dropout"
+                            : !a.lora_targets.empty() ? "--lora-targets"
+                            : !a.base_dtype.empty()   ? "--base-dtype"
+                            : a.no_double_quant       ? "--no-double-quant"
+                                                      : nullptr;
+        if (given)
+            throw InputError(
+                fmt::format("{} applies to --train lora; add --train lora or drop it", given));
+        return;
+    }
+    if (a.lora_rank) o.lora.rank = positive(*a.lora_rank, "--lora-rank");
+    if (a.lora_alpha) o.lora.alpha = *a.lora_alpha;
+    if (a.lora_dropout) o.lora.dropout = *a.lora_dropout;
+    if (!a.lora_targets.empty()) o.lora.targets = comma_list(a.lora_targets, "--lora-targets");
+    o.lora.double_quant = !a.no_double_quant;
+    o.base_dtype = !a.base_dtype.empty()            ? parse_base_dtype(a.base_dtype)
+                   : o.precision == Precision::bf16 ? BaseDType::bf16
+                                                    : BaseDType::fp32;
+    if (a.no_double_quant && o.base_dtype != BaseDType::nf4)
+        throw InputError("--no-double-quant applies to --base-dtype nf4; drop it");
+    o.lora = resolve_lora(q.model, o.lora);
 }
 
 Question question_of(const CommonArgs& a) {
@@ -175,6 +252,7 @@ Question question_of(const CommonArgs& a) {
                 q.model.name));
         q.options.moe_capacity_factor = *a.moe_capacity_factor;
     }
+    fine_tuning(a, q);
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
@@ -250,6 +328,14 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     if (a.moe_capacity_factor) {
         out.push_back("--moe-capacity-factor");
         out.push_back(fmt::format("{}", *a.moe_capacity_factor));
+    }
+    if (o.train == Training::lora) {
+        out.insert(out.end(), {"--train", "lora", "--lora-rank", std::to_string(o.lora.rank),
+                               "--lora-alpha", fmt::format("{}", o.lora.alpha), "--lora-dropout",
+                               fmt::format("{}", o.lora.dropout), "--lora-targets",
+                               fmt::format("{}", fmt::join(o.lora.targets, ",")), "--base-dtype",
+                               std::string(base_dtype_name(o.base_dtype))});
+        if (!o.lora.double_quant) out.push_back("--no-double-quant");
     }
     auto add = [&](const char* option, const std::string& value) {
         if (value.empty()) return;

@@ -42,6 +42,14 @@ struct CommonArgs {
     std::string calibration;  // a `remat calibrate` file: measured rates for the step-time model
     bool offload_checkpoints = false;
     bool json = false;
+    // Fine-tuning (docs/finetune.md): the LoRA options are accepted with --train lora only.
+    std::string train = "full";
+    std::optional<std::int64_t> lora_rank;
+    std::optional<double> lora_alpha;
+    std::optional<double> lora_dropout;
+    std::string lora_targets;
+    std::string base_dtype;
+    bool no_double_quant = false;
 };
 
 // Integer options are decimal, with no sign, no hex and no clamping: CLI11 alone reads "0x10"

@@ -1,9 +1,11 @@
 #include "tools/report.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <iostream>
 
+#include "planner/config/finetune.hpp"
 #include "planner/config/units.hpp"
 
 namespace remat::cli {
@@ -27,6 +29,17 @@ json question_json(const Question& q) {
               {"optimizer_impl", optimizer_impl_name(o.optimizer_impl)},
               {"torch", torch_name(o.torch)}};
     if (q.model.n_experts > 0) j["moe_capacity_factor"] = o.moe_capacity_factor;
+    j["train"] = training_name(o.train);
+    const ParameterCounts n = peft_parameter_counts(q.model, o);
+    j["trainable_params"] = n.trainable;
+    j["all_params"] = n.all;
+    if (o.train == Training::lora)
+        j["lora"] = {{"rank", o.lora.rank},
+                     {"alpha", o.lora.alpha},
+                     {"dropout", o.lora.dropout},
+                     {"targets", o.lora.targets},
+                     {"base_dtype", base_dtype_name(o.base_dtype)},
+                     {"double_quant", o.lora.double_quant}};
     return j;
 }
 
@@ -60,11 +73,25 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
     return 0;
 }
 
+// LoRA as PEFT's print_trainable_parameters() says it, with the adapters' placement.
+std::string training_note(const Question& q) {
+    const auto& o = q.options;
+    if (o.train == Training::full) return "";
+    const ParameterCounts n = peft_parameter_counts(q.model, o);
+    return fmt::format(
+        "\n  LoRA r {} alpha {} on {}, base {}{}: trainable params: {} || all params: {} || "
+        "trainable%: {:.4f}",
+        o.lora.rank, o.lora.alpha, fmt::join(o.lora.targets, ","), base_dtype_name(o.base_dtype),
+        o.base_dtype == BaseDType::nf4 && o.lora.double_quant ? " (double quant)" : "",
+        fmt::group_digits(n.trainable), fmt::group_digits(n.all),
+        100.0 * static_cast<double>(n.trainable) / static_cast<double>(n.all));
+}
+
 // The question in one line; max-batch searches the micro-batch, so it is left out there.
 std::string header(const Question& q, bool with_micro_batch = true) {
     const auto& o = q.options;
     return fmt::format(
-        "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}\n",
+        "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}{}\n",
         q.model.name, fmt::group_digits(parameter_count(q.model)), routing_note(q), q.gpu.name,
         format_bytes(q.context.capacity_bytes),
         with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq,
@@ -72,7 +99,8 @@ std::string header(const Question& q, bool with_micro_batch = true) {
         o.attention == Attention::eager ? " (eager attention)" : "", sharding_name(o.sharding),
         o.world_size, optimizer_name(o.optimizer),
         o.grad_accumulation > 1 ? fmt::format(", {} micro-batches per step", o.grad_accumulation)
-                                : std::string());
+                                : std::string(),
+        training_note(q));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
+#include "planner/config/finetune.hpp"
 
 namespace remat {
 
@@ -57,6 +58,46 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
 
 }  // namespace
 
+namespace {
+
+// --train lora's combinations that remat models, and the targets resolved.
+LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
+    if (!hf_profile(o.profile))
+        throw InputError(fmt::format(
+            "{} lora: PEFT's adapters are modelled on Hugging Face's modules; use {} sdpa or "
+            "hf-eager (not {})",
+            named(Input::train), named(Input::profile), profile_name(o.profile)));
+    if (o.sharding != Sharding::none && o.sharding != Sharding::fsdp &&
+        o.sharding != Sharding::fsdp_grad_op)
+        throw InputError(fmt::format(
+            "{} lora with {} {}: modelled under none (DDP, one GPU) and fsdp / fsdp-grad-op "
+            "(PEFT's fsdp_auto_wrap_policy); DeepSpeed and Megatron are not yet",
+            named(Input::train), named(Input::sharding), sharding_name(o.sharding)));
+    if (quantized(o.base_dtype) && o.sharding != Sharding::none)
+        throw InputError(fmt::format(
+            "{} {} with {} {}: bitsandbytes' storage is modelled on one GPU or DDP; QLoRA "
+            "under FSDP (bnb_4bit_quant_storage) is not yet",
+            named(Input::base_dtype), base_dtype_name(o.base_dtype), named(Input::sharding),
+            sharding_name(o.sharding)));
+    const bool float16 = o.base_dtype == BaseDType::bf16 || o.base_dtype == BaseDType::fp16;
+    if ((o.precision == Precision::fp32 && float16) ||
+        (o.precision == Precision::bf16 && o.base_dtype != BaseDType::bf16 &&
+         !quantized(o.base_dtype)))
+        throw InputError(fmt::format(
+            "{} {} under {} {}: without autocast the weights' dtype is the precision's; give "
+            "{} bf16 for a bf16 base, bf16-mixed for a 16-bit base with autocast",
+            named(Input::base_dtype), base_dtype_name(o.base_dtype), named(Input::precision),
+            precision_name(o.precision), named(Input::precision)));
+    if (quantized(o.base_dtype) && o.precision == Precision::fp32)
+        throw InputError(fmt::format(
+            "{} {} under {} fp32: bitsandbytes computes in a 16-bit dtype here; use bf16-mixed "
+            "or bf16",
+            named(Input::base_dtype), base_dtype_name(o.base_dtype), named(Input::precision)));
+    return resolve_lora(model, o.lora);
+}
+
+}  // namespace
+
 Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     assert(options.seq > 0 && "resolve the sequence length before building the chain");
     if (options.attention != Attention::flash && !runtime_profile(options.profile))
@@ -81,6 +122,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     Chain c;
     c.model = model;
     c.options = options;
+    if (options.train == Training::lora) c.options.lora = check_lora(model, options);
     StageRequest r;
     r.model = &c.model;
     r.batch = options.micro_batch;
@@ -91,6 +133,15 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     r.moe_capacity_factor = options.moe_capacity_factor;
     r.autocast_device =
         options.torch == TorchFlavor::cpu_1_13 ? AutocastDevice::cpu : AutocastDevice::cuda;
+    r.train = options.train;
+    r.base_dtype = options.base_dtype;
+    r.base_float = base_float_dtype(options);
+    // FSDP's mixed precision gathers the parameters in the GEMMs' dtype.
+    const bool gathered =
+        options.sharding == Sharding::fsdp || options.sharding == Sharding::fsdp_grad_op;
+    r.frozen_read = gathered && options.precision != Precision::fp32 ? DType::bf16 : r.base_float;
+    if (gathered && options.precision == Precision::fp16_mixed) r.frozen_read = DType::f16;
+    r.lora = c.options.lora;
     for (StageKind kind :
          {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
         r.kind = kind;
@@ -108,6 +159,16 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
         describe(c.graphs[2], "final norm", StageKind::norm, 2, final_norm_parameter_count(model)));
     c.stages.push_back(
         describe(c.graphs[3], "head", StageKind::head, 3, head_parameter_count(model)));
+    if (options.train == Training::lora) {
+        const std::uint64_t adapters = lora_block_params(model, c.options.lora);
+        const std::uint64_t float_bytes = dtype_bytes(r.base_float);
+        for (Stage& s : c.stages) {
+            s.lora = true;
+            s.adapter_params = s.kind == StageKind::block ? adapters : 0;
+            s.frozen_bytes = s.kind == StageKind::block ? frozen_block_bytes(model, c.options)
+                                                        : checked_mul(float_bytes, s.params);
+        }
+    }
     return c;
 }
 

@@ -24,7 +24,14 @@ struct Stage {
     std::uint64_t input_bytes = 0;      // x: the stage input, what a checkpoint keeps
     std::uint64_t all_bytes = 0;        // x̄: unique storages saved for backward
     std::uint64_t selective_bytes = 0;  // kept by F_sel (attention core dropped)
-    std::uint64_t params = 0;           // parameters owned by this stage
+    std::uint64_t params = 0;           // parameters owned by this stage (the base's)
+    // --train lora: the adapters' parameters (fp32, trained) and the frozen base's bytes as
+    // stored (planner/config/finetune.hpp); 0 for full training.
+    std::uint64_t adapter_params = 0;
+    std::uint64_t frozen_bytes = 0;
+    bool lora = false;
+    // The parameters that get gradients and optimizer state.
+    std::uint64_t trainable_params() const { return lora ? adapter_params : params; }
     double fwd_flops = 0, bwd_flops = 0;
     double core_fwd_flops = 0;  // the attention core's share (selective recompute)
 };

@@ -20,11 +20,15 @@ struct InputEntry {
 // exceeds ...") or after a verb ("lower the sequence length"), so some have an article.
 constexpr InputEntry k_inputs[] = {
     {Input::attention, "attention", "attention"},
+    {Input::base_dtype, "base_dtype", "the base's dtype"},
     {Input::calibration, "calibration", "calibration file"},
     {Input::data, "data", "token file"},
     {Input::device, "device", "device"},
     {Input::global_batch, "global_batch", "the global batch"},
     {Input::grad_accumulation, "grad_accumulation", "gradient accumulation"},
+    {Input::lora_dropout, "lora_dropout", "the LoRA dropout"},
+    {Input::lora_rank, "lora_rank", "the LoRA rank"},
+    {Input::lora_targets, "lora_targets", "the LoRA targets"},
     {Input::memory_cap, "memory_cap", "the memory cap"},
     {Input::memory_slots, "memory_slots", "memory slots"},
     {Input::micro_batch, "micro_batch", "the micro-batch"},
@@ -38,6 +42,7 @@ constexpr InputEntry k_inputs[] = {
     {Input::sharding, "sharding", "sharding"},
     {Input::steps, "steps", "the step count"},
     {Input::strategies, "strategies", "strategy list"},
+    {Input::train, "train", "training mode"},
     {Input::world_size, "world_size", "the world size"},
 };
 

@@ -25,11 +25,15 @@ namespace remat {
 // The inputs library messages name. Each has its words (input_words), and the CLI a flag.
 enum class Input {
     attention,
+    base_dtype,
     calibration,
     data,
     device,
     global_batch,
     grad_accumulation,
+    lora_dropout,
+    lora_rank,
+    lora_targets,
     memory_cap,
     memory_slots,
     micro_batch,
@@ -43,6 +47,7 @@ enum class Input {
     sharding,
     steps,
     strategies,
+    train,
     world_size,  // the last: error.cpp checks its table against it
 };
 

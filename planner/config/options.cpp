@@ -40,6 +40,13 @@ constexpr Names<OptimizerImpl, 3> optimizer_impls{{{OptimizerImpl::foreach, "for
 constexpr Names<TorchFlavor, 2> torches{
     {{TorchFlavor::cuda, "cuda"}, {TorchFlavor::cpu_1_13, "cpu-1.13"}}};
 
+constexpr Names<Training, 2> trainings{{{Training::full, "full"}, {Training::lora, "lora"}}};
+constexpr Names<BaseDType, 5> base_dtypes{{{BaseDType::fp32, "fp32"},
+                                           {BaseDType::bf16, "bf16"},
+                                           {BaseDType::fp16, "fp16"},
+                                           {BaseDType::int8, "int8"},
+                                           {BaseDType::nf4, "nf4"}}};
+
 template <typename E, std::size_t N>
 std::string_view name_of(const Names<E, N>& names, E e) {
     for (const auto& [value, name] : names)
@@ -97,6 +104,9 @@ std::string_view optimizer_name(Optimizer o) { return name_of(optimizers, o); }
 std::string_view attention_name(Attention a) { return name_of(attentions, a); }
 std::string_view optimizer_impl_name(OptimizerImpl i) { return name_of(optimizer_impls, i); }
 std::string_view torch_name(TorchFlavor t) { return name_of(torches, t); }
+std::string_view training_name(Training t) { return name_of(trainings, t); }
+std::string_view base_dtype_name(BaseDType b) { return name_of(base_dtypes, b); }
+bool quantized(BaseDType b) { return b == BaseDType::int8 || b == BaseDType::nf4; }
 Precision parse_precision(const std::string& s) {
     // "fp16" alone is ambiguous: Hugging Face's --fp16 is autocast (fp16-mixed); remat models no
     // pure-fp16 training (it needs loss scaling and fp32 master weights anyway).
@@ -117,6 +127,10 @@ OptimizerImpl parse_optimizer_impl(const std::string& s) {
     return parse_name(optimizer_impls, s, "optimizer implementation");
 }
 TorchFlavor parse_torch(const std::string& s) { return parse_name(torches, s, "torch"); }
+Training parse_training(const std::string& s) { return parse_name(trainings, s, "training"); }
+BaseDType parse_base_dtype(const std::string& s) {
+    return parse_name(base_dtypes, s, "base dtype");
+}
 std::vector<std::string> precision_names() { return all_names(precisions); }
 std::vector<std::string> profile_names() { return all_names(profiles); }
 std::vector<std::string> sharding_names() { return all_names(shardings); }

@@ -29,6 +29,25 @@ enum class OptimizerImpl { foreach, for_loop, fused };
 // (docs/torch.md lists each difference and its source): current PyTorch on CUDA, or Debian's
 // torch 1.13 on CPU, which the tests measure.
 enum class TorchFlavor { cuda, cpu_1_13 };
+// What the step trains. full: every weight. lora: PEFT's LoRA adapters (fp32, with gradients and
+// optimizer state) on a frozen base that has neither (docs/finetune.md).
+enum class Training { full, lora };
+// How the frozen base is stored under --train lora: a float dtype for every base weight, or
+// bitsandbytes' LLM.int8 (Linear8bitLt) / 4-bit NormalFloat (Linear4bit, QLoRA) for the blocks'
+// linears, the rest staying in the precision's parameter dtype.
+enum class BaseDType { fp32, bf16, fp16, int8, nf4 };
+
+// PEFT's LoraConfig, as far as memory goes.
+struct LoraOptions {
+    std::uint64_t rank = 8;  // r
+    double alpha = 16;       // lora_alpha: scaling = alpha / r (no memory of its own)
+    double dropout = 0;      // lora_dropout: 0 is nn.Identity (no mask saved)
+    // Module names PEFT matches (the last component of a module's path: q_proj matches every
+    // block's self_attn.q_proj), every block linear's name once "all-linear" is resolved.
+    // Empty until resolved: then PEFT's default for the model type.
+    std::vector<std::string> targets;
+    bool double_quant = true;  // nf4: bnb_4bit_use_double_quant (QLoRA's recipe)
+};
 
 struct RunOptions {
     std::uint64_t micro_batch = 1;  // B
@@ -47,7 +66,15 @@ struct RunOptions {
     // Mixture-of-experts routing: 1.0 spreads the tokens evenly over the experts; c > 1 gives
     // the busiest expert c times its even share (planner/graph/stage_request.hpp).
     double moe_capacity_factor = 1.0;
+    Training train = Training::full;
+    // The frozen base's storage (--train lora only): by default the precision's parameter
+    // dtype, fp32 under fp32 and mixed precision, bf16 under bf16.
+    BaseDType base_dtype = BaseDType::fp32;
+    LoraOptions lora;
 };
+
+// Whether bitsandbytes stores the blocks' linears (int8, nf4).
+bool quantized(BaseDType b);
 
 // Profiles that describe remat's own runtime (remat run executes them).
 bool runtime_profile(Profile p);
@@ -62,6 +89,8 @@ std::string_view optimizer_name(Optimizer o);
 std::string_view attention_name(Attention a);
 std::string_view optimizer_impl_name(OptimizerImpl i);
 std::string_view torch_name(TorchFlavor t);
+std::string_view training_name(Training t);
+std::string_view base_dtype_name(BaseDType b);
 Precision parse_precision(const std::string& s);
 Profile parse_profile(const std::string& s);
 Sharding parse_sharding(const std::string& s);
@@ -69,6 +98,8 @@ Optimizer parse_optimizer(const std::string& s);
 Attention parse_attention(const std::string& s);
 OptimizerImpl parse_optimizer_impl(const std::string& s);
 TorchFlavor parse_torch(const std::string& s);
+Training parse_training(const std::string& s);
+BaseDType parse_base_dtype(const std::string& s);
 std::vector<std::string> precision_names();
 std::vector<std::string> profile_names();
 std::vector<std::string> sharding_names();

@@ -18,15 +18,19 @@ namespace {
 TensorId falcon_linear(OpBuilder& b, const ModelConfig& m, const std::string& name, TensorId x,
                        std::uint64_t n_out) {
     StageGraph& g = b.graph();
-    if (b.policy().autocast) {
+    // bitsandbytes replaces FalconLinear (an nn.Linear) with its own layer.
+    const WeightPolicy& weights = b.weights();
+    if (weights.quantized_linears()) return b.linear(name, x, n_out);
+    const DType read = weights.frozen ? weights.read : b.policy().param;
+    if (b.policy().autocast && read != b.policy().low) {
         const std::uint64_t n_in = b.shape(x).back();
         const TensorId w =
             g.add_tensor(fmt::format("{}.weight@{}", name, dtype_name(b.policy().low)),
                          {n_out, n_in}, b.policy().low, false);
         g.add_op(b.make(name + ".weight_cast", OpClass::memory, {}, {w}, {w}));
     }
-    const TensorId y = b.linear(name, x, n_out);
-    if (!m.attn_bias || !b.policy().autocast) return y;
+    const TensorId y = b.linear(name, x, n_out, WeightCast::by_caller);
+    if (!m.attn_bias || !b.policy().autocast || b.policy().param != DType::f32) return y;
     const TensorId biased = g.add_tensor(name + ".biased", b.shape(y), DType::f32);
     g.add_op(b.make(name + ".bias", OpClass::memory, {y}, {biased}, {}));
     return biased;

@@ -1,8 +1,11 @@
 #include "planner/graph/op_builder.hpp"
 
+#include <fmt/format.h>
+
 #include <cassert>
 
 #include "planner/config/checked.hpp"
+#include "planner/config/finetune.hpp"
 
 namespace remat {
 
@@ -18,6 +21,14 @@ DTypePolicy dtype_policy(Precision p, AutocastDevice device) {
             return {false, DType::bf16, DType::bf16, device};
     }
     return {};
+}
+
+DTypePolicy dtype_policy(const StageRequest& r) {
+    DTypePolicy p = dtype_policy(r.precision, r.autocast_device);
+    if (r.train != Training::lora) return p;
+    p.param = r.base_float;
+    if (!p.autocast) p.low = p.param;
+    return p;
 }
 
 DType OpBuilder::promote(DType a, DType b) {
@@ -68,7 +79,7 @@ TensorId OpBuilder::gemm_operand(const std::string& name, TensorId x) {
     return p_.autocast ? cast(name, x, p_.low) : x;
 }
 
-TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_out) {
+TensorId OpBuilder::gemm(const std::string& name, TensorId x, std::uint64_t n_out, bool trainable) {
     // The GEMM runs on x flattened to (rows, K) and saves that for the weight gradient.
     const TensorId xin = gemm_operand(name + ".input", x);
     Shape s = shape(x);
@@ -76,15 +87,115 @@ TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_
     s.back() = n_out;
     const TensorId flat = view(name + ".input", xin, {rows(x), k});
     const TensorId y = g_.add_tensor(name + ".output", s, p_.autocast ? p_.low : dtype(x));
-    Op op = make(name, OpClass::gemm, {flat}, {y}, {flat});
+    Op op = make(name, OpClass::gemm, {flat}, {y},
+                 trainable ? std::vector<TensorId>{flat} : std::vector<TensorId>{});
     op.fwd_flops = flop_product(2, rows(x), k, n_out);
-    op.bwd_flops = 2 * op.fwd_flops;  // grad input and grad weight
+    // grad input, and grad weight when the weight trains
+    op.bwd_flops = (trainable ? 2 : 1) * op.fwd_flops;
     // The weight is read once per pass: at small batch this makes the GEMM memory-bound.
     const double weight_bytes = flop_product(k, n_out, dtype_bytes(dtype(xin)));
     op.fwd_bytes += weight_bytes;
-    op.bwd_bytes += 2 * weight_bytes;
+    op.bwd_bytes += (trainable ? 2 : 1) * weight_bytes;
     g_.add_op(std::move(op));
     return y;
+}
+
+TensorId OpBuilder::linear(const std::string& name, TensorId x, std::uint64_t n_out,
+                           WeightCast cast) {
+    if (!w_.frozen) return gemm(name, x, n_out, true);
+    const TensorId base = w_.quantized_linears() ? quantized_linear(name, x, n_out)
+                                                 : frozen_linear(name, x, n_out, cast);
+    if (!w_.lora || !lora_targets(*w_.lora, name)) return base;
+    return lora_branch(name, x, base, n_out);
+}
+
+TensorId OpBuilder::frozen_linear(const std::string& name, TensorId x, std::uint64_t n_out,
+                                  WeightCast cast) {
+    if (cast == WeightCast::by_linear && frozen_weight_copied()) {
+        // mm saves its other operand for the input's gradient: here the weight's fresh copy.
+        const TensorId w = g_.add_tensor(fmt::format("{}.weight@{}", name, dtype_name(p_.low)),
+                                         {n_out, shape(x).back()}, p_.low, false);
+        g_.add_op(make(name + ".weight_cast", OpClass::memory, {}, {w}, {w}));
+    }
+    return gemm(name, x, n_out, false);
+}
+
+TensorId OpBuilder::quantized_linear(const std::string& name, TensorId x, std::uint64_t n_out) {
+    // bitsandbytes computes in the compute dtype (bnb_4bit_compute_dtype; LLM.int8 in fp16),
+    // here the precision's GEMM dtype, and returns the input's dtype.
+    const DType in = dtype(x);
+    const std::uint64_t k = shape(x).back(), m = rows(x);
+    const std::uint64_t weight = checked_mul(k, n_out);
+    Shape s = shape(x);
+    s.back() = n_out;
+    Op op;
+    if (w_.storage == BaseDType::nf4) {
+        // nn/modules.py Linear4bit.forward: x.to(compute_dtype), bnb.matmul_4bit(...)
+        // .to(inp_dtype). autograd/_functions.py MatMul4Bit saves only the packed weight; at
+        // training's row counts (over 1536) backends/cuda/ops.py's gemm_4bit takes
+        // _dequant_linear_fallback: the weight dequantized to the compute dtype (with the
+        // double-quantized absmax first restored in fp32), then F.linear. Backward dequantizes
+        // it again for grad_A.
+        const DType c = p_.low;
+        const TensorId xc = cast(name + ".input_compute", x, c);
+        const TensorId y = g_.add_tensor(name + ".output", s, c);
+        op = make(name, OpClass::gemm, {xc}, {y}, {});
+        const std::uint64_t absmax =
+            w_.lora && w_.lora->double_quant ? checked_mul(4, ceil_div(weight, 64)) : 0;
+        op.fwd_workspace_bytes = checked_add(checked_mul(dtype_bytes(c), weight), absmax);
+        op.bwd_workspace_bytes = checked_mul(dtype_bytes(c), weight);
+        op.fwd_flops = flop_product(2, m, k, n_out);
+        op.bwd_flops = op.fwd_flops;
+        g_.add_op(std::move(op));
+        return cast(name + ".output_input_dtype", y, in);
+    }
+    // nn/modules.py Linear8bitLt -> autograd/_functions.py MatMul8bitLt: A (rows x K) is
+    // quantized row-wise from an fp16 copy (int8 CA, fp32 SCA) and multiplied by the int8
+    // weight, the output dequantized to A's dtype. With A requiring grad it saves A itself (and
+    // the outlier columns subA, data-dependent, left out); backward dequantizes the weight into
+    // A's dtype (CB.to(dtype_A).mul_(SCB)) for grad_A.
+    const TensorId flat = view(name + ".input", x, {m, k});
+    const TensorId y = g_.add_tensor(name + ".output", s, in);
+    op = make(name, OpClass::gemm, {flat}, {y}, {flat});
+    const std::uint64_t a16 = in == DType::f16 ? 0 : checked_mul(2, m, k);
+    op.fwd_workspace_bytes = checked_add(a16, checked_mul(m, k), checked_mul(4, m));
+    op.bwd_workspace_bytes = checked_mul(dtype_bytes(in), weight);
+    op.fwd_flops = flop_product(2, m, k, n_out);
+    op.bwd_flops = op.fwd_flops;
+    g_.add_op(std::move(op));
+    return y;
+}
+
+TensorId OpBuilder::lora_branch(const std::string& name, TensorId x, TensorId base,
+                                std::uint64_t n_out) {
+    const LoraOptions& l = *w_.lora;
+    const DType result_t = dtype(base);
+    if (w_.quantized_linears()) {
+        // peft/tuners/lora/bnb.py Linear8bitLt/Linear4bit.forward: 4-bit clones the base
+        // result; x is cast to the adapters' fp32 only outside CUDA autocast
+        // (requires_conversion = not torch.is_autocast_enabled()), and the product cast back
+        // before it is added.
+        if (w_.storage == BaseDType::nf4) base = copy(name + ".result_clone", base, result_t);
+        const bool convert = !p_.autocast;
+        const TensorId xa = convert ? cast(name + ".lora_input", x, DType::f32) : x;
+        const TensorId a =
+            gemm(name + ".lora_A", dropout(name + ".lora_dropout", xa, l.dropout), l.rank, true);
+        const TensorId bo = gemm(name + ".lora_B", a, n_out, true);
+        TensorId scaled = g_.add_tensor(name + ".lora_scaled", shape(bo), dtype(bo));
+        g_.add_op(make(name + ".lora_scaling", OpClass::memory, {bo}, {scaled}, {}));
+        if (convert) scaled = cast(name + ".lora_output", scaled, result_t);
+        return add(name + ".lora_add", base, scaled);
+    }
+    // peft/tuners/lora/layer.py Linear.forward: x = self._cast_input_dtype(x, lora_A.weight
+    // .dtype) (the adapters are fp32: a copy unless x is fp32); result + lora_B(lora_A(
+    // dropout(x))) * scaling (a Python scalar: nothing saved); result.to(torch_result_dtype).
+    const TensorId xa = cast(name + ".lora_input", x, DType::f32);
+    const TensorId a =
+        gemm(name + ".lora_A", dropout(name + ".lora_dropout", xa, l.dropout), l.rank, true);
+    const TensorId bo = gemm(name + ".lora_B", a, n_out, true);
+    const TensorId scaled = g_.add_tensor(name + ".lora_scaled", shape(bo), dtype(bo));
+    g_.add_op(make(name + ".lora_scaling", OpClass::memory, {bo}, {scaled}, {}));
+    return cast(name + ".lora_result", add(name + ".lora_add", base, scaled), result_t);
 }
 
 TensorId OpBuilder::layernorm(const std::string& name, TensorId x, bool save_stats) {
@@ -137,9 +248,11 @@ TensorId OpBuilder::rmsnorm_hf(const std::string& name, TensorId x) {
     const DType in = dtype(x);
     const TensorId normed = rms_normalized(name, x, "normalized");
     const TensorId back = in == DType::f32 ? normed : copy(name + ".normalized", normed, in);
-    // weight * hidden: the weight is a parameter (not an activation); mul saves `back`.
+    // weight * hidden: the weight is a parameter (not an activation); mul saves `back` for the
+    // weight's gradient, nothing when the weight is frozen.
     const TensorId y = g_.add_tensor(name + ".output", shape(x), promote(p_.param, in));
-    g_.add_op(make(name + ".weight_mul", OpClass::memory, {back}, {y}, {back}));
+    g_.add_op(make(name + ".weight_mul", OpClass::memory, {back}, {y},
+                   w_.frozen ? std::vector<TensorId>{} : std::vector<TensorId>{back}));
     return y;
 }
 
@@ -154,8 +267,10 @@ TensorId OpBuilder::rmsnorm_offset(const std::string& name, TensorId x) {
     const TensorId scale = g_.add_tensor(name + ".weight_plus_one", {s.back()}, DType::f32);
     g_.add_op(make(name + ".weight_plus_one", OpClass::memory, {}, {scale}, {}));
     const TensorId scaled = g_.add_tensor(name + ".scaled_fp32", s, DType::f32);
+    // Frozen, the scale needs no gradient: the product keeps only it.
     g_.add_op(
-        make(name + ".weight_mul", OpClass::memory, {normed, scale}, {scaled}, {normed, scale}));
+        make(name + ".weight_mul", OpClass::memory, {normed, scale}, {scaled},
+             w_.frozen ? std::vector<TensorId>{scale} : std::vector<TensorId>{normed, scale}));
     return cast(name + ".output", scaled, in);
 }
 

@@ -20,14 +20,38 @@ struct DTypePolicy {
     AutocastDevice device = AutocastDevice::cuda;
 };
 DTypePolicy dtype_policy(Precision p, AutocastDevice device);
+// The dtypes of a request: its precision's, with the weights in the base's float dtype under
+// --train lora (a bf16 base under bf16-mixed makes bf16 activations; without autocast the GEMMs
+// compute in the weights' dtype).
+DTypePolicy dtype_policy(const StageRequest& r);
+
+// Which weights train. Under --train lora the base's are frozen: autograd saves an operand of a
+// product only for the other operand's gradient, so a frozen linear keeps no input (but its
+// weight, for the input's gradient) and a frozen norm weight's product keeps nothing.
+struct WeightPolicy {
+    bool frozen = false;
+    // The dtype the math reads a frozen weight in: the base's, or the gathered one under FSDP's
+    // mixed precision. Autocast caches only casts of leaves that require grad
+    // (aten/src/ATen/autocast_mode.cpp, cached_cast), so each linear reading a frozen fp32
+    // weight makes its own low-precision copy, which the matmul saves.
+    DType read = DType::f32;
+    const LoraOptions* lora = nullptr;  // adapters on the linears it targets (null: none)
+    // int8 / nf4: the linears run through bitsandbytes (Linear8bitLt, Linear4bit).
+    BaseDType storage = BaseDType::fp32;
+    bool quantized_linears() const { return quantized(storage); }
+};
+// Whether a linear's caller made its weight's low-precision copy (FalconLinear's weight.T).
+enum class WeightCast { by_linear, by_caller };
 
 using Shape = std::vector<std::uint64_t>;
 
 class OpBuilder {
   public:
-    OpBuilder(StageGraph& g, DTypePolicy policy) : g_(g), p_(policy) {}
+    OpBuilder(StageGraph& g, DTypePolicy policy, WeightPolicy weights = {})
+        : g_(g), p_(policy), w_(weights) {}
     StageGraph& graph() { return g_; }
     const DTypePolicy& policy() const { return p_; }
+    const WeightPolicy& weights() const { return w_; }
     DType dtype(TensorId t) const { return g_.tensor(t).dtype; }
     const Shape& shape(TensorId t) const { return g_.tensor(t).shape; }
 
@@ -36,8 +60,15 @@ class OpBuilder {
     TensorId cast(const std::string& name, TensorId x, DType to);  // x itself when dtypes match
     TensorId view(const std::string& name, TensorId x, Shape shape);
 
-    // y = x W (+ b) over the last dim; saves its (autocast-cast) input.
-    TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out);
+    // y = x W (+ b) over the last dim; saves its (autocast-cast) input for the weight's
+    // gradient. A frozen weight saves no input; under autocast its copy, unless the caller made
+    // it; a targeted linear gets PEFT's LoRA branch; a quantized one runs bitsandbytes' matmul.
+    TensorId linear(const std::string& name, TensorId x, std::uint64_t n_out,
+                    WeightCast cast = WeightCast::by_linear);
+    // Whether a frozen weight read in this policy needs autocast's (uncached) copy.
+    bool frozen_weight_copied() const {
+        return w_.frozen && p_.autocast && w_.read != p_.low && !w_.quantized_linears();
+    }
     // Saves x and per-row mean and rstd (fp32 on CUDA; x's dtype on CPU).
     TensorId layernorm(const std::string& name, TensorId x, bool save_stats = true);
     TensorId rmsnorm_hf(const std::string& name, TensorId x);  // HF LlamaRMSNorm, op by op
@@ -71,10 +102,18 @@ class OpBuilder {
     std::uint64_t bytes(TensorId t) const { return g_.tensor(t).bytes(); }
 
   private:
+    // The GEMM of a linear whose weight trains or not (it saves its input only if it does).
+    TensorId gemm(const std::string& name, TensorId x, std::uint64_t n_out, bool trainable);
+    TensorId frozen_linear(const std::string& name, TensorId x, std::uint64_t n_out,
+                           WeightCast cast);
+    TensorId quantized_linear(const std::string& name, TensorId x, std::uint64_t n_out);
+    // PEFT's lora.Linear.forward (or its bitsandbytes variant) after the base layer's output.
+    TensorId lora_branch(const std::string& name, TensorId x, TensorId base, std::uint64_t n_out);
     // The fp32 x * rsqrt(mean(x^2) + eps) both RMSNorms compute, its product named `normalized`.
     TensorId rms_normalized(const std::string& name, TensorId x, const std::string& normalized);
     StageGraph& g_;
     DTypePolicy p_;
+    WeightPolicy w_;
 };
 
 }  // namespace remat

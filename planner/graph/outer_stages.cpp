@@ -12,13 +12,18 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     const TensorId ids = g.add_input("input_ids", {d.B, d.S}, DType::i64, false);
     const DType out_t = profile == Profile::megatron ? DType::bf16 : b.policy().param;
     TensorId y = g.add_tensor("wte.out", {d.B, d.S, d.H}, out_t);
-    // EmbeddingBackward saves the indices.
-    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, {ids}));
+    // EmbeddingBackward saves the indices; a frozen embedding has no backward (PEFT's
+    // enable_input_require_grads makes its output require grad, a leaf).
+    const bool frozen = b.weights().frozen;
+    auto indices = [&](TensorId t) {
+        return frozen ? std::vector<TensorId>{} : std::vector<TensorId>{t};
+    };
+    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, indices(ids)));
     if (m.learned_positions) {
         const TensorId pos = g.add_tensor("position_ids", {1, d.S}, DType::i64, false);
         g.add_op(b.make("position_ids", OpClass::memory, {}, {pos}, {}));
         const TensorId pe = g.add_tensor("wpe.out", {1, d.S, d.H}, out_t);
-        g.add_op(b.make("wpe", OpClass::memory, {pos}, {pe}, {pos}));
+        g.add_op(b.make("wpe", OpClass::memory, {pos}, {pe}, indices(pos)));
         y = b.add("embed_sum", y, pe);
     }
     if (const std::uint64_t rd = rotary_dims(m);

@@ -26,7 +26,18 @@ StageGraph build_stage_graph(const StageRequest& r) {
     }
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.
     const Precision p = r.profile == Profile::megatron ? Precision::bf16 : r.precision;
-    OpBuilder b(g, dtype_policy(p, r.autocast_device));
+    WeightPolicy w;
+    if (r.train == Training::lora) {
+        // Adapters and bitsandbytes' storage are the blocks' (transformers keeps lm_head out of
+        // quantization; PEFT's targets here are block linears).
+        const bool block = r.kind == StageKind::block;
+        w.frozen = true;
+        w.read = r.frozen_read;
+        w.lora = block ? &r.lora : nullptr;
+        w.storage = block ? r.base_dtype : BaseDType::fp32;
+    }
+    OpBuilder b(g, r.train == Training::lora ? dtype_policy(r) : dtype_policy(p, r.autocast_device),
+                w);
     TensorId out = no_tensor;
     switch (r.kind) {
         case StageKind::embedding:

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "planner/config/dtype.hpp"
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
 
@@ -37,6 +38,15 @@ struct StageRequest {
     // measured routing).
     double moe_capacity_factor = 1.0;
     std::vector<std::uint64_t> expert_counts;
+    // Fine-tuning (--train lora): the base's weights frozen, stored as `base_dtype` (int8 and
+    // nf4 for the blocks' linears), their unquantized ones in `base_float`, read by the math in
+    // `frozen_read` (FSDP's gathered dtype, or the stored one); adapters per `lora` (targets
+    // resolved, planner/config/finetune.hpp).
+    Training train = Training::full;
+    BaseDType base_dtype = BaseDType::fp32;
+    DType base_float = DType::f32;
+    DType frozen_read = DType::f32;
+    LoraOptions lora;
 };
 
 // The tokens each expert receives under the request's routing (empty for a dense model).

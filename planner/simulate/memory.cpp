@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "planner/config/checked.hpp"
+#include "planner/config/finetune.hpp"
 
 namespace remat {
 
@@ -73,14 +74,18 @@ std::vector<Unit> fsdp_units(const Chain& c) {
     std::vector<Unit> units(1);
     const std::uint64_t W = c.options.world_size;
     for (std::size_t i = 0; i < c.stages.size(); ++i) {
-        if (c.stages[i].kind == StageKind::block) {
-            units.push_back({{i}, c.stages[i].params, 0});
-        } else {
-            units[0].stages.push_back(i);
-            add_to(units[0].params, c.stages[i].params);
-        }
+        const Stage& s = c.stages[i];
+        if (s.kind == StageKind::block) units.emplace_back();
+        Unit& u = s.kind == StageKind::block ? units.back() : units[0];
+        u.stages.push_back(i);
+        add_to(u.params, checked_add(s.params, s.adapter_params));
+        add_to(u.trainable, s.trainable_params());
+        add_to(u.frozen_bytes, s.frozen_bytes);
     }
-    for (auto& u : units) u.shard_params = ceil_div(u.params, W);
+    for (auto& u : units) {
+        u.shard_params = ceil_div(u.params, W);
+        u.shard_trainable = ceil_div(u.trainable, W);
+    }
     return units;
 }
 
@@ -101,9 +106,43 @@ ModelStates model_states_for(std::uint64_t params, Sharding s, Precision p, Opti
             bytes(b.optimizer, r.optimizer_sharded)};
 }
 
+namespace {
+
+// What a LoRA adapter's states take (fp32 weights, PEFT's autocast_adapter_dtype, whatever the
+// precision): the bytes per parameter of full training under fp32 weights.
+StateBytesPerParam adapter_bytes_per_param(const RunOptions& o) {
+    const Precision p = o.precision == Precision::bf16 ? Precision::bf16_mixed : o.precision;
+    return state_bytes_per_param(o.sharding, p, o.optimizer);
+}
+
+// --train lora: the frozen base as stored, sharded per unit under FSDP, and the adapters'
+// weights, gradients and optimizer state.
+ModelStates lora_model_states(const Chain& c) {
+    const auto& o = c.options;
+    const StateBytesPerParam b = adapter_bytes_per_param(o);
+    const bool sharded = sharding_rule(o.sharding, o.precision).gather_per_unit;
+    ModelStates total;
+    for (const Unit& u : fsdp_units(c)) {
+        const std::uint64_t n = sharded ? u.shard_trainable : u.trainable;
+        add_to(total.parameters_bytes,
+               checked_add(sharded ? ceil_div(u.frozen_bytes, o.world_size) : u.frozen_bytes,
+                           checked_round(b.parameters * static_cast<double>(n))));
+        add_to(total.gradients_bytes, checked_round(b.gradients * static_cast<double>(n)));
+        add_to(total.optimizer_bytes, checked_round(b.optimizer * static_cast<double>(n)));
+    }
+    return total;
+}
+
+}  // namespace
+
 ModelStates model_states(const Chain& c) {
     const auto& o = c.options;
     ModelStates total;
+    if (o.train == Training::lora) {
+        total = lora_model_states(c);
+        if (hf_profile(o.profile)) add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
+        return total;
+    }
     if (!sharding_rule(o.sharding, o.precision).gather_per_unit) {
         total = model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
                                  o.world_size);
@@ -124,17 +163,23 @@ ModelStates model_states(const Chain& c) {
 
 StepTerms::StepTerms(const Chain& c)
     : rule(sharding_rule(c.options.sharding, c.options.precision)),
-      bpp(state_bytes_per_param(c.options.sharding, c.options.precision, c.options.optimizer)),
+      bpp(c.options.train == Training::lora
+              ? adapter_bytes_per_param(c.options)
+              : state_bytes_per_param(c.options.sharding, c.options.precision,
+                                      c.options.optimizer)),
       units(fsdp_units(c)),
+      lora(c.options.train == Training::lora),
       micro_steps(c.options.grad_accumulation),
       c_(&c) {
     // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
     // parameters otherwise.
-    const std::uint64_t P = parameter_count(c.model), W = c.options.world_size;
+    std::uint64_t P = 0;
+    for (const Unit& u : units) add_to(P, u.trainable);
+    const std::uint64_t W = c.options.world_size;
     local_params = rule.optimizer_sharded ? ceil_div(P, W) : P;
     if (rule.gather_per_unit) {
         local_params = 0;
-        for (const Unit& u : units) add_to(local_params, u.shard_params);
+        for (const Unit& u : units) add_to(local_params, u.shard_trainable);
     }
 }
 
@@ -142,12 +187,16 @@ std::uint64_t StepTerms::unit_bytes(std::size_t u) const {
     return checked_round(bpp.compute * static_cast<double>(units[u].params));
 }
 
+std::uint64_t StepTerms::unit_grad_bytes(std::size_t u) const {
+    return checked_round(bpp.compute * static_cast<double>(units[u].trainable));
+}
+
 std::uint64_t StepTerms::reduce_scatter_bytes(std::size_t u) const {
-    return checked_round(bpp.compute * static_cast<double>(units[u].shard_params));
+    return checked_round(bpp.compute * static_cast<double>(units[u].shard_trainable));
 }
 
 std::uint64_t StepTerms::shard_grad_bytes(std::size_t u) const {
-    return checked_round(bpp.gradients * static_cast<double>(units[u].shard_params));
+    return checked_round(bpp.gradients * static_cast<double>(units[u].shard_trainable));
 }
 
 std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
@@ -158,6 +207,9 @@ std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
         c.options.precision == Precision::fp16_mixed || c.options.precision == Precision::bf16_mixed
             ? 2
             : 0;
+    // Under LoRA only the adapters' casts are cached (frozen weights' copies are saved tensors
+    // of the graphs: planner/graph/op_builder.hpp, WeightPolicy).
+    if (s.lora) return checked_mul(low, s.adapter_params);
     // FalconLinear multiplies by weight.T, which autocast does not cache (a non-leaf view): its
     // copies are saved tensors in the block's graph instead (planner/graph/hf_falcon.cpp).
     if (s.kind == StageKind::block && c.model.arch == Arch::falcon) return 0;
@@ -170,8 +222,8 @@ std::uint64_t StepTerms::cast_bytes(std::size_t i) const {
 
 std::uint64_t StepTerms::ddp_grad_bytes(std::size_t i) const {
     const Chain& c = *c_;
-    std::uint64_t params = c.stages[i].params;
-    if (c.model.tied_embeddings) {
+    std::uint64_t params = c.stages[i].trainable_params();
+    if (c.model.tied_embeddings && !lora) {
         const std::uint64_t tied = checked_mul(c.model.vocab, c.model.hidden);
         if (c.stages[i].kind == StageKind::head) params = checked_add(params, tied);
         if (c.stages[i].kind == StageKind::embedding) params -= tied;
@@ -207,7 +259,9 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
             // sqrt's result and the quotient, both as large as one parameter, live together.
             std::uint64_t largest = 0;
             if (rule.gather_per_unit || rule.parameters_sharded)
-                for (const Unit& u : units) largest = std::max(largest, u.shard_params);
+                for (const Unit& u : units) largest = std::max(largest, u.shard_trainable);
+            else if (lora)
+                largest = largest_lora_tensor(c_->model, o.lora);
             else
                 largest = largest_parameter_tensor(c_->model);
             return checked_round(2 * per * static_cast<double>(largest));
@@ -220,7 +274,7 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
 
 std::uint64_t StepTerms::tied_embedding_grad_bytes() const {
     const Chain& c = *c_;
-    if (!c.model.tied_embeddings || !hf_profile(c.options.profile)) return 0;
+    if (!c.model.tied_embeddings || !hf_profile(c.options.profile) || lora) return 0;
     if (!rule.grads_allocated_in_backward || rule.gradients_sharded) return 0;
     // Current PyTorch (torch/csrc/autograd/input_buffer.cpp, accumulate): the head's gradient,
     // first to arrive, is contiguous and unshared, so the embedding's is added into it in place:

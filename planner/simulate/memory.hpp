@@ -43,8 +43,13 @@ ShardingRule sharding_rule(Sharding s, Precision p);
 // of backward.
 struct Unit {
     std::vector<std::size_t> stages;
-    std::uint64_t params = 0;
+    std::uint64_t params = 0;        // all of them: the base's and, under LoRA, the adapters
     std::uint64_t shard_params = 0;  // ceil(params / W): FSDP pads each flat parameter
+    // Those that train (all, or LoRA's adapters: PEFT's FSDP wrap policy gives them flat
+    // parameters of their own, so the frozen ones get no gradient), and their shard.
+    std::uint64_t trainable = 0;
+    std::uint64_t shard_trainable = 0;
+    std::uint64_t frozen_bytes = 0;  // --train lora: the frozen base's bytes as stored
 };
 std::vector<Unit> fsdp_units(const Chain& c);
 std::size_t unit_of_stage(const Chain& c, std::size_t stage);
@@ -71,10 +76,13 @@ struct StepTerms {
     StateBytesPerParam bpp;
     std::vector<Unit> units;
     std::uint64_t local_params = 0;  // parameters whose optimizer state this rank updates
+    bool lora = false;               // --train lora: only the adapters train
 
     explicit StepTerms(const Chain& c);
-    // A unit's gathered parameters, and (FSDP, ZeRO-2/3) its unsharded gradients.
+    // A unit's gathered parameters.
     std::uint64_t unit_bytes(std::size_t u) const;
+    // (FSDP, ZeRO-2/3) its unsharded gradients: the gathered size of what trains.
+    std::uint64_t unit_grad_bytes(std::size_t u) const;
     std::uint64_t reduce_scatter_bytes(std::size_t u) const;  // the shard-sized output
     std::uint64_t shard_grad_bytes(std::size_t u) const;      // FSDP: p.grad of the shard
     // PyTorch autocast's low-precision weight copies of a stage (DDP + mixed precision).

@@ -370,7 +370,7 @@ class Replay {
         // parameters), then reduce-scatter them.
         if (rule_.gradients_sharded && !unsharded_grad_live_[u]) {
             unsharded_grad_live_[u] = true;
-            ledger_.alloc(Category::temporaries, terms_.unit_bytes(u));
+            ledger_.alloc(Category::temporaries, terms_.unit_grad_bytes(u));
         }
         for (TensorId s = 0; s < f.bytes.size(); ++s)
             if (f.saved[s]) require_live(i, s, "the backward");
@@ -427,7 +427,7 @@ class Replay {
         }
         ledger_.release(Category::temporaries, rs);
         unsharded_grad_live_[u] = false;
-        ledger_.release(Category::temporaries, terms_.unit_bytes(u));
+        ledger_.release(Category::temporaries, terms_.unit_grad_bytes(u));
     }
 
     void optimizer_step() {

@@ -209,7 +209,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         if (shard_grads && block(i)) g = T.shard_grad_bytes(i);
         made_after[i] = checked_add(made_after[i + 1], g);
     }
-    const std::uint64_t root_grads = rule.gradients_sharded ? T.unit_bytes(0) : 0;
+    const std::uint64_t root_grads = rule.gradients_sharded ? T.unit_grad_bytes(0) : 0;
     for (std::size_t i = 0; i < n; ++i) {
         StageCosts& s = k.stages[i];
         const std::uint64_t dx_out = i + 1 < n ? k.stages[i + 1].dx : 0;
@@ -226,11 +226,12 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         s.env_rsel = checked_add(root, grad_op ? blocks_upto[i] : ub(i), casts_upto[i], progress);
         s.env_b = checked_add(gather_b, casts_upto[i], progress);
         s.b_start = rule.gradients_sharded && (block(i) || i == n - 1)
-                        ? T.unit_bytes(unit_of_stage(c, i))
+                        ? T.unit_grad_bytes(unit_of_stage(c, i))
                         : 0;
         s.env_after_b = checked_add(
             gather_b, i ? casts_upto[i - 1] : 0, made_after[i + 1], loss, s.dx,
-            rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_bytes(i) : 0) : 0);
+            rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_grad_bytes(i) : 0)
+                                   : 0);
         s.cast = T.cast_bytes(i);
         if (rule.grads_allocated_in_backward && !rule.gradients_sharded) {
             s.b_spike = T.ddp_grad_bytes(i);
