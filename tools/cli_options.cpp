@@ -50,6 +50,8 @@ std::string_view flag_of(Input input) {
             return "--precision";
         case Input::profile:
             return "--profile";
+        case Input::recipe:
+            return "--recipe";
         case Input::seq:
             return "--seq";
         case Input::sharding:
@@ -166,6 +168,14 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "LoRA: the frozen base's storage: fp32 | bf16 | fp16 | int8 (bitsandbytes "
                    "LLM.int8) | nf4 (QLoRA); default the precision's weights (fp32, bf16 under "
                    "bf16)");
+    app.add_option("--recipe", a.recipe,
+                   "sft (one model, causal-LM loss) | dpo (chosen and rejected concatenated: "
+                   "--micro-batch counts pairs, 2 sequences each; a frozen reference model)")
+        ->capture_default_str();
+    app.add_option("--ref-logprobs", a.ref_logprobs,
+                   "dpo: model (the reference runs under no_grad after the policy; with --train "
+                   "lora the policy with adapters disabled) | precomputed (none in memory)")
+        ->capture_default_str();
     app.add_flag("--no-double-quant", a.no_double_quant,
                  "nf4: without bitsandbytes' double quantization of the absmax constants");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
@@ -253,6 +263,10 @@ Question question_of(const CommonArgs& a) {
         q.options.moe_capacity_factor = *a.moe_capacity_factor;
     }
     fine_tuning(a, q);
+    q.options.recipe = parse_recipe(a.recipe);
+    q.options.ref_logprobs = parse_ref_logprobs(a.ref_logprobs);
+    if (q.options.recipe != Recipe::dpo && q.options.ref_logprobs != RefLogprobs::model)
+        throw InputError("--ref-logprobs applies to --recipe dpo; add it or drop --ref-logprobs");
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
@@ -329,6 +343,9 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
         out.push_back("--moe-capacity-factor");
         out.push_back(fmt::format("{}", *a.moe_capacity_factor));
     }
+    if (o.recipe != Recipe::sft)
+        out.insert(out.end(), {"--recipe", std::string(recipe_name(o.recipe)), "--ref-logprobs",
+                               std::string(ref_logprobs_name(o.ref_logprobs))});
     if (o.train == Training::lora) {
         out.insert(out.end(), {"--train", "lora", "--lora-rank", std::to_string(o.lora.rank),
                                "--lora-alpha", fmt::format("{}", o.lora.alpha), "--lora-dropout",

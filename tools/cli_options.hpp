@@ -50,6 +50,8 @@ struct CommonArgs {
     std::string lora_targets;
     std::string base_dtype;
     bool no_double_quant = false;
+    std::string recipe = "sft";
+    std::string ref_logprobs = "model";
 };
 
 // Integer options are decimal, with no sign, no hex and no clamping: CLI11 alone reads "0x10"

@@ -29,6 +29,11 @@ json question_json(const Question& q) {
               {"optimizer_impl", optimizer_impl_name(o.optimizer_impl)},
               {"torch", torch_name(o.torch)}};
     if (q.model.n_experts > 0) j["moe_capacity_factor"] = o.moe_capacity_factor;
+    j["recipe"] = recipe_name(o.recipe);
+    if (o.recipe == Recipe::dpo) {
+        j["ref_logprobs"] = ref_logprobs_name(o.ref_logprobs);
+        j["sequences_per_micro_batch"] = o.sequences();
+    }
     j["train"] = training_name(o.train);
     const ParameterCounts n = peft_parameter_counts(q.model, o);
     j["trainable_params"] = n.trainable;
@@ -73,10 +78,22 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
     return 0;
 }
 
+// DPO's batch in pairs and sequences, and where the reference's log-probabilities come from.
+std::string recipe_note(const Question& q) {
+    const auto& o = q.options;
+    if (o.recipe == Recipe::sft) return "";
+    const char* ref = o.ref_logprobs == RefLogprobs::precomputed ? "precomputed (no reference model)"
+                      : o.train == Training::lora ? "the policy with its adapters disabled"
+                                                  : "a frozen copy of the policy";
+    return fmt::format("\n  DPO: a micro-batch is pairs, chosen and rejected concatenated ({} "
+                       "sequences per micro-batch of {}); reference log-probabilities: {}",
+                       o.sequences(), o.micro_batch, ref);
+}
+
 // LoRA as PEFT's print_trainable_parameters() says it, with the adapters' placement.
 std::string training_note(const Question& q) {
     const auto& o = q.options;
-    if (o.train == Training::full) return "";
+    if (o.train == Training::full) return recipe_note(q);
     const ParameterCounts n = peft_parameter_counts(q.model, o);
     return fmt::format(
         "\n  LoRA r {} alpha {} on {}, base {}{}: trainable params: {} || all params: {} || "
@@ -84,7 +101,7 @@ std::string training_note(const Question& q) {
         o.lora.rank, o.lora.alpha, fmt::join(o.lora.targets, ","), base_dtype_name(o.base_dtype),
         o.base_dtype == BaseDType::nf4 && o.lora.double_quant ? " (double quant)" : "",
         fmt::group_digits(n.trainable), fmt::group_digits(n.all),
-        100.0 * static_cast<double>(n.trainable) / static_cast<double>(n.all));
+        100.0 * static_cast<double>(n.trainable) / static_cast<double>(n.all)) + recipe_note(q);
 }
 
 // The question in one line; max-batch searches the micro-batch, so it is left out there.

@@ -96,6 +96,25 @@ LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
     return resolve_lora(model, o.lora);
 }
 
+// DPO's combinations that remat models.
+void check_dpo(const RunOptions& o) {
+    if (!hf_profile(o.profile))
+        throw InputError(fmt::format(
+            "{} dpo: DPO's loss is modelled on Hugging Face's models (the seed's trainer); use "
+            "{} sdpa or hf-eager (not {})",
+            named(Input::recipe), named(Input::profile), profile_name(o.profile)));
+    if (o.ref_logprobs == RefLogprobs::model && o.sharding != Sharding::none &&
+        o.sharding != Sharding::fsdp && o.sharding != Sharding::fsdp_grad_op)
+        throw InputError(fmt::format(
+            "{} dpo with {} {}: the reference model is modelled under none (DDP) and fsdp / "
+            "fsdp-grad-op (the seed's FSDPTrainer wraps both models); with reference "
+            "log-probabilities precomputed any sharding works",
+            named(Input::recipe), named(Input::sharding), sharding_name(o.sharding)));
+    if (o.seq < 2)
+        throw InputError(fmt::format("{} dpo: {} {} leaves no token to predict; use 2 or more",
+                                     named(Input::recipe), named(Input::seq), o.seq));
+}
+
 }  // namespace
 
 Chain build_chain(const ModelConfig& model, const RunOptions& options) {
@@ -119,13 +138,14 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
             "{} megatron: Korthikanti et al.'s accounting is for dense layers; model '{}' is a "
             "mixture of experts: plan it with the hf-eager or sdpa profile",
             named(Input::profile), model.name));
+    if (options.recipe == Recipe::dpo) check_dpo(options);
     Chain c;
     c.model = model;
     c.options = options;
     if (options.train == Training::lora) c.options.lora = check_lora(model, options);
     StageRequest r;
     r.model = &c.model;
-    r.batch = options.micro_batch;
+    r.batch = options.sequences();
     r.seq = options.seq;
     r.precision = options.precision;
     r.profile = options.profile;
@@ -142,10 +162,24 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     r.frozen_read = gathered && options.precision != Precision::fp32 ? DType::bf16 : r.base_float;
     if (gathered && options.precision == Precision::fp16_mixed) r.frozen_read = DType::f16;
     r.lora = c.options.lora;
-    for (StageKind kind :
-         {StageKind::embedding, StageKind::block, StageKind::norm, StageKind::head}) {
+    r.dpo = options.recipe == Recipe::dpo;
+    constexpr StageKind kinds[] = {StageKind::embedding, StageKind::block, StageKind::norm,
+                                   StageKind::head};
+    for (StageKind kind : kinds) {
         r.kind = kind;
         c.graphs.push_back(build_stage_graph(r));
+    }
+    if (c.has_reference_model()) {
+        // A frozen model without adapters (under LoRA, the policy with them disabled: PEFT's
+        // disable_adapter()), run under no_grad, so what its graphs save is never kept.
+        StageRequest ref = r;
+        ref.train = Training::lora;
+        ref.lora.targets.clear();
+        if (options.train == Training::full) ref.base_dtype = BaseDType::fp32;
+        for (StageKind kind : kinds) {
+            ref.kind = kind;
+            c.reference_graphs.push_back(build_stage_graph(ref));
+        }
     }
     c.stages.push_back(describe(c.graphs[0], "embedding", StageKind::embedding, 0,
                                 embedding_parameter_count(model)));

@@ -41,6 +41,16 @@ struct Chain {
     RunOptions options;
     std::vector<StageGraph> graphs;
     std::vector<Stage> stages;
+    // DPO with a reference model: its graphs, indexed as `graphs` (the blocks share one).
+    std::vector<StageGraph> reference_graphs;
+    bool has_reference_model() const {
+        return options.recipe == Recipe::dpo && options.ref_logprobs == RefLogprobs::model;
+    }
+    // Under full training the reference is a second copy of the weights; under LoRA it is the
+    // policy's base with the adapters disabled.
+    bool reference_weights() const {
+        return has_reference_model() && options.train == Training::full;
+    }
     std::size_t n_blocks() const { return model.n_layers; }
     const StageGraph& graph_of(std::size_t stage) const { return graphs[stages[stage].graph]; }
 };

@@ -38,6 +38,7 @@ constexpr InputEntry k_inputs[] = {
     {Input::output, "output", "output file"},
     {Input::precision, "precision", "precision"},
     {Input::profile, "profile", "profile"},
+    {Input::recipe, "recipe", "recipe"},
     {Input::seq, "seq", "the sequence length"},
     {Input::sharding, "sharding", "sharding"},
     {Input::steps, "steps", "the step count"},

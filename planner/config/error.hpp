@@ -43,6 +43,7 @@ enum class Input {
     output,
     precision,
     profile,
+    recipe,
     seq,
     sharding,
     steps,

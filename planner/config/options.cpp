@@ -47,6 +47,10 @@ constexpr Names<BaseDType, 5> base_dtypes{{{BaseDType::fp32, "fp32"},
                                            {BaseDType::int8, "int8"},
                                            {BaseDType::nf4, "nf4"}}};
 
+constexpr Names<Recipe, 2> recipes{{{Recipe::sft, "sft"}, {Recipe::dpo, "dpo"}}};
+constexpr Names<RefLogprobs, 2> ref_logprob_sources{
+    {{RefLogprobs::model, "model"}, {RefLogprobs::precomputed, "precomputed"}}};
+
 template <typename E, std::size_t N>
 std::string_view name_of(const Names<E, N>& names, E e) {
     for (const auto& [value, name] : names)
@@ -106,6 +110,8 @@ std::string_view optimizer_impl_name(OptimizerImpl i) { return name_of(optimizer
 std::string_view torch_name(TorchFlavor t) { return name_of(torches, t); }
 std::string_view training_name(Training t) { return name_of(trainings, t); }
 std::string_view base_dtype_name(BaseDType b) { return name_of(base_dtypes, b); }
+std::string_view recipe_name(Recipe r) { return name_of(recipes, r); }
+std::string_view ref_logprobs_name(RefLogprobs r) { return name_of(ref_logprob_sources, r); }
 bool quantized(BaseDType b) { return b == BaseDType::int8 || b == BaseDType::nf4; }
 Precision parse_precision(const std::string& s) {
     // "fp16" alone is ambiguous: Hugging Face's --fp16 is autocast (fp16-mixed); remat models no
@@ -127,6 +133,10 @@ OptimizerImpl parse_optimizer_impl(const std::string& s) {
     return parse_name(optimizer_impls, s, "optimizer implementation");
 }
 TorchFlavor parse_torch(const std::string& s) { return parse_name(torches, s, "torch"); }
+Recipe parse_recipe(const std::string& s) { return parse_name(recipes, s, "recipe"); }
+RefLogprobs parse_ref_logprobs(const std::string& s) {
+    return parse_name(ref_logprob_sources, s, "reference log-probabilities");
+}
 Training parse_training(const std::string& s) { return parse_name(trainings, s, "training"); }
 BaseDType parse_base_dtype(const std::string& s) {
     return parse_name(base_dtypes, s, "base dtype");

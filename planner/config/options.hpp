@@ -37,6 +37,15 @@ enum class Training { full, lora };
 // linears, the rest staying in the precision's parameter dtype.
 enum class BaseDType { fp32, bf16, fp16, int8, nf4 };
 
+// The training recipe. sft: one model, the causal-LM loss over B sequences. dpo: Rafailov et
+// al.'s DPO as the seed's trainer runs it: B pairs, chosen and rejected concatenated into 2B
+// sequences, the policy's log-probabilities gathered over the vocabulary, and a frozen
+// reference model's, under no_grad, after the policy's forward (docs/recipes.md).
+enum class Recipe { sft, dpo };
+// Where DPO's reference log-probabilities come from: a reference model in memory (under LoRA,
+// the policy with its adapters disabled), or precomputed in the data (no model).
+enum class RefLogprobs { model, precomputed };
+
 // PEFT's LoraConfig, as far as memory goes.
 struct LoraOptions {
     std::uint64_t rank = 8;  // r
@@ -71,6 +80,10 @@ struct RunOptions {
     // dtype, fp32 under fp32 and mixed precision, bf16 under bf16.
     BaseDType base_dtype = BaseDType::fp32;
     LoraOptions lora;
+    Recipe recipe = Recipe::sft;
+    RefLogprobs ref_logprobs = RefLogprobs::model;
+    // Sequences per micro-batch: micro_batch, or 2 x micro_batch pairs under DPO.
+    std::uint64_t sequences() const { return recipe == Recipe::dpo ? 2 * micro_batch : micro_batch; }
 };
 
 // Whether bitsandbytes stores the blocks' linears (int8, nf4).
@@ -91,6 +104,8 @@ std::string_view optimizer_impl_name(OptimizerImpl i);
 std::string_view torch_name(TorchFlavor t);
 std::string_view training_name(Training t);
 std::string_view base_dtype_name(BaseDType b);
+std::string_view recipe_name(Recipe r);
+std::string_view ref_logprobs_name(RefLogprobs r);
 Precision parse_precision(const std::string& s);
 Profile parse_profile(const std::string& s);
 Sharding parse_sharding(const std::string& s);
@@ -100,6 +115,8 @@ OptimizerImpl parse_optimizer_impl(const std::string& s);
 TorchFlavor parse_torch(const std::string& s);
 Training parse_training(const std::string& s);
 BaseDType parse_base_dtype(const std::string& s);
+Recipe parse_recipe(const std::string& s);
+RefLogprobs parse_ref_logprobs(const std::string& s);
 std::vector<std::string> precision_names();
 std::vector<std::string> profile_names();
 std::vector<std::string> sharding_names();

@@ -86,6 +86,9 @@ TensorId megatron_block(OpBuilder& b, const Dims& d, const ModelConfig& m);
 // ---- Embedding, final norm, head + loss, for every profile but remat (outer_stages.cpp) ----
 TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
 TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
-TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile);
+// The head and its loss: Hugging Face's ForCausalLMLoss, or with `dpo` DPO's log-probabilities
+// of the concatenated batch and its preference loss.
+TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile,
+                    bool dpo = false);
 
 }  // namespace remat::family

@@ -12,13 +12,14 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     const TensorId ids = g.add_input("input_ids", {d.B, d.S}, DType::i64, false);
     const DType out_t = profile == Profile::megatron ? DType::bf16 : b.policy().param;
     TensorId y = g.add_tensor("wte.out", {d.B, d.S, d.H}, out_t);
-    // EmbeddingBackward saves the indices; a frozen embedding has no backward (PEFT's
-    // enable_input_require_grads makes its output require grad, a leaf).
+    // EmbeddingBackward saves the indices. A frozen embedding has no backward: transformers'
+    // enable_input_require_grads (which PEFT's recipes call) makes its output a leaf that
+    // requires grad, and the graph's AccumulateGrad node holds that leaf until backward ends.
     const bool frozen = b.weights().frozen;
     auto indices = [&](TensorId t) {
         return frozen ? std::vector<TensorId>{} : std::vector<TensorId>{t};
     };
-    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, indices(ids)));
+    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, frozen ? std::vector<TensorId>{y} : indices(ids)));
     if (m.learned_positions) {
         const TensorId pos = g.add_tensor("position_ids", {1, d.S}, DType::i64, false);
         g.add_op(b.make("position_ids", OpClass::memory, {}, {pos}, {}));
@@ -69,6 +70,46 @@ std::string final_norm_name(const ModelConfig& m) {
 
 }  // namespace
 
+namespace {
+
+// DPO's loss on the concatenated batch (B here is 2 x the pairs), after the seed's trainer
+// (eric-mitchell/direct-preference-optimization, trainers.py): all_logits = model(...).logits
+// .to(torch.float32), a local until concatenated_forward returns (the low-precision logits, a
+// temporary of the expression, go at once); _get_batch_logps: labels[:, 1:].clone(),
+// logits[:, :-1, :] (a view), loss_mask = labels != -100, torch.gather(logits.log_softmax(-1),
+// 2, labels.unsqueeze(2)) (log_softmax saves its output, gather its index), (per_token_logps *
+// loss_mask).sum(-1) (the product saves the mask); then preference_loss on the (B/2,) chosen
+// and rejected halves against the reference's (-F.logsigmoid(beta * logits): vectors only).
+TensorId dpo_log_probs(OpBuilder& b, const Dims& d, TensorId logits) {
+    StageGraph& g = b.graph();
+    const TensorId lf = b.cast("all_logits_fp32", logits, DType::f32);
+    const std::uint64_t S1 = d.S - 1;
+    const TensorId labels = g.add_tensor("logps.labels", {d.B, S1}, DType::i64, false);
+    g.add_op(b.make("logps.labels_clone", OpClass::memory, {}, {labels}, {}));
+    const TensorId mask = g.add_tensor("logps.loss_mask", {d.B, S1}, DType::b8, false);
+    g.add_op(b.make("logps.loss_mask", OpClass::memory, {labels}, {mask}, {}));
+    const TensorId shifted = b.view("logps.logits_shifted", lf, {d.B, S1, d.V});
+    const TensorId ls = g.add_tensor("logps.log_softmax", {d.B, S1, d.V}, DType::f32);
+    Op op = b.make("logps.log_softmax", OpClass::memory, {shifted}, {ls}, {ls});
+    op.fwd_flops = flop_product(5, d.B, S1, d.V);
+    op.bwd_flops = op.fwd_flops;
+    g.add_op(std::move(op));
+    const TensorId index = b.view("logps.index", labels, {d.B, S1, 1});
+    const TensorId per_token = g.add_tensor("logps.per_token", {d.B, S1}, DType::f32);
+    g.add_op(b.make("logps.gather", OpClass::memory, {ls, index}, {per_token}, {index}));
+    const TensorId masked = g.add_tensor("logps.masked", {d.B, S1}, DType::f32);
+    g.add_op(b.make("logps.mask_mul", OpClass::memory, {per_token, mask}, {masked}, {mask}));
+    const TensorId logps = g.add_tensor("all_logps", {d.B}, DType::f32);
+    Op sum = b.make("logps.sum", OpClass::memory, {masked}, {logps}, {});
+    sum.held.push_back(lf);  // concatenated_forward's local, until it returns
+    g.add_op(std::move(sum));
+    const TensorId loss = g.add_tensor("loss", {}, DType::f32);
+    g.add_op(b.make("dpo.preference_loss", OpClass::memory, {logps}, {loss}, {}));
+    return loss;
+}
+
+}  // namespace
+
 TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
     StageGraph& g = b.graph();
     if (profile == Profile::megatron) {
@@ -79,7 +120,7 @@ TensorId norm_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
     return b.norm(final_norm_name(m), x, m.norm);
 }
 
-TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile) {
+TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile profile, bool dpo) {
     StageGraph& g = b.graph();
     const Shape bsv{d.B, d.S, d.V};
     if (profile == Profile::megatron) {
@@ -107,6 +148,7 @@ TensorId head_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Profile p
         logits = g.add_tensor("logits_softcap.output", bsv, b.dtype(logits));
         g.add_op(b.make("logits_softcap.mul", OpClass::memory, {th}, {logits}, {}));
     }
+    if (dpo) return dpo_log_probs(b, d, logits);
     // Hugging Face's ForCausalLMLoss: logits.float(), then cross_entropy over (B*S, V):
     // log_softmax saves its fp32 output, nll_loss the targets.
     const TensorId lf = b.cast("logits_fp32", logits, DType::f32);

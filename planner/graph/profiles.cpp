@@ -47,7 +47,7 @@ StageGraph build_stage_graph(const StageRequest& r) {
             out = norm_stage(b, d, m, r.profile);
             break;
         case StageKind::head:
-            out = head_stage(b, d, m, r.profile);
+            out = head_stage(b, d, m, r.profile, r.dpo);
             break;
         case StageKind::block:
             if (r.profile == Profile::megatron) {

@@ -26,7 +26,7 @@ enum class AutocastDevice { cuda, cpu };
 struct StageRequest {
     StageKind kind = StageKind::block;
     const ModelConfig* model = nullptr;
-    std::uint64_t batch = 1;  // B
+    std::uint64_t batch = 1;  // B, sequences (2 x the pairs under DPO)
     std::uint64_t seq = 1;    // S
     Precision precision = Precision::bf16_mixed;
     Profile profile = Profile::sdpa;
@@ -47,6 +47,7 @@ struct StageRequest {
     DType base_float = DType::f32;
     DType frozen_read = DType::f32;
     LoraOptions lora;
+    bool dpo = false;  // the head computes DPO's log-probabilities and loss
 };
 
 // The tokens each expert receives under the request's routing (empty for a dense model).

@@ -14,7 +14,7 @@ ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress
     const ChainCosts costs = chain_costs(chain, q.gpu, q.context.time_model);
     const std::uint64_t keep_all = keep_all_need(costs);
     const double tokens =
-        static_cast<double>(q.options.micro_batch * q.options.seq * q.options.grad_accumulation);
+        static_cast<double>(q.options.sequences() * q.options.seq * q.options.grad_accumulation);
     auto point = [&](std::uint64_t allocator, double time, double rflops, std::string source) {
         return ParetoPoint{allocator + reserve_bytes(q.context.reserve, allocator),
                            allocator,

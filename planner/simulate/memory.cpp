@@ -133,19 +133,42 @@ ModelStates lora_model_states(const Chain& c) {
     return total;
 }
 
+// DPO's reference model under full training: a frozen copy of the weights in the policy's
+// parameter dtype, sharded per unit like the policy under FSDP (the seed's FSDPTrainer wraps
+// both).
+std::uint64_t reference_weight_bytes(const Chain& c) {
+    if (!c.reference_weights()) return 0;
+    const auto& o = c.options;
+    const std::uint64_t dtype = dtype_bytes(base_float_dtype(o));
+    if (!sharding_rule(o.sharding, o.precision).gather_per_unit)
+        return checked_mul(dtype, parameter_count(c.model));
+    std::uint64_t total = 0;
+    for (const Unit& u : fsdp_units(c)) add_to(total, checked_mul(dtype, u.shard_params));
+    return total;
+}
+
 }  // namespace
 
 ModelStates model_states(const Chain& c) {
     const auto& o = c.options;
     ModelStates total;
+    // DPO's reference weights (full training) sit beside the policy's parameters.
+    add_to(total.parameters_bytes, reference_weight_bytes(c));
     if (o.train == Training::lora) {
-        total = lora_model_states(c);
+        const ModelStates lora = lora_model_states(c);
+        add_to(total.parameters_bytes, lora.parameters_bytes);
+        total.gradients_bytes = lora.gradients_bytes;
+        total.optimizer_bytes = lora.optimizer_bytes;
         if (hf_profile(o.profile)) add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
         return total;
     }
     if (!sharding_rule(o.sharding, o.precision).gather_per_unit) {
-        total = model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
-                                 o.world_size);
+        const ModelStates s =
+            model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
+                             o.world_size);
+        add_to(total.parameters_bytes, s.parameters_bytes);
+        total.gradients_bytes = s.gradients_bytes;
+        total.optimizer_bytes = s.optimizer_bytes;
     } else {
         // FSDP and ZeRO-3 shard per unit, with padding.
         for (const Unit& u : fsdp_units(c)) {
@@ -292,7 +315,7 @@ std::uint64_t StepTerms::eager_mask_bytes() const {
     // left out (S x S x 4 bytes; docs/torch.md).
     if (c.options.torch != TorchFlavor::cpu_1_13) return 0;
     if (c.options.profile != Profile::hf_eager || c.model.arch == Arch::gpt2) return 0;
-    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
+    const std::uint64_t dtype = dtype_bytes(base_float_dtype(c.options));  // the weights'
     return checked_mul(dtype, c.options.seq, c.options.seq);
 }
 
@@ -308,17 +331,19 @@ std::size_t StepTerms::eager_mask_of_block(std::size_t b) const {
 std::uint64_t StepTerms::forward_held_embedding_bytes() const {
     const Chain& c = *c_;
     if (c.options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c.options.profile)) return 0;
+    // Under LoRA the frozen embedding's output is held anyway: autograd's AccumulateGrad keeps
+    // the leaf (planner/graph/outer_stages.cpp), so the embedding stage saves it.
     const bool held =
         c.model.scaled_embeddings || (c.model.arch == Arch::gpt_neox && c.model.embd_dropout > 0.0);
-    if (!held) return 0;
-    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
-    return checked_mul(dtype, c.options.micro_batch, c.options.seq, c.model.hidden);
+    if (!held || lora) return 0;
+    const std::uint64_t dtype = dtype_bytes(base_float_dtype(c.options));  // the weights'
+    return checked_mul(dtype, c.options.sequences(), c.options.seq, c.model.hidden);
 }
 
 std::uint64_t StepTerms::rotary_bytes() const {
     const Chain& c = *c_;
     if (c.options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c.options.profile)) return 0;
-    const std::uint64_t dtype = c.options.precision == Precision::bf16 ? 2 : 4;
+    const std::uint64_t dtype = dtype_bytes(base_float_dtype(c.options));  // the weights'
     return checked_mul(2, dtype, c.options.seq, rotary_dims(c.model));
 }
 

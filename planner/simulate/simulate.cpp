@@ -8,6 +8,7 @@
 #include "planner/config/fsdp_units.hpp"
 #include "planner/simulate/graph_facts.hpp"
 #include "planner/simulate/ledger.hpp"
+#include "planner/simulate/reference.hpp"
 #include "planner/simulate/stage_walk.hpp"
 
 namespace remat {
@@ -35,7 +36,8 @@ class Replay {
           terms_(c),
           rule_(terms_.rule),
           units_(plan.schedule, stage_units(c), terms_.units.size(),
-                 {rule_.gather_per_unit, rule_.reshard_after_forward}) {
+                 {rule_.gather_per_unit, rule_.reshard_after_forward}),
+          reference_(reference_forward(c, terms_, gpu, tm)) {
         for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
         const std::size_t n = c.stages.size();
         live_.resize(n);
@@ -116,7 +118,7 @@ class Replay {
         result_.at_peak.reserve_bytes = reserve_bytes(reserve, peak.bytes);
         result_.peak_bytes = checked_add(peak.bytes, result_.at_peak.reserve_bytes);
         result_.timeline = ledger_.take_timeline();
-        const double tokens = flop_product(c_.options.micro_batch, c_.options.seq) * k;
+        const double tokens = flop_product(c_.options.sequences(), c_.options.seq) * k;
         result_.step_time_s = time_s_;
         result_.tokens_per_s = time_s_ > 0 ? tokens / time_s_ : 0;
         return result_;
@@ -255,6 +257,11 @@ class Replay {
     // The base model's forward returns after the final norm, before the head runs: its locals
     // go (the held embedding, and the masks no checkpoint holds).
     void base_model_returns() {
+        if (norm_input_held_) {
+            norm_input_held_ = false;
+            frontier_[c_.stages.size() - 2] = false;
+            boundary_maybe_free(c_.stages.size() - 2);
+        }
         if (embedding_held_) {
             embedding_held_ = false;
             ledger_.release(Category::activations, terms_.forward_held_embedding_bytes());
@@ -277,12 +284,26 @@ class Replay {
         held_next_[i] = false;  // this forward decides anew whether stage i holds its input
         ForwardOps ops{*this, i, act.recompute};
         walk_forward(f, kept_by(f, keep_of(act.kind)), ops);
+        // The final norm's input is the base model's local (`hidden_states`, which it passes to
+        // its norm and returns the result of): alive until the base model returns.
+        if (!act.recompute && c_.stages[i].kind == StageKind::norm) {
+            frontier_[i] = true;
+            norm_input_held_ = true;
+        }
         if (act.offload) {
             held_next_[i] = false;
             on_host_[i] = true;
             time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
         }
         if (!held_next_[i]) boundary_maybe_free(i);
+        if (!act.recompute && c_.stages[i].kind == StageKind::head && reference_.peak_bytes) {
+            // DPO: the reference's no_grad forward, after the policy's (planner/simulate/reference).
+            static const std::string op = "reference.forward";
+            ledger_.alloc(Category::temporaries, reference_.peak_bytes, &op);
+            ledger_.release(Category::temporaries, reference_.peak_bytes);
+            time_s_ += reference_.time_s;
+            result_.forward_flops += reference_.flops;
+        }
         if (!act.recompute && c_.stages[i].kind == StageKind::embedding) {
             if (const std::uint64_t bytes = terms_.eager_mask_bytes())
                 for (HeldMask& m : masks_) {
@@ -456,6 +477,7 @@ class Replay {
     StepTerms terms_;
     const ShardingRule& rule_;
     UnitPolicy units_;
+    ReferenceForward reference_;
     Ledger ledger_;
     std::vector<GraphFacts> facts_;
     std::vector<std::vector<char>> live_, grad_live_;
@@ -466,6 +488,7 @@ class Replay {
     std::vector<bool> backward_done_, on_host_, rng_live_;
     std::vector<HeldMask> masks_;  // the eager masks (StepTerms::eager_mask_count)
     bool embedding_held_ = false;  // StepTerms::forward_held_embedding_bytes is live
+    bool norm_input_held_ = false;  // the final norm's input, until the base model returns
     bool rotary_live_ = false;     // StepTerms::rotary_bytes is live
     double previous_action_s_ = 0;
     double time_s_ = 0;

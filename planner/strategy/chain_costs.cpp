@@ -8,6 +8,7 @@
 #include "planner/config/checked.hpp"
 #include "planner/simulate/graph_facts.hpp"
 #include "planner/simulate/memory.hpp"
+#include "planner/simulate/reference.hpp"
 #include "planner/simulate/stage_walk.hpp"
 
 namespace remat {
@@ -175,6 +176,19 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         const SelectivePass sel = recompute_core_pass(f);
         s.rsel_peak = sel.peak;
         s.rsel_keep = sel.added;
+    }
+    // DPO: the reference's no_grad forward runs once the head's forward is done (simulate.cpp):
+    // above what the head keeps and its loss, less its input when it does not keep it.
+    if (const ReferenceForward ref = reference_forward(c, T, gpu, tm); ref.peak_bytes) {
+        StageCosts& h = k.stages[n - 1];
+        const GraphFacts& f = F(n - 1);
+        for (ForwardCost& fc : h.fwd) {
+            const std::uint64_t end = checked_add(fc.keep, f.bytes[f.output], ref.peak_bytes);
+            const std::uint64_t freed = fc.holds_input ? 0 : f.bytes[f.input];
+            fc.peak = std::max(fc.peak, end > freed ? end - freed : 0);
+        }
+        h.t_fwd += ref.time_s;
+        h.f_fwd += ref.flops;
     }
     const std::uint64_t loss = F(n - 1).bytes[F(n - 1).output];
     for (std::size_t i = 0; i < n; ++i) {

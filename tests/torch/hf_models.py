@@ -65,6 +65,17 @@ class CausalLM(nn.Module):
     def final_norm(self):
         return getattr(getattr(self, self.body_name), self.final_norm_name)
 
+    def input_embeddings(self):
+        return getattr(getattr(self, self.body_name), self.embedding_name)
+
+    def enable_input_require_grads(self):
+        """transformers' PreTrainedModel.enable_input_require_grads: the input embeddings' output
+        requires grad, so that a frozen base still passes gradients to the adapters (and a checkpointed
+        block's input needs them)."""
+        def make_inputs_require_grads(module, input, output):
+            output.requires_grad_(True)
+        self.input_embeddings().register_forward_hook(make_inputs_require_grads)
+
     def forward(self, input_ids, labels):
         hidden_states = getattr(self, self.body_name)(input_ids)
         logits = getattr(self, self.head_name)(hidden_states)

@@ -1421,3 +1421,56 @@ def randomize_params(module, seed):
                 prm.copy_(torch.randn(prm.shape, generator=g) * 0.02)
             else:
                 prm.copy_(1.0 + 0.1 * torch.randn(prm.shape, generator=g) if prm.shape[0] > 0 else prm)
+
+
+# ---------------- PEFT's LoRA ----------------
+
+
+class LoraLinear(nn.Module):
+    """peft.tuners.lora.layer.Linear as it runs a vanilla LoRA adapter: the frozen base layer (an
+    nn.Linear, FalconLinear or GPT-2's Conv1D), lora_A (in -> r) and lora_B (r -> out) bias-free
+    nn.Linears in fp32 (PEFT's autocast_adapter_dtype), nn.Dropout or nn.Identity for p = 0, and
+
+        result = self.base_layer(x); torch_result_dtype = result.dtype
+        x = self._cast_input_dtype(x, lora_A.weight.dtype)
+        result = result + lora_B(lora_A(dropout(x))) * scaling
+        result = result.to(torch_result_dtype)
+
+    with scaling = alpha / r. lora_B starts at zero (PEFT's init), lora_A Kaiming-uniform."""
+
+    def __init__(self, base, r, alpha, dropout):
+        super().__init__()
+        self.base_layer = base
+        if isinstance(base, Conv1D):
+            in_f, out_f = base.weight.shape
+        else:
+            in_f, out_f = base.in_features, base.out_features
+        self.lora_A = nn.Linear(in_f, r, bias=False, dtype=torch.float32)
+        self.lora_B = nn.Linear(r, out_f, bias=False, dtype=torch.float32)
+        nn.init.zeros_(self.lora_B.weight)
+        self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        result = self.base_layer(x)
+        torch_result_dtype = result.dtype
+        if x.dtype != self.lora_A.weight.dtype:
+            x = x.to(dtype=self.lora_A.weight.dtype)
+        result = result + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        return result.to(torch_result_dtype)
+
+
+def apply_lora(model, blocks, targets, r, alpha, dropout):
+    """PEFT's get_peft_model for LoRA: every parameter of the model frozen, then each module of the
+    blocks whose attribute name is in `targets` (PEFT matches the last component of the module's path)
+    wrapped in a LoraLinear. Returns the number of modules wrapped."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = 0
+    for block in blocks:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if name in targets and isinstance(child, (nn.Linear, Conv1D)):
+                    setattr(parent, name, LoraLinear(child, r, alpha, dropout))
+                    wrapped += 1
+    return wrapped

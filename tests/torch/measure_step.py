@@ -3,7 +3,8 @@
 
     /usr/bin/python3 tests/torch/measure_step.py CONFIG.json --micro-batch B --seq S
         [--precision fp32|bf16-mixed] [--optimizer adamw|sgd] [--optimizer-impl foreach|for-loop]
-        [--plan PLAN.json]
+        [--plan PLAN.json] [--train full|lora --lora-rank R --lora-alpha A --lora-dropout P
+        --lora-targets q_proj,v_proj --base-dtype fp32|bf16]
 
 builds the model of CONFIG.json (hf_models.py: model_type gpt2, llama, mistral, gpt_neox, qwen2,
 gemma, gemma2, phi3, mixtral, falcon; its blocks are transformer.h, model.layers or gpt_neox.layers
@@ -157,6 +158,16 @@ def measure(args, probe):
         config = json.load(f)
     model = hf_models.build_model(config)
     model.train()
+    if args.train == "lora":
+        # PEFT's recipe: the base in its dtype, get_peft_model (frozen base, fp32 adapters), and
+        # enable_input_require_grads (what Trainer calls with gradient checkpointing on)
+        if args.base_dtype == "bf16":
+            model.to(torch.bfloat16)
+        targets = args.lora_targets.split(",")
+        if not hf_modules.apply_lora(model, remat_torch.find_blocks(model), targets, args.lora_rank,
+                                     args.lora_alpha, args.lora_dropout):
+            sys.exit(f"measure_step.py: --lora-targets {args.lora_targets}: no such module in the blocks")
+        model.enable_input_require_grads()
     plan = None
     if args.plan:
         with open(args.plan) as f:
@@ -170,7 +181,7 @@ def measure(args, probe):
                   if isinstance(m, (hf_modules.MixtralSparseMoeBlock, hf_modules.Qwen2MoeSparseMoeBlock))]
 
     V = model.config.vocab_size
-    params = [p for p in model.parameters()]
+    params = [p for p in model.parameters() if p.requires_grad]
     foreach = args.optimizer_impl == "foreach"
     if args.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
@@ -223,7 +234,10 @@ def measure(args, probe):
         "config": os.path.basename(args.config), "micro_batch": args.micro_batch, "seq": args.seq,
         "precision": args.precision, "optimizer": args.optimizer, "optimizer_impl": args.optimizer_impl,
         "strategy": plan.get("strategy") if plan else "none", "torch_version": torch.__version__,
-        "params": sum(p.numel() for p in params),
+        "params": sum(p.numel() for p in model.parameters()), "train": args.train,
+        # as PEFT's print_trainable_parameters() counts them
+        "trainable_params": sum(p.numel() for p in params),
+        "all_params": sum(p.numel() for p in model.parameters()),
     })
     return result
 
@@ -241,6 +255,15 @@ def main():
                     help="torch.optim's implementation (torch 1.13 on CPU defaults to for-loop)")
     ap.add_argument("--plan", help="the JSON of `remat plan --json` to apply with remat_torch.apply_plan")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--train", choices=["full", "lora"], default="full",
+                    help="lora: PEFT's LoRA (hf_modules.LoraLinear) on a frozen base")
+    ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--lora-alpha", type=float, default=16)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--lora-targets", default="q_proj,v_proj",
+                    help="module names, comma-separated (remat plan --json's question.lora.targets)")
+    ap.add_argument("--base-dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="the frozen base's dtype (bf16: model.to(torch.bfloat16) before the adapters)")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401

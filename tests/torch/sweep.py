@@ -95,9 +95,40 @@ NEW_CI = ("qwen2-gqa-tied-4k", "gemma-hd32-mqa-4k", "gemma2-softcap-4k", "phi3-g
           "llama-gelu-4k")
 
 
+def lora(targets=None, rank=8, dropout=0.0, base="fp32"):
+    """remat's flags for PEFT's LoRA (measure_step.py gets the same, resolved, from the plan)."""
+    flags = ["--train", "lora", "--lora-rank", str(rank), "--lora-dropout", str(dropout), "--base-dtype", base]
+    return flags + (["--lora-targets", targets] if targets else [])
+
+
+# Fine-tuning (issue 17): PEFT's LoRA on a frozen base, each family's default targets (phi3 has none in
+# PEFT: all-linear), fp32 and bf16 bases, dropout on the adapters' input, checkpointing.
+FINETUNE = [
+    ("llama-gqa-8k", "fp32", "none", lora()),
+    ("llama-gqa-8k", "bf16-mixed", "none", lora()),
+    ("llama-gqa-8k", "bf16-mixed", "sqrt", lora(base="bf16")),
+    ("llama-gqa-8k", "bf16-mixed", "full", lora("all-linear", rank=16, dropout=0.1, base="bf16")),
+    ("llama-gqa-8k", "fp32", "every-2", lora("all-linear", dropout=0.1)),
+    ("gpt2-tied-4k", "fp32", "none", lora()),
+    ("gpt2-tied-4k", "bf16-mixed", "sqrt", lora("c_attn,c_proj,c_fc")),
+    ("neox-6k", "bf16-mixed", "none", lora()),
+    ("phi3-4k", "bf16-mixed", "none", lora("all-linear", base="bf16")),
+    ("mixtral-4e-top2-4k", "fp32", "none", lora("all-linear")),
+    ("falcon-7b-style-4k", "bf16-mixed", "none", lora()),
+    ("gemma-hd32-mqa-4k", "bf16-mixed", "full", lora(base="bf16")),
+]
+
+
+def finetune_cases():
+    models = {**NEW_FAMILIES, "llama-gqa-8k": llama(4, 64, 4, 2, 176, 8192), "gpt2-tied-4k": gpt2(4, 64, 4, 4096),
+              "neox-6k": neox(4, 64, 4, 6144)}
+    return [(name, models[name], 2, 128, prec, "adamw", "for-loop", strat, flags)
+            for name, prec, strat, flags in FINETUNE]
+
+
 def cases(size):
     """(name, config, micro_batch, seq, precision, optimizer, impl, strategy, extra remat flags)"""
-    out = []
+    out = finetune_cases()
     models = {
         "gpt2-tied-4k": gpt2(4, 64, 4, 4096),
         "gpt2-tied-32k-drop": gpt2(4, 64, 4, 32000, drop=0.1),
@@ -154,6 +185,26 @@ def remat_plan(remat, cfg_path, B, S, prec, opt, impl, strat, extra):
     if done.returncode != 0:
         raise SystemExit(f"sweep.py: {' '.join(cmd)}: {done.stderr.strip()}")
     return json.loads(done.stdout)
+
+
+def lora_flags(plan):
+    """measure_step.py's LoRA flags from the plan's question (its targets as remat resolved them)."""
+    q = plan["question"]
+    if q["train"] != "lora":
+        return []
+    l = q["lora"]
+    return ["--train", "lora", "--lora-rank", str(l["rank"]), "--lora-alpha", str(l["alpha"]), "--lora-dropout",
+            str(l["dropout"]), "--lora-targets", ",".join(l["targets"]), "--base-dtype", l["base_dtype"]]
+
+
+def training(plan):
+    """' · LoRA r8 q_proj,v_proj, base bf16' for a LoRA case, '' for full training."""
+    q = plan["question"]
+    if q["train"] != "lora":
+        return ""
+    l = q["lora"]
+    drop = f" dropout {l['dropout']}" if l["dropout"] else ""
+    return f" · LoRA r{l['rank']} {','.join(l['targets'])}{drop}, base {l['base_dtype']}"
 
 
 def routing(remat, cfg, cfg_path, meas, plan, question):
@@ -232,7 +283,7 @@ def main():
         return
     only = args.only.split(",")
     todo = [c for c in cases(args.size)
-            if any(o in f"{c[0]} B{c[2]} S{c[3]} {c[4]} {c[5]} {c[6]} {c[7]}" for o in only)]
+            if any(o in f"{c[0]} B{c[2]} S{c[3]} {c[4]} {c[5]} {c[6]} {c[7]} {' '.join(c[8])}" for o in only)]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         def one(n):
@@ -248,13 +299,21 @@ def main():
                 json.dump(plan, f)
             cmd = [sys.executable, os.path.join(HERE, "measure_step.py"), cfg_path, "--micro-batch", str(B),
                    "--seq", str(S), "--precision", prec, "--optimizer", opt, "--optimizer-impl", impl,
-                   "--plan", plan_path]
+                   "--plan", plan_path] + lora_flags(plan)
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"sweep.py: {' '.join(cmd)}: {done.stderr.strip()}")
             meas = json.loads(done.stdout)
             r = {"model": name, "micro_batch": B, "seq": S, "precision": prec, "optimizer": opt,
-                 "optimizer_impl": impl, "strategy": strat, **compare(plan, meas)}
+                 "optimizer_impl": impl, "strategy": strat, "train": training(plan), **compare(plan, meas)}
+            if plan["question"]["train"] == "lora":
+                r["trainable_params"] = {"predicted": plan["question"]["trainable_params"],
+                                         "measured": meas["trainable_params"]}
+                r["all_params"] = {"predicted": plan["question"]["all_params"], "measured": meas["all_params"]}
+                if r["trainable_params"]["predicted"] != r["trainable_params"]["measured"] or \
+                        r["all_params"]["predicted"] != r["all_params"]["measured"]:
+                    raise SystemExit(f"sweep.py: {name}: PEFT-style counts differ: {r['trainable_params']} "
+                                     f"{r['all_params']}")
             if "expert_tokens" in meas:
                 r["routing"] = routing(args.remat, cfg, cfg_path, meas, plan, (B, S, prec, opt, impl, strat, extra))
             wb = r["worst_boundary"]
@@ -264,7 +323,7 @@ def main():
                 routed = (f" (routing: capacity factor {r['routing']['capacity_factor']:.3f}" +
                           (f", step {w['step']['error']:+.3%} fwd+bwd {w['forward_backward']['error']:+.3%})" if w
                            else ", another plan)"))
-            sys.stderr.write(f"[{n + 1}/{len(todo)}] {name} B{B} S{S} {prec} {opt}/{impl} {strat}: step "
+            sys.stderr.write(f"[{n + 1}/{len(todo)}] {name} B{B} S{S} {prec} {opt}/{impl} {strat}{r['train']}: step "
                              f"{r['step']['error']:+.3%} fwd+bwd {r['forward_backward']['error']:+.3%} worst boundary "
                              f"{wb['at'] if wb else '-'} {wb['error'] if wb else 0:+.3%}{routed}\n")
             return r
@@ -318,7 +377,8 @@ def markdown(doc):
     for r in doc["results"]:
         wb = r["worst_boundary"]
         lines.append(f"| {r['model']} | {r['micro_batch']} | {r['seq']} | {r['precision']} | "
-                     f"{r['optimizer']} ({r['optimizer_impl']}) | {r['strategy']} | {r['step']['predicted']:,} | "
+                     f"{r['optimizer']} ({r['optimizer_impl']}) | {r['strategy']}{r.get('train', '')} | "
+                     f"{r['step']['predicted']:,} | "
                      f"{r['step']['measured']:,} | {r['step']['error']:+.3%} | {r['forward_backward']['error']:+.3%} | "
                      f"{wb['at'] + ' ' + format(wb['error'], '+.3%') if wb else '-'} | {r['predicted_peak_at']} |")
     routed = [r for r in doc["results"] if r.get("routing")]
