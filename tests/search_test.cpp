@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "planner/config/checked.hpp"
+#include "planner/search/gpus.hpp"
 #include "planner/search/recommend.hpp"
 
 using namespace remat;
@@ -195,4 +196,43 @@ TEST_CASE(
     const Recommendation b = recommend(big, {});
     REQUIRE_FALSE(b.ranked.empty());
     for (const Candidate& c : b.ranked) CHECK(c.micro_batch <= max_search_micro_batch);
+}
+
+TEST_CASE("search::how many GPUs: cluster sizes, the fewest that fit, the fastest layout each") {
+    CHECK(cluster_world_sizes(1) == std::vector<std::uint64_t>{1});
+    CHECK(cluster_world_sizes(20) == std::vector<std::uint64_t>{1, 2, 4, 8, 16});
+    CHECK(cluster_world_sizes(33) == std::vector<std::uint64_t>{1, 2, 4, 8, 16, 24, 32});
+    Question q;
+    q.model = load_model("llama2-7b");
+    q.gpu = load_gpu("h100-80gb");
+    q.options.seq = 4096;
+    q.context.capacity_bytes = q.gpu.capacity_bytes;
+    q.context.reserve = default_reserve(q.gpu);
+    const GpuCountSweep s = gpus_needed(q, 4, std::nullopt, {});
+    REQUIRE(s.rows.size() == 3);
+    // Full AdamW training of 7B parameters needs 16 bytes each: not on one 80 GB GPU.
+    CHECK_FALSE(s.rows[0].best);
+    REQUIRE(s.fewest);
+    CHECK(*s.fewest == 2);
+    for (const GpuCountRow& row : s.rows) {
+        CAPTURE(row.world_size);
+        CHECK(row.layouts.size() == (row.world_size == 1 ? 1u : 6u));
+        // The best of the row is the fastest of its shardings' bests, and fits.
+        if (const Candidate* best = row.best_candidate()) {
+            CHECK(best->peak_bytes <= q.gpu.capacity_bytes);
+            for (const ShardingBest& l : row.layouts)
+                if (l.best) CHECK(l.best->tokens_per_s <= best->tokens_per_s);
+        }
+    }
+    // Each recommend at that world size and sharding agrees with the sweep's row.
+    Question t = q;
+    t.options.world_size = 2;
+    t.options.sharding = s.rows[1].best_sharding();
+    const Recommendation r = recommend(t, {});
+    CHECK(r.ranked.front().tokens_per_s == s.rows[1].best_candidate()->tokens_per_s);
+    // LoRA refuses ZeRO: those layouts are not tried.
+    Question l = q;
+    l.options.train = Training::lora;
+    CHECK(shardings_to_try(l, 4, std::nullopt) ==
+          std::vector<Sharding>{Sharding::none, Sharding::fsdp, Sharding::fsdp_grad_op});
 }

@@ -109,7 +109,9 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "Micro-batches per optimizer step; gradients of earlier ones stay live")
         ->check(decimal())
         ->capture_default_str();
-    app.add_option("--optimizer", a.optimizer, "adamw | sgd (with momentum)")
+    app.add_option("--optimizer", a.optimizer,
+                   "adamw | sgd (with momentum) | adamw-8bit (bitsandbytes' AdamW8bit: blockwise "
+                   "8-bit moments) | adafactor (transformers' Adafactor: factored second moment)")
         ->capture_default_str();
     app.add_option("--optimizer-impl", a.optimizer_impl,
                    "torch.optim's implementation: foreach (current PyTorch's default on CUDA) | "
@@ -176,6 +178,9 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "dpo: model (the reference runs under no_grad after the policy; with --train "
                    "lora the policy with adapters disabled) | precomputed (none in memory)")
         ->capture_default_str();
+    app.add_option("--ref-dtype", a.ref_dtype,
+                   "dpo, full training: the reference model's weights, fp32 | bf16 | fp16 (the "
+                   "seed's trainer loads it in fp16); default the policy's parameter dtype");
     app.add_flag("--no-double-quant", a.no_double_quant,
                  "nf4: without bitsandbytes' double quantization of the absmax constants");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
@@ -267,6 +272,11 @@ Question question_of(const CommonArgs& a) {
     q.options.ref_logprobs = parse_ref_logprobs(a.ref_logprobs);
     if (q.options.recipe != Recipe::dpo && q.options.ref_logprobs != RefLogprobs::model)
         throw InputError("--ref-logprobs applies to --recipe dpo; add it or drop --ref-logprobs");
+    if (!a.ref_dtype.empty()) {
+        if (q.options.recipe != Recipe::dpo)
+            throw InputError("--ref-dtype applies to --recipe dpo; add it or drop --ref-dtype");
+        q.options.ref_dtype = parse_base_dtype(a.ref_dtype);
+    }
     q.context.capacity_bytes = q.gpu.capacity_bytes;
     q.context.reserve = default_reserve(q.gpu);
     if (!a.reserve_context.empty())
@@ -346,6 +356,8 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     if (o.recipe != Recipe::sft)
         out.insert(out.end(), {"--recipe", std::string(recipe_name(o.recipe)), "--ref-logprobs",
                                std::string(ref_logprobs_name(o.ref_logprobs))});
+    if (o.ref_dtype)
+        out.insert(out.end(), {"--ref-dtype", std::string(base_dtype_name(*o.ref_dtype))});
     if (o.train == Training::lora) {
         out.insert(out.end(), {"--train", "lora", "--lora-rank", std::to_string(o.lora.rank),
                                "--lora-alpha", fmt::format("{}", o.lora.alpha), "--lora-dropout",

@@ -52,6 +52,7 @@ struct CommonArgs {
     bool no_double_quant = false;
     std::string recipe = "sft";
     std::string ref_logprobs = "model";
+    std::string ref_dtype;
 };
 
 // Integer options are decimal, with no sign, no hex and no clamping: CLI11 alone reads "0x10"

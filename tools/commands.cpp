@@ -148,8 +148,34 @@ int run_pareto(const CommonArgs& a, bool all_points) {
     return 0;
 }
 
+namespace {
+
+int run_gpus(const CommonArgs& a, const Question& q, std::uint64_t max_gpus,
+             std::optional<Sharding> only, const RecommendOptions& base) {
+    GpuCountSweep s;
+    {
+        Progress progress(a.json);
+        RecommendOptions options = base;
+        if (progress)
+            options.progress = [&](std::size_t done, std::size_t total) {
+                progress.show(fmt::format("GPU counts x shardings [{}/{}]", done, total));
+            };
+        s = gpus_needed(q, max_gpus, only, options);
+    }
+    auto args = [&](const Question& t, const Candidate& c) {
+        return plan_args(a, t, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
+    };
+    if (a.json)
+        print_json(gpus_json(q, s, args));
+    else
+        std::cout << gpus_text(q, s, max_gpus, args);
+    return s.fewest ? 0 : 3;
+}
+
+}  // namespace
+
 int run_recommend(const CommonArgs& a, bool micro_batch_given,
-                  std::optional<std::int64_t> global_batch) {
+                  std::optional<std::int64_t> global_batch, const GpuCountFlags& gpus) {
     if (micro_batch_given)
         throw InputError("remat recommend searches the micro-batch; drop --micro-batch");
     if (a.offload_checkpoints)
@@ -167,6 +193,18 @@ int run_recommend(const CommonArgs& a, bool micro_batch_given,
                 "--global-batch sets the gradient accumulation per micro-batch; drop "
                 "--grad-accumulation");
         options.global_batch = static_cast<std::uint64_t>(*global_batch);
+    }
+    if (gpus.max_gpus) {
+        if (*gpus.max_gpus <= 0)
+            throw InputError(fmt::format(
+                "--max-gpus {} must be a positive integer (the largest world size to try)",
+                *gpus.max_gpus));
+        if (gpus.world_size_given)
+            throw InputError(
+                "--max-gpus tries world sizes 1, 2, 4, 8, 16, 24, ...; drop --world-size");
+        std::optional<Sharding> only;
+        if (gpus.sharding_given) only = q.options.sharding;
+        return run_gpus(a, q, static_cast<std::uint64_t>(*gpus.max_gpus), only, options);
     }
     Recommendation r;
     {

@@ -20,9 +20,15 @@ int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool 
              bool timeline, const std::string& emit);
 int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given);
 int run_pareto(const CommonArgs& a, bool all_points);
+// recommend --max-gpus N: the fewest GPUs and the fastest layout per GPU count.
+struct GpuCountFlags {
+    std::optional<std::int64_t> max_gpus;
+    bool world_size_given = false;
+    bool sharding_given = false;  // then only that sharding is tried
+};
 // Exit code 3 when nothing fits.
 int run_recommend(const CommonArgs& a, bool micro_batch_given,
-                  std::optional<std::int64_t> global_batch);
+                  std::optional<std::int64_t> global_batch, const GpuCountFlags& gpus);
 // output: a file to write, or empty for stdout.
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
             bool ops);

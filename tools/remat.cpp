@@ -84,6 +84,12 @@ int main(int argc, char** argv) {
                     "Sequences per optimizer step over all ranks: each micro-batch b accumulates "
                     "N/(b*W) micro-steps")
         ->check(decimal());
+    GpuCountFlags gpu_counts;
+    rec->add_option("--max-gpus", gpu_counts.max_gpus,
+                    "How many GPUs: try world sizes 1, 2, 4, 8, 16, 24, ... up to N, every "
+                    "sharding (or the --sharding given); print the fastest layout per count and "
+                    "the fewest GPUs that fit")
+        ->check(decimal());
 
     bool all_points = false;
     auto* pareto = app.add_subcommand("pareto",
@@ -207,7 +213,11 @@ int main(int argc, char** argv) {
         if (*plan) return run_plan(common, strategy, saved, schedule, timeline, emit);
         if (*max_batch)
             return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
-        if (*rec) return run_recommend(common, rec->count("--micro-batch") > 0, global_batch);
+        if (*rec) {
+            gpu_counts.world_size_given = rec->count("--world-size") > 0;
+            gpu_counts.sharding_given = rec->count("--sharding") > 0;
+            return run_recommend(common, rec->count("--micro-batch") > 0, global_batch, gpu_counts);
+        }
         if (*pareto) return run_pareto(common, all_points);
         if (*dot) return run_dot(common, strategies, output, ops);
         if (*run)

@@ -32,6 +32,7 @@ json question_json(const Question& q) {
     j["recipe"] = recipe_name(o.recipe);
     if (o.recipe == Recipe::dpo) {
         j["ref_logprobs"] = ref_logprobs_name(o.ref_logprobs);
+        if (o.ref_dtype) j["ref_dtype"] = base_dtype_name(*o.ref_dtype);
         j["sequences_per_micro_batch"] = o.sequences();
     }
     j["train"] = training_name(o.train);
@@ -79,45 +80,56 @@ std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
 }
 
 // DPO's batch in pairs and sequences, and where the reference's log-probabilities come from.
-std::string recipe_note(const Question& q) {
+std::string recipe_note(const Question& q, bool with_micro_batch) {
     const auto& o = q.options;
     if (o.recipe == Recipe::sft) return "";
-    const char* ref = o.ref_logprobs == RefLogprobs::precomputed ? "precomputed (no reference model)"
-                      : o.train == Training::lora ? "the policy with its adapters disabled"
-                                                  : "a frozen copy of the policy";
-    return fmt::format("\n  DPO: a micro-batch is pairs, chosen and rejected concatenated ({} "
-                       "sequences per micro-batch of {}); reference log-probabilities: {}",
-                       o.sequences(), o.micro_batch, ref);
+    const std::string ref =
+        o.ref_logprobs == RefLogprobs::precomputed ? "precomputed (no reference model)"
+        : o.train == Training::lora
+            ? "the policy with its adapters disabled"
+            : fmt::format("a frozen copy of the policy ({})", dtype_name(reference_dtype(o)));
+    const std::string batch = with_micro_batch
+                                  ? fmt::format("{} pair{} = {} sequences", o.micro_batch,
+                                                o.micro_batch == 1 ? "" : "s", o.sequences())
+                                  : std::string("2 sequences each");
+    return fmt::format(
+        "\n  DPO: micro-batches count pairs, chosen and rejected concatenated ({}); reference "
+        "log-probabilities: {}",
+        batch, ref);
 }
 
 // LoRA as PEFT's print_trainable_parameters() says it, with the adapters' placement.
-std::string training_note(const Question& q) {
+std::string training_note(const Question& q, bool with_micro_batch) {
     const auto& o = q.options;
-    if (o.train == Training::full) return recipe_note(q);
+    if (o.train == Training::full) return recipe_note(q, with_micro_batch);
     const ParameterCounts n = peft_parameter_counts(q.model, o);
     return fmt::format(
-        "\n  LoRA r {} alpha {} on {}, base {}{}: trainable params: {} || all params: {} || "
-        "trainable%: {:.4f}",
-        o.lora.rank, o.lora.alpha, fmt::join(o.lora.targets, ","), base_dtype_name(o.base_dtype),
-        o.base_dtype == BaseDType::nf4 && o.lora.double_quant ? " (double quant)" : "",
-        fmt::group_digits(n.trainable), fmt::group_digits(n.all),
-        100.0 * static_cast<double>(n.trainable) / static_cast<double>(n.all)) + recipe_note(q);
+               "\n  LoRA r {} alpha {} on {}, base {}{}: trainable params: {} || all params: {} || "
+               "trainable%: {:.4f}",
+               o.lora.rank, o.lora.alpha, fmt::join(o.lora.targets, ","),
+               base_dtype_name(o.base_dtype),
+               o.base_dtype == BaseDType::nf4 && o.lora.double_quant ? " (double quant)" : "",
+               fmt::group_digits(n.trainable), fmt::group_digits(n.all),
+               100.0 * static_cast<double>(n.trainable) / static_cast<double>(n.all)) +
+           recipe_note(q, with_micro_batch);
 }
 
 // The question in one line; max-batch searches the micro-batch, so it is left out there.
-std::string header(const Question& q, bool with_micro_batch = true) {
+std::string header(const Question& q, bool with_micro_batch = true, bool with_layout = true) {
     const auto& o = q.options;
     return fmt::format(
-        "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, sharding {} x{}, {}{}{}\n",
-        q.model.name, fmt::group_digits(parameter_count(q.model)), routing_note(q), q.gpu.name,
+        "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, {}, {}{}{}\n", q.model.name,
+        fmt::group_digits(parameter_count(q.model)), routing_note(q), q.gpu.name,
         format_bytes(q.context.capacity_bytes),
         with_micro_batch ? fmt::format("micro-batch {} x ", o.micro_batch) : std::string(), o.seq,
         precision_name(o.precision), profile_name(o.profile),
-        o.attention == Attention::eager ? " (eager attention)" : "", sharding_name(o.sharding),
-        o.world_size, optimizer_name(o.optimizer),
+        o.attention == Attention::eager ? " (eager attention)" : "",
+        with_layout ? fmt::format("sharding {} x{}", sharding_name(o.sharding), o.world_size)
+                    : std::string("sharding and GPU count varied"),
+        optimizer_name(o.optimizer),
         o.grad_accumulation > 1 ? fmt::format(", {} micro-batches per step", o.grad_accumulation)
                                 : std::string(),
-        training_note(q));
+        training_note(q, with_micro_batch));
 }
 
 }  // namespace
@@ -540,6 +552,90 @@ json recommend_json(const Question& q, const Recommendation& r,
             {"best", r.ranked.empty() ? json(nullptr)
                                       : candidate_json(r.ranked.front(), args(r.ranked.front()))},
             {"candidates", candidates}};
+}
+
+namespace {
+
+Question at_size(const Question& q, std::uint64_t W, Sharding s) {
+    Question t = q;
+    t.options.world_size = W;
+    t.options.sharding = s;
+    return t;
+}
+
+}  // namespace
+
+json gpus_json(const Question& q, const GpuCountSweep& s, const GpuArgs& args) {
+    json question = question_json(q);
+    for (const char* k : {"micro_batch", "world_size", "sharding"}) question.erase(k);
+    json rows = json::array();
+    for (const GpuCountRow& row : s.rows) {
+        json layouts = json::array();
+        for (const ShardingBest& l : row.layouts) {
+            const Question t = at_size(q, row.world_size, l.sharding);
+            layouts.push_back(
+                {{"sharding", sharding_name(l.sharding)},
+                 {"best", l.best ? candidate_json(*l.best, args(t, *l.best)) : json(nullptr)}});
+        }
+        const Candidate* best = row.best_candidate();
+        rows.push_back(
+            {{"world_size", row.world_size},
+             {"fits", best != nullptr},
+             {"sharding", best ? json(sharding_name(row.best_sharding())) : json(nullptr)},
+             {"tokens_per_s_total",
+              best ? best->tokens_per_s * static_cast<double>(row.world_size) : 0.0},
+             {"layouts", layouts}});
+    }
+    return {{"question", question},
+            {"evaluated", s.evaluated},
+            {"fewest_gpus", s.fewest ? json(*s.fewest) : json(nullptr)},
+            {"rows", rows}};
+}
+
+std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t max_gpus,
+                      const GpuArgs& args) {
+    std::string out =
+        fmt::format("remat recommend --max-gpus {}: {}", max_gpus, header(q, false, false));
+    out += fmt::format(
+        "{} configurations planned and replayed over {} GPU counts (1, 2, 4, 8, then multiples "
+        "of 8); per count the fastest sharding x strategy x micro-batch that fits\n\n",
+        s.evaluated, s.rows.size());
+    out += fmt::format("{:>5}  {:<13} {:<24} {:>6} {:>6} {:>11} {:>11} {:>14} {:>15}\n", "GPUs",
+                       "sharding", "strategy", "micro", "accum", "peak", "step time",
+                       "tokens/s/GPU", "tokens/s total");
+    for (const GpuCountRow& row : s.rows) {
+        const Candidate* c = row.best_candidate();
+        if (!c) {
+            out +=
+                fmt::format("{:>5}  nothing fits ({} tried)\n", row.world_size, row.layouts.size());
+            continue;
+        }
+        out += fmt::format("{:>5}  {:<13} {:<24} {:>6} {:>6} {:>11} {:>11} {:>14.0f} {:>15.0f}\n",
+                           row.world_size, sharding_name(row.best_sharding()), variant_name(*c),
+                           c->micro_batch, c->grad_accumulation, format_bytes(c->peak_bytes),
+                           format_seconds(c->step_time_s), c->tokens_per_s,
+                           c->tokens_per_s * static_cast<double>(row.world_size));
+    }
+    if (!s.fewest) {
+        out += fmt::format(
+            "\nNOTHING FITS on up to {} GPUs. Raise --max-gpus, shorten --seq, or use a larger "
+            "GPU.\n",
+            max_gpus);
+        return out;
+    }
+    for (const GpuCountRow& row : s.rows) {
+        if (row.world_size != *s.fewest) continue;
+        const Candidate& c = *row.best_candidate();
+        out += fmt::format(
+            "\nfewest GPUs: {} ({} x{}, {}, micro-batch {}); reproduce:\n  remat plan {}\n",
+            row.world_size, sharding_name(row.best_sharding()), row.world_size, variant_name(c),
+            c.micro_batch,
+            fmt::join(args(at_size(q, row.world_size, row.best_sharding()), c), " "));
+    }
+    out +=
+        "(step time has no communication yet: more GPUs scale perfectly here; --json lists "
+        "every sharding's best per count)\n";
+    return out;
 }
 
 std::string recommend_text(const Question& q, const Recommendation& r,

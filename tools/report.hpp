@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "planner/search/gpus.hpp"
 #include "planner/search/pareto.hpp"
 #include "planner/search/recommend.hpp"
 #include "planner/search/search.hpp"
@@ -27,6 +28,11 @@ nlohmann::json recommend_json(
 std::string recommend_text(const Question& q, const Recommendation& r,
                            std::optional<std::uint64_t> global_batch,
                            const std::function<std::vector<std::string>(const Candidate&)>& args);
+// recommend --max-gpus: one row per world size. `args(question at that size, candidate)`.
+using GpuArgs = std::function<std::vector<std::string>(const Question&, const Candidate&)>;
+nlohmann::json gpus_json(const Question& q, const GpuCountSweep& s, const GpuArgs& args);
+std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t max_gpus,
+                      const GpuArgs& args);
 nlohmann::json pareto_json(const Question& q, const ParetoFrontier& f);
 std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points);
 nlohmann::json models_json();

@@ -22,9 +22,11 @@ CONFIG = os.path.join(ROOT, "examples", "configs", "pythia-6.9b", "config.json")
 
 
 def ask_remat(pairs, strategy):
-    # DPO: each pair is a chosen and a rejected sequence, concatenated into one micro-batch.
+    # DPO: each pair is a chosen and a rejected sequence, concatenated into one micro-batch of
+    # 2 x pairs sequences; remat's --recipe dpo counts pairs and adds the frozen reference model.
     return remat_torch.plan(CONFIG, gpu="a100-80gb", sharding="fsdp", world_size=8, seq=512,
-                            micro_batch=2 * pairs, precision="bf16-mixed", strategy=strategy)
+                            micro_batch=pairs, recipe="dpo", precision="bf16-mixed",
+                            strategy=strategy)
 
 
 def train(args, plan):

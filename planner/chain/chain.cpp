@@ -110,6 +110,14 @@ void check_dpo(const RunOptions& o) {
             "fsdp-grad-op (the seed's FSDPTrainer wraps both models); with reference "
             "log-probabilities precomputed any sharding works",
             named(Input::recipe), named(Input::sharding), sharding_name(o.sharding)));
+    if (o.ref_dtype && (o.train != Training::full || o.ref_logprobs != RefLogprobs::model))
+        throw InputError(fmt::format(
+            "{} dpo: a reference dtype applies to a separate reference model (full training, "
+            "reference log-probabilities from the model); drop it",
+            named(Input::recipe)));
+    if (o.ref_dtype && quantized(*o.ref_dtype))
+        throw InputError(fmt::format("{} dpo: the reference model's dtype is fp32, bf16 or fp16",
+                                     named(Input::recipe)));
     if (o.seq < 2)
         throw InputError(fmt::format("{} dpo: {} {} leaves no token to predict; use 2 or more",
                                      named(Input::recipe), named(Input::seq), o.seq));
@@ -139,6 +147,14 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
             "mixture of experts: plan it with the hf-eager or sdpa profile",
             named(Input::profile), model.name));
     if (options.recipe == Recipe::dpo) check_dpo(options);
+    if ((options.optimizer == Optimizer::adamw_8bit || options.optimizer == Optimizer::adafactor) &&
+        options.sharding != Sharding::none && options.sharding != Sharding::fsdp &&
+        options.sharding != Sharding::fsdp_grad_op)
+        throw InputError(fmt::format(
+            "{} {} with {} {}: DeepSpeed and Megatron step their own optimizers on flat fp32 "
+            "partitions; modelled under none (DDP) and fsdp / fsdp-grad-op",
+            named(Input::optimizer), optimizer_name(options.optimizer), named(Input::sharding),
+            sharding_name(options.sharding)));
     Chain c;
     c.model = model;
     c.options = options;
@@ -175,7 +191,11 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
         StageRequest ref = r;
         ref.train = Training::lora;
         ref.lora.targets.clear();
-        if (options.train == Training::full) ref.base_dtype = BaseDType::fp32;
+        if (options.train == Training::full) {
+            ref.base_dtype = BaseDType::fp32;
+            ref.base_float = reference_dtype(options);
+            if (!gathered) ref.frozen_read = ref.base_float;
+        }
         for (StageKind kind : kinds) {
             ref.kind = kind;
             c.reference_graphs.push_back(build_stage_graph(ref));

@@ -164,6 +164,18 @@ DType base_float_dtype(const RunOptions& o) {
     return o.precision == Precision::bf16 ? DType::bf16 : DType::f32;
 }
 
+DType reference_dtype(const RunOptions& o) {
+    if (!o.ref_dtype) return base_float_dtype(o);
+    switch (*o.ref_dtype) {
+        case BaseDType::bf16:
+            return DType::bf16;
+        case BaseDType::fp16:
+            return DType::f16;
+        default:
+            return DType::f32;
+    }
+}
+
 std::uint64_t stored_weight_bytes(std::uint64_t in, std::uint64_t out, BaseDType base,
                                   bool double_quant) {
     const std::uint64_t n = checked_mul(in, out);
@@ -207,6 +219,34 @@ std::uint64_t frozen_block_bytes(const ModelConfig& m, const RunOptions& o) {
     }
     // Biases and norms stay floats.
     return checked_add(stored, checked_mul(float_bytes, block_parameter_count(m) - weights));
+}
+
+std::uint64_t ParamTensor::numel() const { return checked_mul(rows, cols); }
+
+std::vector<ParamTensor> trainable_tensors(const ModelConfig& m, const RunOptions& o) {
+    using K = ParamTensor::Kind;
+    std::vector<ParamTensor> out;
+    const std::uint64_t L = m.n_layers;
+    if (o.train == Training::lora) {
+        for (const BlockLinear& l : block_linears(m))
+            if (lora_targets(o.lora, l.name)) {
+                const std::uint64_t n = checked_mul(l.count, L);
+                out.push_back({K::matrix, o.lora.rank, l.in, n});
+                out.push_back({K::matrix, l.out, o.lora.rank, n});
+            }
+        return out;
+    }
+    out.push_back({K::matrix, m.vocab, m.hidden, 1});
+    if (m.learned_positions) out.push_back({K::matrix, m.context, m.hidden, 1});
+    std::uint64_t weights = 0;
+    for (const BlockLinear& l : block_linears(m)) {
+        out.push_back({K::matrix, l.out, l.in, checked_mul(l.count, L)});
+        add_to(weights, checked_mul(l.count, l.in, l.out));
+    }
+    out.push_back({K::vectors, block_parameter_count(m) - weights, 1, L});
+    out.push_back({K::vectors, final_norm_parameter_count(m), 1, 1});
+    if (!m.tied_embeddings) out.push_back({K::matrix, m.vocab, m.hidden, 1});
+    return out;
 }
 
 }  // namespace remat

@@ -58,6 +58,8 @@ ParameterCounts peft_parameter_counts(const ModelConfig& m, const RunOptions& o)
 // and nf4 (and full training) the precision's parameter dtype: fp32 under fp32 and mixed
 // precision (PEFT's prepare_model_for_kbit_training casts them up), bf16 under bf16.
 DType base_float_dtype(const RunOptions& o);
+// DPO's separate reference model's weights' dtype: --ref-dtype, else the policy's parameters'.
+DType reference_dtype(const RunOptions& o);
 // Bytes of one frozen out x in weight stored as `base`: a float, or bitsandbytes' layouts
 // (Int8Params: int8 data and an fp32 scale per row; Params4bit: two values a byte, an absmax
 // per 64-value block, which double quantization stores as uint8 with an fp32 absmax per 256 of
@@ -67,5 +69,19 @@ std::uint64_t stored_weight_bytes(std::uint64_t in, std::uint64_t out, BaseDType
 // Bytes of a block's frozen parameters: its linears' weights as stored, biases and norms in
 // the base's float dtype.
 std::uint64_t frozen_block_bytes(const ModelConfig& m, const RunOptions& o);
+
+// A trained parameter tensor as its optimizer sees it, `count` alike: a matrix (rows x cols),
+// the norms' and biases' vectors of a stage together (each taken as under bitsandbytes'
+// 4096-element minimum for 8-bit states), or one flat 1D tensor (an FSDP shard).
+struct ParamTensor {
+    enum class Kind { matrix, vectors, flat };
+    Kind kind = Kind::matrix;
+    std::uint64_t rows = 0, cols = 1;  // vectors and flat: rows elements
+    std::uint64_t count = 1;
+    std::uint64_t numel() const;  // of one
+};
+// The tensors that train, whole: every weight of the model, or LoRA's lora_A (r x in) and
+// lora_B (out x r) on each targeted linear.
+std::vector<ParamTensor> trainable_tensors(const ModelConfig& m, const RunOptions& o);
 
 }  // namespace remat

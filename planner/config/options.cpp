@@ -31,7 +31,10 @@ constexpr Names<Sharding, 8> shardings{{{Sharding::none, "none"},
                                         {Sharding::zero3, "zero3"},
                                         {Sharding::megatron, "megatron"},
                                         {Sharding::megatron_distopt, "megatron-distopt"}}};
-constexpr Names<Optimizer, 2> optimizers{{{Optimizer::adamw, "adamw"}, {Optimizer::sgd, "sgd"}}};
+constexpr Names<Optimizer, 4> optimizers{{{Optimizer::adamw, "adamw"},
+                                          {Optimizer::sgd, "sgd"},
+                                          {Optimizer::adamw_8bit, "adamw-8bit"},
+                                          {Optimizer::adafactor, "adafactor"}}};
 constexpr Names<Attention, 2> attentions{
     {{Attention::flash, "flash"}, {Attention::eager, "eager"}}};
 constexpr Names<OptimizerImpl, 3> optimizer_impls{{{OptimizerImpl::foreach, "foreach"},

@@ -2,6 +2,7 @@
 // the model or the GPU. Each enum has one parser that names the valid values on error.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,7 +15,9 @@ enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
 // the backend's own GEMM and attention workspaces). `remat run` executes and measures them.
 enum class Profile { hf_eager, sdpa, megatron, remat, remat_cuda };
 enum class Sharding { none, fsdp, fsdp_grad_op, zero1, zero2, zero3, megatron, megatron_distopt };
-enum class Optimizer { adamw, sgd };
+// torch.optim.AdamW; SGD with momentum; bitsandbytes' AdamW8bit (blockwise 8-bit moments);
+// transformers' Adafactor (factored second moment, no first moment: its defaults).
+enum class Optimizer { adamw, sgd, adamw_8bit, adafactor };
 // The attention core of remat's own runtime (the remat and remat-cuda profiles; the others fix
 // their own). flash saves q, k, v, out and the row log-sum-exp and recomputes the probabilities
 // in backward; eager materializes the scores with a causal softmax and saves the probabilities
@@ -40,7 +43,7 @@ enum class BaseDType { fp32, bf16, fp16, int8, nf4 };
 // The training recipe. sft: one model, the causal-LM loss over B sequences. dpo: Rafailov et
 // al.'s DPO as the seed's trainer runs it: B pairs, chosen and rejected concatenated into 2B
 // sequences, the policy's log-probabilities gathered over the vocabulary, and a frozen
-// reference model's, under no_grad, after the policy's forward (docs/recipes.md).
+// reference model's, under no_grad, after the policy's forward (docs/finetune.md).
 enum class Recipe { sft, dpo };
 // Where DPO's reference log-probabilities come from: a reference model in memory (under LoRA,
 // the policy with its adapters disabled), or precomputed in the data (no model).
@@ -82,8 +85,13 @@ struct RunOptions {
     LoraOptions lora;
     Recipe recipe = Recipe::sft;
     RefLogprobs ref_logprobs = RefLogprobs::model;
+    // DPO's separate reference model (--train full): its weights' dtype, fp32, bf16 or fp16 (the
+    // seed's trainer loads it in fp16); unset: the policy's parameter dtype.
+    std::optional<BaseDType> ref_dtype;
     // Sequences per micro-batch: micro_batch, or 2 x micro_batch pairs under DPO.
-    std::uint64_t sequences() const { return recipe == Recipe::dpo ? 2 * micro_batch : micro_batch; }
+    std::uint64_t sequences() const {
+        return recipe == Recipe::dpo ? 2 * micro_batch : micro_batch;
+    }
 };
 
 // Whether bitsandbytes stores the blocks' linears (int8, nf4).

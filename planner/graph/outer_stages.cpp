@@ -19,7 +19,8 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
     auto indices = [&](TensorId t) {
         return frozen ? std::vector<TensorId>{} : std::vector<TensorId>{t};
     };
-    g.add_op(b.make("wte", OpClass::memory, {ids}, {y}, frozen ? std::vector<TensorId>{y} : indices(ids)));
+    g.add_op(b.make("wte", OpClass::memory, {ids}, {y},
+                    frozen ? std::vector<TensorId>{y} : indices(ids)));
     if (m.learned_positions) {
         const TensorId pos = g.add_tensor("position_ids", {1, d.S}, DType::i64, false);
         g.add_op(b.make("position_ids", OpClass::memory, {}, {pos}, {}));
@@ -91,6 +92,9 @@ TensorId dpo_log_probs(OpBuilder& b, const Dims& d, TensorId logits) {
     const TensorId shifted = b.view("logps.logits_shifted", lf, {d.B, S1, d.V});
     const TensorId ls = g.add_tensor("logps.log_softmax", {d.B, S1, d.V}, DType::f32);
     Op op = b.make("logps.log_softmax", OpClass::memory, {shifted}, {ls}, {ls});
+    // The kernel runs on input.contiguous() (aten/src/ATen/native/SoftMax.cpp): the slice of
+    // more than one sequence is not, so it is copied for the op's duration.
+    if (d.B > 1) op.fwd_workspace_bytes = checked_mul(4, d.B, S1, d.V);
     op.fwd_flops = flop_product(5, d.B, S1, d.V);
     op.bwd_flops = op.fwd_flops;
     g.add_op(std::move(op));

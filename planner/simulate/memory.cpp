@@ -133,16 +133,57 @@ ModelStates lora_model_states(const Chain& c) {
     return total;
 }
 
-// DPO's reference model under full training: a frozen copy of the weights in the policy's
-// parameter dtype, sharded per unit like the policy under FSDP (the seed's FSDPTrainer wraps
-// both).
+// One tensor's state under the optimizers whose state depends on its shape; `pb`: the
+// parameters' (and gradients') bytes per element.
+std::uint64_t shaped_state_bytes(const ParamTensor& t, Optimizer o, std::uint64_t pb) {
+    const std::uint64_t n = t.numel();
+    const bool matrix = t.kind == ParamTensor::Kind::matrix;
+    if (o == Optimizer::adamw_8bit) {
+        // bitsandbytes/optim/optimizer.py, Optimizer2State.init_state: under min_8bit_size
+        // (4096) elements two fp32 states; else two uint8 states, each with an fp32 absmax per
+        // 256-value block (its qmaps are shared).
+        if (t.kind == ParamTensor::Kind::vectors || n < 4096) return checked_mul(8, n);
+        return checked_add(checked_mul(2, n), checked_mul(8, ceil_div(n, 256)));
+    }
+    // transformers/optimization.py, Adafactor._init / step: a matrix's second moment factored
+    // into exp_avg_sq_row (rows) and exp_avg_sq_col (cols), else exp_avg_sq (n), in the
+    // gradient's dtype; beta1 None (its default): no exp_avg.
+    return matrix ? checked_mul(pb, checked_add(t.rows, t.cols)) : checked_mul(pb, n);
+}
+
+// adamw-8bit and adafactor: the state of every tensor that trains, whole, or of each rank's
+// flat shard per FSDP unit.
+std::uint64_t shaped_optimizer_bytes(const Chain& c) {
+    const auto& o = c.options;
+    const std::uint64_t pb = o.train == Training::lora ? 4 : dtype_bytes(base_float_dtype(o));
+    std::uint64_t total = 0;
+    if (sharding_rule(o.sharding, o.precision).gather_per_unit) {
+        for (const Unit& u : fsdp_units(c))
+            if (u.shard_trainable)
+                add_to(total, shaped_state_bytes({ParamTensor::Kind::flat, u.shard_trainable, 1, 1},
+                                                 o.optimizer, pb));
+        return total;
+    }
+    for (const ParamTensor& t : trainable_tensors(c.model, o))
+        add_to(total, checked_mul(t.count, shaped_state_bytes(t, o.optimizer, pb)));
+    return total;
+}
+
+bool shaped_optimizer(Optimizer o) {
+    return o == Optimizer::adamw_8bit || o == Optimizer::adafactor;
+}
+
+// DPO's reference model under full training: a frozen copy of the weights in its dtype (the
+// policy's parameters' unless --ref-dtype), sharded per unit like the policy under FSDP (the seed's
+// FSDPTrainer wraps both).
 std::uint64_t reference_weight_bytes(const Chain& c) {
     if (!c.reference_weights()) return 0;
     const auto& o = c.options;
-    const std::uint64_t dtype = dtype_bytes(base_float_dtype(o));
+    const std::uint64_t dtype = dtype_bytes(reference_dtype(o));
+    // A second model has its own buffers too (GPT-2's causal-mask tables).
+    std::uint64_t total = hf_profile(o.profile) ? hf_buffer_bytes(c.model) : 0;
     if (!sharding_rule(o.sharding, o.precision).gather_per_unit)
-        return checked_mul(dtype, parameter_count(c.model));
-    std::uint64_t total = 0;
+        return checked_add(total, checked_mul(dtype, parameter_count(c.model)));
     for (const Unit& u : fsdp_units(c)) add_to(total, checked_mul(dtype, u.shard_params));
     return total;
 }
@@ -158,14 +199,14 @@ ModelStates model_states(const Chain& c) {
         const ModelStates lora = lora_model_states(c);
         add_to(total.parameters_bytes, lora.parameters_bytes);
         total.gradients_bytes = lora.gradients_bytes;
-        total.optimizer_bytes = lora.optimizer_bytes;
+        total.optimizer_bytes =
+            shaped_optimizer(o.optimizer) ? shaped_optimizer_bytes(c) : lora.optimizer_bytes;
         if (hf_profile(o.profile)) add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
         return total;
     }
     if (!sharding_rule(o.sharding, o.precision).gather_per_unit) {
-        const ModelStates s =
-            model_states_for(parameter_count(c.model), o.sharding, o.precision, o.optimizer,
-                             o.world_size);
+        const ModelStates s = model_states_for(parameter_count(c.model), o.sharding, o.precision,
+                                               o.optimizer, o.world_size);
         add_to(total.parameters_bytes, s.parameters_bytes);
         total.gradients_bytes = s.gradients_bytes;
         total.optimizer_bytes = s.optimizer_bytes;
@@ -179,6 +220,7 @@ ModelStates model_states(const Chain& c) {
             add_to(total.optimizer_bytes, s.optimizer_bytes);
         }
     }
+    if (shaped_optimizer(o.optimizer)) total.optimizer_bytes = shaped_optimizer_bytes(c);
     // The Hugging Face modules' buffers (not sharded: FSDP and ZeRO shard parameters only).
     if (hf_profile(o.profile)) add_to(total.parameters_bytes, hf_buffer_bytes(c.model));
     return total;
@@ -266,7 +308,21 @@ std::uint64_t StepTerms::accumulated_grad_bytes() const {
 
 std::uint64_t StepTerms::optimizer_temp_bytes() const {
     const RunOptions& o = c_->options;
-    if (!rule.torch_optimizer || o.optimizer != Optimizer::adamw) return 0;
+    if (!rule.torch_optimizer) return 0;
+    if (o.optimizer == Optimizer::adafactor) {
+        // Adafactor.step, parameter by parameter: update = grad**2 + eps, then
+        // update = _approx_sq_grad(...) while the first lives, and p.add_(-update): two fp32
+        // temporaries as large as the largest tensor (or flat shard).
+        std::uint64_t largest = 0;
+        if (rule.gather_per_unit)
+            for (const Unit& u : units) largest = std::max(largest, u.shard_trainable);
+        else
+            largest =
+                lora ? largest_lora_tensor(c_->model, o.lora) : largest_parameter_tensor(c_->model);
+        return checked_mul(8, largest);
+    }
+    // bitsandbytes' 8-bit step is one fused kernel per tensor; SGD's momentum update makes none.
+    if (o.optimizer != Optimizer::adamw) return 0;
     const double per = bpp.parameters;
     // remat run's runtime steps as current PyTorch's foreach does.
     const bool runtime = runtime_profile(o.profile);

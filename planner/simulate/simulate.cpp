@@ -284,6 +284,9 @@ class Replay {
         held_next_[i] = false;  // this forward decides anew whether stage i holds its input
         ForwardOps ops{*this, i, act.recompute};
         walk_forward(f, kept_by(f, keep_of(act.kind)), ops);
+        // A frozen embedding's output, autograd's leaf: AccumulateGrad holds it until backward
+        // ends, whatever the checkpointing (planner/graph/outer_stages.cpp).
+        if (i == 0 && f.saved[f.output]) storage_keep(i, f.output);
         // The final norm's input is the base model's local (`hidden_states`, which it passes to
         // its norm and returns the result of): alive until the base model returns.
         if (!act.recompute && c_.stages[i].kind == StageKind::norm) {
@@ -297,7 +300,8 @@ class Replay {
         }
         if (!held_next_[i]) boundary_maybe_free(i);
         if (!act.recompute && c_.stages[i].kind == StageKind::head && reference_.peak_bytes) {
-            // DPO: the reference's no_grad forward, after the policy's (planner/simulate/reference).
+            // DPO: the reference's no_grad forward, after the policy's
+            // (planner/simulate/reference).
             static const std::string op = "reference.forward";
             ledger_.alloc(Category::temporaries, reference_.peak_bytes, &op);
             ledger_.release(Category::temporaries, reference_.peak_bytes);
@@ -486,10 +490,10 @@ class Replay {
     std::vector<bool> frontier_, held_prev_, held_next_;
     std::vector<bool> unsharded_grad_live_, shard_grad_live_, cast_live_;
     std::vector<bool> backward_done_, on_host_, rng_live_;
-    std::vector<HeldMask> masks_;  // the eager masks (StepTerms::eager_mask_count)
-    bool embedding_held_ = false;  // StepTerms::forward_held_embedding_bytes is live
+    std::vector<HeldMask> masks_;   // the eager masks (StepTerms::eager_mask_count)
+    bool embedding_held_ = false;   // StepTerms::forward_held_embedding_bytes is live
     bool norm_input_held_ = false;  // the final norm's input, until the base model returns
-    bool rotary_live_ = false;     // StepTerms::rotary_bytes is live
+    bool rotary_live_ = false;      // StepTerms::rotary_bytes is live
     double previous_action_s_ = 0;
     double time_s_ = 0;
     SimResult result_;

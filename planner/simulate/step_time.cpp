@@ -46,8 +46,22 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
                         const StepTimeModel& m) {
     // AdamW reads param, grad, m, v and writes param, m, v (fp32): 28 bytes per parameter;
-    // SGD with momentum reads param, grad, buf and writes param, buf: 20 bytes.
-    const double bytes_per_param = o == Optimizer::adamw ? 28.0 : 20.0;
+    // SGD with momentum reads param, grad, buf and writes param, buf: 20 bytes; 8-bit AdamW
+    // reads param, grad and two 1-byte states and writes param and states: 14 bytes (and the
+    // block absmax); Adafactor reads param and grad, writes and reads its fp32 update twice
+    // and writes param: 28 bytes (its factored state is small).
+    double bytes_per_param = 28.0;
+    switch (o) {
+        case Optimizer::adamw:
+        case Optimizer::adafactor:
+            break;
+        case Optimizer::sgd:
+            bytes_per_param = 20.0;
+            break;
+        case Optimizer::adamw_8bit:
+            bytes_per_param = 14.0;
+            break;
+    }
     return static_cast<double>(local_params) * bytes_per_param / attained_bandwidth(gpu, m);
 }
 

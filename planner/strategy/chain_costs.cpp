@@ -148,9 +148,14 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
 
     ChainCosts k;
     k.stages.resize(n);
+    // A frozen embedding's output is a leaf that autograd's AccumulateGrad holds until backward
+    // ends (--train lora; planner/graph/outer_stages.cpp): the embedding keeps its own output,
+    // x of stage 1, from its forward to its backward, the first and the last actions. It is
+    // counted once, as a progress term of every action in between, not as stage 1's input.
+    const std::uint64_t pinned = F(0).saved[F(0).output] ? F(0).bytes[F(0).output] : 0;
     for (std::size_t i = 0; i < n; ++i) {
         const GraphFacts& f = F(i);
-        if (f.saved[f.output])
+        if (f.saved[f.output] && i != 0)
             throw std::logic_error(
                 fmt::format("chain costs: stage {} keeps its own output, which the "
                             "optimal planner does not model",
@@ -158,6 +163,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
         StageCosts& s = k.stages[i];
         s.x = f.bytes[f.input];
         s.dx = c.graph_of(i).tensor(f.input).needs_grad ? s.x : 0;
+        if (i == 1 && pinned) s.x = 0;
         s.block = c.stages[i].kind == StageKind::block;
         for (Keep kind : {Keep::all, Keep::selective, Keep::input, Keep::none})
             s.fwd[static_cast<int>(kind)] = forward_pass(f, kind);
@@ -247,6 +253,17 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
             rule.gradients_sharded ? checked_add(root_grads, block(i) ? T.unit_grad_bytes(i) : 0)
                                    : 0);
         s.cast = T.cast_bytes(i);
+        if (pinned) {
+            // Stage 0 makes it with its first op: its forwards count it from their start here,
+            // not in their peaks (so that a recompute of stage 0 does not count it twice).
+            if (i == 0)
+                for (ForwardCost& fc : s.fwd) fc.peak -= pinned;
+            s.env_first = checked_add(s.env_first, pinned);
+            s.env_rec = checked_add(s.env_rec, pinned);
+            s.env_rsel = checked_add(s.env_rsel, pinned);
+            s.env_b = checked_add(s.env_b, pinned);
+            if (i > 0) s.env_after_b = checked_add(s.env_after_b, pinned);
+        }
         if (rule.grads_allocated_in_backward && !rule.gradients_sharded) {
             s.b_spike = T.ddp_grad_bytes(i);
             // The tied embedding's own gradient, summed into the head's (simulate.cpp).

@@ -76,12 +76,22 @@ class CausalLM(nn.Module):
             output.requires_grad_(True)
         self.input_embeddings().register_forward_hook(make_inputs_require_grads)
 
-    def forward(self, input_ids, labels):
-        hidden_states = getattr(self, self.body_name)(input_ids)
+    def head(self, hidden_states):
         logits = getattr(self, self.head_name)(hidden_states)
         cap = getattr(self.config, "final_logit_softcapping", None)  # gemma2
         if cap is not None:
             logits = logit_softcap(logits, cap)
+        return logits
+
+    def logits(self, input_ids):
+        """...ForCausalLM.forward(input_ids).logits, without labels: its hidden_states go when it
+        returns, before the caller's loss."""
+        return self.head(getattr(self, self.body_name)(input_ids))
+
+    def forward(self, input_ids, labels):
+        # as transformers' ...ForCausalLM.forward: hidden_states and logits are locals through the loss
+        hidden_states = getattr(self, self.body_name)(input_ids)
+        logits = self.head(hidden_states)
         return for_causal_lm_loss(logits, labels, self.config.vocab_size)
 
 

@@ -1451,7 +1451,11 @@ class LoraLinear(nn.Module):
         self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
         self.scaling = alpha / r
 
+    disabled = False  # PEFT's disable_adapter(): the base layer alone (DPO's reference)
+
     def forward(self, x):
+        if LoraLinear.disabled:
+            return self.base_layer(x)
         result = self.base_layer(x)
         torch_result_dtype = result.dtype
         if x.dtype != self.lora_A.weight.dtype:
@@ -1474,3 +1478,33 @@ def apply_lora(model, blocks, targets, r, alpha, dropout):
                     setattr(parent, name, LoraLinear(child, r, alpha, dropout))
                     wrapped += 1
     return wrapped
+
+
+# ---------------- DPO ----------------
+
+
+def get_batch_logps(logits, labels):
+    """eric-mitchell/direct-preference-optimization trainers.py _get_batch_logps
+    (average_log_prob=False)."""
+    labels = labels[:, 1:].clone()
+    logits = logits[:, :-1, :]
+    loss_mask = (labels != -100)
+    labels[labels == -100] = 0
+    per_token_logps = torch.gather(logits.log_softmax(-1), dim=2, index=labels.unsqueeze(2)).squeeze(2)
+    return (per_token_logps * loss_mask).sum(-1)
+
+
+def concatenated_forward(model, input_ids):
+    """trainers.py concatenated_forward: chosen and rejected already concatenated (2B sequences)."""
+    all_logits = model.logits(input_ids).to(torch.float32)
+    all_logps = get_batch_logps(all_logits, input_ids)
+    B = input_ids.shape[0] // 2
+    return all_logps[:B], all_logps[B:]
+
+
+def preference_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta=0.1):
+    """trainers.py preference_loss, the sigmoid (DPO) loss."""
+    pi_logratios = policy_chosen - policy_rejected
+    ref_logratios = reference_chosen - reference_rejected
+    logits = pi_logratios - ref_logratios
+    return -F.logsigmoid(beta * logits)

@@ -158,6 +158,14 @@ def measure(args, probe):
         config = json.load(f)
     model = hf_models.build_model(config)
     model.train()
+    reference = None
+    if args.recipe == "dpo" and args.ref_logprobs == "model" and args.train == "full":
+        # the seed's trainer: a second copy of the model, frozen, in eval mode
+        import copy
+        reference = copy.deepcopy(model)
+        reference.eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
     if args.train == "lora":
         # PEFT's recipe: the base in its dtype, get_peft_model (frozen base, fp32 adapters), and
         # enable_input_require_grads (what Trainer calls with gradient checkpointing on)
@@ -189,8 +197,28 @@ def measure(args, probe):
         opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=foreach)
     g = torch.Generator().manual_seed(7)
 
+    sequences = 2 * args.micro_batch if args.recipe == "dpo" else args.micro_batch
+
+    def dpo_loss(input_ids):
+        # trainers.py get_batch_metrics: the policy's concatenated forward, then the reference's
+        # under no_grad (read no boundaries: the recorder idles), then the preference loss
+        chosen, rejected = hf_modules.concatenated_forward(model, input_ids)
+        phase, rec.phase = rec.phase, "idle"
+        with torch.no_grad():
+            if args.ref_logprobs == "precomputed":
+                ref_chosen = torch.zeros_like(chosen)
+                ref_rejected = torch.zeros_like(rejected)
+            elif reference is not None:
+                ref_chosen, ref_rejected = hf_modules.concatenated_forward(reference, input_ids)
+            else:  # LoRA: the policy with its adapters disabled
+                hf_modules.LoraLinear.disabled = True
+                ref_chosen, ref_rejected = hf_modules.concatenated_forward(model, input_ids)
+                hf_modules.LoraLinear.disabled = False
+        rec.phase = phase
+        return hf_modules.preference_loss(chosen, rejected, ref_chosen, ref_rejected).mean()
+
     def step(measured):
-        input_ids = torch.randint(0, V, (args.micro_batch, args.seq), generator=g)
+        input_ids = torch.randint(0, V, (sequences, args.seq), generator=g)
         labels = input_ids
         out = {}
         if measured:
@@ -202,7 +230,7 @@ def measure(args, probe):
         ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                else torch.autocast("cpu", enabled=False))
         with ctx:
-            loss = model(input_ids, labels)
+            loss = dpo_loss(input_ids) if args.recipe == "dpo" else model(input_ids, labels)
             if measured:
                 rec.read("F", rec.L + 2)  # inside autocast: leaving it frees its weight cache
         if measured and moe_blocks:
@@ -234,7 +262,7 @@ def measure(args, probe):
         "config": os.path.basename(args.config), "micro_batch": args.micro_batch, "seq": args.seq,
         "precision": args.precision, "optimizer": args.optimizer, "optimizer_impl": args.optimizer_impl,
         "strategy": plan.get("strategy") if plan else "none", "torch_version": torch.__version__,
-        "params": sum(p.numel() for p in model.parameters()), "train": args.train,
+        "params": sum(p.numel() for p in model.parameters()), "train": args.train, "recipe": args.recipe,
         # as PEFT's print_trainable_parameters() counts them
         "trainable_params": sum(p.numel() for p in params),
         "all_params": sum(p.numel() for p in model.parameters()),
@@ -255,6 +283,9 @@ def main():
                     help="torch.optim's implementation (torch 1.13 on CPU defaults to for-loop)")
     ap.add_argument("--plan", help="the JSON of `remat plan --json` to apply with remat_torch.apply_plan")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--recipe", choices=["sft", "dpo"], default="sft",
+                    help="dpo: --micro-batch pairs, chosen and rejected concatenated (hf_modules' DPO)")
+    ap.add_argument("--ref-logprobs", choices=["model", "precomputed"], default="model")
     ap.add_argument("--train", choices=["full", "lora"], default="full",
                     help="lora: PEFT's LoRA (hf_modules.LoraLinear) on a frozen base")
     ap.add_argument("--lora-rank", type=int, default=8)

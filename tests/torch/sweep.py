@@ -116,6 +116,13 @@ FINETUNE = [
     ("mixtral-4e-top2-4k", "fp32", "none", lora("all-linear")),
     ("falcon-7b-style-4k", "bf16-mixed", "none", lora()),
     ("gemma-hd32-mqa-4k", "bf16-mixed", "full", lora(base="bf16")),
+    # DPO (the seed's trainer): B pairs concatenated, the reference after the policy under no_grad
+    ("llama-gqa-8k", "fp32", "none", ["--recipe", "dpo"]),
+    ("llama-gqa-8k", "bf16-mixed", "sqrt", ["--recipe", "dpo"]),
+    ("gpt2-tied-4k", "fp32", "full", ["--recipe", "dpo"]),
+    ("neox-6k", "bf16-mixed", "none", ["--recipe", "dpo", "--ref-logprobs", "precomputed"]),
+    ("llama-gqa-8k", "bf16-mixed", "full", ["--recipe", "dpo"] + lora(base="bf16")),
+    ("gemma-hd32-mqa-4k", "fp32", "none", ["--recipe", "dpo"] + lora()),
 ]
 
 
@@ -188,23 +195,26 @@ def remat_plan(remat, cfg_path, B, S, prec, opt, impl, strat, extra):
 
 
 def lora_flags(plan):
-    """measure_step.py's LoRA flags from the plan's question (its targets as remat resolved them)."""
+    """measure_step.py's recipe and LoRA flags from the plan's question (the targets as remat resolved
+    them)."""
     q = plan["question"]
+    recipe = ["--recipe", "dpo", "--ref-logprobs", q["ref_logprobs"]] if q["recipe"] == "dpo" else []
     if q["train"] != "lora":
-        return []
+        return recipe
     l = q["lora"]
-    return ["--train", "lora", "--lora-rank", str(l["rank"]), "--lora-alpha", str(l["alpha"]), "--lora-dropout",
+    return recipe + ["--train", "lora", "--lora-rank", str(l["rank"]), "--lora-alpha", str(l["alpha"]), "--lora-dropout",
             str(l["dropout"]), "--lora-targets", ",".join(l["targets"]), "--base-dtype", l["base_dtype"]]
 
 
 def training(plan):
     """' · LoRA r8 q_proj,v_proj, base bf16' for a LoRA case, '' for full training."""
     q = plan["question"]
+    dpo = f" · DPO (ref {q['ref_logprobs']})" if q["recipe"] == "dpo" else ""
     if q["train"] != "lora":
-        return ""
+        return dpo
     l = q["lora"]
     drop = f" dropout {l['dropout']}" if l["dropout"] else ""
-    return f" · LoRA r{l['rank']} {','.join(l['targets'])}{drop}, base {l['base_dtype']}"
+    return f" · LoRA r{l['rank']} {','.join(l['targets'])}{drop}, base {l['base_dtype']}{dpo}"
 
 
 def routing(remat, cfg, cfg_path, meas, plan, question):

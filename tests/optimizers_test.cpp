@@ -1,0 +1,86 @@
+// The optimizers' states and step temporaries: torch.optim's AdamW and SGD (memory_test.cpp),
+// bitsandbytes' AdamW8bit (bitsandbytes/optim/optimizer.py, Optimizer2State.init_state) and
+// transformers' Adafactor (transformers/optimization.py), per tensor and per FSDP shard.
+#include <doctest/doctest.h>
+
+#include "planner/chain/chain.hpp"
+#include "planner/config/error.hpp"
+#include "planner/config/finetune.hpp"
+#include "planner/simulate/memory.hpp"
+
+using namespace remat;
+
+namespace {
+
+RunOptions with(Optimizer opt) {
+    RunOptions o;
+    o.optimizer = opt;
+    o.seq = 128;
+    return o;
+}
+
+}  // namespace
+
+TEST_SUITE("optimizers") {
+    TEST_CASE("optimizers::AdamW8bit keeps two bytes a weight and a float per 256-block") {
+        const ModelConfig m = load_model("llama2-7b");
+        const std::uint64_t opt =
+            model_states(build_chain(m, with(Optimizer::adamw_8bit))).optimizer_bytes;
+        // Every matrix of Llama-2-7B is a multiple of 256: 2 + 8/256 bytes a weight; norms
+        // (vectors) in fp32 states.
+        std::uint64_t matrices = 0;
+        for (const ParamTensor& t : trainable_tensors(m, with(Optimizer::adamw_8bit)))
+            if (t.kind == ParamTensor::Kind::matrix) matrices += t.count * t.numel();
+        const std::uint64_t vectors = parameter_count(m) - matrices;
+        CHECK(vectors == 32 * 2 * 4096 + 4096);
+        CHECK(opt == matrices * 2 + matrices / 256 * 8 + vectors * 8);
+        // A quarter of AdamW's 8 bytes, near enough.
+        const std::uint64_t adamw =
+            model_states(build_chain(m, with(Optimizer::adamw))).optimizer_bytes;
+        CHECK(static_cast<double>(opt) / static_cast<double>(adamw) ==
+              doctest::Approx(2.03125 / 8).epsilon(0.001));
+    }
+
+    TEST_CASE("optimizers::Adafactor factors a matrix's second moment into a row and a column") {
+        const ModelConfig m = load_model("tiny-llama");
+        RunOptions o = with(Optimizer::adafactor);
+        std::uint64_t expect = 0;
+        for (const ParamTensor& t : trainable_tensors(m, o))
+            expect +=
+                t.count * 4 * (t.kind == ParamTensor::Kind::matrix ? t.rows + t.cols : t.numel());
+        const Chain c = build_chain(m, o);
+        CHECK(model_states(c).optimizer_bytes == expect);
+        CHECK(expect < parameter_count(m) / 10);
+        // Its step: two fp32 temporaries as large as the largest tensor.
+        CHECK(StepTerms(c).optimizer_temp_bytes() == 8 * largest_parameter_tensor(m));
+        // Under FSDP a rank's shard is flat (1D): nothing to factor.
+        o.sharding = Sharding::fsdp;
+        o.world_size = 4;
+        const Chain f = build_chain(m, o);
+        std::uint64_t shards = 0;
+        for (const Unit& u : fsdp_units(f)) shards += u.shard_trainable;
+        CHECK(model_states(f).optimizer_bytes == 4 * shards);
+    }
+
+    TEST_CASE("optimizers::with LoRA they keep the adapters' state only") {
+        const ModelConfig m = load_model("llama2-7b");
+        RunOptions o = with(Optimizer::adamw_8bit);
+        o.train = Training::lora;
+        o.lora.targets = {"q_proj", "v_proj"};
+        // lora_A 8 x 4096 and lora_B 4096 x 8: 32768 elements each, 8-bit.
+        const std::uint64_t A = 4'194'304;
+        CHECK(model_states(build_chain(m, o)).optimizer_bytes == 2 * A + A / 256 * 8);
+        // Under 4096 elements, two fp32 states: tiny-llama's r 8 adapters (8 x 256 = 2048).
+        const ModelConfig tiny = load_model("tiny-llama");
+        REQUIRE(8 * tiny.hidden < 4096);
+        const std::uint64_t adapters = tiny.n_layers * lora_block_params(tiny, o.lora);
+        CHECK(model_states(build_chain(tiny, o)).optimizer_bytes == 8 * adapters);
+    }
+
+    TEST_CASE("optimizers::DeepSpeed's and Megatron's own steps are refused with these") {
+        RunOptions o = with(Optimizer::adafactor);
+        o.sharding = Sharding::zero2;
+        o.world_size = 2;
+        CHECK_THROWS_AS(build_chain(load_model("tiny-llama"), o), InputError);
+    }
+}
