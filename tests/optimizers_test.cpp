@@ -51,8 +51,11 @@ TEST_SUITE("optimizers") {
         const Chain c = build_chain(m, o);
         CHECK(model_states(c).optimizer_bytes == expect);
         CHECK(expect < parameter_count(m) / 10);
-        // Its step: two fp32 temporaries as large as the largest tensor.
-        CHECK(StepTerms(c).optimizer_temp_bytes() == 8 * largest_parameter_tensor(m));
+        // Its step: two fp32 temporaries as large as the largest tensor (tiny-llama's
+        // embedding and head, V x H) and, at their product, its row and column factors.
+        REQUIRE(largest_parameter_tensor(m) == m.vocab * m.hidden);
+        CHECK(StepTerms(c).optimizer_temp_bytes() ==
+              8 * m.vocab * m.hidden + 4 * (m.vocab + m.hidden));
         // Under FSDP a rank's shard is flat (1D): nothing to factor.
         o.sharding = Sharding::fsdp;
         o.world_size = 4;

@@ -310,16 +310,24 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
     const RunOptions& o = c_->options;
     if (!rule.torch_optimizer) return 0;
     if (o.optimizer == Optimizer::adafactor) {
-        // Adafactor.step, parameter by parameter: update = grad**2 + eps, then
-        // update = _approx_sq_grad(...) while the first lives, and p.add_(-update): two fp32
-        // temporaries as large as the largest tensor (or flat shard).
+        // Adafactor.step, parameter by parameter: update = grad**2 + eps, then for a matrix
+        // update = _approx_sq_grad(row, col) (r_factor, rows x 1, times c_factor, 1 x cols)
+        // while the first lives, and p.add_(-update): two fp32 tensors of the parameter's size,
+        // with the two factors at the product. A flat FSDP shard is a vector: no factors.
         std::uint64_t largest = 0;
-        if (rule.gather_per_unit)
-            for (const Unit& u : units) largest = std::max(largest, u.shard_trainable);
-        else
-            largest =
-                lora ? largest_lora_tensor(c_->model, o.lora) : largest_parameter_tensor(c_->model);
-        return checked_mul(8, largest);
+        if (rule.gather_per_unit) {
+            for (const Unit& u : units)
+                largest = std::max(largest, checked_mul(8, u.shard_trainable));
+            return largest;
+        }
+        for (const ParamTensor& t : trainable_tensors(c_->model, o)) {
+            const bool matrix = t.kind == ParamTensor::Kind::matrix;
+            // A stage's vectors are many small ones: the largest is a row of H at most.
+            const std::uint64_t n = matrix ? t.numel() : std::min(t.numel(), c_->model.hidden);
+            largest = std::max(largest, checked_add(checked_mul(8, n),
+                                                    matrix ? checked_mul(4, t.rows + t.cols) : 0));
+        }
+        return largest;
     }
     // bitsandbytes' 8-bit step is one fused kernel per tensor; SGD's momentum update makes none.
     if (o.optimizer != Optimizer::adamw) return 0;

@@ -1508,3 +1508,72 @@ def preference_loss(policy_chosen, policy_rejected, reference_chosen, reference_
     ref_logratios = reference_chosen - reference_rejected
     logits = pi_logratios - ref_logratios
     return -F.logsigmoid(beta * logits)
+
+
+# ---------------- transformers' Adafactor ----------------
+
+
+class Adafactor(torch.optim.Optimizer):
+    """transformers.optimization.Adafactor's step with its defaults (beta1=None: no first moment;
+    relative_step, scale_parameter), which decide its memory: a matrix's second moment factored into
+    exp_avg_sq_row and exp_avg_sq_col, a vector's kept whole, in the gradient's dtype; state["RMS"]
+    a 0-dim tensor; and per parameter, at most two fp32 tensors of its size at once."""
+
+    def __init__(self, params, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8):
+        super().__init__(params, {"eps": eps, "clip_threshold": clip_threshold, "decay_rate": decay_rate})
+
+    @staticmethod
+    def _rms(tensor):
+        return tensor.norm(2) / (tensor.numel() ** 0.5)
+
+    @staticmethod
+    def _approx_sq_grad(exp_avg_sq_row, exp_avg_sq_col):
+        r_factor = (exp_avg_sq_row / exp_avg_sq_row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+        c_factor = exp_avg_sq_col.unsqueeze(-2).rsqrt()
+        return torch.mul(r_factor, c_factor)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.dtype in {torch.float16, torch.bfloat16}:
+                    grad = grad.float()
+                state = self.state[p]
+                grad_shape = grad.shape
+                factored = len(grad_shape) >= 2
+                if len(state) == 0:
+                    state["step"] = 0
+                    if factored:
+                        state["exp_avg_sq_row"] = torch.zeros(grad_shape[:-1]).to(grad)
+                        state["exp_avg_sq_col"] = torch.zeros(grad_shape[:-2] + grad_shape[-1:]).to(grad)
+                    else:
+                        state["exp_avg_sq"] = torch.zeros_like(grad)
+                    state["RMS"] = 0
+                p_data_fp32 = p
+                if p.dtype in {torch.float16, torch.bfloat16}:
+                    p_data_fp32 = p_data_fp32.float()
+                state["step"] += 1
+                state["RMS"] = self._rms(p_data_fp32)
+                rel_step_sz = min(1e-2, 1.0 / math.sqrt(state["step"]))
+                lr = max(group["eps"][1], state["RMS"]) * rel_step_sz
+                beta2t = 1.0 - math.pow(state["step"], group["decay_rate"])
+                update = (grad**2) + group["eps"][0]
+                if factored:
+                    exp_avg_sq_row = state["exp_avg_sq_row"]
+                    exp_avg_sq_col = state["exp_avg_sq_col"]
+                    exp_avg_sq_row.mul_(beta2t).add_(update.mean(dim=-1), alpha=(1.0 - beta2t))
+                    exp_avg_sq_col.mul_(beta2t).add_(update.mean(dim=-2), alpha=(1.0 - beta2t))
+                    update = self._approx_sq_grad(exp_avg_sq_row, exp_avg_sq_col)
+                    update.mul_(grad)
+                else:
+                    exp_avg_sq = state["exp_avg_sq"]
+                    exp_avg_sq.mul_(beta2t).add_(update, alpha=(1.0 - beta2t))
+                    update = exp_avg_sq.rsqrt().mul_(grad)
+                update.div_((self._rms(update) / group["clip_threshold"]).clamp_(min=1.0))
+                update.mul_(lr)
+                p_data_fp32.add_(-update)
+                if p.dtype in {torch.float16, torch.bfloat16}:
+                    p.copy_(p_data_fp32)

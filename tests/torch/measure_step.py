@@ -193,6 +193,8 @@ def measure(args, probe):
     foreach = args.optimizer_impl == "foreach"
     if args.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    elif args.optimizer == "adafactor":
+        opt = hf_modules.Adafactor(params)
     else:
         opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=foreach)
     g = torch.Generator().manual_seed(7)
@@ -278,7 +280,8 @@ def main():
     ap.add_argument("--micro-batch", type=int, required=True)
     ap.add_argument("--seq", type=int, required=True)
     ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
-    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    ap.add_argument("--optimizer", choices=["adamw", "sgd", "adafactor"], default="adamw",
+                    help="adafactor: transformers' Adafactor (hf_modules.Adafactor)")
     ap.add_argument("--optimizer-impl", choices=["foreach", "for-loop"], default="for-loop",
                     help="torch.optim's implementation (torch 1.13 on CPU defaults to for-loop)")
     ap.add_argument("--plan", help="the JSON of `remat plan --json` to apply with remat_torch.apply_plan")

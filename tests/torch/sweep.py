@@ -129,8 +129,17 @@ FINETUNE = [
 def finetune_cases():
     models = {**NEW_FAMILIES, "llama-gqa-8k": llama(4, 64, 4, 2, 176, 8192), "gpt2-tied-4k": gpt2(4, 64, 4, 4096),
               "neox-6k": neox(4, 64, 4, 6144)}
-    return [(name, models[name], 2, 128, prec, "adamw", "for-loop", strat, flags)
-            for name, prec, strat, flags in FINETUNE]
+    out = [(name, models[name], 2, 128, prec, "adamw", "for-loop", strat, flags)
+           for name, prec, strat, flags in FINETUNE]
+    # transformers' Adafactor (factored second moments): full training and LoRA's adapters
+    out += [("llama-gqa-8k", models["llama-gqa-8k"], 2, 128, "fp32", "adafactor", "for-loop", "none", []),
+            ("gpt2-untied-8k", gpt2(4, 96, 4, 8192, tied=False), 2, 128, "bf16-mixed", "adafactor", "for-loop",
+             "sqrt", []),
+            # a short step whose peak is the optimizer's: its two fp32 temporaries of the largest tensor
+            ("gpt2-untied-8k", gpt2(4, 96, 4, 8192, tied=False), 1, 16, "fp32", "adafactor", "for-loop", "full", []),
+            ("llama-gqa-8k", models["llama-gqa-8k"], 2, 128, "bf16-mixed", "adafactor", "for-loop", "full",
+             lora("all-linear"))]
+    return out
 
 
 def cases(size):
