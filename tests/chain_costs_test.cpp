@@ -64,6 +64,17 @@ Chain chain_for(const char* model, Profile prof, Precision p, Sharding sh, std::
     return build_chain(load_model(model), o);
 }
 
+// A random schedule of the planner's family over k's stages.
+Plan random_plan(const ChainCosts& k, std::mt19937_64& rng, bool allow_offload) {
+    FamilyGenerator gen{k, rng, allow_offload, {}};
+    gen.seq(0, k.size() - 1, true);
+    Plan plan;
+    plan.strategy = "random";
+    plan.schedule = gen.out;
+    plan.keeps = keeps_of(plan.schedule, k.size());
+    return plan;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -88,12 +99,7 @@ TEST_CASE(
                         const Chain c =
                             chain_for(model, prof, p, sh, w, 2, 128, trial % 3 == 2 ? 3 : 1);
                         const ChainCosts k = chain_costs(c, gpu);
-                        FamilyGenerator gen{k, rng, true, {}};
-                        gen.seq(0, k.size() - 1, true);
-                        Plan plan;
-                        plan.strategy = "random";
-                        plan.schedule = gen.out;
-                        plan.keeps = keeps_of(plan.schedule, k.size());
+                        const Plan plan = random_plan(k, rng, true);
                         const SimResult r = simulate(c, plan, gpu, Reserve{});
                         const CostsResult m = simulate_costs(k, plan.schedule);
                         const CostsResult held =
@@ -157,12 +163,7 @@ TEST_CASE(
                     o.grad_accumulation = trial % 3 == 2 ? 2 : 1;
                     const Chain c = build_chain(load_model(model), o);
                     const ChainCosts k = chain_costs(c, gpu);
-                    FamilyGenerator gen{k, rng, false, {}};
-                    gen.seq(0, k.size() - 1, true);
-                    Plan plan;
-                    plan.strategy = "random";
-                    plan.schedule = gen.out;
-                    plan.keeps = keeps_of(plan.schedule, k.size());
+                    const Plan plan = random_plan(k, rng, false);
                     const SimResult r = simulate(c, plan, gpu, Reserve{});
                     INFO(fmt::format("{} {} {} {} {} trial {}", model, training_name(fc.train),
                                      base_dtype_name(fc.base), recipe_name(fc.recipe),
@@ -181,4 +182,25 @@ TEST_CASE(
                 }
             }
     CHECK(checked == 2 * (5 * 3 + 2) * 6);  // int8 and nf4 under DDP only
+    // Offloaded states: FSDP's CPUOffload (shard gradients to the host), ZeRO-Offload.
+    for (const auto& [sh, params] :
+         {std::pair{Sharding::fsdp, true}, {Sharding::zero2, false}, {Sharding::zero3, true}})
+        for (int trial = 0; trial < 6; ++trial) {
+            RunOptions o;
+            o.micro_batch = 2;
+            o.seq = 128;
+            o.sharding = sh;
+            o.world_size = 4;
+            o.offload_params = params;
+            o.offload_optimizer = !params;
+            o.grad_accumulation = trial % 3 == 2 ? 2 : 1;
+            const Chain c = build_chain(load_model("tiny-llama"), o);
+            const ChainCosts k = chain_costs(c, gpu);
+            const Plan plan = random_plan(k, rng, false);
+            const SimResult r = simulate(c, plan, gpu, Reserve{});
+            INFO(fmt::format("offload {} trial {}", sharding_name(sh), trial));
+            const CostsResult m = simulate_costs(k, plan.schedule);
+            CHECK(m.allocator_peak_bytes == r.allocator_peak_bytes);
+            CHECK(m.step_time_s == doctest::Approx(r.step_time_s).epsilon(1e-12));
+        }
 }

@@ -10,8 +10,10 @@
 #include "planner/simulate/reference.hpp"
 #include "planner/simulate/simulate.hpp"
 #include "planner/strategy/strategy.hpp"
+#include "tests/graph_lookup.hpp"
 
 using namespace remat;
+using remat::test::find_op;
 
 namespace {
 
@@ -22,12 +24,6 @@ RunOptions dpo(std::uint64_t pairs, RefLogprobs ref = RefLogprobs::model) {
     o.micro_batch = pairs;
     o.seq = 128;
     return o;
-}
-
-const Op* find_op(const StageGraph& g, const std::string& name) {
-    for (OpVertex v : g.order())
-        if (g.op(v).name == name) return &g.op(v);
-    return nullptr;
 }
 
 }  // namespace

@@ -13,8 +13,10 @@
 #include "planner/chain/chain.hpp"
 #include "planner/config/error.hpp"
 #include "planner/simulate/memory.hpp"
+#include "tests/graph_lookup.hpp"
 
 using namespace remat;
+using remat::test::find_op;
 
 namespace {
 
@@ -26,12 +28,6 @@ RunOptions lora_options(std::vector<std::string> targets, std::uint64_t rank = 8
     o.seq = 256;
     o.micro_batch = 2;
     return o;
-}
-
-const Op* find_op(const StageGraph& g, const std::string& name) {
-    for (OpVertex v : g.order())
-        if (g.op(v).name == name) return &g.op(v);
-    return nullptr;
 }
 
 std::uint64_t saved_bytes(const StageGraph& g, const Op& op) {

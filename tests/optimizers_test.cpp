@@ -87,3 +87,62 @@ TEST_SUITE("optimizers") {
         CHECK_THROWS_AS(build_chain(load_model("tiny-llama"), o), InputError);
     }
 }
+
+TEST_SUITE("offload") {
+    TEST_CASE("offload::ZeRO-Offload puts the optimizer's state and an fp32 gradient on the host") {
+        const ModelConfig m = load_model("llama2-7b");
+        RunOptions o = with(Optimizer::adamw);
+        o.sharding = Sharding::zero2;
+        o.world_size = 8;
+        const ModelStates on_gpu = model_states(build_chain(m, o));
+        o.offload_optimizer = true;
+        const ModelStates off = model_states(build_chain(m, o));
+        const std::uint64_t local = (parameter_count(m) + 7) / 8;
+        CHECK(off.optimizer_bytes == 0);
+        CHECK(off.host_bytes == on_gpu.optimizer_bytes + 4 * local);
+        CHECK(off.parameters_bytes == on_gpu.parameters_bytes);
+        CHECK(off.gradients_bytes == on_gpu.gradients_bytes);
+        // The step moves to the CPU: its time is the host's and PCIe's, not the GPU's.
+        const GpuSpec gpu = load_gpu("h100-80gb");
+        const StepTerms t(build_chain(m, o));
+        CHECK(t.optimizer_on_host);
+        CHECK(t.optimizer_step_s(gpu, StepTimeModel{}) >
+              optimizer_time_s(t.local_params, o.optimizer, gpu, StepTimeModel{}));
+        CHECK(t.optimizer_temp_bytes() == 0);
+    }
+
+    TEST_CASE(
+        "offload::FSDP's CPUOffload keeps the shards, their gradients and the optimizer on "
+        "the host") {
+        const ModelConfig m = load_model("llama2-7b");
+        RunOptions o = with(Optimizer::adamw);
+        o.sharding = Sharding::fsdp;
+        o.world_size = 8;
+        const ModelStates on_gpu = model_states(build_chain(m, o));
+        o.offload_params = true;
+        const Chain c = build_chain(m, o);
+        const ModelStates off = model_states(c);
+        CHECK(off.parameters_bytes == hf_buffer_bytes(m));
+        CHECK(off.gradients_bytes == 0);
+        CHECK(off.optimizer_bytes == 0);
+        CHECK(off.host_bytes == on_gpu.total() - hf_buffer_bytes(m));
+        const StepTerms t(c);
+        CHECK(t.shard_grad_bytes(1) == 0);  // reduce-scattered, then copied to the host
+        CHECK(t.unit_bytes(1) > 0);         // the gathered unit stays on the GPU
+    }
+
+    TEST_CASE("offload::only where the frameworks offer it") {
+        const ModelConfig m = load_model("tiny-llama");
+        RunOptions o = with(Optimizer::adamw);
+        o.offload_optimizer = true;
+        o.sharding = Sharding::fsdp;
+        o.world_size = 2;
+        CHECK_THROWS_AS(build_chain(m, o), InputError);
+        o.offload_optimizer = false;
+        o.offload_params = true;
+        o.sharding = Sharding::zero2;
+        CHECK_THROWS_AS(build_chain(m, o), InputError);
+        o.sharding = Sharding::zero3;
+        CHECK_NOTHROW(build_chain(m, o));
+    }
+}

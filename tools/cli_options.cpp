@@ -183,6 +183,15 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "seed's trainer loads it in fp16); default the policy's parameter dtype");
     app.add_flag("--no-double-quant", a.no_double_quant,
                  "nf4: without bitsandbytes' double quantization of the absmax constants");
+    app.add_flag("--offload-optimizer", a.offload_optimizer,
+                 "ZeRO (zero1/2/3): DeepSpeed's offload_optimizer: fp32 master weights, moments "
+                 "and the step on the host");
+    app.add_flag("--offload-params", a.offload_params,
+                 "fsdp / fsdp-grad-op: FSDP's CPUOffload (parameters, gradients and optimizer on "
+                 "the host); zero3: offload_param");
+    app.add_option("--host-memory", a.host_memory,
+                   "Host memory per node that offloaded states must fit (8 ranks a node, fewer "
+                   "when the world is smaller), e.g. 1TiB; default: not checked");
     app.add_flag("--json", a.json, "Machine-readable output (schema: docs/json.md)");
 }
 
@@ -300,6 +309,14 @@ Question question_of(const CommonArgs& a) {
         q.context.memory_slots = static_cast<std::uint32_t>(*a.memory_slots);
     }
     q.context.offload_checkpoints = a.offload_checkpoints;
+    q.options.offload_optimizer = a.offload_optimizer;
+    q.options.offload_params = a.offload_params;
+    if ((a.offload_optimizer || a.offload_params) && !(q.gpu.host_link_bandwidth > 0))
+        throw InputError(fmt::format(
+            "{}: GPU preset '{}' has no host_link_bandwidth",
+            a.offload_optimizer ? "--offload-optimizer" : "--offload-params", q.gpu.name));
+    if (!a.host_memory.empty())
+        q.context.host_capacity_bytes = parse_bytes(a.host_memory, "--host-memory");
     if (a.offload_checkpoints && !(q.gpu.host_link_bandwidth > 0))
         throw InputError(fmt::format(
             "--offload-checkpoints: GPU preset '{}' has no host_link_bandwidth", q.gpu.name));
@@ -358,6 +375,8 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
                                std::string(ref_logprobs_name(o.ref_logprobs))});
     if (o.ref_dtype)
         out.insert(out.end(), {"--ref-dtype", std::string(base_dtype_name(*o.ref_dtype))});
+    if (o.offload_optimizer) out.push_back("--offload-optimizer");
+    if (o.offload_params) out.push_back("--offload-params");
     if (o.train == Training::lora) {
         out.insert(out.end(), {"--train", "lora", "--lora-rank", std::to_string(o.lora.rank),
                                "--lora-alpha", fmt::format("{}", o.lora.alpha), "--lora-dropout",
@@ -374,6 +393,7 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     if (grad_accumulation > 1) add("--grad-accumulation", std::to_string(grad_accumulation));
     add("--gpu-memory", a.gpu_memory);
     add("--memory-budget", a.memory_budget);
+    add("--host-memory", a.host_memory);
     if (a.memory_slots) add("--memory-slots", std::to_string(*a.memory_slots));
     add("--reserve-context", a.reserve_context);
     add("--reserve-workspace", a.reserve_workspace);

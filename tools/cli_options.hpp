@@ -53,6 +53,9 @@ struct CommonArgs {
     std::string recipe = "sft";
     std::string ref_logprobs = "model";
     std::string ref_dtype;
+    bool offload_optimizer = false;
+    bool offload_params = false;
+    std::string host_memory;
 };
 
 // Integer options are decimal, with no sign, no hex and no clamping: CLI11 alone reads "0x10"

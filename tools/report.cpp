@@ -182,6 +182,10 @@ json plan_json(const Question& q, const Evaluation& e) {
         {"allocator_peak_bytes", r.allocator_peak_bytes},
         {"capacity_bytes", q.context.capacity_bytes},
         {"fits", e.fits},
+        {"host_bytes_per_rank", e.host_bytes},
+        {"host_bytes_per_node", host_bytes_per_node(q, e.host_bytes)},
+        {"host_capacity_bytes",
+         q.context.host_capacity_bytes ? json(*q.context.host_capacity_bytes) : json(nullptr)},
         {"peak_action", r.peak_action},
         {"peak_op", r.peak_op},
         {"breakdown",
@@ -252,7 +256,18 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     }
     out += "\n";
     out += fmt::format("peak          {:>12}  of {:>12}  {}\n", format_bytes(r.peak_bytes),
-                       format_bytes(q.context.capacity_bytes), e.fits ? "FITS" : "DOES NOT FIT");
+                       format_bytes(q.context.capacity_bytes),
+                       r.peak_bytes <= q.context.capacity_bytes ? "FITS" : "DOES NOT FIT");
+    if (e.host_bytes || q.context.host_capacity_bytes) {
+        const std::uint64_t node = host_bytes_per_node(q, e.host_bytes);
+        out += fmt::format(
+            "  host        {:>12}  per rank, {} for a node's {} ranks{}\n",
+            format_bytes(e.host_bytes), format_bytes(node), ranks_per_node(q),
+            q.context.host_capacity_bytes
+                ? fmt::format(" of {}: {}", format_bytes(*q.context.host_capacity_bytes),
+                              host_fits(q, e.host_bytes) ? "FITS" : "DOES NOT FIT")
+                : std::string(" (no --host-memory given: not checked)"));
+    }
     // A --memory-budget below the GPU's capacity is a second limit: say how the peak stands to it
     // too, so that "NOTHING FITS" within the budget and "FITS" on the GPU read as two answers.
     if (const auto budget = q.context.budget_bytes; budget && *budget != q.context.capacity_bytes)

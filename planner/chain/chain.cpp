@@ -56,10 +56,6 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
     return s;
 }
 
-}  // namespace
-
-namespace {
-
 // --train lora's combinations that remat models, and the targets resolved.
 LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
     if (!hf_profile(o.profile))
@@ -147,6 +143,20 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
             "mixture of experts: plan it with the hf-eager or sdpa profile",
             named(Input::profile), model.name));
     if (options.recipe == Recipe::dpo) check_dpo(options);
+    const Sharding sh = options.sharding;
+    if (options.offload_optimizer && sh != Sharding::zero1 && sh != Sharding::zero2 &&
+        sh != Sharding::zero3)
+        throw InputError(fmt::format(
+            "optimizer offload with {} {}: DeepSpeed's offload_optimizer needs ZeRO (zero1, "
+            "zero2, zero3); FSDP offloads the optimizer with the parameters (offload the "
+            "parameters instead)",
+            named(Input::sharding), sharding_name(sh)));
+    if (options.offload_params && sh != Sharding::fsdp && sh != Sharding::fsdp_grad_op &&
+        sh != Sharding::zero3)
+        throw InputError(fmt::format(
+            "parameter offload with {} {}: FSDP's CPUOffload (fsdp, fsdp-grad-op) or ZeRO-3's "
+            "offload_param (zero3) offload parameters",
+            named(Input::sharding), sharding_name(sh)));
     if ((options.optimizer == Optimizer::adamw_8bit || options.optimizer == Optimizer::adafactor) &&
         options.sharding != Sharding::none && options.sharding != Sharding::fsdp &&
         options.sharding != Sharding::fsdp_grad_op)

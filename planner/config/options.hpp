@@ -88,6 +88,12 @@ struct RunOptions {
     // DPO's separate reference model (--train full): its weights' dtype, fp32, bf16 or fp16 (the
     // seed's trainer loads it in fp16); unset: the policy's parameter dtype.
     std::optional<BaseDType> ref_dtype;
+    // Model states in host memory (docs/finetune.md, "Offload"): DeepSpeed's offload_optimizer
+    // (ZeRO-1/2/3: fp32 master weights, moments and an fp32 gradient partition on the host, the
+    // step on the CPU), and FSDP's CPUOffload(offload_params=True) or ZeRO-3's offload_param
+    // (the sharded parameters; under FSDP their gradients and the optimizer too).
+    bool offload_optimizer = false;
+    bool offload_params = false;
     // Sequences per micro-batch: micro_batch, or 2 x micro_batch pairs under DPO.
     std::uint64_t sequences() const {
         return recipe == Recipe::dpo ? 2 * micro_batch : micro_batch;

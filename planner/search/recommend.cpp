@@ -83,7 +83,7 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
                         all > 0 ? r.recompute_flops / all : 0,
                         e.plan.schedule,
                         {}};
-            return {c, r.peak_bytes <= out.budget_bytes};
+            return {c, r.peak_bytes <= out.budget_bytes && host_fits(t, e.host_bytes)};
         } catch (const SizeOverflow&) {
             if (b == 1) throw;
             return {std::nullopt, false};

@@ -9,13 +9,27 @@
 
 namespace remat {
 
+std::uint64_t ranks_per_node(const Question& q) {
+    return std::min<std::uint64_t>(q.options.world_size, 8);
+}
+
+std::uint64_t host_bytes_per_node(const Question& q, std::uint64_t host_bytes_per_rank) {
+    return checked_mul(host_bytes_per_rank, ranks_per_node(q));
+}
+
+bool host_fits(const Question& q, std::uint64_t host_bytes_per_rank) {
+    return !q.context.host_capacity_bytes ||
+           host_bytes_per_node(q, host_bytes_per_rank) <= *q.context.host_capacity_bytes;
+}
+
 Evaluation evaluate(const Question& q, const StrategySpec& spec) {
     Evaluation e{build_chain(q.model, q.options), {}, {}, false};
     PlanContext ctx = q.context;
     ctx.gpu = &q.gpu;
     e.plan = make_plan(e.chain, spec, ctx);
     e.result = simulate(e.chain, e.plan, q.gpu, ctx.reserve, ctx.time_model);
-    e.fits = e.result.peak_bytes <= ctx.capacity_bytes;
+    e.host_bytes = model_states(e.chain).host_bytes;
+    e.fits = e.result.peak_bytes <= ctx.capacity_bytes && host_fits(q, e.host_bytes);
     return e;
 }
 
@@ -44,6 +58,9 @@ class FitTest {
         ctx_.budget_bytes = limit;
         allocator_ = allocator_budget(ctx_.reserve, limit);
     }
+
+    // The offloaded states do not depend on the micro-batch or the schedule.
+    bool host_fits() const { return remat::host_fits(q_, model_states(chain_).host_bytes); }
 
     bool fits(const StrategySpec& spec) {
         switch (spec.kind) {
@@ -112,7 +129,8 @@ class FitTest {
 
 bool plan_fits(const Question& q, const StrategySpec& spec, std::uint64_t micro_batch,
                std::uint64_t limit_bytes) {
-    return FitTest(q, micro_batch, limit_bytes).fits(spec);
+    FitTest t(q, micro_batch, limit_bytes);
+    return t.host_fits() && t.fits(spec);
 }
 
 std::uint64_t largest_fitting(const std::function<bool(std::uint64_t)>& fits, std::uint64_t limit,

@@ -31,8 +31,15 @@ struct Evaluation {
     Chain chain;
     Plan plan;
     SimResult result;
-    bool fits = false;
+    bool fits = false;             // on the GPU, and on the host when a capacity is given
+    std::uint64_t host_bytes = 0;  // offloaded states of one rank
 };
+
+// Ranks per node: 8 GPUs a node (a DGX/HGX layout), or fewer when the world is smaller.
+std::uint64_t ranks_per_node(const Question& q);
+// What the offloaded states of a node's ranks take, and whether they fit --host-memory.
+std::uint64_t host_bytes_per_node(const Question& q, std::uint64_t host_bytes_per_rank);
+bool host_fits(const Question& q, std::uint64_t host_bytes_per_rank);
 
 Evaluation evaluate(const Question& q, const StrategySpec& spec);
 

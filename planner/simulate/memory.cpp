@@ -188,9 +188,8 @@ std::uint64_t reference_weight_bytes(const Chain& c) {
     return total;
 }
 
-}  // namespace
-
-ModelStates model_states(const Chain& c) {
+// The states on the device before anything is offloaded.
+ModelStates device_states(const Chain& c) {
     const auto& o = c.options;
     ModelStates total;
     // DPO's reference weights (full training) sit beside the policy's parameters.
@@ -226,6 +225,37 @@ ModelStates model_states(const Chain& c) {
     return total;
 }
 
+// --offload-optimizer, --offload-params: what moves to the host.
+void offload(const Chain& c, ModelStates& s) {
+    const auto& o = c.options;
+    const StepTerms t(c);
+    if (o.offload_optimizer) {
+        // DeepSpeed ZeRO-Offload: the optimizer's fp32 master weights and moments, and an fp32
+        // gradient partition for the CPU step.
+        add_to(s.host_bytes, checked_add(s.optimizer_bytes, checked_mul(4, t.local_params)));
+        s.optimizer_bytes = 0;
+    }
+    if (o.offload_params) {
+        const std::uint64_t kept = checked_add(hf_profile(o.profile) ? hf_buffer_bytes(c.model) : 0,
+                                               reference_weight_bytes(c));
+        add_to(s.host_bytes, s.parameters_bytes - kept);
+        s.parameters_bytes = kept;
+        if (t.grads_on_host) {
+            // FSDP's CPUOffload: the shard gradients and the optimizer with the parameters.
+            add_to(s.host_bytes, checked_add(s.gradients_bytes, s.optimizer_bytes));
+            s.gradients_bytes = s.optimizer_bytes = 0;
+        }
+    }
+}
+
+}  // namespace
+
+ModelStates model_states(const Chain& c) {
+    ModelStates s = device_states(c);
+    offload(c, s);
+    return s;
+}
+
 StepTerms::StepTerms(const Chain& c)
     : rule(sharding_rule(c.options.sharding, c.options.precision)),
       bpp(c.options.train == Training::lora
@@ -246,6 +276,10 @@ StepTerms::StepTerms(const Chain& c)
         local_params = 0;
         for (const Unit& u : units) add_to(local_params, u.shard_trainable);
     }
+    const bool fsdp_offload =
+        c.options.offload_params && rule.gather_per_unit && rule.grads_allocated_in_backward;
+    optimizer_on_host = c.options.offload_optimizer || fsdp_offload;
+    grads_on_host = fsdp_offload;
 }
 
 std::uint64_t StepTerms::unit_bytes(std::size_t u) const {
@@ -261,6 +295,7 @@ std::uint64_t StepTerms::reduce_scatter_bytes(std::size_t u) const {
 }
 
 std::uint64_t StepTerms::shard_grad_bytes(std::size_t u) const {
+    if (grads_on_host) return 0;  // FSDP's CPUOffload copies them to the host
     return checked_round(bpp.gradients * static_cast<double>(units[u].shard_trainable));
 }
 
@@ -308,7 +343,7 @@ std::uint64_t StepTerms::accumulated_grad_bytes() const {
 
 std::uint64_t StepTerms::optimizer_temp_bytes() const {
     const RunOptions& o = c_->options;
-    if (!rule.torch_optimizer) return 0;
+    if (!rule.torch_optimizer || optimizer_on_host) return 0;
     if (o.optimizer == Optimizer::adafactor) {
         // Adafactor.step, parameter by parameter: update = grad**2 + eps, then for a matrix
         // update = _approx_sq_grad(row, col) (r_factor, rows x 1, times c_factor, 1 x cols)
@@ -357,6 +392,18 @@ std::uint64_t StepTerms::optimizer_temp_bytes() const {
             return 0;  // torch._fused_adamw_ updates in one kernel
     }
     return 0;
+}
+
+double StepTerms::optimizer_step_s(const GpuSpec& gpu, const StepTimeModel& tm) const {
+    const RunOptions& o = c_->options;
+    if (!optimizer_on_host) return optimizer_time_s(local_params, o.optimizer, gpu, tm);
+    // On the CPU, then the PCIe copies the step adds: the gradient partition down, the updated
+    // parameters up (under FSDP's CPUOffload the shards go up for every gather: forward and
+    // backward).
+    const double n = static_cast<double>(local_params);
+    const double cpu_s = n * optimizer_bytes_per_param(o.optimizer) / tm.host_step_bandwidth;
+    const double up = grads_on_host ? 2 * bpp.parameters : bpp.compute;
+    return cpu_s + n * (bpp.gradients + up) / gpu.host_link_bandwidth;
 }
 
 std::uint64_t StepTerms::tied_embedding_grad_bytes() const {

@@ -11,6 +11,7 @@
 #include "planner/chain/chain.hpp"
 #include "planner/config/checked.hpp"
 #include "planner/simulate/gpu.hpp"
+#include "planner/simulate/step_time.hpp"
 
 namespace remat {
 
@@ -58,6 +59,8 @@ struct ModelStates {
     std::uint64_t parameters_bytes = 0;
     std::uint64_t gradients_bytes = 0;
     std::uint64_t optimizer_bytes = 0;
+    // Offloaded states, in this rank's share of host memory (not in total()).
+    std::uint64_t host_bytes = 0;
     std::uint64_t total() const {
         return checked_add(parameters_bytes, gradients_bytes, optimizer_bytes);
     }
@@ -76,6 +79,8 @@ struct StepTerms {
     StateBytesPerParam bpp;
     std::vector<Unit> units;
     std::uint64_t local_params = 0;  // parameters whose optimizer state this rank updates
+    bool optimizer_on_host = false;  // --offload-optimizer, or FSDP's --offload-params
+    bool grads_on_host = false;      // FSDP's --offload-params: shard gradients go to the host
     bool lora = false;               // --train lora: only the adapters train
 
     explicit StepTerms(const Chain& c);
@@ -133,6 +138,9 @@ struct StepTerms {
         return rule.grads_allocated_in_backward && micro_steps == 1;
     }
     std::uint64_t micro_steps = 1;  // gradient accumulation
+    // The optimizer step: on the GPU; offloaded, on the CPU (at the time model's
+    // host_step_bandwidth) with the PCIe copies it adds (gradients down, parameters up).
+    double optimizer_step_s(const GpuSpec& gpu, const StepTimeModel& tm) const;
 
   private:
     const Chain* c_;

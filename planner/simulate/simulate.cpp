@@ -470,7 +470,7 @@ class Replay {
             ledger_.alloc(Category::temporaries, tmp, &op);
             ledger_.release(Category::temporaries, tmp);
         }
-        time_s_ += optimizer_time_s(terms_.local_params, c_.options.optimizer, gpu_, tm_);
+        time_s_ += terms_.optimizer_step_s(gpu_, tm_);
         ledger_.end_action();
     }
 

@@ -43,26 +43,28 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
     return compute_s + memory_s + m.launch_s * (backward ? 2 : 1);
 }
 
-double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
-                        const StepTimeModel& m) {
+double optimizer_bytes_per_param(Optimizer o) {
     // AdamW reads param, grad, m, v and writes param, m, v (fp32): 28 bytes per parameter;
     // SGD with momentum reads param, grad, buf and writes param, buf: 20 bytes; 8-bit AdamW
     // reads param, grad and two 1-byte states and writes param and states: 14 bytes (and the
     // block absmax); Adafactor reads param and grad, writes and reads its fp32 update twice
     // and writes param: 28 bytes (its factored state is small).
-    double bytes_per_param = 28.0;
     switch (o) {
         case Optimizer::adamw:
         case Optimizer::adafactor:
-            break;
+            return 28.0;
         case Optimizer::sgd:
-            bytes_per_param = 20.0;
-            break;
+            return 20.0;
         case Optimizer::adamw_8bit:
-            bytes_per_param = 14.0;
-            break;
+            return 14.0;
     }
-    return static_cast<double>(local_params) * bytes_per_param / attained_bandwidth(gpu, m);
+    return 28.0;
+}
+
+double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
+                        const StepTimeModel& m) {
+    return static_cast<double>(local_params) * optimizer_bytes_per_param(o) /
+           attained_bandwidth(gpu, m);
 }
 
 }  // namespace remat

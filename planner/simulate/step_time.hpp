@@ -35,6 +35,10 @@ struct StepTimeModel {
     double attention_efficiency = 0.50;  // flash attention forward/backward
     double memory_efficiency = 0.75;     // of datasheet bandwidth, elementwise and reductions
     double launch_s = 4e-6;              // per kernel launch (a calibration sets the measured one)
+    // Bytes per second one rank's CPU optimizer step streams when the optimizer is offloaded: an
+    // assumption, not a measurement (a server's few hundred GB/s of DRAM bandwidth shared by its
+    // 8 ranks, at about half for the step's mixed reads and writes).
+    double host_step_bandwidth = 20e9;
 
     // From a calibration; unset: the preset's peaks × the efficiencies above.
     std::optional<MeasuredCompute>
@@ -48,6 +52,8 @@ struct StepTimeModel {
 double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision precision,
                  const StepTimeModel& model = {});
 // AdamW or SGD over the rank's local parameters: memory-bound streaming of the states.
+// Bytes the step streams per parameter it updates.
+double optimizer_bytes_per_param(Optimizer o);
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
                         const StepTimeModel& model = {});
 // Offload: a checkpoint's copy to host runs beside the forward that offloads it, the copy back

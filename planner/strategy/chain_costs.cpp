@@ -300,7 +300,7 @@ ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& 
                            std::max(s.fwd[0].keep, checked_add(s.fwd[1].keep, s.rsel_keep)));
     }
     checked_add(k.base, env, kept, transient, k.optimizer_need);
-    k.t_optimizer = optimizer_time_s(T.local_params, c.options.optimizer, gpu, tm);
+    k.t_optimizer = T.optimizer_step_s(gpu, tm);
     k.micro_steps = static_cast<double>(T.micro_steps);
     k.host_bandwidth = gpu.host_link_bandwidth;
     return k;

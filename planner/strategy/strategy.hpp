@@ -51,6 +51,8 @@ struct PlanContext {
     std::optional<std::uint64_t>
         budget_bytes;  // --memory-budget; greedy's and optimal's default is capacity
     bool offload_checkpoints = false;  // heuristics: every checkpoint to host; optimal: may offload
+    // Host memory per node (--host-memory): offloaded states of its ranks must fit.
+    std::optional<std::uint64_t> host_capacity_bytes;
     std::uint32_t memory_slots = ~std::uint32_t{0};  // optimal's resolution (auto_memory_slots)
     StepTimeModel time_model;  // the preset's by default; --calibration sets measured rates
     // optimal: called as the DP's subproblems are solved (done, total); the CLI shows it.
