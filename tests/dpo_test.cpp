@@ -129,3 +129,25 @@ TEST_SUITE("dpo") {
         CHECK_THROWS_AS(build_chain(m, o), InputError);
     }
 }
+
+TEST_SUITE("dpo") {
+    TEST_CASE("dpo::a reference of another architecture, with the policy's vocabulary") {
+        const ModelConfig m = load_model("llama2-7b");
+        RunOptions o = dpo(1);
+        RunOptions copy = o;
+        o.ref_model = std::make_shared<const ModelConfig>(load_model("llama2-13b"));
+        const std::uint64_t with13 = model_states(build_chain(m, o)).parameters_bytes;
+        const std::uint64_t with7 = model_states(build_chain(m, copy)).parameters_bytes;
+        const ModelConfig big = load_model("llama2-13b");
+        CHECK(with13 - with7 == 4 * (parameter_count(big) - parameter_count(m)) +
+                                    hf_buffer_bytes(big) - hf_buffer_bytes(m));
+        // Its forward walks its own 40 blocks.
+        const GpuSpec gpu = load_gpu("h100-80gb");
+        const Chain c13 = build_chain(m, o), c7 = build_chain(m, copy);
+        CHECK(reference_forward(c13, StepTerms(c13), gpu, StepTimeModel{}).flops >
+              1.5 * reference_forward(c7, StepTerms(c7), gpu, StepTimeModel{}).flops);
+        // Another tokenizer's log-probabilities are not comparable.
+        o.ref_model = std::make_shared<const ModelConfig>(load_model("llama3-8b"));
+        CHECK_THROWS_AS(build_chain(m, o), InputError);
+    }
+}

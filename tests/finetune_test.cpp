@@ -13,6 +13,8 @@
 #include "planner/chain/chain.hpp"
 #include "planner/config/error.hpp"
 #include "planner/simulate/memory.hpp"
+#include "planner/simulate/simulate.hpp"
+#include "planner/strategy/strategy.hpp"
 #include "tests/graph_lookup.hpp"
 
 using namespace remat;
@@ -254,5 +256,37 @@ TEST_SUITE("finetune") {
         o.base_dtype = BaseDType::bf16;
         o.precision = Precision::fp32;
         CHECK(refused(o).find("without autocast") != std::string::npos);
+    }
+}
+
+TEST_SUITE("finetune") {
+    TEST_CASE("finetune::--train frozen is a forward under no_grad: weights only, nothing kept") {
+        const ModelConfig m = load_model("tiny-llama");
+        RunOptions o;
+        o.train = Training::frozen;
+        o.base_dtype = BaseDType::bf16;
+        o.seq = 128;
+        o.micro_batch = 2;
+        const Chain c = build_chain(m, o);
+        const ModelStates s = model_states(c);
+        CHECK(s.parameters_bytes == 2 * parameter_count(m) + hf_buffer_bytes(m));
+        CHECK(s.gradients_bytes == 0);
+        CHECK(s.optimizer_bytes == 0);
+        CHECK(peft_parameter_counts(m, o).trainable == 0);
+        const GpuSpec gpu = load_gpu("h100-80gb");
+        PlanContext ctx;
+        ctx.gpu = &gpu;
+        ctx.capacity_bytes = gpu.capacity_bytes;
+        // Every strategy is the one forward: no backward, no optimizer step.
+        const Plan p = make_plan(c, parse_strategy("sqrt"), ctx);
+        CHECK(p.strategy == "forward only");
+        for (const Action& a : p.schedule.actions) CHECK(a.kind == ActionKind::F_none);
+        const SimResult r = simulate(c, p, gpu, Reserve{});
+        CHECK(r.backward_flops == 0);
+        CHECK(r.timeline.back().action != "optimizer");
+        // The peak is the loss over the vocabulary: fp32 log-softmax and logits above weights.
+        CHECK(r.allocator_peak_bytes > s.total() + 2 * 2 * 128 * m.vocab * 4);
+        // Under no_grad the embedding keeps nothing for a backward.
+        CHECK(find_op(c.graphs[c.stages[0].graph], "wte")->saved.empty());
     }
 }

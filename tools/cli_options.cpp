@@ -155,7 +155,8 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "GPU preset's peaks");
     app.add_option("--train", a.train,
                    "What trains: full (every weight) | lora (PEFT's LoRA adapters on a frozen "
-                   "base; docs/finetune.md)")
+                   "base; docs/finetune.md) | frozen (nothing: a forward under no_grad, as "
+                   "evaluation or precomputing DPO's reference log-probabilities)")
         ->capture_default_str();
     app.add_option("--lora-rank", a.lora_rank, "LoRA: the adapters' rank r (default 8, PEFT's)")
         ->check(decimal());
@@ -178,6 +179,10 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
                    "dpo: model (the reference runs under no_grad after the policy; with --train "
                    "lora the policy with adapters disabled) | precomputed (none in memory)")
         ->capture_default_str();
+    app.add_option(
+        "--ref-model", a.ref_model,
+        "dpo, full training: a reference model of its own (a preset, config.json or "
+        "folder, as --model) with the policy's vocabulary; default a copy of the policy");
     app.add_option("--ref-dtype", a.ref_dtype,
                    "dpo, full training: the reference model's weights, fp32 | bf16 | fp16 (the "
                    "seed's trainer loads it in fp16); default the policy's parameter dtype");
@@ -222,19 +227,24 @@ std::vector<std::string> comma_list(const std::string& text, const char* option)
 void fine_tuning(const CommonArgs& a, Question& q) {
     RunOptions& o = q.options;
     o.train = parse_training(a.train);
-    if (o.train == Training::full) {
-        const char* given = a.lora_rank               ? "--lora-rank"
+    const char* lora_flag = a.lora_rank               ? "--lora-rank"
                             : a.lora_alpha            ? "--lora-alpha"
                             : a.lora_dropout          ? "--lora-dropout"
                             : !a.lora_targets.empty() ? "--lora-targets"
-                            : !a.base_dtype.empty()   ? "--base-dtype"
-                            : a.no_double_quant       ? "--no-double-quant"
                                                       : nullptr;
+    if (o.train == Training::full) {
+        const char* given = lora_flag               ? lora_flag
+                            : !a.base_dtype.empty() ? "--base-dtype"
+                            : a.no_double_quant     ? "--no-double-quant"
+                                                    : nullptr;
         if (given)
             throw InputError(
                 fmt::format("{} applies to --train lora; add --train lora or drop it", given));
         return;
     }
+    if (o.train == Training::frozen && lora_flag)
+        throw InputError(fmt::format(
+            "{} applies to --train lora (--train frozen has no adapters); drop it", lora_flag));
     if (a.lora_rank) o.lora.rank = positive(*a.lora_rank, "--lora-rank");
     if (a.lora_alpha) o.lora.alpha = *a.lora_alpha;
     if (a.lora_dropout) o.lora.dropout = *a.lora_dropout;
@@ -245,7 +255,7 @@ void fine_tuning(const CommonArgs& a, Question& q) {
                                                     : BaseDType::fp32;
     if (a.no_double_quant && o.base_dtype != BaseDType::nf4)
         throw InputError("--no-double-quant applies to --base-dtype nf4; drop it");
-    o.lora = resolve_lora(q.model, o.lora);
+    if (o.train == Training::lora) o.lora = resolve_lora(q.model, o.lora);
 }
 
 Question question_of(const CommonArgs& a) {
@@ -281,6 +291,11 @@ Question question_of(const CommonArgs& a) {
     q.options.ref_logprobs = parse_ref_logprobs(a.ref_logprobs);
     if (q.options.recipe != Recipe::dpo && q.options.ref_logprobs != RefLogprobs::model)
         throw InputError("--ref-logprobs applies to --recipe dpo; add it or drop --ref-logprobs");
+    if (!a.ref_model.empty()) {
+        if (q.options.recipe != Recipe::dpo)
+            throw InputError("--ref-model applies to --recipe dpo; add it or drop --ref-model");
+        q.options.ref_model = std::make_shared<const ModelConfig>(load_model(a.ref_model));
+    }
     if (!a.ref_dtype.empty()) {
         if (q.options.recipe != Recipe::dpo)
             throw InputError("--ref-dtype applies to --recipe dpo; add it or drop --ref-dtype");
@@ -375,8 +390,12 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
                                std::string(ref_logprobs_name(o.ref_logprobs))});
     if (o.ref_dtype)
         out.insert(out.end(), {"--ref-dtype", std::string(base_dtype_name(*o.ref_dtype))});
+    if (!a.ref_model.empty()) out.insert(out.end(), {"--ref-model", a.ref_model});
     if (o.offload_optimizer) out.push_back("--offload-optimizer");
     if (o.offload_params) out.push_back("--offload-params");
+    if (o.train == Training::frozen)
+        out.insert(out.end(), {"--train", "frozen", "--base-dtype",
+                               std::string(base_dtype_name(o.base_dtype))});
     if (o.train == Training::lora) {
         out.insert(out.end(), {"--train", "lora", "--lora-rank", std::to_string(o.lora.rank),
                                "--lora-alpha", fmt::format("{}", o.lora.alpha), "--lora-dropout",

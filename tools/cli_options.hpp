@@ -53,6 +53,7 @@ struct CommonArgs {
     std::string recipe = "sft";
     std::string ref_logprobs = "model";
     std::string ref_dtype;
+    std::string ref_model;
     bool offload_optimizer = false;
     bool offload_params = false;
     std::string host_memory;

@@ -33,9 +33,11 @@ json question_json(const Question& q) {
     if (o.recipe == Recipe::dpo) {
         j["ref_logprobs"] = ref_logprobs_name(o.ref_logprobs);
         if (o.ref_dtype) j["ref_dtype"] = base_dtype_name(*o.ref_dtype);
+        if (o.ref_model) j["ref_model"] = o.ref_model->name;
         j["sequences_per_micro_batch"] = o.sequences();
     }
     j["train"] = training_name(o.train);
+    if (o.train == Training::frozen) j["base_dtype"] = base_dtype_name(o.base_dtype);
     const ParameterCounts n = peft_parameter_counts(q.model, o);
     j["trainable_params"] = n.trainable;
     j["all_params"] = n.all;
@@ -85,8 +87,11 @@ std::string recipe_note(const Question& q, bool with_micro_batch) {
     if (o.recipe == Recipe::sft) return "";
     const std::string ref =
         o.ref_logprobs == RefLogprobs::precomputed ? "precomputed (no reference model)"
-        : o.train == Training::lora
-            ? "the policy with its adapters disabled"
+        : o.train == Training::lora                ? "the policy with its adapters disabled"
+        : o.ref_model
+            ? fmt::format("reference model '{}' ({}, {} params)", o.ref_model->name,
+                          dtype_name(reference_dtype(o)),
+                          fmt::group_digits(parameter_count(*o.ref_model)))
             : fmt::format("a frozen copy of the policy ({})", dtype_name(reference_dtype(o)));
     const std::string batch = with_micro_batch
                                   ? fmt::format("{} pair{} = {} sequences", o.micro_batch,
@@ -102,6 +107,12 @@ std::string recipe_note(const Question& q, bool with_micro_batch) {
 std::string training_note(const Question& q, bool with_micro_batch) {
     const auto& o = q.options;
     if (o.train == Training::full) return recipe_note(q, with_micro_batch);
+    if (o.train == Training::frozen)
+        return fmt::format(
+            "\n  frozen: a forward under no_grad, nothing trained (base {}{}, {} params)",
+            base_dtype_name(o.base_dtype),
+            o.base_dtype == BaseDType::nf4 && o.lora.double_quant ? ", double quant" : "",
+            fmt::group_digits(parameter_count(q.model)));
     const ParameterCounts n = peft_parameter_counts(q.model, o);
     return fmt::format(
                "\n  LoRA r {} alpha {} on {}, base {}{}: trainable params: {} || all params: {} || "

@@ -59,16 +59,19 @@ Stage describe(const StageGraph& g, std::string name, StageKind kind, std::size_
 // --train lora's combinations that remat models, and the targets resolved.
 LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
     if (!hf_profile(o.profile))
-        throw InputError(fmt::format(
-            "{} lora: PEFT's adapters are modelled on Hugging Face's modules; use {} sdpa or "
-            "hf-eager (not {})",
-            named(Input::train), named(Input::profile), profile_name(o.profile)));
+        throw InputError(
+            fmt::format("{} {}: frozen bases and PEFT's adapters are modelled on Hugging Face's "
+                        "modules; use {} sdpa or "
+                        "hf-eager (not {})",
+                        named(Input::train), training_name(o.train), named(Input::profile),
+                        profile_name(o.profile)));
     if (o.sharding != Sharding::none && o.sharding != Sharding::fsdp &&
         o.sharding != Sharding::fsdp_grad_op)
         throw InputError(fmt::format(
-            "{} lora with {} {}: modelled under none (DDP, one GPU) and fsdp / fsdp-grad-op "
+            "{} {} with {} {}: modelled under none (DDP, one GPU) and fsdp / fsdp-grad-op "
             "(PEFT's fsdp_auto_wrap_policy); DeepSpeed and Megatron are not yet",
-            named(Input::train), named(Input::sharding), sharding_name(o.sharding)));
+            named(Input::train), training_name(o.train), named(Input::sharding),
+            sharding_name(o.sharding)));
     if (quantized(o.base_dtype) && o.sharding != Sharding::none)
         throw InputError(fmt::format(
             "{} {} with {} {}: bitsandbytes' storage is modelled on one GPU or DDP; QLoRA "
@@ -89,6 +92,14 @@ LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
             "{} {} under {} fp32: bitsandbytes computes in a 16-bit dtype here; use bf16-mixed "
             "or bf16",
             named(Input::base_dtype), base_dtype_name(o.base_dtype), named(Input::precision)));
+    if (o.train == Training::frozen) {
+        if (o.recipe != Recipe::sft || o.grad_accumulation != 1)
+            throw InputError(fmt::format(
+                "{} frozen: a forward under no_grad has no loss to train and no gradient to "
+                "accumulate; drop the recipe and the gradient accumulation",
+                named(Input::train)));
+        return {};  // no adapters
+    }
     return resolve_lora(model, o.lora);
 }
 
@@ -114,6 +125,11 @@ void check_dpo(const RunOptions& o) {
     if (o.ref_dtype && quantized(*o.ref_dtype))
         throw InputError(fmt::format("{} dpo: the reference model's dtype is fp32, bf16 or fp16",
                                      named(Input::recipe)));
+    if (o.ref_model && (o.train != Training::full || o.ref_logprobs != RefLogprobs::model))
+        throw InputError(fmt::format(
+            "{} dpo: a reference model of its own applies to full training with reference "
+            "log-probabilities from the model (under LoRA the reference is the policy's base)",
+            named(Input::recipe)));
     if (o.seq < 2)
         throw InputError(fmt::format("{} dpo: {} {} leaves no token to predict; use 2 or more",
                                      named(Input::recipe), named(Input::seq), o.seq));
@@ -168,7 +184,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     Chain c;
     c.model = model;
     c.options = options;
-    if (options.train == Training::lora) c.options.lora = check_lora(model, options);
+    if (options.train != Training::full) c.options.lora = check_lora(model, options);
     StageRequest r;
     r.model = &c.model;
     r.batch = options.sequences();
@@ -198,7 +214,16 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     if (c.has_reference_model()) {
         // A frozen model without adapters (under LoRA, the policy with them disabled: PEFT's
         // disable_adapter()), run under no_grad, so what its graphs save is never kept.
+        c.reference = options.ref_model ? *options.ref_model : c.model;
+        if (c.reference.vocab != model.vocab)
+            throw InputError(fmt::format(
+                "{} dpo: reference model '{}' has a vocabulary of {} tokens, the policy '{}' {}: "
+                "DPO compares log-probabilities of the same tokens; give a reference with the "
+                "policy's tokenizer",
+                named(Input::recipe), c.reference.name, c.reference.vocab, model.name,
+                model.vocab));
         StageRequest ref = r;
+        ref.model = &c.reference;
         ref.train = Training::lora;
         ref.lora.targets.clear();
         if (options.train == Training::full) {
@@ -223,7 +248,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
         describe(c.graphs[2], "final norm", StageKind::norm, 2, final_norm_parameter_count(model)));
     c.stages.push_back(
         describe(c.graphs[3], "head", StageKind::head, 3, head_parameter_count(model)));
-    if (options.train == Training::lora) {
+    if (options.train != Training::full) {
         const std::uint64_t adapters = lora_block_params(model, c.options.lora);
         const std::uint64_t float_bytes = dtype_bytes(r.base_float);
         for (Stage& s : c.stages) {

@@ -41,8 +41,10 @@ struct Chain {
     RunOptions options;
     std::vector<StageGraph> graphs;
     std::vector<Stage> stages;
-    // DPO with a reference model: its graphs, indexed as `graphs` (the blocks share one).
+    // DPO with a reference model: its graphs, indexed as `graphs` (the blocks share one), and
+    // its architecture (the policy's unless --ref-model).
     std::vector<StageGraph> reference_graphs;
+    ModelConfig reference;
     bool has_reference_model() const {
         return options.recipe == Recipe::dpo && options.ref_logprobs == RefLogprobs::model;
     }

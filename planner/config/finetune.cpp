@@ -145,12 +145,13 @@ std::uint64_t largest_lora_tensor(const ModelConfig& m, const LoraOptions& lora)
 ParameterCounts peft_parameter_counts(const ModelConfig& m, const RunOptions& o) {
     const std::uint64_t base = parameter_count(m);
     if (o.train == Training::full) return {base, base};
+    if (o.train == Training::frozen) return {0, base};
     const std::uint64_t adapters = checked_mul(m.n_layers, lora_block_params(m, o.lora));
     return {adapters, checked_add(base, adapters)};
 }
 
 DType base_float_dtype(const RunOptions& o) {
-    if (o.train == Training::lora) switch (o.base_dtype) {
+    if (o.train != Training::full) switch (o.base_dtype) {
             case BaseDType::fp32:
                 return DType::f32;
             case BaseDType::bf16:
@@ -227,6 +228,7 @@ std::vector<ParamTensor> trainable_tensors(const ModelConfig& m, const RunOption
     using K = ParamTensor::Kind;
     std::vector<ParamTensor> out;
     const std::uint64_t L = m.n_layers;
+    if (o.train == Training::frozen) return out;
     if (o.train == Training::lora) {
         for (const BlockLinear& l : block_linears(m))
             if (lora_targets(o.lora, l.name)) {

@@ -43,7 +43,8 @@ constexpr Names<OptimizerImpl, 3> optimizer_impls{{{OptimizerImpl::foreach, "for
 constexpr Names<TorchFlavor, 2> torches{
     {{TorchFlavor::cuda, "cuda"}, {TorchFlavor::cpu_1_13, "cpu-1.13"}}};
 
-constexpr Names<Training, 2> trainings{{{Training::full, "full"}, {Training::lora, "lora"}}};
+constexpr Names<Training, 3> trainings{
+    {{Training::full, "full"}, {Training::lora, "lora"}, {Training::frozen, "frozen"}}};
 constexpr Names<BaseDType, 5> base_dtypes{{{BaseDType::fp32, "fp32"},
                                            {BaseDType::bf16, "bf16"},
                                            {BaseDType::fp16, "fp16"},

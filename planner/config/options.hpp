@@ -2,12 +2,15 @@
 // the model or the GPU. Each enum has one parser that names the valid values on error.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace remat {
+
+struct ModelConfig;
 
 enum class Precision { fp32, bf16_mixed, fp16_mixed, bf16 };
 // Which implementation's op decomposition decides what is saved for backward.
@@ -33,8 +36,9 @@ enum class OptimizerImpl { foreach, for_loop, fused };
 // torch 1.13 on CPU, which the tests measure.
 enum class TorchFlavor { cuda, cpu_1_13 };
 // What the step trains. full: every weight. lora: PEFT's LoRA adapters (fp32, with gradients and
-// optimizer state) on a frozen base that has neither (docs/finetune.md).
-enum class Training { full, lora };
+// optimizer state) on a frozen base that has neither (docs/finetune.md). frozen: nothing: a
+// forward under torch.no_grad() (evaluation, or precomputing DPO's reference log-probabilities).
+enum class Training { full, lora, frozen };
 // How the frozen base is stored under --train lora: a float dtype for every base weight, or
 // bitsandbytes' LLM.int8 (Linear8bitLt) / 4-bit NormalFloat (Linear4bit, QLoRA) for the blocks'
 // linears, the rest staying in the precision's parameter dtype.
@@ -88,6 +92,9 @@ struct RunOptions {
     // DPO's separate reference model (--train full): its weights' dtype, fp32, bf16 or fp16 (the
     // seed's trainer loads it in fp16); unset: the policy's parameter dtype.
     std::optional<BaseDType> ref_dtype;
+    // DPO's reference model of another architecture (--ref-model), with the policy's vocabulary;
+    // null: a copy of the policy's.
+    std::shared_ptr<const ModelConfig> ref_model;
     // Model states in host memory (docs/finetune.md, "Offload"): DeepSpeed's offload_optimizer
     // (ZeRO-1/2/3: fp32 master weights, moments and an fp32 gradient partition on the host, the
     // step on the CPU), and FSDP's CPUOffload(offload_params=True) or ZeRO-3's offload_param

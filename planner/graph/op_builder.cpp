@@ -25,7 +25,7 @@ DTypePolicy dtype_policy(Precision p, AutocastDevice device) {
 
 DTypePolicy dtype_policy(const StageRequest& r) {
     DTypePolicy p = dtype_policy(r.precision, r.autocast_device);
-    if (r.train != Training::lora) return p;
+    if (r.train == Training::full) return p;
     p.param = r.base_float;
     if (!p.autocast) p.low = p.param;
     return p;

@@ -39,6 +39,9 @@ struct WeightPolicy {
     // int8 / nf4: the linears run through bitsandbytes (Linear8bitLt, Linear4bit).
     BaseDType storage = BaseDType::fp32;
     bool quantized_linears() const { return quantized(storage); }
+    // --train frozen: a forward under no_grad, where nothing needs the embedding's output to
+    // require grad.
+    bool forward_only = false;
 };
 // Whether a linear's caller made its weight's low-precision copy (FalconLinear's weight.T).
 enum class WeightCast { by_linear, by_caller };

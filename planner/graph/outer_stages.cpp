@@ -20,7 +20,9 @@ TensorId embedding_stage(OpBuilder& b, const Dims& d, const ModelConfig& m, Prof
         return frozen ? std::vector<TensorId>{} : std::vector<TensorId>{t};
     };
     g.add_op(b.make("wte", OpClass::memory, {ids}, {y},
-                    frozen ? std::vector<TensorId>{y} : indices(ids)));
+                    !frozen                    ? indices(ids)
+                    : b.weights().forward_only ? std::vector<TensorId>{}
+                                               : std::vector<TensorId>{y}));
     if (m.learned_positions) {
         const TensorId pos = g.add_tensor("position_ids", {1, d.S}, DType::i64, false);
         g.add_op(b.make("position_ids", OpClass::memory, {}, {pos}, {}));

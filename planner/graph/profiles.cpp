@@ -27,7 +27,7 @@ StageGraph build_stage_graph(const StageRequest& r) {
     // Megatron's kernels fix 2-byte activations whatever the mode: the profile wins.
     const Precision p = r.profile == Profile::megatron ? Precision::bf16 : r.precision;
     WeightPolicy w;
-    if (r.train == Training::lora) {
+    if (r.train != Training::full) {
         // Adapters and bitsandbytes' storage are the blocks' (transformers keeps lm_head out of
         // quantization; PEFT's targets here are block linears).
         const bool block = r.kind == StageKind::block;
@@ -35,8 +35,9 @@ StageGraph build_stage_graph(const StageRequest& r) {
         w.read = r.frozen_read;
         w.lora = block ? &r.lora : nullptr;
         w.storage = block ? r.base_dtype : BaseDType::fp32;
+        w.forward_only = r.train == Training::frozen;
     }
-    OpBuilder b(g, r.train == Training::lora ? dtype_policy(r) : dtype_policy(p, r.autocast_device),
+    OpBuilder b(g, r.train != Training::full ? dtype_policy(r) : dtype_policy(p, r.autocast_device),
                 w);
     TensorId out = no_tensor;
     switch (r.kind) {

@@ -63,6 +63,11 @@ class FitTest {
     bool host_fits() const { return remat::host_fits(q_, model_states(chain_).host_bytes); }
 
     bool fits(const StrategySpec& spec) {
+        // A forward only: one schedule, replayed op by op.
+        if (chain_.options.train == Training::frozen)
+            return simulate(chain_, make_plan(chain_, spec, ctx_), q_.gpu, ctx_.reserve,
+                            ctx_.time_model)
+                       .allocator_peak_bytes <= allocator_;
         switch (spec.kind) {
             case StrategyKind::optimal:
                 return optimal_fits();

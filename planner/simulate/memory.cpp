@@ -179,12 +179,18 @@ bool shaped_optimizer(Optimizer o) {
 std::uint64_t reference_weight_bytes(const Chain& c) {
     if (!c.reference_weights()) return 0;
     const auto& o = c.options;
+    const ModelConfig& ref = c.reference;
     const std::uint64_t dtype = dtype_bytes(reference_dtype(o));
     // A second model has its own buffers too (GPT-2's causal-mask tables).
-    std::uint64_t total = hf_profile(o.profile) ? hf_buffer_bytes(c.model) : 0;
+    std::uint64_t total = hf_profile(o.profile) ? hf_buffer_bytes(ref) : 0;
     if (!sharding_rule(o.sharding, o.precision).gather_per_unit)
-        return checked_add(total, checked_mul(dtype, parameter_count(c.model)));
-    for (const Unit& u : fsdp_units(c)) add_to(total, checked_mul(dtype, u.shard_params));
+        return checked_add(total, checked_mul(dtype, parameter_count(ref)));
+    // Its units as the policy's: one per block, the rest in the root, each padded to W.
+    const std::uint64_t W = o.world_size;
+    const std::uint64_t root = checked_add(
+        embedding_parameter_count(ref), final_norm_parameter_count(ref), head_parameter_count(ref));
+    add_to(total, checked_mul(dtype, ceil_div(root, W)));
+    add_to(total, checked_mul(dtype, ref.n_layers, ceil_div(block_parameter_count(ref), W)));
     return total;
 }
 
@@ -194,7 +200,7 @@ ModelStates device_states(const Chain& c) {
     ModelStates total;
     // DPO's reference weights (full training) sit beside the policy's parameters.
     add_to(total.parameters_bytes, reference_weight_bytes(c));
-    if (o.train == Training::lora) {
+    if (o.train != Training::full) {
         const ModelStates lora = lora_model_states(c);
         add_to(total.parameters_bytes, lora.parameters_bytes);
         total.gradients_bytes = lora.gradients_bytes;
@@ -258,12 +264,12 @@ ModelStates model_states(const Chain& c) {
 
 StepTerms::StepTerms(const Chain& c)
     : rule(sharding_rule(c.options.sharding, c.options.precision)),
-      bpp(c.options.train == Training::lora
+      bpp(c.options.train != Training::full
               ? adapter_bytes_per_param(c.options)
               : state_bytes_per_param(c.options.sharding, c.options.precision,
                                       c.options.optimizer)),
       units(fsdp_units(c)),
-      lora(c.options.train == Training::lora),
+      lora(c.options.train != Training::full),
       micro_steps(c.options.grad_accumulation),
       c_(&c) {
     // Its shards where the optimizer is sharded (per unit, padded, for FSDP and ZeRO-3), all
@@ -441,14 +447,28 @@ std::size_t StepTerms::eager_mask_of_block(std::size_t b) const {
 
 std::uint64_t StepTerms::forward_held_embedding_bytes() const {
     const Chain& c = *c_;
-    if (c.options.torch != TorchFlavor::cpu_1_13 || !hf_profile(c.options.profile)) return 0;
-    // Under LoRA the frozen embedding's output is held anyway: autograd's AccumulateGrad keeps
-    // the leaf (planner/graph/outer_stages.cpp), so the embedding stage saves it.
+    if (!hf_profile(c.options.profile)) return 0;
+    const std::uint64_t dtype = dtype_bytes(base_float_dtype(c.options));  // the weights'
+    const std::uint64_t bytes =
+        checked_mul(dtype, c.options.sequences(), c.options.seq, c.model.hidden);
+    // Under no_grad nothing saves the embedding's output, and every family's base model holds
+    // it as its `inputs_embeds` local through its forward (measured: tests/torch/sweep.py):
+    // a tensor of its own where the stage's output is another one.
+    if (c.options.train == Training::frozen) return embedding_output_held() ? 0 : bytes;
+    if (c.options.torch != TorchFlavor::cpu_1_13) return 0;
+    // In training it matters only where the tensor that goes on is another one; under LoRA the
+    // frozen embedding's output is held anyway: autograd's AccumulateGrad keeps the leaf
+    // (planner/graph/outer_stages.cpp), so the embedding stage saves it.
     const bool held =
         c.model.scaled_embeddings || (c.model.arch == Arch::gpt_neox && c.model.embd_dropout > 0.0);
-    if (!held || lora) return 0;
-    const std::uint64_t dtype = dtype_bytes(base_float_dtype(c.options));  // the weights'
-    return checked_mul(dtype, c.options.sequences(), c.options.seq, c.model.hidden);
+    return held && c.options.train == Training::full ? bytes : 0;
+}
+
+bool StepTerms::embedding_output_held() const {
+    const Chain& c = *c_;
+    const ModelConfig& m = c.model;
+    return c.options.train == Training::frozen && hf_profile(c.options.profile) &&
+           !m.scaled_embeddings && !m.learned_positions && !(m.embd_dropout > 0.0);
 }
 
 std::uint64_t StepTerms::rotary_bytes() const {

@@ -120,6 +120,9 @@ struct StepTerms {
     // goes on), NeoX's when embedding dropout makes a new tensor. B x S x H in the weights'
     // dtype; 0 otherwise, and, like the mask, 0 unless --torch cpu-1.13.
     std::uint64_t forward_held_embedding_bytes() const;
+    // --train frozen, where the embedding stage's output is `inputs_embeds` itself (no scaling,
+    // positions or dropout): the base model's local holds that boundary until it returns.
+    bool embedding_output_held() const;
     // The rotary cos and sin every block saves, made once per forward: from the embedding's
     // forward until the first block's backward (the last reader). Under --torch cpu-1.13 only;
     // on CUDA the embedding stage's graph counts them until its own backward.

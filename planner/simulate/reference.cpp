@@ -45,18 +45,30 @@ ReferenceForward reference_forward(const Chain& c, const StepTerms& terms, const
         counts.push_back({f, f.bytes[f.input], f.bytes[f.input]});
         walk_forward(f, kept_by(f, Keep::none), counts.back());
     }
-    for (std::size_t i = 0; i < c.stages.size(); ++i) {
-        const NoGradCount& count = counts[c.stages[i].graph];
-        const std::size_t u = unit_of_stage(c, i);
-        const std::uint64_t unit = gathered && u != 0 ? terms.unit_bytes(u) : 0;
+    // The reference's chain: its embedding, its blocks, its final norm and head, each under FSDP
+    // with its unit gathered (a separate model's; under LoRA the policy's own units again).
+    const ModelConfig& ref = c.reference;
+    const double compute = terms.bpp.compute;
+    const std::uint64_t ref_block_unit =
+        c.reference_weights()
+            ? checked_round(compute * static_cast<double>(block_parameter_count(ref)))
+            : terms.unit_bytes(1);
+    const std::uint64_t stages[] = {1, ref.n_layers, 1, 1};
+    for (std::size_t k = 0; k < counts.size(); ++k) {
+        const NoGradCount& count = counts[k];
+        const std::uint64_t unit = gathered && k == 1 ? ref_block_unit : 0;
         out.peak_bytes = std::max(out.peak_bytes, checked_add(count.peak, unit));
-        out.time_s += count.time_s;
-        out.flops += count.flops;
+        out.time_s += static_cast<double>(stages[k]) * count.time_s;
+        out.flops += static_cast<double>(stages[k]) * count.flops;
     }
     // A second model's root unit (embedding, final norm, head) stays gathered through its
     // forward; the policy's own (LoRA, adapters disabled) already is.
     if (gathered && c.reference_weights())
-        out.peak_bytes = checked_add(out.peak_bytes, terms.unit_bytes(0));
+        out.peak_bytes = checked_add(
+            out.peak_bytes,
+            checked_round(compute * static_cast<double>(checked_add(embedding_parameter_count(ref),
+                                                                    final_norm_parameter_count(ref),
+                                                                    head_parameter_count(ref)))));
     return out;
 }
 

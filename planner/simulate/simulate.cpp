@@ -89,8 +89,11 @@ class Replay {
         frontier_[0] = true;
         boundary_alloc(0);
         bool forward_phase = true;
+        const bool forward_only = c_.options.train == Training::frozen;
         for (std::size_t a = 0; a < plan_.schedule.actions.size(); ++a) {
             const Action& act = plan_.schedule.actions[a];
+            // --train frozen: the forwards alone, under no_grad (nothing is kept).
+            if (forward_only && act.kind == ActionKind::B) break;
             if (act.kind == ActionKind::B && forward_phase) {
                 forward_phase = false;
                 end_of_forward();
@@ -108,7 +111,7 @@ class Replay {
         result_.forward_flops *= k;
         result_.recompute_flops *= k;
         result_.backward_flops *= k;
-        optimizer_step();
+        if (!forward_only) optimizer_step();
         const LedgerPeak& peak = ledger_.peak();
         result_.allocator_peak_bytes = peak.bytes;
         result_.peak_action = peak.action;
@@ -257,6 +260,15 @@ class Replay {
     // The base model's forward returns after the final norm, before the head runs: its locals
     // go (the held embedding, and the masks no checkpoint holds).
     void base_model_returns() {
+        if (terms_.embedding_output_held() && held_prev_[1]) {
+            held_prev_[1] = false;
+            boundary_maybe_free(1);
+        }
+        // No backward to read them: the rotary tables go with the base model's locals.
+        if (c_.options.train == Training::frozen && rotary_live_) {
+            rotary_live_ = false;
+            ledger_.release(Category::activations, terms_.rotary_bytes());
+        }
         if (norm_input_held_) {
             norm_input_held_ = false;
             frontier_[c_.stages.size() - 2] = false;
@@ -297,6 +309,13 @@ class Replay {
             held_next_[i] = false;
             on_host_[i] = true;
             time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
+        }
+        if (!act.recompute && c_.stages[i].kind == StageKind::embedding &&
+            c_.options.train == Training::frozen) {
+            // Without a backward nothing else ends these holds: the caller's batch keeps the
+            // token ids through the step; the base model's local, its input embeddings.
+            held_next_[i] = true;
+            if (terms_.embedding_output_held()) held_prev_[i + 1] = true;
         }
         if (!held_next_[i]) boundary_maybe_free(i);
         if (!act.recompute && c_.stages[i].kind == StageKind::head && reference_.peak_bytes) {

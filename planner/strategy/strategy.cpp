@@ -227,6 +227,16 @@ std::uint64_t allocator_budget(const Reserve& r, std::uint64_t budget) {
 
 Plan make_plan(const Chain& c, const StrategySpec& spec, const PlanContext& ctx) {
     validate_strategy(spec, c.n_blocks());
+    // A forward under no_grad keeps nothing for a backward: every strategy is the same one.
+    if (c.options.train == Training::frozen) {
+        Plan p;
+        p.strategy = "forward only";
+        p.keeps.assign(c.stages.size(), Keep::none);
+        for (std::size_t i = 0; i < c.stages.size(); ++i)
+            p.schedule.actions.push_back(
+                {ActionKind::F_none, static_cast<std::uint32_t>(i), false, false});
+        return p;
+    }
     if (spec.kind == StrategyKind::optimal) return plan_optimal(c, ctx);
     return plan_heuristic(c, spec, ctx);
 }

@@ -139,6 +139,8 @@ def apply_plan(model, plan, blocks=None):
     blocks: the model's transformer blocks (found by itself for Hugging Face GPT-2, Llama,
     Mistral, NeoX, Qwen2, Gemma, Gemma2, Phi-3, Mixtral and Falcon). Returns the list of (first, last) block runs it checkpointed."""
     plan_doc = _load(plan)
+    if plan_doc.get("question", {}).get("train") == "frozen":
+        return []  # a forward under no_grad (--train frozen): nothing to checkpoint
     n = sum(1 for s in plan_doc["stages"] if s["kind"] == "block")
     return apply_segments(model, segments(plan_doc), n_blocks=n, blocks=blocks,
                           planned_for=plan_doc.get("question", {}).get("model", "?"))

@@ -139,7 +139,8 @@ class Recorder:
         def norm_post(module, args, out):
             if self.phase == "forward":
                 self.read("F", self.L + 1)
-                out.register_hook(self.grad_hook(self.L + 2))
+                if out.requires_grad:  # not under no_grad (--train frozen)
+                    out.register_hook(self.grad_hook(self.L + 2))
 
         final_norm.register_forward_pre_hook(norm_pre)
         final_norm.register_forward_hook(norm_post)
@@ -166,6 +167,12 @@ def measure(args, probe):
         reference.eval()
         for p in reference.parameters():
             p.requires_grad_(False)
+    if args.train == "frozen":
+        # a forward under no_grad: evaluation, or precomputing DPO's reference log-probabilities
+        if args.base_dtype == "bf16":
+            model.to(torch.bfloat16)
+        for p in model.parameters():
+            p.requires_grad_(False)
     if args.train == "lora":
         # PEFT's recipe: the base in its dtype, get_peft_model (frozen base, fp32 adapters), and
         # enable_input_require_grads (what Trainer calls with gradient checkpointing on)
@@ -191,7 +198,9 @@ def measure(args, probe):
     V = model.config.vocab_size
     params = [p for p in model.parameters() if p.requires_grad]
     foreach = args.optimizer_impl == "foreach"
-    if args.optimizer == "adamw":
+    if not params:
+        opt = None  # --train frozen: nothing to step
+    elif args.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
     elif args.optimizer == "adafactor":
         opt = hf_modules.Adafactor(params)
@@ -231,7 +240,8 @@ def measure(args, probe):
         rec.phase = "forward" if measured else "idle"
         ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                else torch.autocast("cpu", enabled=False))
-        with ctx:
+        grad = torch.enable_grad() if opt is not None else torch.no_grad()
+        with ctx, grad:
             loss = dpo_loss(input_ids) if args.recipe == "dpo" else model(input_ids, labels)
             if measured:
                 rec.read("F", rec.L + 2)  # inside autocast: leaving it frees its weight cache
@@ -240,14 +250,16 @@ def measure(args, probe):
             out["expert_tokens"] = [list(m.expert_tokens) for m in moe_blocks]
         if measured:
             rec.phase = "backward"
-        loss.backward()
+        if opt is not None:
+            loss.backward()
         del loss
         if measured:
             rec.read("B", 0)
             rec.phase = "idle"
             out["forward_backward_peak_bytes"] = rec.fwd_bwd_peak
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         del input_ids, labels
         if measured:
             out["optimizer_peak_bytes"] = probe.remat_probe_peak(TENSORS)
@@ -289,8 +301,9 @@ def main():
     ap.add_argument("--recipe", choices=["sft", "dpo"], default="sft",
                     help="dpo: --micro-batch pairs, chosen and rejected concatenated (hf_modules' DPO)")
     ap.add_argument("--ref-logprobs", choices=["model", "precomputed"], default="model")
-    ap.add_argument("--train", choices=["full", "lora"], default="full",
-                    help="lora: PEFT's LoRA (hf_modules.LoraLinear) on a frozen base")
+    ap.add_argument("--train", choices=["full", "lora", "frozen"], default="full",
+                    help="lora: PEFT's LoRA (hf_modules.LoraLinear) on a frozen base; frozen: the loss "
+                    "under torch.no_grad(), nothing trained")
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--lora-alpha", type=float, default=16)
     ap.add_argument("--lora-dropout", type=float, default=0.0)

@@ -135,6 +135,11 @@ def finetune_cases():
     out += [("llama-gqa-8k", models["llama-gqa-8k"], 2, 128, "fp32", "adafactor", "for-loop", "none", []),
             ("gpt2-untied-8k", gpt2(4, 96, 4, 8192, tied=False), 2, 128, "bf16-mixed", "adafactor", "for-loop",
              "sqrt", []),
+            # --train frozen: the loss under no_grad (evaluation, DPO's reference precomputed)
+            ("llama-gqa-8k", models["llama-gqa-8k"], 4, 128, "fp32", "adamw", "for-loop", "none",
+             ["--train", "frozen"]),
+            ("gemma-hd32-mqa-4k", models["gemma-hd32-mqa-4k"], 4, 128, "bf16-mixed", "adamw", "for-loop", "none",
+             ["--train", "frozen", "--base-dtype", "bf16"]),
             # a short step whose peak is the optimizer's: its two fp32 temporaries of the largest tensor
             ("gpt2-untied-8k", gpt2(4, 96, 4, 8192, tied=False), 1, 16, "fp32", "adafactor", "for-loop", "full", []),
             ("llama-gqa-8k", models["llama-gqa-8k"], 2, 128, "bf16-mixed", "adafactor", "for-loop", "full",
@@ -208,6 +213,8 @@ def lora_flags(plan):
     them)."""
     q = plan["question"]
     recipe = ["--recipe", "dpo", "--ref-logprobs", q["ref_logprobs"]] if q["recipe"] == "dpo" else []
+    if q["train"] == "frozen":
+        return ["--train", "frozen", "--base-dtype", q["base_dtype"]]
     if q["train"] != "lora":
         return recipe
     l = q["lora"]
@@ -219,6 +226,8 @@ def training(plan):
     """' · LoRA r8 q_proj,v_proj, base bf16' for a LoRA case, '' for full training."""
     q = plan["question"]
     dpo = f" · DPO (ref {q['ref_logprobs']})" if q["recipe"] == "dpo" else ""
+    if q["train"] == "frozen":
+        return f" · frozen (no_grad forward), base {q['base_dtype']}"
     if q["train"] != "lora":
         return dpo
     l = q["lora"]
