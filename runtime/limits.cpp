@@ -28,6 +28,15 @@ void check_run_options(const RunOptions& o, bool offload_checkpoints) {
     if (offload_checkpoints)
         throw InputError(named(Input::offload_checkpoints) +
                          ": the runtime does not execute offloading plans yet; drop it");
+    if (o.train != Training::full)
+        throw InputError(fmt::format("{} {}: the runtime trains every weight; drop it",
+                                     named(Input::train), training_name(o.train)));
+    if (o.recipe != Recipe::sft)
+        throw InputError(fmt::format("{} {}: the runtime runs the causal-LM loss; drop it",
+                                     named(Input::recipe), recipe_name(o.recipe)));
+    if (o.offload_optimizer || o.offload_params)
+        throw InputError(
+            "optimizer or parameter offload: the runtime keeps every state on its device; drop it");
 }
 
 void check_buildable(const ModelConfig& m, const Shape& shape) {

@@ -15,6 +15,7 @@
 #include "planner/simulate/memory.hpp"
 #include "planner/simulate/simulate.hpp"
 #include "planner/strategy/strategy.hpp"
+#include "runtime/limits.hpp"
 #include "tests/graph_lookup.hpp"
 
 using namespace remat;
@@ -288,5 +289,23 @@ TEST_SUITE("finetune") {
         CHECK(r.allocator_peak_bytes > s.total() + 2 * 2 * 128 * m.vocab * 4);
         // Under no_grad the embedding keeps nothing for a backward.
         CHECK(find_op(c.graphs[c.stages[0].graph], "wte")->saved.empty());
+    }
+}
+
+TEST_SUITE("finetune") {
+    TEST_CASE("finetune::remat run refuses what its runtime does not execute") {
+        RunOptions o;
+        o.sharding = Sharding::fsdp;
+        o.precision = Precision::fp32;
+        CHECK_NOTHROW(rt::check_run_options(o, false));
+        for (int k = 0; k < 4; ++k) {
+            RunOptions x = o;
+            if (k == 0) x.train = Training::lora;
+            if (k == 1) x.train = Training::frozen;
+            if (k == 2) x.recipe = Recipe::dpo;
+            if (k == 3) x.offload_params = true;
+            CAPTURE(k);
+            CHECK_THROWS_AS(rt::check_run_options(x, false), InputError);
+        }
     }
 }
