@@ -104,7 +104,8 @@ TEST_SUITE("offload") {
         CHECK(off.gradients_bytes == on_gpu.gradients_bytes);
         // The step moves to the CPU: its time is the host's and PCIe's, not the GPU's.
         const GpuSpec gpu = load_gpu("h100-80gb");
-        const StepTerms t(build_chain(m, o));
+        const Chain c = build_chain(m, o);
+        const StepTerms t(c);
         CHECK(t.optimizer_on_host);
         CHECK(t.optimizer_step_s(gpu, StepTimeModel{}) >
               optimizer_time_s(t.local_params, o.optimizer, gpu, StepTimeModel{}));
