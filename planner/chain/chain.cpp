@@ -65,8 +65,7 @@ LoraOptions check_lora(const ModelConfig& model, const RunOptions& o) {
                         "hf-eager (not {})",
                         named(Input::train), training_name(o.train), named(Input::profile),
                         profile_name(o.profile)));
-    if (o.sharding != Sharding::none && o.sharding != Sharding::fsdp &&
-        o.sharding != Sharding::fsdp_grad_op)
+    if (!torch_data_parallel(o.sharding))
         throw InputError(fmt::format(
             "{} {} with {} {}: modelled under none (DDP, one GPU) and fsdp / fsdp-grad-op "
             "(PEFT's fsdp_auto_wrap_policy); DeepSpeed and Megatron are not yet",
@@ -110,8 +109,7 @@ void check_dpo(const RunOptions& o) {
             "{} dpo: DPO's loss is modelled on Hugging Face's models (the seed's trainer); use "
             "{} sdpa or hf-eager (not {})",
             named(Input::recipe), named(Input::profile), profile_name(o.profile)));
-    if (o.ref_logprobs == RefLogprobs::model && o.sharding != Sharding::none &&
-        o.sharding != Sharding::fsdp && o.sharding != Sharding::fsdp_grad_op)
+    if (o.ref_logprobs == RefLogprobs::model && !torch_data_parallel(o.sharding))
         throw InputError(fmt::format(
             "{} dpo with {} {}: the reference model is modelled under none (DDP) and fsdp / "
             "fsdp-grad-op (the seed's FSDPTrainer wraps both models); with reference "
@@ -174,8 +172,7 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
             "offload_param (zero3) offload parameters",
             named(Input::sharding), sharding_name(sh)));
     if ((options.optimizer == Optimizer::adamw_8bit || options.optimizer == Optimizer::adafactor) &&
-        options.sharding != Sharding::none && options.sharding != Sharding::fsdp &&
-        options.sharding != Sharding::fsdp_grad_op)
+        !torch_data_parallel(options.sharding))
         throw InputError(fmt::format(
             "{} {} with {} {}: DeepSpeed and Megatron step their own optimizers on flat fp32 "
             "partitions; modelled under none (DDP) and fsdp / fsdp-grad-op",
@@ -201,8 +198,9 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     // FSDP's mixed precision gathers the parameters in the GEMMs' dtype.
     const bool gathered =
         options.sharding == Sharding::fsdp || options.sharding == Sharding::fsdp_grad_op;
-    r.frozen_read = gathered && options.precision != Precision::fp32 ? DType::bf16 : r.base_float;
-    if (gathered && options.precision == Precision::fp16_mixed) r.frozen_read = DType::f16;
+    r.frozen_read = !gathered || options.precision == Precision::fp32 ? r.base_float
+                    : options.precision == Precision::fp16_mixed      ? DType::f16
+                                                                      : DType::bf16;
     r.lora = c.options.lora;
     r.dpo = options.recipe == Recipe::dpo;
     constexpr StageKind kinds[] = {StageKind::embedding, StageKind::block, StageKind::norm,

@@ -566,6 +566,11 @@ std::uint64_t head_parameter_count(const ModelConfig& m) {
     return m.tied_embeddings ? 0 : checked_mul(m.vocab, m.hidden);
 }
 
+std::uint64_t outer_parameter_count(const ModelConfig& m) {
+    return checked_add(embedding_parameter_count(m), final_norm_parameter_count(m),
+                       head_parameter_count(m));
+}
+
 std::uint64_t largest_parameter_tensor(const ModelConfig& m) {
     const std::uint64_t H = m.hidden, F = m.ffn, D = m.head_dim;
     const std::uint64_t q = checked_mul(m.n_heads, D), kv = checked_mul(m.n_kv_heads, D);
@@ -585,9 +590,7 @@ std::uint64_t hf_buffer_bytes(const ModelConfig& m) {
 }
 
 std::uint64_t parameter_count(const ModelConfig& m) {
-    return checked_add(embedding_parameter_count(m),
-                       checked_mul(m.n_layers, block_parameter_count(m)),
-                       final_norm_parameter_count(m), head_parameter_count(m));
+    return checked_add(outer_parameter_count(m), checked_mul(m.n_layers, block_parameter_count(m)));
 }
 
 std::uint64_t rotary_dims(const ModelConfig& m) {

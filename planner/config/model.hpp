@@ -93,6 +93,8 @@ std::uint64_t block_norm_count(const ModelConfig& m);
 std::uint64_t embedding_parameter_count(const ModelConfig& m);
 std::uint64_t final_norm_parameter_count(const ModelConfig& m);
 std::uint64_t head_parameter_count(const ModelConfig& m);  // 0 when tied
+// Embedding, final norm and head: what is not in a block (FSDP's root unit).
+std::uint64_t outer_parameter_count(const ModelConfig& m);
 std::uint64_t parameter_count(const ModelConfig& m);
 // The elements of the model's largest parameter tensor (the embedding or head V x H, GPT-2's
 // positions, a block's widest weight): what torch.optim's for-loop step sizes its temporaries by.

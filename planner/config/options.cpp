@@ -102,6 +102,9 @@ constexpr Names<Precision, 2> precision_aliases{
 
 }  // namespace
 
+bool torch_data_parallel(Sharding s) {
+    return s == Sharding::none || s == Sharding::fsdp || s == Sharding::fsdp_grad_op;
+}
 bool runtime_profile(Profile p) { return p == Profile::remat || p == Profile::remat_cuda; }
 bool hf_profile(Profile p) { return p == Profile::hf_eager || p == Profile::sdpa; }
 

@@ -110,6 +110,9 @@ struct RunOptions {
 // Whether bitsandbytes stores the blocks' linears (int8, nf4).
 bool quantized(BaseDType b);
 
+// DDP or FSDP (none, fsdp, fsdp-grad-op): PyTorch's own data parallelism, where PEFT's, DPO's
+// reference and the optimizers of torch.optim, bitsandbytes and transformers run as modelled.
+bool torch_data_parallel(Sharding s);
 // Profiles that describe remat's own runtime (remat run executes them).
 bool runtime_profile(Profile p);
 // Profiles that describe Hugging Face transformers' code run by PyTorch (its autograd engine,

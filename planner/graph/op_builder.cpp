@@ -168,7 +168,6 @@ TensorId OpBuilder::quantized_linear(const std::string& name, TensorId x, std::u
 
 TensorId OpBuilder::lora_branch(const std::string& name, TensorId x, TensorId base,
                                 std::uint64_t n_out) {
-    const LoraOptions& l = *w_.lora;
     const DType result_t = dtype(base);
     if (w_.quantized_linears()) {
         // peft/tuners/lora/bnb.py Linear8bitLt/Linear4bit.forward: 4-bit clones the base
@@ -177,25 +176,27 @@ TensorId OpBuilder::lora_branch(const std::string& name, TensorId x, TensorId ba
         // before it is added.
         if (w_.storage == BaseDType::nf4) base = copy(name + ".result_clone", base, result_t);
         const bool convert = !p_.autocast;
-        const TensorId xa = convert ? cast(name + ".lora_input", x, DType::f32) : x;
-        const TensorId a =
-            gemm(name + ".lora_A", dropout(name + ".lora_dropout", xa, l.dropout), l.rank, true);
-        const TensorId bo = gemm(name + ".lora_B", a, n_out, true);
-        TensorId scaled = g_.add_tensor(name + ".lora_scaled", shape(bo), dtype(bo));
-        g_.add_op(make(name + ".lora_scaling", OpClass::memory, {bo}, {scaled}, {}));
+        TensorId scaled =
+            lora_product(name, convert ? cast(name + ".lora_input", x, DType::f32) : x, n_out);
         if (convert) scaled = cast(name + ".lora_output", scaled, result_t);
         return add(name + ".lora_add", base, scaled);
     }
     // peft/tuners/lora/layer.py Linear.forward: x = self._cast_input_dtype(x, lora_A.weight
     // .dtype) (the adapters are fp32: a copy unless x is fp32); result + lora_B(lora_A(
     // dropout(x))) * scaling (a Python scalar: nothing saved); result.to(torch_result_dtype).
-    const TensorId xa = cast(name + ".lora_input", x, DType::f32);
+    const TensorId scaled = lora_product(name, cast(name + ".lora_input", x, DType::f32), n_out);
+    return cast(name + ".lora_result", add(name + ".lora_add", base, scaled), result_t);
+}
+
+TensorId OpBuilder::lora_product(const std::string& name, TensorId x, std::uint64_t n_out) {
+    // lora_B(lora_A(dropout(x))) * scaling, as both PEFT layers write it.
+    const LoraOptions& l = *w_.lora;
     const TensorId a =
-        gemm(name + ".lora_A", dropout(name + ".lora_dropout", xa, l.dropout), l.rank, true);
+        gemm(name + ".lora_A", dropout(name + ".lora_dropout", x, l.dropout), l.rank, true);
     const TensorId bo = gemm(name + ".lora_B", a, n_out, true);
     const TensorId scaled = g_.add_tensor(name + ".lora_scaled", shape(bo), dtype(bo));
     g_.add_op(make(name + ".lora_scaling", OpClass::memory, {bo}, {scaled}, {}));
-    return cast(name + ".lora_result", add(name + ".lora_add", base, scaled), result_t);
+    return scaled;
 }
 
 TensorId OpBuilder::layernorm(const std::string& name, TensorId x, bool save_stats) {

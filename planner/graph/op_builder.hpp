@@ -112,6 +112,7 @@ class OpBuilder {
     TensorId quantized_linear(const std::string& name, TensorId x, std::uint64_t n_out);
     // PEFT's lora.Linear.forward (or its bitsandbytes variant) after the base layer's output.
     TensorId lora_branch(const std::string& name, TensorId x, TensorId base, std::uint64_t n_out);
+    TensorId lora_product(const std::string& name, TensorId x, std::uint64_t n_out);
     // The fp32 x * rsqrt(mean(x^2) + eps) both RMSNorms compute, its product named `normalized`.
     TensorId rms_normalized(const std::string& name, TensorId x, const std::string& normalized);
     StageGraph& g_;

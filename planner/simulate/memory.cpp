@@ -187,9 +187,7 @@ std::uint64_t reference_weight_bytes(const Chain& c) {
         return checked_add(total, checked_mul(dtype, parameter_count(ref)));
     // Its units as the policy's: one per block, the rest in the root, each padded to W.
     const std::uint64_t W = o.world_size;
-    const std::uint64_t root = checked_add(
-        embedding_parameter_count(ref), final_norm_parameter_count(ref), head_parameter_count(ref));
-    add_to(total, checked_mul(dtype, ceil_div(root, W)));
+    add_to(total, checked_mul(dtype, ceil_div(outer_parameter_count(ref), W)));
     add_to(total, checked_mul(dtype, ref.n_layers, ceil_div(block_parameter_count(ref), W)));
     return total;
 }

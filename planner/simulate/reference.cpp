@@ -64,11 +64,9 @@ ReferenceForward reference_forward(const Chain& c, const StepTerms& terms, const
     // A second model's root unit (embedding, final norm, head) stays gathered through its
     // forward; the policy's own (LoRA, adapters disabled) already is.
     if (gathered && c.reference_weights())
-        out.peak_bytes = checked_add(
-            out.peak_bytes,
-            checked_round(compute * static_cast<double>(checked_add(embedding_parameter_count(ref),
-                                                                    final_norm_parameter_count(ref),
-                                                                    head_parameter_count(ref)))));
+        out.peak_bytes =
+            checked_add(out.peak_bytes,
+                        checked_round(compute * static_cast<double>(outer_parameter_count(ref))));
     return out;
 }
 
