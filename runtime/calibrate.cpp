@@ -4,9 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <fstream>
+#include <functional>
+#include <thread>
 #include <type_traits>
+
+#include <sched.h>
 
 #include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
@@ -31,19 +36,25 @@ struct Timed {
 
 // Seconds per call: an untimed first call (page faults, cuBLAS heuristics, kernel loading), then
 // batches of 1, 2, 4, ... calls, each between two synchronizations, until one lasts min_batch_s;
-// that batch's mean. A long call is timed alone, a tiny one millions of times, so that the
-// clock's resolution and the synchronization stay small against the batch.
+// then that batch twice more, and the fastest of the three's mean (a shared machine's other work
+// only ever slows a batch down). A long call is timed alone, a tiny one millions of times, so that
+// the clock's resolution and the synchronization stay small against the batch.
 template <class T, class F>
 Timed time_calls(const Backend<T>& backend, F&& call, double min_batch_s) {
     call();
     backend.synchronize();
-    for (std::uint64_t n = 1;; n *= 2) {
+    auto batch = [&](std::uint64_t n) {
         const auto t0 = Clock::now();
         for (std::uint64_t k = 0; k < n; ++k) call();
         backend.synchronize();
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        if (s >= min_batch_s || n >= (std::uint64_t{1} << 26))
+        return std::chrono::duration<double>(Clock::now() - t0).count();
+    };
+    for (std::uint64_t n = 1;; n *= 2) {
+        double s = batch(n);
+        if (s >= min_batch_s || n >= (std::uint64_t{1} << 26)) {
+            s = std::min({s, batch(n), batch(n)});
             return {s / static_cast<double>(n), n};
+        }
     }
 }
 
@@ -143,6 +154,331 @@ std::vector<Benchmark> attentions(const Backend<T>& b, CountingAllocator& a,
     return out;
 }
 
+// ---- per-kernel timings: seconds against the planner's work, at growing sizes ----
+
+template <class T>
+Benchmark kernel_point(const char* kind, bool backward, std::uint64_t dim, std::string shape,
+                       double work, Timed t) {
+    Benchmark b = benchmark<T>(kind, std::move(shape), 0, 0, t);
+    b.direction = backward ? "backward" : "forward";
+    b.dim = dim;
+    b.work = work;
+    return b;
+}
+
+// Times forward and backward of one kernel at sizes n = first, 4 first, 16 first, ... until a
+// forward call lasts grow_until_s or n passes last. `setup(n)` allocates and returns
+// {forward work, backward work, shape, forward call, backward call}.
+template <class T, class Setup>
+void kernel_curve(const Backend<T>& b, const CalibrateOptions& o, const char* kind,
+                  std::uint64_t dim, std::size_t first, std::size_t last, std::size_t factor,
+                  Setup setup, std::vector<Benchmark>& out) {
+    for (std::size_t n = first; n <= last; n *= factor) {
+        auto [fwd_work, bwd_work, shape, fwd, bwd] = setup(n);
+        const Timed tf = time_calls(b, fwd, o.min_batch_s);
+        out.push_back(kernel_point<T>(kind, false, dim, shape, fwd_work, tf));
+        const Timed tb = time_calls(b, bwd, o.min_batch_s);
+        out.push_back(kernel_point<T>(kind, true, dim, shape, bwd_work, tb));
+        if (tf.seconds >= o.grow_until_s) break;
+    }
+}
+
+template <class T>
+struct KernelCall {
+    double fwd_work = 0, bwd_work = 0;
+    std::string shape;
+    std::function<void()> fwd, bwd;
+};
+
+// Every kernel class the planner's ops map to (planner/graph/graph.hpp, KernelClass), with the
+// work counted as the planner counts it: linear FLOPs 2·N·I·O forward and twice that backward;
+// attention 4·B·A·D·S(S+1)/2 forward and 2.5 times that backward; the others' bytes, their
+// inputs and outputs forward and twice that backward (OpBuilder::make's default traffic).
+template <class T>
+std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
+                                      const CalibrateOptions& o) {
+    using Acc = acc_t<T>;
+    std::vector<Benchmark> out;
+    std::vector<BufferRef> keep;  // one size's buffers, replaced at the next size
+    const double e = sizeof(T);
+    auto zeros = [&](std::uint64_t bytes) {
+        keep.push_back(make_zeroed(a, std::max<std::uint64_t>(bytes, 1)));
+        return keep.back();
+    };
+    // Inputs of T in [-1.5, 1.5]: transcendental kernels (exp, tanh) take fast paths on zeros.
+    auto data = [&](std::uint64_t bytes) {
+        std::vector<T> host(bytes / sizeof(T));
+        for (std::size_t i = 0; i < host.size(); ++i) {
+            const float x = 1.5f * (static_cast<float>((i * 2654435761u) % 2001u) / 1000.0f - 1.0f);
+            if constexpr (std::is_same_v<T, bf16>)
+                host[i] = to_bf16(x);
+            else
+                host[i] = x;
+        }
+        keep.push_back(make_buffer(a, std::max<std::uint64_t>(bytes, 1)));
+        b.upload(keep.back()->template as<void>(), host.data(), host.size() * sizeof(T));
+        return keep.back();
+    };
+    // GEMMs by their narrow dimension d: (4d x d) · (d x 4d), d doubling from 32.
+    for (std::size_t d = 32; d <= 8192; d *= 2) {
+        const std::size_t N = 4 * d, I = d, O = 4 * d;
+        keep.clear();
+        const BufferRef x = zeros(N * I * e), w = zeros(O * I * e), y = zeros(N * O * e),
+                        dy = zeros(N * O * e), dx = zeros(N * I * e), dw = zeros(O * I * e);
+        const BufferRef wf = zeros(b.linear_forward_workspace(N, I, O)),
+                        wb = zeros(b.linear_backward_workspace(N, I, O));
+        const double flops = 2.0 * N * I * O;
+        const Timed tf = time_calls(
+            b,
+            [&] {
+                b.linear_forward(y->as<T>(), x->as<T>(), w->as<T>(), nullptr, N, I, O,
+                                 wf->as<void>());
+            },
+            o.min_batch_s);
+        const std::string shape = fmt::format("{}x{}x{}", N, I, O);
+        out.push_back(kernel_point<T>("gemm", false, d, shape, flops, tf));
+        const Timed tb = time_calls(
+            b,
+            [&] {
+                b.linear_backward(dx->as<T>(), dw->as<T>(), nullptr, dy->as<T>(), x->as<T>(),
+                                  w->as<T>(), N, I, O, wb->as<void>());
+            },
+            o.min_batch_s);
+        out.push_back(kernel_point<T>("gemm", true, d, shape, 2 * flops, tb));
+        if (tf.seconds >= o.grow_until_s) break;
+    }
+    // Causal attention by head size D (8 heads), the sequence doubling from 64.
+    for (std::size_t D : {32, 64, 128}) {
+        const std::size_t A = 8;
+        kernel_curve(
+            b, o, "attention", D, 64, 8192, 2,
+            [&](std::size_t S) {
+                keep.clear();
+                const AttentionShape s{1, S, A, A, D, A * D, A * D, A * D};
+                const std::uint64_t t = S * A * D * sizeof(T), l = A * S * sizeof(Acc);
+                const BufferRef q = data(t), k = data(t), v = data(t), y = data(t),
+                                lse = zeros(l), dy = data(t), dq = zeros(t), dk = zeros(t),
+                                dv = zeros(t);
+                const BufferRef ws = zeros(
+                    std::max(b.attention_forward_workspace(s), b.attention_backward_workspace(s)));
+                const double f = 4.0 * A * D * (double(S) * (double(S) + 1) / 2);
+                return KernelCall<T>{
+                    f, 2.5 * f, fmt::format("B1 S{} A{} D{}", S, A, D),
+                    [&b, s, q, k, v, y, lse, ws] {
+                        b.attention_forward(y->as<T>(), lse->as<Acc>(), q->as<T>(), k->as<T>(),
+                                            v->as<T>(), s, DropoutKey{}, ws->as<void>());
+                    },
+                    [&b, s, q, k, v, y, lse, dy, dq, dk, dv, ws] {
+                        b.attention_backward(dq->as<T>(), dk->as<T>(), dv->as<T>(), dy->as<T>(),
+                                             q->as<T>(), k->as<T>(), v->as<T>(), y->as<T>(),
+                                             lse->as<Acc>(), s, DropoutKey{}, ws->as<void>());
+                    }};
+            },
+            out);
+    }
+    // Row-wise kernels over (rows, H = 256), rows growing 4x from 16.
+    constexpr std::size_t H = 256;
+    auto rows_shape = [](std::size_t rows, std::size_t cols) {
+        return fmt::format("{}x{}", rows, cols);
+    };
+    // Norms: LayerNorm then RMSNorm in one call (GPT-2 and Llama), their bytes summed.
+    kernel_curve(
+        b, o, "norm", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const BufferRef x = data(N * H * e), y = zeros(N * H * e), w = data(H * e),
+                            bias = zeros(H * e), mean = zeros(N * sizeof(Acc)),
+                            rstd = zeros(N * sizeof(Acc)), dy = data(N * H * e),
+                            dx = zeros(N * H * e), dw = zeros(H * e), db = zeros(H * e);
+            const double bytes = (2 * N * H * e + 2.0 * N * sizeof(Acc)) + (2 * N * H * e + N * sizeof(Acc));
+            return KernelCall<T>{
+                bytes, 2 * bytes, rows_shape(N, H),
+                [=, &b] {
+                    b.layernorm_forward(y->as<T>(), mean->as<Acc>(), rstd->as<Acc>(), x->as<T>(),
+                                        w->as<T>(), bias->as<T>(), N, H);
+                    b.rmsnorm_forward(y->as<T>(), rstd->as<Acc>(), x->as<T>(), w->as<T>(), N, H);
+                },
+                [=, &b] {
+                    b.layernorm_backward(dx->as<T>(), dw->as<T>(), db->as<T>(), dy->as<T>(),
+                                         x->as<T>(), w->as<T>(), mean->as<Acc>(), rstd->as<Acc>(),
+                                         N, H);
+                    b.rmsnorm_backward(dx->as<T>(), dw->as<T>(), dy->as<T>(), x->as<T>(),
+                                       w->as<T>(), rstd->as<Acc>(), N, H);
+                }};
+        },
+        out);
+    // Elementwise: the residual add (backward: its two accumulations).
+    kernel_curve(
+        b, o, "elementwise", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const std::size_t n = N * H;
+            const BufferRef x = data(n * e), z = data(n * e), y = data(n * e),
+                            g1 = zeros(n * e), g2 = zeros(n * e);
+            return KernelCall<T>{
+                3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
+                [=, &b] { b.add_forward(y->as<T>(), x->as<T>(), z->as<T>(), n); },
+                [=, &b] {
+                    b.accumulate(g1->as<T>(), y->as<T>(), n);
+                    b.accumulate(g2->as<T>(), y->as<T>(), n);
+                }};
+        },
+        out);
+    // GELU (GPT-2's MLP), SwiGLU (Llama's) and dropout at p = 0.1 (GPT-2's), each its own class.
+    kernel_curve(
+        b, o, "gelu", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const std::size_t n = N * H;
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
+                            dx = data(n * e);
+            return KernelCall<T>{
+                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                [=, &b] { b.gelu_forward(y->as<T>(), x->as<T>(), n); },
+                [=, &b] { b.gelu_backward(dx->as<T>(), dy->as<T>(), x->as<T>(), n); }};
+        },
+        out);
+    kernel_curve(
+        b, o, "activation", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const std::size_t n = N * H;
+            const BufferRef x = data(n * e), u = data(n * e), y = zeros(n * e),
+                            dy = data(n * e), dx = data(n * e), du = data(n * e);
+            return KernelCall<T>{
+                3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
+                [=, &b] { b.swiglu_forward(y->as<T>(), x->as<T>(), u->as<T>(), n); },
+                [=, &b] {
+                    b.swiglu_backward(dx->as<T>(), du->as<T>(), dy->as<T>(), x->as<T>(),
+                                      u->as<T>(), n);
+                }};
+        },
+        out);
+    kernel_curve(
+        b, o, "dropout", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const std::size_t n = N * H;
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
+                            dx = data(n * e);
+            const DropoutKey key{0.1f, 1, 2, 0};
+            return KernelCall<T>{
+                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                [=, &b] { b.dropout_forward(y->as<T>(), x->as<T>(), n, key); },
+                [=, &b] { b.dropout_backward(dx->as<T>(), dy->as<T>(), n, key); }};
+        },
+        out);
+    // Rotary embeddings over heads of 32 (the tables are computed in the kernel).
+    kernel_curve(
+        b, o, "rotary", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            const std::size_t n = N * H, D = 32, heads = H / D;
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
+                            dx = data(n * e);
+            return KernelCall<T>{
+                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                [=, &b] { b.rotary_forward(y->as<T>(), x->as<T>(), 1, N, heads, D); },
+                [=, &b] { b.rotary_backward(dx->as<T>(), dy->as<T>(), 1, N, heads, D); }};
+        },
+        out);
+    // Cross-entropy over a vocabulary of 4096: logits, targets, loss and lse.
+    kernel_curve(
+        b, o, "softmax", 0, 4, std::size_t{1} << 14, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            constexpr std::size_t V = 4096;
+            const BufferRef logits = data(N * V * e), lse = zeros(N * sizeof(Acc)),
+                            targets = zeros(N * 4), dlogits = zeros(N * V * e);
+            const double bytes = N * V * e + 4.0 * N + 4 + N * sizeof(Acc);
+            return KernelCall<T>{
+                bytes, 2 * bytes, rows_shape(N, V),
+                [=, &b] {
+                    b.cross_entropy_forward(lse->as<Acc>(), logits->as<T>(),
+                                            targets->as<std::int32_t>(), N, V);
+                },
+                [=, &b] {
+                    b.cross_entropy_backward(dlogits->as<T>(), logits->as<T>(), lse->as<Acc>(),
+                                             targets->as<std::int32_t>(), N, V, Acc(1));
+                }};
+        },
+        out);
+    // The embedding lookup (token ids into rows of H) and its backward into the table.
+    kernel_curve(
+        b, o, "embedding", 0, 16, std::size_t{1} << 16, 4,
+        [&](std::size_t N) {
+            keep.clear();
+            constexpr std::size_t V = 4096;
+            const BufferRef ids = zeros(N * 4), wte = zeros(V * H * e), y = zeros(N * H * e),
+                            dwte = zeros(V * H * e), dy = data(N * H * e),
+                            ws = zeros(b.embedding_backward_workspace(N));
+            const double bytes = 4.0 * N + N * H * e;
+            return KernelCall<T>{
+                bytes, 2 * bytes, rows_shape(N, H),
+                [=, &b] {
+                    b.embedding_forward(y->as<T>(), ids->as<std::int32_t>(), wte->as<T>(), nullptr,
+                                        N, N, H);
+                },
+                [=, &b] {
+                    b.embedding_backward(dwte->as<T>(), nullptr, dy->as<T>(),
+                                         ids->as<std::int32_t>(), N, N, H, ws->as<void>());
+                }};
+        },
+        out);
+    return out;
+}
+
+// AdamW over n fp32 parameters: 28 bytes each, as the planner counts the step
+// (optimizer_bytes_per_param).
+template <class T>
+std::vector<Benchmark> optimizer_timings(const Backend<T>& b, CountingAllocator& a,
+                                         const CalibrateOptions& o) {
+    std::vector<Benchmark> out;
+    for (std::size_t n = 4096; n <= (std::size_t{1} << 24); n *= 4) {
+        const BufferRef p = make_zeroed(a, 4 * n), g = make_zeroed(a, 4 * n),
+                        m = make_zeroed(a, 4 * n), v = make_zeroed(a, 4 * n),
+                        d = make_zeroed(a, 4 * n);
+        std::uint64_t step = 0;
+        const Timed t = time_calls(
+            b,
+            [&] {
+                b.adamw_step(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
+                             d->as<float>(), n, AdamW{}, ++step);
+            },
+            o.min_batch_s);
+        out.push_back(kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n),
+                                      28.0 * n, t));
+        if (t.seconds >= o.grow_until_s) break;
+    }
+    return out;
+}
+
+// The memory benchmark on `threads` threads at once, each on its own arrays: seconds per call,
+// the slowest thread's.
+double concurrent_memory_s(const Backend<float>& b, CountingAllocator& a, std::size_t threads,
+                           const CalibrateOptions& o) {
+    const std::size_t n = k_memory_elements / 4;
+    std::vector<std::array<BufferRef, 3>> arrays;
+    for (std::size_t t = 0; t < threads; ++t)
+        arrays.push_back({make_zeroed(a, 4 * n), make_zeroed(a, 4 * n), make_zeroed(a, 4 * n)});
+    std::vector<double> seconds(threads);
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            const auto& [x, y, z] = arrays[t];
+            seconds[t] = time_calls(
+                             b,
+                             [&] {
+                                 b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(),
+                                               n);
+                             },
+                             4 * o.min_batch_s)
+                             .seconds;
+        });
+    for (auto& th : pool) th.join();
+    return *std::max_element(seconds.begin(), seconds.end());
+}
+
 template <class T>
 DeviceParts<T> parts(Device device) {
     return device == Device::cuda ? cuda_parts<T>(1) : cpu_parts<T>(1);
@@ -156,6 +492,8 @@ ComputeRates compute(Device device, const CalibrateOptions& o, std::vector<Bench
     const std::vector<Benchmark> g = gemms(*p.backend, a, o), at = attentions(*p.backend, a, o);
     log.insert(log.end(), g.begin(), g.end());
     log.insert(log.end(), at.begin(), at.end());
+    const std::vector<Benchmark> k = kernel_timings(*p.backend, a, o);
+    log.insert(log.end(), k.begin(), k.end());
     return {g.back().flops / g.back().seconds, at.back().flops / at.back().seconds};
 }
 
@@ -204,6 +542,22 @@ DeviceRates measure_device(const CalibrateOptions& o) {
         r.launch_s = r.benchmarks.back().seconds;
         r.benchmarks.push_back(memory(*p.backend, a, o));
         r.memory_bandwidth = r.benchmarks.back().bytes / r.benchmarks.back().seconds;
+        const std::vector<Benchmark> opt = optimizer_timings(*p.backend, a, o);
+        r.benchmarks.insert(r.benchmarks.end(), opt.begin(), opt.end());
+        if (!cuda) {
+            // The CPU runtime runs W ranks as W threads: as many at once as this process has
+            // cores, sharing the memory bus.
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            const int cores = sched_getaffinity(0, sizeof set, &set) == 0
+                                  ? CPU_COUNT(&set)
+                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+            r.concurrent_ranks = cores;
+            if (cores > 1)
+                r.shared_memory_slowdown = std::max(
+                    1.0, concurrent_memory_s(*p.backend, a, static_cast<std::size_t>(cores), o) /
+                             concurrent_memory_s(*p.backend, a, 1, o));
+        }
     }
     if (fp32) r.fp32 = compute<float>(o.device, o, r.benchmarks);
     if (bf16_storage) r.bf16 = compute<bf16>(o.device, o, r.benchmarks);

@@ -4,8 +4,11 @@
 // are measured by the same code. The planner's step-time model reads the result as a
 // calibration file (planner/simulate/calibration.hpp; the glue is tools/calibrate.cpp).
 //
-// Not measured: backward passes (the model charges them from forward FLOPs and bytes),
-// collectives, host-device copies. Nothing here judges the figures; a test cannot either.
+// Per kernel class (GEMMs by their narrow dimension, attention by head size, norms, elementwise
+// ops, activations, rotary embeddings, cross-entropy over a vocabulary, the embedding lookup, the
+// optimizer step), forward and backward, at growing sizes: the step-time model reads these
+// curves. Not measured: collectives and host-device copies. Nothing here judges the figures; a
+// test cannot either.
 //
 //   CalibrateOptions o;
 //   o.device = Device::cpu;
@@ -39,6 +42,11 @@ struct Benchmark {
     double bytes = 0;    // per call, read and written (the planner's count for the op)
     double seconds = 0;  // per call
     std::uint64_t calls = 0;  // timed together, between two synchronizations
+    // Kernel timings the step-time model reads (kind: a kernel class, or "optimizer"):
+    // "forward" or "backward"; empty for launch, memory and the legacy gemm/attention rates.
+    std::string direction;
+    std::uint64_t dim = 0;  // narrow dimension: a GEMM's smallest side, attention's head size
+    double work = 0;        // what the planner counts for the op: FLOPs or bytes
 };
 
 struct ComputeRates {
@@ -54,6 +62,10 @@ struct DeviceRates {
     std::optional<ComputeRates> fp32, bf16;
     double memory_bandwidth = 0;  // bytes/s: add_forward over a large fp32 array
     double launch_s = 0;          // seconds per call of add_forward on one element
+    double concurrent_ranks = 0;  // CPU: the cores this process may run on; 0 on a GPU
+    // CPU: how much longer the memory benchmark's call takes when every core runs one at once
+    // (the ranks share the memory bus); 1 on a GPU.
+    double shared_memory_slowdown = 1;
 };
 
 // Throws InputError for a precision other than fp32 and bf16-mixed, or for --device cuda where

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <chrono>
 #include <stdexcept>
 
 namespace remat::rt {
@@ -34,6 +35,22 @@ std::vector<std::size_t> stage_units(const Model<T>& model) {
     return units;
 }
 }  // namespace
+
+template <class T>
+template <class F>
+void RankExecutor<T>::timed(const std::string& what, F&& f) {
+    if (!options_.time_work) return f();
+    model_.backend->synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    model_.backend->synchronize();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto it = std::find_if(work_.begin(), work_.end(),
+                           [&](const WorkTime& w) { return w.what == what; });
+    if (it == work_.end()) it = work_.insert(work_.end(), WorkTime{what, 0, 0});
+    it->seconds += s;
+    ++it->calls;
+}
 
 template <class T>
 RankExecutor<T>::RankExecutor(const Model<T>& model, const Schedule& schedule, std::size_t rank,
@@ -147,8 +164,10 @@ void RankExecutor<T>::apply(const UnitChanges& changes) {
         UnitState& s = units_[u];
         const std::uint64_t numel = model_.units[u].numel;
         s.gathered = allocate(sizeof(T) * numel);
-        coll_.all_gather(rank_, s.gathered->template as<T>(), s.master->template as<float>(),
-                         s.shard_n, numel);
+        timed("all_gather", [&] {
+            coll_.all_gather(rank_, s.gathered->template as<T>(), s.master->template as<float>(),
+                             s.shard_n, numel);
+        });
     }
 }
 
@@ -174,7 +193,9 @@ void RankExecutor<T>::run_op(const ProgramOp& op, bool backward_pass,
     a.step = step_;
     a.row0 = row0_;
     a.targets = targets_->data();
-    (backward_pass ? op.backward : op.forward)(a);
+    if (!options_.time_work) return (backward_pass ? op.backward : op.forward)(a);
+    timed(fmt::format("{} {}", backward_pass ? "B" : "F", op.name),
+          [&] { (backward_pass ? op.backward : op.forward)(a); });
 }
 
 template <class T>
@@ -300,11 +321,15 @@ void RankExecutor<T>::reduce_unit_gradients(std::size_t u) {
     UnitState& s = units_[u];
     alloc_.set_op("reduce_scatter");
     BufferRef out = allocate(sizeof(T) * s.shard_n);
-    coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n,
-                         model_.units[u].numel);
+    timed("reduce_scatter", [&] {
+        coll_.reduce_scatter(rank_, out->template as<T>(), s.grad->template as<T>(), s.shard_n,
+                             model_.units[u].numel);
+    });
     if (!s.grad_shard) s.grad_shard = allocate_zeroed(4 * s.shard_n);
-    model_.backend->add_to_fp32(s.grad_shard->template as<float>(), out->template as<T>(),
-                                s.shard_n);
+    timed("add_to_fp32", [&] {
+        model_.backend->add_to_fp32(s.grad_shard->template as<float>(), out->template as<T>(),
+                                    s.shard_n);
+    });
     out.reset();
     s.grad.reset();
 }
@@ -330,17 +355,21 @@ void RankExecutor<T>::optimizer_step(StepRecord& record) {
     BufferRef denom = allocate(4 * total);
     ++optimizer_steps_;
     std::uint64_t offset = 0;
-    for (UnitState& s : units_) {
-        model_.backend->adamw_step(s.master->template as<float>(),
-                                   s.grad_shard->template as<float>(), s.m->template as<float>(),
-                                   s.v->template as<float>(), denom->template as<float>() + offset,
-                                   s.shard_n, options_.adamw, optimizer_steps_);
-        offset += s.shard_n;
-    }
+    timed("optimizer", [&] {
+        for (UnitState& s : units_) {
+            model_.backend->adamw_step(
+                s.master->template as<float>(), s.grad_shard->template as<float>(),
+                s.m->template as<float>(), s.v->template as<float>(),
+                denom->template as<float>() + offset, s.shard_n, options_.adamw, optimizer_steps_);
+            offset += s.shard_n;
+        }
+    });
     denom.reset();
     record.timeline.push_back({"optimizer", alloc_.live_bytes(), alloc_.take_window_peak()});
     for (UnitState& s : units_) s.grad_shard.reset();  // zero_grad(set_to_none=True)
     model_.backend->synchronize();
+    record.work = std::move(work_);
+    work_.clear();
 }
 
 template class RankExecutor<float>;

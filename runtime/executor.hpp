@@ -40,15 +40,28 @@ struct SavedTensor {
     std::uint64_t bytes = 0;
 };
 
+// Wall time spent in one kind of work during a step, summed over its calls: an op's forward or
+// backward ("F blocks attn.qkv", "B head lm_head"), or the executor's own work ("all_gather",
+// "reduce_scatter", "zero_grads", "optimizer").
+struct WorkTime {
+    std::string what;
+    double seconds = 0;
+    std::uint64_t calls = 0;
+};
+
 struct StepRecord {
     double loss = 0;                        // mean over the global batch
     std::vector<ActionMemory> timeline;     // one per action, then "optimizer"
     std::vector<std::vector<float>> grads;  // per unit, this rank's fp32 gradient shard (when kept)
+    std::vector<WorkTime> work;             // with ExecutorOptions::time_work, in first-seen order
 };
 
 struct ExecutorOptions {
     AdamW adamw;
     bool keep_gradients = false;  // copy each step's gradient shards into StepRecord (for checks)
+    // Time every op and collective (synchronizing the backend around each): where a step's time
+    // goes, for `remat run --work-times`; it slows the step by one synchronization per op.
+    bool time_work = false;
 };
 
 template <class T>
@@ -91,6 +104,9 @@ class RankExecutor {
     BufferRef allocate(std::uint64_t bytes) { return make_buffer(alloc_, bytes); }
     BufferRef allocate_zeroed(std::uint64_t bytes) { return make_zeroed(alloc_, bytes); }
     void record(const std::string& label, StepRecord& r);
+    // Runs f; with time_work, adds its wall time (backend synchronized) to `what`.
+    template <class F>
+    void timed(const std::string& what, F&& f);
 
     const Model<T>& model_;
     const Schedule& schedule_;
@@ -110,6 +126,7 @@ class RankExecutor {
     std::vector<std::vector<SavedTensor>> saved_report_;
     std::uint64_t step_ = 0, row0_ = 0, optimizer_steps_ = 0;
     const std::vector<std::int32_t>* targets_ = nullptr;
+    std::vector<WorkTime> work_;  // this step's, with time_work
 };
 
 // What Megatron's selective recomputation keeps of a stage (F_sel) and what R_sel brings back

@@ -89,7 +89,8 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
         result.grads.resize(c.steps, std::vector<std::vector<std::vector<float>>>(ranks));
     std::mutex mu;
     std::string error;
-    std::vector<double> losses(c.steps, 0.0);
+    std::vector<double> losses(c.steps, 0.0), step_seconds(c.steps, 0.0);
+    std::vector<WorkTime> work;
     double seconds = 0;
     // The first rank to run out of memory reports; the others are stopped.
     auto report_oom = [&](const OutOfMemory& e, std::size_t rank) {
@@ -107,15 +108,22 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
         try {
             ExecutorOptions opt;
             opt.keep_gradients = c.keep_gradients;
+            opt.time_work = c.time_work && rank == 0;
             RankExecutor<T> ex(model, c.schedule, rank, coll, alloc, c.seed, opt);
             std::vector<std::int32_t> ids, targets;
             coll.all_reduce_sum(rank, 0.0);  // start the clock together
             const auto t0 = std::chrono::steady_clock::now();
+            auto step_start = t0;
             for (std::uint64_t s = 0; s < c.steps; ++s) {
                 tokens.rank_batch(s, rank, ids, targets);
                 StepRecord r = ex.step(s, ids, targets, rank * c.micro_batch);
                 out.timeline = std::move(r.timeline);
                 if (rank == 0) {
+                    // The step ends with the loss's all-reduce, which every rank reaches.
+                    const auto now = std::chrono::steady_clock::now();
+                    step_seconds[s] = std::chrono::duration<double>(now - step_start).count();
+                    step_start = now;
+                    work = std::move(r.work);
                     losses[s] = r.loss;
                     if (c.progress) c.progress(s + 1, c.steps);
                 }
@@ -151,6 +159,8 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     if (!result.oom) {
         result.losses = losses;
         result.seconds = seconds;
+        result.step_seconds = step_seconds;
+        result.work = std::move(work);
         result.tokens_per_s =
             seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * c.steps) / seconds : 0;
     }

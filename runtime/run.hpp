@@ -36,6 +36,7 @@ struct RunConfig {
     std::uint64_t memory_cap_bytes = 0;  // per rank; 0: none
     std::string data_path;               // little-endian int32 token ids; empty: synthetic
     bool keep_gradients = false;  // record every step's gradient shards (for --check-gradients)
+    bool time_work = false;       // time every op and collective of rank 0 (ExecutorOptions)
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // after each step
 };
 
@@ -62,6 +63,8 @@ struct RunResult {
     std::uint64_t device_overhead_bytes = 0;
     std::vector<double> losses;  // per completed step: mean over the global batch
     double seconds = 0;          // wall time of the steps (start-up excluded)
+    std::vector<double> step_seconds;  // per step, rank 0's (every rank ends a step together)
+    std::vector<WorkTime> work;        // with time_work: rank 0's last step, op by op
     double tokens_per_s = 0;     // per rank: B * S * steps / seconds
     // grads[step][rank][unit]: the fp32 gradient shards, with keep_gradients.
     std::vector<std::vector<std::vector<std::vector<float>>>> grads;

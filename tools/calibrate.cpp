@@ -39,9 +39,12 @@ Calibration to_calibration(const rt::DeviceRates& r) {
     c.bf16 = rates(r.bf16);
     c.memory_bandwidth = r.memory_bandwidth;
     c.launch_s = r.launch_s;
+    c.concurrent_ranks = r.concurrent_ranks;
+    c.shared_memory_slowdown = r.shared_memory_slowdown;
     for (const rt::Benchmark& b : r.benchmarks)
         c.measurements.push_back({b.kind, std::string(calibration_storage(b.precision)), b.shape,
-                                  b.flops, b.bytes, b.seconds, b.calls});
+                                  b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim,
+                                  b.work});
     return c;
 }
 

@@ -262,6 +262,7 @@ int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool pr
     s.seed = f.seed;
     s.data_path = f.data;
     s.check_gradients = f.check_gradients;
+    s.time_work = f.work_times;
     if (!f.memory_cap.empty()) s.memory_cap_bytes = parse_bytes(f.memory_cap, "--memory-cap");
     RunReport r;
     {
@@ -275,7 +276,7 @@ int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool pr
     if (a.json)
         print_json(run_json(q, r, s));
     else
-        std::cout << run_text(q, r, s, f.timeline);
+        std::cout << run_text(q, r, s, f.timeline, f.work_times);
     if (r.run.oom) {
         std::cerr << "remat: " << r.run.oom->message << "\n";
         return 3;

@@ -37,7 +37,7 @@ struct RunFlags {
     std::string strategy = "none", device = "cpu", memory_cap, data;
     std::int64_t steps = 2;
     std::uint64_t seed = 1234;
-    bool check_gradients = false, timeline = false;
+    bool check_gradients = false, timeline = false, work_times = false;
 };
 // Exit code 3 when a rank ran out of memory under --memory-cap, 4 when the gradients differ.
 int run_run(const CommonArgs& a, const RunFlags& f, bool sharding_given, bool profile_given);

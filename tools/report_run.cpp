@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 #include "planner/config/units.hpp"
 #include "runtime/devices.hpp"
@@ -68,6 +69,31 @@ json saved_json(const RunReport& r) {
     return stages;
 }
 
+// The step-time model's seconds for each op's forward ("F name") and backward ("B name"),
+// summed over the plan's actions as the replay sums them (recomputations included).
+std::map<std::string, double> predicted_work(const Question& q, const Evaluation& e) {
+    std::map<std::string, double> out;
+    const StepTimeModel tm = for_ranks(q.context.time_model, q.options.world_size);
+    for (const Action& a : e.plan.schedule.actions) {
+        const StageGraph& g = e.chain.graph_of(a.stage);
+        const bool backward = a.kind == ActionKind::B;
+        for (OpVertex v : g.order()) {
+            const Op& op = g.op(v);
+            if (a.kind == ActionKind::R_sel && !op.attention_core) continue;
+            out[(backward ? "B " : "F ") + op.name] +=
+                op_time_s(op, backward, q.gpu, q.options.precision, tm);
+        }
+    }
+    return out;
+}
+
+json work_json(const std::vector<rt::WorkTime>& work) {
+    json out = json::array();
+    for (const auto& w : work)
+        out.push_back({{"what", w.what}, {"seconds", w.seconds}, {"calls", w.calls}});
+    return out;
+}
+
 }  // namespace
 
 json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
@@ -98,6 +124,9 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
             {"losses", r.run.losses},
             {"seconds", r.run.seconds},
             {"tokens_per_s", r.run.tokens_per_s},
+            {"step_seconds", r.run.step_seconds},
+            {"predicted_step_time_s", r.prediction.result.step_time_s},
+            {"work", work_json(r.run.work)},
             {"gradients_match", r.gradients_match ? json(*r.gradients_match) : json(nullptr)},
             {"gradient_difference",
              r.gradient_difference.empty() ? json(nullptr) : json(r.gradient_difference)},
@@ -105,7 +134,8 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
             {"saved", saved_json(r)}};
 }
 
-std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline) {
+std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline,
+                     bool work_times) {
     const auto& o = q.options;
     std::string out = fmt::format(
         "remat run: {} ({} params), micro-batch {} x seq {} per rank, {}, fsdp x{}, strategy {}, "
@@ -152,6 +182,23 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
     out += fmt::format("losses (mean over the global batch, per step):{}\n", losses);
     out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s,
                        r.run.seconds, s.steps);
+    if (work_times && !r.run.work.empty()) {
+        double total = 0, predicted_total = 0;
+        const auto predicted = predicted_work(q, r.prediction);
+        for (const auto& w : r.run.work) total += w.seconds;
+        for (const auto& [what, sec] : predicted) predicted_total += sec;
+        out += fmt::format(
+            "\nwork on rank 0 in the last step ({:.2f} ms timed, each op between two "
+            "synchronizations;\npredicted: the step-time model's ops, {:.2f} ms):\n"
+            "{:<28} {:>6} {:>10} {:>7} {:>12}\n",
+            1e3 * total, 1e3 * predicted_total, "what", "calls", "ms", "share", "predicted ms");
+        for (const auto& w : r.run.work) {
+            const auto p = predicted.find(w.what);
+            out += fmt::format("{:<28} {:>6} {:>10.3f} {:>6.1f}% {:>12}\n", w.what, w.calls,
+                               1e3 * w.seconds, total > 0 ? 100 * w.seconds / total : 0.0,
+                               p == predicted.end() ? "-" : fmt::format("{:.3f}", 1e3 * p->second));
+        }
+    }
     if (r.gradients_match)
         out += *r.gradients_match
                    ? "gradients and losses: bitwise equal to none's\n"

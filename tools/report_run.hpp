@@ -10,7 +10,8 @@
 namespace remat::cli {
 
 nlohmann::json run_json(const Question& q, const RunReport& r, const RunSettings& s);
-std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline);
+std::string run_text(const Question& q, const RunReport& r, const RunSettings& s, bool timeline,
+                     bool work_times = false);
 nlohmann::json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps,
                              double tolerance, rt::Device device, Attention attention);
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance);

@@ -129,6 +129,7 @@ RunReport run_and_compare(const Question& q, const StrategySpec& strategy, const
     rt::check_buildable(c.model, {c.micro_batch, c.seq, c.world, c.seed, c.attention});
     if (s.device == rt::Device::cpu) check_host_memory(q, report.prediction, s);
     c.keep_gradients = s.check_gradients;
+    c.time_work = s.time_work;
     report.run = rt::run_schedule(c);
     if (report.run.oom) {
         report.run.oom->message =

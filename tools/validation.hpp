@@ -31,6 +31,7 @@ struct RunSettings {
     std::uint64_t memory_cap_bytes = 0;
     std::string data_path;
     bool check_gradients = false;  // also run `none` and compare losses and every gradient
+    bool time_work = false;        // time rank 0's every op and collective (--work-times)
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
 };
 

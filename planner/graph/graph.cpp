@@ -120,4 +120,51 @@ double StageGraph::bwd_flops() const {
     return f;
 }
 
+const char* kernel_name(KernelClass k) {
+    switch (k) {
+        case KernelClass::gemm:
+            return "gemm";
+        case KernelClass::attention:
+            return "attention";
+        case KernelClass::norm:
+            return "norm";
+        case KernelClass::elementwise:
+            return "elementwise";
+        case KernelClass::dropout:
+            return "dropout";
+        case KernelClass::gelu:
+            return "gelu";
+        case KernelClass::activation:
+            return "activation";
+        case KernelClass::rotary:
+            return "rotary";
+        case KernelClass::softmax:
+            return "softmax";
+        case KernelClass::embedding:
+            return "embedding";
+    }
+    return "elementwise";
+}
+
+KernelClass classify_kernel(OpClass c, const std::string& name) {
+    if (c == OpClass::gemm) return KernelClass::gemm;
+    if (c == OpClass::attention) return KernelClass::attention;
+    // The op's own name is its last dotted part ("mlp.gelu" -> "gelu"), but norms are named by
+    // module ("ln_1", "input_norm", "input_layernorm").
+    const std::string last = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+    auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+    auto own = [&](const char* s) { return last.find(s) != std::string::npos; };
+    if (own("cross_entropy") || own("softmax") || own("nll")) return KernelClass::softmax;
+    if (own("rope") || own("rotary")) return KernelClass::rotary;
+    if (own("gelu")) return KernelClass::gelu;
+    if (own("silu") || own("swiglu") || own("tanh") || own("sigmoid") || own("act"))
+        return KernelClass::activation;
+    if (own("drop")) return KernelClass::dropout;
+    if (own("embedding") || own("wte") || own("wpe") || own("embed_tokens"))
+        return KernelClass::embedding;
+    if (own("norm") || own("ln_") || last == "ln" || (has("norm") && last == name))
+        return KernelClass::norm;
+    return KernelClass::elementwise;
+}
+
 }  // namespace remat

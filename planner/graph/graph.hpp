@@ -44,6 +44,27 @@ struct Tensor {
 // What limits an op's speed in the step-time model.
 enum class OpClass : std::uint8_t { gemm, attention, memory };
 
+// The kind of kernel an op runs, for a calibration's per-kernel timings (docs/step-time.md):
+// GEMMs, the attention core, norms, plain elementwise ops (adds, copies, casts), dropout (a
+// random draw per element), GELU (tanh), the other activations (SiLU/SwiGLU, sigmoid), rotary
+// embeddings, softmax and cross-entropy over rows, the embedding lookup.
+enum class KernelClass : std::uint8_t {
+    gemm,
+    attention,
+    norm,
+    elementwise,
+    dropout,
+    gelu,
+    activation,
+    rotary,
+    softmax,
+    embedding
+};
+// Its name in calibration files and tables: "gemm", "attention", "norm", ...
+const char* kernel_name(KernelClass k);
+// An op's kernel from its class and name (one home for the rule; op_builder applies it).
+KernelClass classify_kernel(OpClass c, const std::string& op_name);
+
 struct Op {
     std::string name;  // "attn.c_attn"
     OpClass op_class = OpClass::memory;
@@ -59,6 +80,10 @@ struct Op {
     std::uint64_t bwd_workspace_bytes = 0;
     // Megatron's selective recomputation drops and recomputes these ops' internals.
     bool attention_core = false;
+    KernelClass kernel = KernelClass::elementwise;
+    // The dimension a kernel's efficiency depends on most: a GEMM's smallest of rows, K and N;
+    // attention's head dimension. 0: not known (the calibration's largest measured class).
+    std::uint64_t narrow_dim = 0;
 };
 
 struct TensorEdge {

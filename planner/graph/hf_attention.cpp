@@ -66,6 +66,7 @@ TensorId attention(OpBuilder& b, const std::string& name, Qkv in, const Dims& d,
         op.fwd_flops = 4.0 * causal_pairs * bhd;  // QK^T and PV over the causal half
         op.bwd_flops = 2.5 * op.fwd_flops;        // recomputes QK^T, then dV, dP, dQ, dK
         op.attention_core = true;
+        op.narrow_dim = d.D;
         g.add_op(std::move(op));
         // The kernel writes (B, S, A, D), so transpose(1, 2).reshape is a view.
         return b.view(name + ".context", out, {d.B, d.S, checked_mul(d.A, d.D)});

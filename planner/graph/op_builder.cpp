@@ -1,5 +1,7 @@
 #include "planner/graph/op_builder.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <cassert>
@@ -49,6 +51,7 @@ Op OpBuilder::make(const std::string& name, OpClass c, std::vector<TensorId> in,
     Op op;
     op.name = name;
     op.op_class = c;
+    op.kernel = classify_kernel(c, name);
     op.inputs = std::move(in);
     op.outputs = std::move(out);
     op.saved = std::move(saved);
@@ -90,6 +93,7 @@ TensorId OpBuilder::gemm(const std::string& name, TensorId x, std::uint64_t n_ou
     Op op = make(name, OpClass::gemm, {flat}, {y},
                  trainable ? std::vector<TensorId>{flat} : std::vector<TensorId>{});
     op.fwd_flops = flop_product(2, rows(x), k, n_out);
+    op.narrow_dim = std::min({rows(x), k, n_out});
     // grad input, and grad weight when the weight trains
     op.bwd_flops = (trainable ? 2 : 1) * op.fwd_flops;
     // The weight is read once per pass: at small batch this makes the GEMM memory-bound.

@@ -11,6 +11,7 @@
 // has no bf16 GEMM): op workspace here. The CUDA backend (`remat-cuda`) multiplies bf16 directly.
 #include "planner/graph/profile_remat.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "planner/config/checked.hpp"
@@ -155,6 +156,7 @@ class RematStage {
         Op o = make(name, OpClass::gemm, {x}, {y}, {x});
         o.fwd_flops = flop_product(2, N_, n_in, n_out);
         o.bwd_flops = 2 * o.fwd_flops;
+        o.narrow_dim = std::min({N_, n_in, n_out});
         const double w_bytes = flop_product(n_in, n_out, dtype_bytes(act_));
         o.fwd_bytes += w_bytes;
         o.bwd_bytes += 2 * w_bytes;
@@ -206,6 +208,7 @@ class RematStage {
         saved.push_back(lse);
         Op o = make("attn.core", OpClass::attention, in, {ctx, lse}, saved);
         o.attention_core = true;
+        o.narrow_dim = D;
         const double causal_pairs = flop_product(S) * (flop_product(S) + 1) / 2.0;
         o.fwd_flops = flop_product(4, B_, A, D) * causal_pairs;
         o.bwd_flops = 2.5 * o.fwd_flops;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -75,6 +76,14 @@ class Fields {
                                          name(key), at(key).dump(), k_rewrite));
         return x;
     }
+    // A non-negative integer, at most 2^63 - 1.
+    std::uint64_t count_or_zero(const char* key) {
+        const json& v = at(key);
+        if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max_count)
+            throw InputError(fmt::format("{}: {} must be a non-negative integer, not {}; {}",
+                                         origin_, name(key), v.dump(), k_rewrite));
+        return v.get<std::uint64_t>();
+    }
     // A positive integer (a count of calls), at most 2^63 - 1.
     std::uint64_t count(const char* key) {
         const json& v = at(key);
@@ -115,6 +124,27 @@ MeasuredCompute compute_from(const json& j, const std::string& origin, const std
     return m;
 }
 
+std::optional<KernelClass> kernel_of(const std::string& name) {
+    for (KernelClass k :
+         {KernelClass::gemm, KernelClass::attention, KernelClass::norm, KernelClass::elementwise,
+          KernelClass::dropout, KernelClass::gelu, KernelClass::activation, KernelClass::rotary,
+          KernelClass::softmax, KernelClass::embedding})
+        if (name == kernel_name(k)) return k;
+    return std::nullopt;
+}
+
+// Adds a sample to the timing of its kernel, direction and dimension (made on first sight).
+void add_point(std::vector<KernelTiming>& timings, KernelClass kernel, const CalibrationSample& s) {
+    const bool backward = s.direction == "backward";
+    auto it = std::find_if(timings.begin(), timings.end(), [&](const KernelTiming& t) {
+        return t.kernel == kernel && t.backward == backward && t.dim == s.dim;
+    });
+    if (it == timings.end()) it = timings.insert(timings.end(), KernelTiming{kernel, backward, s.dim, {}});
+    it->curve.emplace_back(s.work, s.seconds);
+}
+
+void sort_curve(TimeCurve& c) { std::sort(c.begin(), c.end()); }
+
 }  // namespace
 
 std::string_view calibration_storage(Precision p) { return p == Precision::fp32 ? "fp32" : "bf16"; }
@@ -126,20 +156,25 @@ json calibration_json(const Calibration& c) {
               {"source", c.source},
               {"memory_bandwidth_bytes_per_s", c.memory_bandwidth},
               {"launch_s", c.launch_s}};
+    if (c.concurrent_ranks > 0) j["concurrent_ranks"] = c.concurrent_ranks;
+    if (c.shared_memory_slowdown != 1) j["shared_memory_slowdown"] = c.shared_memory_slowdown;
     auto rates = [](const MeasuredCompute& m) {
         return json{{"gemm_flops", m.gemm_flops}, {"attention_flops", m.attention_flops}};
     };
     if (c.fp32) j["fp32"] = rates(*c.fp32);
     if (c.bf16) j["bf16"] = rates(*c.bf16);
     json samples = json::array();
-    for (const CalibrationSample& s : c.measurements)
-        samples.push_back({{"benchmark", s.benchmark},
-                           {"storage", s.storage},
-                           {"shape", s.shape},
-                           {"flops", s.flops},
-                           {"bytes", s.bytes},
-                           {"seconds", s.seconds},
-                           {"calls", s.calls}});
+    for (const CalibrationSample& s : c.measurements) {
+        json one = {{"benchmark", s.benchmark}, {"storage", s.storage}, {"shape", s.shape},
+                    {"flops", s.flops},         {"bytes", s.bytes},     {"seconds", s.seconds},
+                    {"calls", s.calls}};
+        if (!s.direction.empty()) {
+            one["direction"] = s.direction;
+            one["dim"] = s.dim;
+            one["work"] = s.work;
+        }
+        samples.push_back(std::move(one));
+    }
     j["measurements"] = samples;
     return j;
 }
@@ -165,6 +200,9 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             origin));
     c.memory_bandwidth = f.rate("memory_bandwidth_bytes_per_s", "bytes/s");
     c.launch_s = f.launch("launch_s");
+    if (f.has("concurrent_ranks")) c.concurrent_ranks = f.number("concurrent_ranks", "ranks");
+    if (f.has("shared_memory_slowdown"))
+        c.shared_memory_slowdown = f.number("shared_memory_slowdown", "times");
     if (f.has("measurements")) {
         const json& list = j.at("measurements");
         if (!list.is_array())
@@ -180,6 +218,22 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             m.bytes = s.number("bytes", "bytes", true);
             m.seconds = s.number("seconds", "seconds");
             m.calls = s.count("calls");
+            if (s.has("direction")) {
+                m.direction = s.text("direction");
+                if (m.direction != "forward" && m.direction != "backward")
+                    throw InputError(fmt::format(
+                        "{}: \"measurements[{}].direction\" must be \"forward\" or "
+                        "\"backward\", not {}; {}",
+                        origin, k, json(m.direction).dump(), k_rewrite));
+                if (!kernel_of(m.benchmark) && m.benchmark != "optimizer")
+                    throw InputError(fmt::format(
+                        "{}: \"measurements[{}].benchmark\" {} is not a kernel class (gemm, "
+                        "attention, norm, elementwise, dropout, gelu, activation, rotary, "
+                        "softmax, embedding) or optimizer; {}",
+                        origin, k, json(m.benchmark).dump(), k_rewrite));
+                m.dim = s.has("dim") ? s.count_or_zero("dim") : 0;
+                m.work = s.number("work", "FLOPs or bytes");
+            }
             s.no_others();
             c.measurements.push_back(std::move(m));
         }
@@ -226,6 +280,21 @@ StepTimeModel calibrated_model(const Calibration& c) {
     m.fp32_measured = c.fp32;
     m.bf16_measured = c.bf16;
     m.measured_bandwidth = c.memory_bandwidth;
+    m.concurrent_ranks = c.concurrent_ranks;
+    m.shared_memory_slowdown = std::max(1.0, c.shared_memory_slowdown);
+    for (const CalibrationSample& s : c.measurements) {
+        if (s.direction.empty() || !(s.work > 0)) continue;
+        if (s.benchmark == "optimizer") {
+            m.measured_optimizer.emplace_back(s.work, s.seconds);
+            continue;
+        }
+        std::optional<MeasuredCompute>& row = s.storage == "fp32" ? m.fp32_measured : m.bf16_measured;
+        if (row) add_point(row->kernels, *kernel_of(s.benchmark), s);
+    }
+    sort_curve(m.measured_optimizer);
+    for (auto* row : {&m.fp32_measured, &m.bf16_measured})
+        if (*row)
+            for (KernelTiming& t : (*row)->kernels) sort_curve(t.curve);
     return m;
 }
 

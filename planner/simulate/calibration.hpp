@@ -30,6 +30,11 @@ struct CalibrationSample {
     double bytes = 0;         // per call, read and written
     double seconds = 0;       // per call
     std::uint64_t calls = 0;  // timed together, between two synchronizations
+    // A kernel timing the model reads (benchmark: a kernel class of planner/graph/graph.hpp, or
+    // "optimizer"): "forward" or "backward"; empty for the record-only benchmarks.
+    std::string direction;
+    std::uint64_t dim = 0;  // the narrow dimension it ran at (KernelTiming::dim)
+    double work = 0;        // the planner's count for it: FLOPs (gemm, attention) or bytes
 };
 
 struct Calibration {
@@ -41,6 +46,12 @@ struct Calibration {
     std::optional<MeasuredCompute> fp32, bf16;
     double memory_bandwidth = 0;  // bytes/s of a large elementwise op
     double launch_s = 0;          // seconds per op launch
+    // Ranks the device runs at once (a CPU's cores, as the CPU runtime gives each rank a thread);
+    // 0 for a GPU, one rank each.
+    double concurrent_ranks = 0;
+    // How much longer memory-bound kernels take when concurrent_ranks ranks run at once (they
+    // share the memory bus): 1 where not measured.
+    double shared_memory_slowdown = 1;
     std::vector<CalibrationSample> measurements;
 };
 

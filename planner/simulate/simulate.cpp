@@ -32,13 +32,13 @@ class Replay {
         : c_(c),
           plan_(plan),
           gpu_(gpu),
-          tm_(tm),
+          tm_(for_ranks(tm, c.options.world_size)),
           terms_(c),
           rule_(terms_.rule),
           units_(plan.schedule, stage_units(c), terms_.units.size(),
                  {rule_.gather_per_unit, rule_.reshard_after_forward}),
-          reference_(reference_forward(c, terms_, gpu, tm)) {
-        for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm));
+          reference_(reference_forward(c, terms_, gpu, tm_)) {
+        for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm_));
         const std::size_t n = c.stages.size();
         live_.resize(n);
         grad_live_.resize(n);
@@ -496,7 +496,7 @@ class Replay {
     const Chain& c_;
     const Plan& plan_;
     const GpuSpec& gpu_;
-    const StepTimeModel& tm_;
+    const StepTimeModel tm_;
     StepTerms terms_;
     const ShardingRule& rule_;
     UnitPolicy units_;

@@ -1,6 +1,7 @@
 #include "planner/simulate/step_time.hpp"
 
 #include <cassert>
+#include <cmath>
 
 namespace remat {
 
@@ -12,7 +13,58 @@ double attained_bandwidth(const GpuSpec& gpu, const StepTimeModel& m) {
                                 : gpu.memory_bandwidth * m.memory_efficiency;
 }
 
+// How much longer a rank's work takes because other ranks share its device: W ranks on a device
+// that runs C at once take W / C as long (time-sliced), and memory-bound work run by k = min(W, C)
+// ranks at once slows by the measured slowdown at C, scaled to k.
+double sharing(const StepTimeModel& m, bool memory_bound) {
+    if (!(m.concurrent_ranks > 0)) return 1.0;
+    const double W = static_cast<double>(m.ranks), C = m.concurrent_ranks;
+    double f = std::max(1.0, W / C);
+    if (memory_bound && C > 1 && W > 1)
+        f *= 1 + (m.shared_memory_slowdown - 1) * (std::min(W, C) - 1) / (C - 1);
+    return f;
+}
+
 }  // namespace
+
+double curve_seconds(const TimeCurve& c, double work, double launch_s) {
+    assert(!c.empty() && "a timing has at least one point");
+    double w0 = 0, t0 = launch_s;
+    for (const auto& [w, t] : c) {
+        if (work <= w) return w > w0 ? t0 + (t - t0) * (work - w0) / (w - w0) : t;
+        w0 = w;
+        t0 = t;
+    }
+    return c.back().second * work / c.back().first;
+}
+
+std::optional<double> kernel_seconds(const std::vector<KernelTiming>& timings, const Op& op,
+                                     bool backward, double launch_s) {
+    const KernelTiming *lo = nullptr, *hi = nullptr, *smallest = nullptr, *largest = nullptr;
+    const double dim = static_cast<double>(op.narrow_dim);
+    for (const KernelTiming& k : timings) {
+        if (k.kernel != op.kernel || k.backward != backward || k.curve.empty()) continue;
+        if (!smallest || k.dim < smallest->dim) smallest = &k;
+        if (!largest || k.dim > largest->dim) largest = &k;
+        if (op.narrow_dim == 0) continue;
+        if (k.dim <= op.narrow_dim && (!lo || k.dim > lo->dim)) lo = &k;
+        if (k.dim >= op.narrow_dim && (!hi || k.dim < hi->dim)) hi = &k;
+    }
+    if (!largest) return std::nullopt;
+    const double work = (op.kernel == KernelClass::gemm || op.kernel == KernelClass::attention)
+                            ? (backward ? op.bwd_flops : op.fwd_flops)
+                            : (backward ? op.bwd_bytes : op.fwd_bytes);
+    if (op.narrow_dim == 0) return curve_seconds(largest->curve, work, launch_s);
+    if (!lo) lo = smallest;
+    if (!hi) hi = largest;
+    const double t_lo = curve_seconds(lo->curve, work, launch_s);
+    if (lo->dim == hi->dim || dim <= static_cast<double>(lo->dim)) return t_lo;
+    if (dim >= static_cast<double>(hi->dim)) return curve_seconds(hi->curve, work, launch_s);
+    const double t_hi = curve_seconds(hi->curve, work, launch_s);
+    const double f = std::log(dim / static_cast<double>(lo->dim)) /
+                     std::log(static_cast<double>(hi->dim) / static_cast<double>(lo->dim));
+    return t_lo + (t_hi - t_lo) * f;
+}
 
 double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision precision,
                  const StepTimeModel& m) {
@@ -20,6 +72,12 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
     const double bytes = backward ? op.bwd_bytes : op.fwd_bytes;
     const std::optional<MeasuredCompute>& measured =
         precision == Precision::fp32 ? m.fp32_measured : m.bf16_measured;
+    // W ranks on a device that runs fewer at once (a CPU's cores) share it.
+    const double shared =
+        sharing(m, op.kernel != KernelClass::gemm && op.kernel != KernelClass::attention);
+    if (measured)
+        if (const auto s = kernel_seconds(measured->kernels, op, backward, m.launch_s))
+            return *s * shared;
     double compute_s = 0;
     if (measured) {
         assert(measured->gemm_flops > 0 && measured->attention_flops > 0 &&
@@ -40,7 +98,7 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
             compute_s = flops / (gpu.fp32_flops * m.memory_efficiency);
     }
     const double memory_s = bytes / attained_bandwidth(gpu, m);
-    return compute_s + memory_s + m.launch_s * (backward ? 2 : 1);
+    return (compute_s + memory_s + m.launch_s * (backward ? 2 : 1)) * shared;
 }
 
 double optimizer_bytes_per_param(Optimizer o) {
@@ -63,8 +121,11 @@ double optimizer_bytes_per_param(Optimizer o) {
 
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
                         const StepTimeModel& m) {
-    return static_cast<double>(local_params) * optimizer_bytes_per_param(o) /
-           attained_bandwidth(gpu, m);
+    const double bytes = static_cast<double>(local_params) * optimizer_bytes_per_param(o);
+    const double shared = sharing(m, true);
+    if (!m.measured_optimizer.empty())
+        return curve_seconds(m.measured_optimizer, bytes, m.launch_s) * shared;
+    return bytes / attained_bandwidth(gpu, m) * shared;
 }
 
 }  // namespace remat

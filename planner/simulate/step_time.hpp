@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "planner/config/options.hpp"
 #include "planner/graph/graph.hpp"
@@ -22,12 +24,37 @@
 
 namespace remat {
 
+// Seconds against work, measured: (work, seconds) points, work ascending. Between two points and
+// from (0, launch) to the first, time is a straight line; past the last, time grows with work at
+// the last point's average rate.
+using TimeCurve = std::vector<std::pair<double, double>>;
+double curve_seconds(const TimeCurve& curve, double work, double launch_s);
+
+// A calibration's timing of one kind of kernel in one direction at one narrow dimension (a GEMM's
+// smallest side, attention's head dimension; 0 where none applies). Work is what the planner
+// counts for the op: FLOPs for gemm and attention, bytes read and written for the others.
+struct KernelTiming {
+    KernelClass kernel = KernelClass::elementwise;
+    bool backward = false;
+    std::uint64_t dim = 0;
+    TimeCurve curve;
+};
+
 // Achieved compute rates of one storage type, measured on the device.
 struct MeasuredCompute {
     double gemm_flops = 0;  // FLOP/s of large linear forwards
     double attention_flops =
         0;  // FLOP/s of attention forward, FLOPs counted as the planner does (causal half)
+    // Per kernel class and direction (calibrations since the per-kernel benchmarks): an op whose
+    // kernel has timings takes its time from them; others use the two rates above.
+    std::vector<KernelTiming> kernels;
 };
+
+// Seconds of an op's kernel from the timings of its class and direction: the two measured
+// dimensions around op.narrow_dim (log-linear between them), each curve at the op's work.
+// Empty when the class and direction have no timings.
+std::optional<double> kernel_seconds(const std::vector<KernelTiming>& timings, const Op& op,
+                                     bool backward, double launch_s);
 
 struct StepTimeModel {
     double gemm_efficiency =
@@ -47,7 +74,23 @@ struct StepTimeModel {
         bf16_measured;  // replaces bf16_flops × efficiency under every other mode
     std::optional<double>
         measured_bandwidth;  // bytes/s; replaces memory_bandwidth × memory_efficiency
+    // The optimizer step's seconds against the bytes it streams (local_params × bytes per
+    // parameter), measured; empty: local_params × bytes / bandwidth.
+    TimeCurve measured_optimizer;
+    // Ranks that run at once on the device a calibration measured (a CPU's cores; 1 for a GPU):
+    // W ranks on fewer share it, and every rank's compute takes W / that as long.
+    double concurrent_ranks = 0;  // 0: one rank per device (a GPU)
+    // Memory-bound kernels (all but GEMMs and attention) and the optimizer take this much longer
+    // when concurrent_ranks ranks share the device at once (interpolated for fewer).
+    double shared_memory_slowdown = 1;
+    std::uint64_t ranks = 1;      // W of the question (set with concurrent_ranks)
 };
+
+// The model for a question of W ranks (what concurrent_ranks divides).
+inline StepTimeModel for_ranks(StepTimeModel m, std::uint64_t world_size) {
+    m.ranks = world_size;
+    return m;
+}
 
 double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision precision,
                  const StepTimeModel& model = {});

@@ -138,7 +138,8 @@ bool ChainCosts::casts_over_counted() const {
                        [](const StageCosts& s) { return s.cast > 0; });
 }
 
-ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& tm) {
+ChainCosts chain_costs(const Chain& c, const GpuSpec& gpu, const StepTimeModel& model) {
+    const StepTimeModel tm = for_ranks(model, c.options.world_size);
     const StepTerms T(c);
     const ShardingRule& rule = T.rule;
     const std::size_t n = c.stages.size();
