@@ -7,6 +7,7 @@
 #include "planner/config/error.hpp"
 #include "planner/config/finetune.hpp"
 #include "planner/simulate/calibration.hpp"
+#include "planner/simulate/network.hpp"
 
 namespace remat::cli {
 
@@ -153,6 +154,13 @@ void add_common_options(CLI::App& app, CommonArgs& a) {
     app.add_option("--calibration", a.calibration,
                    "Step times from the rates measured by `remat calibrate` (FILE) instead of the "
                    "GPU preset's peaks");
+    app.add_option("--network", a.network,
+                   "Network the collectives run on: dgx-h100 | dgx-a100 | h100-roce | pcie-gen4 "
+                   "(default: the GPU preset's usual servers; `remat models` lists them)");
+    app.add_option("--gpus-per-node", a.gpus_per_node,
+                   "GPUs a node: collectives within a node use its NVLink/PCIe, across nodes the "
+                   "fabric (default: the network preset's, 8)")
+        ->check(decimal());
     app.add_option("--train", a.train,
                    "What trains: full (every weight) | lora (PEFT's LoRA adapters on a frozen "
                    "base; docs/finetune.md) | frozen (nothing: a forward under no_grad, as "
@@ -340,6 +348,15 @@ Question question_of(const CommonArgs& a) {
         check_covers(c, q.options.precision, a.calibration);
         q.context.time_model = calibrated_model(c);
     }
+    // The network: --network, else a calibration's measured one, else the GPU's usual servers.
+    if (!a.network.empty() || !q.context.time_model.network)
+        q.context.time_model.network = load_network(a.network.empty() ? q.gpu.network : a.network);
+    if (a.gpus_per_node) {
+        if (*a.gpus_per_node <= 0)
+            throw InputError(fmt::format("--gpus-per-node {}: use a positive number of GPUs",
+                                         *a.gpus_per_node));
+        q.context.time_model.network->gpus_per_node = static_cast<std::uint64_t>(*a.gpus_per_node);
+    }
     return q;
 }
 
@@ -418,6 +435,8 @@ std::vector<std::string> plan_args(const CommonArgs& a, const Question& q,
     add("--reserve-workspace", a.reserve_workspace);
     if (a.fragmentation) add("--fragmentation", fmt::format("{}", *a.fragmentation));
     add("--calibration", a.calibration);
+    add("--network", a.network);
+    if (a.gpus_per_node) add("--gpus-per-node", std::to_string(*a.gpus_per_node));
     add("--strategy", strategy);
     if (offload) out.push_back("--offload-checkpoints");
     return out;

@@ -40,6 +40,8 @@ struct CommonArgs {
     std::optional<double> fragmentation;
     std::optional<std::int64_t> memory_slots;
     std::string calibration;  // a `remat calibrate` file: measured rates for the step-time model
+    std::string network;      // a network preset (models/networks); default: the GPU's usual one
+    std::optional<std::int64_t> gpus_per_node;
     bool offload_checkpoints = false;
     bool json = false;
     // Fine-tuning (docs/finetune.md): the LoRA options are accepted with --train lora only.

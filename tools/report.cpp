@@ -159,6 +159,19 @@ json optimal_json(const Plan& p) {
             {"incumbent", o.incumbent.empty() ? json(nullptr) : json(o.incumbent)}};
 }
 
+json communication_json(const SimResult& r) {
+    json kinds = json::array();
+    for (const CollectiveTotal& t : r.collectives)
+        kinds.push_back({{"collective", collective_name(t.kind)},
+                         {"count", t.count},
+                         {"bytes", t.bytes},
+                         {"seconds", t.seconds}});
+    return {{"network", r.network},
+            {"collectives", kinds},
+            {"comm_s", r.comm_s},
+            {"exposed_comm_s", r.exposed_comm_s}};
+}
+
 json plan_json(const Question& q, const Evaluation& e) {
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
@@ -220,6 +233,7 @@ json plan_json(const Question& q, const Evaluation& e) {
         {"backward_flops", r.backward_flops},
         {"step_time_s", r.step_time_s},
         {"tokens_per_s", r.tokens_per_s},
+        {"communication", communication_json(r)},
         {"offloads_checkpoints", offloads(e.plan.schedule)},
         {"optimal", optimal_json(e.plan)}};
 }
@@ -319,6 +333,21 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
                            ? fmt::format(" ({} micro-batches)", q.options.grad_accumulation)
                            : std::string(),
                        r.tokens_per_s);
+    if (!r.collectives.empty()) {
+        std::string kinds;
+        for (const CollectiveTotal& t : r.collectives)
+            kinds += fmt::format("{}{} {} x {} ({})", kinds.empty() ? "" : ", ", t.count,
+                                 collective_name(t.kind), format_bytes(static_cast<std::uint64_t>(
+                                                              t.bytes / static_cast<double>(t.count))),
+                                 format_seconds(t.seconds));
+        out += fmt::format(
+            "comm       {} on {} over {} ranks ({} a node): {}, of which {} not hidden by "
+            "compute\n\n",
+            format_seconds(r.comm_s), r.network, q.options.world_size,
+            q.context.time_model.network ? q.context.time_model.network->gpus_per_node
+                                         : load_network(q.gpu.network).gpus_per_node,
+            kinds, format_seconds(r.exposed_comm_s));
+    }
     out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps",
                        "input x", "all x̄", "kept");
     const auto& st = e.chain.stages;

@@ -7,7 +7,7 @@
 namespace remat {
 
 struct EmbeddedPreset {
-    std::string_view kind;  // "models" or "gpus": the folder under models/
+    std::string_view kind;  // "models", "gpus" or "networks": the folder under models/
     std::string_view name;  // file name without .json
     std::string_view json;
 };

@@ -84,6 +84,9 @@ struct Op {
     // The dimension a kernel's efficiency depends on most: a GEMM's smallest of rows, K and N;
     // attention's head dimension. 0: not known (the calibration's largest measured class).
     std::uint64_t narrow_dim = 0;
+    // Dropout draws inside the kernel (attention's probabilities): timed as the dropout kernel
+    // over that many elements, forward and again in backward (the mask is regenerated).
+    double dropout_elements = 0;
 };
 
 struct TensorEdge {

@@ -212,6 +212,7 @@ class RematStage {
         const double causal_pairs = flop_product(S) * (flop_product(S) + 1) / 2.0;
         o.fwd_flops = flop_product(4, B_, A, D) * causal_pairs;
         o.bwd_flops = 2.5 * o.fwd_flops;
+        if (m_.attn_dropout > 0) o.dropout_elements = flop_product(B_, A) * causal_pairs;
         if (backend_ == RematBackend::cuda) {
             o.fwd_workspace_bytes = 0;
             o.bwd_workspace_bytes = checked_mul(4, B_, A, S);

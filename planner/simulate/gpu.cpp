@@ -32,6 +32,7 @@ GpuSpec load_gpu(const std::string& name) {
         g.fp32_flops = j.at("fp32_flops").get<double>();
         g.memory_bandwidth = j.at("memory_bandwidth_bytes_per_s").get<double>();
         g.host_link_bandwidth = j.at("host_link_bytes_per_s").get<double>();
+        g.network = j.at("network").get<std::string>();
         const auto cc = j.at("compute_capability").get<std::string>();
         g.compute_major = cc[0] - '0';
         g.compute_minor = cc[2] - '0';

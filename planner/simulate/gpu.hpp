@@ -16,6 +16,7 @@ struct GpuSpec {
     double host_link_bandwidth = 0;    // bytes/s per direction (PCIe)
     int compute_major = 0;             // 8 for A100/L4/4090, 9 for H100/H200
     int compute_minor = 0;
+    std::string network;  // the network preset its servers usually have (models/networks)
 };
 
 GpuSpec load_gpu(const std::string& name);  // throws InputError naming the closest presets

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 #include <stdexcept>
 
@@ -37,7 +38,12 @@ class Replay {
           rule_(terms_.rule),
           units_(plan.schedule, stage_units(c), terms_.units.size(),
                  {rule_.gather_per_unit, rule_.reshard_after_forward}),
-          reference_(reference_forward(c, terms_, gpu, tm_)) {
+          reference_(reference_forward(c, terms_, gpu, tm_)),
+          net_(tm_.network ? *tm_.network
+                           : load_network(gpu.network.empty() ? "dgx-h100" : gpu.network)),
+          // remat's own runtime calls each collective on the rank's thread, between its ops.
+          overlap_(c.options.profile != Profile::remat && c.options.profile != Profile::remat_cuda) {
+        unit_ready_s_.assign(terms_.units.size(), 0);
         for (const auto& g : c.graphs) facts_.push_back(facts_of(g, gpu, c.options.precision, tm_));
         const std::size_t n = c.stages.size();
         live_.resize(n);
@@ -105,9 +111,19 @@ class Replay {
             previous_action_s_ = time_s_ - start_s;
             ledger_.end_action();
         }
+        flush_bucket();
+        // A micro-step ends when its last collective has (the optimizer reads the gradients).
+        time_s_ = std::max(time_s_, comm_free_s_);
         // The earlier micro-steps of the optimizer step take as long as the replayed one.
         const double k = static_cast<double>(terms_.micro_steps);
         time_s_ *= k;
+        busy_s_ *= k;
+        comm_s_ *= k;
+        for (CollectiveTotal& t : result_.collectives) {
+            t.count *= terms_.micro_steps;
+            t.bytes *= k;
+            t.seconds *= k;
+        }
         result_.forward_flops *= k;
         result_.recompute_flops *= k;
         result_.backward_flops *= k;
@@ -123,6 +139,9 @@ class Replay {
         result_.timeline = ledger_.take_timeline();
         const double tokens = flop_product(c_.options.sequences(), c_.options.seq) * k;
         result_.step_time_s = time_s_;
+        result_.comm_s = comm_s_;
+        result_.exposed_comm_s = std::max(0.0, time_s_ - busy_s_);
+        result_.network = net_.name;
         result_.tokens_per_s = time_s_ > 0 ? tokens / time_s_ : 0;
         return result_;
     }
@@ -193,6 +212,68 @@ class Replay {
             ledger_.release(Category::unsharded, terms_.unit_bytes(u));
         for (std::size_t u : changes.gathered)
             ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
+        // The action's own unit first, then the prefetched one: each all-gather runs on the
+        // communication stream, and an action waits for its own unit.
+        const std::size_t own = units_.unit_of(plan_.schedule.actions[a].stage);
+        std::vector<std::size_t> order = changes.gathered;
+        std::stable_partition(order.begin(), order.end(), [&](std::size_t u) { return u == own; });
+        for (std::size_t u : order)
+            unit_ready_s_[u] = collective(Collective::all_gather,
+                                          static_cast<double>(terms_.unit_bytes(u)));
+        time_s_ = std::max(time_s_, unit_ready_s_[own]);
+    }
+
+    // ---- communication: one collective over the world, on the communication stream (issued
+    // when the compute stream reaches it, after the collectives issued before it) or, in remat's
+    // own runtime, on the compute stream itself. Returns when it ends.
+    double collective(Collective kind, double bytes) {
+        const double s = collective_s(kind, bytes, c_.options.world_size, net_);
+        if (s <= 0) return time_s_;
+        auto it = std::find_if(result_.collectives.begin(), result_.collectives.end(),
+                               [&](const CollectiveTotal& t) { return t.kind == kind; });
+        if (it == result_.collectives.end())
+            it = result_.collectives.insert(result_.collectives.end(), CollectiveTotal{kind});
+        ++it->count;
+        it->bytes += bytes;
+        it->seconds += s;
+        comm_s_ += s;
+        if (!overlap_) return time_s_ += s;
+        comm_free_s_ = std::max(time_s_, comm_free_s_) + s;
+        return comm_free_s_;
+    }
+    void compute(double s) {
+        time_s_ += s;
+        busy_s_ += s;
+    }
+    // Gradients of unit u are complete: FSDP and ZeRO-2/3 reduce-scatter the unit's; DDP, ZeRO-1
+    // and Megatron fill buckets, all-reduced (DDP, Megatron) or reduce-scattered (ZeRO-1,
+    // Megatron's distributed optimizer) when full.
+    void gradients_ready(std::size_t u) {
+        if (c_.options.world_size <= 1) return;
+        if (rule_.gather_per_unit || rule_.gradients_sharded) {
+            collective(Collective::reduce_scatter, static_cast<double>(terms_.unit_grad_bytes(u)));
+            return;
+        }
+        bucket_bytes_ += static_cast<double>(terms_.units[u].trainable) * terms_.bpp.gradients;
+        const double cap = buckets_sent_ == 0 ? tm_.first_bucket_bytes : tm_.bucket_bytes;
+        if (bucket_bytes_ >= cap) flush_bucket();
+    }
+    void flush_bucket() {
+        if (bucket_bytes_ <= 0) return;
+        collective(rule_.optimizer_sharded ? Collective::reduce_scatter : Collective::all_reduce,
+                   bucket_bytes_);
+        bucket_bytes_ = 0;
+        ++buckets_sent_;
+    }
+    // ZeRO-1/2 and Megatron's distributed optimizer: each rank updated its shard; every rank
+    // gathers the updated parameters before the next forward.
+    void after_optimizer() {
+        if (rule_.optimizer_sharded && !rule_.gather_per_unit && !rule_.parameters_sharded) {
+            double bytes = 0;
+            for (const Unit& u : terms_.units)
+                bytes += static_cast<double>(u.params) * terms_.bpp.compute;
+            time_s_ = std::max(time_s_, collective(Collective::all_gather, bytes));
+        }
     }
 
     void release_mask(HeldMask& m) {
@@ -250,7 +331,7 @@ class Replay {
         void produce(TensorId s, const OpStep& op) { r.storage_alloc(i, s, op.name); }
         void ran(const OpStep& op) {
             r.workspace(op.fwd_ws, op.name);
-            r.time_s_ += op.fwd_s;
+            r.compute(op.fwd_s);
             (recompute ? r.result_.recompute_flops : r.result_.forward_flops) += op.fwd_flops;
         }
         void free(TensorId s) { r.storage_free(i, s); }
@@ -288,7 +369,7 @@ class Replay {
         if (on_host_[i]) {
             on_host_[i] = false;
             boundary_alloc(i);
-            time_s_ += offload_copy_excess_s(i, previous_action_s_);
+            compute(offload_copy_excess_s(i, previous_action_s_));
         }
         require_live(i, f.input, "the forward");
         const double start_s = time_s_;
@@ -308,7 +389,7 @@ class Replay {
         if (act.offload) {
             held_next_[i] = false;
             on_host_[i] = true;
-            time_s_ += offload_copy_excess_s(i, time_s_ - start_s);
+            compute(offload_copy_excess_s(i, time_s_ - start_s));
         }
         if (!act.recompute && c_.stages[i].kind == StageKind::embedding &&
             c_.options.train == Training::frozen) {
@@ -324,7 +405,7 @@ class Replay {
             static const std::string op = "reference.forward";
             ledger_.alloc(Category::temporaries, reference_.peak_bytes, &op);
             ledger_.release(Category::temporaries, reference_.peak_bytes);
-            time_s_ += reference_.time_s;
+            compute(reference_.time_s);
             result_.forward_flops += reference_.flops;
         }
         if (!act.recompute && c_.stages[i].kind == StageKind::embedding) {
@@ -385,7 +466,7 @@ class Replay {
         }
         void ran(const OpStep& op) {
             r.workspace(op.bwd_ws, op.name);
-            r.time_s_ += op.bwd_s;
+            r.compute(op.bwd_s);
             r.result_.backward_flops += op.bwd_flops;
         }
         void grad_out(TensorId s) {
@@ -443,6 +524,9 @@ class Replay {
             ledger_.release(Category::activations, terms_.rotary_bytes());
         }
         parameter_gradients(i, u);
+        if (units_.completes_gradients(i) && c_.options.train != Training::frozen &&
+            terms_.units[u].trainable > 0)
+            gradients_ready(u);
         backward_done_[i] = true;
     }
 
@@ -476,6 +560,7 @@ class Replay {
 
     void optimizer_step() {
         ledger_.begin_action("optimizer");
+        time_s_ = std::max(time_s_, comm_free_s_);
         for (std::size_t u : units_.finish_step().freed)
             ledger_.release(Category::unsharded, terms_.unit_bytes(u));
         for (std::size_t b = 0; b < boundary_live_.size(); ++b) {
@@ -489,7 +574,8 @@ class Replay {
             ledger_.alloc(Category::temporaries, tmp, &op);
             ledger_.release(Category::temporaries, tmp);
         }
-        time_s_ += terms_.optimizer_step_s(gpu_, tm_);
+        compute(terms_.optimizer_step_s(gpu_, tm_));
+        after_optimizer();
         ledger_.end_action();
     }
 
@@ -515,6 +601,14 @@ class Replay {
     bool rotary_live_ = false;      // StepTerms::rotary_bytes is live
     double previous_action_s_ = 0;
     double time_s_ = 0;
+    NetworkSpec net_;
+    bool overlap_ = true;
+    std::vector<double> unit_ready_s_;  // when each unit's last all-gather ends
+    double comm_free_s_ = 0;            // when the communication stream is next free
+    double busy_s_ = 0;                 // compute time alone
+    double comm_s_ = 0;                 // every collective's time
+    double bucket_bytes_ = 0;           // gradients waiting for a full bucket
+    std::uint64_t buckets_sent_ = 0;
     SimResult result_;
 };
 

@@ -20,9 +20,18 @@
 #include "planner/simulate/gpu.hpp"
 #include "planner/simulate/ledger.hpp"
 #include "planner/simulate/memory.hpp"
+#include "planner/simulate/network.hpp"
 #include "planner/simulate/step_time.hpp"
 
 namespace remat {
+
+// The collectives of one kind in a step: how many, their bytes and seconds in all.
+struct CollectiveTotal {
+    Collective kind = Collective::all_gather;
+    std::uint64_t count = 0;
+    double bytes = 0;
+    double seconds = 0;
+};
 
 struct SimResult {
     std::uint64_t peak_bytes = 0;            // allocator peak + reserve
@@ -38,6 +47,12 @@ struct SimResult {
     double backward_flops = 0;
     double step_time_s = 0;
     double tokens_per_s = 0;  // per GPU: micro_batch * seq / step time
+    // Communication (docs/step-time.md): every collective's time on the communication stream,
+    // and what of it the step waits for (step time minus the step without any collective).
+    std::vector<CollectiveTotal> collectives;
+    double comm_s = 0;
+    double exposed_comm_s = 0;
+    std::string network;  // the network preset the collectives ran on
 };
 
 SimResult simulate(const Chain& chain, const Plan& plan, const GpuSpec& gpu, const Reserve& reserve,

@@ -76,8 +76,20 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
     const double shared =
         sharing(m, op.kernel != KernelClass::gemm && op.kernel != KernelClass::attention);
     if (measured)
-        if (const auto s = kernel_seconds(measured->kernels, op, backward, m.launch_s))
-            return *s * shared;
+        if (const auto s = kernel_seconds(measured->kernels, op, backward, m.launch_s)) {
+            double t = *s;
+            if (op.dropout_elements > 0) {
+                // The draws as the dropout kernel's: its work is bytes in and out (2 per element
+                // of the storage forward, twice that backward), at the activation's width.
+                Op draws;
+                draws.kernel = KernelClass::dropout;
+                const double e = precision == Precision::fp32 ? 4 : 2;
+                draws.fwd_bytes = 2 * e * op.dropout_elements;
+                draws.bwd_bytes = 2 * draws.fwd_bytes;
+                t += kernel_seconds(measured->kernels, draws, backward, 0).value_or(0);
+            }
+            return t * shared;
+        }
     double compute_s = 0;
     if (measured) {
         assert(measured->gemm_flops > 0 && measured->attention_flops > 0 &&

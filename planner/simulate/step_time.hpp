@@ -21,6 +21,7 @@
 #include "planner/config/options.hpp"
 #include "planner/graph/graph.hpp"
 #include "planner/simulate/gpu.hpp"
+#include "planner/simulate/network.hpp"
 
 namespace remat {
 
@@ -84,6 +85,14 @@ struct StepTimeModel {
     // when concurrent_ranks ranks share the device at once (interpolated for fewer).
     double shared_memory_slowdown = 1;
     std::uint64_t ranks = 1;      // W of the question (set with concurrent_ranks)
+    // The network the collectives run on (--network, --gpus-per-node, or a calibration's
+    // in-process figures); unset: the GPU preset's usual one (GpuSpec::network).
+    std::optional<NetworkSpec> network;
+    // PyTorch's DDP bucket: gradients are all-reduced (or reduce-scattered, ZeRO-1/2) in buckets
+    // of this many bytes as backward produces them (torch/csrc/distributed/c10d/reducer.hpp:
+    // kDefaultBucketBytesCap 25 MiB, the first bucket 1 MiB).
+    double bucket_bytes = 25.0 * 1024 * 1024;
+    double first_bucket_bytes = 1024.0 * 1024;
 };
 
 // The model for a question of W ranks (what concurrent_ranks divides).
