@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <array>
@@ -10,8 +11,6 @@
 #include <functional>
 #include <thread>
 #include <type_traits>
-
-#include <sched.h>
 
 #include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
@@ -256,9 +255,8 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                 keep.clear();
                 const AttentionShape s{1, S, A, A, D, A * D, A * D, A * D};
                 const std::uint64_t t = S * A * D * sizeof(T), l = A * S * sizeof(Acc);
-                const BufferRef q = data(t), k = data(t), v = data(t), y = data(t),
-                                lse = zeros(l), dy = data(t), dq = zeros(t), dk = zeros(t),
-                                dv = zeros(t);
+                const BufferRef q = data(t), k = data(t), v = data(t), y = data(t), lse = zeros(l),
+                                dy = data(t), dq = zeros(t), dk = zeros(t), dv = zeros(t);
                 const BufferRef ws = zeros(
                     std::max(b.attention_forward_workspace(s), b.attention_backward_workspace(s)));
                 const double f = 4.0 * A * D * (double(S) * (double(S) + 1) / 2);
@@ -290,7 +288,8 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                             bias = zeros(H * e), mean = zeros(N * sizeof(Acc)),
                             rstd = zeros(N * sizeof(Acc)), dy = data(N * H * e),
                             dx = zeros(N * H * e), dw = zeros(H * e), db = zeros(H * e);
-            const double bytes = (2 * N * H * e + 2.0 * N * sizeof(Acc)) + (2 * N * H * e + N * sizeof(Acc));
+            const double bytes =
+                (2 * N * H * e + 2.0 * N * sizeof(Acc)) + (2 * N * H * e + N * sizeof(Acc));
             return KernelCall<T>{
                 bytes, 2 * bytes, rows_shape(N, H),
                 [=, &b] {
@@ -313,15 +312,14 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
         [&](std::size_t N) {
             keep.clear();
             const std::size_t n = N * H;
-            const BufferRef x = data(n * e), z = data(n * e), y = data(n * e),
-                            g1 = zeros(n * e), g2 = zeros(n * e);
-            return KernelCall<T>{
-                3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
-                [=, &b] { b.add_forward(y->as<T>(), x->as<T>(), z->as<T>(), n); },
-                [=, &b] {
-                    b.accumulate(g1->as<T>(), y->as<T>(), n);
-                    b.accumulate(g2->as<T>(), y->as<T>(), n);
-                }};
+            const BufferRef x = data(n * e), z = data(n * e), y = data(n * e), g1 = zeros(n * e),
+                            g2 = zeros(n * e);
+            return KernelCall<T>{3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
+                                 [=, &b] { b.add_forward(y->as<T>(), x->as<T>(), z->as<T>(), n); },
+                                 [=, &b] {
+                                     b.accumulate(g1->as<T>(), y->as<T>(), n);
+                                     b.accumulate(g2->as<T>(), y->as<T>(), n);
+                                 }};
         },
         out);
     // GELU (GPT-2's MLP), SwiGLU (Llama's) and dropout at p = 0.1 (GPT-2's), each its own class.
@@ -330,8 +328,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
         [&](std::size_t N) {
             keep.clear();
             const std::size_t n = N * H;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
-                            dx = data(n * e);
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             return KernelCall<T>{
                 2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
                 [=, &b] { b.gelu_forward(y->as<T>(), x->as<T>(), n); },
@@ -343,14 +340,14 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
         [&](std::size_t N) {
             keep.clear();
             const std::size_t n = N * H;
-            const BufferRef x = data(n * e), u = data(n * e), y = zeros(n * e),
-                            dy = data(n * e), dx = data(n * e), du = data(n * e);
+            const BufferRef x = data(n * e), u = data(n * e), y = zeros(n * e), dy = data(n * e),
+                            dx = data(n * e), du = data(n * e);
             return KernelCall<T>{
                 3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
                 [=, &b] { b.swiglu_forward(y->as<T>(), x->as<T>(), u->as<T>(), n); },
                 [=, &b] {
-                    b.swiglu_backward(dx->as<T>(), du->as<T>(), dy->as<T>(), x->as<T>(),
-                                      u->as<T>(), n);
+                    b.swiglu_backward(dx->as<T>(), du->as<T>(), dy->as<T>(), x->as<T>(), u->as<T>(),
+                                      n);
                 }};
         },
         out);
@@ -359,13 +356,11 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
         [&](std::size_t N) {
             keep.clear();
             const std::size_t n = N * H;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
-                            dx = data(n * e);
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             const DropoutKey key{0.1f, 1, 2, 0};
-            return KernelCall<T>{
-                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
-                [=, &b] { b.dropout_forward(y->as<T>(), x->as<T>(), n, key); },
-                [=, &b] { b.dropout_backward(dx->as<T>(), dy->as<T>(), n, key); }};
+            return KernelCall<T>{2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                                 [=, &b] { b.dropout_forward(y->as<T>(), x->as<T>(), n, key); },
+                                 [=, &b] { b.dropout_backward(dx->as<T>(), dy->as<T>(), n, key); }};
         },
         out);
     // Rotary embeddings over heads of 32 (the tables are computed in the kernel).
@@ -374,8 +369,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
         [&](std::size_t N) {
             keep.clear();
             const std::size_t n = N * H, D = 32, heads = H / D;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
-                            dx = data(n * e);
+            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             return KernelCall<T>{
                 2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
                 [=, &b] { b.rotary_forward(y->as<T>(), x->as<T>(), 1, N, heads, D); },
@@ -391,16 +385,16 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const BufferRef logits = data(N * V * e), lse = zeros(N * sizeof(Acc)),
                             targets = zeros(N * 4), dlogits = zeros(N * V * e);
             const double bytes = N * V * e + 4.0 * N + 4 + N * sizeof(Acc);
-            return KernelCall<T>{
-                bytes, 2 * bytes, rows_shape(N, V),
-                [=, &b] {
-                    b.cross_entropy_forward(lse->as<Acc>(), logits->as<T>(),
-                                            targets->as<std::int32_t>(), N, V);
-                },
-                [=, &b] {
-                    b.cross_entropy_backward(dlogits->as<T>(), logits->as<T>(), lse->as<Acc>(),
-                                             targets->as<std::int32_t>(), N, V, Acc(1));
-                }};
+            return KernelCall<T>{bytes, 2 * bytes, rows_shape(N, V),
+                                 [=, &b] {
+                                     b.cross_entropy_forward(lse->as<Acc>(), logits->as<T>(),
+                                                             targets->as<std::int32_t>(), N, V);
+                                 },
+                                 [=, &b] {
+                                     b.cross_entropy_backward(
+                                         dlogits->as<T>(), logits->as<T>(), lse->as<Acc>(),
+                                         targets->as<std::int32_t>(), N, V, Acc(1));
+                                 }};
         },
         out);
     // The embedding lookup (token ids into rows of H) and its backward into the table.
@@ -413,16 +407,16 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                             dwte = zeros(V * H * e), dy = data(N * H * e),
                             ws = zeros(b.embedding_backward_workspace(N));
             const double bytes = 4.0 * N + N * H * e;
-            return KernelCall<T>{
-                bytes, 2 * bytes, rows_shape(N, H),
-                [=, &b] {
-                    b.embedding_forward(y->as<T>(), ids->as<std::int32_t>(), wte->as<T>(), nullptr,
-                                        N, N, H);
-                },
-                [=, &b] {
-                    b.embedding_backward(dwte->as<T>(), nullptr, dy->as<T>(),
-                                         ids->as<std::int32_t>(), N, N, H, ws->as<void>());
-                }};
+            return KernelCall<T>{bytes, 2 * bytes, rows_shape(N, H),
+                                 [=, &b] {
+                                     b.embedding_forward(y->as<T>(), ids->as<std::int32_t>(),
+                                                         wte->as<T>(), nullptr, N, N, H);
+                                 },
+                                 [=, &b] {
+                                     b.embedding_backward(dwte->as<T>(), nullptr, dy->as<T>(),
+                                                          ids->as<std::int32_t>(), N, N, H,
+                                                          ws->as<void>());
+                                 }};
         },
         out);
     return out;
@@ -446,8 +440,8 @@ std::vector<Benchmark> optimizer_timings(const Backend<T>& b, CountingAllocator&
                              d->as<float>(), n, AdamW{}, ++step);
             },
             o.min_batch_s);
-        out.push_back(kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n),
-                                      28.0 * n, t));
+        out.push_back(
+            kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n), 28.0 * n, t));
         if (t.seconds >= o.grow_until_s) break;
     }
     return out;
@@ -466,14 +460,11 @@ double concurrent_memory_s(const Backend<float>& b, CountingAllocator& a, std::s
     for (std::size_t t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
             const auto& [x, y, z] = arrays[t];
-            seconds[t] = time_calls(
-                             b,
-                             [&] {
-                                 b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(),
-                                               n);
-                             },
-                             4 * o.min_batch_s)
-                             .seconds;
+            seconds[t] =
+                time_calls(
+                    b, [&] { b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(), n); },
+                    4 * o.min_batch_s)
+                    .seconds;
         });
     for (auto& th : pool) th.join();
     return *std::max_element(seconds.begin(), seconds.end());
@@ -549,9 +540,10 @@ DeviceRates measure_device(const CalibrateOptions& o) {
             // cores, sharing the memory bus.
             cpu_set_t set;
             CPU_ZERO(&set);
-            const int cores = sched_getaffinity(0, sizeof set, &set) == 0
-                                  ? CPU_COUNT(&set)
-                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+            const int cores =
+                sched_getaffinity(0, sizeof set, &set) == 0
+                    ? CPU_COUNT(&set)
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
             r.concurrent_ranks = cores;
             if (cores > 1)
                 r.shared_memory_slowdown = std::max(

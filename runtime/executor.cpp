@@ -45,8 +45,8 @@ void RankExecutor<T>::timed(const std::string& what, F&& f) {
     f();
     model_.backend->synchronize();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    auto it = std::find_if(work_.begin(), work_.end(),
-                           [&](const WorkTime& w) { return w.what == what; });
+    auto it =
+        std::find_if(work_.begin(), work_.end(), [&](const WorkTime& w) { return w.what == what; });
     if (it == work_.end()) it = work_.insert(work_.end(), WorkTime{what, 0, 0});
     it->seconds += s;
     ++it->calls;

@@ -61,11 +61,11 @@ struct RunResult {
     // CUDA: device memory in use outside the pool (context, modules, cuBLAS workspace), the
     // larger of before the first allocation and after the last step.
     std::uint64_t device_overhead_bytes = 0;
-    std::vector<double> losses;  // per completed step: mean over the global batch
-    double seconds = 0;          // wall time of the steps (start-up excluded)
+    std::vector<double> losses;        // per completed step: mean over the global batch
+    double seconds = 0;                // wall time of the steps (start-up excluded)
     std::vector<double> step_seconds;  // per step, rank 0's (every rank ends a step together)
     std::vector<WorkTime> work;        // with time_work: rank 0's last step, op by op
-    double tokens_per_s = 0;     // per rank: B * S * steps / seconds
+    double tokens_per_s = 0;           // per rank: B * S * steps / seconds
     // grads[step][rank][unit]: the fp32 gradient shards, with keep_gradients.
     std::vector<std::vector<std::vector<std::vector<float>>>> grads;
     std::optional<OomReport> oom;

@@ -342,7 +342,7 @@ TEST_SUITE("calibration") {
         CHECK((m.gemm_efficiency == preset.gemm_efficiency &&
                m.attention_efficiency == preset.attention_efficiency &&
                m.memory_efficiency == preset.memory_efficiency && m.launch_s == preset.launch_s));
-        // The tables of docs/step-time.md, written before calibrations existed.
+        // The tables of docs/step-time.md (communication on dgx-h100 included).
         auto tokens = [](const std::string& model, const std::string& precision, std::uint64_t B,
                          const std::string& strategy) {
             cli::CommonArgs a;
@@ -357,12 +357,12 @@ TEST_SUITE("calibration") {
             return evaluate(cli::make_question(a), parse_strategy(strategy)).result.tokens_per_s;
         };
         CHECK(tokens("llama2-7b", "bf16-mixed", 1, "none") ==
-              doctest::Approx(9332.994).epsilon(1e-6));
+              doctest::Approx(9228.086).epsilon(1e-6));
         CHECK(tokens("llama2-7b", "bf16-mixed", 1, "selective") ==
-              doctest::Approx(9110.123).epsilon(1e-6));
+              doctest::Approx(9010.139).epsilon(1e-6));
         CHECK(tokens("llama2-7b", "bf16-mixed", 1, "full") ==
-              doctest::Approx(7089.948).epsilon(1e-6));
-        CHECK(tokens("llama2-7b", "fp32", 1, "none") == doctest::Approx(1094.638).epsilon(1e-6));
+              doctest::Approx(7029.243).epsilon(1e-6));
+        CHECK(tokens("llama2-7b", "fp32", 1, "none") == doctest::Approx(1091.621).epsilon(1e-6));
         CHECK(tokens("gpt2", "bf16-mixed", 1, "none") == doctest::Approx(88652.574).epsilon(1e-6));
         CHECK(tokens("gpt2", "bf16-mixed", 32, "none") ==
               doctest::Approx(152697.521).epsilon(1e-6));

@@ -353,8 +353,8 @@ Question question_of(const CommonArgs& a) {
         q.context.time_model.network = load_network(a.network.empty() ? q.gpu.network : a.network);
     if (a.gpus_per_node) {
         if (*a.gpus_per_node <= 0)
-            throw InputError(fmt::format("--gpus-per-node {}: use a positive number of GPUs",
-                                         *a.gpus_per_node));
+            throw InputError(
+                fmt::format("--gpus-per-node {}: use a positive number of GPUs", *a.gpus_per_node));
         q.context.time_model.network->gpus_per_node = static_cast<std::uint64_t>(*a.gpus_per_node);
     }
     return q;

@@ -124,9 +124,10 @@ int main(int argc, char** argv) {
     run->add_option("--seed", run_flags.seed, "Weights, synthetic tokens and dropout masks")
         ->check(decimal())
         ->capture_default_str();
-    run->add_flag("--work-times", run_flags.work_times,
-                  "Time rank 0's every op, collective and optimizer step (synchronized around each) "
-                  "and list where the last step's time went");
+    run->add_flag(
+        "--work-times", run_flags.work_times,
+        "Time rank 0's every op, collective and optimizer step (synchronized around each) "
+        "and list where the last step's time went");
     run->add_option("--data", run_flags.data,
                     "Token file: little-endian int32 ids (default: a synthetic stream)");
     run->add_option(

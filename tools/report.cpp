@@ -169,7 +169,8 @@ json communication_json(const SimResult& r) {
     return {{"network", r.network},
             {"collectives", kinds},
             {"comm_s", r.comm_s},
-            {"exposed_comm_s", r.exposed_comm_s}};
+            {"exposed_comm_s", r.exposed_comm_s},
+            {"compute_step_time_s", r.compute_step_time_s}};
 }
 
 json plan_json(const Question& q, const Evaluation& e) {
@@ -336,10 +337,10 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     if (!r.collectives.empty()) {
         std::string kinds;
         for (const CollectiveTotal& t : r.collectives)
-            kinds += fmt::format("{}{} {} x {} ({})", kinds.empty() ? "" : ", ", t.count,
-                                 collective_name(t.kind), format_bytes(static_cast<std::uint64_t>(
-                                                              t.bytes / static_cast<double>(t.count))),
-                                 format_seconds(t.seconds));
+            kinds += fmt::format(
+                "{}{} {} x {} ({})", kinds.empty() ? "" : ", ", t.count, collective_name(t.kind),
+                format_bytes(static_cast<std::uint64_t>(t.bytes / static_cast<double>(t.count))),
+                format_seconds(t.seconds));
         out += fmt::format(
             "comm       {} on {} over {} ranks ({} a node): {}, of which {} not hidden by "
             "compute\n\n",

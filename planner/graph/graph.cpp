@@ -151,7 +151,8 @@ KernelClass classify_kernel(OpClass c, const std::string& name) {
     if (c == OpClass::attention) return KernelClass::attention;
     // The op's own name is its last dotted part ("mlp.gelu" -> "gelu"), but norms are named by
     // module ("ln_1", "input_norm", "input_layernorm").
-    const std::string last = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+    const std::string last =
+        name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
     auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
     auto own = [&](const char* s) { return last.find(s) != std::string::npos; };
     if (own("cross_entropy") || own("softmax") || own("nll")) return KernelClass::softmax;

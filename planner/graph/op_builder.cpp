@@ -1,9 +1,8 @@
 #include "planner/graph/op_builder.hpp"
 
-#include <algorithm>
-
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 
 #include "planner/config/checked.hpp"

@@ -53,7 +53,7 @@ ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress
         ctx.offload_checkpoints = off;
         const Plan plan = make_plan(chain, h, ctx);
         const SimResult r = simulate(chain, plan, q.gpu, ctx.reserve, ctx.time_model);
-        all.push_back(point(r.allocator_peak_bytes, r.step_time_s, r.recompute_flops,
+        all.push_back(point(r.allocator_peak_bytes, r.compute_step_time_s, r.recompute_flops,
                             off ? h.name() + " (offloaded)" : h.name()));
     }
     if (progress) progress("replaying", heuristics.size(), heuristics.size());

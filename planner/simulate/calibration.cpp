@@ -139,7 +139,8 @@ void add_point(std::vector<KernelTiming>& timings, KernelClass kernel, const Cal
     auto it = std::find_if(timings.begin(), timings.end(), [&](const KernelTiming& t) {
         return t.kernel == kernel && t.backward == backward && t.dim == s.dim;
     });
-    if (it == timings.end()) it = timings.insert(timings.end(), KernelTiming{kernel, backward, s.dim, {}});
+    if (it == timings.end())
+        it = timings.insert(timings.end(), KernelTiming{kernel, backward, s.dim, {}});
     it->curve.emplace_back(s.work, s.seconds);
 }
 
@@ -221,10 +222,10 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             if (s.has("direction")) {
                 m.direction = s.text("direction");
                 if (m.direction != "forward" && m.direction != "backward")
-                    throw InputError(fmt::format(
-                        "{}: \"measurements[{}].direction\" must be \"forward\" or "
-                        "\"backward\", not {}; {}",
-                        origin, k, json(m.direction).dump(), k_rewrite));
+                    throw InputError(
+                        fmt::format("{}: \"measurements[{}].direction\" must be \"forward\" or "
+                                    "\"backward\", not {}; {}",
+                                    origin, k, json(m.direction).dump(), k_rewrite));
                 if (!kernel_of(m.benchmark) && m.benchmark != "optimizer")
                     throw InputError(fmt::format(
                         "{}: \"measurements[{}].benchmark\" {} is not a kernel class (gemm, "
@@ -288,7 +289,8 @@ StepTimeModel calibrated_model(const Calibration& c) {
             m.measured_optimizer.emplace_back(s.work, s.seconds);
             continue;
         }
-        std::optional<MeasuredCompute>& row = s.storage == "fp32" ? m.fp32_measured : m.bf16_measured;
+        std::optional<MeasuredCompute>& row =
+            s.storage == "fp32" ? m.fp32_measured : m.bf16_measured;
         if (row) add_point(row->kernels, *kernel_of(s.benchmark), s);
     }
     sort_curve(m.measured_optimizer);

@@ -61,8 +61,8 @@ double collective_s(Collective c, double bytes, std::uint64_t ranks, const Netwo
     const std::uint64_t per_node = std::max<std::uint64_t>(1, std::min(net.gpus_per_node, ranks));
     const double nodes = std::ceil(n / static_cast<double>(per_node));
     const bool all_reduce = c == Collective::all_reduce;
-    const double intra_bw = all_reduce && nodes == 1 ? net.intra_all_reduce_bus_bandwidth
-                                                     : net.intra_bus_bandwidth;
+    const double intra_bw =
+        all_reduce && nodes == 1 ? net.intra_all_reduce_bus_bandwidth : net.intra_bus_bandwidth;
     const double busbw = nodes == 1 ? intra_bw : std::min(intra_bw, net.inter_bus_bandwidth);
     const double transfer_s = bytes * traffic_factor(c, n) / busbw;
     // Ring: 2(n-1) steps for all-reduce, n-1 otherwise; of which 2(nodes-1) or nodes-1 cross

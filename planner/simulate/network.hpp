@@ -24,7 +24,7 @@ struct NetworkSpec {
     std::string name;         // "dgx-h100"
     std::string description;  // in words
     std::uint64_t gpus_per_node = 8;
-    double intra_bus_bandwidth = 0;             // bytes/s: all-gather, reduce-scatter, ring in a node
+    double intra_bus_bandwidth = 0;  // bytes/s: all-gather, reduce-scatter, ring in a node
     double intra_all_reduce_bus_bandwidth = 0;  // bytes/s: all-reduce in a node (NVLink SHARP)
     double inter_bus_bandwidth = 0;             // bytes/s: a node's ring bus bandwidth across nodes
     double base_latency_s = 0;                  // once per collective

@@ -52,6 +52,9 @@ struct SimResult {
     std::vector<CollectiveTotal> collectives;
     double comm_s = 0;
     double exposed_comm_s = 0;
+    // The step without any collective: the compute stream's busy time, what the optimal
+    // planner's costs (planner/strategy/chain_costs) minimize.
+    double compute_step_time_s = 0;
     std::string network;  // the network preset the collectives ran on
 };
 

@@ -84,7 +84,7 @@ struct StepTimeModel {
     // Memory-bound kernels (all but GEMMs and attention) and the optimizer take this much longer
     // when concurrent_ranks ranks share the device at once (interpolated for fewer).
     double shared_memory_slowdown = 1;
-    std::uint64_t ranks = 1;      // W of the question (set with concurrent_ranks)
+    std::uint64_t ranks = 1;  // W of the question (set with concurrent_ranks)
     // The network the collectives run on (--network, --gpus-per-node, or a calibration's
     // in-process figures); unset: the GPU preset's usual one (GpuSpec::network).
     std::optional<NetworkSpec> network;
