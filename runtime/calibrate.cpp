@@ -14,6 +14,7 @@
 
 #include "planner/config/error.hpp"
 #include "runtime/allocator.hpp"
+#include "runtime/collectives.hpp"
 #include "runtime/device_parts.hpp"
 #include "runtime/devices.hpp"
 
@@ -60,7 +61,7 @@ Timed time_calls(const Backend<T>& backend, F&& call, double min_batch_s) {
 template <class T>
 Benchmark benchmark(std::string kind, std::string shape, double flops, double bytes, Timed t) {
     const Precision p = std::is_same_v<T, bf16> ? Precision::bf16_mixed : Precision::fp32;
-    return {std::move(kind), p, std::move(shape), flops, bytes, t.seconds, t.calls};
+    return {std::move(kind), p, std::move(shape), flops, bytes, t.seconds, t.calls, {}, 0, 0};
 }
 
 // add_forward on one element: what a call costs when it does no work.
@@ -199,7 +200,8 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
     using Acc = acc_t<T>;
     std::vector<Benchmark> out;
     std::vector<BufferRef> keep;  // one size's buffers, replaced at the next size
-    const double e = sizeof(T);
+    const std::uint64_t e = sizeof(T);
+    auto num = [](std::uint64_t x) { return static_cast<double>(x); };
     auto zeros = [&](std::uint64_t bytes) {
         keep.push_back(make_zeroed(a, std::max<std::uint64_t>(bytes, 1)));
         return keep.back();
@@ -226,7 +228,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                         dy = zeros(N * O * e), dx = zeros(N * I * e), dw = zeros(O * I * e);
         const BufferRef wf = zeros(b.linear_forward_workspace(N, I, O)),
                         wb = zeros(b.linear_backward_workspace(N, I, O));
-        const double flops = 2.0 * N * I * O;
+        const double flops = 2.0 * num(N * I * O);
         const Timed tf = time_calls(
             b,
             [&] {
@@ -259,7 +261,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                                 dy = data(t), dq = zeros(t), dk = zeros(t), dv = zeros(t);
                 const BufferRef ws = zeros(
                     std::max(b.attention_forward_workspace(s), b.attention_backward_workspace(s)));
-                const double f = 4.0 * A * D * (double(S) * (double(S) + 1) / 2);
+                const double f = 4.0 * num(A * D) * (num(S) * (num(S) + 1) / 2);
                 return KernelCall<T>{
                     f, 2.5 * f, fmt::format("B1 S{} A{} D{}", S, A, D),
                     [&b, s, q, k, v, y, lse, ws] {
@@ -289,7 +291,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                             rstd = zeros(N * sizeof(Acc)), dy = data(N * H * e),
                             dx = zeros(N * H * e), dw = zeros(H * e), db = zeros(H * e);
             const double bytes =
-                (2 * N * H * e + 2.0 * N * sizeof(Acc)) + (2 * N * H * e + N * sizeof(Acc));
+                num(2 * N * H * e + 2 * N * sizeof(Acc)) + num(2 * N * H * e + N * sizeof(Acc));
             return KernelCall<T>{
                 bytes, 2 * bytes, rows_shape(N, H),
                 [=, &b] {
@@ -314,7 +316,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const std::size_t n = N * H;
             const BufferRef x = data(n * e), z = data(n * e), y = data(n * e), g1 = zeros(n * e),
                             g2 = zeros(n * e);
-            return KernelCall<T>{3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
+            return KernelCall<T>{3.0 * num(n * e), 6.0 * num(n * e), rows_shape(N, H),
                                  [=, &b] { b.add_forward(y->as<T>(), x->as<T>(), z->as<T>(), n); },
                                  [=, &b] {
                                      b.accumulate(g1->as<T>(), y->as<T>(), n);
@@ -330,7 +332,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const std::size_t n = N * H;
             const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             return KernelCall<T>{
-                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
                 [=, &b] { b.gelu_forward(y->as<T>(), x->as<T>(), n); },
                 [=, &b] { b.gelu_backward(dx->as<T>(), dy->as<T>(), x->as<T>(), n); }};
         },
@@ -343,7 +345,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const BufferRef x = data(n * e), u = data(n * e), y = zeros(n * e), dy = data(n * e),
                             dx = data(n * e), du = data(n * e);
             return KernelCall<T>{
-                3.0 * n * e, 6.0 * n * e, rows_shape(N, H),
+                3.0 * num(n * e), 6.0 * num(n * e), rows_shape(N, H),
                 [=, &b] { b.swiglu_forward(y->as<T>(), x->as<T>(), u->as<T>(), n); },
                 [=, &b] {
                     b.swiglu_backward(dx->as<T>(), du->as<T>(), dy->as<T>(), x->as<T>(), u->as<T>(),
@@ -358,7 +360,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const std::size_t n = N * H;
             const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             const DropoutKey key{0.1f, 1, 2, 0};
-            return KernelCall<T>{2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+            return KernelCall<T>{2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
                                  [=, &b] { b.dropout_forward(y->as<T>(), x->as<T>(), n, key); },
                                  [=, &b] { b.dropout_backward(dx->as<T>(), dy->as<T>(), n, key); }};
         },
@@ -371,7 +373,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const std::size_t n = N * H, D = 32, heads = H / D;
             const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
             return KernelCall<T>{
-                2.0 * n * e, 4.0 * n * e, rows_shape(N, H),
+                2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
                 [=, &b] { b.rotary_forward(y->as<T>(), x->as<T>(), 1, N, heads, D); },
                 [=, &b] { b.rotary_backward(dx->as<T>(), dy->as<T>(), 1, N, heads, D); }};
         },
@@ -384,7 +386,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             constexpr std::size_t V = 4096;
             const BufferRef logits = data(N * V * e), lse = zeros(N * sizeof(Acc)),
                             targets = zeros(N * 4), dlogits = zeros(N * V * e);
-            const double bytes = N * V * e + 4.0 * N + 4 + N * sizeof(Acc);
+            const double bytes = num(N * V * e + 4 * N + 4 + N * sizeof(Acc));
             return KernelCall<T>{bytes, 2 * bytes, rows_shape(N, V),
                                  [=, &b] {
                                      b.cross_entropy_forward(lse->as<Acc>(), logits->as<T>(),
@@ -406,7 +408,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
             const BufferRef ids = zeros(N * 4), wte = zeros(V * H * e), y = zeros(N * H * e),
                             dwte = zeros(V * H * e), dy = data(N * H * e),
                             ws = zeros(b.embedding_backward_workspace(N));
-            const double bytes = 4.0 * N + N * H * e;
+            const double bytes = num(4 * N + N * H * e);
             return KernelCall<T>{bytes, 2 * bytes, rows_shape(N, H),
                                  [=, &b] {
                                      b.embedding_forward(y->as<T>(), ids->as<std::int32_t>(),
@@ -440,18 +442,18 @@ std::vector<Benchmark> optimizer_timings(const Backend<T>& b, CountingAllocator&
                              d->as<float>(), n, AdamW{}, ++step);
             },
             o.min_batch_s);
-        out.push_back(
-            kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n), 28.0 * n, t));
+        out.push_back(kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n),
+                                      28.0 * static_cast<double>(n), t));
         if (t.seconds >= o.grow_until_s) break;
     }
     return out;
 }
 
-// The memory benchmark on `threads` threads at once, each on its own arrays: seconds per call,
-// the slowest thread's.
-double concurrent_memory_s(const Backend<float>& b, CountingAllocator& a, std::size_t threads,
-                           const CalibrateOptions& o) {
-    const std::size_t n = k_memory_elements / 4;
+// A memory-bound (add over 8 MiB arrays) or compute-bound (a 256-cube GEMM) call on `threads`
+// threads at once, each on its own arrays: seconds per call, the slowest thread's.
+double concurrent_s(const Backend<float>& b, CountingAllocator& a, std::size_t threads, bool gemm,
+                    const CalibrateOptions& o) {
+    const std::size_t n = gemm ? 256 * 256 : k_memory_elements / 4;
     std::vector<std::array<BufferRef, 3>> arrays;
     for (std::size_t t = 0; t < threads; ++t)
         arrays.push_back({make_zeroed(a, 4 * n), make_zeroed(a, 4 * n), make_zeroed(a, 4 * n)});
@@ -460,14 +462,55 @@ double concurrent_memory_s(const Backend<float>& b, CountingAllocator& a, std::s
     for (std::size_t t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
             const auto& [x, y, z] = arrays[t];
-            seconds[t] =
-                time_calls(
-                    b, [&] { b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(), n); },
-                    4 * o.min_batch_s)
-                    .seconds;
+            auto call = [&] {
+                if (gemm)
+                    b.linear_forward(z->as<float>(), x->as<float>(), y->as<float>(), nullptr, 256,
+                                     256, 256, nullptr);
+                else
+                    b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(), n);
+            };
+            seconds[t] = time_calls(b, call, 4 * o.min_batch_s).seconds;
         });
     for (auto& th : pool) th.join();
     return *std::max_element(seconds.begin(), seconds.end());
+}
+
+// The CPU runtime's in-process all-gather and reduce-scatter among `world` threads, at units of
+// growing size: rank 0's seconds per call (every rank leaves a collective together).
+std::vector<Benchmark> in_process_collectives(std::size_t world, const CalibrateOptions& o) {
+    std::vector<Benchmark> out;
+    for (std::size_t unit = std::size_t{1} << 12; unit <= (std::size_t{1} << 21); unit *= 8) {
+        InProcessCollectives<float> coll(world);
+        const std::size_t shard = (unit + world - 1) / world;
+        const std::uint64_t calls = std::max<std::uint64_t>(4, (std::uint64_t{1} << 23) / unit);
+        double gather_s = 0, scatter_s = 0;
+        std::vector<std::thread> ranks;
+        for (std::size_t r = 0; r < world; ++r)
+            ranks.emplace_back([&, r] {
+                std::vector<float> dst(unit), src(unit, 1.0f), mine(shard, 1.0f), part(shard);
+                coll.all_gather(r, dst.data(), mine.data(), shard, unit);  // untimed
+                auto t0 = Clock::now();
+                for (std::uint64_t k = 0; k < calls; ++k)
+                    coll.all_gather(r, dst.data(), mine.data(), shard, unit);
+                auto t1 = Clock::now();
+                for (std::uint64_t k = 0; k < calls; ++k)
+                    coll.reduce_scatter(r, part.data(), src.data(), shard, unit);
+                auto t2 = Clock::now();
+                if (r == 0) {
+                    gather_s = std::chrono::duration<double>(t1 - t0).count();
+                    scatter_s = std::chrono::duration<double>(t2 - t1).count();
+                }
+            });
+        for (auto& t : ranks) t.join();
+        const std::string shape = fmt::format("{} elements over {} ranks", unit, world);
+        const double bytes = 4.0 * static_cast<double>(unit);
+        out.push_back(benchmark<float>("all_gather", shape, 0, bytes,
+                                       {gather_s / static_cast<double>(calls), calls}));
+        out.push_back(benchmark<float>("reduce_scatter", shape, 0, bytes,
+                                       {scatter_s / static_cast<double>(calls), calls}));
+    }
+    (void)o;
+    return out;
 }
 
 template <class T>
@@ -505,7 +548,60 @@ std::string largest(const std::vector<Benchmark>& log, const std::string& kind) 
     return shape;
 }
 
+template <class T>
+double probe_typed(const Backend<T>& b, CountingAllocator& a) {
+    using Acc = acc_t<T>;
+    const double batch_s = 0.005;
+    const std::size_t N = 256, I = 128, O = 256;
+    const BufferRef x = make_zeroed(a, N * I * 4), w = make_zeroed(a, O * I * 4),
+                    y = make_buffer(a, N * O * 4),
+                    ws = make_buffer(
+                        a, std::max<std::uint64_t>(1, b.linear_forward_workspace(N, I, O)));
+    double s = time_calls(
+                   b,
+                   [&] {
+                       b.linear_forward(y->as<T>(), x->as<T>(), w->as<T>(), nullptr, N, I, O,
+                                        ws->as<void>());
+                   },
+                   batch_s)
+                   .seconds;
+    const std::size_t S = 128, A = 8, D = 32;
+    const AttentionShape sh{1, S, A, A, D, A * D, A * D, A * D};
+    const std::uint64_t t = S * A * D * sizeof(T);
+    const BufferRef q = make_zeroed(a, t), k = make_zeroed(a, t), v = make_zeroed(a, t),
+                    o = make_buffer(a, t), lse = make_buffer(a, A * S * sizeof(Acc)),
+                    aws = make_buffer(
+                        a, std::max<std::uint64_t>(1, b.attention_forward_workspace(sh)));
+    s += time_calls(
+             b,
+             [&] {
+                 b.attention_forward(o->as<T>(), lse->as<Acc>(), q->as<T>(), k->as<T>(), v->as<T>(),
+                                     sh, DropoutKey{}, aws->as<void>());
+             },
+             batch_s)
+             .seconds;
+    const std::size_t R = 64, V = 4096;
+    const BufferRef logits = make_zeroed(a, R * V * sizeof(T)),
+                    l2 = make_buffer(a, R * sizeof(Acc)), targets = make_zeroed(a, R * 4);
+    s += time_calls(
+             b,
+             [&] {
+                 b.cross_entropy_forward(l2->as<Acc>(), logits->as<T>(),
+                                         targets->as<std::int32_t>(), R, V);
+             },
+             batch_s)
+             .seconds;
+    return s;
+}
+
 }  // namespace
+
+double probe_seconds(Device device) {
+    if (device == Device::cpu) openblas_set_num_threads(1);
+    const DeviceParts<float> p = parts<float>(device);
+    CountingAllocator a(0, p.backend->memory());
+    return probe_typed(*p.backend, a);
+}
 
 DeviceRates measure_device(const CalibrateOptions& o) {
     bool fp32 = false, bf16_storage = false;
@@ -545,14 +641,39 @@ DeviceRates measure_device(const CalibrateOptions& o) {
                     ? CPU_COUNT(&set)
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
             r.concurrent_ranks = cores;
-            if (cores > 1)
-                r.shared_memory_slowdown = std::max(
-                    1.0, concurrent_memory_s(*p.backend, a, static_cast<std::size_t>(cores), o) /
-                             concurrent_memory_s(*p.backend, a, 1, o));
+            const auto C = static_cast<std::size_t>(cores);
+            if (cores > 1) {
+                r.shared_memory_slowdown =
+                    std::max(1.0, concurrent_s(*p.backend, a, C, false, o) /
+                                      concurrent_s(*p.backend, a, 1, false, o));
+                r.shared_compute_slowdown =
+                    std::max(1.0, concurrent_s(*p.backend, a, C, true, o) /
+                                      concurrent_s(*p.backend, a, 1, true, o));
+            }
+            // Collectives: a least-squares line through seconds against bytes (each rank converts
+            // or sums the whole unit).
+            const std::size_t world = std::max(2, cores);
+            const std::vector<Benchmark> coll = in_process_collectives(world, o);
+            r.benchmarks.insert(r.benchmarks.end(), coll.begin(), coll.end());
+            const double f = 1;
+            double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+            for (const Benchmark& b : coll) {
+                const double x = b.bytes * f, y = b.seconds;
+                n += 1;
+                sx += x;
+                sy += y;
+                sxx += x * x;
+                sxy += x * y;
+            }
+            const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+            const double latency = (sy - slope * sx) / n;
+            r.collective_bus_bandwidth = slope > 0 ? 1 / slope : 0;
+            r.collective_latency_s = std::max(0.0, latency);
         }
     }
     if (fp32) r.fp32 = compute<float>(o.device, o, r.benchmarks);
     if (bf16_storage) r.bf16 = compute<bf16>(o.device, o, r.benchmarks);
+    r.probe_s = probe_seconds(o.device);
     if (cuda) {
         const auto gpus = visible_gpus();
         r.device = gpus.empty() ? "GPU 0" : gpus.front().name;

@@ -62,16 +62,25 @@ Calibration sample_calibration() {
     c.backend = "cpu";
     c.device = "AMD EPYC (one BLAS thread)";
     c.source = "remat calibrate --device cpu";
-    c.fp32 = MeasuredCompute{8.4e10, 2.6e10};
-    c.bf16 = MeasuredCompute{9.3e10, 2.7e10};
+    c.fp32 = MeasuredCompute{8.4e10, 2.6e10, {}};
+    c.bf16 = MeasuredCompute{9.3e10, 2.7e10, {}};
     c.memory_bandwidth = 2.991e10;
     c.launch_s = 3.2e-9;
-    c.measurements = {{"launch", "fp32", "1 element", 0, 12, 3.2e-9, 8388608},
-                      {"gemm", "bf16", "1024x1024x1024", 2147483648.0, 6291456, 0.0229, 1}};
+    c.measurements = {
+        {"launch", "fp32", "1 element", 0, 12, 3.2e-9, 8388608, "", 0, 0},
+        {"gemm", "bf16", "1024x1024x1024", 2147483648.0, 6291456, 0.0229, 1, "", 0, 0},
+        {"norm", "fp32", "256x256", 0, 0, 1e-4, 64, "forward", 0, 1e6},
+        {"norm", "fp32", "1024x256", 0, 0, 3e-4, 16, "forward", 0, 4e6}};
     return c;
 }
 
 void check_equal(const Calibration& a, const Calibration& b) {
+    REQUIRE(a.measurements.size() == b.measurements.size());
+    for (std::size_t k = 0; k < a.measurements.size(); ++k) {
+        CHECK(a.measurements[k].direction == b.measurements[k].direction);
+        CHECK(a.measurements[k].dim == b.measurements[k].dim);
+        CHECK(a.measurements[k].work == b.measurements[k].work);
+    }
     CHECK(a.backend == b.backend);
     CHECK(a.device == b.device);
     CHECK(a.source == b.source);
@@ -367,4 +376,59 @@ TEST_SUITE("calibration") {
         CHECK(tokens("gpt2", "bf16-mixed", 32, "none") ==
               doctest::Approx(152697.521).epsilon(1e-6));
     }
+}
+
+TEST_CASE(
+    "calibration::per-kernel timings: straight lines between points, log-linear between dims") {
+    // A norm of 2e6 bytes between the points (1e6 B, 100 us) and (4e6 B, 300 us): 166.7 us.
+    const StepTimeModel m = calibrated_model(sample_calibration());
+    Op norm;
+    norm.kernel = KernelClass::norm;
+    norm.op_class = OpClass::memory;
+    norm.fwd_bytes = 2e6;
+    CHECK(op_time_s(norm, false, load_gpu("h100-80gb"), Precision::fp32, m) ==
+          doctest::Approx(1e-4 + 2e-4 / 3).epsilon(1e-12));
+    // Below the first point: from (0, launch) to it.
+    norm.fwd_bytes = 0.5e6;
+    CHECK(op_time_s(norm, false, load_gpu("h100-80gb"), Precision::fp32, m) ==
+          doctest::Approx(3.2e-9 + (1e-4 - 3.2e-9) / 2).epsilon(1e-12));
+    // Past the last point: its average rate (300 us per 4e6 B).
+    norm.fwd_bytes = 8e6;
+    CHECK(op_time_s(norm, false, load_gpu("h100-80gb"), Precision::fp32, m) ==
+          doctest::Approx(6e-4).epsilon(1e-12));
+    // GEMMs measured at narrow dimensions 64 (1 ms per GFLOP) and 256 (0.5 ms): one of 128 is
+    // halfway in log(dim), 0.75 ms.
+    std::vector<KernelTiming> t = {{KernelClass::gemm, false, 64, {{1e9, 1e-3}}},
+                                   {KernelClass::gemm, false, 256, {{1e9, 0.5e-3}}}};
+    Op gemm;
+    gemm.kernel = KernelClass::gemm;
+    gemm.fwd_flops = 1e9;
+    gemm.narrow_dim = 128;
+    CHECK(*kernel_seconds(t, gemm, false, 0) == doctest::Approx(0.75e-3).epsilon(1e-12));
+    gemm.narrow_dim = 16;  // below the smallest dim: the smallest's curve
+    CHECK(*kernel_seconds(t, gemm, false, 0) == doctest::Approx(1e-3).epsilon(1e-12));
+    gemm.narrow_dim = 0;  // unknown: the largest measured dim
+    CHECK(*kernel_seconds(t, gemm, false, 0) == doctest::Approx(0.5e-3).epsilon(1e-12));
+    CHECK(!kernel_seconds(t, gemm, true, 0));  // no backward timings
+    // The kernel classes of the ops' names.
+    CHECK(classify_kernel(OpClass::memory, "ln_1") == KernelClass::norm);
+    CHECK(classify_kernel(OpClass::memory, "model.layers.0.input_layernorm") == KernelClass::norm);
+    CHECK(classify_kernel(OpClass::memory, "mlp.gelu") == KernelClass::gelu);
+    CHECK(classify_kernel(OpClass::memory, "mlp.swiglu") == KernelClass::activation);
+    CHECK(classify_kernel(OpClass::memory, "attn.resid_dropout") == KernelClass::dropout);
+    CHECK(classify_kernel(OpClass::memory, "attn.rope_q") == KernelClass::rotary);
+    CHECK(classify_kernel(OpClass::memory, "loss.cross_entropy") == KernelClass::softmax);
+    CHECK(classify_kernel(OpClass::memory, "embedding") == KernelClass::embedding);
+    CHECK(classify_kernel(OpClass::memory, "residual_1") == KernelClass::elementwise);
+}
+
+TEST_CASE("calibration::a kernel timing with a bad direction or kernel name is refused") {
+    nlohmann::json j = calibration_json(sample_calibration());
+    j["measurements"][2]["direction"] = "sideways";
+    CHECK(input_error([&] { calibration_from_json(j, "c.json"); }).find("\"forward\" or") !=
+          std::string::npos);
+    j = calibration_json(sample_calibration());
+    j["measurements"][2]["benchmark"] = "normz";
+    CHECK(input_error([&] { calibration_from_json(j, "c.json"); }).find("not a kernel class") !=
+          std::string::npos);
 }

@@ -241,7 +241,7 @@ TEST_CASE("messages::library errors name inputs in words, the CLI by their flags
     SUBCASE("the calibration file and the precision; make_question, the CLI's, names flags") {
         Calibration c;
         c.backend = "cpu";
-        c.fp32 = MeasuredCompute{1e12, 1e12};
+        c.fp32 = MeasuredCompute{1e12, 1e12, {}};
         c.memory_bandwidth = 1e10;
         c.launch_s = 1e-6;
         const InputError uncovered =

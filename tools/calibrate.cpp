@@ -10,7 +10,7 @@ namespace {
 
 std::optional<MeasuredCompute> rates(const std::optional<rt::ComputeRates>& r) {
     if (!r) return std::nullopt;
-    return MeasuredCompute{r->gemm_flops, r->attention_flops};
+    return MeasuredCompute{r->gemm_flops, r->attention_flops, {}};
 }
 
 // Down to nanoseconds: a launch on the CPU costs a few.
@@ -41,6 +41,10 @@ Calibration to_calibration(const rt::DeviceRates& r) {
     c.launch_s = r.launch_s;
     c.concurrent_ranks = r.concurrent_ranks;
     c.shared_memory_slowdown = r.shared_memory_slowdown;
+    c.shared_compute_slowdown = r.shared_compute_slowdown;
+    c.collective_bus_bandwidth = r.collective_bus_bandwidth;
+    c.collective_latency_s = r.collective_latency_s;
+    c.probe_s = r.probe_s;
     for (const rt::Benchmark& b : r.benchmarks)
         c.measurements.push_back({b.kind, std::string(calibration_storage(b.precision)), b.shape,
                                   b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim,

@@ -84,6 +84,11 @@ std::map<std::string, double> predicted_work(const Question& q, const Evaluation
                 op_time_s(op, backward, q.gpu, q.options.precision, tm);
         }
     }
+    for (const CollectiveTotal& t : e.result.collectives)
+        out[t.kind == Collective::all_gather       ? "all_gather"
+            : t.kind == Collective::reduce_scatter ? "reduce_scatter"
+                                                   : "all_reduce"] += t.seconds;
+    out["optimizer"] = StepTerms(e.chain).optimizer_step_s(q.gpu, tm);
     return out;
 }
 
@@ -226,6 +231,9 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                         {"measured_reserved_bytes", r.measured_reserved_bytes},
                         {"predicted_step_time_s", r.predicted_step_time_s},
                         {"measured_step_time_s", r.measured_step_time_s},
+                        {"drift", r.drift},
+                        {"step_error", r.step_error},
+                        {"raw_step_error", r.raw_step_error},
                         {"tokens_per_s", r.tokens_per_s},
                         {"model_flops", r.model_flops},
                         {"mfu", device == rt::Device::cuda ? json(r.mfu) : json(nullptr)}});
@@ -236,7 +244,19 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
             gpu = gpus.front().name;
             driver = gpus.front().driver;
         }
+    auto summary = [&](bool raw) {
+        const StepTimeSummary t = step_time_summary(rows, raw);
+        return json{{"runs", t.runs},
+                    {"within_15_percent", t.within_15},
+                    {"median_abs_error", t.median},
+                    {"p90_abs_error", t.p90},
+                    {"worst_abs_error", t.worst},
+                    {"spearman_all_runs", t.spearman_all},
+                    {"spearman_strategies_mean", t.spearman_strategies}};
+    };
     return {{"device", device_name(device)},
+            {"step_time", summary(false)},
+            {"step_time_raw", summary(true)},
             {"gpu", gpu},
             {"driver", driver.empty() ? json(nullptr) : json(driver)},
             {"commit", source_commit()},
@@ -247,10 +267,28 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
             {"runs", runs}};
 }
 
+namespace {
+
+std::string step_time_line(const std::vector<SweepResult>& rows) {
+    std::string out;
+    for (bool raw : {false, true}) {
+        const StepTimeSummary t = step_time_summary(rows, raw);
+        if (!t.runs) continue;
+        out += fmt::format(
+            "step time{}: |error| median {:.1f}%, p90 {:.1f}%, worst {:.1f}%; {} of {} within 15%; "
+            "rank correlation (Spearman) {:.3f} over all runs, {:.3f} among strategies\n",
+            raw ? " (raw, no drift)" : "", 100 * t.median, 100 * t.p90, 100 * t.worst, t.within_15,
+            t.runs, t.spearman_all, t.spearman_strategies);
+    }
+    return out;
+}
+
+}  // namespace
+
 std::string validate_text(const std::vector<SweepResult>& rows, double tolerance) {
     std::string out =
         "model       strategy        B  W     S  precision   predicted peak   measured peak   peak "
-        "err  action err\n";
+        "err  action err  pred step  meas step  step err\n";
     double worst = 0;
     const SweepResult* worst_row = nullptr;
     for (const auto& r : rows) {
@@ -260,10 +298,13 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
             worst_row = &r;
         }
         out += fmt::format(
-            "{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}%\n",
+            "{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}% {:>10} "
+            "{:>10} {:>+8.1f}%\n",
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
-            format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error);
+            format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error,
+            format_seconds(r.predicted_step_time_s * r.drift),
+            format_seconds(r.measured_step_time_s), 100 * r.step_error);
     }
     if (worst_row)
         out += fmt::format(
@@ -273,6 +314,7 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
             worst_row->point.micro_batch, worst_row->point.world_size, worst_row->point.seq,
             precision_name(worst_row->point.precision), 100 * tolerance,
             worst <= tolerance ? "pass" : "FAIL");
+    out += step_time_line(rows);
     return out;
 }
 
@@ -290,23 +332,30 @@ std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohma
         100 * doc["worst_error"].get<double>(),
         doc["device"] == "cuda" ? "the CUDA pool's used high-water mark"
                                 : "the counting allocator's");
+    const std::string steps = step_time_line(rows);
+    if (!steps.empty())
+        out +=
+            "Step time: the prediction times the drift (the device's speed just before the run "
+            "against the calibration's, runtime/calibrate's probe) against the fastest step "
+            "after the first.\n\n" +
+            steps + "\n";
     out +=
         "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | "
         "error | "
-        "predicted step | measured step | tokens/s | MFU |\n";
+        "predicted step | drift | measured step | step error | tokens/s | MFU |\n";
     out +=
         "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: |\n";
+        "---: | ---: | ---: |\n";
     for (const auto& r : rows)
         out += fmt::format(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s | {:.0f} "
-            "| {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.3f} | {:.4f} s "
+            "| {:+.1f}% | {:.0f} | {} |\n",
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
             format_bytes(r.measured_peak_bytes),
             r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
-            100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s,
-            r.measured_step_time_s, r.tokens_per_s,
+            100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s, r.drift,
+            r.measured_step_time_s, 100 * r.step_error, r.tokens_per_s,
             r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
     return out;
 }

@@ -1,19 +1,25 @@
 #include "tools/validation.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
+#include "planner/simulate/calibration.hpp"
+#include "runtime/calibrate.hpp"
 #include "runtime/devices.hpp"
 #include "runtime/host_memory.hpp"
 #include "runtime/limits.hpp"
+#include "tools/calibrate.hpp"
 #include "tools/cli_options.hpp"
 #include "tools/progress.hpp"
 #include "tools/report.hpp"
@@ -172,7 +178,7 @@ double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std
 }
 
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device) {
+                           rt::Device device, double calibration_probe_s) {
     Question q = base;
     q.model = load_model(p.model);
     q.options.micro_batch = p.micro_batch;
@@ -191,6 +197,7 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     RunSettings s;
     s.steps = steps;
     s.device = device;
+    if (calibration_probe_s > 0) r.drift = rt::probe_seconds(device) / calibration_probe_s;
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
@@ -203,12 +210,96 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
         r.measured_reserved_bytes =
             std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
     r.predicted_step_time_s = rep.prediction.result.step_time_s;
-    r.measured_step_time_s = rep.run.seconds / static_cast<double>(steps);
+    const auto& st = rep.run.step_seconds;
+    r.measured_step_time_s = st.empty()       ? 0
+                             : st.size() == 1 ? st.front()
+                                              : *std::min_element(st.begin() + 1, st.end());
+    if (r.measured_step_time_s > 0) {
+        r.raw_step_error =
+            (r.predicted_step_time_s - r.measured_step_time_s) / r.measured_step_time_s;
+        r.step_error =
+            (r.predicted_step_time_s * r.drift - r.measured_step_time_s) / r.measured_step_time_s;
+    }
     r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);
     const double peak = p.precision == Precision::fp32 ? q.gpu.fp32_flops : q.gpu.bf16_flops;
     if (device == rt::Device::cuda && r.measured_step_time_s > 0)
         r.mfu = r.model_flops / (r.measured_step_time_s * peak);
     return r;
+}
+
+namespace {
+
+// Ranks with ties averaged.
+std::vector<double> ranks_of(const std::vector<double>& v) {
+    std::vector<std::size_t> idx(v.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return v[a] < v[b]; });
+    std::vector<double> r(v.size());
+    for (std::size_t i = 0; i < idx.size();) {
+        std::size_t j = i;
+        while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
+        for (std::size_t k = i; k <= j; ++k) r[idx[k]] = (static_cast<double>(i + j) / 2) + 1;
+        i = j + 1;
+    }
+    return r;
+}
+
+}  // namespace
+
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+    if (a.size() != b.size() || a.size() < 2) return 1;
+    const std::vector<double> ra = ranks_of(a), rb = ranks_of(b);
+    const double n = static_cast<double>(a.size()), mean = (n + 1) / 2;
+    double num = 0, da = 0, db = 0;
+    for (std::size_t i = 0; i < ra.size(); ++i) {
+        num += (ra[i] - mean) * (rb[i] - mean);
+        da += (ra[i] - mean) * (ra[i] - mean);
+        db += (rb[i] - mean) * (rb[i] - mean);
+    }
+    return da > 0 && db > 0 ? num / std::sqrt(da * db) : 1;
+}
+
+StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows, bool raw) {
+    StepTimeSummary s;
+    std::vector<double> errors, predicted, measured;
+    for (const SweepResult& r : rows) {
+        if (!(r.measured_step_time_s > 0)) continue;
+        const double e = std::fabs(raw ? r.raw_step_error : r.step_error);
+        errors.push_back(e);
+        s.within_15 += e <= 0.15;
+        predicted.push_back(r.predicted_step_time_s * (raw ? 1 : r.drift));
+        measured.push_back(r.measured_step_time_s);
+    }
+    s.runs = errors.size();
+    if (errors.empty()) return s;
+    std::sort(errors.begin(), errors.end());
+    auto quantile = [&](double q) {
+        return errors[std::min(errors.size() - 1,
+                               static_cast<std::size_t>(q * static_cast<double>(errors.size())))];
+    };
+    s.median = quantile(0.5);
+    s.p90 = quantile(0.9);
+    s.worst = errors.back();
+    s.spearman_all = spearman(predicted, measured);
+    // Per group of the same model, B, W, S and precision: how the strategies rank.
+    std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> groups;
+    for (const SweepResult& r : rows) {
+        if (!(r.measured_step_time_s > 0)) continue;
+        auto& g =
+            groups[fmt::format("{} {} {} {} {}", r.point.model, r.point.micro_batch,
+                               r.point.world_size, r.point.seq, precision_name(r.point.precision))];
+        g.first.push_back(r.predicted_step_time_s * (raw ? 1 : r.drift));
+        g.second.push_back(r.measured_step_time_s);
+    }
+    double sum = 0;
+    std::size_t n = 0;
+    for (const auto& [key, g] : groups)
+        if (g.first.size() >= 3) {
+            sum += spearman(g.first, g.second);
+            ++n;
+        }
+    s.spearman_strategies = n ? sum / static_cast<double>(n) : 1;
+    return s;
 }
 
 namespace {
@@ -241,7 +332,9 @@ ValidateFlags with_defaults(ValidateFlags f, rt::Device device) {
     fill(f.world_sizes, cuda ? "1,8" : "1,2,4");
     fill(f.precisions, cuda ? "bf16-mixed" : "fp32,bf16-mixed");
     fill(f.seqs, cuda ? "1024" : "64,256");
-    if (f.steps == 0) f.steps = cuda ? 3 : 1;
+    // Steps: the first pays first-touch costs, so a step time needs at least two; the fastest of
+    // the later ones is the measurement.
+    if (f.steps == 0) f.steps = 3;
     if (f.tolerance == 0) f.tolerance = cuda ? 0.02 : 0.01;
     return f;
 }
@@ -301,6 +394,20 @@ int run_validate(ValidateFlags f) {
     base_args.model = models.front();
     base_args.sharding = "fsdp";
     base_args.profile = device == rt::Device::cuda ? "remat-cuda" : "remat";
+    // --calibration auto: calibrate this device now (beside -o's file when there is one).
+    if (f.calibration == "auto") {
+        rt::CalibrateOptions co;
+        co.device = device;
+        f.calibration = f.output.empty()
+                            ? (std::filesystem::temp_directory_path() /
+                               fmt::format("remat-validate-{}.calibration.json", ::getpid()))
+                                  .string()
+                            : f.output.substr(0, f.output.rfind('.')) + ".calibration.json";
+        std::cerr << "remat validate: calibrating " << device_name(device) << " into "
+                  << f.calibration << "\n";
+        save_calibration(to_calibration(rt::measure_device(co)), f.calibration);
+    }
+    const double probe_s = f.calibration.empty() ? 0 : load_calibration(f.calibration).probe_s;
     base_args.calibration = f.calibration;
     base_args.attention = f.attention;
     base_args.gpu = f.gpu;
@@ -332,8 +439,8 @@ int run_validate(ValidateFlags f) {
                                           std::string(width - filled, '.'), k, points.size(),
                                           points[k].model, points[k].strategy.name()));
             }
-            rows.push_back(
-                validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
+            rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps),
+                                          device, probe_s));
         }
     }
     const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device,

@@ -87,9 +87,16 @@ struct SweepResult {
     std::uint64_t budget_bytes = 0;             // greedy-budget and optimal only
     std::uint64_t measured_reserved_bytes = 0;  // CUDA: the pool's reserved high-water mark
     double predicted_step_time_s = 0;           // the planner's, per optimizer step
-    double measured_step_time_s = 0;            // wall time per step, the mean over the run's steps
-    double model_flops = 0;                     // per step per rank: model_flops_per_step()
-    double mfu = 0;  // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
+    // Wall time per step: the fastest step after the first (the first pays page faults and
+    // first-touch; a shared machine's other work only ever slows a step), or the only one.
+    double measured_step_time_s = 0;
+    // The device's speed now against the calibration's (runtime/calibrate's probe, measured just
+    // before the run; 1 without a calibration probe), and the step-time errors,
+    // (predicted * drift - measured) / measured and, raw, without the drift.
+    double drift = 1;
+    double step_error = 0, raw_step_error = 0;
+    double model_flops = 0;  // per step per rank: model_flops_per_step()
+    double mfu = 0;          // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
 
 // FLOPs of one training step on one rank, as MFU counts them (PaLM, Chowdhery et al. 2022,
@@ -98,8 +105,21 @@ struct SweepResult {
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq);
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
+// calibration_probe_s: the calibration's probe seconds, to measure the drift against (0: none).
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device = rt::Device::cpu);
+                           rt::Device device = rt::Device::cpu, double calibration_probe_s = 0);
+
+// The step-time errors of a sweep: their distribution and whether the predicted times rank the
+// runs as the measured ones do (Spearman's rank correlation, over all runs and, averaged, over
+// the strategies of each model x B x W x S x precision).
+struct StepTimeSummary {
+    std::size_t runs = 0, within_15 = 0;
+    double median = 0, p90 = 0, worst = 0;  // of |error|
+    double spearman_all = 0, spearman_strategies = 0;
+};
+StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows, bool raw = false);
+// Spearman's rank correlation of two equally long series (ties take their mean rank).
+double spearman(const std::vector<double>& a, const std::vector<double>& b);
 
 // `remat validate`'s flags. Empty fields take the device's defaults: the tiny models' full
 // sweep on the CPU; on CUDA the GPU issue's core set (gpt2-xl and llama-1b at sequence 1024,

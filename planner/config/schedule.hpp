@@ -46,7 +46,8 @@ struct OptimalInfo {
     std::uint64_t budget_bytes = 0;          // the peak_bytes it had to stay within
     bool fits = false;                       // false: nothing fits; the leanest schedule is given
     std::uint64_t allocator_peak_bytes = 0;  // the DP's value (the replay must agree)
-    double step_time_s = 0;  // the DP's value: compute, without communication (the replay's compute_step_time_s)
+    double step_time_s =
+        0;  // the DP's value: compute, without communication (the replay's compute_step_time_s)
     std::size_t frontier_points = 0;
     std::uint64_t slot_bytes = 0;  // 0: exact
     double solve_s = 0;            // DP time (cost extraction excluded)

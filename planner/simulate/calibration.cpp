@@ -159,6 +159,11 @@ json calibration_json(const Calibration& c) {
               {"launch_s", c.launch_s}};
     if (c.concurrent_ranks > 0) j["concurrent_ranks"] = c.concurrent_ranks;
     if (c.shared_memory_slowdown != 1) j["shared_memory_slowdown"] = c.shared_memory_slowdown;
+    if (c.shared_compute_slowdown != 1) j["shared_compute_slowdown"] = c.shared_compute_slowdown;
+    if (c.probe_s > 0) j["probe_s"] = c.probe_s;
+    if (c.collective_bus_bandwidth > 0)
+        j["collectives"] = {{"bus_bytes_per_s", c.collective_bus_bandwidth},
+                            {"latency_s", c.collective_latency_s}};
     auto rates = [](const MeasuredCompute& m) {
         return json{{"gemm_flops", m.gemm_flops}, {"attention_flops", m.attention_flops}};
     };
@@ -204,6 +209,15 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
     if (f.has("concurrent_ranks")) c.concurrent_ranks = f.number("concurrent_ranks", "ranks");
     if (f.has("shared_memory_slowdown"))
         c.shared_memory_slowdown = f.number("shared_memory_slowdown", "times");
+    if (f.has("shared_compute_slowdown"))
+        c.shared_compute_slowdown = f.number("shared_compute_slowdown", "times");
+    if (f.has("probe_s")) c.probe_s = f.number("probe_s", "seconds");
+    if (f.has("collectives")) {
+        Fields n(j.at("collectives"), origin, "collectives");
+        c.collective_bus_bandwidth = n.rate("bus_bytes_per_s", "bytes/s");
+        c.collective_latency_s = n.launch("latency_s");
+        n.no_others();
+    }
     if (f.has("measurements")) {
         const json& list = j.at("measurements");
         if (!list.is_array())
@@ -283,6 +297,19 @@ StepTimeModel calibrated_model(const Calibration& c) {
     m.measured_bandwidth = c.memory_bandwidth;
     m.concurrent_ranks = c.concurrent_ranks;
     m.shared_memory_slowdown = std::max(1.0, c.shared_memory_slowdown);
+    m.shared_compute_slowdown = std::max(1.0, c.shared_compute_slowdown);
+    if (c.collective_bus_bandwidth > 0) {
+        // One node of threads: every step in-process, one latency per collective.
+        NetworkSpec n;
+        n.name = "in-process";
+        n.description = "the CPU runtime's collectives between rank threads (remat calibrate)";
+        n.gpus_per_node = std::uint64_t{1} << 40;
+        n.intra_bus_bandwidth = n.intra_all_reduce_bus_bandwidth = n.inter_bus_bandwidth =
+            c.collective_bus_bandwidth;
+        n.base_latency_s = c.collective_latency_s;
+        n.in_process = true;
+        m.network = n;
+    }
     for (const CalibrationSample& s : c.measurements) {
         if (s.direction.empty() || !(s.work > 0)) continue;
         if (s.benchmark == "optimizer") {

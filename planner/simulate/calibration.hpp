@@ -52,6 +52,14 @@ struct Calibration {
     // How much longer memory-bound kernels take when concurrent_ranks ranks run at once (they
     // share the memory bus): 1 where not measured.
     double shared_memory_slowdown = 1;
+    double shared_compute_slowdown = 1;  // the same for GEMMs and attention
+    // The CPU runtime's in-process collectives (0: not measured; GPUs use --network): seconds =
+    // latency + bytes / bandwidth, every rank handling the whole unit whatever W.
+    double collective_bus_bandwidth = 0;
+    double collective_latency_s = 0;
+    // Seconds of runtime/calibrate's probe when the rates were measured (0: none), against which
+    // `remat validate` measures how the device's speed has drifted since.
+    double probe_s = 0;
     std::vector<CalibrationSample> measurements;
 };
 

@@ -56,6 +56,7 @@ double traffic_factor(Collective c, double n) {
 }  // namespace
 
 double collective_s(Collective c, double bytes, std::uint64_t ranks, const NetworkSpec& net) {
+    if (net.in_process) return net.base_latency_s + bytes / net.intra_bus_bandwidth;
     if (ranks <= 1) return 0;
     const double n = static_cast<double>(ranks);
     const std::uint64_t per_node = std::max<std::uint64_t>(1, std::min(net.gpus_per_node, ranks));
@@ -83,6 +84,7 @@ double collective_s(Collective c, double bytes, std::uint64_t ranks, const Netwo
 }
 
 double bus_bandwidth(Collective c, double bytes, std::uint64_t ranks, double seconds) {
+    // (in-process figures are fitted as bytes / seconds: calibration.cpp)
     if (ranks <= 1 || !(seconds > 0)) return 0;
     return bytes / seconds * traffic_factor(c, static_cast<double>(ranks));
 }

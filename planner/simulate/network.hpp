@@ -30,6 +30,10 @@ struct NetworkSpec {
     double base_latency_s = 0;                  // once per collective
     double intra_step_latency_s = 0;            // per ring step within a node
     double inter_step_latency_s = 0;            // per ring step between nodes
+    // remat's CPU runtime (a calibration's "in-process" network): every rank converts or sums
+    // the whole buffer itself, so a collective costs latency + bytes / bus bandwidth whatever W,
+    // one rank included.
+    bool in_process = false;
 };
 
 NetworkSpec load_network(const std::string& name);  // InputError naming the presets

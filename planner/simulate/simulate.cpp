@@ -231,7 +231,7 @@ class Replay {
     // when the compute stream reaches it, after the collectives issued before it) or, in remat's
     // own runtime, on the compute stream itself. Returns when it ends.
     double collective(Collective kind, double bytes) {
-        const double s = collective_s(kind, bytes, c_.options.world_size, net_);
+        const double s = collective_time_s(kind, bytes, c_.options.world_size, net_, tm_);
         if (s <= 0) return time_s_;
         auto it = std::find_if(result_.collectives.begin(), result_.collectives.end(),
                                [&](const CollectiveTotal& t) { return t.kind == kind; });
@@ -253,7 +253,7 @@ class Replay {
     // and Megatron fill buckets, all-reduced (DDP, Megatron) or reduce-scattered (ZeRO-1,
     // Megatron's distributed optimizer) when full.
     void gradients_ready(std::size_t u) {
-        if (c_.options.world_size <= 1) return;
+        if (c_.options.world_size <= 1 && !net_.in_process) return;
         if (rule_.gather_per_unit || rule_.gradients_sharded) {
             collective(Collective::reduce_scatter, static_cast<double>(terms_.unit_grad_bytes(u)));
             return;

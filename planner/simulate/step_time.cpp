@@ -14,14 +14,14 @@ double attained_bandwidth(const GpuSpec& gpu, const StepTimeModel& m) {
 }
 
 // How much longer a rank's work takes because other ranks share its device: W ranks on a device
-// that runs C at once take W / C as long (time-sliced), and memory-bound work run by k = min(W, C)
-// ranks at once slows by the measured slowdown at C, scaled to k.
+// that runs C at once take W / C as long (time-sliced), and work run by k = min(W, C) ranks at
+// once slows by the slowdown measured at C (memory-bound or compute-bound), scaled to k.
 double sharing(const StepTimeModel& m, bool memory_bound) {
     if (!(m.concurrent_ranks > 0)) return 1.0;
     const double W = static_cast<double>(m.ranks), C = m.concurrent_ranks;
     double f = std::max(1.0, W / C);
-    if (memory_bound && C > 1 && W > 1)
-        f *= 1 + (m.shared_memory_slowdown - 1) * (std::min(W, C) - 1) / (C - 1);
+    const double slowdown = memory_bound ? m.shared_memory_slowdown : m.shared_compute_slowdown;
+    if (C > 1 && W > 1) f *= 1 + (slowdown - 1) * (std::min(W, C) - 1) / (C - 1);
     return f;
 }
 
@@ -111,6 +111,13 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
     }
     const double memory_s = bytes / attained_bandwidth(gpu, m);
     return (compute_s + memory_s + m.launch_s * (backward ? 2 : 1)) * shared;
+}
+
+double collective_time_s(Collective c, double bytes, std::uint64_t ranks, const NetworkSpec& net,
+                         const StepTimeModel& m) {
+    // The in-process figures were measured with the ranks running at once: only time slicing
+    // beyond the cores adds.
+    return collective_s(c, bytes, ranks, net) * sharing(m, false);
 }
 
 double optimizer_bytes_per_param(Optimizer o) {

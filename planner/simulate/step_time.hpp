@@ -84,7 +84,8 @@ struct StepTimeModel {
     // Memory-bound kernels (all but GEMMs and attention) and the optimizer take this much longer
     // when concurrent_ranks ranks share the device at once (interpolated for fewer).
     double shared_memory_slowdown = 1;
-    std::uint64_t ranks = 1;  // W of the question (set with concurrent_ranks)
+    double shared_compute_slowdown = 1;  // the same for GEMMs and attention
+    std::uint64_t ranks = 1;             // W of the question (set with concurrent_ranks)
     // The network the collectives run on (--network, --gpus-per-node, or a calibration's
     // in-process figures); unset: the GPU preset's usual one (GpuSpec::network).
     std::optional<NetworkSpec> network;
@@ -106,6 +107,10 @@ double op_time_s(const Op& op, bool backward, const GpuSpec& gpu, Precision prec
 // AdamW or SGD over the rank's local parameters: memory-bound streaming of the states.
 // Bytes the step streams per parameter it updates.
 double optimizer_bytes_per_param(Optimizer o);
+// A collective over `ranks` (network.hpp's collective_s), on a device its ranks share (a CPU's
+// cores: concurrent_ranks) as long as the ranks' time slices make it.
+double collective_time_s(Collective c, double bytes, std::uint64_t ranks, const NetworkSpec& net,
+                         const StepTimeModel& model);
 double optimizer_time_s(std::uint64_t local_params, Optimizer o, const GpuSpec& gpu,
                         const StepTimeModel& model = {});
 // Offload: a checkpoint's copy to host runs beside the forward that offloads it, the copy back
