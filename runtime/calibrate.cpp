@@ -544,64 +544,11 @@ std::string cpu_model_name() {
 std::string largest(const std::vector<Benchmark>& log, const std::string& kind) {
     std::string shape;
     for (const Benchmark& b : log)
-        if (b.kind == kind) shape = b.shape;
+        if (b.kind == kind && b.direction.empty()) shape = b.shape;
     return shape;
 }
 
-template <class T>
-double probe_typed(const Backend<T>& b, CountingAllocator& a) {
-    using Acc = acc_t<T>;
-    const double batch_s = 0.005;
-    const std::size_t N = 256, I = 128, O = 256;
-    const BufferRef x = make_zeroed(a, N * I * 4), w = make_zeroed(a, O * I * 4),
-                    y = make_buffer(a, N * O * 4),
-                    ws = make_buffer(
-                        a, std::max<std::uint64_t>(1, b.linear_forward_workspace(N, I, O)));
-    double s = time_calls(
-                   b,
-                   [&] {
-                       b.linear_forward(y->as<T>(), x->as<T>(), w->as<T>(), nullptr, N, I, O,
-                                        ws->as<void>());
-                   },
-                   batch_s)
-                   .seconds;
-    const std::size_t S = 128, A = 8, D = 32;
-    const AttentionShape sh{1, S, A, A, D, A * D, A * D, A * D};
-    const std::uint64_t t = S * A * D * sizeof(T);
-    const BufferRef q = make_zeroed(a, t), k = make_zeroed(a, t), v = make_zeroed(a, t),
-                    o = make_buffer(a, t), lse = make_buffer(a, A * S * sizeof(Acc)),
-                    aws = make_buffer(
-                        a, std::max<std::uint64_t>(1, b.attention_forward_workspace(sh)));
-    s += time_calls(
-             b,
-             [&] {
-                 b.attention_forward(o->as<T>(), lse->as<Acc>(), q->as<T>(), k->as<T>(), v->as<T>(),
-                                     sh, DropoutKey{}, aws->as<void>());
-             },
-             batch_s)
-             .seconds;
-    const std::size_t R = 64, V = 4096;
-    const BufferRef logits = make_zeroed(a, R * V * sizeof(T)),
-                    l2 = make_buffer(a, R * sizeof(Acc)), targets = make_zeroed(a, R * 4);
-    s += time_calls(
-             b,
-             [&] {
-                 b.cross_entropy_forward(l2->as<Acc>(), logits->as<T>(),
-                                         targets->as<std::int32_t>(), R, V);
-             },
-             batch_s)
-             .seconds;
-    return s;
-}
-
 }  // namespace
-
-double probe_seconds(Device device) {
-    if (device == Device::cpu) openblas_set_num_threads(1);
-    const DeviceParts<float> p = parts<float>(device);
-    CountingAllocator a(0, p.backend->memory());
-    return probe_typed(*p.backend, a);
-}
 
 DeviceRates measure_device(const CalibrateOptions& o) {
     bool fp32 = false, bf16_storage = false;
@@ -673,7 +620,6 @@ DeviceRates measure_device(const CalibrateOptions& o) {
     }
     if (fp32) r.fp32 = compute<float>(o.device, o, r.benchmarks);
     if (bf16_storage) r.bf16 = compute<bf16>(o.device, o, r.benchmarks);
-    r.probe_s = probe_seconds(o.device);
     if (cuda) {
         const auto gpus = visible_gpus();
         r.device = gpus.empty() ? "GPU 0" : gpus.front().name;

@@ -74,18 +74,10 @@ struct DeviceRates {
     // (each rank converts or sums the whole unit); 0 where not measured (a GPU: --network).
     double collective_bus_bandwidth = 0;
     double collective_latency_s = 0;
-    double probe_s = 0;  // probe_seconds() at the end of the calibration
 };
 
 // Throws InputError for a precision other than fp32 and bf16-mixed, or for --device cuda where
 // this build has no CUDA backend or no GPU is visible.
 DeviceRates measure_device(const CalibrateOptions& options);
-
-// A short fixed probe of the device's current speed (about 50 ms: one fp32 GEMM, causal
-// attention and cross-entropy forward, each the fastest of three timed batches), seconds per
-// round. A calibration records it; `remat validate` measures it again before each run, because a
-// shared machine's speed drifts within minutes, and reports the error with and without scaling
-// the prediction by the ratio.
-double probe_seconds(Device device);
 
 }  // namespace remat::rt

@@ -11,6 +11,7 @@
 #include "planner/config/error.hpp"
 #include "planner/search/search.hpp"
 #include "tools/cli_options.hpp"
+#include "tools/validation.hpp"
 
 using namespace remat;
 
@@ -141,4 +142,13 @@ TEST_CASE("network::communication hides behind compute in a node and dominates a
     // A larger micro-batch has more compute to hide the same collectives behind.
     const SimResult b4 = plan_of("fsdp", 256, "pcie-gen4", "bf16-mixed", 4).result;
     CHECK(b4.exposed_comm_s < pcie.exposed_comm_s);
+}
+
+TEST_CASE("network::validate's rank correlation: Spearman's rho with ties at their mean rank") {
+    CHECK(cli::spearman({1, 2, 3, 4}, {10, 20, 30, 40}) == doctest::Approx(1));
+    CHECK(cli::spearman({1, 2, 3, 4}, {40, 30, 20, 10}) == doctest::Approx(-1));
+    // One swap among five: 1 - 6 * 2 / (5 * 24) = 0.9.
+    CHECK(cli::spearman({1, 2, 3, 4, 5}, {1, 2, 3, 5, 4}) == doctest::Approx(0.9));
+    // Ties: ranks 1.5, 1.5, 3 against 1, 2, 3: rho = 0.866.
+    CHECK(cli::spearman({1, 1, 2}, {1, 2, 3}) == doctest::Approx(std::sqrt(3.0) / 2));
 }

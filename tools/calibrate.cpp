@@ -44,7 +44,6 @@ Calibration to_calibration(const rt::DeviceRates& r) {
     c.shared_compute_slowdown = r.shared_compute_slowdown;
     c.collective_bus_bandwidth = r.collective_bus_bandwidth;
     c.collective_latency_s = r.collective_latency_s;
-    c.probe_s = r.probe_s;
     for (const rt::Benchmark& b : r.benchmarks)
         c.measurements.push_back({b.kind, std::string(calibration_storage(b.precision)), b.shape,
                                   b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim,
@@ -55,16 +54,21 @@ Calibration to_calibration(const rt::DeviceRates& r) {
 std::string calibrate_text(const Calibration& c, const std::string& path, double wall_s) {
     std::string out =
         fmt::format("remat calibrate: {}, {}, {}\n\n", c.backend, c.device, format_seconds(wall_s));
-    out += fmt::format("{:<10} {:<7} {:<26} {:>9} {:>11} {:>16}\n", "benchmark", "storage", "shape",
-                       "calls", "time/call", "achieved");
+    out += fmt::format("{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}\n", "benchmark", "storage",
+                       "dir", "shape", "calls", "time/call", "achieved");
     for (const CalibrationSample& s : c.measurements) {
         std::string achieved;
-        if (s.flops > 0)
+        const bool by_flops = s.benchmark == "gemm" || s.benchmark == "attention";
+        if (!s.direction.empty())
+            achieved = by_flops ? rate(s.work / s.seconds) : bandwidth(s.work / s.seconds);
+        else if (s.flops > 0)
             achieved = rate(s.flops / s.seconds);
-        else if (s.benchmark == "memory")
+        else if (s.bytes > 0 && s.benchmark != "launch")
             achieved = bandwidth(s.bytes / s.seconds);
-        std::string line = fmt::format("{:<10} {:<7} {:<26} {:>9} {:>11} {:>16}", s.benchmark,
-                                       s.storage, s.shape, s.calls, per_call(s.seconds), achieved);
+        std::string line =
+            fmt::format("{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
+                        s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"),
+                        s.shape, s.calls, per_call(s.seconds), achieved);
         out += trimmed(std::move(line)) + "\n";
     }
     out += fmt::format("\nwritten to {} (plan with --calibration {}):\n", path, path);
@@ -78,6 +82,21 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
     out += row("attention", &MeasuredCompute::attention_flops);
     out += fmt::format("  {:<10} {}\n", "memory", bandwidth(c.memory_bandwidth));
     out += fmt::format("  {:<10} {} per op\n", "launch", per_call(c.launch_s));
+    std::size_t kernels = 0;
+    for (const CalibrationSample& s : c.measurements) kernels += !s.direction.empty();
+    if (kernels)
+        out += fmt::format(
+            "  {:<10} {} timings (kernel class x direction x size): each op's time "
+            "comes from its class's curve\n",
+            "kernels", kernels);
+    if (c.concurrent_ranks > 0)
+        out += fmt::format(
+            "  {:<10} {} ranks at once; together they take {:.2f}x (memory-bound) and "
+            "{:.2f}x (GEMM) as long\n",
+            "sharing", c.concurrent_ranks, c.shared_memory_slowdown, c.shared_compute_slowdown);
+    if (c.collective_bus_bandwidth > 0)
+        out += fmt::format("  {:<10} in-process: {} + bytes / {}\n", "collective",
+                           per_call(c.collective_latency_s), bandwidth(c.collective_bus_bandwidth));
     out += fmt::format("source: {}\n", c.source);
     return out;
 }

@@ -7,6 +7,7 @@
 
 #include "planner/config/finetune.hpp"
 #include "planner/config/units.hpp"
+#include "planner/simulate/network.hpp"
 
 namespace remat::cli {
 
@@ -464,7 +465,17 @@ json models_json() {
                         {"memory_bandwidth", g.memory_bandwidth},
                         {"host_link_bandwidth", g.host_link_bandwidth}});
     }
-    return {{"models", models}, {"gpus", gpus}};
+    json networks = json::array();
+    for (const auto& name : network_preset_names()) {
+        const NetworkSpec n = load_network(name);
+        networks.push_back({{"name", name},
+                            {"description", n.description},
+                            {"gpus_per_node", n.gpus_per_node},
+                            {"intra_bus_bytes_per_s", n.intra_bus_bandwidth},
+                            {"intra_all_reduce_bus_bytes_per_s", n.intra_all_reduce_bus_bandwidth},
+                            {"inter_bus_bytes_per_s", n.inter_bus_bandwidth}});
+    }
+    return {{"models", models}, {"gpus", gpus}, {"networks", networks}};
 }
 
 std::string models_text() {
@@ -487,6 +498,17 @@ std::string models_text() {
         out += fmt::format("  {:<13} {:<30} {:>11} {:>12.1f} {:>12.1f} {:>11.0f}\n", name,
                            g.description, format_bytes(g.capacity_bytes), g.bf16_flops / 1e12,
                            g.fp32_flops / 1e12, g.memory_bandwidth / 1e9);
+    }
+    out += fmt::format(
+        "\nnetworks (--network; bus bandwidths as nccl-tests reports them)\n  {:<10} {:>5} "
+        "{:>16} {:>19} {:>17}  {}\n",
+        "name", "GPUs", "node GB/s", "node all-reduce", "between nodes", "what");
+    for (const auto& name : network_preset_names()) {
+        const NetworkSpec n = load_network(name);
+        out +=
+            fmt::format("  {:<10} {:>5} {:>16.0f} {:>19.0f} {:>17.0f}  {}\n", name, n.gpus_per_node,
+                        n.intra_bus_bandwidth / 1e9, n.intra_all_reduce_bus_bandwidth / 1e9,
+                        n.inter_bus_bandwidth / 1e9, n.description);
     }
     out +=
         "\n--model also takes a Hugging Face checkpoint folder, its config.json, or a remat "

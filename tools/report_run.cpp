@@ -231,9 +231,7 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                         {"measured_reserved_bytes", r.measured_reserved_bytes},
                         {"predicted_step_time_s", r.predicted_step_time_s},
                         {"measured_step_time_s", r.measured_step_time_s},
-                        {"drift", r.drift},
                         {"step_error", r.step_error},
-                        {"raw_step_error", r.raw_step_error},
                         {"tokens_per_s", r.tokens_per_s},
                         {"model_flops", r.model_flops},
                         {"mfu", device == rt::Device::cuda ? json(r.mfu) : json(nullptr)}});
@@ -244,8 +242,8 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
             gpu = gpus.front().name;
             driver = gpus.front().driver;
         }
-    auto summary = [&](bool raw) {
-        const StepTimeSummary t = step_time_summary(rows, raw);
+    auto summary = [&] {
+        const StepTimeSummary t = step_time_summary(rows);
         return json{{"runs", t.runs},
                     {"within_15_percent", t.within_15},
                     {"median_abs_error", t.median},
@@ -255,8 +253,7 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                     {"spearman_strategies_mean", t.spearman_strategies}};
     };
     return {{"device", device_name(device)},
-            {"step_time", summary(false)},
-            {"step_time_raw", summary(true)},
+            {"step_time", summary()},
             {"gpu", gpu},
             {"driver", driver.empty() ? json(nullptr) : json(driver)},
             {"commit", source_commit()},
@@ -270,17 +267,14 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
 namespace {
 
 std::string step_time_line(const std::vector<SweepResult>& rows) {
-    std::string out;
-    for (bool raw : {false, true}) {
-        const StepTimeSummary t = step_time_summary(rows, raw);
-        if (!t.runs) continue;
-        out += fmt::format(
-            "step time{}: |error| median {:.1f}%, p90 {:.1f}%, worst {:.1f}%; {} of {} within 15%; "
-            "rank correlation (Spearman) {:.3f} over all runs, {:.3f} among strategies\n",
-            raw ? " (raw, no drift)" : "", 100 * t.median, 100 * t.p90, 100 * t.worst, t.within_15,
-            t.runs, t.spearman_all, t.spearman_strategies);
-    }
-    return out;
+    const StepTimeSummary t = step_time_summary(rows);
+    if (!t.runs) return {};
+    return fmt::format(
+        "step time: |error| median {:.1f}%, p90 {:.1f}%, worst {:.1f}%; {} of {} within 15%; "
+        "rank correlation (Spearman) {:.3f} over all runs, {:.3f} among the strategies of a "
+        "model, B, W, S and precision\n",
+        100 * t.median, 100 * t.p90, 100 * t.worst, t.within_15, t.runs, t.spearman_all,
+        t.spearman_strategies);
 }
 
 }  // namespace
@@ -303,8 +297,8 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
             format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error,
-            format_seconds(r.predicted_step_time_s * r.drift),
-            format_seconds(r.measured_step_time_s), 100 * r.step_error);
+            format_seconds(r.predicted_step_time_s), format_seconds(r.measured_step_time_s),
+            100 * r.step_error);
     }
     if (worst_row)
         out += fmt::format(
@@ -334,27 +328,24 @@ std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohma
                                 : "the counting allocator's");
     const std::string steps = step_time_line(rows);
     if (!steps.empty())
-        out +=
-            "Step time: the prediction times the drift (the device's speed just before the run "
-            "against the calibration's, runtime/calibrate's probe) against the fastest step "
-            "after the first.\n\n" +
-            steps + "\n";
+        out += "Step time: the prediction against the fastest step after the first.\n\n" + steps +
+               "\n";
     out +=
         "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | "
         "error | "
-        "predicted step | drift | measured step | step error | tokens/s | MFU |\n";
+        "predicted step | measured step | step error | tokens/s | MFU |\n";
     out +=
         "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | ---: |\n";
+        "---: | ---: |\n";
     for (const auto& r : rows)
         out += fmt::format(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.3f} | {:.4f} s "
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s "
             "| {:+.1f}% | {:.0f} | {} |\n",
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
             format_bytes(r.measured_peak_bytes),
             r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
-            100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s, r.drift,
+            100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s,
             r.measured_step_time_s, 100 * r.step_error, r.tokens_per_s,
             r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
     return out;

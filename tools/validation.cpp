@@ -178,7 +178,7 @@ double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std
 }
 
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device, double calibration_probe_s) {
+                           rt::Device device) {
     Question q = base;
     q.model = load_model(p.model);
     q.options.micro_batch = p.micro_batch;
@@ -197,7 +197,6 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     RunSettings s;
     s.steps = steps;
     s.device = device;
-    if (calibration_probe_s > 0) r.drift = rt::probe_seconds(device) / calibration_probe_s;
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
@@ -214,12 +213,8 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     r.measured_step_time_s = st.empty()       ? 0
                              : st.size() == 1 ? st.front()
                                               : *std::min_element(st.begin() + 1, st.end());
-    if (r.measured_step_time_s > 0) {
-        r.raw_step_error =
-            (r.predicted_step_time_s - r.measured_step_time_s) / r.measured_step_time_s;
-        r.step_error =
-            (r.predicted_step_time_s * r.drift - r.measured_step_time_s) / r.measured_step_time_s;
-    }
+    if (r.measured_step_time_s > 0)
+        r.step_error = (r.predicted_step_time_s - r.measured_step_time_s) / r.measured_step_time_s;
     r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);
     const double peak = p.precision == Precision::fp32 ? q.gpu.fp32_flops : q.gpu.bf16_flops;
     if (device == rt::Device::cuda && r.measured_step_time_s > 0)
@@ -259,15 +254,15 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
     return da > 0 && db > 0 ? num / std::sqrt(da * db) : 1;
 }
 
-StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows, bool raw) {
+StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows) {
     StepTimeSummary s;
     std::vector<double> errors, predicted, measured;
     for (const SweepResult& r : rows) {
         if (!(r.measured_step_time_s > 0)) continue;
-        const double e = std::fabs(raw ? r.raw_step_error : r.step_error);
+        const double e = std::fabs(r.step_error);
         errors.push_back(e);
         s.within_15 += e <= 0.15;
-        predicted.push_back(r.predicted_step_time_s * (raw ? 1 : r.drift));
+        predicted.push_back(r.predicted_step_time_s);
         measured.push_back(r.measured_step_time_s);
     }
     s.runs = errors.size();
@@ -288,7 +283,7 @@ StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows, bool raw
         auto& g =
             groups[fmt::format("{} {} {} {} {}", r.point.model, r.point.micro_batch,
                                r.point.world_size, r.point.seq, precision_name(r.point.precision))];
-        g.first.push_back(r.predicted_step_time_s * (raw ? 1 : r.drift));
+        g.first.push_back(r.predicted_step_time_s);
         g.second.push_back(r.measured_step_time_s);
     }
     double sum = 0;
@@ -407,7 +402,6 @@ int run_validate(ValidateFlags f) {
                   << f.calibration << "\n";
         save_calibration(to_calibration(rt::measure_device(co)), f.calibration);
     }
-    const double probe_s = f.calibration.empty() ? 0 : load_calibration(f.calibration).probe_s;
     base_args.calibration = f.calibration;
     base_args.attention = f.attention;
     base_args.gpu = f.gpu;
@@ -439,8 +433,8 @@ int run_validate(ValidateFlags f) {
                                           std::string(width - filled, '.'), k, points.size(),
                                           points[k].model, points[k].strategy.name()));
             }
-            rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps),
-                                          device, probe_s));
+            rows.push_back(
+                validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
         }
     }
     const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device,

@@ -90,11 +90,7 @@ struct SweepResult {
     // Wall time per step: the fastest step after the first (the first pays page faults and
     // first-touch; a shared machine's other work only ever slows a step), or the only one.
     double measured_step_time_s = 0;
-    // The device's speed now against the calibration's (runtime/calibrate's probe, measured just
-    // before the run; 1 without a calibration probe), and the step-time errors,
-    // (predicted * drift - measured) / measured and, raw, without the drift.
-    double drift = 1;
-    double step_error = 0, raw_step_error = 0;
+    double step_error = 0;   // (predicted - measured) / measured
     double model_flops = 0;  // per step per rank: model_flops_per_step()
     double mfu = 0;          // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
@@ -105,9 +101,8 @@ struct SweepResult {
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq);
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
-// calibration_probe_s: the calibration's probe seconds, to measure the drift against (0: none).
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device = rt::Device::cpu, double calibration_probe_s = 0);
+                           rt::Device device = rt::Device::cpu);
 
 // The step-time errors of a sweep: their distribution and whether the predicted times rank the
 // runs as the measured ones do (Spearman's rank correlation, over all runs and, averaged, over
@@ -117,7 +112,7 @@ struct StepTimeSummary {
     double median = 0, p90 = 0, worst = 0;  // of |error|
     double spearman_all = 0, spearman_strategies = 0;
 };
-StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows, bool raw = false);
+StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows);
 // Spearman's rank correlation of two equally long series (ties take their mean rank).
 double spearman(const std::vector<double>& a, const std::vector<double>& b);
 

@@ -160,7 +160,6 @@ json calibration_json(const Calibration& c) {
     if (c.concurrent_ranks > 0) j["concurrent_ranks"] = c.concurrent_ranks;
     if (c.shared_memory_slowdown != 1) j["shared_memory_slowdown"] = c.shared_memory_slowdown;
     if (c.shared_compute_slowdown != 1) j["shared_compute_slowdown"] = c.shared_compute_slowdown;
-    if (c.probe_s > 0) j["probe_s"] = c.probe_s;
     if (c.collective_bus_bandwidth > 0)
         j["collectives"] = {{"bus_bytes_per_s", c.collective_bus_bandwidth},
                             {"latency_s", c.collective_latency_s}};
@@ -211,7 +210,6 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
         c.shared_memory_slowdown = f.number("shared_memory_slowdown", "times");
     if (f.has("shared_compute_slowdown"))
         c.shared_compute_slowdown = f.number("shared_compute_slowdown", "times");
-    if (f.has("probe_s")) c.probe_s = f.number("probe_s", "seconds");
     if (f.has("collectives")) {
         Fields n(j.at("collectives"), origin, "collectives");
         c.collective_bus_bandwidth = n.rate("bus_bytes_per_s", "bytes/s");

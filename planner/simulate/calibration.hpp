@@ -57,9 +57,6 @@ struct Calibration {
     // latency + bytes / bandwidth, every rank handling the whole unit whatever W.
     double collective_bus_bandwidth = 0;
     double collective_latency_s = 0;
-    // Seconds of runtime/calibrate's probe when the rates were measured (0: none), against which
-    // `remat validate` measures how the device's speed has drifted since.
-    double probe_s = 0;
     std::vector<CalibrationSample> measurements;
 };
 
