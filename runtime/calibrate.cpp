@@ -213,7 +213,8 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
     auto data = [&](std::uint64_t bytes) {
         std::vector<T> host(bytes / sizeof(T));
         for (std::size_t i = 0; i < host.size(); ++i) {
-            const float x = k_input_scale * (static_cast<float>((i * 2654435761u) % 2001u) / 1000.0f - 1.0f);
+            const float x =
+                k_input_scale * (static_cast<float>((i * 2654435761u) % 2001u) / 1000.0f - 1.0f);
             if constexpr (std::is_same_v<T, bf16>)
                 host[i] = to_bf16(x);
             else
@@ -327,19 +328,41 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                                  }};
         },
         out);
-    // GELU (GPT-2's MLP), SwiGLU (Llama's) and dropout at p = 0.1 (GPT-2's), each its own class.
-    kernel_curve(
-        b, o, "gelu", 0, 16, std::size_t{1} << 16, 4,
-        [&](std::size_t N) {
-            keep.clear();
-            const std::size_t n = N * H;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
-            return KernelCall<T>{
-                2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
-                [=, &b] { b.gelu_forward(y->as<T>(), x->as<T>(), n); },
-                [=, &b] { b.gelu_backward(dx->as<T>(), dy->as<T>(), x->as<T>(), n); }};
-        },
-        out);
+    // One-input kernels over (N rows, H): forward y = f(x), backward dx from dy (and x); their
+    // bytes are x and y forward, twice that backward.
+    auto unary = [&](const char* kind, auto forward, auto backward) {
+        kernel_curve(
+            b, o, kind, 0, 16, std::size_t{1} << 16, 4,
+            [&](std::size_t N) {
+                keep.clear();
+                const std::size_t n = N * H;
+                const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e),
+                                dx = data(n * e);
+                return KernelCall<T>{
+                    2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
+                    [=, &b] { forward(y->as<T>(), x->as<T>(), N); },
+                    [=, &b] { backward(dx->as<T>(), dy->as<T>(), x->as<T>(), N); }};
+            },
+            out);
+    };
+    // GELU (GPT-2's MLP), SwiGLU (Llama's), dropout at p = 0.1 (GPT-2's) and rotary embeddings
+    // over heads of 32 (the tables computed in the kernel), each its own class.
+    unary(
+        "gelu", [&](T* y, const T* x, std::size_t N) { b.gelu_forward(y, x, N * H); },
+        [&](T* dx, const T* dy, const T* x, std::size_t N) { b.gelu_backward(dx, dy, x, N * H); });
+    const DropoutKey key{0.1f, 1, 2, 0};
+    unary(
+        "dropout",
+        [&, key](T* y, const T* x, std::size_t N) { b.dropout_forward(y, x, N * H, key); },
+        [&, key](T* dx, const T* dy, const T*, std::size_t N) {
+            b.dropout_backward(dx, dy, N * H, key);
+        });
+    unary(
+        "rotary",
+        [&](T* y, const T* x, std::size_t N) { b.rotary_forward(y, x, 1, N, H / 32, 32); },
+        [&](T* dx, const T* dy, const T*, std::size_t N) {
+            b.rotary_backward(dx, dy, 1, N, H / 32, 32);
+        });
     kernel_curve(
         b, o, "activation", 0, 16, std::size_t{1} << 16, 4,
         [&](std::size_t N) {
@@ -354,31 +377,6 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                     b.swiglu_backward(dx->as<T>(), du->as<T>(), dy->as<T>(), x->as<T>(), u->as<T>(),
                                       n);
                 }};
-        },
-        out);
-    kernel_curve(
-        b, o, "dropout", 0, 16, std::size_t{1} << 16, 4,
-        [&](std::size_t N) {
-            keep.clear();
-            const std::size_t n = N * H;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
-            const DropoutKey key{0.1f, 1, 2, 0};
-            return KernelCall<T>{2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
-                                 [=, &b] { b.dropout_forward(y->as<T>(), x->as<T>(), n, key); },
-                                 [=, &b] { b.dropout_backward(dx->as<T>(), dy->as<T>(), n, key); }};
-        },
-        out);
-    // Rotary embeddings over heads of 32 (the tables are computed in the kernel).
-    kernel_curve(
-        b, o, "rotary", 0, 16, std::size_t{1} << 16, 4,
-        [&](std::size_t N) {
-            keep.clear();
-            const std::size_t n = N * H, D = 32, heads = H / D;
-            const BufferRef x = data(n * e), y = zeros(n * e), dy = data(n * e), dx = data(n * e);
-            return KernelCall<T>{
-                2.0 * num(n * e), 4.0 * num(n * e), rows_shape(N, H),
-                [=, &b] { b.rotary_forward(y->as<T>(), x->as<T>(), 1, N, heads, D); },
-                [=, &b] { b.rotary_backward(dx->as<T>(), dy->as<T>(), 1, N, heads, D); }};
         },
         out);
     // Cross-entropy over a vocabulary of 4096: logits, targets, loss and lse.

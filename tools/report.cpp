@@ -710,9 +710,11 @@ std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t m
             c.micro_batch,
             fmt::join(args(at_size(q, row.world_size, row.best_sharding()), c), " "));
     }
-    out +=
-        "(step time has no communication yet: more GPUs scale perfectly here; --json lists "
-        "every sharding's best per count)\n";
+    const auto& net = q.context.time_model.network;
+    out += fmt::format(
+        "(collectives costed on {}, {} GPUs a node, and overlapped with compute; --json lists "
+        "every sharding's best per count)\n",
+        net ? net->name : q.gpu.network, net ? net->gpus_per_node : 8);
     return out;
 }
 
