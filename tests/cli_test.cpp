@@ -33,6 +33,41 @@ TEST_SUITE("cli") {
             if (m.at("name") == "mixtral-8x7b") CHECK(m.at("experts") == 8);
     }
 
+    TEST_CASE("cli::--network and --gpus-per-node: the collectives in plan, errors in one line") {
+        const Run p = run_remat(
+            "plan --model llama2-7b --seq 4096 --sharding fsdp --world-size 64 --network "
+            "pcie-gen4 --gpus-per-node 4 --json");
+        REQUIRE(p.code == 0);
+        const auto comm = nlohmann::json::parse(p.out).at("communication");
+        CHECK(comm.at("network") == "pcie-gen4");
+        CHECK(comm.at("collectives").size() == 2);  // all-gather, reduce-scatter
+        CHECK(comm.at("exposed_comm_s").get<double>() > 0);
+        const Run t = run_remat("plan --model llama2-7b --sharding fsdp --world-size 64");
+        CHECK(t.out.find("comm ") != std::string::npos);
+        CHECK(t.out.find("on dgx-h100 over 64 ranks (8 a node)") != std::string::npos);
+        const Run bad = run_remat("plan --model gpt2 --network dgx-h1000");
+        CHECK(bad.code == 2);
+        CHECK(bad.err.find("unknown network 'dgx-h1000'") != std::string::npos);
+        CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
+        CHECK(run_remat("plan --model gpt2 --gpus-per-node 0").code == 2);
+        CHECK(run_remat("models").out.find("h100-roce") != std::string::npos);
+    }
+
+    TEST_CASE("cli::run --work-times lists each op's measured time beside the prediction") {
+        const Run r =
+            run_remat("run --model tiny-llama --seq 32 --steps 2 --world-size 2 --work-times");
+        REQUIRE(r.code == 0);
+        for (const char* what : {"F attn.core", "B lm_head", "all_gather", "reduce_scatter",
+                                 "optimizer", "predicted ms"})
+            CHECK(r.out.find(what) != std::string::npos);
+        const Run j = run_remat("run --model tiny-llama --seq 32 --steps 2 --work-times --json");
+        REQUIRE(j.code == 0);
+        const auto doc = nlohmann::json::parse(j.out);
+        CHECK(doc.at("step_seconds").size() == 2);
+        CHECK(doc.at("work").size() > 10);
+        CHECK(doc.at("predicted_step_time_s").get<double>() > 0);
+    }
+
     TEST_CASE("cli::every family plans, max-batches, recommends and draws") {
         // Issue 16's families, at their published configs (the presets), both HF profiles.
         for (const char* model :
