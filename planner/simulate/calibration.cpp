@@ -84,6 +84,15 @@ class Fields {
                                          origin_, name(key), v.dump(), k_rewrite));
         return v.get<std::uint64_t>();
     }
+    // A number in [lo, hi]: figures the step-time model multiplies or divides by, bounded so that
+    // every step time stays finite and positive.
+    double within(const char* key, const char* unit, double lo, double hi) {
+        const double x = number(key, unit);
+        if (x < lo || x > hi)
+            throw InputError(fmt::format("{}: {} must be from {} to {} {}, not {}; {}", origin_,
+                                         name(key), lo, hi, unit, at(key).dump(), k_rewrite));
+        return x;
+    }
     // A positive integer (a count of calls), at most 2^63 - 1.
     std::uint64_t count(const char* key) {
         const json& v = at(key);
@@ -205,11 +214,12 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
             origin));
     c.memory_bandwidth = f.rate("memory_bandwidth_bytes_per_s", "bytes/s");
     c.launch_s = f.launch("launch_s");
-    if (f.has("concurrent_ranks")) c.concurrent_ranks = f.number("concurrent_ranks", "ranks");
+    if (f.has("concurrent_ranks"))
+        c.concurrent_ranks = f.within("concurrent_ranks", "ranks", 1, 1e6);
     if (f.has("shared_memory_slowdown"))
-        c.shared_memory_slowdown = f.number("shared_memory_slowdown", "times");
+        c.shared_memory_slowdown = f.within("shared_memory_slowdown", "times", 1, 1000);
     if (f.has("shared_compute_slowdown"))
-        c.shared_compute_slowdown = f.number("shared_compute_slowdown", "times");
+        c.shared_compute_slowdown = f.within("shared_compute_slowdown", "times", 1, 1000);
     if (f.has("collectives")) {
         Fields n(j.at("collectives"), origin, "collectives");
         c.collective_bus_bandwidth = n.rate("bus_bytes_per_s", "bytes/s");
@@ -245,7 +255,9 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
                         "softmax, embedding) or optimizer; {}",
                         origin, k, json(m.benchmark).dump(), k_rewrite));
                 m.dim = s.has("dim") ? s.count_or_zero("dim") : 0;
-                m.work = s.number("work", "FLOPs or bytes");
+                m.work = s.within("work", "FLOPs or bytes", 1, 1e30);
+                // A kernel call between a picosecond and an hour: the model reads its rate.
+                m.seconds = s.within("seconds", "seconds", 1e-12, 3600);
             }
             s.no_others();
             c.measurements.push_back(std::move(m));

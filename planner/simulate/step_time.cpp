@@ -58,7 +58,8 @@ std::optional<double> kernel_seconds(const std::vector<KernelTiming>& timings, c
     if (!lo) lo = smallest;
     if (!hi) hi = largest;
     const double t_lo = curve_seconds(lo->curve, work, launch_s);
-    if (lo->dim == hi->dim || dim <= static_cast<double>(lo->dim)) return t_lo;
+    // (A timing at dimension 0 has none to interpolate in.)
+    if (lo->dim == 0 || lo->dim == hi->dim || dim <= static_cast<double>(lo->dim)) return t_lo;
     if (dim >= static_cast<double>(hi->dim)) return curve_seconds(hi->curve, work, launch_s);
     const double t_hi = curve_seconds(hi->curve, work, launch_s);
     const double f = std::log(dim / static_cast<double>(lo->dim)) /
