@@ -462,7 +462,8 @@ double concurrent_s(const Backend<float>& b, CountingAllocator& a, std::size_t t
     std::vector<std::thread> pool;
     for (std::size_t t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
-            const auto& [x, y, z] = arrays[t];
+            // (Named, not a structured binding: clang 14 cannot capture those.)
+            const BufferRef &x = arrays[t][0], &y = arrays[t][1], &z = arrays[t][2];
             auto call = [&] {
                 if (gemm)
                     b.linear_forward(z->as<float>(), x->as<float>(), y->as<float>(), nullptr, 256,
