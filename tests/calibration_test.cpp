@@ -432,3 +432,31 @@ TEST_CASE("calibration::a kernel timing with a bad direction or kernel name is r
     CHECK(input_error([&] { calibration_from_json(j, "c.json"); }).find("not a kernel class") !=
           std::string::npos);
 }
+
+TEST_CASE("calibration::ranks sharing a CPU: time slicing past its cores, each other's slowdown") {
+    StepTimeModel m = calibrated_model(sample_calibration());
+    m.concurrent_ranks = 2;
+    m.shared_memory_slowdown = 1.5;
+    m.shared_compute_slowdown = 1.1;
+    Op norm;
+    norm.kernel = KernelClass::norm;
+    norm.fwd_bytes = 1e6;  // 100 us alone (sample_calibration's first point)
+    const GpuSpec gpu = load_gpu("h100-80gb");
+    auto at = [&](std::uint64_t W) {
+        return op_time_s(norm, false, gpu, Precision::fp32, for_ranks(m, W));
+    };
+    CHECK(at(1) == doctest::Approx(1e-4).epsilon(1e-12));
+    CHECK(at(2) == doctest::Approx(1.5e-4).epsilon(1e-12));      // two at once: the slowdown
+    CHECK(at(4) == doctest::Approx(2 * 1.5e-4).epsilon(1e-12));  // and two to a core
+    NetworkSpec n;
+    n.in_process = true;
+    n.intra_bus_bandwidth = 1e9;
+    n.base_latency_s = 1e-5;
+    // In-process collectives were measured with the ranks at once: only time slicing adds.
+    CHECK(collective_time_s(Collective::all_gather, 1e6, 2, n, for_ranks(m, 2)) ==
+          doctest::Approx(1e-5 + 1e-3).epsilon(1e-12));
+    CHECK(collective_time_s(Collective::all_gather, 1e6, 4, n, for_ranks(m, 4)) ==
+          doctest::Approx(2 * (1e-5 + 1e-3)).epsilon(1e-12));
+    // One rank still gathers (the runtime converts its shards): in-process costs at W = 1 too.
+    CHECK(collective_s(Collective::all_gather, 1e6, 1, n) == doctest::Approx(1e-5 + 1e-3));
+}

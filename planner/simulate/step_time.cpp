@@ -16,10 +16,15 @@ double attained_bandwidth(const GpuSpec& gpu, const StepTimeModel& m) {
 // How much longer a rank's work takes because other ranks share its device: W ranks on a device
 // that runs C at once take W / C as long (time-sliced), and work run by k = min(W, C) ranks at
 // once slows by the slowdown measured at C (memory-bound or compute-bound), scaled to k.
+double time_slicing(const StepTimeModel& m) {
+    if (!(m.concurrent_ranks > 0)) return 1.0;
+    return std::max(1.0, static_cast<double>(m.ranks) / m.concurrent_ranks);
+}
+
 double sharing(const StepTimeModel& m, bool memory_bound) {
     if (!(m.concurrent_ranks > 0)) return 1.0;
     const double W = static_cast<double>(m.ranks), C = m.concurrent_ranks;
-    double f = std::max(1.0, W / C);
+    double f = time_slicing(m);
     const double slowdown = memory_bound ? m.shared_memory_slowdown : m.shared_compute_slowdown;
     if (C > 1 && W > 1) f *= 1 + (slowdown - 1) * (std::min(W, C) - 1) / (C - 1);
     return f;
@@ -118,7 +123,7 @@ double collective_time_s(Collective c, double bytes, std::uint64_t ranks, const 
                          const StepTimeModel& m) {
     // The in-process figures were measured with the ranks running at once: only time slicing
     // beyond the cores adds.
-    return collective_s(c, bytes, ranks, net) * sharing(m, false);
+    return collective_s(c, bytes, ranks, net) * time_slicing(m);
 }
 
 double optimizer_bytes_per_param(Optimizer o) {
