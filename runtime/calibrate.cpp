@@ -479,7 +479,7 @@ double concurrent_s(const Backend<float>& b, CountingAllocator& a, std::size_t t
 
 // The CPU runtime's in-process all-gather and reduce-scatter among `world` threads, at units of
 // growing size: rank 0's seconds per call (every rank leaves a collective together).
-std::vector<Benchmark> in_process_collectives(std::size_t world, const CalibrateOptions& o) {
+std::vector<Benchmark> in_process_collectives(std::size_t world) {
     std::vector<Benchmark> out;
     for (std::size_t unit = std::size_t{1} << 12; unit <= (std::size_t{1} << 21); unit *= 8) {
         InProcessCollectives<float> coll(world);
@@ -511,7 +511,6 @@ std::vector<Benchmark> in_process_collectives(std::size_t world, const Calibrate
         out.push_back(benchmark<float>("reduce_scatter", shape, 0, bytes,
                                        {scatter_s / static_cast<double>(calls), calls}));
     }
-    (void)o;
     return out;
 }
 
@@ -602,7 +601,7 @@ DeviceRates measure_device(const CalibrateOptions& o) {
             // Collectives: a least-squares line through seconds against bytes (each rank converts
             // or sums the whole unit).
             const std::size_t world = std::max(2, cores);
-            const std::vector<Benchmark> coll = in_process_collectives(world, o);
+            const std::vector<Benchmark> coll = in_process_collectives(world);
             r.benchmarks.insert(r.benchmarks.end(), coll.begin(), coll.end());
             const double f = 1;
             double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;

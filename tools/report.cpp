@@ -346,9 +346,8 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
             "comm       {} on {} over {} ranks ({} a node): {}, of which {} not hidden by "
             "compute\n\n",
             format_seconds(r.comm_s), r.network, q.options.world_size,
-            q.context.time_model.network ? q.context.time_model.network->gpus_per_node
-                                         : load_network(q.gpu.network).gpus_per_node,
-            kinds, format_seconds(r.exposed_comm_s));
+            network_of(q.context.time_model, q.gpu).gpus_per_node, kinds,
+            format_seconds(r.exposed_comm_s));
     }
     out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps",
                        "input x", "all x̄", "kept");
@@ -710,11 +709,11 @@ std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t m
             c.micro_batch,
             fmt::join(args(at_size(q, row.world_size, row.best_sharding()), c), " "));
     }
-    const auto& net = q.context.time_model.network;
+    const NetworkSpec net = network_of(q.context.time_model, q.gpu);
     out += fmt::format(
         "(collectives costed on {}, {} GPUs a node, and overlapped with compute; --json lists "
         "every sharding's best per count)\n",
-        net ? net->name : q.gpu.network, net ? net->gpus_per_node : 8);
+        net.name, net.gpus_per_node);
     return out;
 }
 

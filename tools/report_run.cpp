@@ -187,17 +187,14 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
     out += fmt::format("losses (mean over the global batch, per step):{}\n", losses);
     out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s,
                        r.run.seconds, s.steps);
-    if (r.run.step_seconds.size() > 1) {
-        const auto& st = r.run.step_seconds;
-        const double fastest = *std::min_element(st.begin() + 1, st.end());
+    if (r.run.step_seconds.size() > 1)
         out += fmt::format(
             "step time: predicted {}{}, measured {} (the fastest step after the first)\n",
             format_seconds(r.prediction.result.step_time_s),
             q.context.time_model.fp32_measured || q.context.time_model.bf16_measured
                 ? " from the calibration"
                 : " from the --gpu preset (pass --calibration for this device's)",
-            format_seconds(fastest));
-    }
+            format_seconds(steady_step_s(r.run)));
     if (work_times && !r.run.work.empty()) {
         double total = 0, predicted_total = 0;
         const auto predicted = predicted_work(q, r.prediction);

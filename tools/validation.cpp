@@ -70,6 +70,12 @@ std::string first_difference(const rt::RunResult& a, const rt::RunResult& b) {
 
 }  // namespace
 
+double steady_step_s(const rt::RunResult& run) {
+    const auto& st = run.step_seconds;
+    if (st.size() < 2) return st.empty() ? 0 : st.front();
+    return *std::min_element(st.begin() + 1, st.end());
+}
+
 std::uint64_t measured_peak(const rt::RankResult& r) {
     return r.pool_used_high_bytes ? r.pool_used_high_bytes : r.peak_bytes;
 }
@@ -209,10 +215,7 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
         r.measured_reserved_bytes =
             std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
     r.predicted_step_time_s = rep.prediction.result.step_time_s;
-    const auto& st = rep.run.step_seconds;
-    r.measured_step_time_s = st.empty()       ? 0
-                             : st.size() == 1 ? st.front()
-                                              : *std::min_element(st.begin() + 1, st.end());
+    r.measured_step_time_s = steady_step_s(rep.run);
     if (r.measured_step_time_s > 0)
         r.step_error = (r.predicted_step_time_s - r.measured_step_time_s) / r.measured_step_time_s;
     r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);

@@ -41,6 +41,11 @@ struct ActionComparison {
     std::uint64_t predicted_peak_bytes = 0, measured_peak_bytes = 0;  // during it
 };
 
+// A run's step time: the fastest step after the first (the first pays page faults and
+// first-touch; a shared machine's other work only ever slows a step), or the only one; 0 when no
+// step completed.
+double steady_step_s(const rt::RunResult& run);
+
 struct RunReport {
     Evaluation prediction;
     rt::RunResult run;
@@ -87,12 +92,10 @@ struct SweepResult {
     std::uint64_t budget_bytes = 0;             // greedy-budget and optimal only
     std::uint64_t measured_reserved_bytes = 0;  // CUDA: the pool's reserved high-water mark
     double predicted_step_time_s = 0;           // the planner's, per optimizer step
-    // Wall time per step: the fastest step after the first (the first pays page faults and
-    // first-touch; a shared machine's other work only ever slows a step), or the only one.
-    double measured_step_time_s = 0;
-    double step_error = 0;   // (predicted - measured) / measured
-    double model_flops = 0;  // per step per rank: model_flops_per_step()
-    double mfu = 0;          // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
+    double measured_step_time_s = 0;            // steady_step_s of the run
+    double step_error = 0;                      // (predicted - measured) / measured
+    double model_flops = 0;                     // per step per rank: model_flops_per_step()
+    double mfu = 0;  // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
 
 // FLOPs of one training step on one rank, as MFU counts them (PaLM, Chowdhery et al. 2022,

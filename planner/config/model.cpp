@@ -597,21 +597,15 @@ std::uint64_t rotary_dims(const ModelConfig& m) {
     return static_cast<std::uint64_t>(static_cast<double>(m.head_dim) * m.rotary_pct);
 }
 
-std::vector<std::string> model_preset_names() {
-    std::vector<std::string> names;
-    for (const auto& p : embedded_presets())
-        if (p.kind == "models") names.emplace_back(p.name);
-    return names;
-}
+std::vector<std::string> model_preset_names() { return preset_names("models"); }
 
 ModelConfig load_model(const std::string& name_or_path) {
-    for (const auto& p : embedded_presets())
-        if (p.kind == "models" && p.name == name_or_path) {
-            ModelConfig m = model_from_json(
-                parse_json_text(p.json, "models/" + name_or_path + ".json"), name_or_path);
-            m.name = name_or_path;
-            return m;
-        }
+    if (const EmbeddedPreset* p = find_preset("models", name_or_path)) {
+        ModelConfig m = model_from_json(
+            parse_json_text(p->json, "models/" + name_or_path + ".json"), name_or_path);
+        m.name = name_or_path;
+        return m;
+    }
     std::error_code ec;
     if (std::filesystem::is_directory(name_or_path, ec)) {
         const std::string file = (std::filesystem::path(name_or_path) / "config.json").string();

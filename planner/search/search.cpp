@@ -10,8 +10,8 @@
 namespace remat {
 
 std::uint64_t ranks_per_node(const Question& q) {
-    const auto& net = q.context.time_model.network;
-    return std::min<std::uint64_t>(q.options.world_size, net ? net->gpus_per_node : 8);
+    return std::min<std::uint64_t>(q.options.world_size,
+                                   network_of(q.context.time_model, q.gpu).gpus_per_node);
 }
 
 std::uint64_t host_bytes_per_node(const Question& q, std::uint64_t host_bytes_per_rank) {

@@ -13,17 +13,11 @@
 
 namespace remat {
 
-std::vector<std::string> gpu_preset_names() {
-    std::vector<std::string> names;
-    for (const auto& p : embedded_presets())
-        if (p.kind == "gpus") names.emplace_back(p.name);
-    return names;
-}
+std::vector<std::string> gpu_preset_names() { return preset_names("gpus"); }
 
 GpuSpec load_gpu(const std::string& name) {
-    for (const auto& p : embedded_presets()) {
-        if (p.kind != "gpus" || p.name != name) continue;
-        const auto j = parse_json_text(p.json, "models/gpus/" + name + ".json");
+    if (const EmbeddedPreset* p = find_preset("gpus", name)) {
+        const auto j = parse_json_text(p->json, "models/gpus/" + name + ".json");
         GpuSpec g;
         g.name = j.at("name").get<std::string>();
         g.description = j.at("description").get<std::string>();

@@ -9,17 +9,11 @@
 
 namespace remat {
 
-std::vector<std::string> network_preset_names() {
-    std::vector<std::string> names;
-    for (const auto& p : embedded_presets())
-        if (p.kind == "networks") names.emplace_back(p.name);
-    return names;
-}
+std::vector<std::string> network_preset_names() { return preset_names("networks"); }
 
 NetworkSpec load_network(const std::string& name) {
-    for (const auto& p : embedded_presets()) {
-        if (p.kind != "networks" || p.name != name) continue;
-        const auto j = parse_json_text(p.json, "models/networks/" + name + ".json");
+    if (const EmbeddedPreset* p = find_preset("networks", name)) {
+        const auto j = parse_json_text(p->json, "models/networks/" + name + ".json");
         NetworkSpec n;
         n.name = j.at("name").get<std::string>();
         n.description = j.at("description").get<std::string>();

@@ -39,8 +39,7 @@ class Replay {
           units_(plan.schedule, stage_units(c), terms_.units.size(),
                  {rule_.gather_per_unit, rule_.reshard_after_forward}),
           reference_(reference_forward(c, terms_, gpu, tm_)),
-          net_(tm_.network ? *tm_.network
-                           : load_network(gpu.network.empty() ? "dgx-h100" : gpu.network)),
+          net_(network_of(tm_, gpu)),
           // remat's own runtime calls each collective on the rank's thread, between its ops.
           overlap_(c.options.profile != Profile::remat &&
                    c.options.profile != Profile::remat_cuda) {
@@ -253,7 +252,6 @@ class Replay {
     // and Megatron fill buckets, all-reduced (DDP, Megatron) or reduce-scattered (ZeRO-1,
     // Megatron's distributed optimizer) when full.
     void gradients_ready(std::size_t u) {
-        if (c_.options.world_size <= 1 && !net_.in_process) return;
         if (rule_.gather_per_unit || rule_.gradients_sharded) {
             collective(Collective::reduce_scatter, static_cast<double>(terms_.unit_grad_bytes(u)));
             return;

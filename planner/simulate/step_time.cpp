@@ -32,6 +32,10 @@ double sharing(const StepTimeModel& m, bool memory_bound) {
 
 }  // namespace
 
+NetworkSpec network_of(const StepTimeModel& m, const GpuSpec& gpu) {
+    return m.network ? *m.network : load_network(gpu.network.empty() ? "dgx-h100" : gpu.network);
+}
+
 double curve_seconds(const TimeCurve& c, double work, double launch_s) {
     assert(!c.empty() && "a timing has at least one point");
     double w0 = 0, t0 = launch_s;

@@ -96,6 +96,10 @@ struct StepTimeModel {
     double first_bucket_bytes = 1024.0 * 1024;
 };
 
+// The network a question's collectives run on: the model's (--network, or a calibration's
+// in-process one), else the GPU preset's usual servers (dgx-h100 for a preset that names none).
+NetworkSpec network_of(const StepTimeModel& m, const GpuSpec& gpu);
+
 // The model for a question of W ranks (what concurrent_ranks divides).
 inline StepTimeModel for_ranks(StepTimeModel m, std::uint64_t world_size) {
     m.ranks = world_size;
