@@ -51,9 +51,16 @@ struct Fixture {
     }
 
     std::string dot(const std::vector<std::string>& names, bool ops = false) const {
+        return dot(names, DotOptions{.ops = ops});
+    }
+    std::string dot(const std::vector<std::string>& names, const DotOptions& options) const {
         std::ostringstream s;
-        write_dot(s, chain, plans(names), DotOptions{.ops = ops});
+        write_dot(s, chain, plans(names), options);
         return s.str();
+    }
+    // One node per stage, nothing else: the Keep encoding stage by stage.
+    std::string plain(const std::vector<std::string>& names) const {
+        return dot(names, DotOptions{.fold = false, .legend = false});
     }
 };
 
@@ -113,12 +120,12 @@ TEST_SUITE("dot") {
         }
 
         SUBCASE("one cluster per plan, labelled with its strategy") {
-            const std::string one = f.dot({"none"});
+            const std::string one = f.plain({"none"});
             CHECK(one.starts_with("digraph G {\n  rankdir=TB;\n"));
             CHECK(count(one, "subgraph cluster_") == 1);
             CHECK(one.find("label=\"none\";") != std::string::npos);
 
-            const std::string three = f.dot({"none", "full", "sqrt"});
+            const std::string three = f.plain({"none", "full", "sqrt"});
             CHECK(count(three, "subgraph cluster_") == 3);
             for (const char* s : {"label=\"none\";", "label=\"full\";", "label=\"sqrt\";"})
                 CHECK(three.find(s) != std::string::npos);
@@ -137,7 +144,7 @@ TEST_SUITE("dot") {
         }
 
         SUBCASE("edges follow the chain") {
-            const std::string d = f.dot({"none"});
+            const std::string d = f.plain({"none"});
             const std::size_t n = f.chain.stages.size();
             CHECK(count(d, " -> ") == n - 1);
             CHECK(d.find("p0_s0 -> p0_s1;") != std::string::npos);
@@ -150,13 +157,13 @@ TEST_SUITE("dot") {
         const std::size_t n_blocks = f.chain.n_blocks();
 
         SUBCASE("none stores everything: no discarded fill at all") {
-            const std::string d = f.dot({"none"});
+            const std::string d = f.plain({"none"});
             CHECK(d.find("#ffc9c9") == std::string::npos);
             CHECK(count(d, "(Stored)") == f.chain.stages.size());
         }
 
         SUBCASE("full checkpoints every block") {
-            const std::string d = f.dot({"full"});
+            const std::string d = f.plain({"full"});
             for (std::size_t b = 0; b < n_blocks; ++b)
                 CHECK(d.find(fmt::format("block {}\\n(Checkpoint)\\n", b)) != std::string::npos);
             CHECK(count(d, "(Checkpoint)") == n_blocks);
@@ -164,7 +171,7 @@ TEST_SUITE("dot") {
         }
 
         SUBCASE("sqrt discards blocks inside a segment, in red") {
-            const std::string d = f.dot({"sqrt"});
+            const std::string d = f.plain({"sqrt"});
             // tiny-gpt2 has 4 blocks: segments of 2, so blocks 1 and 3 keep nothing.
             CHECK(d.find("block 1\\n(Discarded)\\n0 B\", fillcolor=\"#ffc9c9\"") !=
                   std::string::npos);
@@ -174,7 +181,7 @@ TEST_SUITE("dot") {
         }
 
         SUBCASE("kept bytes are on the third line") {
-            const std::string d = f.dot({"none", "full"});
+            const std::string d = f.plain({"none", "full"});
             const Stage& b0 = f.chain.stages[1];
             CHECK(d.find(fmt::format("block 0\\n(Stored)\\n{}\"", format_bytes(b0.all_bytes))) !=
                   std::string::npos);
@@ -183,10 +190,76 @@ TEST_SUITE("dot") {
         }
 
         SUBCASE("selective is stored fill, dashed, captioned") {
-            const std::string d = f.dot({"selective"});
+            const std::string d = f.plain({"selective"});
             CHECK(count(d, "(Selective: attention recomputed)") == n_blocks);
             CHECK(count(d, "style=\"filled,dashed\"") == n_blocks);
             CHECK(d.find("#ffc9c9") == std::string::npos);
+        }
+    }
+
+    TEST_CASE("dot::figure") {
+        // What the figure says around the stages (issue 19): folded runs as `remat plan` prints
+        // them, a title, a note per plan, a legend naming the roles, an opaque background.
+        const Fixture f;
+
+        SUBCASE("runs of identical blocks fold into one node, as plan's table") {
+            const std::string none = f.dot({"none"}, DotOptions{.legend = false});
+            // embedding, blocks 0-3, final norm, head.
+            CHECK(count(none, "peripheries=2") == 1);
+            CHECK(none.find("blocks 0-3 (x4)\\n(Stored)\\n") != std::string::npos);
+            CHECK(count(none, " -> ") == 3);
+            CHECK(none.find("p0_s1 -> p0_s5;") != std::string::npos);
+            // sqrt alternates checkpoint and discarded blocks: nothing to fold.
+            const std::string sqrt = f.dot({"sqrt"}, DotOptions{.legend = false});
+            CHECK(count(sqrt, "peripheries=2") == 0);
+            CHECK(count(sqrt, " -> ") == f.chain.stages.size() - 1);
+            // A run's kept bytes are per block.
+            const std::string full = f.dot({"full"}, DotOptions{.legend = false});
+            CHECK(full.find(fmt::format("(Checkpoint)\\n{} each",
+                                        format_bytes(f.chain.stages[1].input_bytes))) !=
+                  std::string::npos);
+        }
+
+        SUBCASE("the three roles have three fills") {
+            const std::string d = f.plain({"none", "full", "sqrt"});
+            CHECK(d.find("(Stored)\", fillcolor=\"#a5d8ff\"") == std::string::npos);
+            CHECK(d.find("(Stored)\\n") != std::string::npos);
+            CHECK(d.find("fillcolor=\"#a5d8ff\"") != std::string::npos);
+            CHECK(d.find("fillcolor=\"#d0bfff\"") != std::string::npos);  // checkpoint
+            CHECK(d.find("fillcolor=\"#ffc9c9\"") != std::string::npos);  // discarded
+            CHECK(d.find("(Checkpoint)\\n64") == std::string::npos);      // no stored fill on it
+            for (std::size_t b = 0; b < f.chain.n_blocks(); b += 2)
+                CHECK(d.find(fmt::format("block {}\\n(Checkpoint)\\n{}\", fillcolor=\"#d0bfff\"", b,
+                                         format_bytes(f.chain.stages[1].input_bytes))) !=
+                      std::string::npos);
+        }
+
+        SUBCASE("a legend names the roles the plans use, and only those") {
+            const std::string d = f.dot({"none", "sqrt"});
+            CHECK(d.find("subgraph cluster_legend") != std::string::npos);
+            CHECK(d.find("Stored: kept whole") != std::string::npos);
+            CHECK(d.find("Checkpoint: input kept") != std::string::npos);
+            CHECK(d.find("Discarded: recomputed") != std::string::npos);
+            CHECK(d.find("Selective:") == std::string::npos);
+            CHECK(f.dot({"none"}).find("Discarded: recomputed") == std::string::npos);
+            CHECK(f.dot({"none"}, DotOptions{.legend = false}).find("cluster_legend") ==
+                  std::string::npos);
+        }
+
+        SUBCASE("title, plan notes, background") {
+            DotOptions o;
+            o.title = "tiny-gpt2 on h100-80gb";
+            o.plan_notes = {"peak 1 GiB of 80 GiB: fits", "peak 2 GiB"};
+            const std::string d = f.dot({"none", "sqrt"}, o);
+            CHECK(d.find("bgcolor=\"white\";") != std::string::npos);
+            CHECK(d.find("label=\"tiny-gpt2 on h100-80gb\";\n  labelloc=\"t\";") !=
+                  std::string::npos);
+            // The title comes after every cluster, so none inherits it.
+            CHECK(d.find("labelloc") > d.rfind("subgraph cluster_"));
+            CHECK(d.find("label=\"none\\npeak 1 GiB of 80 GiB: fits\";") != std::string::npos);
+            CHECK(d.find("label=\"sqrt\\npeak 2 GiB\";") != std::string::npos);
+            CHECK(f.dot({"none"}, DotOptions{.background = "transparent"})
+                      .find("bgcolor=\"transparent\";") != std::string::npos);
         }
     }
 
@@ -211,10 +284,12 @@ TEST_SUITE("dot") {
 
         SUBCASE("the Keep fills stay on stage nodes") {
             // sqrt discards blocks 1 and 3 only; op and tensor nodes never use the Keep fills.
-            CHECK(count(d, "#ffc9c9") == 2);
-            const std::string none = f.dot({"none"}, true);
+            CHECK(count(d, "#ffc9c9") == 2 + 1);  // and the legend's
+            // Blocks 0 and 1 open; blocks 2-3 fold into one node.
+            const std::string none = f.dot({"none"}, DotOptions{.ops = true, .legend = false});
             CHECK(none.find("#ffc9c9") == std::string::npos);
-            CHECK(count(none, "#a5d8ff") == f.chain.stages.size());
+            CHECK(count(none, "#a5d8ff") == f.chain.stages.size() - 1);
+            CHECK(none.find("blocks 2-3 (x2)") != std::string::npos);
         }
 
         SUBCASE("selective marks the recomputed attention core") {

@@ -246,3 +246,104 @@ TEST_CASE(
         }
     }
 }
+
+TEST_SUITE("simulate") {
+    // simulate_traced's events (what `plan --memory-snapshot` lays out) tell the same story as
+    // the ledger's totals: every release and recategorization names a live allocation of the
+    // same size, the running total after each action is the timeline's live bytes, and its
+    // highest value is the allocator peak. Independent of the memory model: a bookkeeping check
+    // over every sharding, precision, strategy and the paths that allocate apart (accumulation,
+    // LoRA, DPO, torch 1.13's CPU extras).
+    TEST_CASE("simulate::the traced events add up to the timeline and the peak") {
+        Setup s;
+        struct Case {
+            const char* model;
+            Sharding sharding;
+            Precision precision;
+            const char* strategy;
+            std::uint64_t accumulation = 1;
+            Training train = Training::full;
+            Recipe recipe = Recipe::sft;
+            TorchFlavor torch = TorchFlavor::cuda;
+        };
+        std::vector<Case> cases;
+        for (const char* model : {"tiny-gpt2", "tiny-llama"})
+            for (Sharding sh : {Sharding::none, Sharding::fsdp, Sharding::fsdp_grad_op,
+                                Sharding::zero2, Sharding::zero3, Sharding::megatron})
+                for (Precision p : {Precision::fp32, Precision::bf16_mixed})
+                    for (const char* st : {"none", "sqrt", "selective", "full"})
+                        cases.push_back({model, sh, p, st});
+        cases.push_back({"tiny-llama", Sharding::fsdp, Precision::bf16_mixed, "sqrt", 4});
+        cases.push_back({"tiny-llama", Sharding::none, Precision::bf16_mixed, "full", 2});
+        cases.push_back(
+            {"tiny-llama", Sharding::none, Precision::bf16_mixed, "full", 1, Training::lora});
+        cases.push_back({"tiny-llama", Sharding::fsdp, Precision::bf16_mixed, "none", 1,
+                         Training::full, Recipe::dpo});
+        cases.push_back({"tiny-llama", Sharding::none, Precision::fp32, "full", 1, Training::full,
+                         Recipe::sft, TorchFlavor::cpu_1_13});
+        for (const Case& k : cases) {
+            CAPTURE(k.model);
+            CAPTURE(sharding_name(k.sharding));
+            CAPTURE(precision_name(k.precision));
+            CAPTURE(k.strategy);
+            CAPTURE(k.accumulation);
+            RunOptions o;
+            o.micro_batch = 2;
+            o.seq = 64;
+            o.precision = k.precision;
+            o.sharding = k.sharding;
+            o.world_size = k.sharding == Sharding::none ? 1 : 4;
+            o.grad_accumulation = k.accumulation;
+            o.train = k.train;
+            o.recipe = k.recipe;
+            o.torch = k.torch;
+            o.profile = k.torch == TorchFlavor::cpu_1_13 ? Profile::hf_eager : Profile::sdpa;
+            const Chain c = build_chain(load_model(k.model), o);
+            const Plan plan = make_plan(c, parse_strategy(k.strategy), s.ctx);
+            const SimResult plain = simulate(c, plan, s.gpu, s.ctx.reserve);
+            const SimResult r = simulate_traced(c, plan, s.gpu, s.ctx.reserve);
+            CHECK(plain.trace.empty());
+            CHECK(r.peak_bytes == plain.peak_bytes);
+            REQUIRE(!r.trace.empty());
+
+            struct Live {
+                std::uint64_t bytes;
+                Category category;
+            };
+            std::vector<std::pair<BlockTag, Live>> live;
+            const auto find = [&](const BlockTag& t) {
+                return std::find_if(live.begin(), live.end(),
+                                    [&](const auto& e) { return e.first == t; });
+            };
+            std::uint64_t total = 0, highest = 0;
+            std::size_t e = 0;
+            for (std::size_t a = 0; a < r.timeline.size(); ++a) {
+                for (; e < r.trace.size() && r.trace[e].action <= a; ++e) {
+                    const LedgerEvent& ev = r.trace[e];
+                    CAPTURE(block_name(c, ev.tag));
+                    const auto it = find(ev.tag);
+                    if (ev.type == LedgerEvent::Type::alloc) {
+                        REQUIRE(it == live.end());  // a tag is one live allocation at a time
+                        live.push_back({ev.tag, {ev.bytes, ev.category}});
+                        total += ev.bytes;
+                        highest = std::max(highest, total);
+                        continue;
+                    }
+                    REQUIRE(it != live.end());
+                    CHECK(it->second.bytes == ev.bytes);
+                    if (ev.type == LedgerEvent::Type::recategorize) {
+                        it->second.category = ev.category;
+                    } else {
+                        CHECK(it->second.category == ev.category);
+                        total -= ev.bytes;
+                        live.erase(it);
+                    }
+                }
+                CHECK(total == r.timeline[a].live_bytes);
+                CHECK(r.timeline[a].at_peak.allocator_total() == r.timeline[a].peak_bytes);
+            }
+            CHECK(e == r.trace.size());
+            CHECK(highest == r.allocator_peak_bytes);
+        }
+    }
+}

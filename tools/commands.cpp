@@ -11,10 +11,10 @@
 #include "bench/timing.hpp"
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
-#include "planner/dot/dot.hpp"
 #include "runtime/devices.hpp"
 #include "tools/calibrate.hpp"
 #include "tools/emit_torch.hpp"
+#include "tools/plan_figure.hpp"
 #include "tools/progress.hpp"
 #include "tools/report.hpp"
 #include "tools/report_run.hpp"
@@ -226,26 +226,23 @@ int run_recommend(const CommonArgs& a, bool micro_batch_given,
 }
 
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
-            bool ops) {
+            const DotFlags& flags) {
     if (a.json)
         throw InputError(
             "remat dot writes DOT, not JSON; drop --json (use `remat plan --json` for data)");
     const Question q = make_question(a);
     const auto specs = parse_strategy_list(strategies);
-    Chain chain = build_chain(q.model, q.options);
-    PlanContext ctx = q.context;
-    ctx.gpu = &q.gpu;
-    std::vector<Plan> plans;
-    for (const auto& s : specs) plans.push_back(make_plan(chain, s, ctx));
-    DotOptions options;
-    options.ops = ops;
+    for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
+    std::vector<Evaluation> evaluations;
+    for (const auto& s : specs) evaluations.push_back(evaluate(q, s));
+    const std::string text = plan_dot(q, evaluations, flags.ops, flags.transparent);
     if (output.empty()) {
-        write_dot(std::cout, chain, plans, options);
+        std::cout << text;
         return 0;
     }
     std::ofstream out(output);
     if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", output));
-    write_dot(out, chain, plans, options);
+    out << text;
     return 0;
 }
 

@@ -29,9 +29,13 @@ struct GpuCountFlags {
 // Exit code 3 when nothing fits.
 int run_recommend(const CommonArgs& a, bool micro_batch_given,
                   std::optional<std::int64_t> global_batch, const GpuCountFlags& gpus);
+struct DotFlags {
+    bool ops = false;          // blocks opened into their op graphs
+    bool transparent = false;  // no background (for overlays); white otherwise
+};
 // output: a file to write, or empty for stdout.
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
-            bool ops);
+            const DotFlags& flags);
 
 struct RunFlags {
     std::string strategy = "none", device = "cpu", memory_cap, data;

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
 
     CommonArgs common;
     std::string strategy = "none", strategies = "all", output;
-    bool saved = false, schedule = false, timeline = false, ops = false, models_json_flag = false;
+    bool saved = false, schedule = false, timeline = false, models_json_flag = false;
     std::string emit;  // plan --emit
 
     auto* models = app.add_subcommand("models", "List the built-in model and GPU presets");
@@ -98,14 +98,20 @@ int main(int argc, char** argv) {
     add_common_options(*pareto, common);
     pareto->add_flag("--all", all_points, "Print every point (default: at most 24, evenly spaced)");
 
-    auto* dot =
-        app.add_subcommand("dot", "Draw the plan as Graphviz DOT (blue: kept, red: recomputed)");
+    DotFlags dot_flags;
+    auto* dot = app.add_subcommand(
+        "dot",
+        "Draw the plan as Graphviz DOT: blue kept whole, violet checkpoint (input kept, stage "
+        "recomputed), red discarded (recomputed); runs of identical blocks folded");
     add_common_options(*dot, common);
     dot->add_option("--strategies,--strategy", strategies,
                     "Comma-separated strategies (one cluster each), or all")
         ->capture_default_str();
     dot->add_option("-o,--output", output, "Write to FILE instead of stdout");
-    dot->add_flag("--ops", ops, "Expand blocks into their op graphs, saved tensors marked");
+    dot->add_flag("--ops", dot_flags.ops,
+                  "Expand the first blocks into their op graphs, saved tensors marked");
+    dot->add_flag("--transparent", dot_flags.transparent,
+                  "No background (default: white, so the figure reads on any page)");
 
     RunFlags run_flags;
     auto* run = app.add_subcommand("run",
@@ -223,7 +229,7 @@ int main(int argc, char** argv) {
             return run_recommend(common, rec->count("--micro-batch") > 0, global_batch, gpu_counts);
         }
         if (*pareto) return run_pareto(common, all_points);
-        if (*dot) return run_dot(common, strategies, output, ops);
+        if (*dot) return run_dot(common, strategies, output, dot_flags);
         if (*run)
             return run_run(common, run_flags, run->count("--sharding") > 0,
                            run->count("--profile") > 0);

@@ -126,8 +126,9 @@ std::string training_note(const Question& q, bool with_micro_batch) {
            recipe_note(q, with_micro_batch);
 }
 
-// The question in one line; max-batch searches the micro-batch, so it is left out there.
-std::string header(const Question& q, bool with_micro_batch = true, bool with_layout = true) {
+}  // namespace
+
+std::string question_header(const Question& q, bool with_micro_batch, bool with_layout) {
     const auto& o = q.options;
     return fmt::format(
         "{} ({} params{}) on {} ({}), {}seq {}, {}, profile {}{}, {}, {}{}{}\n", q.model.name,
@@ -143,8 +144,6 @@ std::string header(const Question& q, bool with_micro_batch = true, bool with_la
                                 : std::string(),
         training_note(q, with_micro_batch));
 }
-
-}  // namespace
 
 json optimal_json(const Plan& p) {
     if (!p.optimal) return nullptr;
@@ -262,7 +261,7 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
                       bool timeline) {
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
-    std::string out = "remat plan: " + header(q);
+    std::string out = "remat plan: " + question_header(q);
     out += fmt::format("strategy {}{}\n", e.plan.strategy,
                        offloads(e.plan.schedule) ? " (checkpoints offloaded to host memory)" : "");
     if (const auto& o = e.plan.optimal) {
@@ -351,19 +350,14 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
     }
     out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", "stage", "kind", "keeps",
                        "input x", "all x̄", "kept");
-    const auto& st = e.chain.stages;
-    for (std::size_t i = 0; i < st.size(); ++i) {
-        // Runs of identical consecutive blocks print as one row.
-        std::size_t j = i;
-        while (j + 1 < st.size() && st[j + 1].kind == StageKind::block &&
-               st[i].kind == StageKind::block && e.plan.keeps[j + 1] == e.plan.keeps[i])
-            ++j;
-        const std::string name = j == i ? st[i].name : fmt::format("blocks {}-{}", i - 1, j - 1);
-        out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", name,
-                           stage_kind_name(st[i].kind), keep_name(e.plan.keeps[i]),
-                           format_bytes(st[i].input_bytes), format_bytes(st[i].all_bytes),
-                           format_bytes(stage_kept_bytes(st[i], e.plan.keeps[i]) * (j - i + 1)));
-        i = j;
+    // Runs of identical consecutive blocks print as one row.
+    for (const StageRun& run : stage_runs(e.chain, e.plan.keeps)) {
+        const Stage& s = e.chain.stages[run.first];
+        const Keep k = e.plan.keeps[run.first];
+        out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", run_name(e.chain, run),
+                           stage_kind_name(s.kind), keep_name(k), format_bytes(s.input_bytes),
+                           format_bytes(s.all_bytes),
+                           format_bytes(checked_mul(stage_kept_bytes(s, k), run.size())));
     }
     if (saved) {
         out += "\nsaved for backward (unique storages; every block is identical)\n";
@@ -418,7 +412,7 @@ json max_batch_json(const Question& q, const std::vector<MaxBatch>& results) {
 }
 
 std::string max_batch_text(const Question& q, const std::vector<MaxBatch>& results) {
-    std::string out = "remat max-batch: " + header(q, false) + "\n";
+    std::string out = "remat max-batch: " + question_header(q, false) + "\n";
     out += fmt::format("{:<16} {:>15} {:>12} {:>16}\n", "strategy", "max micro-batch", "peak",
                        "tokens/s per GPU");
     bool limited = false;
@@ -531,7 +525,7 @@ json pareto_json(const Question& q, const ParetoFrontier& f) {
 }
 
 std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_points) {
-    std::string out = "remat pareto: " + header(q);
+    std::string out = "remat pareto: " + question_header(q);
     out += fmt::format(
         "{} non-dominated (peak, step time) points{}, from the leanest schedule to no "
         "recomputation\n",
@@ -671,8 +665,8 @@ json gpus_json(const Question& q, const GpuCountSweep& s, const GpuArgs& args) {
 
 std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t max_gpus,
                       const GpuArgs& args) {
-    std::string out =
-        fmt::format("remat recommend --max-gpus {}: {}", max_gpus, header(q, false, false));
+    std::string out = fmt::format("remat recommend --max-gpus {}: {}", max_gpus,
+                                  question_header(q, false, false));
     out += fmt::format(
         "{} configurations planned and replayed over {} GPU counts (1, 2, 4, 8, then multiples "
         "of 8); per count the fastest sharding x strategy x micro-batch that fits\n\n",
@@ -720,7 +714,7 @@ std::string gpus_text(const Question& q, const GpuCountSweep& s, std::uint64_t m
 std::string recommend_text(const Question& q, const Recommendation& r,
                            std::optional<std::uint64_t> global_batch,
                            const std::function<std::vector<std::string>(const Candidate&)>& args) {
-    std::string out = "remat recommend: " + header(q, false);
+    std::string out = "remat recommend: " + question_header(q, false);
     out += fmt::format(
         "{} configurations planned and replayed{}; peak must stay within {}\n\n", r.evaluated,
         global_batch ? fmt::format(" for a global batch of {} sequences", *global_batch)

@@ -14,6 +14,10 @@
 namespace remat::cli {
 
 nlohmann::json question_json(const Question& q);
+// The question in one line (and a second for LoRA or DPO), ending in a newline; max-batch and
+// recommend search the micro-batch, so they leave it out; recommend --max-gpus, the layout.
+std::string question_header(const Question& q, bool with_micro_batch = true,
+                            bool with_layout = true);
 nlohmann::json plan_json(const Question& q, const Evaluation& e);
 std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule,
                       bool timeline);

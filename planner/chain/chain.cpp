@@ -259,4 +259,30 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     return c;
 }
 
+std::vector<StageRun> stage_runs(const Chain& c, const std::vector<Keep>& keeps) {
+    assert(keeps.size() == c.stages.size() && "one Keep per stage");
+    const auto same = [&](std::size_t a, std::size_t b) {
+        const Stage& x = c.stages[a];
+        const Stage& y = c.stages[b];
+        return x.kind == StageKind::block && y.kind == StageKind::block && keeps[a] == keeps[b] &&
+               x.graph == y.graph && x.input_bytes == y.input_bytes && x.all_bytes == y.all_bytes &&
+               x.params == y.params;
+    };
+    std::vector<StageRun> runs;
+    for (std::size_t i = 0; i < c.stages.size(); ++i) {
+        if (!runs.empty() && same(runs.back().last, i))
+            runs.back().last = i;
+        else
+            runs.push_back({i, i});
+    }
+    return runs;
+}
+
+std::string run_name(const Chain& c, const StageRun& r) {
+    if (r.size() == 1) return c.stages[r.first].name;
+    // Block numbers are 0-based and follow the embedding stage.
+    const std::size_t first_block = r.first - 1;
+    return fmt::format("blocks {}-{}", first_block, first_block + r.size() - 1);
+}
+
 }  // namespace remat

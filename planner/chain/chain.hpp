@@ -11,6 +11,7 @@
 
 #include "planner/config/model.hpp"
 #include "planner/config/options.hpp"
+#include "planner/config/schedule.hpp"
 #include "planner/config/selective.hpp"
 #include "planner/graph/graph.hpp"
 #include "planner/graph/profiles.hpp"
@@ -58,6 +59,16 @@ struct Chain {
 };
 
 Chain build_chain(const ModelConfig& model, const RunOptions& options);
+
+// Consecutive stages drawn and printed as one: blocks of the same graph and sizes that keep
+// the same (`blocks 1-5 none`); every other stage is a run of its own. first..last, inclusive.
+struct StageRun {
+    std::size_t first = 0, last = 0;
+    std::size_t size() const { return last - first + 1; }
+};
+std::vector<StageRun> stage_runs(const Chain& c, const std::vector<Keep>& keeps);
+// "block 3" for one stage, "blocks 1-5" for a run of blocks (0-based block numbers).
+std::string run_name(const Chain& c, const StageRun& r);
 
 // Megatron's selective rule (planner/config/selective.hpp) over g's storages: a view counts as
 // its storage, and shared storages (rotary cos/sin) are never kept.

@@ -19,9 +19,11 @@ namespace remat {
 
 namespace {
 
-// The two Keep fills; they appear on stage nodes only, so a reader (and a test) can tell
-// "what a stage keeps" apart from everything else in the figure.
+// The Keep fills; they appear on stage nodes (and the legend) only, so a reader (and a test) can
+// tell "what a stage keeps" apart from everything else in the figure. Blue keeps memory, red is
+// recomputed, and a checkpoint, which does both, is their blend.
 constexpr std::string_view stored_fill = "#a5d8ff";
+constexpr std::string_view checkpoint_fill = "#d0bfff";
 constexpr std::string_view discarded_fill = "#ffc9c9";
 
 // Everything else stays neutral or yellow.
@@ -53,6 +55,7 @@ struct KeepLook {
     std::string_view fill;
     std::string_view caption;
     std::string_view style;  // node style; "" keeps the graph default (filled)
+    std::string_view role;   // what the legend says of it
 };
 
 // Keep::selective keeps most of the block, so it shares the stored fill; a dashed outline and
@@ -60,15 +63,19 @@ struct KeepLook {
 KeepLook keep_look(Keep k) {
     switch (k) {
         case Keep::all:
-            return {stored_fill, "(Stored)", ""};
+            return {stored_fill, "(Stored)", "",
+                    "Stored: kept whole, every tensor\nits backward needs"};
         case Keep::input:
-            return {stored_fill, "(Checkpoint)", ""};
+            return {checkpoint_fill, "(Checkpoint)", "",
+                    "Checkpoint: input kept, the stage\nrecomputed in backward"};
         case Keep::none:
-            return {discarded_fill, "(Discarded)", ""};
+            return {discarded_fill, "(Discarded)", "",
+                    "Discarded: recomputed from the\ncheckpoint before it"};
         case Keep::selective:
-            return {stored_fill, "(Selective: attention recomputed)", "filled,dashed"};
+            return {stored_fill, "(Selective: attention recomputed)", "filled,dashed",
+                    "Selective: kept but the attention\ncore, recomputed in backward"};
     }
-    return {stored_fill, "", ""};
+    return {stored_fill, "", "", ""};
 }
 
 std::uint64_t kept_bytes(const Stage& s, Keep k) {
@@ -103,48 +110,101 @@ class DotWriter {
   public:
     DotWriter(std::ostream& out, const Chain& chain) : out_(out), chain_(chain) {}
 
-    void plan(std::size_t p, const Plan& plan, const DotOptions& options) {
+    void plan(std::size_t p, const Plan& plan, const std::string& note, const DotOptions& options) {
         assert(plan.keeps.size() == chain_.stages.size() && "a plan needs one Keep per stage");
         out_ << fmt::format("  subgraph cluster_{} {{\n", p);
-        out_ << fmt::format("    label={};\n", quote(plan.strategy));
+        out_ << fmt::format("    label={};\n",
+                            quote(note.empty() ? plan.strategy : plan.strategy + "\n" + note));
         out_ << "    fontname=\"Helvetica\";\n    fontcolor=\"#495057\";\n"
                 "    color=\"#ced4da\";\n    style=\"dashed\";\n";
 
         std::size_t n_expanded = 0;
-        std::vector<std::string> exits(chain_.stages.size());
-        for (std::size_t i = 0; i < chain_.stages.size(); ++i) {
+        const std::vector<StageRun> runs = drawn_runs(plan, options);
+        std::vector<std::string> exits(runs.size());
+        for (std::size_t r = 0; r < runs.size(); ++r) {
+            const std::size_t i = runs[r].first;
             const bool expand = options.ops && chain_.stages[i].kind == StageKind::block &&
                                 n_expanded < dot_max_expanded_blocks;
             if (expand) {
-                exits[i] = block_cluster(p, i, plan.keeps[i]);
+                exits[r] = block_cluster(p, i, plan.keeps[i]);
                 ++n_expanded;
             } else {
-                out_ << "    " << stage_node(p, i, plan.keeps[i]) << "\n";
-                exits[i] = stage_id(p, i);
+                out_ << "    " << stage_node(p, runs[r], plan.keeps[i]) << "\n";
+                exits[r] = stage_id(p, i);
             }
         }
         if (options.ops && chain_.n_blocks() > n_expanded) {
-            const std::string note = fmt::format(
+            const std::string text = fmt::format(
                 "ops shown for the first {} of {} blocks;\nthe rest are drawn as stages",
                 n_expanded, chain_.n_blocks());
             out_ << fmt::format("    p{}_note [label={}, shape=note, fillcolor=\"{}\"];\n", p,
-                                quote(note), note_fill);
+                                quote(text), note_fill);
         }
-        // The chain: out of each stage (its output op when expanded) into the next stage node.
-        for (std::size_t i = 1; i < chain_.stages.size(); ++i)
-            out_ << fmt::format("    {} -> {};\n", exits[i - 1], stage_id(p, i));
+        // The chain: out of each run (its output op when expanded) into the next run's node.
+        for (std::size_t r = 1; r < runs.size(); ++r)
+            out_ << fmt::format("    {} -> {};\n", exits[r - 1], stage_id(p, runs[r].first));
+        out_ << "  }\n";
+    }
+
+    // One node per role the plans use, in a row, named.
+    void legend(const std::vector<Plan>& plans) {
+        std::set<Keep> used;
+        for (const Plan& plan : plans) used.insert(plan.keeps.begin(), plan.keeps.end());
+        out_ << "  subgraph cluster_legend {\n"
+                "    label=\"legend\";\n    fontname=\"Helvetica\";\n"
+                "    fontcolor=\"#495057\";\n    color=\"#ced4da\";\n";
+        std::vector<std::string> ids;
+        for (Keep k : {Keep::all, Keep::selective, Keep::input, Keep::none}) {
+            if (!used.contains(k)) continue;
+            const KeepLook look = keep_look(k);
+            ids.push_back(fmt::format("legend_{}", ids.size()));
+            std::string attrs =
+                fmt::format("label={}, fillcolor=\"{}\", fontsize=10", quote(look.role), look.fill);
+            if (!look.style.empty()) attrs += fmt::format(", style=\"{}\"", look.style);
+            out_ << fmt::format("    {} [{}];\n", ids.back(), attrs);
+        }
+        out_ << fmt::format(
+            "    legend_runs [label={}, shape=box, peripheries=2, fillcolor=\"#ffffff\", "
+            "fontsize=10];\n",
+            quote("double outline: a run of\nidentical blocks, drawn once"));
+        ids.push_back("legend_runs");
+        // Invisible edges keep the entries in one column beside the plans.
+        for (std::size_t k = 1; k < ids.size(); ++k)
+            out_ << fmt::format("    {} -> {} [style=invis];\n", ids[k - 1], ids[k]);
         out_ << "  }\n";
     }
 
   private:
-    std::string stage_node(std::size_t p, std::size_t i, Keep keep) const {
-        const Stage& s = chain_.stages[i];
+    // The runs drawn: stage_runs when folding; with ops the blocks to expand stand alone.
+    std::vector<StageRun> drawn_runs(const Plan& plan, const DotOptions& options) const {
+        std::vector<StageRun> runs;
+        if (!options.fold) {
+            for (std::size_t i = 0; i < chain_.stages.size(); ++i) runs.push_back({i, i});
+            return runs;
+        }
+        std::size_t to_single = options.ops ? dot_max_expanded_blocks : 0;
+        for (StageRun r : stage_runs(chain_, plan.keeps)) {
+            const bool block = chain_.stages[r.first].kind == StageKind::block;
+            for (; block && to_single > 0 && r.size() > 1; --to_single)
+                runs.push_back({r.first, r.first++});
+            if (block && to_single > 0) --to_single;
+            runs.push_back(r);
+        }
+        return runs;
+    }
+
+    std::string stage_node(std::size_t p, StageRun run, Keep keep) const {
+        const Stage& s = chain_.stages[run.first];
         const KeepLook look = keep_look(keep);
+        const std::uint64_t bytes = kept_bytes(s, keep);
         const std::string label =
-            fmt::format("{}\n{}\n{}", s.name, look.caption, format_bytes(kept_bytes(s, keep)));
+            run.size() == 1 ? fmt::format("{}\n{}\n{}", s.name, look.caption, format_bytes(bytes))
+                            : fmt::format("{} (x{})\n{}\n{} each", run_name(chain_, run),
+                                          run.size(), look.caption, format_bytes(bytes));
         std::string attrs = fmt::format("label={}, fillcolor=\"{}\"", quote(label), look.fill);
         if (!look.style.empty()) attrs += fmt::format(", style=\"{}\"", look.style);
-        return fmt::format("{} [{}];", stage_id(p, i), attrs);
+        if (run.size() > 1) attrs += ", peripheries=2";
+        return fmt::format("{} [{}];", stage_id(p, run.first), attrs);
     }
 
     // A nested cluster: the stage node on top, then the block's ops, then the tensors its
@@ -155,7 +215,7 @@ class DotWriter {
         out_ << fmt::format("    subgraph cluster_{}_{} {{\n", p, i);
         out_ << fmt::format("      label={};\n", quote(chain_.stages[i].name + ": ops"));
         out_ << "      style=\"dotted\";\n";
-        out_ << "      " << stage_node(p, i, keep) << "\n";
+        out_ << "      " << stage_node(p, {i, i}, keep) << "\n";
 
         for (OpVertex v : g.order()) {
             const Op& op = g.op(v);
@@ -235,14 +295,25 @@ class DotWriter {
 
 void write_dot(std::ostream& out, const Chain& chain, const std::vector<Plan>& plans,
                const DotOptions& options) {
+    assert((options.plan_notes.empty() || options.plan_notes.size() == plans.size()) &&
+           "one note per plan, or none");
     out << "digraph G {\n"
            "  rankdir=TB;\n"
            "  node [fontname=\"Helvetica\", shape=box, style=filled, color=\"#dee2e6\", "
            "fontcolor=\"#495057\"];\n"
-           "  edge [color=\"#adb5bd\"];\n"
-           "  bgcolor=\"transparent\";\n";
+           "  edge [color=\"#adb5bd\"];\n";
+    out << fmt::format("  bgcolor={};\n", quote(options.background));
     DotWriter writer(out, chain);
-    for (std::size_t p = 0; p < plans.size(); ++p) writer.plan(p, plans[p], options);
+    for (std::size_t p = 0; p < plans.size(); ++p)
+        writer.plan(p, plans[p], options.plan_notes.empty() ? std::string() : options.plan_notes[p],
+                    options);
+    if (options.legend) writer.legend(plans);
+    // Last, so that no cluster inherits the title's label and size.
+    if (!options.title.empty())
+        out << fmt::format(
+            "  label={};\n  labelloc=\"t\";\n  fontname=\"Helvetica\";\n  fontsize=16;\n"
+            "  fontcolor=\"#212529\";\n",
+            quote(options.title));
     out << "}\n";
 }
 

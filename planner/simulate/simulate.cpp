@@ -81,14 +81,17 @@ class Replay {
         }
     }
 
-    SimResult run(const Reserve& reserve) {
+    SimResult run(const Reserve& reserve, bool trace) {
+        if (trace) ledger_.record();
         const ModelStates states = model_states(c_);
-        ledger_.alloc(Category::parameters, states.parameters_bytes);
-        ledger_.alloc(Category::optimizer, states.optimizer_bytes);
+        ledger_.alloc(Category::parameters, states.parameters_bytes,
+                      state_tag(Category::parameters));
+        ledger_.alloc(Category::optimizer, states.optimizer_bytes, state_tag(Category::optimizer));
         if (!rule_.grads_allocated_in_backward)
-            ledger_.alloc(Category::gradients, states.gradients_bytes);
+            ledger_.alloc(Category::gradients, states.gradients_bytes,
+                          state_tag(Category::gradients));
         if (const std::uint64_t acc = terms_.accumulated_grad_bytes()) {
-            ledger_.alloc(Category::gradients, acc);
+            ledger_.alloc(Category::gradients, acc, {BlockKind::accumulated});
             shard_grad_live_.assign(terms_.units.size(), rule_.gradients_sharded);
         }
         // The step's input: token ids (x_0) exist before forward.
@@ -139,6 +142,7 @@ class Replay {
         result_.at_peak.reserve_bytes = reserve_bytes(reserve, peak.bytes);
         result_.peak_bytes = checked_add(peak.bytes, result_.at_peak.reserve_bytes);
         result_.timeline = ledger_.take_timeline();
+        result_.trace = ledger_.take_trace();
         const double tokens = flop_product(c_.options.sequences(), c_.options.seq) * k;
         result_.step_time_s = time_s_;
         result_.comm_s = comm_s_;
@@ -152,11 +156,24 @@ class Replay {
   private:
     const GraphFacts& facts(std::size_t stage) const { return facts_[c_.stages[stage].graph]; }
 
+    // ---- the ledger's tags (BlockTag): one per thing allocated, the same on its release.
+    static BlockTag tag(BlockKind k, std::size_t a, std::size_t b = 0) {
+        return {k, static_cast<std::uint32_t>(a), static_cast<std::uint32_t>(b)};
+    }
+    static BlockTag state_tag(Category k) {
+        return tag(BlockKind::states, static_cast<std::size_t>(k));
+    }
+    BlockTag grad_tag(std::size_t i, TensorId s) const {
+        if (is_input(i, s)) return tag(BlockKind::boundary_grad, i);
+        if (is_output(i, s)) return tag(BlockKind::boundary_grad, i + 1);
+        return tag(BlockKind::grad, i, s);
+    }
+
     // An op's workspace: allocated for the op alone.
     void workspace(std::uint64_t bytes, const std::string* op) {
         if (!bytes) return;
-        ledger_.alloc(Category::temporaries, bytes, op);
-        ledger_.release(Category::temporaries, bytes);
+        ledger_.alloc(Category::temporaries, bytes, {BlockKind::workspace}, op);
+        ledger_.release(Category::temporaries, bytes, {BlockKind::workspace});
     }
 
     // ---- storages: stage-internal ones live in live_[i]; the input and output are boundaries.
@@ -166,12 +183,12 @@ class Replay {
     void boundary_alloc(std::size_t b, const std::string* op = nullptr) {
         if (boundary_live_[b]) return;
         boundary_live_[b] = 1;
-        ledger_.alloc(Category::activations, boundary_bytes_[b], op);
+        ledger_.alloc(Category::activations, boundary_bytes_[b], tag(BlockKind::boundary, b), op);
     }
     void boundary_maybe_free(std::size_t b) {
         if (boundary_live_[b] && !frontier_[b] && !held_prev_[b] && !held_next_[b]) {
             boundary_live_[b] = 0;
-            ledger_.release(Category::activations, boundary_bytes_[b]);
+            ledger_.release(Category::activations, boundary_bytes_[b], tag(BlockKind::boundary, b));
         }
     }
     bool storage_live(std::size_t i, TensorId s) const {
@@ -184,13 +201,13 @@ class Replay {
         if (is_output(i, s)) return boundary_alloc(i + 1, op);
         if (live_[i][s]) return;
         live_[i][s] = 1;  // 1: temporary, 2: kept activation
-        ledger_.alloc(Category::temporaries, facts(i).bytes[s], op);
+        ledger_.alloc(Category::temporaries, facts(i).bytes[s], tag(BlockKind::storage, i, s), op);
     }
     void storage_free(std::size_t i, TensorId s) {
         if (is_input(i, s) || is_output(i, s)) return;  // boundaries go by their holders
         if (!live_[i][s]) return;
         ledger_.release(live_[i][s] == 2 ? Category::activations : Category::temporaries,
-                        facts(i).bytes[s]);
+                        facts(i).bytes[s], tag(BlockKind::storage, i, s));
         live_[i][s] = 0;
     }
     void storage_keep(std::size_t i, TensorId s) {
@@ -200,7 +217,8 @@ class Replay {
             held_prev_[i + 1] = true;
         } else if (live_[i][s] == 1) {
             live_[i][s] = 2;
-            ledger_.recategorize(Category::temporaries, Category::activations, facts(i).bytes[s]);
+            ledger_.recategorize(Category::temporaries, Category::activations, facts(i).bytes[s],
+                                 tag(BlockKind::storage, i, s));
         }
     }
 
@@ -212,9 +230,9 @@ class Replay {
     void gather_for(std::size_t a) {
         const UnitChanges& changes = units_.start(a);
         for (std::size_t u : changes.freed)
-            ledger_.release(Category::unsharded, terms_.unit_bytes(u));
+            ledger_.release(Category::unsharded, terms_.unit_bytes(u), tag(BlockKind::unit, u));
         for (std::size_t u : changes.gathered)
-            ledger_.alloc(Category::unsharded, terms_.unit_bytes(u));
+            ledger_.alloc(Category::unsharded, terms_.unit_bytes(u), tag(BlockKind::unit, u));
         // The action's own unit first, then the prefetched one: each all-gather runs on the
         // communication stream, and an action waits for its own unit.
         const std::size_t own = units_.unit_of(plan_.schedule.actions[a].stage);
@@ -281,7 +299,8 @@ class Replay {
     void release_mask(HeldMask& m) {
         if (!m.live) return;
         m.live = false;
-        ledger_.release(Category::activations, terms_.eager_mask_bytes());
+        ledger_.release(Category::activations, terms_.eager_mask_bytes(),
+                        tag(BlockKind::mask, static_cast<std::size_t>(&m - masks_.data())));
     }
 
     void end_of_forward() {
@@ -292,7 +311,7 @@ class Replay {
             const Keep k = plan_.keeps[i];
             if (cast_live_[i] && k != Keep::all && k != Keep::selective) {
                 cast_live_[i] = false;
-                ledger_.release(Category::unsharded, stage_cast_bytes(i));
+                ledger_.release(Category::unsharded, stage_cast_bytes(i), tag(BlockKind::cast, i));
             }
         }
     }
@@ -303,7 +322,7 @@ class Replay {
         if (act.kind == ActionKind::B) return backward(i);
         if (rule_.autocast_weight_cache && !cast_live_[i]) {
             cast_live_[i] = true;
-            ledger_.alloc(Category::unsharded, stage_cast_bytes(i));
+            ledger_.alloc(Category::unsharded, stage_cast_bytes(i), tag(BlockKind::cast, i));
         }
         if (act.kind == ActionKind::R_sel) return recompute_core(i);
         forward(i, act);
@@ -350,7 +369,7 @@ class Replay {
         // No backward to read them: the rotary tables go with the base model's locals.
         if (c_.options.train == Training::frozen && rotary_live_) {
             rotary_live_ = false;
-            ledger_.release(Category::activations, terms_.rotary_bytes());
+            ledger_.release(Category::activations, terms_.rotary_bytes(), {BlockKind::rotary});
         }
         if (norm_input_held_) {
             norm_input_held_ = false;
@@ -359,7 +378,8 @@ class Replay {
         }
         if (embedding_held_) {
             embedding_held_ = false;
-            ledger_.release(Category::activations, terms_.forward_held_embedding_bytes());
+            ledger_.release(Category::activations, terms_.forward_held_embedding_bytes(),
+                            {BlockKind::held_embedding});
         }
         for (HeldMask& m : masks_)
             if (m.holder == no_holder) release_mask(m);
@@ -405,31 +425,32 @@ class Replay {
             // DPO: the reference's no_grad forward, after the policy's
             // (planner/simulate/reference).
             static const std::string op = "reference.forward";
-            ledger_.alloc(Category::temporaries, reference_.peak_bytes, &op);
-            ledger_.release(Category::temporaries, reference_.peak_bytes);
+            ledger_.alloc(Category::temporaries, reference_.peak_bytes, {BlockKind::reference},
+                          &op);
+            ledger_.release(Category::temporaries, reference_.peak_bytes, {BlockKind::reference});
             compute(reference_.time_s);
             result_.forward_flops += reference_.flops;
         }
         if (!act.recompute && c_.stages[i].kind == StageKind::embedding) {
             if (const std::uint64_t bytes = terms_.eager_mask_bytes())
-                for (HeldMask& m : masks_) {
-                    m.live = true;
-                    ledger_.alloc(Category::activations, bytes);
+                for (std::size_t k = 0; k < masks_.size(); ++k) {
+                    masks_[k].live = true;
+                    ledger_.alloc(Category::activations, bytes, tag(BlockKind::mask, k));
                 }
             if (const std::uint64_t bytes = terms_.forward_held_embedding_bytes()) {
                 embedding_held_ = true;
-                ledger_.alloc(Category::activations, bytes);
+                ledger_.alloc(Category::activations, bytes, {BlockKind::held_embedding});
             }
             if (const std::uint64_t bytes = terms_.rotary_bytes()) {
                 rotary_live_ = true;
-                ledger_.alloc(Category::activations, bytes);
+                ledger_.alloc(Category::activations, bytes, {BlockKind::rotary});
             }
         }
 
         if (!act.recompute && act.kind == ActionKind::F_ck)
             if (const std::uint64_t rng = terms_.checkpoint_rng_bytes()) {
                 rng_live_[i] = true;
-                ledger_.alloc(Category::activations, rng);
+                ledger_.alloc(Category::activations, rng, tag(BlockKind::rng, i));
             }
         // The output feeds the next forward, unless this recomputes the last stage of a
         // segment whose successor has already run backward: then nothing reads it.
@@ -464,7 +485,7 @@ class Replay {
             char& flag = r.grad_flag(i, s);
             if (flag) return;
             flag = 1;
-            r.ledger_.alloc(Category::temporaries, r.grad_bytes(i, s), op.name);
+            r.ledger_.alloc(Category::temporaries, r.grad_bytes(i, s), r.grad_tag(i, s), op.name);
         }
         void ran(const OpStep& op) {
             r.workspace(op.bwd_ws, op.name);
@@ -475,7 +496,7 @@ class Replay {
             char& flag = r.grad_flag(i, s);
             if (!flag) return;
             flag = 0;
-            r.ledger_.release(Category::temporaries, r.grad_bytes(i, s));
+            r.ledger_.release(Category::temporaries, r.grad_bytes(i, s), r.grad_tag(i, s));
         }
         void release(TensorId s) {
             if (r.is_input(i, s)) {
@@ -497,7 +518,8 @@ class Replay {
         // parameters), then reduce-scatter them.
         if (rule_.gradients_sharded && !unsharded_grad_live_[u]) {
             unsharded_grad_live_[u] = true;
-            ledger_.alloc(Category::temporaries, terms_.unit_grad_bytes(u));
+            ledger_.alloc(Category::temporaries, terms_.unit_grad_bytes(u),
+                          tag(BlockKind::unit_grad, u));
         }
         for (TensorId s = 0; s < f.bytes.size(); ++s)
             if (f.saved[s]) require_live(i, s, "the backward");
@@ -509,21 +531,23 @@ class Replay {
         boundary_maybe_free(i);
         if (i + 1 < bgrad_live_.size() && bgrad_live_[i + 1]) {
             bgrad_live_[i + 1] = 0;
-            ledger_.release(Category::temporaries, boundary_bytes_[i + 1]);
+            ledger_.release(Category::temporaries, boundary_bytes_[i + 1],
+                            tag(BlockKind::boundary_grad, i + 1));
         }
         if (cast_live_[i]) {
             cast_live_[i] = false;
-            ledger_.release(Category::unsharded, stage_cast_bytes(i));
+            ledger_.release(Category::unsharded, stage_cast_bytes(i), tag(BlockKind::cast, i));
         }
         if (rng_live_[i]) {
             rng_live_[i] = false;
-            ledger_.release(Category::activations, terms_.checkpoint_rng_bytes());
+            ledger_.release(Category::activations, terms_.checkpoint_rng_bytes(),
+                            tag(BlockKind::rng, i));
         }
         for (HeldMask& m : masks_)
             if (i == m.holder) release_mask(m);
         if (rotary_live_ && c_.stages[i].kind == StageKind::block && i == 1) {
             rotary_live_ = false;
-            ledger_.release(Category::activations, terms_.rotary_bytes());
+            ledger_.release(Category::activations, terms_.rotary_bytes(), {BlockKind::rotary});
         }
         parameter_gradients(i, u);
         if (units_.completes_gradients(i) && c_.options.train != Training::frozen &&
@@ -538,33 +562,37 @@ class Replay {
             // accumulating, the new gradient is added into it and freed.
             const bool made = terms_.grads_made_in_backward();
             ledger_.alloc(made ? Category::gradients : Category::temporaries,
-                          terms_.ddp_grad_bytes(i));
-            if (!made) ledger_.release(Category::temporaries, terms_.ddp_grad_bytes(i));
+                          terms_.ddp_grad_bytes(i), tag(BlockKind::ddp_grad, i));
+            if (!made)
+                ledger_.release(Category::temporaries, terms_.ddp_grad_bytes(i),
+                                tag(BlockKind::ddp_grad, i));
             if (c_.stages[i].kind == StageKind::embedding)
                 if (const std::uint64_t tied = terms_.tied_embedding_grad_bytes()) {
-                    ledger_.alloc(Category::temporaries, tied);
-                    ledger_.release(Category::temporaries, tied);
+                    ledger_.alloc(Category::temporaries, tied, {BlockKind::tied_grad});
+                    ledger_.release(Category::temporaries, tied, {BlockKind::tied_grad});
                 }
             return;
         }
         if (!rule_.gradients_sharded) return;
         if (!units_.completes_gradients(i) || !unsharded_grad_live_[u]) return;
         const std::uint64_t rs = terms_.reduce_scatter_bytes(u);
-        ledger_.alloc(Category::temporaries, rs);  // reduce-scatter output
+        ledger_.alloc(Category::temporaries, rs, tag(BlockKind::reduce_scatter, u));  // its output
         if (rule_.grads_allocated_in_backward && !shard_grad_live_[u]) {
             shard_grad_live_[u] = true;
-            ledger_.alloc(Category::gradients, terms_.shard_grad_bytes(u));
+            ledger_.alloc(Category::gradients, terms_.shard_grad_bytes(u),
+                          tag(BlockKind::shard_grad, u));
         }
-        ledger_.release(Category::temporaries, rs);
+        ledger_.release(Category::temporaries, rs, tag(BlockKind::reduce_scatter, u));
         unsharded_grad_live_[u] = false;
-        ledger_.release(Category::temporaries, terms_.unit_grad_bytes(u));
+        ledger_.release(Category::temporaries, terms_.unit_grad_bytes(u),
+                        tag(BlockKind::unit_grad, u));
     }
 
     void optimizer_step() {
         ledger_.begin_action("optimizer");
         time_s_ = std::max(time_s_, comm_free_s_);
         for (std::size_t u : units_.finish_step().freed)
-            ledger_.release(Category::unsharded, terms_.unit_bytes(u));
+            ledger_.release(Category::unsharded, terms_.unit_bytes(u), tag(BlockKind::unit, u));
         for (std::size_t b = 0; b < boundary_live_.size(); ++b) {
             frontier_[b] = held_prev_[b] = held_next_[b] = false;
             boundary_maybe_free(b);
@@ -573,8 +601,8 @@ class Replay {
         // torch.optim.AdamW(foreach=True): _foreach_sqrt(exp_avg_sq) makes one
         // parameter-sized temporary of the state dtype.
         if (const std::uint64_t tmp = terms_.optimizer_temp_bytes()) {
-            ledger_.alloc(Category::temporaries, tmp, &op);
-            ledger_.release(Category::temporaries, tmp);
+            ledger_.alloc(Category::temporaries, tmp, {BlockKind::optimizer_temp}, &op);
+            ledger_.release(Category::temporaries, tmp, {BlockKind::optimizer_temp});
         }
         compute(terms_.optimizer_step_s(gpu_, tm_));
         after_optimizer();
@@ -619,7 +647,73 @@ class Replay {
 SimResult simulate(const Chain& chain, const Plan& plan, const GpuSpec& gpu, const Reserve& reserve,
                    const StepTimeModel& time_model) {
     assert(plan.keeps.size() == chain.stages.size());
-    return Replay(chain, plan, gpu, time_model).run(reserve);
+    return Replay(chain, plan, gpu, time_model).run(reserve, false);
+}
+
+SimResult simulate_traced(const Chain& chain, const Plan& plan, const GpuSpec& gpu,
+                          const Reserve& reserve, const StepTimeModel& time_model) {
+    assert(plan.keeps.size() == chain.stages.size());
+    return Replay(chain, plan, gpu, time_model).run(reserve, true);
+}
+
+std::string block_name(const Chain& c, const BlockTag& t) {
+    const auto stage = [&](std::size_t i) {
+        return i < c.stages.size() ? c.stages[i].name : fmt::format("stage {}", i);
+    };
+    const auto tensor = [&](std::size_t i, std::size_t s) {
+        if (i >= c.stages.size()) return fmt::format("storage {}", s);
+        const StageGraph& g = c.graph_of(i);
+        return s < g.tensors().size() ? g.tensor(static_cast<TensorId>(s)).name
+                                      : fmt::format("storage {}", s);
+    };
+    const auto input = [&](std::size_t i) {
+        return i < c.stages.size() ? fmt::format("input of {}", stage(i))
+                                   : fmt::format("output of {}", stage(i - 1));
+    };
+    switch (t.kind) {
+        case BlockKind::states:
+            return fmt::format("{} (this rank's)", category_name(static_cast<Category>(t.a)));
+        case BlockKind::accumulated:
+            return "gradients of the earlier micro-steps";
+        case BlockKind::boundary:
+            return input(t.a);
+        case BlockKind::storage:
+            return fmt::format("{}: {}", stage(t.a), tensor(t.a, t.b));
+        case BlockKind::workspace:
+            return "workspace";
+        case BlockKind::unit:
+            return t.a == 0 ? "root unit's parameters, gathered"
+                            : fmt::format("unit {} parameters, gathered", t.a);
+        case BlockKind::cast:
+            return fmt::format("{}: autocast weight copies", stage(t.a));
+        case BlockKind::mask:
+            return fmt::format("eager causal mask {}", t.a);
+        case BlockKind::held_embedding:
+            return "inputs_embeds (the base model's local)";
+        case BlockKind::rotary:
+            return "rotary cos and sin";
+        case BlockKind::rng:
+            return fmt::format("{}: checkpoint's saved RNG state", stage(t.a));
+        case BlockKind::grad:
+            return fmt::format("{}: gradient of {}", stage(t.a), tensor(t.a, t.b));
+        case BlockKind::boundary_grad:
+            return fmt::format("gradient of the {}", input(t.a));
+        case BlockKind::unit_grad:
+            return fmt::format("unit {} gradients, unsharded", t.a);
+        case BlockKind::reduce_scatter:
+            return fmt::format("unit {} reduce-scatter output", t.a);
+        case BlockKind::shard_grad:
+            return fmt::format("unit {} gradient shard (p.grad)", t.a);
+        case BlockKind::ddp_grad:
+            return fmt::format("{}: parameter gradients (p.grad)", stage(t.a));
+        case BlockKind::tied_grad:
+            return "tied embedding's own gradient";
+        case BlockKind::optimizer_temp:
+            return "optimizer step temporary";
+        case BlockKind::reference:
+            return "reference model's forward (DPO)";
+    }
+    return "unknown";
 }
 
 }  // namespace remat

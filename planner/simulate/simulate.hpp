@@ -56,9 +56,16 @@ struct SimResult {
     // planner's costs (planner/strategy/chain_costs) minimize.
     double compute_step_time_s = 0;
     std::string network;  // the network preset the collectives ran on
+    // simulate_traced only: every allocation, release and recategorization, in order.
+    std::vector<LedgerEvent> trace;
 };
 
 SimResult simulate(const Chain& chain, const Plan& plan, const GpuSpec& gpu, const Reserve& reserve,
                    const StepTimeModel& time_model = {});
+// The same replay, recording SimResult::trace (what a memory snapshot lays out).
+SimResult simulate_traced(const Chain& chain, const Plan& plan, const GpuSpec& gpu,
+                          const Reserve& reserve, const StepTimeModel& time_model = {});
+// What a traced allocation is, in words: "block 3: mlp.c_fc.output", "input of block 4".
+std::string block_name(const Chain& c, const BlockTag& t);
 
 }  // namespace remat
