@@ -318,7 +318,9 @@ TEST_SUITE("simulate") {
             std::uint64_t total = 0, highest = 0;
             std::size_t e = 0;
             for (std::size_t a = 0; a < r.timeline.size(); ++a) {
-                for (; e < r.trace.size() && r.trace[e].action <= a; ++e) {
+                for (; e < r.trace.size() &&
+                       (r.trace[e].action <= a || r.trace[e].action == LedgerEvent::no_action);
+                     ++e) {
                     const LedgerEvent& ev = r.trace[e];
                     CAPTURE(block_name(c, ev.tag));
                     const auto it = find(ev.tag);

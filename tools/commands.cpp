@@ -14,6 +14,8 @@
 #include "runtime/devices.hpp"
 #include "tools/calibrate.hpp"
 #include "tools/emit_torch.hpp"
+#include "tools/memory_snapshot.hpp"
+#include "tools/pickle.hpp"
 #include "tools/plan_figure.hpp"
 #include "tools/progress.hpp"
 #include "tools/report.hpp"
@@ -35,6 +37,15 @@ Question runtime_question_from(CommonArgs a, rt::Device device, bool sharding_gi
     if (!sharding_given) a.sharding = "fsdp";
     a.profile = own;
     return runtime_question(make_question(a), device);
+}
+
+// A file to write, opened now so that a bad path fails before the work: one line naming the flag.
+std::ofstream open_output(const std::string& path, std::string_view flag) {
+    std::ofstream out(path, std::ios::binary);
+    if (!out)
+        throw InputError(fmt::format("{} '{}': cannot open for writing (does the directory exist?)",
+                                     flag, path));
+    return out;
 }
 
 }  // namespace
@@ -73,30 +84,46 @@ int run_devices(bool json) {
     return 0;
 }
 
-int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
-             bool timeline, const std::string& emit) {
-    if (!emit.empty() && emit != "torch")
+int run_plan(const CommonArgs& a, const PlanFlags& f) {
+    if (!f.emit.empty() && f.emit != "torch")
         throw InputError(
-            fmt::format("--emit {}: the one target is torch (--emit torch)", quote(emit)));
-    if (!emit.empty() && a.json)
+            fmt::format("--emit {}: the one target is torch (--emit torch)", quote(f.emit)));
+    if (!f.emit.empty() && a.json)
         throw InputError("--emit torch prints Python, --json prints JSON: choose one");
     Question q = make_question(a);
-    const StrategySpec spec = parse_strategy(strategy);
+    const StrategySpec spec = parse_strategy(f.strategy);
     validate_strategy(spec, q.model.n_layers);
+    // A bad path fails before the planning, not after.
+    std::ofstream snapshot;
+    if (!f.memory_snapshot.empty()) snapshot = open_output(f.memory_snapshot, "--memory-snapshot");
     Progress progress(a.json);
     if (progress && spec.kind == StrategyKind::optimal)
         q.context.progress = [&](std::size_t done, std::size_t total) {
             progress.show(fmt::format("optimal: subproblem {}/{}", done, total));
         };
     const Evaluation e = evaluate(q, spec);
-    if (!emit.empty()) {
+    if (snapshot.is_open()) {
+        const SimResult traced =
+            simulate_traced(e.chain, e.plan, q.gpu, q.context.reserve, q.context.time_model);
+        snapshot << to_pickle(memory_snapshot(e.chain, traced, e.plan.strategy));
+        snapshot.close();
+        if (!snapshot)
+            throw InputError(fmt::format("--memory-snapshot '{}': the write failed (disk full?)",
+                                         f.memory_snapshot));
+    }
+    if (!f.emit.empty()) {
         std::cout << torch_code(q, e);
     } else if (a.json) {
         auto j = plan_json(q, e);
-        if (saved) j["saved"] = saved_json(e.chain);
+        if (f.saved) j["saved"] = saved_json(e.chain);
         print_json(j);
     } else {
-        std::cout << plan_text(q, e, saved, schedule, timeline);
+        std::cout << plan_text(q, e, f.saved, f.schedule, f.timeline);
+        if (!f.memory_snapshot.empty())
+            std::cout << fmt::format(
+                "\nmemory snapshot written to {}: open it at https://pytorch.org/memory_viz "
+                "(Active Memory Timeline)\n",
+                f.memory_snapshot);
     }
     return 0;
 }
@@ -240,9 +267,7 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
         std::cout << text;
         return 0;
     }
-    std::ofstream out(output);
-    if (!out) throw InputError(fmt::format("-o '{}': cannot open for writing", output));
-    out << text;
+    open_output(output, "-o") << text;
     return 0;
 }
 

@@ -4,7 +4,7 @@
 // validate` is run_validate in tools/validation.hpp.
 //
 //   CommonArgs a;  ...                      // filled by add_common_options and CLI11
-//   return run_plan(a, "sqrt", false, false, false, "");
+//   return run_plan(a, PlanFlags{.strategy = "sqrt"});
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -16,8 +16,13 @@ namespace remat::cli {
 
 int run_models(bool json);
 int run_devices(bool json);
-int run_plan(const CommonArgs& a, const std::string& strategy, bool saved, bool schedule,
-             bool timeline, const std::string& emit);
+struct PlanFlags {
+    std::string strategy = "none";
+    bool saved = false, schedule = false, timeline = false;
+    std::string emit;             // "torch": the Python lines instead of the report
+    std::string memory_snapshot;  // a file: the predicted step as a PyTorch memory snapshot
+};
+int run_plan(const CommonArgs& a, const PlanFlags& f);
 int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro_batch_given);
 int run_pareto(const CommonArgs& a, bool all_points);
 // recommend --max-gpus N: the fewest GPUs and the fastest layout per GPU count.

@@ -43,9 +43,8 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "remat 0.1.0");
 
     CommonArgs common;
-    std::string strategy = "none", strategies = "all", output;
-    bool saved = false, schedule = false, timeline = false, models_json_flag = false;
-    std::string emit;  // plan --emit
+    std::string strategies = "all", output;
+    bool models_json_flag = false;
 
     auto* models = app.add_subcommand("models", "List the built-in model and GPU presets");
     models->add_flag("--json", models_json_flag, "Machine-readable output");
@@ -55,19 +54,24 @@ int main(int argc, char** argv) {
         app.add_subcommand("devices", "List the backends compiled in and the GPUs visible");
     devices->add_flag("--json", devices_json, "Machine-readable output");
 
+    PlanFlags plan_flags;
     auto* plan = app.add_subcommand(
         "plan", "Predict peak memory, step time and the schedule of one strategy");
     add_common_options(*plan, common);
     plan->add_option(
-            "--strategy", strategy,
+            "--strategy", plan_flags.strategy,
             "none | full | every-N | segments-K | sqrt | greedy-budget | selective | optimal")
         ->capture_default_str();
-    plan->add_flag("--saved", saved, "List the tensors each stage saves for backward");
-    plan->add_flag("--schedule", schedule, "Print the schedule's actions");
-    plan->add_flag("--timeline", timeline, "Print live memory after each action");
-    plan->add_option("--emit", emit,
+    plan->add_flag("--saved", plan_flags.saved, "List the tensors each stage saves for backward");
+    plan->add_flag("--schedule", plan_flags.schedule, "Print the schedule's actions");
+    plan->add_flag("--timeline", plan_flags.timeline, "Print live memory after each action");
+    plan->add_option("--emit", plan_flags.emit,
                      "torch: print the Python lines that apply this plan to a model "
                      "(python/remat_torch, the bridge)");
+    plan->add_option("--memory-snapshot", plan_flags.memory_snapshot,
+                     "Also write the predicted step as a PyTorch memory snapshot (FILE.pickle, "
+                     "as torch.cuda.memory._dump_snapshot writes): open it in PyTorch's viewer, "
+                     "https://pytorch.org/memory_viz, beside a measured one");
 
     auto* max_batch =
         app.add_subcommand("max-batch", "Largest micro-batch that fits, per strategy");
@@ -220,7 +224,7 @@ int main(int argc, char** argv) {
     try {
         if (*models) return run_models(models_json_flag);
         if (*devices) return run_devices(devices_json);
-        if (*plan) return run_plan(common, strategy, saved, schedule, timeline, emit);
+        if (*plan) return run_plan(common, plan_flags);
         if (*max_batch)
             return run_max_batch(common, strategies, max_batch->count("--micro-batch") > 0);
         if (*rec) {

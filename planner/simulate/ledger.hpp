@@ -94,8 +94,11 @@ struct LedgerEvent {
     Category category = Category::temporaries;  // recategorize: the new one
     std::uint64_t bytes = 0;
     BlockTag tag;
-    std::string op;            // the op that allocated, "" when none was named
-    std::uint32_t action = 0;  // index into the timeline (its action's point)
+    std::string op;  // the op that allocated, "" when none was named
+    // Index into the timeline: the action running, or the next one between two; no_action
+    // before the first (the model states, the step's input).
+    std::uint32_t action = 0;
+    static constexpr std::uint32_t no_action = UINT32_MAX;
 };
 
 // The high-water mark of the allocator-visible total, and what set it.
@@ -130,23 +133,23 @@ class Ledger {
         if (used_ > peak_.bytes) raise_peak(k, op);
         if (recording_ && bytes)
             trace_.push_back({LedgerEvent::Type::alloc, k, bytes, tag, op ? *op : std::string(),
-                              static_cast<std::uint32_t>(timeline_.size())});
+                              event_action()});
     }
     void release(Category k, std::uint64_t bytes, BlockTag tag) {
         assert(bytes_[index(k)] >= bytes && used_ >= bytes && "freeing more than is live");
         bytes_[index(k)] -= bytes;
         used_ -= bytes;
         if (recording_ && bytes)
-            trace_.push_back({LedgerEvent::Type::release, k, bytes, tag, std::string(),
-                              static_cast<std::uint32_t>(timeline_.size())});
+            trace_.push_back(
+                {LedgerEvent::Type::release, k, bytes, tag, std::string(), event_action()});
     }
     // Bytes that stay live but count elsewhere (a temporary kept for backward is an activation).
     void recategorize(Category from, Category to, std::uint64_t bytes, BlockTag tag) {
         bytes_[index(from)] -= bytes;
         bytes_[index(to)] += bytes;
         if (recording_ && bytes)
-            trace_.push_back({LedgerEvent::Type::recategorize, to, bytes, tag, std::string(),
-                              static_cast<std::uint32_t>(timeline_.size())});
+            trace_.push_back(
+                {LedgerEvent::Type::recategorize, to, bytes, tag, std::string(), event_action()});
     }
 
     std::uint64_t used() const { return used_; }
@@ -159,6 +162,10 @@ class Ledger {
     static std::size_t index(Category k) { return static_cast<std::size_t>(k); }
     void raise_peak(Category k, const std::string* op);
     Breakdown breakdown() const;
+    std::uint32_t event_action() const {
+        return action_.empty() && timeline_.empty() ? LedgerEvent::no_action
+                                                    : static_cast<std::uint32_t>(timeline_.size());
+    }
 
     std::array<std::uint64_t, n_categories> bytes_{};
     std::uint64_t used_ = 0, action_peak_ = 0;
