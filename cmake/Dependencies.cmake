@@ -5,6 +5,7 @@
 #   libcli11-dev 2.1          the CLI
 #   doctest-dev 2.4           tests
 #   libopenblas-dev 0.3       the CPU runtime's GEMMs (FindBLAS, vendor OpenBLAS)
+#   libgraphviz-dev 2.42      the report's plan figure: DOT laid out and rendered to SVG (libgvc)
 find_package(Boost 1.74 REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(fmt 9 REQUIRED)
@@ -12,6 +13,8 @@ find_package(CLI11 2.1 REQUIRED)
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)
 find_package(Threads REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(GVC REQUIRED IMPORTED_TARGET libgvc)
 if(REMAT_BUILD_TESTS)
   find_package(doctest 2.4 REQUIRED)
   include(doctest)

@@ -14,6 +14,7 @@
 #include "runtime/devices.hpp"
 #include "tools/calibrate.hpp"
 #include "tools/emit_torch.hpp"
+#include "tools/html_report.hpp"
 #include "tools/memory_snapshot.hpp"
 #include "tools/pickle.hpp"
 #include "tools/plan_figure.hpp"
@@ -268,6 +269,79 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
         return 0;
     }
     open_output(output, "-o") << text;
+    return 0;
+}
+
+int run_report(const CommonArgs& a, const ReportFlags& f) {
+    if (f.output.empty() && f.plotly.empty() && !a.json)
+        throw InputError(
+            "remat report writes a file: give -o report.html (and/or --plotly figures.json, or "
+            "--json for the data on stdout)");
+    if (a.offload_checkpoints)
+        throw InputError(
+            "remat report tries every strategy with and without offload (as recommend); drop "
+            "--offload-checkpoints");
+    const Question q = make_question(a);
+    ReportRequest request;
+    request.strategies = parse_strategy_list(f.strategies);
+    if (f.strategies == "all")
+        std::erase_if(request.strategies, [&](const StrategySpec& s) {
+            return !strategy_applies(s, q.model.n_layers);
+        });
+    for (const auto& s : request.strategies) validate_strategy(s, q.model.n_layers);
+    if (!f.strategy.empty()) {
+        request.strategy = parse_strategy(f.strategy);
+        validate_strategy(*request.strategy, q.model.n_layers);
+    }
+    if (f.micro_batch_given) request.micro_batch = q.options.micro_batch;
+    // Bad paths fail now, before the work.
+    std::ofstream html, plotly;
+    if (!f.output.empty()) html = open_output(f.output, "-o");
+    if (!f.plotly.empty()) plotly = open_output(f.plotly, "--plotly");
+
+    ReportData d;
+    {
+        Progress progress(a.json);
+        d = gather_report(q, request, [&](const std::string& line) {
+            if (progress) progress.show(line);
+        });
+    }
+    auto args = [&](const Candidate& c) {
+        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
+    };
+    const auto finish = [](std::ofstream& out, const std::string& path, const std::string& flag) {
+        out.close();
+        if (!out)
+            throw InputError(fmt::format("{} '{}': the write failed (disk full?)", flag, path));
+    };
+    if (html.is_open()) {
+        html << report_html(d, args, f.command);
+        finish(html, f.output, "-o");
+    }
+    if (plotly.is_open()) {
+        plotly << report_plotly(d).dump(1) << "\n";
+        finish(plotly, f.plotly, "--plotly");
+    }
+    if (a.json) {
+        print_json(report_json(d, args));
+        return 0;
+    }
+    std::cout << "remat report: " << question_header(q, false);
+    std::cout << fmt::format("chosen plan: {}; peak {} of {}: {}\n", d.chosen_why,
+                             format_bytes(d.chosen.result.peak_bytes),
+                             format_bytes(q.context.capacity_bytes),
+                             d.chosen.fits ? "fits" : "DOES NOT FIT");
+    if (!f.output.empty())
+        std::cout << fmt::format(
+            "wrote {}: (a) peak vs micro-batch for {} strategies, (b) one step's memory by "
+            "category, (c) the memory/time frontier ({} points), (d) the plan, (e) {} "
+            "configurations ranked; open it in a browser\n",
+            f.output, d.curves.size(), d.frontier.points.size(), d.recommendation.ranked.size());
+    if (!f.plotly.empty())
+        std::cout << fmt::format(
+            "wrote {}: the three charts as Plotly figures ({{data, layout}} "
+            "each, keyed memory_vs_micro_batch, timeline, pareto)\n",
+            f.plotly);
     return 0;
 }
 

@@ -42,6 +42,17 @@ struct DotFlags {
 int run_dot(const CommonArgs& a, const std::string& strategies, const std::string& output,
             const DotFlags& flags);
 
+struct ReportFlags {
+    std::string strategies = "all";  // the curves' strategies
+    std::string strategy;            // pin the chosen plan's strategy ("" : recommend's)
+    bool micro_batch_given = false;  // pin its micro-batch (CommonArgs::micro_batch)
+    std::string output;              // the HTML file
+    std::string plotly;              // the figures as Plotly JSON
+    std::string command;             // how remat was called, for the page's footer
+};
+// Writes -o's HTML and/or --plotly's JSON; --json prints the data.
+int run_report(const CommonArgs& a, const ReportFlags& f);
+
 struct RunFlags {
     std::string strategy = "none", device = "cpu", memory_cap, data;
     std::int64_t steps = 2;

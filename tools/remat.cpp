@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
         "  remat recommend --model llama2-7b --sharding fsdp --world-size 8 --global-batch 512\n"
         "  remat pareto --model llama2-7b --sharding fsdp --world-size 8 --micro-batch 8\n"
         "  remat dot --model gpt2 --strategies none,sqrt | dot -Tsvg > plan.svg\n"
+        "  remat report --model llama2-7b --sharding fsdp --world-size 8 -o report.html\n"
         "  remat run --model tiny-gpt2 --world-size 2 --micro-batch 2 --seq 128 --strategy sqrt "
         "--check-gradients\n"
         "  remat validate --device cpu\n"
@@ -116,6 +117,30 @@ int main(int argc, char** argv) {
                   "Expand the first blocks into their op graphs, saved tensors marked");
     dot->add_flag("--transparent", dot_flags.transparent,
                   "No background (default: white, so the figure reads on any page)");
+
+    ReportFlags report_flags;
+    auto* report = app.add_subcommand(
+        "report",
+        "One self-contained HTML page: peak vs micro-batch for every strategy against the GPU's "
+        "limit, the chosen plan's memory over one step, the memory/time frontier, the plan drawn, "
+        "and recommend's table");
+    add_common_options(*report, common);
+    report->add_option("-o,--output", report_flags.output, "The HTML file to write");
+    report->add_option("--plotly", report_flags.plotly,
+                       "Also write the charts as Plotly JSON (FILE), for your own dashboards");
+    report
+        ->add_option("--strategies", report_flags.strategies,
+                     "Comma-separated strategies for the curves, or all")
+        ->capture_default_str();
+    report->add_option("--strategy", report_flags.strategy,
+                       "Show this strategy's plan (default: recommend's best; with "
+                       "--micro-batch, the fastest at that micro-batch)");
+    report->footer(
+        "Without --micro-batch and --strategy the plan shown is recommend's best. --json prints "
+        "the numbers behind\n"
+        "every figure. Progress goes to stderr when it is a terminal.\n"
+        "example:\n"
+        "  remat report --model llama2-7b --sharding fsdp --world-size 8 -o report.html");
 
     RunFlags run_flags;
     auto* run = app.add_subcommand("run",
@@ -233,6 +258,12 @@ int main(int argc, char** argv) {
             return run_recommend(common, rec->count("--micro-batch") > 0, global_batch, gpu_counts);
         }
         if (*pareto) return run_pareto(common, all_points);
+        if (*report) {
+            report_flags.micro_batch_given = report->count("--micro-batch") > 0;
+            report_flags.command = "remat";
+            for (int k = 1; k < argc; ++k) report_flags.command += std::string(" ") + argv[k];
+            return run_report(common, report_flags);
+        }
         if (*dot) return run_dot(common, strategies, output, dot_flags);
         if (*run)
             return run_run(common, run_flags, run->count("--sharding") > 0,

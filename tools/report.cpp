@@ -173,6 +173,22 @@ json communication_json(const SimResult& r) {
             {"compute_step_time_s", r.compute_step_time_s}};
 }
 
+namespace {
+
+// A Breakdown by category; the reserve only where it belongs (the peak's, not an action's).
+json breakdown_json(const Breakdown& b, bool with_reserve) {
+    json j = {{"parameters_bytes", b.parameters_bytes},
+              {"gradients_bytes", b.gradients_bytes},
+              {"optimizer_bytes", b.optimizer_bytes},
+              {"unsharded_parameters_bytes", b.unsharded_parameters_bytes},
+              {"activations_bytes", b.activations_bytes},
+              {"temporaries_bytes", b.temporaries_bytes}};
+    if (with_reserve) j["reserve_bytes"] = b.reserve_bytes;
+    return j;
+}
+
+}  // namespace
+
 json plan_json(const Question& q, const Evaluation& e) {
     const SimResult& r = e.result;
     const Breakdown& b = r.at_peak;
@@ -196,8 +212,10 @@ json plan_json(const Question& q, const Evaluation& e) {
                             {"offload", a.offload}});
     json timeline = json::array();
     for (const auto& t : r.timeline)
-        timeline.push_back(
-            {{"action", t.action}, {"live_bytes", t.live_bytes}, {"peak_bytes", t.peak_bytes}});
+        timeline.push_back({{"action", t.action},
+                            {"live_bytes", t.live_bytes},
+                            {"peak_bytes", t.peak_bytes},
+                            {"at_peak", breakdown_json(t.at_peak, false)}});
     const Reserve& rv = q.context.reserve;
     return {
         {"question", question_json(q)},
@@ -213,14 +231,7 @@ json plan_json(const Question& q, const Evaluation& e) {
          q.context.host_capacity_bytes ? json(*q.context.host_capacity_bytes) : json(nullptr)},
         {"peak_action", r.peak_action},
         {"peak_op", r.peak_op},
-        {"breakdown",
-         {{"parameters_bytes", b.parameters_bytes},
-          {"gradients_bytes", b.gradients_bytes},
-          {"optimizer_bytes", b.optimizer_bytes},
-          {"unsharded_parameters_bytes", b.unsharded_parameters_bytes},
-          {"activations_bytes", b.activations_bytes},
-          {"temporaries_bytes", b.temporaries_bytes},
-          {"reserve_bytes", b.reserve_bytes}}},
+        {"breakdown", breakdown_json(b, true)},
         {"reserve",
          {{"cuda_context_bytes", rv.cuda_context_bytes},
           {"workspace_bytes", rv.workspace_bytes},
@@ -559,11 +570,11 @@ std::string pareto_text(const Question& q, const ParetoFrontier& f, bool all_poi
     return out;
 }
 
-namespace {
-
 std::string variant_name(const Candidate& c) {
     return c.strategy.name() + (c.offload ? " +offload" : "");
 }
+
+namespace {
 
 json candidate_json(const Candidate& c, const std::vector<std::string>& args) {
     return {{"strategy", c.strategy.name()},
@@ -579,8 +590,8 @@ json candidate_json(const Candidate& c, const std::vector<std::string>& args) {
             {"args", args}};
 }
 
-// The best candidate of each (strategy, offload), in rank order; a strategy already shown
-// through an identical schedule is not shown again.
+}  // namespace
+
 std::vector<const Candidate*> best_per_variant(const Recommendation& r) {
     std::vector<const Candidate*> out;
     std::vector<std::string> shown;
@@ -593,7 +604,6 @@ std::vector<const Candidate*> best_per_variant(const Recommendation& r) {
     return out;
 }
 
-// Why a candidate trails the best: what differs, in the terms of the step-time model.
 std::string why(const Candidate& c, const Candidate& best) {
     std::vector<std::string> reasons;
     if (c.micro_batch < best.micro_batch)
@@ -608,8 +618,6 @@ std::string why(const Candidate& c, const Candidate& best) {
     if (reasons.empty()) reasons.push_back("a slower schedule at this micro-batch");
     return fmt::format("{}", fmt::join(reasons, "; "));
 }
-
-}  // namespace
 
 json recommend_json(const Question& q, const Recommendation& r,
                     const std::function<std::vector<std::string>(const Candidate&)>& args) {

@@ -32,6 +32,13 @@ nlohmann::json recommend_json(
 std::string recommend_text(const Question& q, const Recommendation& r,
                            std::optional<std::uint64_t> global_batch,
                            const std::function<std::vector<std::string>(const Candidate&)>& args);
+// "sqrt +offload": a candidate's strategy and whether it offloads checkpoints.
+std::string variant_name(const Candidate& c);
+// The best candidate of each (strategy, offload), in rank order; a strategy already shown
+// through an identical schedule is not shown again.
+std::vector<const Candidate*> best_per_variant(const Recommendation& r);
+// Why a candidate trails the best: what differs, in the terms of the step-time model.
+std::string why(const Candidate& c, const Candidate& best);
 // recommend --max-gpus: one row per world size. `args(question at that size, candidate)`.
 using GpuArgs = std::function<std::vector<std::string>(const Question&, const Candidate&)>;
 nlohmann::json gpus_json(const Question& q, const GpuCountSweep& s, const GpuArgs& args);

@@ -11,6 +11,10 @@
 //   2  other:   posix_memalign from any other library (oneDNN scratchpads, OpenBLAS, ...)
 // measure_step.py reads the counts through ctypes. The table is guarded by one mutex:
 // autograd's CPU engine and intra-op threads may allocate from several threads.
+// Tracing (measure_step.py --memory-snapshot): between remat_probe_trace(1) and (0) every
+// allocation and free of a counted block is kept as an event, with the harness's current mark
+// (remat_probe_mark: which boundary the step is heading for); starting a trace first records
+// every block already live, marked -1.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -34,6 +38,35 @@ static uint64_t live_total;
 static uint64_t peak_total;
 static uint64_t blocks_live;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct event {
+    uintptr_t ptr;
+    uint64_t bytes;
+    int alloc;  // 1 alloc, 0 free
+    int cls;
+    int mark;
+};
+static struct event* events;
+static size_t events_n, events_cap;
+static int tracing;
+static int trace_lost;  // an event could not be kept: the trace is incomplete
+static int current_mark;
+
+// Called with the lock held. realloc is not interposed, so this cannot recurse.
+static void record(uintptr_t ptr, uint64_t bytes, int alloc, int cls, int mark) {
+    if (events_n == events_cap) {
+        size_t cap = events_cap ? 2 * events_cap : 4096;
+        struct event* grown = (struct event*)realloc(events, cap * sizeof *events);
+        if (grown == NULL) {  // out of memory: the trace stops and says so
+            tracing = 0;
+            trace_lost = 1;
+            return;
+        }
+        events = grown;
+        events_cap = cap;
+    }
+    events[events_n++] = (struct event){ptr, bytes, alloc, cls, mark};
+}
 static __thread int host_depth;
 
 static int (*real_posix_memalign)(void**, size_t, size_t);
@@ -81,6 +114,7 @@ int posix_memalign(void** out, size_t alignment, size_t size) {
     if (live[cls] > peak[cls]) peak[cls] = live[cls];
     live_total += size;
     if (live_total > peak_total) peak_total = live_total;
+    if (tracing) record((uintptr_t)*out, size, 1, cls, current_mark);
     pthread_mutex_unlock(&lock);
     return rc;
 }
@@ -90,6 +124,7 @@ static void forget(uintptr_t p) {
     size_t s = slot_of(p);
     while (table[s].ptr != 0 && table[s].ptr != p) s = (s + 1) & (table_size - 1);
     if (table[s].ptr == 0) return;  // not ours: malloc'd
+    if (tracing) record(p, table[s].bytes, 0, table[s].cls, current_mark);
     live[table[s].cls] -= table[s].bytes;
     live_total -= table[s].bytes;
     --blocks_live;
@@ -143,3 +178,42 @@ void remat_probe_reset_peak(void) {
 
 // on != 0 enters a host section on this thread, 0 leaves it.
 void remat_probe_host(int on) { host_depth += on ? 1 : -1; }
+
+// Tracing. on != 0 clears the events, records every live block (mark -1) and starts; 0 stops.
+void remat_probe_trace(int on) {
+    pthread_mutex_lock(&lock);
+    if (on) {
+        events_n = 0;
+        trace_lost = 0;
+        tracing = 1;
+        for (size_t s = 0; s < table_size; ++s)
+            if (table[s].ptr != 0) record(table[s].ptr, table[s].bytes, 1, table[s].cls, -1);
+    } else {
+        tracing = 0;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+// The mark later events carry.
+void remat_probe_mark(int mark) { __atomic_store_n(&current_mark, mark, __ATOMIC_RELAXED); }
+
+// How many events were kept; UINT64_MAX when some could not be.
+uint64_t remat_probe_events(void) {
+    pthread_mutex_lock(&lock);
+    uint64_t n = trace_lost ? UINT64_MAX : events_n;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+// Event i into out[5]: address, bytes, alloc (1) or free (0), class, mark.
+void remat_probe_event(uint64_t i, int64_t* out) {
+    pthread_mutex_lock(&lock);
+    if (i < events_n) {
+        out[0] = (int64_t)events[i].ptr;
+        out[1] = (int64_t)events[i].bytes;
+        out[2] = events[i].alloc;
+        out[3] = events[i].cls;
+        out[4] = events[i].mark;
+    }
+    pthread_mutex_unlock(&lock);
+}

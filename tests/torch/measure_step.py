@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/torch/measure_step.py CONFIG.json --micro-batch B --seq S
         [--precision fp32|bf16-mixed] [--optimizer adamw|sgd] [--optimizer-impl foreach|for-loop]
         [--plan PLAN.json] [--train full|lora --lora-rank R --lora-alpha A --lora-dropout P
-        --lora-targets q_proj,v_proj --base-dtype fp32|bf16]
+        --lora-targets q_proj,v_proj --base-dtype fp32|bf16] [--memory-snapshot FILE.pickle]
 
 builds the model of CONFIG.json (hf_models.py: model_type gpt2, llama, mistral, gpt_neox, qwen2,
 gemma, gemma2, phi3, mixtral, falcon; its blocks are transformer.h, model.layers or gpt_neox.layers
@@ -30,6 +30,11 @@ runs before the node that consumes the gradient), and B(0) when backward() retur
 Recomputations in backward read no boundary. Every boundary is read, a checkpointed segment's
 interior ones too: remat_torch runs each of a segment's blocks at its own call.
 
+--memory-snapshot writes the measured step's every tensor allocation and free in PyTorch's memory
+snapshot format (as `remat plan --memory-snapshot` writes the prediction; docs/report.md): the
+probe keeps each event of a counted block with the boundary the step is heading for, and the
+blocks live when the step starts are recorded first. Open both in https://pytorch.org/memory_viz.
+
 Mixtral: routing depends on the data and the (random) router weights, so the document also has
 "expert_tokens", per layer the tokens each expert received in the measured step's forward (a
 recomputation routes the same tokens again).
@@ -40,6 +45,7 @@ import ctypes
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -75,7 +81,43 @@ def load_probe():
         getattr(lib, name).restype = ctypes.c_uint64
         getattr(lib, name).argtypes = [ctypes.c_int]
     lib.remat_probe_host.argtypes = [ctypes.c_int]
+    lib.remat_probe_trace.argtypes = [ctypes.c_int]
+    lib.remat_probe_mark.argtypes = [ctypes.c_int]
+    lib.remat_probe_events.restype = ctypes.c_uint64
+    lib.remat_probe_event.argtypes = [ctypes.c_uint64, ctypes.POINTER(ctypes.c_int64)]
     return lib
+
+
+def memory_snapshot(probe, boundaries, torch_version):
+    """The traced step as torch.cuda.memory._dump_snapshot writes a snapshot: device_traces[0] with
+    alloc / free_requested / free_completed per tensor block (class TENSORS: what the sweep
+    compares), each framed with the boundary the step was heading for; no segments (the
+    viewer's Active Memory Timeline needs none). An entry of category `unknown` comes first: the
+    viewer requires one once any entry has a category."""
+    n = probe.remat_probe_events()
+    if n == 2**64 - 1:
+        sys.exit("measure_step.py: --memory-snapshot: the probe ran out of memory for its trace")
+    where = f"measured: torch {torch_version}, CPU"
+    trace = [{"action": "snapshot", "addr": 0, "size": 0, "stream": 0, "frames": [], "category": "unknown"}]
+    out = (ctypes.c_int64 * 5)()
+    for i in range(n):
+        probe.remat_probe_event(i, out)
+        addr, size, alloc, cls, mark = out[0] & (2**64 - 1), out[1], out[2], out[3], out[4]
+        if cls != TENSORS:
+            continue
+        if mark < 0:
+            label, category = "live at the step's start", "live at the step's start"
+        else:
+            label = boundaries[mark]["action"] if mark < len(boundaries) else "optimizer step, zero_grad"
+            category = "allocated in the step"
+        entry = {"addr": addr, "size": size, "stream": 0, "category": category,
+                 "frames": [{"name": label, "filename": where, "line": max(mark, 0)}]}
+        if alloc:
+            trace.append({"action": "alloc", **entry})
+        else:
+            trace.append({"action": "free_requested", **entry})
+            trace.append({"action": "free_completed", **entry})
+    return {"segments": [], "device_traces": [trace], "allocator_settings": {}}
 
 
 def reexec_with_probe():
@@ -106,6 +148,7 @@ class Recorder:
                             "host_bytes": self.probe.remat_probe_live(HOST)})
         self.fwd_bwd_peak = max(self.fwd_bwd_peak, self.events[-1]["peak_bytes"])
         self.probe.remat_probe_reset_peak()  # each event's peak is the high-water mark since the last
+        self.probe.remat_probe_mark(len(self.events))  # a traced event belongs to the next boundary
 
     def grad_hook(self, stage):
         def hook(grad):
@@ -237,6 +280,9 @@ def measure(args, probe):
             out["start_bytes"] = probe.remat_probe_live(TENSORS)
             rec.events.clear()
             rec.fwd_bwd_peak = 0
+            if args.memory_snapshot:
+                probe.remat_probe_mark(0)
+                probe.remat_probe_trace(1)
         rec.phase = "forward" if measured else "idle"
         ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed"
                else torch.autocast("cpu", enabled=False))
@@ -261,6 +307,11 @@ def measure(args, probe):
             opt.step()
             opt.zero_grad(set_to_none=True)
         del input_ids, labels
+        if measured and args.memory_snapshot:
+            probe.remat_probe_trace(0)
+            snapshot = memory_snapshot(probe, rec.events, torch.__version__)
+            with open(args.memory_snapshot, "wb") as f:
+                pickle.dump(snapshot, f, protocol=4)  # PyTorch's viewer reads protocols 2 to 4
         if measured:
             out["optimizer_peak_bytes"] = probe.remat_probe_peak(TENSORS)
             out["step_peak_bytes"] = max(rec.fwd_bwd_peak, out["optimizer_peak_bytes"])
@@ -311,6 +362,9 @@ def main():
                     help="module names, comma-separated (remat plan --json's question.lora.targets)")
     ap.add_argument("--base-dtype", choices=["fp32", "bf16"], default="fp32",
                     help="the frozen base's dtype (bf16: model.to(torch.bfloat16) before the adapters)")
+    ap.add_argument("--memory-snapshot", metavar="FILE",
+                    help="also write the measured step's allocations in PyTorch's memory snapshot format "
+                    "(a pickle for https://pytorch.org/memory_viz)")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
