@@ -50,7 +50,7 @@ Figure seed_like() {
 TEST_SUITE("chart") {
     TEST_CASE("chart::to_svg draws every point, line and note, with hover text") {
         const std::string svg = to_svg(seed_like());
-        CHECK(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"memory\""));
+        CHECK(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart-memory\""));
         CHECK(svg.ends_with("</svg>\n"));
         CHECK(count(svg, "<circle class=\"point\"") == 6 + 7);  // markers of the two curves
         CHECK(count(svg, "<polyline class=\"series\"") == 3);   // the limit is a line too
@@ -124,6 +124,9 @@ TEST_SUITE("chart") {
         const nlohmann::json b = to_plotly(bars);
         CHECK(b["layout"]["barmode"] == "stack");
         CHECK(b["data"][0]["type"] == "bar");
-        CHECK(b["data"][0]["x"] == nlohmann::json::array({"F(0)", "B(0)"}));
+        // By index, named by tick text: repeated labels (a stage recomputed twice) stay apart.
+        CHECK(b["data"][0]["x"] == nlohmann::json::array({0, 1}));
+        CHECK(b["layout"]["xaxis"]["tickvals"] == nlohmann::json::array({0, 1}));
+        CHECK(b["layout"]["xaxis"]["ticktext"] == nlohmann::json::array({"F(0)", "B(0)"}));
     }
 }

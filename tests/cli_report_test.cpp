@@ -4,6 +4,8 @@
 // browser is tests/report_browser_test.sh's.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -113,6 +115,49 @@ TEST_SUITE("cli") {
         CHECK(j["chosen"]["plan"]["strategy"] == "sqrt");
         CHECK(j["chosen"]["plan"]["question"]["micro_batch"] == 2);
         CHECK(j["chosen"]["why"].get<std::string>().find("as asked") != std::string::npos);
+    }
+
+    TEST_CASE("cli::report escapes what the user named, in the page and in Graphviz's figure") {
+        // A model is named after its config's folder: any characters a folder may hold.
+        const auto dir = temp_dir() / "a<b>&\"c";
+        std::filesystem::create_directories(dir);
+        std::ofstream(dir / "config.json")
+            << R"({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+                   "num_attention_heads": 4, "intermediate_size": 176, "vocab_size": 512,
+                   "max_position_embeddings": 256})";
+        const auto html = (temp_dir() / "hostile.html").string();
+        const Run r = run_remat("report --model '" + (dir / "config.json").string() +
+                                "' --seq 64 -o " + html);
+        REQUIRE(r.code == 0);
+        const std::string page = slurp(html);
+        CHECK(page.find("a<b>") == std::string::npos);
+        CHECK(page.find("a&lt;b&gt;&amp;&quot;c") != std::string::npos);
+        // Two blocks: the default strategy list drops every-4 and segments-4, as max-batch does.
+        CHECK(page.find("segments-4") == std::string::npos);
+        const Run dot = run_remat("dot --model '" + (dir / "config.json").string() + "' --seq 64");
+        CHECK(dot.code == 0);
+        CHECK(dot.out.find("cluster_legend") != std::string::npos);
+    }
+
+    TEST_CASE("cli::report draws at most 400 bars of a long step, each the highest of its run") {
+        const std::string cfg =
+            write_temp("deep.json",
+                       R"({"model_type": "llama", "num_hidden_layers": 300, "hidden_size": 64,
+                "num_attention_heads": 4, "intermediate_size": 176, "vocab_size": 512,
+                "max_position_embeddings": 256})");
+        const auto plotly = (temp_dir() / "deep.json.plotly").string();
+        const Run r = run_remat("report --model " + cfg +
+                                " --seq 64 --strategies none,full --strategy full --micro-batch 1 "
+                                "--plotly " +
+                                plotly);
+        REQUIRE(r.code == 0);
+        const auto figures = nlohmann::json::parse(slurp(plotly));
+        const auto& timeline = figures["timeline"];
+        const std::string title = timeline["layout"]["xaxis"]["title"];
+        // full over 300 blocks: 907 actions (forwards, recomputations, backwards, the optimizer).
+        CHECK(title.find("907 actions, each bar the highest of 3") != std::string::npos);
+        CHECK(timeline["data"][0]["x"].size() == 303);
+        CHECK(timeline["layout"]["xaxis"]["ticktext"][0] == "F_all(0)..F_ck(2)");
     }
 
     TEST_CASE("cli::report refuses in one line") {

@@ -222,12 +222,23 @@ TEST_SUITE("dot") {
 
         SUBCASE("the three roles have three fills") {
             const std::string d = f.plain({"none", "full", "sqrt"});
-            CHECK(d.find("(Stored)\", fillcolor=\"#a5d8ff\"") == std::string::npos);
-            CHECK(d.find("(Stored)\\n") != std::string::npos);
-            CHECK(d.find("fillcolor=\"#a5d8ff\"") != std::string::npos);
-            CHECK(d.find("fillcolor=\"#d0bfff\"") != std::string::npos);  // checkpoint
-            CHECK(d.find("fillcolor=\"#ffc9c9\"") != std::string::npos);  // discarded
-            CHECK(d.find("(Checkpoint)\\n64") == std::string::npos);      // no stored fill on it
+            // Each caption with its own fill, and no caption with another's.
+            const std::pair<const char*, const char*> looks[] = {
+                {"(Stored)", "#a5d8ff"}, {"(Checkpoint)", "#d0bfff"}, {"(Discarded)", "#ffc9c9"}};
+            for (const auto& [caption, fill] : looks) {
+                CAPTURE(caption);
+                std::size_t with_fill = 0, captioned = 0;
+                for (auto at = d.find(caption); at != std::string::npos;
+                     at = d.find(caption, at + 1)) {
+                    ++captioned;
+                    const std::size_t end = d.find('\n', at);
+                    if (d.substr(at, end - at).find(std::string("fillcolor=\"") + fill) !=
+                        std::string::npos)
+                        ++with_fill;
+                }
+                CHECK(captioned > 0);
+                CHECK(with_fill == captioned);
+            }
             for (std::size_t b = 0; b < f.chain.n_blocks(); b += 2)
                 CHECK(d.find(fmt::format("block {}\\n(Checkpoint)\\n{}\", fillcolor=\"#d0bfff\"", b,
                                          format_bytes(f.chain.stages[1].input_bytes))) !=

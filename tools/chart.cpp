@@ -109,7 +109,8 @@ class Canvas {
 
     std::string draw() const {
         std::string o = fmt::format(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"{}\" class=\"chart\" width=\"{}\" "
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart-{}\" class=\"chart\" "
+            "width=\"{}\" "
             "height=\"{}\" viewBox=\"0 0 {} {}\" font-family=\"Helvetica, Arial, sans-serif\">\n",
             escape_xml(f_.id), w_, h_, w_, h_);
         o += fmt::format("<rect width=\"{}\" height=\"{}\" fill=\"white\"/>\n", w_, h_);
@@ -280,13 +281,7 @@ nlohmann::json to_plotly(const Figure& f) {
     json data = json::array();
     for (const Series& s : f.series) {
         json t = {{"name", s.name}, {"showlegend", s.in_legend}};
-        if (f.x_axis == Axis::categorical) {
-            json x = json::array();
-            for (double v : s.x) x.push_back(f.x_labels.at(static_cast<std::size_t>(v)));
-            t["x"] = x;
-        } else {
-            t["x"] = s.x;
-        }
+        t["x"] = s.x;  // categorical: the index; the axis's ticktext names it (labels repeat)
         t["y"] = s.y;
         if (!s.hover.empty()) {
             t["hovertext"] = s.hover;
@@ -312,11 +307,17 @@ nlohmann::json to_plotly(const Figure& f) {
         xaxis["type"] = "log";
         xaxis["dtick"] = std::log10(2.0);
     }
-    if (f.x_axis == Axis::categorical) xaxis["type"] = "category";
+    if (f.x_axis == Axis::categorical) {
+        // By index, named by ticktext: a recomputed stage's label can repeat, and a category
+        // axis would merge the repeats into one bar.
+        json ticks = json::array();
+        for (std::size_t i = 0; i < f.x_labels.size(); ++i) ticks.push_back(i);
+        xaxis["tickvals"] = ticks;
+        xaxis["ticktext"] = f.x_labels;
+    }
     json annotations = json::array();
     for (const Note& n : f.notes) {
         json x = n.x;
-        if (f.x_axis == Axis::categorical) x = f.x_labels.at(static_cast<std::size_t>(n.x));
         if (f.x_axis == Axis::log2) x = std::log10(n.x);  // Plotly places log axes by log10
         annotations.push_back({{"x", x},
                                {"y", n.y},

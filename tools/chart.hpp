@@ -28,8 +28,8 @@ struct Series {
     std::string name;
     std::string color;
     SeriesKind kind = SeriesKind::line_markers;
-    std::vector<double> x, y;
-    std::vector<std::string> hover;  // one per point, or none
+    std::vector<double> x = {}, y = {};
+    std::vector<std::string> hover = {};  // one per point, or none
     bool dashed = false;
     bool in_legend = true;
     double marker_size = 4.5;  // radius in pixels
@@ -55,7 +55,7 @@ struct Note {
 enum class Axis { linear, log2, categorical };
 
 struct Figure {
-    std::string id;  // the SVG's id, and the key in report --plotly
+    std::string id;  // the key in report --plotly; the SVG's id is chart-<id>
     std::string title, x_title, y_title;
     Axis x_axis = Axis::linear;
     std::vector<std::string> x_labels;  // Axis::categorical: the name of x = 0, 1, ...

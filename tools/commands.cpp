@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "bench/timing.hpp"
 #include "planner/config/error.hpp"
@@ -40,14 +41,44 @@ Question runtime_question_from(CommonArgs a, rt::Device device, bool sharding_gi
     return runtime_question(make_question(a), device);
 }
 
-// A file to write, opened now so that a bad path fails before the work: one line naming the flag.
-std::ofstream open_output(const std::string& path, std::string_view flag) {
-    std::ofstream out(path, std::ios::binary);
-    if (!out)
-        throw InputError(fmt::format("{} '{}': cannot open for writing (does the directory exist?)",
-                                     flag, path));
-    return out;
-}
+// A file written whole or not at all, opened now so that a bad path fails before the work (one
+// line naming the flag): the bytes go to PATH.part, renamed over PATH by commit(); a command
+// that fails before that leaves neither an empty PATH nor a truncated one behind.
+class OutputFile {
+  public:
+    OutputFile(std::string path, std::string flag)
+        : path_(std::move(path)), flag_(std::move(flag)), part_(path_ + ".part") {
+        out_.open(part_, std::ios::binary);
+        if (!out_)
+            throw InputError(fmt::format(
+                "{} '{}': cannot open for writing (does the directory exist?)", flag_, path_));
+    }
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+    ~OutputFile() {
+        if (committed_) return;
+        out_.close();
+        std::error_code ignored;
+        std::filesystem::remove(part_, ignored);
+    }
+    std::ostream& stream() { return out_; }
+    void commit() {
+        out_.close();
+        if (!out_)
+            throw InputError(fmt::format("{} '{}': the write failed (disk full?)", flag_, path_));
+        std::error_code ec;
+        std::filesystem::rename(part_, path_, ec);
+        if (ec)
+            throw InputError(
+                fmt::format("{} '{}': cannot replace it: {}", flag_, path_, ec.message()));
+        committed_ = true;
+    }
+
+  private:
+    std::string path_, flag_, part_;
+    std::ofstream out_;
+    bool committed_ = false;
+};
 
 }  // namespace
 
@@ -95,22 +126,19 @@ int run_plan(const CommonArgs& a, const PlanFlags& f) {
     const StrategySpec spec = parse_strategy(f.strategy);
     validate_strategy(spec, q.model.n_layers);
     // A bad path fails before the planning, not after.
-    std::ofstream snapshot;
-    if (!f.memory_snapshot.empty()) snapshot = open_output(f.memory_snapshot, "--memory-snapshot");
+    std::optional<OutputFile> snapshot;
+    if (!f.memory_snapshot.empty()) snapshot.emplace(f.memory_snapshot, "--memory-snapshot");
     Progress progress(a.json);
     if (progress && spec.kind == StrategyKind::optimal)
         q.context.progress = [&](std::size_t done, std::size_t total) {
             progress.show(fmt::format("optimal: subproblem {}/{}", done, total));
         };
     const Evaluation e = evaluate(q, spec);
-    if (snapshot.is_open()) {
+    if (snapshot) {
         const SimResult traced =
             simulate_traced(e.chain, e.plan, q.gpu, q.context.reserve, q.context.time_model);
-        snapshot << to_pickle(memory_snapshot(e.chain, traced, e.plan.strategy));
-        snapshot.close();
-        if (!snapshot)
-            throw InputError(fmt::format("--memory-snapshot '{}': the write failed (disk full?)",
-                                         f.memory_snapshot));
+        snapshot->stream() << to_pickle(memory_snapshot(e.chain, traced, e.plan.strategy));
+        snapshot->commit();
     }
     if (!f.emit.empty()) {
         std::cout << torch_code(q, e);
@@ -133,13 +161,7 @@ int run_max_batch(const CommonArgs& a, const std::string& strategies, bool micro
     if (micro_batch_given)
         throw InputError("remat max-batch searches the micro-batch; drop --micro-batch");
     const Question q = make_question(a);
-    // `all` is every strategy that applies to this model (every-4 and segments-4 need 4 blocks);
-    // a strategy named on its own must apply.
-    auto specs = parse_strategy_list(strategies);
-    if (strategies == "all")
-        std::erase_if(
-            specs, [&](const StrategySpec& s) { return !strategy_applies(s, q.model.n_layers); });
-    for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
+    const auto specs = strategies_for(strategies, q.model.n_layers);
     std::vector<MaxBatch> results;
     {
         Progress progress(a.json);
@@ -259,8 +281,7 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
         throw InputError(
             "remat dot writes DOT, not JSON; drop --json (use `remat plan --json` for data)");
     const Question q = make_question(a);
-    const auto specs = parse_strategy_list(strategies);
-    for (const auto& s : specs) validate_strategy(s, q.model.n_layers);
+    const auto specs = strategies_for(strategies, q.model.n_layers);
     std::vector<Evaluation> evaluations;
     for (const auto& s : specs) evaluations.push_back(evaluate(q, s));
     const std::string text = plan_dot(q, evaluations, flags.ops, flags.transparent);
@@ -268,7 +289,9 @@ int run_dot(const CommonArgs& a, const std::string& strategies, const std::strin
         std::cout << text;
         return 0;
     }
-    open_output(output, "-o") << text;
+    OutputFile out(output, "-o");
+    out.stream() << text;
+    out.commit();
     return 0;
 }
 
@@ -283,21 +306,16 @@ int run_report(const CommonArgs& a, const ReportFlags& f) {
             "--offload-checkpoints");
     const Question q = make_question(a);
     ReportRequest request;
-    request.strategies = parse_strategy_list(f.strategies);
-    if (f.strategies == "all")
-        std::erase_if(request.strategies, [&](const StrategySpec& s) {
-            return !strategy_applies(s, q.model.n_layers);
-        });
-    for (const auto& s : request.strategies) validate_strategy(s, q.model.n_layers);
+    request.strategies = strategies_for(f.strategies, q.model.n_layers);
     if (!f.strategy.empty()) {
         request.strategy = parse_strategy(f.strategy);
         validate_strategy(*request.strategy, q.model.n_layers);
     }
     if (f.micro_batch_given) request.micro_batch = q.options.micro_batch;
     // Bad paths fail now, before the work.
-    std::ofstream html, plotly;
-    if (!f.output.empty()) html = open_output(f.output, "-o");
-    if (!f.plotly.empty()) plotly = open_output(f.plotly, "--plotly");
+    std::optional<OutputFile> html, plotly;
+    if (!f.output.empty()) html.emplace(f.output, "-o");
+    if (!f.plotly.empty()) plotly.emplace(f.plotly, "--plotly");
 
     ReportData d;
     {
@@ -309,28 +327,21 @@ int run_report(const CommonArgs& a, const ReportFlags& f) {
     auto args = [&](const Candidate& c) {
         return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
     };
-    const auto finish = [](std::ofstream& out, const std::string& path, const std::string& flag) {
-        out.close();
-        if (!out)
-            throw InputError(fmt::format("{} '{}': the write failed (disk full?)", flag, path));
-    };
-    if (html.is_open()) {
-        html << report_html(d, args, f.command);
-        finish(html, f.output, "-o");
+    if (html) {
+        html->stream() << report_html(d, args, f.command);
+        html->commit();
     }
-    if (plotly.is_open()) {
-        plotly << report_plotly(d).dump(1) << "\n";
-        finish(plotly, f.plotly, "--plotly");
+    if (plotly) {
+        plotly->stream() << report_plotly(d).dump(1) << "\n";
+        plotly->commit();
     }
     if (a.json) {
         print_json(report_json(d, args));
         return 0;
     }
     std::cout << "remat report: " << question_header(q, false);
-    std::cout << fmt::format("chosen plan: {}; peak {} of {}: {}\n", d.chosen_why,
-                             format_bytes(d.chosen.result.peak_bytes),
-                             format_bytes(q.context.capacity_bytes),
-                             d.chosen.fits ? "fits" : "DOES NOT FIT");
+    std::cout << fmt::format("chosen plan: {}; {}\n", d.chosen_why,
+                             peak_verdict(d.chosen_question, d.chosen));
     if (!f.output.empty())
         std::cout << fmt::format(
             "wrote {}: (a) peak vs micro-batch for {} strategies, (b) one step's memory by "

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
@@ -35,6 +36,9 @@ std::string strategy_color(const std::string& name) {
 }
 
 constexpr std::string_view capacity_color = "#868e96";
+
+// The step's chart draws at most this many bars (a 1,000-block model has 3,000 actions).
+constexpr std::size_t max_timeline_bars = 400;
 
 Question at_micro_batch(Question q, std::uint64_t b) {
     q.options.micro_batch = b;
@@ -105,27 +109,55 @@ ReportData gather_report(const Question& q, const ReportRequest& request,
 
     Question chosen = q;
     StrategySpec spec;
-    if (request.strategy || request.micro_batch) {
-        if (request.micro_batch) chosen.options.micro_batch = *request.micro_batch;
-        // The fastest that fits at that micro-batch, or the strategy asked for.
-        const Candidate* best = nullptr;
-        for (const Candidate& c : d.recommendation.ranked)
-            if ((!request.micro_batch || c.micro_batch == *request.micro_batch) &&
-                (!request.strategy || c.strategy.name() == request.strategy->name())) {
-                best = &c;
-                break;
+    if (request.micro_batch) {
+        // The fastest that fits at that micro-batch (of the strategy asked for, or of all);
+        // when none fits, the leanest, said so.
+        chosen.options.micro_batch = *request.micro_batch;
+        const std::vector<StrategySpec> tried =
+            request.strategy ? std::vector<StrategySpec>{*request.strategy} : request.strategies;
+        std::optional<Evaluation> fastest, leanest;
+        StrategySpec fastest_spec, leanest_spec;
+        for (const StrategySpec& s : tried) {
+            say(fmt::format("report: {} at micro-batch {}", s.name(), *request.micro_batch));
+            Evaluation e = evaluate(chosen, s);
+            if (e.fits && (!fastest || e.result.step_time_s < fastest->result.step_time_s)) {
+                fastest = e;
+                fastest_spec = s;
             }
-        if (best) {
-            chosen.options.micro_batch = best->micro_batch;
-            chosen.options.grad_accumulation = best->grad_accumulation;
-            chosen.context.offload_checkpoints = best->offload;
-            spec = best->strategy;
-        } else {
-            spec = request.strategy ? *request.strategy : parse_strategy("full");
+            if (!leanest || e.result.peak_bytes < leanest->result.peak_bytes) {
+                leanest = std::move(e);
+                leanest_spec = s;
+            }
         }
+        spec = fastest ? fastest_spec : leanest_spec;
         d.chosen_why =
-            fmt::format("{} at micro-batch {}, as asked{}", spec.name(), chosen.options.micro_batch,
-                        best && !request.strategy ? " (the fastest that fits)" : "");
+            fastest
+                ? fmt::format("{} at micro-batch {}, as asked{}", spec.name(), *request.micro_batch,
+                              request.strategy ? "" : " (the fastest strategy that fits there)")
+                : fmt::format("NOTHING FITS at micro-batch {}{}; {} is shown, the leanest",
+                              *request.micro_batch,
+                              request.strategy ? " with " + request.strategy->name() : "",
+                              spec.name());
+    } else if (request.strategy) {
+        // The strategy's fastest configuration that fits, as recommend ranks them.
+        spec = *request.strategy;
+        const auto it =
+            std::find_if(d.recommendation.ranked.begin(), d.recommendation.ranked.end(),
+                         [&](const Candidate& c) { return c.strategy.name() == spec.name(); });
+        if (it != d.recommendation.ranked.end()) {
+            chosen.options.micro_batch = it->micro_batch;
+            chosen.options.grad_accumulation = it->grad_accumulation;
+            chosen.context.offload_checkpoints = it->offload;
+            d.chosen_why = fmt::format(
+                "{} at micro-batch {}, as asked (its most tokens/s per GPU "
+                "that fits)",
+                variant_name(*it), it->micro_batch);
+        } else {
+            chosen.options.micro_batch = 1;
+            d.chosen_why = fmt::format(
+                "NOTHING FITS with {}, not even micro-batch 1; it is shown at micro-batch 1",
+                spec.name());
+        }
     } else if (!d.recommendation.ranked.empty()) {
         const Candidate& best = d.recommendation.ranked.front();
         chosen.options.micro_batch = best.micro_batch;
@@ -237,7 +269,23 @@ std::vector<Figure> report_figures(const ReportData& d) {
     b.x_title = "schedule actions (F: forward, R: recompute, B: backward), in order";
     b.y_title = "memory at the action's high-water mark (GiB)";
     b.x_axis = Axis::categorical;
-    for (const TimelinePoint& t : r.timeline) b.x_labels.push_back(t.action);
+    // One bar per action; past max_timeline_bars, each bar is the highest of a run of actions.
+    const std::size_t n_actions = r.timeline.size();
+    const std::size_t per_bar =
+        std::max<std::size_t>(1, (n_actions + max_timeline_bars - 1) / max_timeline_bars);
+    std::vector<const TimelinePoint*> shown;
+    for (std::size_t first = 0; first < n_actions; first += per_bar) {
+        const std::size_t last = std::min(n_actions, first + per_bar) - 1;
+        const TimelinePoint* top = &r.timeline[first];
+        for (std::size_t i = first; i <= last; ++i)
+            if (r.timeline[i].peak_bytes > top->peak_bytes) top = &r.timeline[i];
+        shown.push_back(top);
+        b.x_labels.push_back(first == last ? top->action
+                                           : fmt::format("{}..{}", r.timeline[first].action,
+                                                         r.timeline[last].action));
+    }
+    if (per_bar > 1)
+        b.x_title += fmt::format(" ({} actions, each bar the highest of {})", n_actions, per_bar);
     struct Band {
         std::string name, color;
         std::uint64_t Breakdown::*field;
@@ -252,8 +300,8 @@ std::vector<Figure> report_figures(const ReportData& d) {
     };
     for (const Band& band : bands) {
         Series s = make_series(band.name, band.color, SeriesKind::bar);
-        for (std::size_t i = 0; i < r.timeline.size(); ++i) {
-            const TimelinePoint& t = r.timeline[i];
+        for (std::size_t i = 0; i < shown.size(); ++i) {
+            const TimelinePoint& t = *shown[i];
             const std::uint64_t v = t.at_peak.*band.field;
             s.x.push_back(static_cast<double>(i));
             s.y.push_back(in_gib(v));
@@ -263,15 +311,15 @@ std::vector<Figure> report_figures(const ReportData& d) {
         b.series.push_back(std::move(s));
     }
     Series reserve = make_series("reserve", "#ced4da", SeriesKind::bar);
-    for (std::size_t i = 0; i < r.timeline.size(); ++i) {
+    for (std::size_t i = 0; i < shown.size(); ++i) {
         reserve.x.push_back(static_cast<double>(i));
         reserve.y.push_back(in_gib(r.at_peak.reserve_bytes));
         reserve.hover.push_back(fmt::format("reserve {} (CUDA context, workspaces, fragmentation)",
                                             format_bytes(r.at_peak.reserve_bytes)));
     }
     b.series.push_back(std::move(reserve));
-    for (std::size_t i = 0; i < r.timeline.size(); ++i)
-        if (r.timeline[i].peak_bytes == r.allocator_peak_bytes) {
+    for (std::size_t i = 0; i < shown.size(); ++i)
+        if (shown[i]->peak_bytes == r.allocator_peak_bytes) {
             b.notes.push_back(
                 {static_cast<double>(i), in_gib(r.peak_bytes),
                  fmt::format("peak {} at {}{}", format_bytes(r.peak_bytes), r.peak_action,
@@ -484,8 +532,7 @@ std::string report_html(const ReportData& d, const CandidateArgs& args,
                         const std::string& command) {
     const std::vector<Figure> figures = report_figures(d);
     const SimResult& r = d.chosen.result;
-    std::string question = question_header(d.question, false);
-    while (!question.empty() && question.back() == '\n') question.pop_back();
+    const std::string question = question_title(d.question, false);
     std::string o = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
     o += fmt::format("<title>remat report: {} on {}</title>\n", escape_xml(d.question.model.name),
                      escape_xml(d.question.gpu.name));

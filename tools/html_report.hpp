@@ -44,7 +44,7 @@ struct HeuristicPoint {
 };
 
 struct ReportData {
-    Question question;  // as asked (its micro-batch is the chosen one's when none was given)
+    Question question;  // as asked
     std::vector<StrategyCurve> curves;
     Recommendation recommendation;
     // The plan shown in (b), (c) and (d): recommend's best, the strategy and micro-batch asked

@@ -94,16 +94,20 @@ json memory_snapshot(const Chain& chain, const SimResult& traced, const std::str
     std::map<TagKey, std::size_t> live;
     for (std::size_t e = 0; e < traced.trace.size(); ++e) {
         const LedgerEvent& ev = traced.trace[e];
+        // The replay's bookkeeping is checked, not trusted: a tag is one live allocation.
         if (ev.type == LedgerEvent::Type::alloc) {
             blocks.push_back(
                 {layout.alloc(ev.bytes), ev.bytes, ev.category, ev.tag, ev.op, ev.action, true});
-            live[key(ev.tag)] = block_of[e] = blocks.size() - 1;
+            if (!live.emplace(key(ev.tag), block_of[e] = blocks.size() - 1).second)
+                throw std::logic_error(fmt::format("memory snapshot: '{}' is allocated while live",
+                                                   block_name(chain, ev.tag)));
             continue;
         }
         const auto it = live.find(key(ev.tag));
-        if (it == live.end())
-            throw std::logic_error(fmt::format("memory snapshot: '{}' is released but not live",
-                                               block_name(chain, ev.tag)));
+        if (it == live.end() || blocks[it->second].bytes != ev.bytes)
+            throw std::logic_error(
+                fmt::format("memory snapshot: '{}' is released or moved but not live at {} bytes",
+                            block_name(chain, ev.tag), ev.bytes));
         Block& b = blocks[block_of[e] = it->second];
         if (ev.type == LedgerEvent::Type::recategorize) {
             b.category = ev.category;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 
 #include "planner/config/error.hpp"
 #include "planner/config/units.hpp"
@@ -22,15 +23,11 @@ std::string plan_dot(const Question& q, const std::vector<Evaluation>& plans, bo
     DotOptions options;
     options.ops = ops;
     options.background = transparent ? "transparent" : "white";
-    std::string title = question_header(q);
-    while (!title.empty() && title.back() == '\n') title.pop_back();
-    options.title = title;
+    options.title = question_title(q);
     std::vector<Plan> drawn;
     for (const Evaluation& e : plans) {
         drawn.push_back(e.plan);
-        options.plan_notes.push_back(
-            fmt::format("peak {} of {}: {}", format_bytes(e.result.peak_bytes),
-                        format_bytes(q.context.capacity_bytes), e.fits ? "fits" : "DOES NOT FIT"));
+        options.plan_notes.push_back(peak_verdict(q, e));
     }
     std::ostringstream out;
     write_dot(out, plans.at(0).chain, drawn, options);
@@ -54,23 +51,27 @@ int collect_error(char* message) {
 std::string dot_to_svg(const std::string& dot) {
     graphviz_errors().clear();
     agseterrf(collect_error);
+    // The DOT is remat's own: a failure here is Graphviz's installation (its plugins), not the
+    // user's input.
+    const auto fail = [](const char* what) {
+        return std::runtime_error(fmt::format(
+            "Graphviz cannot {} the plan's figure: {} (is Debian's graphviz installed? `dot -c` "
+            "as root re-registers its plugins)",
+            what, one_line(graphviz_errors())));
+    };
     std::unique_ptr<GVC_t, int (*)(GVC_t*)> gvc(gvContext(), gvFreeContext);
     std::unique_ptr<Agraph_t, int (*)(Agraph_t*)> graph(agmemread(dot.c_str()), agclose);
-    if (!graph)
-        throw InputError(
-            fmt::format("Graphviz cannot read the plan's DOT: {}", one_line(graphviz_errors())));
-    if (gvLayout(gvc.get(), graph.get(), "dot") != 0)
-        throw InputError(
-            fmt::format("Graphviz cannot lay out the plan: {}", one_line(graphviz_errors())));
+    if (!gvc || !graph) throw fail("read");
+    // Freed before the graph (declared after it), whether the layout worked or not.
+    const auto free_layout = [&gvc](Agraph_t* g) { gvFreeLayout(gvc.get(), g); };
+    std::unique_ptr<Agraph_t, decltype(free_layout)> layout(graph.get(), free_layout);
+    if (gvLayout(gvc.get(), graph.get(), "dot") != 0) throw fail("lay out");
     char* data = nullptr;
     unsigned int length = 0;
     const int rendered = gvRenderData(gvc.get(), graph.get(), "svg", &data, &length);
     std::string svg = rendered == 0 && data ? std::string(data, length) : std::string();
     if (data) gvFreeRenderData(data);
-    gvFreeLayout(gvc.get(), graph.get());
-    if (svg.empty())
-        throw InputError(
-            fmt::format("Graphviz cannot render the plan: {}", one_line(graphviz_errors())));
+    if (svg.empty()) throw fail("render");
     // Inline in HTML: drop the XML declaration and DOCTYPE before <svg.
     const auto at = svg.find("<svg");
     return at == std::string::npos ? svg : svg.substr(at);

@@ -16,8 +16,9 @@ namespace remat::cli {
 std::string plan_dot(const Question& q, const std::vector<Evaluation>& plans, bool ops,
                      bool transparent);
 
-// Lays out and renders DOT text with Graphviz (dot layout). Throws InputError naming Graphviz's
-// complaint when the text does not parse.
+// Lays out and renders DOT text with Graphviz (dot layout). Throws std::runtime_error naming
+// Graphviz's complaint when it cannot read, lay out or render it (the DOT is remat's own, so
+// that is Graphviz's installation, not the user's input).
 std::string dot_to_svg(const std::string& dot);
 
 }  // namespace remat::cli

@@ -68,20 +68,6 @@ std::string routing_note(const Question& q) {
 
 namespace {
 
-std::uint64_t stage_kept_bytes(const Stage& s, Keep k) {
-    switch (k) {
-        case Keep::all:
-            return s.all_bytes;
-        case Keep::selective:
-            return s.selective_bytes;
-        case Keep::input:
-            return s.input_bytes;
-        case Keep::none:
-            return 0;
-    }
-    return 0;
-}
-
 // DPO's batch in pairs and sequences, and where the reference's log-probabilities come from.
 std::string recipe_note(const Question& q, bool with_micro_batch) {
     const auto& o = q.options;
@@ -145,6 +131,17 @@ std::string question_header(const Question& q, bool with_micro_batch, bool with_
         training_note(q, with_micro_batch));
 }
 
+std::string question_title(const Question& q, bool with_micro_batch) {
+    std::string t = question_header(q, with_micro_batch);
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    return t;
+}
+
+std::string peak_verdict(const Question& q, const Evaluation& e) {
+    return fmt::format("peak {} of {}: {}", format_bytes(e.result.peak_bytes),
+                       format_bytes(q.context.capacity_bytes), e.fits ? "fits" : "DOES NOT FIT");
+}
+
 json optimal_json(const Plan& p) {
     if (!p.optimal) return nullptr;
     const OptimalInfo& o = *p.optimal;
@@ -201,7 +198,7 @@ json plan_json(const Question& q, const Evaluation& e) {
                           {"input_bytes", s.input_bytes},
                           {"all_bytes", s.all_bytes},
                           {"selective_bytes", s.selective_bytes},
-                          {"kept_bytes", stage_kept_bytes(s, e.plan.keeps[i])},
+                          {"kept_bytes", kept_bytes(s, e.plan.keeps[i])},
                           {"params", s.params}});
     }
     json schedule = json::array();
@@ -368,7 +365,7 @@ std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool s
         out += fmt::format("{:<12} {:<10} {:<10} {:>12} {:>12} {:>12}\n", run_name(e.chain, run),
                            stage_kind_name(s.kind), keep_name(k), format_bytes(s.input_bytes),
                            format_bytes(s.all_bytes),
-                           format_bytes(checked_mul(stage_kept_bytes(s, k), run.size())));
+                           format_bytes(checked_mul(kept_bytes(s, k), run.size())));
     }
     if (saved) {
         out += "\nsaved for backward (unique storages; every block is identical)\n";

@@ -18,6 +18,10 @@ nlohmann::json question_json(const Question& q);
 // recommend search the micro-batch, so they leave it out; recommend --max-gpus, the layout.
 std::string question_header(const Question& q, bool with_micro_batch = true,
                             bool with_layout = true);
+// The same without the final newline, for titles.
+std::string question_title(const Question& q, bool with_micro_batch = true);
+// "peak 20.71 GiB of 79.65 GiB: fits" (or DOES NOT FIT): a plan against the GPU.
+std::string peak_verdict(const Question& q, const Evaluation& e);
 nlohmann::json plan_json(const Question& q, const Evaluation& e);
 std::string plan_text(const Question& q, const Evaluation& e, bool saved, bool schedule,
                       bool timeline);

@@ -259,6 +259,20 @@ Chain build_chain(const ModelConfig& model, const RunOptions& options) {
     return c;
 }
 
+std::uint64_t kept_bytes(const Stage& s, Keep k) {
+    switch (k) {
+        case Keep::all:
+            return s.all_bytes;
+        case Keep::selective:
+            return s.selective_bytes;
+        case Keep::input:
+            return s.input_bytes;
+        case Keep::none:
+            return 0;
+    }
+    return 0;
+}
+
 std::vector<StageRun> stage_runs(const Chain& c, const std::vector<Keep>& keeps) {
     assert(keeps.size() == c.stages.size() && "one Keep per stage");
     const auto same = [&](std::size_t a, std::size_t b) {

@@ -60,6 +60,9 @@ struct Chain {
 
 Chain build_chain(const ModelConfig& model, const RunOptions& options);
 
+// The bytes a stage keeps after its first forward under k: x̄, the selective share, x, or 0.
+std::uint64_t kept_bytes(const Stage& s, Keep k);
+
 // Consecutive stages drawn and printed as one: blocks of the same graph and sizes that keep
 // the same (`blocks 1-5 none`); every other stage is a run of its own. first..last, inclusive.
 struct StageRun {

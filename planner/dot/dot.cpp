@@ -78,20 +78,6 @@ KeepLook keep_look(Keep k) {
     return {stored_fill, "", "", ""};
 }
 
-std::uint64_t kept_bytes(const Stage& s, Keep k) {
-    switch (k) {
-        case Keep::all:
-            return s.all_bytes;
-        case Keep::input:
-            return s.input_bytes;
-        case Keep::none:
-            return 0;
-        case Keep::selective:
-            return s.selective_bytes;
-    }
-    return 0;
-}
-
 // The op that wrote a tensor's data: views have no producer of their own, so follow view_of.
 int data_producer(const StageGraph& g, TensorId t) {
     while (g.producer(t) < 0 && g.tensor(t).view_of != no_tensor) t = g.tensor(t).view_of;
@@ -163,11 +149,13 @@ class DotWriter {
             if (!look.style.empty()) attrs += fmt::format(", style=\"{}\"", look.style);
             out_ << fmt::format("    {} [{}];\n", ids.back(), attrs);
         }
-        out_ << fmt::format(
-            "    legend_runs [label={}, shape=box, peripheries=2, fillcolor=\"#ffffff\", "
-            "fontsize=10];\n",
-            quote("double outline: a run of\nidentical blocks, drawn once"));
-        ids.push_back("legend_runs");
+        if (folded_) {
+            out_ << fmt::format(
+                "    legend_runs [label={}, shape=box, peripheries=2, fillcolor=\"#ffffff\", "
+                "fontsize=10];\n",
+                quote("double outline: a run of\nidentical blocks, drawn once"));
+            ids.push_back("legend_runs");
+        }
         // Invisible edges keep the entries in one column beside the plans.
         for (std::size_t k = 1; k < ids.size(); ++k)
             out_ << fmt::format("    {} -> {} [style=invis];\n", ids[k - 1], ids[k]);
@@ -193,7 +181,7 @@ class DotWriter {
         return runs;
     }
 
-    std::string stage_node(std::size_t p, StageRun run, Keep keep) const {
+    std::string stage_node(std::size_t p, StageRun run, Keep keep) {
         const Stage& s = chain_.stages[run.first];
         const KeepLook look = keep_look(keep);
         const std::uint64_t bytes = kept_bytes(s, keep);
@@ -203,7 +191,10 @@ class DotWriter {
                                           run.size(), look.caption, format_bytes(bytes));
         std::string attrs = fmt::format("label={}, fillcolor=\"{}\"", quote(label), look.fill);
         if (!look.style.empty()) attrs += fmt::format(", style=\"{}\"", look.style);
-        if (run.size() > 1) attrs += ", peripheries=2";
+        if (run.size() > 1) {
+            attrs += ", peripheries=2";
+            folded_ = true;
+        }
         return fmt::format("{} [{}];", stage_id(p, run.first), attrs);
     }
 
@@ -289,6 +280,7 @@ class DotWriter {
 
     std::ostream& out_;
     const Chain& chain_;
+    bool folded_ = false;  // a run was drawn as one node: the legend says what that is
 };
 
 }  // namespace

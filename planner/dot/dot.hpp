@@ -27,9 +27,9 @@ struct DotOptions {
     // (stage_runs); with ops, the expanded blocks stay single.
     bool fold = true;
     // Above the figure: model, question, what the peak is against the budget. Empty: no title.
-    std::string title;
+    std::string title = {};
     // Under each plan's strategy label (one per plan, or none): its peak, whether it fits.
-    std::vector<std::string> plan_notes;
+    std::vector<std::string> plan_notes = {};
     bool legend = true;                // the roles' fills, named
     std::string background = "white";  // Graphviz bgcolor; "transparent" for overlays
 };

@@ -43,7 +43,7 @@ ParetoFrontier pareto_frontier(const Question& q, const ParetoProgress& progress
     std::vector<std::pair<StrategySpec, bool>> heuristics;
     for (const StrategySpec& h : all_strategies()) {
         if (h.kind == StrategyKind::optimal) continue;
-        if (h.kind == StrategyKind::segments_k && h.n > chain.n_blocks()) continue;
+        if (!strategy_applies(h, chain.n_blocks())) continue;
         for (bool off : {false, true})
             if (!off || q.context.offload_checkpoints) heuristics.emplace_back(h, off);
     }

@@ -55,7 +55,7 @@ Recommendation recommend(const Question& q, const RecommendOptions& options) {
     };
     std::vector<Variant> variants;
     for (const StrategySpec& s : all_strategies()) {
-        if (s.kind == StrategyKind::segments_k && s.n > q.model.n_layers) continue;
+        if (!strategy_applies(s, q.model.n_layers)) continue;
         variants.push_back({s, false});
         if (can_offload && s.kind != StrategyKind::none) variants.push_back({s, true});
     }

@@ -114,7 +114,7 @@ class FitTest {
         for (const StrategySpec& h : all_strategies()) {
             if (h.kind == StrategyKind::optimal || h.kind == StrategyKind::full) continue;
             if (h.kind == StrategyKind::greedy_budget) continue;  // full, which did not fit
-            if (h.kind == StrategyKind::segments_k && h.n > chain_.n_blocks()) continue;
+            if (!strategy_applies(h, chain_.n_blocks())) continue;
             for (bool o : {false, true}) {
                 if (o && !off) continue;
                 if (heuristic_fits(h, o)) return true;

@@ -5,8 +5,9 @@
 //
 //   Ledger ledger;
 //   ledger.begin_action("F_ck(3)");
-//   ledger.alloc(Category::temporaries, bytes, tag, &op_name);  // op_name: named if it sets the
-//   peak ledger.release(Category::temporaries, bytes, tag); ledger.end_action(); // a TimelinePoint
+//   ledger.alloc(Category::temporaries, bytes, tag, &op);  // op: named if it sets the peak
+//   ledger.release(Category::temporaries, bytes, tag);     // tag: the same as its alloc's
+//   ledger.end_action();                                   // a TimelinePoint
 //   ledger.peak().bytes; ledger.peak().at;
 #pragma once
 #include <algorithm>

@@ -112,6 +112,14 @@ void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks) {
             s.kind == StrategyKind::every_n ? "N" : "K", n_blocks));
 }
 
+std::vector<StrategySpec> strategies_for(const std::string& text, std::uint64_t n_blocks) {
+    std::vector<StrategySpec> specs = parse_strategy_list(text);
+    if (text == "all")
+        std::erase_if(specs, [&](const StrategySpec& s) { return !strategy_applies(s, n_blocks); });
+    for (const StrategySpec& s : specs) validate_strategy(s, n_blocks);
+    return specs;
+}
+
 namespace {
 
 std::vector<Keep> keeps_for_blocks(const Chain& c, const std::vector<Keep>& block_keeps) {
@@ -178,7 +186,7 @@ Plan plan_optimal(const Chain& c, const PlanContext& ctx) {
     std::uint64_t best_peak = point.allocator_peak_bytes;
     for (const StrategySpec& h : all_strategies()) {
         if (h.kind == StrategyKind::optimal) continue;
-        if (h.kind == StrategyKind::segments_k && h.n > c.n_blocks()) continue;
+        if (!strategy_applies(h, c.n_blocks())) continue;
         // torch 1.13 has no selective activation checkpointing (chain_costs.cpp, has_core).
         if (h.kind == StrategyKind::selective && c.options.torch == TorchFlavor::cpu_1_13) continue;
         for (bool off : {false, true}) {

@@ -43,6 +43,9 @@ std::vector<StrategySpec> all_strategies();
 bool strategy_applies(const StrategySpec& s,
                       std::uint64_t n_blocks);  // every-N, segments-K: count <= blocks
 void validate_strategy(const StrategySpec& s, std::uint64_t n_blocks);
+// A --strategies list for a model of n_blocks: "all" is every strategy that applies to it
+// (every-4 and segments-4 need 4 blocks); a strategy named on its own must apply.
+std::vector<StrategySpec> strategies_for(const std::string& text, std::uint64_t n_blocks);
 
 struct PlanContext {
     const GpuSpec* gpu = nullptr;

@@ -114,7 +114,7 @@ int posix_memalign(void** out, size_t alignment, size_t size) {
     if (live[cls] > peak[cls]) peak[cls] = live[cls];
     live_total += size;
     if (live_total > peak_total) peak_total = live_total;
-    if (tracing) record((uintptr_t)*out, size, 1, cls, current_mark);
+    if (tracing) record((uintptr_t)*out, size, 1, cls, __atomic_load_n(&current_mark, __ATOMIC_RELAXED));
     pthread_mutex_unlock(&lock);
     return rc;
 }
@@ -124,7 +124,7 @@ static void forget(uintptr_t p) {
     size_t s = slot_of(p);
     while (table[s].ptr != 0 && table[s].ptr != p) s = (s + 1) & (table_size - 1);
     if (table[s].ptr == 0) return;  // not ours: malloc'd
-    if (tracing) record(p, table[s].bytes, 0, table[s].cls, current_mark);
+    if (tracing) record(p, table[s].bytes, 0, table[s].cls, __atomic_load_n(&current_mark, __ATOMIC_RELAXED));
     live[table[s].cls] -= table[s].bytes;
     live_total -= table[s].bytes;
     --blocks_live;
