@@ -80,6 +80,13 @@ class OutputFile {
     bool committed_ = false;
 };
 
+// The `remat plan` arguments that reproduce a candidate of q (recommend's and report's rows).
+CandidateArgs candidate_args(const CommonArgs& a, const Question& q) {
+    return [&a, &q](const Candidate& c) {
+        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
+    };
+}
+
 }  // namespace
 
 int run_models(bool json) {
@@ -265,9 +272,7 @@ int run_recommend(const CommonArgs& a, bool micro_batch_given,
             };
         r = recommend(q, options);
     }
-    auto args = [&](const Candidate& c) {
-        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
-    };
+    const CandidateArgs args = candidate_args(a, q);
     if (a.json)
         print_json(recommend_json(q, r, args));
     else
@@ -324,9 +329,7 @@ int run_report(const CommonArgs& a, const ReportFlags& f) {
             if (progress) progress.show(line);
         });
     }
-    auto args = [&](const Candidate& c) {
-        return plan_args(a, q, c.micro_batch, c.grad_accumulation, c.strategy.name(), c.offload);
-    };
+    const CandidateArgs args = candidate_args(a, q);
     if (html) {
         html->stream() << report_html(d, args, f.command);
         html->commit();
