@@ -10,15 +10,13 @@
 #include <cstdio>
 #include <string>
 
+#include "tests/text_count.hpp"
+
 using namespace remat::cli;
 
 namespace {
 
-std::size_t count(const std::string& text, const std::string& what) {
-    std::size_t n = 0;
-    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-    return n;
-}
+using test_text::count;
 
 Figure seed_like() {
     Figure f;

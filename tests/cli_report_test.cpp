@@ -10,16 +10,13 @@
 #include <string>
 
 #include "tests/cli_process.hpp"
+#include "tests/text_count.hpp"
 
 using namespace cli_process;
 
 namespace {
 
-std::size_t count(const std::string& text, const std::string& what) {
-    std::size_t n = 0;
-    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-    return n;
-}
+using test_text::count;
 
 const std::string question = " --model tiny-llama --seq 256 --gpu rtx4090-24gb";
 

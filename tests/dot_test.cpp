@@ -24,6 +24,7 @@
 #include "planner/simulate/gpu.hpp"
 #include "planner/simulate/memory.hpp"
 #include "planner/strategy/strategy.hpp"
+#include "tests/text_count.hpp"
 
 namespace {
 
@@ -90,11 +91,7 @@ bool update_goldens() {
     return v != nullptr && std::string(v) == "1";
 }
 
-std::size_t count(const std::string& text, const std::string& what) {
-    std::size_t n = 0;
-    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-    return n;
-}
+using test_text::count;
 
 }  // namespace
 

@@ -7,7 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
+#include <map>
 
 #include "planner/config/checked.hpp"
 #include "planner/config/error.hpp"
@@ -109,23 +109,31 @@ ReportData gather_report(const Question& q, const ReportRequest& request,
 
     Question chosen = q;
     StrategySpec spec;
+    // Each strategy evaluated once at the chosen question, once that is settled: the pinned
+    // micro-batch's choice, the plan shown and the heuristics' points read the same ones.
+    std::map<std::string, Evaluation> at_chosen;
+    const auto evaluate_chosen = [&](const StrategySpec& s) -> const Evaluation& {
+        auto it = at_chosen.find(s.name());
+        if (it == at_chosen.end()) it = at_chosen.emplace(s.name(), evaluate(chosen, s)).first;
+        return it->second;
+    };
     if (request.micro_batch) {
         // The fastest that fits at that micro-batch (of the strategy asked for, or of all);
         // when none fits, the leanest, said so.
         chosen.options.micro_batch = *request.micro_batch;
         const std::vector<StrategySpec> tried =
             request.strategy ? std::vector<StrategySpec>{*request.strategy} : request.strategies;
-        std::optional<Evaluation> fastest, leanest;
+        const Evaluation *fastest = nullptr, *leanest = nullptr;
         StrategySpec fastest_spec, leanest_spec;
         for (const StrategySpec& s : tried) {
             say(fmt::format("report: {} at micro-batch {}", s.name(), *request.micro_batch));
-            Evaluation e = evaluate(chosen, s);
+            const Evaluation& e = evaluate_chosen(s);
             if (e.fits && (!fastest || e.result.step_time_s < fastest->result.step_time_s)) {
-                fastest = e;
+                fastest = &e;
                 fastest_spec = s;
             }
             if (!leanest || e.result.peak_bytes < leanest->result.peak_bytes) {
-                leanest = std::move(e);
+                leanest = &e;
                 leanest_spec = s;
             }
         }
@@ -184,7 +192,7 @@ ReportData gather_report(const Question& q, const ReportRequest& request,
     say(fmt::format("report: planning {} at micro-batch {}", spec.name(),
                     chosen.options.micro_batch));
     d.chosen_question = chosen;
-    d.chosen = evaluate(chosen, spec);
+    d.chosen = evaluate_chosen(spec);
 
     // (c) the frontier at that micro-batch, and where the heuristics land.
     d.frontier =
@@ -193,7 +201,7 @@ ReportData gather_report(const Question& q, const ReportRequest& request,
         });
     for (const StrategySpec& s : request.strategies) {
         if (s.kind == StrategyKind::optimal) continue;  // the frontier is optimal's
-        const Evaluation e = evaluate(chosen, s);
+        const Evaluation& e = evaluate_chosen(s);
         d.heuristics.push_back({s.name(), e.result.peak_bytes, e.result.step_time_s});
     }
 
