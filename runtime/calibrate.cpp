@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "runtime/collectives.hpp"
 #include "runtime/device_parts.hpp"
 #include "runtime/devices.hpp"
+#include "runtime/host_speed.hpp"
 
 namespace remat::rt {
 namespace {
@@ -34,15 +36,24 @@ constexpr float k_input_scale = 0.25f;
 struct Timed {
     double seconds = 0;  // per call
     std::uint64_t calls = 0;
+    bool contended = false;  // no timed batch ran with the host at full speed
 };
 
 // Seconds per call: an untimed first call (page faults, cuBLAS heuristics, kernel loading), then
 // batches of 1, 2, 4, ... calls, each between two synchronizations, until one lasts min_batch_s;
-// then that batch twice more, and the fastest of the three's mean (a shared machine's other work
-// only ever slows a batch down). A long call is timed alone, a tiny one millions of times, so that
-// the clock's resolution and the synchronization stay small against the batch.
+// then that batch three more times, and the fastest of the three's mean (a shared machine's other
+// work only ever slows a batch down). A long call is timed alone, a tiny one millions of times, so
+// that the clock's resolution and the synchronization stay small against the batch.
+//
+// On the CPU (o.device == cpu) each of the three is bracketed by the host probe
+// (runtime/host_speed.hpp) and counts only when the cores ran at full speed around it; a batch in a
+// slow stretch is timed again, for up to k_contended_retry_s, and when none ran at full speed the
+// fastest of them stands (Timed::contended says so).
+constexpr double k_contended_retry_s = 1.0;
+
 template <class T, class F>
-Timed time_calls(const Backend<T>& backend, F&& call, double min_batch_s) {
+Timed time_calls(const Backend<T>& backend, F&& call, const CalibrateOptions& o,
+                 double min_batch_s) {
     call();
     backend.synchronize();
     auto batch = [&](std::uint64_t n) {
@@ -51,19 +62,43 @@ Timed time_calls(const Backend<T>& backend, F&& call, double min_batch_s) {
         backend.synchronize();
         return std::chrono::duration<double>(Clock::now() - t0).count();
     };
+    const bool gated = o.device == Device::cpu;
     for (std::uint64_t n = 1;; n *= 2) {
-        double s = batch(n);
-        if (s >= min_batch_s || n >= (std::uint64_t{1} << 26)) {
-            s = std::min({s, batch(n), batch(n)});
-            return {s / static_cast<double>(n), n};
+        const double s = batch(n);
+        if (s < min_batch_s && n < (std::uint64_t{1} << 26)) continue;
+        double clean = INFINITY, any = s;
+        const auto start = Clock::now();
+        for (int accepted = 0, tries = 0; accepted < 3; ++tries) {
+            const double before = gated ? probe_host() : 0;
+            const double t = batch(n);
+            const double after = gated ? probe_host() : 0;
+            any = std::min(any, t);
+            if (!gated || uncontended(std::max(before, after))) {
+                clean = std::min(clean, t);
+                ++accepted;
+            } else if (tries >= 3 && std::chrono::duration<double>(Clock::now() - start).count() >
+                                         k_contended_retry_s) {
+                break;
+            }
         }
+        const bool contended = !std::isfinite(clean);
+        return {(contended ? any : clean) / static_cast<double>(n), n, contended};
     }
 }
 
 template <class T>
 Benchmark benchmark(std::string kind, std::string shape, double flops, double bytes, Timed t) {
     const Precision p = std::is_same_v<T, bf16> ? Precision::bf16_mixed : Precision::fp32;
-    return {std::move(kind), p, std::move(shape), flops, bytes, t.seconds, t.calls, {}, 0, 0};
+    Benchmark out;
+    out.kind = std::move(kind);
+    out.precision = p;
+    out.shape = std::move(shape);
+    out.flops = flops;
+    out.bytes = bytes;
+    out.seconds = t.seconds;
+    out.calls = t.calls;
+    out.contended = t.contended;
+    return out;
 }
 
 // add_forward on one element: what a call costs when it does no work.
@@ -71,7 +106,7 @@ template <class T>
 Benchmark launch(const Backend<T>& b, CountingAllocator& a, const CalibrateOptions& o) {
     const BufferRef x = make_zeroed(a, sizeof(T)), y = make_buffer(a, sizeof(T));
     const Timed t = time_calls(
-        b, [&] { b.add_forward(y->as<T>(), x->as<T>(), x->as<T>(), 1); }, o.min_batch_s);
+        b, [&] { b.add_forward(y->as<T>(), x->as<T>(), x->as<T>(), 1); }, o, o.min_batch_s);
     return benchmark<T>("launch", "1 element", 0, 3 * sizeof(T), t);
 }
 
@@ -82,7 +117,7 @@ Benchmark memory(const Backend<T>& b, CountingAllocator& a, const CalibrateOptio
     const BufferRef x = make_zeroed(a, n * sizeof(T)), y = make_zeroed(a, n * sizeof(T)),
                     z = make_zeroed(a, n * sizeof(T));
     const Timed t = time_calls(
-        b, [&] { b.add_forward(z->as<T>(), x->as<T>(), y->as<T>(), n); }, o.min_batch_s);
+        b, [&] { b.add_forward(z->as<T>(), x->as<T>(), y->as<T>(), n); }, o, o.min_batch_s);
     return benchmark<T>("memory", fmt::format("{} elements", n), 0,
                         3.0 * static_cast<double>(n * sizeof(T)), t);
 }
@@ -103,7 +138,7 @@ std::vector<Benchmark> gemms(const Backend<T>& b, CountingAllocator& a, const Ca
                 b.linear_forward(y->as<T>(), inp->as<T>(), w->as<T>(), nullptr, n, n, n,
                                  ws->as<void>());
             },
-            o.min_batch_s);
+            o, o.min_batch_s);
         const double dn = static_cast<double>(n);
         out.push_back(benchmark<T>("gemm", fmt::format("{}x{}x{}", n, n, n), 2 * dn * dn * dn,
                                    3.0 * static_cast<double>(bytes), t));
@@ -143,7 +178,7 @@ std::vector<Benchmark> attentions(const Backend<T>& b, CountingAllocator& a,
                                      k->as<T>(), v->as<T>(), y->as<T>(), lse->as<A>(), s,
                                      DropoutKey{}, ws->as<void>());
             },
-            o.min_batch_s);
+            o, o.min_batch_s);
         const double dS = static_cast<double>(S);
         const double forward_flops = 4.0 * static_cast<double>(H * D) * dS * (dS + 1) / 2;
         // Bytes: forward reads q, k, v and writes out and lse; backward reads those and dout,
@@ -177,9 +212,9 @@ void kernel_curve(const Backend<T>& b, const CalibrateOptions& o, const char* ki
                   Setup setup, std::vector<Benchmark>& out) {
     for (std::size_t n = first; n <= last; n *= factor) {
         auto [fwd_work, bwd_work, shape, fwd, bwd] = setup(n);
-        const Timed tf = time_calls(b, fwd, o.min_batch_s);
+        const Timed tf = time_calls(b, fwd, o, o.min_batch_s);
         out.push_back(kernel_point<T>(kind, false, dim, shape, fwd_work, tf));
-        const Timed tb = time_calls(b, bwd, o.min_batch_s);
+        const Timed tb = time_calls(b, bwd, o, o.min_batch_s);
         out.push_back(kernel_point<T>(kind, true, dim, shape, bwd_work, tb));
         if (tf.seconds >= o.grow_until_s) break;
     }
@@ -239,7 +274,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                 b.linear_forward(y->as<T>(), x->as<T>(), w->as<T>(), nullptr, N, I, O,
                                  wf->as<void>());
             },
-            o.min_batch_s);
+            o, o.min_batch_s);
         const std::string shape = fmt::format("{}x{}x{}", N, I, O);
         out.push_back(kernel_point<T>("gemm", false, d, shape, flops, tf));
         const Timed tb = time_calls(
@@ -248,7 +283,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                 b.linear_backward(dx->as<T>(), dw->as<T>(), nullptr, dy->as<T>(), x->as<T>(),
                                   w->as<T>(), N, I, O, wb->as<void>());
             },
-            o.min_batch_s);
+            o, o.min_batch_s);
         out.push_back(kernel_point<T>("gemm", true, d, shape, 2 * flops, tb));
         if (tf.seconds >= o.grow_until_s) break;
     }
@@ -442,7 +477,7 @@ std::vector<Benchmark> optimizer_timings(const Backend<T>& b, CountingAllocator&
                 b.adamw_step(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
                              d->as<float>(), n, AdamW{}, ++step);
             },
-            o.min_batch_s);
+            o, o.min_batch_s);
         out.push_back(kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n),
                                       28.0 * static_cast<double>(n), t));
         if (t.seconds >= o.grow_until_s) break;
@@ -471,7 +506,7 @@ double concurrent_s(const Backend<float>& b, CountingAllocator& a, std::size_t t
                 else
                     b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(), n);
             };
-            seconds[t] = time_calls(b, call, 4 * o.min_batch_s).seconds;
+            seconds[t] = time_calls(b, call, o, 4 * o.min_batch_s).seconds;
         });
     for (auto& th : pool) th.join();
     return *std::max_element(seconds.begin(), seconds.end());
@@ -566,7 +601,14 @@ DeviceRates measure_device(const CalibrateOptions& o) {
     }
     DeviceRates r;
     const bool cuda = o.device == Device::cuda;
-    if (!cuda) openblas_set_num_threads(1);  // as the CPU runtime runs each rank
+    if (!cuda) {
+        openblas_set_num_threads(1);  // as the CPU runtime runs each rank
+        // The host probe's yardstick before the first benchmark: its fastest over half a second,
+        // in which even a busy host has given this core some moments at full speed.
+        for (const auto t0 = Clock::now();
+             std::chrono::duration<double>(Clock::now() - t0).count() < 0.5;)
+            probe_host();
+    }
     {
         // Bandwidth and the launch cost in fp32: properties of the device, and the optimizer's
         // states are fp32 whatever the precision.
@@ -626,6 +668,7 @@ DeviceRates measure_device(const CalibrateOptions& o) {
         r.device = gpus.empty() ? "GPU 0" : gpus.front().name;
     } else {
         r.device = cpu_model_name() + " (one BLAS thread)";
+        r.host_probe_s = fastest_probe_s();
     }
     r.source = fmt::format(
         "remat calibrate --device {}: {}; linear forward up to {}, attention forward and backward "
@@ -636,7 +679,8 @@ DeviceRates measure_device(const CalibrateOptions& o) {
         r.backend,
         cuda ? "the CUDA backend on GPU 0, one stream"
              : "the CPU backend on one thread with one OpenBLAS thread, as the CPU runtime gives "
-               "each rank",
+               "each rank, each timed batch bracketed by the host probe and kept only when the "
+               "host ran at full speed",
         largest(r.benchmarks, "gemm"), largest(r.benchmarks, "attention"),
         largest(r.benchmarks, "memory"));
     return r;

@@ -47,6 +47,7 @@ struct Benchmark {
     std::string direction;
     std::uint64_t dim = 0;  // narrow dimension: a GEMM's smallest side, attention's head size
     double work = 0;        // what the planner counts for the op: FLOPs or bytes
+    bool contended = false;  // CPU: no timed batch ran with the host at full speed
 };
 
 struct ComputeRates {
@@ -74,6 +75,9 @@ struct DeviceRates {
     // (each rank converts or sums the whole unit); 0 where not measured (a GPU: --network).
     double collective_bus_bandwidth = 0;
     double collective_latency_s = 0;
+    // CPU: the host probe's fastest time (runtime/host_speed.hpp) when the benchmarks ended; 0 on
+    // a GPU.
+    double host_probe_s = 0;
 };
 
 // Throws InputError for a precision other than fp32 and bf16-mixed, or for --device cuda where

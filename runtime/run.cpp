@@ -12,6 +12,7 @@
 
 #include "planner/config/error.hpp"
 #include "runtime/device_parts.hpp"
+#include "runtime/host_speed.hpp"
 #include "runtime/limits.hpp"
 
 namespace remat::rt {
@@ -90,6 +91,10 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     std::mutex mu;
     std::string error;
     std::vector<double> losses(c.steps, 0.0), step_seconds(c.steps, 0.0);
+    const bool probing = c.probe_host && c.device == Device::cpu;
+    // probes[rank][s]: before step s; probes[rank][steps]: after the last.
+    std::vector<std::vector<double>> probes(probing ? ranks : 0,
+                                            std::vector<double>(c.steps + 1, 0.0));
     std::vector<WorkTime> work;
     double seconds = 0;
     // The first rank to run out of memory reports; the others are stopped.
@@ -115,6 +120,12 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
             const auto t0 = std::chrono::steady_clock::now();
             auto step_start = t0;
             for (std::uint64_t s = 0; s < c.steps; ++s) {
+                if (probing) {
+                    // Outside the step: probe, then start it together.
+                    probes[rank][s] = probe_host();
+                    coll.all_reduce_sum(rank, 0.0);
+                    if (rank == 0) step_start = std::chrono::steady_clock::now();
+                }
                 tokens.rank_batch(s, rank, ids, targets);
                 StepRecord r = ex.step(s, ids, targets, rank * c.micro_batch);
                 out.timeline = std::move(r.timeline);
@@ -129,6 +140,7 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
                 }
                 if (c.keep_gradients) result.grads[s][rank] = std::move(r.grads);
             }
+            if (probing) probes[rank][c.steps] = probe_host();
             if (rank == 0)
                 seconds =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -160,9 +172,21 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
         result.losses = losses;
         result.seconds = seconds;
         result.step_seconds = step_seconds;
+        if (probing) {
+            // The probes are not the steps' work: the run's time is its steps'.
+            result.seconds = 0;
+            for (double st : step_seconds) result.seconds += st;
+            result.step_probe_s.assign(c.steps, 0.0);
+            for (const auto& p : probes)
+                for (std::uint64_t s = 0; s < c.steps; ++s)
+                    result.step_probe_s[s] =
+                        std::max({result.step_probe_s[s], p[s], p[s + 1]});
+        }
         result.work = std::move(work);
-        result.tokens_per_s =
-            seconds > 0 ? static_cast<double>(c.micro_batch * c.seq * c.steps) / seconds : 0;
+        result.tokens_per_s = result.seconds > 0 ? static_cast<double>(c.micro_batch * c.seq *
+                                                                       c.steps) /
+                                                       result.seconds
+                                                 : 0;
     }
     return result;
 }

@@ -37,6 +37,10 @@ struct RunConfig {
     std::string data_path;               // little-endian int32 token ids; empty: synthetic
     bool keep_gradients = false;  // record every step's gradient shards (for --check-gradients)
     bool time_work = false;       // time every op and collective of rank 0 (ExecutorOptions)
+    // CPU: every rank runs the host probe (runtime/host_speed.hpp) before each step and after the
+    // last, outside the steps' times, so that a step timed while the host slowed the cores can
+    // be told apart. Ignored on CUDA, where the host's speed is not the device's.
+    bool probe_host = false;
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // after each step
 };
 
@@ -64,6 +68,9 @@ struct RunResult {
     std::vector<double> losses;        // per completed step: mean over the global batch
     double seconds = 0;                // wall time of the steps (start-up excluded)
     std::vector<double> step_seconds;  // per step, rank 0's (every rank ends a step together)
+    // With probe_host: per step, the slowest of the probes just before and just after it, over
+    // all ranks (thread CPU seconds; rt::uncontended() judges it).
+    std::vector<double> step_probe_s;
     std::vector<WorkTime> work;        // with time_work: rank 0's last step, op by op
     double tokens_per_s = 0;           // per rank: B * S * steps / seconds
     // grads[step][rank][unit]: the fp32 gradient shards, with keep_gradients.

@@ -44,10 +44,11 @@ Calibration to_calibration(const rt::DeviceRates& r) {
     c.shared_compute_slowdown = r.shared_compute_slowdown;
     c.collective_bus_bandwidth = r.collective_bus_bandwidth;
     c.collective_latency_s = r.collective_latency_s;
+    c.host_probe_s = r.host_probe_s;
     for (const rt::Benchmark& b : r.benchmarks)
         c.measurements.push_back({b.kind, std::string(calibration_storage(b.precision)), b.shape,
                                   b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim,
-                                  b.work});
+                                  b.work, b.contended});
     return c;
 }
 
@@ -68,7 +69,7 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
         std::string line =
             fmt::format("{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
                         s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"),
-                        s.shape, s.calls, per_call(s.seconds), achieved);
+                        s.shape, s.calls, per_call(s.seconds), achieved + (s.contended ? " *" : ""));
         out += trimmed(std::move(line)) + "\n";
     }
     out += fmt::format("\nwritten to {} (plan with --calibration {}):\n", path, path);
@@ -97,6 +98,15 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
     if (c.collective_bus_bandwidth > 0)
         out += fmt::format("  {:<10} in-process: {} + bytes / {}\n", "collective",
                            per_call(c.collective_latency_s), bandwidth(c.collective_bus_bandwidth));
+    if (c.host_probe_s > 0) {
+        std::size_t contended = 0;
+        for (const CalibrationSample& s : c.measurements) contended += s.contended;
+        out += fmt::format(
+            "  {:<10} probe {} at full speed; {} of {} benchmarks timed only while the host "
+            "slowed the cores{}\n",
+            "host", per_call(c.host_probe_s), contended, c.measurements.size(),
+            contended ? " (marked *): calibrate again when the machine is quieter" : "");
+    }
     out += fmt::format("source: {}\n", c.source);
     return out;
 }

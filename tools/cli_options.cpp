@@ -8,6 +8,7 @@
 #include "planner/config/finetune.hpp"
 #include "planner/simulate/calibration.hpp"
 #include "planner/simulate/network.hpp"
+#include "runtime/host_speed.hpp"
 
 namespace remat::cli {
 
@@ -347,6 +348,8 @@ Question question_of(const CommonArgs& a) {
         const Calibration c = load_calibration(a.calibration);
         check_covers(c, q.options.precision, a.calibration);
         q.context.time_model = calibrated_model(c);
+        // A run in this process judges its steps by the calibration's yardstick.
+        if (c.backend == "cpu") rt::note_probe_s(c.host_probe_s);
     }
     // The network: --network, else a calibration's measured one, else the GPU's usual servers.
     if (!a.network.empty() || !q.context.time_model.network)

@@ -130,6 +130,7 @@ json run_json(const Question& q, const RunReport& r, const RunSettings& s) {
             {"seconds", r.run.seconds},
             {"tokens_per_s", r.run.tokens_per_s},
             {"step_seconds", r.run.step_seconds},
+            {"step_host_contention", step_contention(r.run)},
             {"predicted_step_time_s", r.prediction.result.step_time_s},
             {"work", work_json(r.run.work)},
             {"gradients_match", r.gradients_match ? json(*r.gradients_match) : json(nullptr)},
@@ -187,14 +188,20 @@ std::string run_text(const Question& q, const RunReport& r, const RunSettings& s
     out += fmt::format("losses (mean over the global batch, per step):{}\n", losses);
     out += fmt::format("{:.0f} tokens/s per rank ({:.3f} s for {} steps)\n", r.run.tokens_per_s,
                        r.run.seconds, s.steps);
-    if (r.run.step_seconds.size() > 1)
+    if (r.run.step_seconds.size() > 1) {
+        const SteadyStep steady = steady_step(r.run);
         out += fmt::format(
-            "step time: predicted {}{}, measured {} (the fastest step after the first)\n",
+            "step time: predicted {}{}, measured {} (the fastest step after the first{})\n",
             format_seconds(r.prediction.result.step_time_s),
             q.context.time_model.fp32_measured || q.context.time_model.bf16_measured
                 ? " from the calibration"
                 : " from the --gpu preset (pass --calibration for this device's)",
-            format_seconds(steady_step_s(r.run)));
+            format_seconds(steady.seconds),
+            r.run.step_probe_s.empty() ? ""
+            : steady.uncontended
+                ? " that the host ran at full speed"
+                : "; the host slowed every step: run more --steps, or again later");
+    }
     if (work_times && !r.run.work.empty()) {
         double total = 0, predicted_total = 0;
         const auto predicted = predicted_work(q, r.prediction);
@@ -240,6 +247,8 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
                         {"predicted_step_time_s", r.predicted_step_time_s},
                         {"measured_step_time_s", r.measured_step_time_s},
                         {"step_error", r.step_error},
+                        {"step_uncontended", r.step_uncontended},
+                        {"attempts", r.attempts},
                         {"tokens_per_s", r.tokens_per_s},
                         {"model_flops", r.model_flops},
                         {"mfu", device == rt::Device::cuda ? json(r.mfu) : json(nullptr)}});
@@ -254,6 +263,8 @@ json validate_json(const std::vector<SweepResult>& rows, std::uint64_t steps, do
         const StepTimeSummary t = step_time_summary(rows);
         return json{{"runs", t.runs},
                     {"within_15_percent", t.within_15},
+                    {"slowed_by_host", t.slowed},
+                    {"reruns", t.reruns},
                     {"median_abs_error", t.median},
                     {"p90_abs_error", t.p90},
                     {"worst_abs_error", t.worst},
@@ -280,9 +291,10 @@ std::string step_time_line(const std::vector<SweepResult>& rows) {
     return fmt::format(
         "step time: |error| median {:.1f}%, p90 {:.1f}%, worst {:.1f}%; {} of {} within 15%; "
         "rank correlation (Spearman) {:.3f} over all runs, {:.3f} among the strategies of a "
-        "model, B, W, S and precision\n",
+        "model, B, W, S and precision; {} run(s) measured only while the host slowed the cores, "
+        "{} rerun(s)\n",
         100 * t.median, 100 * t.p90, 100 * t.worst, t.within_15, t.runs, t.spearman_all,
-        t.spearman_strategies);
+        t.spearman_strategies, t.slowed, t.reruns);
 }
 
 }  // namespace
@@ -336,8 +348,11 @@ std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohma
                                 : "the counting allocator's");
     const std::string steps = step_time_line(rows);
     if (!steps.empty())
-        out += "Step time: the prediction against the fastest step after the first.\n\n" + steps +
-               "\n";
+        out +=
+            "Step time: the prediction against the fastest step after the first that the host ran "
+            "at full speed (runtime/host_speed.hpp; a run whose every step it slowed is run again, "
+            "up to 3 times, and its error is marked *slowed*).\n\n" +
+            steps + "\n";
     out +=
         "| model | strategy | B | W | S | precision | predicted peak | measured peak | reserved | "
         "error | "
@@ -348,14 +363,14 @@ std::string validate_markdown(const std::vector<SweepResult>& rows, const nlohma
     for (const auto& r : rows)
         out += fmt::format(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f}% | {:.4f} s | {:.4f} s "
-            "| {:+.1f}% | {:.0f} | {} |\n",
+            "| {:+.1f}%{} | {:.0f} | {} |\n",
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
             format_bytes(r.measured_peak_bytes),
             r.measured_reserved_bytes ? format_bytes(r.measured_reserved_bytes) : std::string("-"),
             100 * std::max(r.peak_error, r.action_error), r.predicted_step_time_s,
-            r.measured_step_time_s, 100 * r.step_error, r.tokens_per_s,
-            r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
+            r.measured_step_time_s, 100 * r.step_error, r.step_uncontended ? "" : " *slowed*",
+            r.tokens_per_s, r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu) : std::string("-"));
     return out;
 }
 

@@ -18,6 +18,7 @@
 #include "runtime/calibrate.hpp"
 #include "runtime/devices.hpp"
 #include "runtime/host_memory.hpp"
+#include "runtime/host_speed.hpp"
 #include "runtime/limits.hpp"
 #include "tools/calibrate.hpp"
 #include "tools/cli_options.hpp"
@@ -48,6 +49,7 @@ rt::RunConfig run_config(const Question& q, const Schedule& schedule, const RunS
     c.seed = s.seed;
     c.memory_cap_bytes = s.memory_cap_bytes;
     c.data_path = s.data_path;
+    c.probe_host = true;  // CPU only: tells steps timed while the host slowed the cores
     c.progress = s.progress;
     return c;
 }
@@ -70,10 +72,28 @@ std::string first_difference(const rt::RunResult& a, const rt::RunResult& b) {
 
 }  // namespace
 
-double steady_step_s(const rt::RunResult& run) {
+std::vector<double> step_contention(const rt::RunResult& run) {
+    std::vector<double> out;
+    for (double p : run.step_probe_s) out.push_back(rt::host_contention(p));
+    return out;
+}
+
+SteadyStep steady_step(const rt::RunResult& run) {
     const auto& st = run.step_seconds;
-    if (st.size() < 2) return st.empty() ? 0 : st.front();
-    return *std::min_element(st.begin() + 1, st.end());
+    if (st.empty()) return {};
+    const std::size_t first = st.size() < 2 ? 0 : 1;
+    const bool probed = run.step_probe_s.size() == st.size();
+    SteadyStep any, clean;
+    clean.seconds = INFINITY;
+    any.seconds = INFINITY;
+    for (std::size_t s = first; s < st.size(); ++s) {
+        any.seconds = std::min(any.seconds, st[s]);
+        if (!probed || rt::uncontended(run.step_probe_s[s]))
+            clean.seconds = std::min(clean.seconds, st[s]);
+    }
+    if (std::isfinite(clean.seconds)) return clean;
+    any.uncontended = false;
+    return any;
 }
 
 std::uint64_t measured_peak(const rt::RankResult& r) {
@@ -203,19 +223,37 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     RunSettings s;
     s.steps = steps;
     s.device = device;
+    // A run whose every step the host slowed (steady_step) measured the neighbour: run it again,
+    // up to k_validate_attempts times in all, and keep the fastest step the host ran at full speed.
+    // Every run's memory is checked: the errors are the worst of them.
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
-    for (const auto& rank : rep.run.ranks)
-        r.measured_peak_bytes = std::max(r.measured_peak_bytes, measured_peak(rank));
-    r.peak_error = rep.worst_peak_error();
-    r.action_error = rep.worst_action_error();
     r.tokens_per_s = rep.run.tokens_per_s;
-    for (const auto& rank : rep.run.ranks)
-        r.measured_reserved_bytes =
-            std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
+    SteadyStep steady = steady_step(rep.run);
+    auto absorb = [&r](const RunReport& run) {
+        for (const auto& rank : run.run.ranks) {
+            r.measured_peak_bytes = std::max(r.measured_peak_bytes, measured_peak(rank));
+            r.measured_reserved_bytes =
+                std::max(r.measured_reserved_bytes, rank.pool_reserved_high_bytes);
+        }
+        r.peak_error = std::max(r.peak_error, run.worst_peak_error());
+        r.action_error = std::max(r.action_error, run.worst_action_error());
+    };
+    absorb(rep);
+    for (r.attempts = 1; !steady.uncontended && r.attempts < k_validate_attempts && !rep.run.oom;
+         ++r.attempts) {
+        const RunReport again = run_and_compare(q, p.strategy, s);
+        absorb(again);
+        const SteadyStep next = steady_step(again.run);
+        if (next.uncontended || next.seconds < steady.seconds) {
+            steady = next;
+            r.tokens_per_s = again.run.tokens_per_s;
+        }
+    }
     r.predicted_step_time_s = rep.prediction.result.step_time_s;
-    r.measured_step_time_s = steady_step_s(rep.run);
+    r.measured_step_time_s = steady.seconds;
+    r.step_uncontended = steady.uncontended;
     if (r.measured_step_time_s > 0)
         r.step_error = (r.predicted_step_time_s - r.measured_step_time_s) / r.measured_step_time_s;
     r.model_flops = model_flops_per_step(q.model, p.micro_batch, p.seq);
@@ -265,6 +303,8 @@ StepTimeSummary step_time_summary(const std::vector<SweepResult>& rows) {
         const double e = std::fabs(r.step_error);
         errors.push_back(e);
         s.within_15 += e <= 0.15;
+        s.slowed += !r.step_uncontended;
+        s.reruns += r.attempts - 1;
         predicted.push_back(r.predicted_step_time_s);
         measured.push_back(r.measured_step_time_s);
     }

@@ -41,10 +41,19 @@ struct ActionComparison {
     std::uint64_t predicted_peak_bytes = 0, measured_peak_bytes = 0;  // during it
 };
 
+// Per step, how much slower than the process's fastest probe the host ran around it
+// (rt::host_contention of RunResult::step_probe_s: 1.0 at full speed); empty without probes.
+std::vector<double> step_contention(const rt::RunResult& run);
+
 // A run's step time: the fastest step after the first (the first pays page faults and
-// first-touch; a shared machine's other work only ever slows a step), or the only one; 0 when no
-// step completed.
-double steady_step_s(const rt::RunResult& run);
+// first-touch; a shared machine's other work only ever slows a step), or the only one, among the
+// steps the host ran at full speed (rt::uncontended; every step when the run was not probed).
+// When the host slowed every candidate, the fastest of them, marked contended.
+struct SteadyStep {
+    double seconds = 0;       // 0 when no step completed
+    bool uncontended = true;  // false: every candidate step ran while the host was slowed
+};
+SteadyStep steady_step(const rt::RunResult& run);
 
 struct RunReport {
     Evaluation prediction;
@@ -92,8 +101,10 @@ struct SweepResult {
     std::uint64_t budget_bytes = 0;             // greedy-budget and optimal only
     std::uint64_t measured_reserved_bytes = 0;  // CUDA: the pool's reserved high-water mark
     double predicted_step_time_s = 0;           // the planner's, per optimizer step
-    double measured_step_time_s = 0;            // steady_step_s of the run
+    double measured_step_time_s = 0;            // steady_step of the run
     double step_error = 0;                      // (predicted - measured) / measured
+    bool step_uncontended = true;               // SteadyStep::uncontended
+    std::uint64_t attempts = 1;                 // runs of the point (a contended one is rerun)
     double model_flops = 0;                     // per step per rank: model_flops_per_step()
     double mfu = 0;  // model_flops / (measured time * the GPU preset's peak); 0 on the CPU
 };
@@ -104,6 +115,8 @@ struct SweepResult {
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq);
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
+// How many times validate runs a point whose every step the host slowed.
+inline constexpr std::uint64_t k_validate_attempts = 3;
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
                            rt::Device device = rt::Device::cpu);
 
@@ -112,6 +125,8 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
 // the strategies of each model x B x W x S x precision).
 struct StepTimeSummary {
     std::size_t runs = 0, within_15 = 0;
+    std::size_t slowed = 0;  // runs whose every step, in every attempt, the host slowed
+    std::size_t reruns = 0;  // attempts beyond each run's first
     double median = 0, p90 = 0, worst = 0;  // of |error|
     double spearman_all = 0, spearman_strategies = 0;
 };

@@ -172,6 +172,7 @@ json calibration_json(const Calibration& c) {
     if (c.collective_bus_bandwidth > 0)
         j["collectives"] = {{"bus_bytes_per_s", c.collective_bus_bandwidth},
                             {"latency_s", c.collective_latency_s}};
+    if (c.host_probe_s > 0) j["host_probe_s"] = c.host_probe_s;
     auto rates = [](const MeasuredCompute& m) {
         return json{{"gemm_flops", m.gemm_flops}, {"attention_flops", m.attention_flops}};
     };
@@ -187,6 +188,7 @@ json calibration_json(const Calibration& c) {
             one["dim"] = s.dim;
             one["work"] = s.work;
         }
+        if (s.contended) one["contended"] = true;
         samples.push_back(std::move(one));
     }
     j["measurements"] = samples;
@@ -226,6 +228,7 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
         c.collective_latency_s = n.launch("latency_s");
         n.no_others();
     }
+    if (f.has("host_probe_s")) c.host_probe_s = f.within("host_probe_s", "seconds", 1e-9, 1);
     if (f.has("measurements")) {
         const json& list = j.at("measurements");
         if (!list.is_array())
@@ -258,6 +261,14 @@ Calibration calibration_from_json(const json& j, const std::string& origin) {
                 m.work = s.within("work", "FLOPs or bytes", 1, 1e30);
                 // A kernel call between a picosecond and an hour: the model reads its rate.
                 m.seconds = s.within("seconds", "seconds", 1e-12, 3600);
+            }
+            if (s.has("contended")) {
+                if (!list[k].at("contended").is_boolean())
+                    throw InputError(
+                        fmt::format("{}: \"measurements[{}].contended\" must be true or false, "
+                                    "not {}; {}",
+                                    origin, k, list[k].at("contended").dump(), k_rewrite));
+                m.contended = list[k].at("contended").get<bool>();
             }
             s.no_others();
             c.measurements.push_back(std::move(m));

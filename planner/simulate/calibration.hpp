@@ -35,6 +35,9 @@ struct CalibrationSample {
     std::string direction;
     std::uint64_t dim = 0;  // the narrow dimension it ran at (KernelTiming::dim)
     double work = 0;        // the planner's count for it: FLOPs (gemm, attention) or bytes
+    // CPU: no timed batch ran with the host at full speed (runtime/host_speed.hpp), so this is
+    // the fastest of slowed ones.
+    bool contended = false;
 };
 
 struct Calibration {
@@ -57,6 +60,10 @@ struct Calibration {
     // latency + bytes / bandwidth, every rank handling the whole unit whatever W.
     double collective_bus_bandwidth = 0;
     double collective_latency_s = 0;
+    // CPU: the host probe's fastest time while calibrating (runtime/host_speed.hpp), 0 where not
+    // measured. A run with this calibration judges its steps against it, so that a step counts as
+    // run at full speed by the same yardstick as the benchmarks here.
+    double host_probe_s = 0;
     std::vector<CalibrationSample> measurements;
 };
 
