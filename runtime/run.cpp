@@ -95,6 +95,7 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
     // probes[rank][s]: before step s; probes[rank][steps]: after the last.
     std::vector<std::vector<double>> probes(probing ? ranks : 0,
                                             std::vector<double>(c.steps + 1, 0.0));
+    std::mutex probe_mu;
     std::vector<WorkTime> work;
     double seconds = 0;
     // The first rank to run out of memory reports; the others are stopped.
@@ -121,8 +122,12 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
             auto step_start = t0;
             for (std::uint64_t s = 0; s < c.steps; ++s) {
                 if (probing) {
-                    // Outside the step: probe, then start it together.
-                    probes[rank][s] = probe_host();
+                    // Outside the step, one rank at a time (ranks probing at once would slow each
+                    // other on cores that share a physical one), then start it together.
+                    {
+                        std::lock_guard one_at_a_time(probe_mu);
+                        probes[rank][s] = probe_host();
+                    }
                     coll.all_reduce_sum(rank, 0.0);
                     if (rank == 0) step_start = std::chrono::steady_clock::now();
                 }
@@ -140,7 +145,10 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
                 }
                 if (c.keep_gradients) result.grads[s][rank] = std::move(r.grads);
             }
-            if (probing) probes[rank][c.steps] = probe_host();
+            if (probing) {
+                std::lock_guard one_at_a_time(probe_mu);
+                probes[rank][c.steps] = probe_host();
+            }
             if (rank == 0)
                 seconds =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -70,7 +70,8 @@ Calibration sample_calibration() {
         {"launch", "fp32", "1 element", 0, 12, 3.2e-9, 8388608, "", 0, 0},
         {"gemm", "bf16", "1024x1024x1024", 2147483648.0, 6291456, 0.0229, 1, "", 0, 0},
         {"norm", "fp32", "256x256", 0, 0, 1e-4, 64, "forward", 0, 1e6},
-        {"norm", "fp32", "1024x256", 0, 0, 3e-4, 16, "forward", 0, 4e6}};
+        {"norm", "fp32", "1024x256", 0, 0, 3e-4, 16, "forward", 0, 4e6, true}};
+    c.host_probe_s = 1.62e-3;
     return c;
 }
 
@@ -80,7 +81,9 @@ void check_equal(const Calibration& a, const Calibration& b) {
         CHECK(a.measurements[k].direction == b.measurements[k].direction);
         CHECK(a.measurements[k].dim == b.measurements[k].dim);
         CHECK(a.measurements[k].work == b.measurements[k].work);
+        CHECK(a.measurements[k].contended == b.measurements[k].contended);
     }
+    CHECK(a.host_probe_s == b.host_probe_s);
     CHECK(a.backend == b.backend);
     CHECK(a.device == b.device);
     CHECK(a.source == b.source);
@@ -173,6 +176,13 @@ TEST_SUITE("calibration") {
              "\"memory_bandwidth_bytes_per_s\" must be at least 1 bytes/s, not 0.5"},
             {with("\"launch_s\": 10e-6", "\"launch_s\": 1e307"),
              "\"launch_s\" must be at most 1 second, not 1e+307"},
+            {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"host_probe_s\": 0"),
+             "\"host_probe_s\" must be a positive number of seconds"},
+            {with("\"launch_s\": 10e-6",
+                  "\"launch_s\": 10e-6, \"measurements\": [{\"benchmark\": \"launch\", "
+                  "\"storage\": \"fp32\", \"shape\": \"1\", \"flops\": 0, \"bytes\": 12, "
+                  "\"seconds\": 1e-9, \"calls\": 1, \"contended\": \"yes\"}]"),
+             "\"measurements[0].contended\" must be true or false, not \"yes\""},
             // An unknown key is named with JSON's escapes: one line.
             {with("\"launch_s\": 10e-6", "\"launch_s\": 10e-6, \"a\\nb\": 1"),
              "unknown key \"a\\nb\""},

@@ -204,7 +204,7 @@ double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std
 }
 
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device) {
+                           rt::Device device, std::uint64_t attempts) {
     Question q = base;
     q.model = load_model(p.model);
     q.options.micro_batch = p.micro_batch;
@@ -224,8 +224,8 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
     s.steps = steps;
     s.device = device;
     // A run whose every step the host slowed (steady_step) measured the neighbour: run it again,
-    // up to k_validate_attempts times in all, and keep the fastest step the host ran at full speed.
-    // Every run's memory is checked: the errors are the worst of them.
+    // up to `attempts` times in all, and keep the fastest step the host ran at full speed. Every
+    // run's memory is checked: the errors are the worst of them.
     const RunReport rep = run_and_compare(q, p.strategy, s);
     r.strategy = rep.prediction.plan.strategy;
     r.predicted_peak_bytes = rep.prediction.result.allocator_peak_bytes;
@@ -241,7 +241,7 @@ SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint6
         r.action_error = std::max(r.action_error, run.worst_action_error());
     };
     absorb(rep);
-    for (r.attempts = 1; !steady.uncontended && r.attempts < k_validate_attempts && !rep.run.oom;
+    for (r.attempts = 1; !steady.uncontended && r.attempts < attempts && !rep.run.oom;
          ++r.attempts) {
         const RunReport again = run_and_compare(q, p.strategy, s);
         absorb(again);
@@ -476,8 +476,9 @@ int run_validate(ValidateFlags f) {
                                           std::string(width - filled, '.'), k, points.size(),
                                           points[k].model, points[k].strategy.name()));
             }
-            rows.push_back(
-                validate_point(base, points[k], static_cast<std::uint64_t>(f.steps), device));
+            rows.push_back(validate_point(base, points[k], static_cast<std::uint64_t>(f.steps),
+                                          device,
+                                          device == rt::Device::cpu ? k_validate_attempts : 1));
         }
     }
     const auto doc = validate_json(rows, static_cast<std::uint64_t>(f.steps), f.tolerance, device,

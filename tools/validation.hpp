@@ -115,10 +115,12 @@ struct SweepResult {
 double model_flops_per_step(const ModelConfig& m, std::uint64_t micro_batch, std::uint64_t seq);
 // greedy-budget and optimal get a budget halfway between full's and none's predicted peaks, so
 // that they have something to decide.
-// How many times validate runs a point whose every step the host slowed.
+// A point whose every step the host slowed (SteadyStep::uncontended false) is run again, up to
+// `attempts` runs in all; the memory checks hold in every run. `remat validate` on the CPU gives
+// k_validate_attempts; 1 runs each point once.
 inline constexpr std::uint64_t k_validate_attempts = 3;
 SweepResult validate_point(const Question& base, const SweepPoint& p, std::uint64_t steps,
-                           rt::Device device = rt::Device::cpu);
+                           rt::Device device = rt::Device::cpu, std::uint64_t attempts = 1);
 
 // The step-time errors of a sweep: their distribution and whether the predicted times rank the
 // runs as the measured ones do (Spearman's rank correlation, over all runs and, averaged, over
