@@ -45,15 +45,18 @@ struct Timed {
 // work only ever slows a batch down). A long call is timed alone, a tiny one millions of times, so
 // that the clock's resolution and the synchronization stay small against the batch.
 //
-// On the CPU (o.device == cpu) each of the three is bracketed by the host probe
-// (runtime/host_speed.hpp) and counts only when the cores ran at full speed around it; a batch in a
+// `gated` (the CPU, one thread): each of the three is bracketed by the host probe
+// (runtime/host_speed.hpp) and counts only when the core ran at full speed around it; a batch in a
 // slow stretch is timed again, for up to k_contended_retry_s, and when none ran at full speed the
 // fastest of them stands (Timed::contended says so).
 constexpr double k_contended_retry_s = 1.0;
 
+// Whether a benchmark's batches are judged by the host probe: on the CPU, where the host's other
+// tenants slow the cores (on a GPU the host's speed is not the device's).
+bool host_gated(const CalibrateOptions& o) { return o.device == Device::cpu; }
+
 template <class T, class F>
-Timed time_calls(const Backend<T>& backend, F&& call, const CalibrateOptions& o,
-                 double min_batch_s) {
+Timed time_calls(const Backend<T>& backend, F&& call, double min_batch_s, bool gated) {
     call();
     backend.synchronize();
     auto batch = [&](std::uint64_t n) {
@@ -62,7 +65,6 @@ Timed time_calls(const Backend<T>& backend, F&& call, const CalibrateOptions& o,
         backend.synchronize();
         return std::chrono::duration<double>(Clock::now() - t0).count();
     };
-    const bool gated = o.device == Device::cpu;
     for (std::uint64_t n = 1;; n *= 2) {
         const double s = batch(n);
         if (s < min_batch_s && n < (std::uint64_t{1} << 26)) continue;
@@ -106,7 +108,7 @@ template <class T>
 Benchmark launch(const Backend<T>& b, CountingAllocator& a, const CalibrateOptions& o) {
     const BufferRef x = make_zeroed(a, sizeof(T)), y = make_buffer(a, sizeof(T));
     const Timed t = time_calls(
-        b, [&] { b.add_forward(y->as<T>(), x->as<T>(), x->as<T>(), 1); }, o, o.min_batch_s);
+        b, [&] { b.add_forward(y->as<T>(), x->as<T>(), x->as<T>(), 1); }, o.min_batch_s, host_gated(o));
     return benchmark<T>("launch", "1 element", 0, 3 * sizeof(T), t);
 }
 
@@ -117,7 +119,7 @@ Benchmark memory(const Backend<T>& b, CountingAllocator& a, const CalibrateOptio
     const BufferRef x = make_zeroed(a, n * sizeof(T)), y = make_zeroed(a, n * sizeof(T)),
                     z = make_zeroed(a, n * sizeof(T));
     const Timed t = time_calls(
-        b, [&] { b.add_forward(z->as<T>(), x->as<T>(), y->as<T>(), n); }, o, o.min_batch_s);
+        b, [&] { b.add_forward(z->as<T>(), x->as<T>(), y->as<T>(), n); }, o.min_batch_s, host_gated(o));
     return benchmark<T>("memory", fmt::format("{} elements", n), 0,
                         3.0 * static_cast<double>(n * sizeof(T)), t);
 }
@@ -138,7 +140,7 @@ std::vector<Benchmark> gemms(const Backend<T>& b, CountingAllocator& a, const Ca
                 b.linear_forward(y->as<T>(), inp->as<T>(), w->as<T>(), nullptr, n, n, n,
                                  ws->as<void>());
             },
-            o, o.min_batch_s);
+            o.min_batch_s, host_gated(o));
         const double dn = static_cast<double>(n);
         out.push_back(benchmark<T>("gemm", fmt::format("{}x{}x{}", n, n, n), 2 * dn * dn * dn,
                                    3.0 * static_cast<double>(bytes), t));
@@ -178,7 +180,7 @@ std::vector<Benchmark> attentions(const Backend<T>& b, CountingAllocator& a,
                                      k->as<T>(), v->as<T>(), y->as<T>(), lse->as<A>(), s,
                                      DropoutKey{}, ws->as<void>());
             },
-            o, o.min_batch_s);
+            o.min_batch_s, host_gated(o));
         const double dS = static_cast<double>(S);
         const double forward_flops = 4.0 * static_cast<double>(H * D) * dS * (dS + 1) / 2;
         // Bytes: forward reads q, k, v and writes out and lse; backward reads those and dout,
@@ -212,9 +214,9 @@ void kernel_curve(const Backend<T>& b, const CalibrateOptions& o, const char* ki
                   Setup setup, std::vector<Benchmark>& out) {
     for (std::size_t n = first; n <= last; n *= factor) {
         auto [fwd_work, bwd_work, shape, fwd, bwd] = setup(n);
-        const Timed tf = time_calls(b, fwd, o, o.min_batch_s);
+        const Timed tf = time_calls(b, fwd, o.min_batch_s, host_gated(o));
         out.push_back(kernel_point<T>(kind, false, dim, shape, fwd_work, tf));
-        const Timed tb = time_calls(b, bwd, o, o.min_batch_s);
+        const Timed tb = time_calls(b, bwd, o.min_batch_s, host_gated(o));
         out.push_back(kernel_point<T>(kind, true, dim, shape, bwd_work, tb));
         if (tf.seconds >= o.grow_until_s) break;
     }
@@ -274,7 +276,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                 b.linear_forward(y->as<T>(), x->as<T>(), w->as<T>(), nullptr, N, I, O,
                                  wf->as<void>());
             },
-            o, o.min_batch_s);
+            o.min_batch_s, host_gated(o));
         const std::string shape = fmt::format("{}x{}x{}", N, I, O);
         out.push_back(kernel_point<T>("gemm", false, d, shape, flops, tf));
         const Timed tb = time_calls(
@@ -283,7 +285,7 @@ std::vector<Benchmark> kernel_timings(const Backend<T>& b, CountingAllocator& a,
                 b.linear_backward(dx->as<T>(), dw->as<T>(), nullptr, dy->as<T>(), x->as<T>(),
                                   w->as<T>(), N, I, O, wb->as<void>());
             },
-            o, o.min_batch_s);
+            o.min_batch_s, host_gated(o));
         out.push_back(kernel_point<T>("gemm", true, d, shape, 2 * flops, tb));
         if (tf.seconds >= o.grow_until_s) break;
     }
@@ -477,7 +479,7 @@ std::vector<Benchmark> optimizer_timings(const Backend<T>& b, CountingAllocator&
                 b.adamw_step(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
                              d->as<float>(), n, AdamW{}, ++step);
             },
-            o, o.min_batch_s);
+            o.min_batch_s, host_gated(o));
         out.push_back(kernel_point<T>("optimizer", false, 0, fmt::format("{} params", n),
                                       28.0 * static_cast<double>(n), t));
         if (t.seconds >= o.grow_until_s) break;
@@ -506,10 +508,23 @@ double concurrent_s(const Backend<float>& b, CountingAllocator& a, std::size_t t
                 else
                     b.add_forward(z->as<float>(), x->as<float>(), y->as<float>(), n);
             };
-            seconds[t] = time_calls(b, call, o, 4 * o.min_batch_s).seconds;
+            seconds[t] = time_calls(b, call, 4 * o.min_batch_s, false).seconds;
         });
     for (auto& th : pool) th.join();
     return *std::max_element(seconds.begin(), seconds.end());
+}
+
+// How much longer `threads` calls at once take than one alone: the fastest of five of each,
+// alternated so that a slow stretch of the host weighs on both. Not judged by the host probe: two
+// threads probing at once slow each other, so a concurrent batch would never count.
+double sharing_slowdown(const Backend<float>& b, CountingAllocator& a, std::size_t threads,
+                        bool gemm, const CalibrateOptions& o) {
+    double alone = INFINITY, together = INFINITY;
+    for (int k = 0; k < 5; ++k) {
+        alone = std::min(alone, concurrent_s(b, a, 1, gemm, o));
+        together = std::min(together, concurrent_s(b, a, threads, gemm, o));
+    }
+    return std::max(1.0, together / alone);
 }
 
 // The CPU runtime's in-process all-gather and reduce-scatter among `world` threads, at units of
@@ -633,12 +648,8 @@ DeviceRates measure_device(const CalibrateOptions& o) {
             r.concurrent_ranks = cores;
             const auto C = static_cast<std::size_t>(cores);
             if (cores > 1) {
-                r.shared_memory_slowdown =
-                    std::max(1.0, concurrent_s(*p.backend, a, C, false, o) /
-                                      concurrent_s(*p.backend, a, 1, false, o));
-                r.shared_compute_slowdown =
-                    std::max(1.0, concurrent_s(*p.backend, a, C, true, o) /
-                                      concurrent_s(*p.backend, a, 1, true, o));
+                r.shared_memory_slowdown = sharing_slowdown(*p.backend, a, C, false, o);
+                r.shared_compute_slowdown = sharing_slowdown(*p.backend, a, C, true, o);
             }
             // Collectives: a least-squares line through seconds against bytes (each rank converts
             // or sums the whole unit).
