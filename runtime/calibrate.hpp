@@ -45,8 +45,8 @@ struct Benchmark {
     // Kernel timings the step-time model reads (kind: a kernel class, or "optimizer"):
     // "forward" or "backward"; empty for launch, memory and the legacy gemm/attention rates.
     std::string direction;
-    std::uint64_t dim = 0;  // narrow dimension: a GEMM's smallest side, attention's head size
-    double work = 0;        // what the planner counts for the op: FLOPs or bytes
+    std::uint64_t dim = 0;   // narrow dimension: a GEMM's smallest side, attention's head size
+    double work = 0;         // what the planner counts for the op: FLOPs or bytes
     bool contended = false;  // CPU: no timed batch ran with the host at full speed
 };
 

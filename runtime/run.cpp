@@ -187,14 +187,13 @@ RunResult run_typed(const RunConfig& c, DeviceParts<T> parts) {
             result.step_probe_s.assign(c.steps, 0.0);
             for (const auto& p : probes)
                 for (std::uint64_t s = 0; s < c.steps; ++s)
-                    result.step_probe_s[s] =
-                        std::max({result.step_probe_s[s], p[s], p[s + 1]});
+                    result.step_probe_s[s] = std::max({result.step_probe_s[s], p[s], p[s + 1]});
         }
         result.work = std::move(work);
-        result.tokens_per_s = result.seconds > 0 ? static_cast<double>(c.micro_batch * c.seq *
-                                                                       c.steps) /
-                                                       result.seconds
-                                                 : 0;
+        result.tokens_per_s =
+            result.seconds > 0
+                ? static_cast<double>(c.micro_batch * c.seq * c.steps) / result.seconds
+                : 0;
     }
     return result;
 }

@@ -71,8 +71,8 @@ struct RunResult {
     // With probe_host: per step, the slowest of the probes just before and just after it, over
     // all ranks (thread CPU seconds; rt::uncontended() judges it).
     std::vector<double> step_probe_s;
-    std::vector<WorkTime> work;        // with time_work: rank 0's last step, op by op
-    double tokens_per_s = 0;           // per rank: B * S * steps / seconds
+    std::vector<WorkTime> work;  // with time_work: rank 0's last step, op by op
+    double tokens_per_s = 0;     // per rank: B * S * steps / seconds
     // grads[step][rank][unit]: the fp32 gradient shards, with keep_gradients.
     std::vector<std::vector<std::vector<std::vector<float>>>> grads;
     std::optional<OomReport> oom;

@@ -87,6 +87,12 @@ TEST_SUITE("cli_calibrate") {
         CHECK(c.backend == "cpu");
         CHECK(c.device.find("one BLAS thread") != std::string::npos);
         CHECK(c.source.find("one OpenBLAS thread") != std::string::npos);
+        // The host probe's yardstick is kept, and the table says how many benchmarks it judged
+        // slowed (runtime/host_speed.hpp).
+        CHECK(c.host_probe_s > 0);
+        CHECK(r.out.find("probe ") != std::string::npos);
+        CHECK(r.out.find(" benchmarks timed only while the host slowed the cores") !=
+              std::string::npos);
         REQUIRE(c.fp32.has_value());
         REQUIRE(c.bf16.has_value());
         check_positive_rates(c);

@@ -47,8 +47,8 @@ Calibration to_calibration(const rt::DeviceRates& r) {
     c.host_probe_s = r.host_probe_s;
     for (const rt::Benchmark& b : r.benchmarks)
         c.measurements.push_back({b.kind, std::string(calibration_storage(b.precision)), b.shape,
-                                  b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim,
-                                  b.work, b.contended});
+                                  b.flops, b.bytes, b.seconds, b.calls, b.direction, b.dim, b.work,
+                                  b.contended});
     return c;
 }
 
@@ -66,10 +66,10 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
             achieved = rate(s.flops / s.seconds);
         else if (s.bytes > 0 && s.benchmark != "launch")
             achieved = bandwidth(s.bytes / s.seconds);
-        std::string line =
-            fmt::format("{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
-                        s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"),
-                        s.shape, s.calls, per_call(s.seconds), achieved + (s.contended ? " *" : ""));
+        std::string line = fmt::format(
+            "{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
+            s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"), s.shape, s.calls,
+            per_call(s.seconds), achieved + (s.contended ? " *" : ""));
         out += trimmed(std::move(line)) + "\n";
     }
     out += fmt::format("\nwritten to {} (plan with --calibration {}):\n", path, path);
