@@ -69,8 +69,8 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
         std::string line = fmt::format(
             "{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
             s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"), s.shape, s.calls,
-            per_call(s.seconds), achieved + (s.contended ? " *" : ""));
-        out += trimmed(std::move(line)) + "\n";
+            per_call(s.seconds), achieved);
+        out += trimmed(std::move(line)) + (s.contended ? " *" : "") + "\n";
     }
     out += fmt::format("\nwritten to {} (plan with --calibration {}):\n", path, path);
     auto row = [&](const char* what, double MeasuredCompute::*field) {

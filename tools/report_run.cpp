@@ -313,12 +313,12 @@ std::string validate_text(const std::vector<SweepResult>& rows, double tolerance
         }
         out += fmt::format(
             "{:<11} {:<14} {:>2} {:>2} {:>5}  {:<10} {:>15} {:>15} {:>9.3f}% {:>10.3f}% {:>10} "
-            "{:>10} {:>+8.1f}%\n",
+            "{:>10} {:>+8.1f}%{}\n",
             r.point.model, r.strategy, r.point.micro_batch, r.point.world_size, r.point.seq,
             precision_name(r.point.precision), format_bytes(r.predicted_peak_bytes),
             format_bytes(r.measured_peak_bytes), 100 * r.peak_error, 100 * r.action_error,
             format_seconds(r.predicted_step_time_s), format_seconds(r.measured_step_time_s),
-            100 * r.step_error);
+            100 * r.step_error, r.step_uncontended ? "" : " slowed");
     }
     if (worst_row)
         out += fmt::format(
