@@ -66,10 +66,10 @@ std::string calibrate_text(const Calibration& c, const std::string& path, double
             achieved = rate(s.flops / s.seconds);
         else if (s.bytes > 0 && s.benchmark != "launch")
             achieved = bandwidth(s.bytes / s.seconds);
-        std::string line = fmt::format(
-            "{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
-            s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"), s.shape, s.calls,
-            per_call(s.seconds), achieved);
+        std::string line =
+            fmt::format("{:<14} {:<7} {:<3} {:<30} {:>9} {:>11} {:>16}", s.benchmark, s.storage,
+                        s.direction.empty() ? "" : (s.direction == "forward" ? "fwd" : "bwd"),
+                        s.shape, s.calls, per_call(s.seconds), achieved);
         out += trimmed(std::move(line)) + (s.contended ? " *" : "") + "\n";
     }
     out += fmt::format("\nwritten to {} (plan with --calibration {}):\n", path, path);
